@@ -1,0 +1,36 @@
+# Set-up and everyday commands. Each target creates .venv if missing and installs idempotently.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+DEVSTAMP := $(VENV)/.installed-dev
+
+.PHONY: run test lint bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(STAMP): requirements.txt | $(PY)
+	$(PIP) install --quiet -r requirements.txt
+	touch $(STAMP)
+
+$(DEVSTAMP): requirements-dev.txt $(STAMP)
+	$(PIP) install --quiet -r requirements-dev.txt
+	touch $(DEVSTAMP)
+
+run: $(STAMP)
+	$(PY) -m streamlit run app.py
+
+test: $(DEVSTAMP)
+	$(PY) -m pytest
+
+lint: $(DEVSTAMP)
+	$(PY) -m ruff check normcore tests benchmarks app.py
+
+bench: $(STAMP)
+	$(PY) benchmarks/engine.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache test-output

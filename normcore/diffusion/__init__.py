@@ -1,0 +1,6 @@
+"""Diffusion process: noise schedules and samplers, independent of any network."""
+
+from normcore.diffusion.samplers import ddim_sample, ddpm_sample, sample
+from normcore.diffusion.schedule import NoiseSchedule
+
+__all__ = ["NoiseSchedule", "ddpm_sample", "ddim_sample", "sample"]

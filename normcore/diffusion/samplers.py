@@ -1,0 +1,84 @@
+"""Reverse-process samplers for epsilon-prediction denoisers.
+
+A denoiser is any callable ``eps_fn(x_t, t, cond) -> eps_hat``; ``t`` is an integer tensor of shape
+(n,) with one timestep per condition row. ``x_t`` has shape ``(n, dim)`` or ``(n, m, dim)``: the second
+form draws ``m`` samples per condition row while the conditioning is embedded once per row, which is
+how scoring shares work between the samples of one subject. Samplers work in batches on the device and
+never loop over samples in Python.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from normcore.diffusion.schedule import NoiseSchedule
+
+EpsFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _coefficients(schedule: NoiseSchedule, t: int, t_prev: int) -> tuple[float, float]:
+    table = schedule.alphas_cumprod
+    a_t = float(table[t])
+    a_p = float(table[t_prev]) if t_prev >= 0 else 1.0
+    return a_t, a_p
+
+
+@torch.no_grad()
+def ddim_sample(eps_fn: EpsFn, schedule: NoiseSchedule, cond: torch.Tensor, shape: tuple[int, ...],
+                steps: int = 50, eta: float = 0.0, generator: torch.Generator | None = None,
+                clip_x0: float | None = None) -> torch.Tensor:
+    """DDIM (Song et al. 2021) on a respaced chain; ``eta=0`` is deterministic, ``eta=1`` is DDPM-like."""
+    device = cond.device
+    x = torch.randn(shape, generator=generator, device=device)
+    ts = schedule.respaced(steps).tolist()
+    for i, t in enumerate(ts):
+        t_prev = ts[i + 1] if i + 1 < len(ts) else -1
+        a_t, a_p = _coefficients(schedule, t, t_prev)
+        tt = torch.full((shape[0],), t, device=device, dtype=torch.long)
+        eps = eps_fn(x, tt, cond).float()
+        x0 = (x - (1 - a_t) ** 0.5 * eps) / a_t**0.5
+        if clip_x0 is not None:
+            x0 = x0.clamp(-clip_x0, clip_x0)
+            eps = (x - a_t**0.5 * x0) / (1 - a_t) ** 0.5
+        sigma = eta * max((1 - a_p) / (1 - a_t) * (1 - a_t / a_p), 0.0) ** 0.5
+        x = a_p**0.5 * x0 + max(1 - a_p - sigma**2, 0.0) ** 0.5 * eps
+        if sigma > 0 and t_prev >= 0:
+            x = x + sigma * torch.randn(shape, generator=generator, device=device)
+    return x
+
+
+@torch.no_grad()
+def ddpm_sample(eps_fn: EpsFn, schedule: NoiseSchedule, cond: torch.Tensor, shape: tuple[int, ...],
+                steps: int | None = None, generator: torch.Generator | None = None,
+                clip_x0: float | None = None) -> torch.Tensor:
+    """Ancestral DDPM sampling (Ho et al. 2020) with posterior variance, over all T steps or a respaced chain."""
+    device = cond.device
+    x = torch.randn(shape, generator=generator, device=device)
+    ts = schedule.respaced(steps or schedule.timesteps).tolist()
+    for i, t in enumerate(ts):
+        t_prev = ts[i + 1] if i + 1 < len(ts) else -1
+        a_t, a_p = _coefficients(schedule, t, t_prev)
+        tt = torch.full((shape[0],), t, device=device, dtype=torch.long)
+        eps = eps_fn(x, tt, cond).float()
+        x0 = (x - (1 - a_t) ** 0.5 * eps) / a_t**0.5
+        if clip_x0 is not None:
+            x0 = x0.clamp(-clip_x0, clip_x0)
+        alpha = a_t / a_p
+        var = (1 - a_p) / (1 - a_t) * (1 - alpha)
+        x = (a_p**0.5 * (1 - alpha) / (1 - a_t)) * x0 + (alpha**0.5 * (1 - a_p) / (1 - a_t)) * x
+        if t_prev >= 0:
+            x = x + var**0.5 * torch.randn(shape, generator=generator, device=device)
+    return x
+
+
+def sample(eps_fn: EpsFn, schedule: NoiseSchedule, cond: torch.Tensor, shape: tuple[int, ...],
+           sampler: str = "ddim", steps: int = 50, eta: float = 0.0,
+           generator: torch.Generator | None = None, clip_x0: float | None = None) -> torch.Tensor:
+    """Dispatch to :func:`ddim_sample` or :func:`ddpm_sample` by name."""
+    if sampler == "ddim":
+        return ddim_sample(eps_fn, schedule, cond, shape, steps, eta, generator, clip_x0)
+    if sampler == "ddpm":
+        return ddpm_sample(eps_fn, schedule, cond, shape, steps, generator, clip_x0)
+    raise ValueError(f"unknown sampler {sampler!r}; use ddim or ddpm")

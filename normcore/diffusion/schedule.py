@@ -1,0 +1,63 @@
+"""Discrete-time Gaussian noise schedules (cosine, linear) for DDPM-style diffusion."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+class NoiseSchedule:
+    """Forward process x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, t = 0..T-1.
+
+    ``kind="cosine"`` (Nichol & Dhariwal 2021, betas clipped at 0.999) or ``"linear"``
+    (Ho et al. 2020, betas 1e-4..0.02 scaled to T).
+    """
+
+    def __init__(self, kind: str = "cosine", timesteps: int = 1000):
+        if kind not in ("cosine", "linear"):
+            raise ValueError(f"unknown schedule {kind!r}; use cosine or linear")
+        self.kind = kind
+        self.timesteps = int(timesteps)
+        t = torch.arange(self.timesteps + 1, dtype=torch.float64)
+        if kind == "cosine":
+            s = 0.008
+            f = torch.cos((t / self.timesteps + s) / (1 + s) * math.pi / 2) ** 2
+            abar = f / f[0]
+            betas = (1 - abar[1:] / abar[:-1]).clamp(max=0.999)
+        else:
+            scale = 1000 / self.timesteps
+            betas = torch.linspace(scale * 1e-4, scale * 0.02, self.timesteps, dtype=torch.float64)
+        self.betas = betas
+        self.alphas_cumprod = torch.cumprod(1 - betas, dim=0)
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "timesteps": self.timesteps}
+
+    def abar(self, t: torch.Tensor) -> torch.Tensor:
+        """abar_t for integer timesteps (float32 on t's device); t = -1 gives 1 (clean data)."""
+        table = torch.cat([torch.ones(1, dtype=torch.float64), self.alphas_cumprod]).to(t.device)
+        return table[t.long() + 1].float()
+
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Sample x_t ~ q(x_t | x_0) given the noise."""
+        a = self.abar(t).view(-1, *([1] * (x0.dim() - 1)))
+        return a.sqrt() * x0 + (1 - a).sqrt() * noise
+
+    def posterior(self, x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor,
+                  t_prev: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and variance of q(x_{t_prev} | x_t, x_0) (t_prev = t-1 by default; -1 is x_0)."""
+        if t_prev is None:
+            t_prev = t - 1
+        shape = (-1, *([1] * (x0.dim() - 1)))
+        a_t, a_p = self.abar(t).view(shape), self.abar(t_prev).view(shape)
+        alpha = a_t / a_p
+        var = (1 - a_p) / (1 - a_t) * (1 - alpha)
+        mean = (a_p.sqrt() * (1 - alpha) / (1 - a_t)) * x0 + (alpha.sqrt() * (1 - a_p) / (1 - a_t)) * xt
+        return mean, var.expand_as(xt)
+
+    def respaced(self, steps: int) -> torch.Tensor:
+        """Descending timesteps of a respaced chain of ``steps`` steps (from T-1 down to 0)."""
+        steps = max(1, min(int(steps), self.timesteps))
+        ts = torch.linspace(self.timesteps - 1, 0, steps).round().long()
+        return torch.unique_consecutive(ts)

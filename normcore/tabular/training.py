@@ -1,0 +1,184 @@
+"""Training loop for epsilon-prediction denoisers: AdamW, EMA, validation early stopping, DDP, AMP."""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from normcore.device import autocast_dtype
+from normcore.diffusion.schedule import NoiseSchedule
+from normcore.progress import Progress
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings. ``epochs=None`` picks a step budget of ``auto_steps`` optimiser steps."""
+
+    epochs: int | None = None
+    auto_steps: int = 6000
+    batch_size: int = 256
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    ema_decay: float = 0.998
+    warmup_steps: int = 200
+    patience: int = 8
+    eval_every_steps: int = 300
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def distributed_context() -> tuple[int, int]:
+    """(rank, world size) of the torch.distributed process group, (0, 1) when not distributed."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def init_distributed_from_env(device: torch.device) -> bool:
+    """Join the process group when launched by ``torchrun`` (WORLD_SIZE > 1); gloo on CPU, nccl on CUDA."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not torch.distributed.is_available():
+        return False
+    if not torch.distributed.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        torch.distributed.init_process_group(backend=backend)
+    return True
+
+
+class EMA:
+    """Exponential moving average of a module's parameters (the weights used for sampling)."""
+
+    def __init__(self, module: nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = copy.deepcopy(module).eval()
+        for p in self.shadow.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, module: nn.Module, step: int) -> None:
+        decay = min(self.decay, (1 + step) / (10 + step))  # warm start: follow the weights early on
+        src = [p.detach() for p in module.parameters()]
+        torch._foreach_lerp_(list(self.shadow.parameters()), src, 1 - decay)
+
+
+def _validation_batch(x: torch.Tensor, c: torch.Tensor, schedule: NoiseSchedule, repeats: int, seed: int):
+    """Fixed noise and stratified timesteps so validation losses are comparable across evaluations."""
+    g = torch.Generator().manual_seed(seed + 7919)
+    n = x.shape[0]
+    xr, cr = x.repeat(repeats, 1), c.repeat(repeats, 1)
+    t = ((torch.arange(n * repeats) + torch.rand(n * repeats, generator=g)) / (n * repeats)
+         * schedule.timesteps).long().clamp(max=schedule.timesteps - 1)
+    t = t[torch.randperm(n * repeats, generator=g)]
+    noise = torch.randn(xr.shape, generator=g)
+    return xr, cr, t, noise
+
+
+@torch.no_grad()
+def _loss_on(net: nn.Module, batch, schedule: NoiseSchedule, device: torch.device, chunk: int = 8192) -> float:
+    x, c, t, noise = batch
+    total = 0.0
+    for s in range(0, x.shape[0], chunk):
+        xs, cs, ts, ns = (v[s:s + chunk].to(device) for v in (x, c, t, noise))
+        pred = net(schedule.add_noise(xs, ns, ts), ts, cs).float()
+        total += float(((pred - ns) ** 2).sum())
+    return total / x.numel()
+
+
+def train_denoiser(net: nn.Module, x_train: np.ndarray, c_train: np.ndarray, x_val: np.ndarray,
+                   c_val: np.ndarray, schedule: NoiseSchedule, cfg: TrainConfig, device: torch.device,
+                   progress: Progress) -> tuple[dict[str, torch.Tensor], dict]:
+    """Train ``net`` with the epsilon-prediction loss; return the best EMA state dict and a history.
+
+    Under ``torchrun`` (an initialised process group) each rank trains on its own shard of every
+    epoch and gradients are averaged by DistributedDataParallel; all ranks take the same early-stopping
+    decision because validation is computed on identical data and noise.
+    """
+    rank, world = distributed_context()
+    torch.manual_seed(cfg.seed + rank)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    net = net.to(device)
+    ema = EMA(net, cfg.ema_decay)
+    model = net
+    if world > 1:
+        model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None,
+                                        find_unused_parameters=True)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    amp = autocast_dtype(device)
+
+    xt = torch.as_tensor(x_train, dtype=torch.float32)
+    ct = torch.as_tensor(c_train, dtype=torch.float32)
+    val = _validation_batch(torch.as_tensor(x_val, dtype=torch.float32), torch.as_tensor(c_val, dtype=torch.float32),
+                            schedule, repeats=max(1, 4096 // max(1, len(x_val))), seed=cfg.seed)
+    n = xt.shape[0]
+    per_rank = math.ceil(n / world)
+    batch = min(cfg.batch_size, per_rank)
+    steps_per_epoch = max(1, per_rank // batch)
+    epochs = cfg.epochs or max(1, math.ceil(cfg.auto_steps / steps_per_epoch))
+    total_steps = epochs * steps_per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup_steps)
+                                              * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps))))
+    xt_dev, ct_dev = xt.to(device), ct.to(device)
+
+    history: dict = {"step": [], "epoch": [], "train_loss": [], "val_loss": [], "elapsed_s": []}
+    best_val, best_state, best_step, bad_evals, step = math.inf, None, 0, 0, 0
+    running, running_n = 0.0, 0
+    start = time.perf_counter()
+    stopped_early = False
+    for epoch in range(epochs):
+        perm = torch.randperm(n, generator=gen)[rank * per_rank:(rank + 1) * per_rank].to(device)
+        model.train()
+        for b in range(steps_per_epoch):
+            idx = perm[b * batch:(b + 1) * batch]
+            x0, c = xt_dev[idx], ct_dev[idx]
+            t = torch.randint(0, schedule.timesteps, (x0.shape[0],), device=device)
+            noise = torch.randn_like(x0)
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                pred = model(schedule.add_noise(x0, noise, t), t, c)
+            loss = ((pred.float() - noise) ** 2).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            ema.update(net, step)
+            step += 1
+            running += float(loss.detach())
+            running_n += 1
+            if step % cfg.eval_every_steps == 0 or step == total_steps:
+                val_loss = _loss_on(ema.shadow, val, schedule, device)
+                history["step"].append(step)
+                history["epoch"].append(epoch + 1)
+                history["train_loss"].append(running / running_n)
+                history["val_loss"].append(val_loss)
+                history["elapsed_s"].append(time.perf_counter() - start)
+                running, running_n = 0.0, 0
+                if val_loss < best_val - 1e-4:
+                    best_val, best_step, bad_evals = val_loss, step, 0
+                    best_state = {k: v.detach().clone() for k, v in ema.shadow.state_dict().items()}
+                else:
+                    bad_evals += 1
+                progress.update("train", step, total_steps, epoch=epoch + 1, train_loss=history["train_loss"][-1],
+                                val_loss=val_loss)
+                if bad_evals >= cfg.patience:
+                    stopped_early = True
+                    break
+            elif step % 20 == 0:
+                progress.check()
+        if stopped_early:
+            break
+    if best_state is None:
+        best_state = {k: v.detach().clone() for k, v in ema.shadow.state_dict().items()}
+        best_val = _loss_on(ema.shadow, val, schedule, device)
+    history.update(best_val_loss=best_val, best_step=best_step, steps=step, epochs_run=epoch + 1,
+                   planned_epochs=epochs, stopped_early=stopped_early, world_size=world,
+                   batch_size=batch, fit_time_s=time.perf_counter() - start)
+    return {k: v.cpu() for k, v in best_state.items()}, history
