@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -65,8 +66,16 @@ def cmd_fit(args: argparse.Namespace) -> None:
         from normcore.data.validation import resolve_idps
 
         idps = resolve_idps(df, exclude=[args.age, *covariates, *exclude], label=str(args.data))
+    try:
+        backbone_params = json.loads(args.backbone_params) if args.backbone_params else {}
+    except json.JSONDecodeError as exc:
+        raise InputError(f"--backbone-params is not valid JSON ({exc})") from None
+    if not isinstance(backbone_params, dict):
+        raise InputError("--backbone-params must be a JSON object")
+    extra = {"sampling_steps": args.sampling_steps} if args.sampling_steps else {}
     model = NormativeDiffusion(backbone=args.backbone, epochs=args.epochs, seed=args.seed, device=args.device,
-                               transform=args.transform, n_samples=args.samples)
+                               transform=args.transform, n_samples=args.samples, timesteps=args.timesteps,
+                               batch_size=args.batch_size, backbone_params=backbone_params, **extra)
     model.fit(df, age=args.age, covariates=covariates, idps=idps, idps_regex=args.idps_regex,
               progress=_stderr_progress(args.quiet), label=str(args.data))
     for warning in model.fit_warnings_:
@@ -165,6 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--transform", default="quantile", choices=["quantile", "yeo-johnson", "standard"])
     f.add_argument("--samples", type=int, default=1000, help="default samples per point stored in the model")
+    f.add_argument("--backbone-params", default=None, metavar="JSON",
+                   help='network size, e.g. \'{"width": 128, "depth": 2}\' (advanced)')
+    f.add_argument("--timesteps", type=int, default=1000, help="diffusion steps T (advanced)")
+    f.add_argument("--sampling-steps", type=int, default=None, help="DDIM steps used when scoring (advanced)")
+    f.add_argument("--batch-size", type=int, default=256, help="training batch size (advanced)")
     f.add_argument("--id-col", default=None, help="subject ID column (excluded from IDPs)")
     f.add_argument("--group-col", default=None, help="fit only rows where this column equals --control-value")
     f.add_argument("--control-value", default="control")
@@ -226,6 +240,11 @@ def main(argv: list[str] | None = None) -> int:
         args.device = getattr(args, "device_default", None)
     try:
         args.func(args)
+    except TypeError as exc:
+        if "__init__" not in str(exc):
+            raise
+        print(f"error: --backbone-params has an unknown setting ({exc})", file=sys.stderr)
+        return 2
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -9,6 +9,7 @@ never loop over samples in Python.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -73,12 +74,51 @@ def ddpm_sample(eps_fn: EpsFn, schedule: NoiseSchedule, cond: torch.Tensor, shap
     return x
 
 
+@torch.no_grad()
+def dpmpp_2m_sample(eps_fn: EpsFn, schedule: NoiseSchedule, cond: torch.Tensor, shape: tuple[int, ...],
+                    steps: int = 25, generator: torch.Generator | None = None,
+                    clip_x0: float | None = None) -> torch.Tensor:
+    """DPM-Solver++(2M) (Lu et al. 2022): a second-order multistep ODE solver, one network call per step.
+
+    Same probability-flow ODE as DDIM(eta=0) (which is its first-order special case) but with a
+    second-order update from the last two data predictions, so short chains are far more accurate.
+    Timesteps are spaced uniformly in log-SNR; the final step returns the data prediction at t=0.
+    """
+    device = cond.device
+    x = torch.randn(shape, generator=generator, device=device)
+    ts = schedule.respaced_log_snr(steps).tolist()
+    prev_x0, prev_h = None, None
+    for i, t in enumerate(ts):
+        t_prev = ts[i + 1] if i + 1 < len(ts) else -1
+        a_t, a_p = _coefficients(schedule, t, t_prev)
+        tt = torch.full((shape[0],), t, device=device, dtype=torch.long)
+        eps = eps_fn(x, tt, cond).float()
+        x0 = (x - (1 - a_t) ** 0.5 * eps) / a_t**0.5
+        if clip_x0 is not None:
+            x0 = x0.clamp(-clip_x0, clip_x0)
+        if t_prev < 0:
+            x = x0
+            break
+        lam_t = 0.5 * math.log(a_t / (1 - a_t))
+        lam_p = 0.5 * math.log(a_p / (1 - a_p))
+        h = lam_p - lam_t
+        d = x0
+        if prev_x0 is not None:
+            r = prev_h / h
+            d = (1 + 0.5 / r) * x0 - (0.5 / r) * prev_x0
+        x = ((1 - a_p) / (1 - a_t)) ** 0.5 * x - a_p**0.5 * math.expm1(-h) * d
+        prev_x0, prev_h = x0, h
+    return x
+
+
 def sample(eps_fn: EpsFn, schedule: NoiseSchedule, cond: torch.Tensor, shape: tuple[int, ...],
            sampler: str = "ddim", steps: int = 50, eta: float = 0.0,
            generator: torch.Generator | None = None, clip_x0: float | None = None) -> torch.Tensor:
-    """Dispatch to :func:`ddim_sample` or :func:`ddpm_sample` by name."""
+    """Dispatch to :func:`dpmpp_2m_sample` (``"dpm++2m"``), :func:`ddim_sample` or :func:`ddpm_sample`."""
+    if sampler == "dpm++2m":
+        return dpmpp_2m_sample(eps_fn, schedule, cond, shape, steps, generator, clip_x0)
     if sampler == "ddim":
         return ddim_sample(eps_fn, schedule, cond, shape, steps, eta, generator, clip_x0)
     if sampler == "ddpm":
         return ddpm_sample(eps_fn, schedule, cond, shape, steps, generator, clip_x0)
-    raise ValueError(f"unknown sampler {sampler!r}; use ddim or ddpm")
+    raise ValueError(f"unknown sampler {sampler!r}; use dpm++2m, ddim or ddpm")

@@ -10,9 +10,13 @@ import torch
 class NoiseSchedule:
     """Forward process x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, t = 0..T-1.
 
-    ``kind="cosine"`` (Nichol & Dhariwal 2021, betas clipped at 0.999) or ``"linear"``
+    ``kind="cosine"`` (Nichol & Dhariwal 2021) with its angle scaled so that abar_T = ``min_abar``
+    (1e-4) rather than ~1e-9: the terminal signal is still negligible, but the first reverse steps no
+    longer divide by sqrt(abar_T) ~ 5e-5, which made short DDIM chains over-dispersed; or ``"linear"``
     (Ho et al. 2020, betas 1e-4..0.02 scaled to T).
     """
+
+    min_abar = 1e-4
 
     def __init__(self, kind: str = "cosine", timesteps: int = 1000):
         if kind not in ("cosine", "linear"):
@@ -22,7 +26,9 @@ class NoiseSchedule:
         t = torch.arange(self.timesteps + 1, dtype=torch.float64)
         if kind == "cosine":
             s = 0.008
-            f = torch.cos((t / self.timesteps + s) / (1 + s) * math.pi / 2) ** 2
+            f0 = math.cos(s / (1 + s) * math.pi / 2) ** 2
+            end = math.acos(math.sqrt(self.min_abar * f0)) / (math.pi / 2) * (1 + s) - s  # angle where abar = min
+            f = torch.cos((t / self.timesteps * end + s) / (1 + s) * math.pi / 2) ** 2
             abar = f / f[0]
             betas = (1 - abar[1:] / abar[:-1]).clamp(max=0.999)
         else:
@@ -55,6 +61,18 @@ class NoiseSchedule:
         var = (1 - a_p) / (1 - a_t) * (1 - alpha)
         mean = (a_p.sqrt() * (1 - alpha) / (1 - a_t)) * x0 + (alpha.sqrt() * (1 - a_p) / (1 - a_t)) * xt
         return mean, var.expand_as(xt)
+
+    def log_snr(self) -> torch.Tensor:
+        """lambda_t = log(alpha_t / sigma_t) for t = 0..T-1 (decreasing)."""
+        return 0.5 * torch.log(self.alphas_cumprod / (1 - self.alphas_cumprod))
+
+    def respaced_log_snr(self, steps: int) -> torch.Tensor:
+        """Descending timesteps spaced uniformly in log-SNR (the spacing DPM-Solver is designed for)."""
+        lam = self.log_snr()
+        targets = torch.linspace(float(lam[-1]), float(lam[0]), max(2, int(steps)), dtype=torch.float64)
+        idx = torch.searchsorted(-lam.contiguous(), -targets.contiguous()).clamp(max=self.timesteps - 1)
+        idx[0], idx[-1] = self.timesteps - 1, 0
+        return torch.unique_consecutive(idx)
 
     def respaced(self, steps: int) -> torch.Tensor:
         """Descending timesteps of a respaced chain of ``steps`` steps (from T-1 down to 0)."""

@@ -20,7 +20,7 @@ from normcore.diffusion import NoiseSchedule, sample as run_sampler
 from normcore.errors import InputError
 from normcore.nets import build_backbone
 from normcore.persistence import load_model_dir, save_model_dir
-from normcore.preprocessing import MARGINALISE, CovariateEncoder, IDPTransformer, category_label
+from normcore.preprocessing import MARGINALISE, CovariateEncoder, IDPTransformer, LocationScale, category_label
 from normcore.progress import Progress, as_progress
 from normcore.tabular.scoring import copula_correlation, mahalanobis, randomised_pit
 from normcore.tabular.training import TrainConfig, distributed_context, init_distributed_from_env, train_denoiser
@@ -35,11 +35,14 @@ class NormativeDiffusion:
     Parameters
     ----------
     backbone : ``"film-mlp"`` or ``"saint"``; ``backbone_params`` are passed to the network.
+    location_scale : first standardise each IDP by a smooth conditional location and scale
+      (:class:`~normcore.preprocessing.LocationScale`); the diffusion model learns the rest.
     transform : per-IDP Gaussianisation before diffusion: ``"quantile"``, ``"yeo-johnson"``, ``"standard"``.
     schedule, timesteps : noise schedule (``"cosine"`` or ``"linear"``) and its length T.
-    sampler, sampling_steps, eta : ``"ddim"`` or ``"ddpm"``, the respaced chain length, DDIM's eta.
+    sampler, sampling_steps, eta : ``"dpm++2m"`` (default, second-order ODE solver), ``"ddim"`` or ``"ddpm"``;
+      the respaced chain length; DDIM's eta.
     clip_x0 : bound on the predicted clean sample on the Gaussianised scale at each reverse step
-      (the cosine schedule's last steps divide by sqrt(abar_T) ~ 5e-5; unclipped, errors explode).
+      (a safety bound: the first reverse steps divide by sqrt(abar_T) = 0.01).
     n_samples : samples per covariate point (M) for scores and centile curves.
     epochs : maximal training epochs (``None``: a budget of ``TrainConfig.auto_steps`` steps);
       early stopping on a validation split of ``val_fraction`` stops sooner.
@@ -49,11 +52,12 @@ class NormativeDiffusion:
     """
 
     def __init__(self, backbone: str = "film-mlp", transform: str = "quantile", schedule: str = "cosine",
-                 timesteps: int = 1000, sampler: str = "ddim", sampling_steps: int = 40, eta: float = 0.0,
+                 timesteps: int = 1000, sampler: str = "dpm++2m", sampling_steps: int = 25, eta: float = 0.0,
                  n_samples: int = 1000, epochs: int | None = None, batch_size: int = 256, lr: float = 2e-3,
                  weight_decay: float = 1e-4, ema_decay: float = 0.998, val_fraction: float = 0.1,
                  patience: int = 8, seed: int = 0, device: str = "auto", allow_unseen: bool = False,
-                 backbone_params: dict | None = None, clip_x0: float | None = 6.0):
+                 backbone_params: dict | None = None, clip_x0: float | None = 10.0,
+                 location_scale: bool = True):
         self.backbone = backbone
         self.transform = transform
         self.schedule = schedule
@@ -74,11 +78,13 @@ class NormativeDiffusion:
         self.allow_unseen = allow_unseen
         self.backbone_params = dict(backbone_params or {})
         self.clip_x0 = clip_x0
+        self.location_scale = location_scale
 
     # ------------------------------------------------------------------ parameters
     PARAMS = ("backbone", "transform", "schedule", "timesteps", "sampler", "sampling_steps", "eta", "n_samples",
               "epochs", "batch_size", "lr", "weight_decay", "ema_decay", "val_fraction", "patience", "seed",
-              "device", "allow_unseen", "backbone_params", "clip_x0")
+              "device", "allow_unseen", "backbone_params", "clip_x0",
+              "location_scale")
 
     def get_params(self) -> dict:
         return {k: getattr(self, k) for k in self.PARAMS}
@@ -138,14 +144,24 @@ class NormativeDiffusion:
         train, val = data.iloc[train_idx], data.iloc[val_idx]
 
         self.encoder_ = CovariateEncoder(age, covariates).fit(train)
-        self.transformer_ = IDPTransformer(self.transform).fit(train[idps].to_numpy(float))
         self.schedule_ = NoiseSchedule(self.schedule, self.timesteps)
+        n_levels = [len(self.encoder_.levels[c]) for c in covariates]
+
+        def covs(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+            codes = self.encoder_.codes(frame, allow_unseen=True, label=label)
+            return frame[age].to_numpy(float), self.encoder_.resolve_marginalised(codes, rng)  # level only in val
+
+        age_tr, codes_tr = covs(train)
+        y_train = train[idps].to_numpy(float)
+        self.location_scale_ = (LocationScale().fit(age_tr, codes_tr, y_train, n_levels)
+                                if self.location_scale else None)
+        r_train = self.location_scale_.transform(y_train, age_tr, codes_tr) if self.location_scale_ else y_train
+        self.transformer_ = IDPTransformer(self.transform).fit(r_train)
 
         def arrays(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-            codes = self.encoder_.codes(frame, allow_unseen=True, label=label)
-            codes = self.encoder_.resolve_marginalised(codes, rng)  # a level only in the val split
-            x = self.transformer_.transform(frame[idps].to_numpy(float)).astype(np.float32)
-            return x, self.encoder_.encode(frame[age].to_numpy(float), codes)
+            a, codes = covs(frame)
+            x = self._to_latent(frame[idps].to_numpy(float), a, codes).astype(np.float32)
+            return x, self.encoder_.encode(a, codes)
 
         x_train, c_train = arrays(train)
         x_val, c_val = arrays(val)
@@ -173,10 +189,20 @@ class NormativeDiffusion:
     def _max_rows(self) -> int:
         return 1 << 20 if self.device_.type == "cuda" else 1 << 17
 
+    def _to_latent(self, y: np.ndarray, age: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """Original IDP units -> the Gaussianised scale the diffusion model works on."""
+        r = self.location_scale_.transform(y, age, codes) if self.location_scale_ else y
+        return self.transformer_.transform(r)
+
+    def _to_values(self, x: np.ndarray, age: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """Gaussianised scale -> original IDP units (exact inverse of :meth:`_to_latent`)."""
+        r = self.transformer_.inverse_transform(x)
+        return self.location_scale_.inverse_transform(r, age, codes) if self.location_scale_ else r
+
     @torch.no_grad()
     def _draw(self, age: np.ndarray, codes: np.ndarray, m: int, seed: int,
               progress: Progress | None = None) -> torch.Tensor:
-        """(U, m, D) samples on the Gaussianised scale, at U covariate points (codes may marginalise)."""
+        """(U, m, D) samples in original IDP units at U covariate points (codes may marginalise)."""
         self._check_fitted()
         progress = as_progress(progress)
         gen_np = np.random.default_rng(seed)
@@ -184,22 +210,25 @@ class NormativeDiffusion:
         gen = torch.Generator(device=device).manual_seed(seed)
         d = len(self.idps)
         u = len(age)
-        out = torch.empty((u, m, d), dtype=torch.float32)
+        out = torch.empty((u, m, d), dtype=torch.float64)
         marg = (codes == MARGINALISE).any(axis=1) if codes.size else np.zeros(u, bool)
         per_chunk = max(1, self._max_rows() // m)
         chunks = [(s, min(s + per_chunk, u)) for s in range(0, u, per_chunk)]
         for done, (s, e) in enumerate(chunks):
             a, c, mg = age[s:e], codes[s:e], marg[s:e]
+            rep_age = np.repeat(a, m)
             if not mg.any():
                 cond = torch.from_numpy(self.encoder_.encode(a, c)).to(device)
                 x = run_sampler(self._eps_fn(), self.schedule_, cond, (e - s, m, d), self.sampler,
                                 self.sampling_steps, self.eta, gen, self.clip_x0)
+                rep_codes = np.repeat(c, m, axis=0)
             else:  # each sample draws its own level for marginalised covariates
                 rep_codes = self.encoder_.resolve_marginalised(np.repeat(c, m, axis=0), gen_np)
-                cond = torch.from_numpy(self.encoder_.encode(np.repeat(a, m), rep_codes)).to(device)
+                cond = torch.from_numpy(self.encoder_.encode(rep_age, rep_codes)).to(device)
                 x = run_sampler(self._eps_fn(), self.schedule_, cond, ((e - s) * m, 1, d), self.sampler,
-                                self.sampling_steps, self.eta, gen, self.clip_x0).reshape(e - s, m, d)
-            out[s:e] = x.float().cpu()
+                                self.sampling_steps, self.eta, gen, self.clip_x0)
+            values = self._to_values(x.reshape(-1, d).double().cpu().numpy(), rep_age, rep_codes)
+            out[s:e] = torch.from_numpy(values).reshape(e - s, m, d)
             progress.update("sample", done + 1, len(chunks))
         return out
 
@@ -218,8 +247,7 @@ class NormativeDiffusion:
         self._check_fitted()
         age, codes = self._covariates_of(covariates, "covariates")
         seed = self.seed if seed is None else seed
-        z = self._draw(age, codes, n, seed, progress).reshape(-1, len(self.idps)).numpy()
-        values = self.transformer_.inverse_transform(z)
+        values = self._draw(age, codes, n, seed, progress).reshape(-1, len(self.idps)).numpy()
         cols = [self.encoder_.age, *self.encoder_.categorical]
         base = covariates[cols].loc[covariates.index.repeat(n)].reset_index(drop=True)
         base.insert(len(cols), "sample", np.tile(np.arange(n), len(covariates)))
@@ -251,13 +279,13 @@ class NormativeDiffusion:
         uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
         inverse = inverse.reshape(-1)
         samples = self._draw(uniq[:, 0], uniq[:, 1:].astype(np.int64), m, seed, progress)  # (U, M, D)
-        y_t = torch.from_numpy(self.transformer_.transform(np.nan_to_num(y, nan=0.0)))
-        sorted_s = samples.double().transpose(1, 2).sort(dim=-1).values  # (U, D, M)
+        y_t = torch.from_numpy(np.nan_to_num(y, nan=0.0))
+        sorted_s = samples.transpose(1, 2).sort(dim=-1).values.contiguous()  # (U, D, M)
         v = torch.from_numpy(np.random.default_rng(seed + 1).random(y.shape))
         u_list, beyond_list = [], []
         step = max(1, (1 << 22) // (m * len(self.idps)))
         for s in range(0, len(df), step):
-            uu, bb = randomised_pit(sorted_s[inverse[s:s + step]], y_t[s:s + step], v[s:s + step])
+            uu, bb = randomised_pit(sorted_s[inverse[s:s + step]].contiguous(), y_t[s:s + step], v[s:s + step])
             u_list.append(uu)
             beyond_list.append(bb)
         centile = torch.cat(u_list).numpy()
@@ -302,12 +330,12 @@ class NormativeDiffusion:
             if col in fixed:
                 codes[:, k] = self._level_code(col, fixed[col])
         samples = self._draw(ages, codes, m, self.seed if seed is None else seed, progress)
-        qs = torch.quantile(samples, torch.as_tensor(q, dtype=torch.float32), dim=1)  # (Q, G, D)
+        qs = torch.quantile(samples, torch.as_tensor(q, dtype=samples.dtype), dim=1)  # (Q, G, D)
         names = idps or self.idps
         cols = [self.idps.index(n) for n in names]
         frames = []
         for qi, qv in enumerate(q):
-            vals = self.transformer_.inverse_transform(qs[qi].numpy().astype(float))
+            vals = qs[qi].numpy()
             for j in cols:
                 frame = {"age": ages}
                 frame.update({k: [v] * len(ages) for k, v in fixed.items()})
@@ -336,6 +364,7 @@ class NormativeDiffusion:
             "covariates": {"age": self.encoder_.age, "categorical": self.encoder_.categorical},
             "encoder": self.encoder_.to_dict(),
             "transformer": self.transformer_.to_dict(),
+            "location_scale": self.location_scale_.to_dict() if self.location_scale_ else None,
             "schedule": self.schedule_.to_dict(),
             "training_data": self.training_summary_,
             "training": {k: v for k, v in self.history_.items()},
@@ -361,6 +390,8 @@ class NormativeDiffusion:
         model.idps = list(card["idps"])
         model.encoder_ = CovariateEncoder.from_dict(card["encoder"])
         model.transformer_ = IDPTransformer.from_dict(card["transformer"])
+        ls = card.get("location_scale")
+        model.location_scale_ = LocationScale.from_dict(ls) if ls else None
         model.schedule_ = NoiseSchedule(card["schedule"]["kind"], card["schedule"]["timesteps"])
         model.history_ = card.get("training", {})
         model.training_summary_ = card.get("training_data", {})

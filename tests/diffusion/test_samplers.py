@@ -1,7 +1,8 @@
 """Samplers driven by the exact epsilon of a Gaussian target must reproduce that target.
 
 Stochastic samplers use the posterior variance, which is exact only for fine chains (a short
-stochastic chain is under-dispersed), so they are checked with the full chain; DDIM(eta=0) with 50.
+stochastic chain is under-dispersed), so they are checked with the full chain; the ODE solvers with
+short chains and no clipping (DDIM is first order and needs a longer chain than DPM-Solver++(2M)).
 """
 
 import pytest
@@ -20,12 +21,12 @@ def exact_eps(schedule):
     return eps
 
 
-@pytest.mark.parametrize("sampler,steps,eta", [("ddim", 50, 0.0), ("ddim", 1000, 1.0), ("ddpm", 1000, 0.0)])
+@pytest.mark.parametrize("sampler,steps,eta", [("dpm++2m", 25, 0.0), ("ddim", 200, 0.0), ("ddim", 1000, 1.0), ("ddpm", 1000, 0.0)])
 def test_sampler_recovers_gaussian_target(sampler, steps, eta):
     s = NoiseSchedule("cosine", 1000)
     g = torch.Generator().manual_seed(0)
     cond = torch.zeros(40, 1)
-    x = sample(exact_eps(s), s, cond, (40, 2000, 1), sampler, steps, eta, g, clip_x0=10.0)
+    x = sample(exact_eps(s), s, cond, (40, 2000, 1), sampler, steps, eta, g, clip_x0=None)
     assert abs(float(x.mean()) - MU) < 0.02
     assert abs(float(x.std()) - SD) < 0.02
 

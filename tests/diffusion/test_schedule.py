@@ -10,6 +10,8 @@ def test_schedule_decreases_from_one_to_near_zero(kind):
     a = s.alphas_cumprod
     assert torch.all(a[1:] < a[:-1])
     assert 0.99 < float(a[0]) <= 1.0 and float(a[-1]) < 1e-3
+    if kind == "cosine":
+        assert float(a[-1]) == pytest.approx(NoiseSchedule.min_abar, rel=1e-6)
 
 
 def test_add_noise_has_the_forward_marginal():
@@ -38,3 +40,13 @@ def test_posterior_matches_bayes_rule_for_one_step():
 def test_respaced_chain_descends_to_zero():
     ts = NoiseSchedule("cosine", 1000).respaced(40)
     assert ts[0] == 999 and ts[-1] == 0 and len(ts) == 40 and torch.all(ts[1:] < ts[:-1])
+
+
+def test_log_snr_respacing_is_descending_and_covers_the_chain():
+    s = NoiseSchedule("cosine", 1000)
+    ts = s.respaced_log_snr(25)
+    assert ts[0] == 999 and ts[-1] == 0 and torch.all(ts[1:] < ts[:-1]) and len(ts) >= 20
+    lam = s.log_snr()[ts]
+    gaps = lam[1:] - lam[:-1]
+    even = (float(lam[-1]) - float(lam[0])) / 24
+    assert abs(float(gaps.median()) - even) < 0.1 * even

@@ -1,0 +1,152 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from normcore import NormativeDiffusion
+from normcore.errors import InputError
+from tests.conftest import TINY
+
+
+def test_score_returns_cli_columns_in_order(tiny_model, cohort):
+    df, truth = cohort
+    out = tiny_model.score(df.head(30))
+    idp_cols = [c for name in truth.idp_names for c in (f"z:{name}", f"centile:{name}")]
+    assert list(out.columns) == list(df.columns) + idp_cols + ["multivariate_d2", "multivariate_z",
+                                                              "n_beyond_samples", "out_of_range"]
+    cent = out[[c for c in out if c.startswith("centile:")]].to_numpy()
+    assert np.all((cent > 0) & (cent < 1))
+    assert np.all(out["multivariate_d2"] >= 0)
+
+
+def test_scores_are_reproducible_and_respect_seed(tiny_model, cohort):
+    df, _ = cohort
+    a, b = tiny_model.score(df.head(10), seed=5), tiny_model.score(df.head(10), seed=5)
+    c = tiny_model.score(df.head(10), seed=6)
+    pd.testing.assert_frame_equal(a, b)
+    assert not a.equals(c)
+
+
+def test_identical_covariates_share_samples(tiny_model, cohort):
+    df, truth = cohort
+    row = df.head(1)
+    twice = pd.concat([row, row.assign(**{truth.idp_names[0]: row[truth.idp_names[0]] + 10})], ignore_index=True)
+    out = tiny_model.score(twice, seed=1)
+    # same covariates -> same sample set -> a much larger value cannot get a smaller centile
+    assert out[f"centile:{truth.idp_names[0]}"][1] >= out[f"centile:{truth.idp_names[0]}"][0]
+    assert out[f"centile:{truth.idp_names[0]}"][1] > 0.99
+
+
+def test_out_of_range_age_is_scored_and_flagged(tiny_model, cohort):
+    df, _ = cohort
+    old = df.head(2).assign(age=[130.0, 50.0])
+    out = tiny_model.score(old)
+    assert out["out_of_range"].tolist() == [True, False]
+    assert np.isfinite(out.filter(like="z:").to_numpy()).all()
+
+
+def test_unseen_site_is_an_error_unless_allowed(tiny_model, cohort):
+    df, _ = cohort
+    new = df.head(3).assign(site="site_99")
+    with pytest.raises(InputError, match="site_99"):
+        tiny_model.score(new)
+    tiny_model.allow_unseen = True
+    try:
+        assert np.isfinite(tiny_model.score(new).filter(like="z:").to_numpy()).all()
+    finally:
+        tiny_model.allow_unseen = False
+
+
+def test_missing_idp_value_gives_missing_score_only_there(tiny_model, cohort):
+    df, truth = cohort
+    rows = df.head(3).copy()
+    rows.loc[rows.index[0], truth.idp_names[1]] = np.nan
+    out = tiny_model.score(rows)
+    assert np.isnan(out[f"z:{truth.idp_names[1]}"][0])
+    assert np.isfinite(out[f"z:{truth.idp_names[0]}"][0]) and np.isfinite(out["multivariate_d2"][0])
+
+
+def test_non_numeric_idp_is_refused(tiny_model, cohort):
+    df, truth = cohort
+    bad = df.head(3).astype({truth.idp_names[0]: object})
+    bad.loc[bad.index[0], truth.idp_names[0]] = "n/a"
+    with pytest.raises(InputError, match="non-numeric"):
+        tiny_model.score(bad)
+
+
+def test_centiles_long_format_monotone_in_quantile(tiny_model, cohort):
+    _, truth = cohort
+    cur = tiny_model.centiles([30, 50, 70], quantiles=(0.05, 0.5, 0.95), fixed={"sex": 1}, n_samples=300)
+    assert list(cur.columns) == ["age", "sex", "idp", "quantile", "value"]
+    assert len(cur) == 3 * 3 * len(truth.idp_names)
+    wide = cur.pivot_table(index=["idp", "age"], columns="quantile", values="value")
+    assert (np.diff(wide.to_numpy(), axis=1) >= 0).all()
+
+
+def test_centiles_refuse_unknown_levels_and_covariates(tiny_model):
+    with pytest.raises(InputError, match="not seen"):
+        tiny_model.centiles([40], fixed={"site": "nowhere"})
+    with pytest.raises(InputError, match="cannot fix"):
+        tiny_model.centiles([40], fixed={"scanner": "x"})
+
+
+def test_sample_shape_and_covariates(tiny_model):
+    cov = pd.DataFrame({"age": [25.0, 70.0], "sex": [0, 1], "site": ["site_01", "site_02"]})
+    out = tiny_model.sample(cov, n=5)
+    assert len(out) == 10 and out["sample"].tolist() == list(range(5)) * 2
+    assert out["age"].tolist() == [25.0] * 5 + [70.0] * 5
+    assert np.isfinite(out[tiny_model.idps].to_numpy()).all()
+
+
+def test_save_load_round_trip_gives_identical_scores(tiny_model, cohort, tmp_path):
+    df, _ = cohort
+    tiny_model.save(tmp_path / "m")
+    card = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert card["format"] == "normcore-tabular-diffusion" and card["idps"] == tiny_model.idps
+    assert card["training_data"]["n_train"] + card["training_data"]["n_validation"] == 300
+    assert "torch" in card["versions"] and card["training"]["val_loss"]
+    loaded = NormativeDiffusion.load(tmp_path / "m")
+    pd.testing.assert_frame_equal(loaded.score(df.head(8), seed=2), tiny_model.score(df.head(8), seed=2))
+
+
+def test_fit_is_reproducible_with_a_seed(cohort):
+    df, truth = cohort
+    fit = lambda seed: NormativeDiffusion(**{**TINY, "epochs": 1, "seed": seed}).fit(
+        df, age="age", covariates=["sex"], idps=truth.idp_names[:2])
+    a, b, c = fit(1), fit(1), fit(2)
+    sa, sb, sc = (m.net_.state_dict() for m in (a, b, c))
+    assert all(np.array_equal(sa[k], sb[k]) for k in sa)
+    assert not all(np.array_equal(sa[k], sc[k]) for k in sa)
+
+
+def test_saint_backbone_fits_and_scores(cohort):
+    df, truth = cohort
+    model = NormativeDiffusion(**{**TINY, "backbone": "saint", "backbone_params": {"dim": 8, "depth": 1, "heads": 2,
+                                                                                  "emb_dim": 8}})
+    model.fit(df, age="age", covariates=["sex"], idps=truth.idp_names)
+    out = model.score(df.head(5))
+    assert np.isfinite(out.filter(like="z:").to_numpy()).all()
+
+
+def test_constant_columns_and_missing_rows_are_dropped_with_warnings(cohort):
+    df, truth = cohort
+    data = df.assign(**{"Left-WM-hypointensities": 0.0})
+    data.loc[data.index[:3], truth.idp_names[0]] = np.nan
+    model = NormativeDiffusion(**{**TINY, "epochs": 1}).fit(data, age="age", covariates=["sex"],
+                                                            idps=[*truth.idp_names, "Left-WM-hypointensities"])
+    assert "Left-WM-hypointensities" not in model.idps
+    assert any("all zero" in w for w in model.fit_warnings_)
+    assert any("3 row(s)" in w for w in model.fit_warnings_)
+
+
+def test_fit_refuses_bad_tables(cohort):
+    df, truth = cohort
+    with pytest.raises(InputError, match="not found"):
+        NormativeDiffusion(**TINY).fit(df, age="years", idps=truth.idp_names)
+    bad = df.astype({truth.idp_names[0]: object})
+    bad.loc[bad.index[5], truth.idp_names[0]] = "abc"
+    with pytest.raises(InputError, match="non-numeric"):
+        NormativeDiffusion(**TINY).fit(bad, age="age", idps=truth.idp_names)
+    with pytest.raises(InputError, match="at least 20"):
+        NormativeDiffusion(**TINY).fit(df.head(10), age="age", idps=truth.idp_names)

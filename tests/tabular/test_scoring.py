@@ -1,0 +1,51 @@
+import numpy as np
+import torch
+from scipy import special, stats
+
+from normcore.tabular.scoring import copula_correlation, mahalanobis, randomised_pit
+
+
+def test_randomised_pit_counts_ranks_and_ties():
+    samples = torch.tensor([[[1.0, 2.0, 2.0, 3.0]]], dtype=torch.float64)  # (n=1, D=1, M=4)
+    v = torch.tensor([[0.5]], dtype=torch.float64)
+    u, beyond = randomised_pit(samples, torch.tensor([[2.5]], dtype=torch.float64), v)
+    assert float(u) == (3 + 0.5) / 5 and not bool(beyond)
+    u, _ = randomised_pit(samples, torch.tensor([[2.0]], dtype=torch.float64), v)
+    assert float(u) == (1 + 0.5 * 3) / 5  # one below, two ties
+
+
+def test_observations_beyond_all_samples_are_clipped():
+    samples = torch.arange(1.0, 1001.0, dtype=torch.float64).view(1, 1, 1000)
+    v = torch.tensor([[0.9]], dtype=torch.float64)
+    lo, b_lo = randomised_pit(samples, torch.tensor([[-5.0]], dtype=torch.float64), v)
+    hi, b_hi = randomised_pit(samples, torch.tensor([[5000.0]], dtype=torch.float64), v)
+    assert float(lo) == 0.5 / 1001 and float(hi) == 1 - 0.5 / 1001
+    assert bool(b_lo) and bool(b_hi)
+    assert abs(special.ndtri(float(hi)) - 3.29) < 0.01
+
+
+def test_pit_of_draws_from_the_same_distribution_is_uniform():
+    g = torch.Generator().manual_seed(0)
+    samples = torch.randn(3000, 1, 200, generator=g, dtype=torch.float64).sort(-1).values
+    y = torch.randn(3000, 1, generator=g, dtype=torch.float64)
+    u, _ = randomised_pit(samples, y, torch.rand(3000, 1, generator=g, dtype=torch.float64))
+    assert stats.kstest(u.numpy().ravel(), "uniform").pvalue > 0.01
+
+
+def test_copula_correlation_recovers_a_known_correlation():
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(2, 5000, 2, generator=g)
+    z[..., 1] = 0.8 * z[..., 0] + 0.6 * z[..., 1]
+    samples = torch.exp(z)  # monotone margins do not change the copula
+    r = copula_correlation(samples)
+    assert abs(float(r[0, 0, 1]) - 0.8) < 0.03 and float(r[0, 0, 0]) == 1.0
+
+
+def test_mahalanobis_matches_hand_computation_and_handles_missing():
+    corr = np.array([[[1.0, 0.5], [0.5, 1.0]]] * 2)
+    z = np.array([[1.0, 2.0], [np.nan, 2.0]])
+    d2, mz = mahalanobis(z, corr)
+    expected = np.array([1.0, 2.0]) @ np.linalg.inv(corr[0]) @ np.array([1.0, 2.0])
+    assert d2[0] == expected and d2[1] == 4.0
+    assert mz[0] == special.ndtri(stats.chi2.cdf(expected, 2))
+    assert mz[1] == special.ndtri(stats.chi2.cdf(4.0, 1))

@@ -1,0 +1,99 @@
+"""The command line as a user runs it: ``python -m normcore ...`` in a subprocess."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from tests.conftest import ROOT
+
+TINY_FIT = ["--epochs", "2", "--timesteps", "100", "--sampling-steps", "8", "--samples", "100",
+            "--backbone-params", '{"width": 32, "depth": 1, "emb_dim": 16}', "--device", "cpu"]
+
+
+def run(*args, check=True):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "normcore", *map(str, args), "--threads", "1"], capture_output=True,
+                          text=True, env=env, cwd=ROOT)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}: {proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def workflow(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cli")
+    run("synth", "--n", 250, "--d", 3, "--patients", 10, "--sites", 2, "--seed", 1, "--out", tmp / "data.csv")
+    run("fit", tmp / "data.csv", "--age", "age", "--covariates", "sex,site", "--idps-regex", "^idp_",
+        "--group-col", "group", "--control-value", "control", *TINY_FIT, "--out", tmp / "model")
+    return tmp
+
+
+def test_synth_writes_data_and_truth(workflow):
+    df = pd.read_csv(workflow / "data.csv")
+    assert len(df) == 260 and (df.group == "patient").sum() == 10
+    truth = json.loads((workflow / "data.truth.json").read_text())
+    assert truth["d"] == 3 and truth["n_sites"] == 2
+
+
+def test_fit_writes_a_model_folder(workflow):
+    card = json.loads((workflow / "model" / "model.json").read_text())
+    assert card["idps"] == ["idp_01", "idp_02", "idp_03"]
+    assert card["covariates"] == {"age": "age", "categorical": ["sex", "site"]}
+    assert card["training_data"]["n_train"] + card["training_data"]["n_validation"] == 250  # controls only
+
+
+def test_score_contract_columns(workflow):
+    run("score", workflow / "model", workflow / "data.csv", "--out", workflow / "scores.csv", "--samples", 150)
+    scores = pd.read_csv(workflow / "scores.csv")
+    data = pd.read_csv(workflow / "data.csv")
+    expected = list(data.columns) + [f"{k}:{i}" for i in ["idp_01", "idp_02", "idp_03"] for k in ("z", "centile")]
+    assert list(scores.columns) == expected + ["multivariate_d2", "multivariate_z", "n_beyond_samples", "out_of_range"]
+    assert scores["centile:idp_01"].between(0, 1).all()
+
+
+def test_centiles_contract_long_format(workflow):
+    proc = run("centiles", workflow / "model", "--ages", "20:80:10", "--set", "sex=1", "--quantiles", "0.1,0.5,0.9",
+               "--samples", 200, "--out", workflow / "curves.csv")
+    curves = pd.read_csv(workflow / "curves.csv")
+    assert list(curves.columns) == ["age", "sex", "idp", "quantile", "value"]
+    assert len(curves) == 7 * 3 * 3 and sorted(curves["age"].unique()) == [20, 30, 40, 50, 60, 70, 80]
+    assert "site marginalised" in proc.stdout
+
+
+def test_sample_command(workflow):
+    pd.DataFrame({"age": [30, 60], "sex": [0, 1], "site": ["site_01", "site_02"]}).to_csv(workflow / "cov.csv",
+                                                                                         index=False)
+    run("sample", workflow / "model", workflow / "cov.csv", "--n", 4, "--out", workflow / "samples.csv")
+    samples = pd.read_csv(workflow / "samples.csv")
+    assert len(samples) == 8 and {"idp_01", "sample", "site"} <= set(samples.columns)
+
+
+@pytest.mark.parametrize("content,needle", [
+    ("", "empty"),
+    ("age,sex,site,idp_01,idp_02,idp_03\n40,1,site_01,abc,2,3\n", "non-numeric"),
+    ("years,sex,site,idp_01,idp_02,idp_03\n40,1,site_01,1,2,3\n", "'age' not found"),
+    ("age,sex,idp_01,idp_02,idp_03\n40,1,1,2,3\n", "'site' not found"),
+    ("age,sex,site,idp_01,idp_02,idp_03\n40,1,mars,1,2,3\n", "not seen in training"),
+])
+def test_bad_score_input_gives_one_line_error(workflow, content, needle):
+    bad = workflow / "bad.csv"
+    bad.write_text(content)
+    proc = run("score", workflow / "model", bad, "--out", workflow / "never.csv", check=False)
+    assert proc.returncode == 2
+    assert needle in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "bad.csv" in proc.stderr
+    assert not (workflow / "never.csv").exists()
+
+
+def test_bad_fit_arguments_are_refused(workflow):
+    proc = run("fit", workflow / "data.csv", "--age", "age", "--idps", "idp_01,nope", "--out", workflow / "m2",
+               check=False)
+    assert proc.returncode == 2 and "nope" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run("centiles", workflow / "model", "--ages", "90:20:1", "--out", workflow / "c.csv", check=False)
+    assert proc.returncode == 2 and "--ages" in proc.stderr
+    proc = run("score", workflow / "nomodel", workflow / "data.csv", "--out", workflow / "s.csv", check=False)
+    assert proc.returncode == 2 and "not a model folder" in proc.stderr
