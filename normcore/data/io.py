@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import os
 from pathlib import Path
@@ -50,8 +51,10 @@ def read_table(source: str | Path | BinaryIO | bytes, name: str | None = None,
                          "and comma-, semicolon- or tab-separated columns")
     if df.empty:
         raise InputError(f"{label}: the table has a header but no rows")
+    header = next(csv.reader([raw.decode("utf-8-sig", errors="replace").splitlines()[0]], delimiter=sep))
+    names = pd.Index([h.strip() for h in header])
+    dupes = names[names.duplicated()].tolist()
     df.columns = [str(c).strip() for c in df.columns]
-    dupes = df.columns[df.columns.duplicated()].tolist()
     if dupes:
         raise InputError(f"{label}: duplicate column names {dupes[:5]}")
     return df
