@@ -24,6 +24,7 @@ run: $(STAMP)
 	$(PY) -m streamlit run app.py
 
 test: $(DEVSTAMP)
+	$(PY) -m ruff check normcore tests benchmarks app.py
 	$(PY) -m pytest
 
 lint: $(DEVSTAMP)

@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
         sp.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
         if device:
-            sp.add_argument("--device", default=None, help="auto|cpu|cuda (default: auto for fit, the model's for others)")
+            sp.add_argument("--device", default=None, help="auto|cpu|cuda (default: auto)")
 
     f = sub.add_parser("fit", help="fit a normative model on healthy controls")
     f.add_argument("data")

@@ -15,7 +15,7 @@ def centile_fan(curves: pd.DataFrame, idp: str, subjects: pd.DataFrame | None = 
     wide = cur.pivot_table(index="age", columns="quantile", values="value").sort_index()
     qs = list(wide.columns)
     fig = go.Figure()
-    for lo, hi in zip(qs[: len(qs) // 2], qs[::-1][: len(qs) // 2]):
+    for lo, hi in zip(qs[: len(qs) // 2], qs[::-1][: len(qs) // 2], strict=True):
         alpha = 0.12 + 0.5 * (lo / 0.5) * 0.3
         fig.add_trace(go.Scatter(x=wide.index, y=wide[hi], mode="lines", line=dict(width=0), showlegend=False,
                                  hoverinfo="skip"))

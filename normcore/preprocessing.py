@@ -37,7 +37,7 @@ class CovariateEncoder:
     def dim(self) -> int:
         return 1 + sum(len(v) for v in self.levels.values())
 
-    def fit(self, df: pd.DataFrame) -> "CovariateEncoder":
+    def fit(self, df: pd.DataFrame) -> CovariateEncoder:
         age = df[self.age].to_numpy(dtype=float)
         self.age_mean, self.age_std = float(age.mean()), float(age.std() or 1.0)
         self.age_min, self.age_max = float(age.min()), float(age.max())
@@ -103,7 +103,7 @@ class CovariateEncoder:
                 "levels": self.levels, "frequencies": self.frequencies}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "CovariateEncoder":
+    def from_dict(cls, data: dict) -> CovariateEncoder:
         enc = cls(data["age"], data["categorical"])
         for key in ("age_mean", "age_std", "age_min", "age_max"):
             setattr(enc, key, float(data[key]))
@@ -135,7 +135,7 @@ class IDPTransformer:
         self.n_knots = n_knots
         self.params: list[dict] = []
 
-    def fit(self, y: np.ndarray) -> "IDPTransformer":
+    def fit(self, y: np.ndarray) -> IDPTransformer:
         y = np.asarray(y, float)
         self.params = [self._fit_column(y[:, j]) for j in range(y.shape[1])]
         return self
@@ -187,7 +187,7 @@ class IDPTransformer:
         return {"method": self.method, "n_knots": self.n_knots, "params": self.params}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "IDPTransformer":
+    def from_dict(cls, data: dict) -> IDPTransformer:
         tr = cls(data["method"], int(data.get("n_knots", 200)))
         tr.params = data["params"]
         return tr
@@ -266,7 +266,7 @@ class LocationScale:
         reg = self.ridge * np.trace(gram) / gram.shape[0] * np.eye(gram.shape[0])
         return np.linalg.solve(gram + reg, basis.T @ target)
 
-    def fit(self, age: np.ndarray, codes: np.ndarray, y: np.ndarray, n_levels: list[int]) -> "LocationScale":
+    def fit(self, age: np.ndarray, codes: np.ndarray, y: np.ndarray, n_levels: list[int]) -> LocationScale:
         age = np.asarray(age, float)
         self.age_lo, self.age_hi = float(age.min()), float(max(age.max(), age.min() + 1e-6))
         probs = np.linspace(0, 1, self.n_knots + 2)[1:-1]
@@ -304,7 +304,7 @@ class LocationScale:
                 "logvar_coef": self.logvar_coef}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "LocationScale":
+    def from_dict(cls, data: dict) -> LocationScale:
         ls = cls(int(data["n_knots"]), float(data["ridge"]))
         for key in ("knots", "n_levels", "mu_coef", "logvar_coef"):
             setattr(ls, key, data[key])

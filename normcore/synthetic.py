@@ -56,7 +56,7 @@ class SyntheticTruth:
     site_scale: list[float] = field(default_factory=list)
 
     @classmethod
-    def create(cls, d: int = 10, n_sites: int = 0, seed: int = 0) -> "SyntheticTruth":
+    def create(cls, d: int = 10, n_sites: int = 0, seed: int = 0) -> SyntheticTruth:
         """Draw the parameters of a D-IDP truth (2 <= D <= 200) from ``seed``."""
         if not 2 <= d <= 200:
             raise ValueError(f"d must be between 2 and 200, got {d}")
@@ -259,7 +259,7 @@ class SyntheticTruth:
         return {"kind": "normcore-synthetic-truth", "version": 1, **asdict(self)}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "SyntheticTruth":
+    def from_dict(cls, data: dict) -> SyntheticTruth:
         if data.get("kind") != "normcore-synthetic-truth":
             raise ValueError("not a normcore synthetic truth file")
         fields = {k: v for k, v in data.items() if k not in ("kind", "version")}
@@ -269,7 +269,7 @@ class SyntheticTruth:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1))
 
     @classmethod
-    def load(cls, path: str | Path) -> "SyntheticTruth":
+    def load(cls, path: str | Path) -> SyntheticTruth:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 

@@ -22,7 +22,7 @@ class FiLMBlock(nn.Module):
 
     def forward(self, h: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         gamma, beta = broadcast_rows(self.film(e), h).chunk(2, dim=-1)
-        return h + self.mlp(self.norm(h) * (1 + gamma) + beta)
+        return h + self.mlp(torch.addcmul(beta, self.norm(h), 1 + gamma))
 
 
 class FiLMMLP(nn.Module):
@@ -32,7 +32,7 @@ class FiLMMLP(nn.Module):
     ``cond`` (n, d_cond). Rows never interact, so outputs do not depend on batch composition.
     """
 
-    def __init__(self, d_in: int, d_cond: int, width: int = 256, depth: int = 3, emb_dim: int = 128,
+    def __init__(self, d_in: int, d_cond: int, width: int = 128, depth: int = 2, emb_dim: int = 128,
                  dropout: float = 0.0):
         super().__init__()
         self.embed = ConditionEmbedding(d_cond, emb_dim)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import platform
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,8 @@ from scipy import special
 from normcore import __version__
 from normcore.data.validation import resolve_idps, validate_table
 from normcore.device import describe_device, resolve_device
-from normcore.diffusion import NoiseSchedule, sample as run_sampler
+from normcore.diffusion import NoiseSchedule
+from normcore.diffusion import sample as run_sampler
 from normcore.errors import InputError
 from normcore.nets import build_backbone
 from normcore.persistence import load_model_dir, save_model_dir
@@ -111,7 +112,7 @@ class NormativeDiffusion:
     # ------------------------------------------------------------------ fit
     def fit(self, df: pd.DataFrame, age: str = "age", covariates: list[str] | tuple[str, ...] = (),
             idps: list[str] | None = None, idps_regex: str | None = None,
-            progress: Progress | None = None, label: str = "training data") -> "NormativeDiffusion":
+            progress: Progress | None = None, label: str = "training data") -> NormativeDiffusion:
         """Fit on a data frame of healthy controls.
 
         IDPs default to every numeric column other than age and covariates. Constant (e.g. all-zero)
@@ -187,7 +188,8 @@ class NormativeDiffusion:
         return eps
 
     def _max_rows(self) -> int:
-        return 1 << 20 if self.device_.type == "cuda" else 1 << 17
+        # CPU: small chunks keep the activations in cache (measured 3x faster than 128k-row chunks)
+        return 1 << 20 if self.device_.type == "cuda" else 1 << 12
 
     def _to_latent(self, y: np.ndarray, age: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """Original IDP units -> the Gaussianised scale the diffusion model works on."""
@@ -319,7 +321,8 @@ class NormativeDiffusion:
         fixed = dict(fixed or {})
         unknown = [k for k in fixed if k not in self.encoder_.categorical]
         if unknown:
-            raise InputError(f"cannot fix {unknown}: the model's categorical covariates are {self.encoder_.categorical}")
+            known = self.encoder_.categorical
+            raise InputError(f"cannot fix {unknown}: the model's categorical covariates are {known}")
         q = np.asarray(quantiles, float)
         if q.size == 0 or (q <= 0).any() or (q >= 1).any():
             raise InputError("quantiles must lie strictly between 0 and 1")
@@ -358,7 +361,7 @@ class NormativeDiffusion:
         return {
             "format": FORMAT,
             "format_version": 1,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "params": self.get_params(),
             "idps": self.idps,
             "covariates": {"age": self.encoder_.age, "categorical": self.encoder_.categorical},
@@ -380,7 +383,7 @@ class NormativeDiffusion:
         return save_model_dir(path, self.net_.state_dict(), self.card())
 
     @classmethod
-    def load(cls, path: str | Path, device: str | None = None) -> "NormativeDiffusion":
+    def load(cls, path: str | Path, device: str | None = None) -> NormativeDiffusion:
         """Load a saved model; nothing in the folder is executed."""
         tensors, card = load_model_dir(path, FORMAT)
         params = dict(card["params"])

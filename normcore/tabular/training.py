@@ -124,8 +124,11 @@ def train_denoiser(net: nn.Module, x_train: np.ndarray, c_train: np.ndarray, x_v
     steps_per_epoch = max(1, per_rank // batch)
     epochs = cfg.epochs or max(1, math.ceil(cfg.auto_steps / steps_per_epoch))
     total_steps = epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup_steps)
-                                              * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps))))
+    def lr_factor(s: int) -> float:  # linear warm-up, then cosine decay to 10%
+        cosine = 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps))
+        return min(1.0, (s + 1) / cfg.warmup_steps) * (0.1 + 0.9 * cosine)
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     xt_dev, ct_dev = xt.to(device), ct.to(device)
 
     history: dict = {"step": [], "epoch": [], "train_loss": [], "val_loss": [], "elapsed_s": []}
