@@ -41,13 +41,13 @@ def _stderr_progress(quiet: bool) -> Progress:
 
 
 def _load_model(path: str, device: str | None):
-    from normcore.tabular.model import NormativeDiffusion
+    from normcore.registry import load_model
 
-    return NormativeDiffusion.load(path, device=device)
+    return load_model(path, device=device)
 
 
 def cmd_fit(args: argparse.Namespace) -> None:
-    from normcore.tabular.model import NormativeDiffusion
+    from normcore.registry import make_model
 
     df = read_table(args.data)
     if args.idps and args.idps_regex:
@@ -73,19 +73,22 @@ def cmd_fit(args: argparse.Namespace) -> None:
     if not isinstance(backbone_params, dict):
         raise InputError("--backbone-params must be a JSON object")
     extra = {"sampling_steps": args.sampling_steps} if args.sampling_steps else {}
-    model = NormativeDiffusion(backbone=args.backbone, epochs=args.epochs, seed=args.seed, device=args.device,
-                               transform=args.transform, n_samples=args.samples, timesteps=args.timesteps,
-                               batch_size=args.batch_size, backbone_params=backbone_params, **extra)
+    model = make_model(args.backbone, epochs=args.epochs, seed=args.seed, device=args.device,
+                       transform=args.transform, n_samples=args.samples, timesteps=args.timesteps,
+                       batch_size=args.batch_size, backbone_params=backbone_params, **extra)
     model.fit(df, age=args.age, covariates=covariates, idps=idps, idps_regex=args.idps_regex,
               progress=_stderr_progress(args.quiet), label=str(args.data))
     for warning in model.fit_warnings_:
         print(f"warning: {warning}", file=sys.stderr)
     model.save(args.out)
     h = model.history_
-    print(f"fitted {args.backbone} on {h.get('world_size', 1)} process(es): {len(model.idps)} IDPs, "
-          f"{model.training_summary_['n_train']} train / {model.training_summary_['n_validation']} validation rows, "
-          f"{h['steps']} steps in {h['fit_time_s']:.1f} s, best validation loss {h['best_val_loss']:.4f}; "
-          f"saved to {args.out}")
+    rows = f"{model.training_summary_['n_train']} train / {model.training_summary_['n_validation']} validation rows"
+    if "steps" in h:
+        print(f"fitted {args.backbone} on {h.get('world_size', 1)} process(es): {len(model.idps)} IDPs, {rows}, "
+              f"{h['steps']} steps in {h['fit_time_s']:.1f} s, best validation loss {h['best_val_loss']:.4f}; "
+              f"saved to {args.out}")
+    else:
+        print(f"fitted {args.backbone}: {len(model.idps)} IDPs, {rows}, {h['fit_time_s']:.1f} s; saved to {args.out}")
 
 
 def cmd_score(args: argparse.Namespace) -> None:
@@ -169,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--covariates", default="", help="categorical covariates, comma-separated (e.g. sex,site)")
     f.add_argument("--idps", default=None, help="IDP columns, comma-separated (default: all other numeric columns)")
     f.add_argument("--idps-regex", default=None, help="regular expression selecting IDP columns")
-    f.add_argument("--backbone", default="film-mlp", choices=["film-mlp", "saint"])
+    f.add_argument("--backbone", default="film-mlp", choices=["film-mlp", "saint", "shash-baseline"],
+                   help="diffusion denoiser, or shash-baseline: the classic per-IDP model")
     f.add_argument("--epochs", type=int, default=None, help="max epochs (default: auto step budget, early stopping)")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--transform", default="quantile", choices=["quantile", "yeo-johnson", "standard"])

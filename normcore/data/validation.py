@@ -145,3 +145,23 @@ def validate_table(df: pd.DataFrame, age: str, covariates: list[str], idps: list
     if report.age_range:
         report.add("info", age, f"age range {report.age_range[0]:.1f}–{report.age_range[1]:.1f}")
     return report
+
+
+def prepare_training_table(df: pd.DataFrame, age: str, covariates: list[str], idps: list[str] | None,
+                           idps_regex: str | None, label: str,
+                           min_rows: int = 20) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """Validate a training table; drop constant IDPs and incomplete rows (returned as warnings).
+
+    Returns (complete rows, usable IDP names, warning messages); raises :class:`InputError` on errors.
+    """
+    idps = resolve_idps(df, idps, idps_regex, exclude=[age, *covariates], label=label)
+    report = validate_table(df, age, covariates, idps)
+    report.raise_errors(label)
+    warnings = [f.message for f in report.warnings]
+    idps = [c for c in idps if c not in report.constant_idps]
+    data = df.drop(index=df.index[report.rows_with_missing])
+    if len(data) < min_rows:
+        raise InputError(f"{label}: only {len(data)} complete rows; at least {min_rows} are needed to fit")
+    if not idps:
+        raise InputError(f"{label}: no usable IDP columns")
+    return data, idps, warnings

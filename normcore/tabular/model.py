@@ -14,7 +14,7 @@ import torch
 from scipy import special
 
 from normcore import __version__
-from normcore.data.validation import resolve_idps, validate_table
+from normcore.data.validation import prepare_training_table
 from normcore.device import describe_device, resolve_device
 from normcore.diffusion import NoiseSchedule
 from normcore.diffusion import sample as run_sampler
@@ -23,7 +23,7 @@ from normcore.nets import build_backbone
 from normcore.persistence import load_model_dir, save_model_dir
 from normcore.preprocessing import MARGINALISE, CovariateEncoder, IDPTransformer, LocationScale, category_label
 from normcore.progress import Progress, as_progress
-from normcore.tabular.scoring import copula_correlation, mahalanobis, randomised_pit
+from normcore.tabular.scoring import assemble_scores, copula_correlation, mahalanobis, randomised_pit
 from normcore.tabular.training import TrainConfig, distributed_context, init_distributed_from_env, train_denoiser
 
 FORMAT = "normcore-tabular-diffusion"
@@ -121,16 +121,7 @@ class NormativeDiffusion:
         """
         progress = as_progress(progress)
         covariates = list(covariates)
-        idps = resolve_idps(df, idps, idps_regex, exclude=[age, *covariates], label=label)
-        report = validate_table(df, age, covariates, idps)
-        report.raise_errors(label)
-        self.fit_warnings_ = [f.message for f in report.warnings]
-        idps = [c for c in idps if c not in report.constant_idps]
-        data = df.drop(index=df.index[report.rows_with_missing])
-        if len(data) < 20:
-            raise InputError(f"{label}: only {len(data)} complete rows; at least 20 are needed to fit")
-        if not idps:
-            raise InputError(f"{label}: no usable IDP columns")
+        data, idps, self.fit_warnings_ = prepare_training_table(df, age, covariates, idps, idps_regex, label)
         self.idps = idps
         device = resolve_device(self.device)
         init_distributed_from_env(device)
@@ -297,16 +288,7 @@ class NormativeDiffusion:
         z = special.ndtri(centile)
         corr = copula_correlation(samples).numpy()
         d2, mz = mahalanobis(z, corr[inverse])
-        out = df.copy()
-        extra = {}
-        for j, name in enumerate(self.idps):
-            extra[f"z:{name}"] = z[:, j]
-            extra[f"centile:{name}"] = centile[:, j]
-        extra["multivariate_d2"] = d2
-        extra["multivariate_z"] = mz
-        extra["n_beyond_samples"] = beyond.sum(axis=1)
-        extra["out_of_range"] = self.encoder_.out_of_range(age)
-        return pd.concat([out.reset_index(drop=True), pd.DataFrame(extra)], axis=1)
+        return assemble_scores(df, self.idps, z, centile, d2, mz, beyond, self.encoder_.out_of_range(age))
 
     def centiles(self, ages: np.ndarray | list[float], quantiles: tuple[float, ...] = DEFAULT_QUANTILES,
                  fixed: dict | None = None, n_samples: int | None = None, idps: list[str] | None = None,

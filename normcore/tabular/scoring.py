@@ -81,3 +81,19 @@ def mahalanobis(z: np.ndarray, corr: np.ndarray) -> tuple[np.ndarray, np.ndarray
     p = stats.chi2.cdf(d2, dof)
     mz = special.ndtri(np.clip(p, 1e-300, 1 - 1e-16))
     return d2, mz
+
+
+def assemble_scores(df, idps: list[str], z: np.ndarray, centile: np.ndarray, d2: np.ndarray, mz: np.ndarray,
+                    beyond: np.ndarray, out_of_range: np.ndarray):
+    """The public score table: input columns, then z:/centile: per IDP, then the subject-level columns."""
+    import pandas as pd
+
+    extra = {}
+    for j, name in enumerate(idps):
+        extra[f"z:{name}"] = z[:, j]
+        extra[f"centile:{name}"] = centile[:, j]
+    extra["multivariate_d2"] = d2
+    extra["multivariate_z"] = mz
+    extra["n_beyond_samples"] = beyond.sum(axis=1)
+    extra["out_of_range"] = out_of_range
+    return pd.concat([df.reset_index(drop=True), pd.DataFrame(extra)], axis=1)
