@@ -16,8 +16,8 @@ $(STAMP): requirements.txt | $(PY)
 	$(PIP) install --quiet -r requirements.txt
 	touch $(STAMP)
 
-$(DEVSTAMP): requirements-dev.txt $(STAMP)
-	$(PIP) install --quiet -r requirements-dev.txt
+$(DEVSTAMP): requirements-dev.txt requirements-baselines.txt $(STAMP)
+	$(PIP) install --quiet -r requirements.txt -r requirements-dev.txt -r requirements-baselines.txt
 	touch $(DEVSTAMP)
 
 run: $(STAMP)
