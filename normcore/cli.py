@@ -156,6 +156,35 @@ def cmd_synth(args: argparse.Namespace) -> None:
           f"exact truth -> {truth_path}")
 
 
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from normcore.evaluation import evaluate, summary_lines
+    from normcore.synthetic import SyntheticTruth
+
+    model = _load_model(args.model, args.device)
+    holdout = read_table(args.data)
+    truth = None
+    if args.truth:
+        path = Path(args.data).with_suffix(".truth.json") if args.truth == "synthetic" else Path(args.truth)
+        if not path.is_file():
+            raise InputError(f"--truth: {path} not found (written by `normcore synth` beside the data)")
+        try:
+            truth = SyntheticTruth.load(path)
+        except (ValueError, TypeError, json.JSONDecodeError) as exc:
+            raise InputError(f"--truth {path}: not a synthetic truth file ({exc})") from None
+    if args.group_col and args.group_col not in holdout.columns:
+        raise InputError(f"{args.data}: --group-col column {args.group_col!r} not found")
+    train = read_table(args.train) if args.train else None
+    report = evaluate(model, holdout, truth=truth, group_col=args.group_col, control_value=args.control_value,
+                      train=train, n_samples=args.samples, seed=args.seed)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps(report, indent=1, default=float))
+    tmp.replace(out)
+    print("\n".join(summary_lines(report)))
+    print(f"full report -> {out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m normcore", description="Normative modelling with diffusion models.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -221,6 +250,19 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--out", required=True)
     common(sm)
     sm.set_defaults(func=cmd_sample)
+
+    ev = sub.add_parser("evaluate", help="calibration, dependence, memorisation and clinical metrics")
+    ev.add_argument("model")
+    ev.add_argument("data", help="held-out table (controls, optionally patients)")
+    ev.add_argument("--truth", default=None, help="'synthetic' (DATA.truth.json beside the data) or a truth file")
+    ev.add_argument("--group-col", default=None)
+    ev.add_argument("--control-value", default="control")
+    ev.add_argument("--train", default=None, help="training table, for the memorisation check")
+    ev.add_argument("--samples", type=int, default=None)
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--out", required=True)
+    common(ev)
+    ev.set_defaults(func=cmd_evaluate)
 
     sy = sub.add_parser("synth", help="synthetic cohort with exact ground truth")
     sy.add_argument("--n", type=int, required=True)

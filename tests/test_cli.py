@@ -97,3 +97,32 @@ def test_bad_fit_arguments_are_refused(workflow):
     assert proc.returncode == 2 and "--ages" in proc.stderr
     proc = run("score", workflow / "nomodel", workflow / "data.csv", "--out", workflow / "s.csv", check=False)
     assert proc.returncode == 2 and "not a model folder" in proc.stderr
+
+
+def test_evaluate_writes_every_metric_group(workflow):
+    proc = run("evaluate", workflow / "model", workflow / "data.csv", "--truth", "synthetic", "--group-col", "group",
+               "--control-value", "control", "--train", workflow / "data.csv", "--samples", 100,
+               "--out", workflow / "report.json")
+    report = json.loads((workflow / "report.json").read_text())
+    assert {"per_idp", "aggregate", "dependence", "ks_by_age_band", "memorisation", "truth", "clinical"} <= set(report)
+    assert report["n_controls"] == 250 and len(report["per_idp"]) == 3
+    assert 0 <= report["aggregate"]["coverage95_mean"] <= 1 and report["truth"]["ace"] < 0.5
+    assert {r["score"] for r in report["clinical"]} >= {"mean_abs_z", "multivariate_d2", "abs_z:idp_03"}
+    assert "coverage 50/90/95%" in proc.stdout
+
+
+def test_evaluate_refuses_a_missing_truth(workflow, tmp_path):
+    other = tmp_path / "copy.csv"
+    other.write_text((workflow / "data.csv").read_text())
+    proc = run("evaluate", workflow / "model", other, "--truth", "synthetic", "--out", tmp_path / "r.json",
+               check=False)
+    assert proc.returncode == 2 and "truth.json not found" in proc.stderr
+
+
+def test_shash_baseline_through_the_same_cli(workflow):
+    run("fit", workflow / "data.csv", "--age", "age", "--covariates", "sex,site", "--idps-regex", "^idp_",
+        "--backbone", "shash-baseline", "--out", workflow / "base")
+    run("score", workflow / "base", workflow / "data.csv", "--out", workflow / "base_scores.csv")
+    run("centiles", workflow / "base", "--ages", "20:80:30", "--set", "sex=0", "--out", workflow / "base_curves.csv")
+    assert len(pd.read_csv(workflow / "base_scores.csv")) == 260
+    assert len(pd.read_csv(workflow / "base_curves.csv")) == 3 * 5 * 3

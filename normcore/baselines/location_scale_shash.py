@@ -19,12 +19,12 @@ import torch
 from scipy import special
 
 from normcore import __version__
+from normcore.baselines.shash import fit_shash, shash_inverse, shash_moments, shash_z
 from normcore.data.validation import prepare_training_table
 from normcore.errors import InputError
 from normcore.persistence import load_model_dir, save_model_dir
 from normcore.preprocessing import MARGINALISE, CovariateEncoder, LocationScale, category_label
 from normcore.progress import Progress
-from normcore.baselines.shash import fit_shash, shash_inverse, shash_moments, shash_z
 from normcore.tabular.scoring import assemble_scores, mahalanobis
 
 FORMAT = "normcore-baseline-location-scale-shash"
@@ -73,7 +73,9 @@ class LocationScaleSHASH:
         self.z_correlation_ = np.corrcoef(z, rowvar=False).reshape(len(idps), len(idps)).tolist()
         self.history_ = {"fit_time_s": time.perf_counter() - start, "n_train": int(len(data))}
         self.training_summary_ = {"n_train": int(len(data)), "n_validation": 0,
-                                  "age": {"min": float(a.min()), "max": float(a.max())}}
+                                  "age": {"min": float(a.min()), "max": float(a.max())},
+                                  "idp_mean": {c: float(data[c].mean()) for c in idps},
+                                  "idp_std": {c: float(data[c].std()) for c in idps}}
         return self
 
     # ------------------------------------------------------------------ exact distribution

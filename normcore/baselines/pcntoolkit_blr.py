@@ -77,7 +77,7 @@ class PCNToolkitBLR:
         frame = pd.DataFrame({"age": df[self.encoder_.age].to_numpy(float), "sub_id": np.arange(len(df))})
         for col in self.encoder_.categorical:
             frame[col] = df[col].map(category_label).to_numpy() if col in df else self._default_level(col)
-        for j, idp in enumerate(self.idps):
+        for idp in self.idps:
             frame[idp] = df[idp].to_numpy(float) if with_y else 0.0
         if not self.encoder_.categorical:
             frame["_batch"] = "all"
@@ -112,7 +112,9 @@ class PCNToolkitBLR:
             z = self.model_.predict(self._norm_data(data, "train_z"))["Z"].to_numpy()
         self.z_correlation_ = np.corrcoef(z, rowvar=False).reshape(len(self.idps), len(self.idps))
         self.history_ = {"fit_time_s": time.perf_counter() - start, "n_train": int(len(data))}
-        self.training_summary_ = {"n_train": int(len(data)), "n_validation": 0}
+        self.training_summary_ = {"n_train": int(len(data)), "n_validation": 0,
+                                  "idp_mean": {c: float(data[c].mean()) for c in self.idps},
+                                  "idp_std": {c: float(data[c].std()) for c in self.idps}}
         return self
 
     def score(self, df: pd.DataFrame, n_samples: int | None = None, seed: int | None = None,
@@ -138,6 +140,11 @@ class PCNToolkitBLR:
                                                centiles=list(map(float, quantiles)))
         return out["centiles"].transpose("centile", "observations", "response_vars").sel(
             response_vars=self.idps).to_numpy()
+
+    def predict_moments(self, df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and variance (n, D): the median and the 15.9-84.1% half-width of the predictive centiles."""
+        vals = self._centile_matrix(df.reset_index(drop=True), (special.ndtr(-1.0), 0.5, special.ndtr(1.0)))
+        return vals[1], ((vals[2] - vals[0]) / 2) ** 2
 
     def centiles(self, ages, quantiles=(0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99), fixed: dict | None = None,
                  n_samples: int | None = None, idps: list[str] | None = None, seed: int | None = None,

@@ -82,3 +82,22 @@ def ks_by_age_band(real: pd.DataFrame, generated: pd.DataFrame, age: str, idps: 
     out = pd.DataFrame(rows, columns=["band", "idp", "n_real", "ks", "p"])
     out["reject_bh"] = benjamini_hochberg(out["p"].to_numpy(), alpha) if len(out) else []
     return out
+
+
+ACE_LEVELS = tuple(np.linspace(0.02, 0.98, 25).round(3))
+
+
+def ace_from_centiles(centiles: np.ndarray, ages: np.ndarray, quantiles: tuple[float, ...] = ACE_LEVELS,
+                      bin_width: float = 10.0, min_per_bin: int = 20) -> float:
+    """Held-out ACE from subjects' own centiles: per age bin, mean over q of |share(u < q) - q|.
+
+    Equivalent to locating the model's q-quantile at each subject's own covariates in the held-out
+    controls' distribution (u < q exactly when y is below that quantile).
+    """
+    u, a = np.asarray(centiles, float), np.asarray(ages, float)
+    ok = ~np.isnan(u)
+    u, a = u[ok], a[ok]
+    bins = np.floor(a / bin_width)
+    errs = [abs(np.mean(u[bins == b] < q) - q) for b in np.unique(bins) if (bins == b).sum() >= min_per_bin
+            for q in quantiles]
+    return float(np.mean(errs)) if errs else float("nan")

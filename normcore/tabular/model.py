@@ -290,6 +290,17 @@ class NormativeDiffusion:
         d2, mz = mahalanobis(z, corr[inverse])
         return assemble_scores(df, self.idps, z, centile, d2, mz, beyond, self.encoder_.out_of_range(age))
 
+    def predict_moments(self, df: pd.DataFrame, n_samples: int | None = None,
+                        seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Predictive mean and variance (n, D) from samples at each row's covariates (for EXPV/SMSE/MSLL)."""
+        age, codes = self._covariates_of(df, "table")
+        keys = np.column_stack([age, codes]) if codes.size else age[:, None]
+        uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
+        samples = self._draw(uniq[:, 0], uniq[:, 1:].astype(np.int64), int(n_samples or self.n_samples),
+                             self.seed if seed is None else seed)
+        mean, var = samples.mean(dim=1).numpy(), samples.var(dim=1).numpy()
+        return mean[inverse.reshape(-1)], var[inverse.reshape(-1)]
+
     def centiles(self, ages: np.ndarray | list[float], quantiles: tuple[float, ...] = DEFAULT_QUANTILES,
                  fixed: dict | None = None, n_samples: int | None = None, idps: list[str] | None = None,
                  seed: int | None = None, progress: Progress | None = None) -> pd.DataFrame:

@@ -137,3 +137,10 @@ def test_separation_table_ranks_shifted_idp_first():
     scores = pd.DataFrame({f"z:i{j}": z[:, j] for j in range(3)})
     tab = M.separation_table(scores, ["i0", "i1", "i2"], y, n_boot=50).set_index("score")
     assert tab.loc["abs_z:i1", "auc"] > 0.75 and abs(tab.loc["abs_z:i0", "auc"] - 0.5) < 0.07
+
+
+def test_ace_from_centiles_zero_for_uniform_and_large_for_skewed():
+    rng = np.random.default_rng(10)
+    ages = rng.uniform(20, 80, 20000)
+    assert M.ace_from_centiles(rng.random(20000), ages) < 0.01
+    assert M.ace_from_centiles(rng.random(20000) ** 2, ages) > 0.1
