@@ -235,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--ages", required=True, help="START:STOP:STEP")
     c.add_argument("--set", action="append", metavar="COL=VALUE", help="fix a categorical covariate")
     c.add_argument("--quantiles", default="0.05,0.25,0.5,0.75,0.95")
-    c.add_argument("--samples", type=int, default=None, help="samples per age (default 2000)")
+    c.add_argument("--samples", type=int, default=None, help="samples per age (default 4000)")
     c.add_argument("--seed", type=int, default=None)
     c.add_argument("--out", required=True)
     common(c)

@@ -42,7 +42,7 @@ def evaluate(model, holdout: pd.DataFrame, truth: SyntheticTruth | None = None, 
     report["n_controls"] = int(len(ctrl))
 
     per_idp = []
-    mean, var = model.predict_moments(holdout[is_control.to_numpy()])
+    mean, var = model.predict_moments(holdout[is_control.to_numpy()], n_samples=200)
     tr = model.training_summary_
     for j, name in enumerate(idps):
         u = ctrl[f"centile:{name}"].to_numpy(float)

@@ -128,7 +128,7 @@ class LocationScaleSHASH:
             lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
         return 0.5 * (lo + hi)
 
-    def predict_moments(self, df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    def predict_moments(self, df: pd.DataFrame, n_samples: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Predictive mean and variance (n, D) at the rows' covariates (for EXPV, SMSE, MSLL)."""
         age, codes = self._codes_of(df, "table")
         codes = np.where(codes == MARGINALISE, 0, codes)

@@ -141,7 +141,7 @@ class PCNToolkitBLR:
         return out["centiles"].transpose("centile", "observations", "response_vars").sel(
             response_vars=self.idps).to_numpy()
 
-    def predict_moments(self, df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    def predict_moments(self, df: pd.DataFrame, n_samples: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Mean and variance (n, D): the median and the 15.9-84.1% half-width of the predictive centiles."""
         vals = self._centile_matrix(df.reset_index(drop=True), (special.ndtr(-1.0), 0.5, special.ndtr(1.0)))
         return vals[1], ((vals[2] - vals[0]) / 2) ** 2

@@ -158,14 +158,14 @@ class NormativeDiffusion:
         x_train, c_train = arrays(train)
         x_val, c_val = arrays(val)
         torch.manual_seed(self.seed)
-        self.net_ = build_backbone(self.backbone, len(idps), self.encoder_.dim, **self.backbone_params)
+        net = build_backbone(self.backbone, len(idps), self.encoder_.dim, **self.backbone_params)
         cfg = TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
                           weight_decay=self.weight_decay, ema_decay=self.ema_decay, patience=self.patience,
                           seed=self.seed)
-        state, history = train_denoiser(self.net_, x_train, c_train, x_val, c_val, self.schedule_, cfg, device,
+        state, history = train_denoiser(net, x_train, c_train, x_val, c_val, self.schedule_, cfg, device,
                                         progress)
-        self.net_.load_state_dict(state)
-        self.net_.to(device).eval()
+        net.load_state_dict(state)
+        self.net_ = net.to(device).eval()  # only now is the model fitted (a cancelled fit leaves none)
         self.history_ = history
         self.training_summary_ = _training_summary(train, val, age, covariates, idps, len(df) - len(data))
         return self
@@ -308,7 +308,7 @@ class NormativeDiffusion:
 
         ``fixed`` maps categorical covariates to values; covariates not fixed are marginalised over
         their training distribution. Returns long format: ``age``, the fixed covariates, ``idp``,
-        ``quantile``, ``value``. Defaults to max(n_samples, 2000) samples per age.
+        ``quantile``, ``value``. Defaults to max(n_samples, 4000) samples per age (quantile error ~ 1/sqrt(M)).
         """
         self._check_fitted()
         fixed = dict(fixed or {})
@@ -320,7 +320,7 @@ class NormativeDiffusion:
         if q.size == 0 or (q <= 0).any() or (q >= 1).any():
             raise InputError("quantiles must lie strictly between 0 and 1")
         ages = np.asarray(ages, float)
-        m = int(n_samples or max(self.n_samples, 2000))
+        m = int(n_samples or max(self.n_samples, 4000))
         codes = np.full((len(ages), len(self.encoder_.categorical)), MARGINALISE, dtype=np.int64)
         for k, col in enumerate(self.encoder_.categorical):
             if col in fixed:

@@ -130,6 +130,7 @@ def train_denoiser(net: nn.Module, x_train: np.ndarray, c_train: np.ndarray, x_v
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     xt_dev, ct_dev = xt.to(device), ct.to(device)
+    report_every = max(1, min(20, total_steps // 100))
 
     history: dict = {"step": [], "epoch": [], "train_loss": [], "val_loss": [], "elapsed_s": []}
     best_val, best_state, best_step, bad_evals, step = math.inf, None, 0, 0, 0
@@ -174,8 +175,8 @@ def train_denoiser(net: nn.Module, x_train: np.ndarray, c_train: np.ndarray, x_v
                 if bad_evals >= cfg.patience:
                     stopped_early = True
                     break
-            elif step % 20 == 0:
-                progress.check()
+            elif step % report_every == 0:
+                progress.update("train", step, total_steps, epoch=epoch + 1, train_loss=running / max(running_n, 1))
         if stopped_early:
             break
     if best_state is None:

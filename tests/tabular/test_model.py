@@ -150,3 +150,22 @@ def test_fit_refuses_bad_tables(cohort):
         NormativeDiffusion(**TINY).fit(bad, age="age", idps=truth.idp_names)
     with pytest.raises(InputError, match="at least 20"):
         NormativeDiffusion(**TINY).fit(df.head(10), age="age", idps=truth.idp_names)
+
+
+def test_progress_is_reported_and_fit_can_be_cancelled(cohort):
+    from normcore.progress import Cancelled, Progress
+
+    df, truth = cohort
+    seen = []
+    progress = Progress()
+
+    def on_update(stage, done, total, **info):
+        seen.append((stage, done, total))
+        progress.cancel()  # a Cancel button pressed after the first report
+
+    progress.callback = on_update
+    model = NormativeDiffusion(**{**TINY, "epochs": 50})
+    with pytest.raises(Cancelled):
+        model.fit(df, age="age", covariates=["sex"], idps=truth.idp_names, progress=progress)
+    assert seen and seen[0][0] == "train" and seen[0][1] < seen[0][2]
+    assert not hasattr(model, "net_")  # nothing half-fitted is left behind
