@@ -30,3 +30,72 @@ def centile_fan(curves: pd.DataFrame, idp: str, subjects: pd.DataFrame | None = 
     fig.update_layout(title=title or idp, xaxis_title="age (years)", yaxis_title=idp, template="plotly_white",
                       margin=dict(l=40, r=20, t=50, b=40), legend_title_text="centiles")
     return fig
+
+
+def z_heatmap(scores: pd.DataFrame, idps: list[str], id_col: str | None = None, sort_by: str | None = None,
+              max_subjects: int = 300) -> go.Figure:
+    """Subject x IDP heatmap of deviation z-scores, diverging colours centred at 0 (|z| capped at 4)."""
+    frame = scores.copy()
+    if sort_by:
+        frame = frame.sort_values(sort_by, ascending=False, key=lambda s: s.abs() if sort_by.startswith("z:") else s)
+    frame = frame.head(max_subjects)
+    labels = frame[id_col].astype(str).tolist() if id_col else [str(i) for i in frame.index]
+    z = frame[[f"z:{i}" for i in idps]].to_numpy(float)
+    fig = go.Figure(go.Heatmap(z=z, x=idps, y=labels, zmid=0, zmin=-4, zmax=4, colorscale="RdBu_r",
+                               colorbar=dict(title="z"), hovertemplate="%{y}<br>%{x}<br>z = %{z:.2f}<extra></extra>"))
+    fig.update_layout(template="plotly_white", xaxis_title="IDP", yaxis_title="subject",
+                      yaxis=dict(autorange="reversed"), margin=dict(l=60, r=20, t=30, b=80))
+    return fig
+
+
+def deviation_profile(scores: pd.DataFrame, row: int, idps: list[str], threshold: float = 1.96) -> go.Figure:
+    """One subject's z across IDPs, bars coloured by direction, with the ±threshold band marked."""
+    z = scores.iloc[row][[f"z:{i}" for i in idps]].to_numpy(float)
+    colours = ["#b2182b" if v > threshold else "#2166ac" if v < -threshold else "#999999" for v in z]
+    fig = go.Figure(go.Bar(x=idps, y=z, marker_color=colours, hovertemplate="%{x}<br>z = %{y:.2f}<extra></extra>"))
+    for y in (-threshold, threshold):
+        fig.add_hline(y=y, line_dash="dot", line_color="grey")
+    fig.update_layout(template="plotly_white", yaxis_title="deviation z", xaxis_title="IDP",
+                      margin=dict(l=40, r=20, t=30, b=80))
+    return fig
+
+
+def correlation_heatmaps(real: pd.DataFrame, generated: pd.DataFrame, idps: list[str]) -> go.Figure:
+    """Three panels: Spearman correlation of real data, of model samples, and their difference."""
+    from plotly.subplots import make_subplots
+
+    from normcore.metrics.dependence import spearman_matrix
+
+    a, b = spearman_matrix(real[idps].to_numpy()), spearman_matrix(generated[idps].to_numpy())
+    fig = make_subplots(rows=1, cols=3, subplot_titles=("real", "model samples", "model − real"))
+    for col, mat in enumerate((a, b, b - a), start=1):
+        fig.add_trace(go.Heatmap(z=mat, x=idps, y=idps, zmin=-1, zmax=1, zmid=0, colorscale="RdBu_r",
+                                 showscale=col == 3), row=1, col=col)
+    fig.update_layout(template="plotly_white", margin=dict(l=40, r=20, t=40, b=40))
+    fig.update_yaxes(autorange="reversed")
+    return fig
+
+
+def pit_histogram(centiles, bins: int = 20, title: str = "PIT of held-out controls") -> go.Figure:
+    """Histogram of centiles (PIT values) with the uniform reference density."""
+    import numpy as np
+
+    u = np.asarray(centiles, float)
+    u = u[~np.isnan(u)]
+    fig = go.Figure(go.Histogram(x=u, xbins=dict(start=0, end=1, size=1 / bins), histnorm="probability density",
+                                 name="PIT"))
+    fig.add_hline(y=1.0, line_dash="dash", line_color="black", annotation_text="uniform")
+    fig.update_layout(template="plotly_white", title=title, xaxis_title="centile", yaxis_title="density",
+                      margin=dict(l=40, r=20, t=50, b=40))
+    return fig
+
+
+def loss_curve(history: dict) -> go.Figure:
+    """Training and validation loss against optimiser steps."""
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=history.get("step", []), y=history.get("train_loss", []), name="train", mode="lines"))
+    fig.add_trace(go.Scatter(x=history.get("step", []), y=history.get("val_loss", []), name="validation (EMA)",
+                             mode="lines+markers"))
+    fig.update_layout(template="plotly_white", xaxis_title="step", yaxis_title="ε-prediction loss",
+                      margin=dict(l=40, r=20, t=30, b=40))
+    return fig
