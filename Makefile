@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean browser
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -23,12 +23,17 @@ $(DEVSTAMP): requirements-dev.txt requirements-baselines.txt $(STAMP)
 run: $(STAMP)
 	$(PY) -m streamlit run app.py
 
-test: $(DEVSTAMP)
-	$(PY) -m ruff check normcore tests benchmarks app.py
+# Debian chromium for the real-browser test (skipped with a reason when it cannot be installed)
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium) \
+		|| echo "chromium could not be installed: the browser test will be skipped"
+
+test: $(DEVSTAMP) browser
+	$(PY) -m ruff check normcore tests benchmarks app.py pages ui_state.py
 	$(PY) -m pytest
 
 lint: $(DEVSTAMP)
-	$(PY) -m ruff check normcore tests benchmarks app.py
+	$(PY) -m ruff check normcore tests benchmarks app.py pages ui_state.py
 
 bench: $(STAMP)
 	$(PY) benchmarks/engine.py

@@ -9,8 +9,14 @@ FAN_COLOURS = "rgba(31, 119, 180, {a})"
 
 
 def centile_fan(curves: pd.DataFrame, idp: str, subjects: pd.DataFrame | None = None, age: str = "age",
-                title: str | None = None) -> go.Figure:
-    """Fan chart of centile curves (long format: age, idp, quantile, value) with optional subject points."""
+                title: str | None = None, compare: pd.DataFrame | None = None, compare_name: str = "comparison",
+                group_col: str | None = None, hover_col: str | None = None, z_col: str | None = None) -> go.Figure:
+    """Fan chart of centile curves (long format: age, idp, quantile, value).
+
+    ``subjects`` are drawn as points, one trace per value of ``group_col`` (e.g. controls vs patients),
+    with ``hover_col`` (subject ID) and ``z_col`` in the hover text. ``compare`` overlays a second
+    model's curves as dashed lines.
+    """
     cur = curves[curves["idp"] == idp]
     wide = cur.pivot_table(index="age", columns="quantile", values="value").sort_index()
     qs = list(wide.columns)
@@ -24,9 +30,22 @@ def centile_fan(curves: pd.DataFrame, idp: str, subjects: pd.DataFrame | None = 
     if 0.5 in wide.columns:
         fig.add_trace(go.Scatter(x=wide.index, y=wide[0.5], mode="lines", name="median",
                                  line=dict(color="rgb(31, 119, 180)", width=2)))
+    if compare is not None:
+        other = compare[compare["idp"] == idp].pivot_table(index="age", columns="quantile", values="value")
+        for q in other.columns:
+            fig.add_trace(go.Scatter(x=other.index, y=other[q], mode="lines", name=f"{compare_name} {q:g}",
+                                     line=dict(color="rgb(214, 39, 40)", width=1.5, dash="dash")))
     if subjects is not None and len(subjects):
-        fig.add_trace(go.Scatter(x=subjects[age], y=subjects[idp], mode="markers", name="subjects",
-                                 marker=dict(size=4, color="rgba(60,60,60,0.5)")))
+        groups = subjects.groupby(group_col, sort=True) if group_col else [("subjects", subjects)]
+        palette = ["rgba(60,60,60,0.55)", "rgba(214,39,40,0.85)", "rgba(44,160,44,0.8)", "rgba(148,103,189,0.8)"]
+        for k, (name, grp) in enumerate(groups):
+            text = grp[hover_col].astype(str) if hover_col else None
+            custom = grp[z_col].to_numpy() if z_col and z_col in grp else None
+            hover = ("%{text}<br>" if hover_col else "") + "age %{x:.1f}<br>value %{y:.3g}"
+            hover += "<br>z = %{customdata:.2f}" if custom is not None else ""
+            fig.add_trace(go.Scatter(x=grp[age], y=grp[idp], mode="markers", name=str(name), text=text,
+                                     customdata=custom, hovertemplate=hover + "<extra></extra>",
+                                     marker=dict(size=5, color=palette[k % len(palette)])))
     fig.update_layout(title=title or idp, xaxis_title="age (years)", yaxis_title=idp, template="plotly_white",
                       margin=dict(l=40, r=20, t=50, b=40), legend_title_text="centiles")
     return fig

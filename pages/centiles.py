@@ -1,0 +1,65 @@
+"""Centile curves: fan chart per IDP with the subjects, optionally against a second model."""
+
+import streamlit as st
+
+from normcore.demo import available_demo_models
+from normcore.plots import centile_fan
+from ui_state import (
+    active_model,
+    age_grid_for,
+    cached_model,
+    categorical_choices,
+    model_columns_present,
+    require_model,
+    scores_for,
+    show_error,
+)
+
+st.title("Centile curves")
+ss = st.session_state
+if require_model():
+    model = active_model()
+    df, m = ss.data, ss.mapping
+    idp = st.selectbox("IDP (type to search)", model.idps)
+    fixed = {}
+    choices = categorical_choices(model)
+    if choices:
+        cols = st.columns(len(choices))
+        for col, (name, levels) in zip(cols, choices.items(), strict=True):
+            pick = col.selectbox(name, ["all (marginalised)", *levels])
+            if pick != "all (marginalised)":
+                fixed[name] = pick
+    c1, c2 = st.columns(2)
+    step = c1.select_slider("Age resolution (years)", [0.5, 1.0, 2.0, 5.0], value=2.0)
+    samples = c2.select_slider("Samples per age (M)", [500, 1000, 2000, 4000, 8000], value=1000)
+    others = {k: v for k, v in available_demo_models().items() if k != ss.model_name}
+    compare_label = st.selectbox("Overlay a second model", ["none", *others])
+
+    @st.cache_data(max_entries=32, show_spinner="Drawing centile curves…")
+    def curves_for(_model, key, idp, fixed_items, step, samples):
+        return _model.centiles(age_grid_for(_model, step), fixed=dict(fixed_items), n_samples=samples, idps=[idp])
+
+    try:
+        curves = curves_for(model, ss.model_name, idp, tuple(fixed.items()), step, samples)
+        compare = None
+        if compare_label != "none":
+            other = cached_model(str(others[compare_label]))
+            if idp in other.idps:
+                compare = curves_for(other, compare_label, idp, tuple(fixed.items()), step, samples)
+            else:
+                st.warning(f"{compare_label} has no IDP {idp}.")
+        points, z_col = None, None
+        problem = model_columns_present(model, df)
+        if problem is None:
+            scores = scores_for(model, df)
+            points, z_col = scores, f"z:{idp}"
+            for k, v in fixed.items():
+                points = points[points[k].astype(str) == str(v)]
+        else:
+            st.caption(problem + " (subjects are not drawn)")
+        fig = centile_fan(curves, idp, points, age=model.encoder_.age, compare=compare, compare_name=compare_label,
+                          group_col=m.group_col if points is not None and m.group_col in points else None,
+                          hover_col=m.id_col if points is not None and m.id_col in points else None, z_col=z_col)
+        st.plotly_chart(fig, use_container_width=True, key="centile_fan")
+    except Exception as exc:  # never a traceback in the UI
+        show_error(exc)

@@ -1,0 +1,137 @@
+"""Fit: train a model off the script thread with live progress; save, load, download, upload models."""
+
+import re
+import tempfile
+from datetime import datetime
+from pathlib import Path
+
+import streamlit as st
+
+from normcore.demo import available_demo_models
+from normcore.errors import InputError
+from normcore.jobs import Job
+from normcore.persistence import model_dir_to_zip, zip_to_model_dir
+from normcore.plots import loss_curve
+from normcore.registry import load_model, make_model
+from ui_state import USER_MODELS, cached_model, show_error
+
+st.title("Fit a normative model")
+ss = st.session_state
+m = ss.mapping
+df = ss.data
+controls = m.controls(df)
+st.caption(f"Training table: {ss.data_name}: {len(controls)} controls, {len(m.idps)} IDPs, "
+           f"covariates age + {', '.join(m.covariates) or 'none'}")
+
+BACKBONES = {"FiLM-MLP diffusion": "film-mlp", "SAINT diffusion": "saint", "SHASH per-IDP baseline": "shash-baseline"}
+c1, c2, c3, c4 = st.columns(4)
+backbone = BACKBONES[c1.selectbox("Model", list(BACKBONES))]
+epochs = c2.number_input("Max epochs (0 = automatic)", 0, 100000, 0)
+samples = c3.number_input("Samples per point (M)", 100, 20000, 1000, step=100)
+seed = c4.number_input("Seed", 0, 10**6, 0)
+with st.expander("Advanced"):
+    a1, a2, a3, a4 = st.columns(4)
+    transform = a1.selectbox("IDP transform", ["quantile", "yeo-johnson", "standard"])
+    steps = a2.number_input("Sampling steps", 5, 500, 25)
+    width = a3.number_input("Network width", 8, 1024, 128 if backbone == "film-mlp" else 64)
+    device = a4.selectbox("Device", ["auto", "cpu", "cuda"])
+
+
+def fit_model(progress):
+    params = dict(epochs=int(epochs) or None, n_samples=int(samples), seed=int(seed), transform=transform,
+                  sampling_steps=int(steps), device=device,
+                  backbone_params={"width": int(width)} if backbone == "film-mlp" else
+                  {"dim": int(width)} if backbone == "saint" else {})
+    model = make_model(backbone, **params)
+    return model.fit(controls, age=m.age, covariates=m.covariates, idps=m.idps, progress=progress,
+                     label=ss.data_name)
+
+
+job: Job | None = ss.get("job")
+running = job is not None and job.running
+if st.button("Start fitting", type="primary", disabled=running or not m.idps):
+    ss.job = Job(fit_model, name="fit").start()
+    ss.job_label = f"{backbone} on {ss.data_name}"
+    st.rerun()
+
+
+@st.fragment(run_every=1.0)
+def job_panel():
+    job = st.session_state.get("job")
+    if job is None:
+        return
+    snap = job.snapshot()
+    last = snap["last"] or {}
+    text = f"{st.session_state.job_label}: {snap['status']}"
+    if last.get("train_loss") is not None:
+        text += f" · step {last['done']}/{last['total']} · loss {last['train_loss']:.4f}"
+    st.progress(snap["fraction"], text=text)
+    events = [e for e in snap["events"] if e.get("val_loss") is not None]
+    if events:
+        st.plotly_chart(loss_curve({"step": [e["done"] for e in events],
+                                    "train_loss": [e["train_loss"] for e in events],
+                                    "val_loss": [e["val_loss"] for e in events]}),
+                        use_container_width=True, key=f"loss_{len(events)}")
+    if snap["status"] == "running":
+        if st.button("Cancel", key="cancel_fit"):
+            job.cancel()
+    elif snap["status"] == "done" and st.session_state.get("model") is not job.result:
+        st.session_state.model = job.result
+        st.session_state.model_name = f"fitted: {st.session_state.job_label}"
+        st.session_state.scores = {}
+        st.rerun()
+    elif snap["status"] == "failed":
+        st.error(snap["error"])
+    elif snap["status"] == "cancelled":
+        st.warning("Fitting was cancelled; the previous model stays active.")
+
+
+job_panel()
+
+st.divider()
+st.subheader("Save, load and share models")
+model = ss.get("model")
+s1, s2 = st.columns(2)
+with s1:
+    name = st.text_input("Save the active model as", "my-model")
+    if st.button("Save", disabled=model is None):
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
+            st.error("Use 1-64 letters, digits, '.', '_' or '-' for the name.")
+        else:
+            try:
+                model.save(USER_MODELS / name)
+                st.success(f"Saved to models/user/{name}")
+            except InputError as exc:
+                show_error(exc)
+    if model is not None:
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                model.save(Path(tmp) / "model")
+                archive = model_dir_to_zip(Path(tmp) / "model")
+            st.download_button("Download the active model (.zip: safetensors + JSON)", archive,
+                               file_name=f"normdiff-{datetime.now():%Y%m%d-%H%M}.zip", mime="application/zip")
+        except InputError as exc:
+            st.caption(str(exc))
+with s2:
+    saved = dict(available_demo_models())
+    if USER_MODELS.is_dir():
+        saved.update({f"saved: {p.name}": p for p in sorted(USER_MODELS.iterdir())
+                      if (p / "model.json").is_file() and not p.name.startswith(".")})
+    choice = st.selectbox("Load a model", list(saved))
+    if st.button("Load") and choice:
+        try:
+            ss.model, ss.model_name = cached_model(str(saved[choice])), choice
+            ss.scores = {}
+            st.success(f"Loaded {choice}")
+        except InputError as exc:
+            show_error(exc)
+    up = st.file_uploader("Upload a model (.zip with model.safetensors and model.json)", type=["zip"])
+    if up is not None and ss.get("model_upload_id") != up.file_id:
+        try:
+            target = zip_to_model_dir(up.getvalue(), USER_MODELS / f"upload-{up.file_id[:8]}")
+            ss.model, ss.model_name = load_model(target), f"uploaded: {up.name}"
+            ss.model_upload_id = up.file_id
+            ss.scores = {}
+            st.success(f"Loaded {up.name}")
+        except InputError as exc:
+            show_error(exc)

@@ -1,0 +1,116 @@
+"""Streamlit glue shared by the pages: session state, cached model loading, error display.
+
+Science stays in ``normcore``; this module only keeps per-session state (one user's uploads never
+reach another session) and bounded caches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from normcore.demo import available_demo_models, demo_cohort, demo_truth
+from normcore.errors import InputError
+from normcore.registry import load_model
+
+USER_MODELS = Path(__file__).resolve().parent / "models" / "user"
+
+
+@dataclass
+class Mapping:
+    """How the active table's columns are used."""
+
+    age: str = "age"
+    covariates: list[str] = field(default_factory=list)
+    idps: list[str] = field(default_factory=list)
+    id_col: str | None = None
+    group_col: str | None = None
+    control_value: str | None = None
+
+    def controls(self, df: pd.DataFrame) -> pd.DataFrame:
+        if self.group_col and self.group_col in df:
+            return df[df[self.group_col].astype(str) == str(self.control_value)]
+        return df
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def cached_model(path: str):
+    """Load a saved model once per process (models are read-only data)."""
+    return load_model(path)
+
+
+def init_state() -> None:
+    """Put the demo data and demo model in a fresh session."""
+    ss = st.session_state
+    if "data" not in ss:
+        truth = demo_truth()
+        ss.data = demo_cohort()
+        ss.data_name = "demo: synthetic cohort (D=10)"
+        ss.mapping = Mapping(age="age", covariates=["sex"], idps=truth.idp_names, id_col="sub_id",
+                             group_col="group", control_value="control")
+    if "model" not in ss:
+        demos = available_demo_models()
+        if demos:
+            label, path = next(iter(demos.items()))
+            ss.model, ss.model_name = cached_model(str(path)), label
+        else:
+            ss.model, ss.model_name = None, None
+    ss.setdefault("scores", {})
+    ss.setdefault("job", None)
+
+
+def active_model():
+    return st.session_state.get("model")
+
+
+def require_model() -> bool:
+    if active_model() is None:
+        st.info("No model is active: fit one on the Fit page or load a saved one.")
+        return False
+    return True
+
+
+def model_key() -> str:
+    return f"{st.session_state.get('model_name')}:{id(st.session_state.get('model'))}"
+
+
+def scores_for(model, df: pd.DataFrame, n_samples: int = 1000) -> pd.DataFrame:
+    """Scores of the active table under the active model, cached in the session (bounded to 4)."""
+    key = (model_key(), st.session_state.get("data_name"), len(df), n_samples)
+    cache = st.session_state.scores
+    if key not in cache:
+        if len(cache) >= 4:
+            cache.pop(next(iter(cache)))
+        with st.spinner("Scoring subjects against the model…"):
+            cache[key] = model.score(df, n_samples=n_samples)
+    return cache[key]
+
+
+def model_columns_present(model, df: pd.DataFrame) -> str | None:
+    """A message when the active table lacks columns the model needs, else None."""
+    need = [model.encoder_.age, *model.encoder_.categorical, *model.idps]
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        return f"The active table lacks column(s) the model needs: {', '.join(missing[:6])}"
+    return None
+
+
+def show_error(exc: Exception) -> None:
+    """User-facing error without a traceback."""
+    if isinstance(exc, InputError):
+        st.error(str(exc))
+    else:
+        st.error(f"Something went wrong: {type(exc).__name__}: {exc}")
+
+
+def categorical_choices(model) -> dict[str, list[str]]:
+    return {c: model.encoder_.levels[c] for c in model.encoder_.categorical}
+
+
+def age_grid_for(model, step: float = 1.0) -> np.ndarray:
+    lo, hi = model.encoder_.age_min, model.encoder_.age_max
+    return np.arange(np.floor(lo), np.ceil(hi) + 1e-9, step)
