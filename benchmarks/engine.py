@@ -75,7 +75,7 @@ def run(backbone: str, n: int, d: int, seed: int) -> dict:
         cov.append(float(np.mean((u > 0.025) & (u < 0.975))))
         ks.append(float(stats.kstest(u, "uniform").pvalue))
     rows_steps = 1000 * 1000 * len(model.schedule_.respaced_log_snr(model.sampling_steps)
-                                   if model.sampler == "dpm++2m" else model.schedule_.respaced(model.sampling_steps))
+                                   if model.sampler.startswith("dpm") else model.schedule_.respaced(model.sampling_steps))
     h = model.history_
     return {
         "backbone": backbone, "n": n, "d": d, "fit_s": round(fit_s, 1), "train_steps": h["steps"],

@@ -111,14 +111,53 @@ def dpmpp_2m_sample(eps_fn: EpsFn, schedule: NoiseSchedule, cond: torch.Tensor, 
     return x
 
 
+@torch.no_grad()
+def dpmpp_2m_sde_sample(eps_fn: EpsFn, schedule: NoiseSchedule, cond: torch.Tensor, shape: tuple[int, ...],
+                        steps: int = 25, generator: torch.Generator | None = None,
+                        clip_x0: float | None = None) -> torch.Tensor:
+    """SDE-DPM-Solver++(2M) (Lu et al. 2022, "midpoint" form): the stochastic second-order solver.
+
+    Injected noise contracts the errors of an imperfect denoiser, which the deterministic ODE
+    solvers integrate (they over-disperse badly for high-dimensional, strongly dependent IDPs), while
+    the second-order update keeps short chains accurate. Log-SNR spacing; the final step returns the
+    data prediction.
+    """
+    device = cond.device
+    x = torch.randn(shape, generator=generator, device=device)
+    ts = schedule.respaced_log_snr(steps).tolist()
+    prev_x0, prev_h = None, None
+    for i, t in enumerate(ts):
+        t_prev = ts[i + 1] if i + 1 < len(ts) else -1
+        a_t, a_p = _coefficients(schedule, t, t_prev)
+        tt = torch.full((shape[0],), t, device=device, dtype=torch.long)
+        eps = eps_fn(x, tt, cond).float()
+        x0 = (x - (1 - a_t) ** 0.5 * eps) / a_t**0.5
+        if clip_x0 is not None:
+            x0 = x0.clamp(-clip_x0, clip_x0)
+        if t_prev < 0:
+            x = x0
+            break
+        h = 0.5 * math.log(a_p / (1 - a_p)) - 0.5 * math.log(a_t / (1 - a_t))
+        sigma_ratio = ((1 - a_p) / (1 - a_t)) ** 0.5
+        decay = -math.expm1(-2 * h)  # 1 - e^{-2h}
+        x = sigma_ratio * math.exp(-h) * x + a_p**0.5 * decay * x0
+        if prev_x0 is not None:
+            x = x + 0.5 * a_p**0.5 * decay * (h / prev_h) * (x0 - prev_x0)
+        x = x + (1 - a_p) ** 0.5 * decay**0.5 * torch.randn(shape, generator=generator, device=device)
+        prev_x0, prev_h = x0, h
+    return x
+
+
 def sample(eps_fn: EpsFn, schedule: NoiseSchedule, cond: torch.Tensor, shape: tuple[int, ...],
            sampler: str = "ddim", steps: int = 50, eta: float = 0.0,
            generator: torch.Generator | None = None, clip_x0: float | None = None) -> torch.Tensor:
-    """Dispatch to :func:`dpmpp_2m_sample` (``"dpm++2m"``), :func:`ddim_sample` or :func:`ddpm_sample`."""
+    """Dispatch by name: ``dpm++2m-sde``, ``dpm++2m``, ``ddim`` or ``ddpm``."""
+    if sampler == "dpm++2m-sde":
+        return dpmpp_2m_sde_sample(eps_fn, schedule, cond, shape, steps, generator, clip_x0)
     if sampler == "dpm++2m":
         return dpmpp_2m_sample(eps_fn, schedule, cond, shape, steps, generator, clip_x0)
     if sampler == "ddim":
         return ddim_sample(eps_fn, schedule, cond, shape, steps, eta, generator, clip_x0)
     if sampler == "ddpm":
         return ddpm_sample(eps_fn, schedule, cond, shape, steps, generator, clip_x0)
-    raise ValueError(f"unknown sampler {sampler!r}; use dpm++2m, ddim or ddpm")
+    raise ValueError(f"unknown sampler {sampler!r}; use dpm++2m-sde, dpm++2m, ddim or ddpm")

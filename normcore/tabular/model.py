@@ -40,8 +40,10 @@ class NormativeDiffusion:
       (:class:`~normcore.preprocessing.LocationScale`); the diffusion model learns the rest.
     transform : per-IDP Gaussianisation before diffusion: ``"quantile"``, ``"yeo-johnson"``, ``"standard"``.
     schedule, timesteps : noise schedule (``"cosine"`` or ``"linear"``) and its length T.
-    sampler, sampling_steps, eta : ``"dpm++2m"`` (default, second-order ODE solver), ``"ddim"`` or ``"ddpm"``;
-      the respaced chain length; DDIM's eta.
+    sampler, sampling_steps, eta : ``"dpm++2m-sde"`` (default: stochastic second-order solver),
+      ``"dpm++2m"`` (ODE), ``"ddim"`` or ``"ddpm"``; the respaced chain length; DDIM's eta. The ODE
+      solvers integrate the denoiser's errors and were measured to over-disperse badly at D = 50
+      (coverage of the central 95% interval 1.00 vs 0.956 with the SDE solver, same model).
     clip_x0 : bound on the predicted clean sample on the Gaussianised scale at each reverse step
       (a safety bound: the first reverse steps divide by sqrt(abar_T) = 0.01).
     n_samples : samples per covariate point (M) for scores and centile curves.
@@ -53,7 +55,7 @@ class NormativeDiffusion:
     """
 
     def __init__(self, backbone: str = "film-mlp", transform: str = "quantile", schedule: str = "cosine",
-                 timesteps: int = 1000, sampler: str = "dpm++2m", sampling_steps: int = 25, eta: float = 0.0,
+                 timesteps: int = 1000, sampler: str = "dpm++2m-sde", sampling_steps: int = 25, eta: float = 0.0,
                  n_samples: int = 1000, epochs: int | None = None, batch_size: int = 256, lr: float = 2e-3,
                  weight_decay: float = 1e-4, ema_decay: float = 0.998, val_fraction: float = 0.1,
                  patience: int = 8, seed: int = 0, device: str = "auto", allow_unseen: bool = False,

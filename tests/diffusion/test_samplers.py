@@ -21,7 +21,8 @@ def exact_eps(schedule):
     return eps
 
 
-@pytest.mark.parametrize("sampler,steps,eta", [("dpm++2m", 25, 0.0), ("ddim", 200, 0.0), ("ddim", 1000, 1.0),
+@pytest.mark.parametrize("sampler,steps,eta", [("dpm++2m-sde", 25, 0.0), ("dpm++2m", 25, 0.0), ("ddim", 200, 0.0),
+                                               ("ddim", 1000, 1.0),
                                                ("ddpm", 1000, 0.0)])
 def test_sampler_recovers_gaussian_target(sampler, steps, eta):
     s = NoiseSchedule("cosine", 1000)
