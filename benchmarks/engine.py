@@ -14,13 +14,17 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from scipy import stats
 
-from normcore import NormativeDiffusion, make_synthetic
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from normcore import NormativeDiffusion, make_synthetic  # noqa: E402
 
 
 def matmul_gflops(device: torch.device, n: int = 2048, reps: int = 10) -> float:
