@@ -78,8 +78,9 @@ def run(backbone: str, n: int, d: int, seed: int) -> dict:
         u = scores[f"centile:{name}"].to_numpy()
         cov.append(float(np.mean((u > 0.025) & (u < 0.975))))
         ks.append(float(stats.kstest(u, "uniform").pvalue))
-    rows_steps = 1000 * 1000 * len(model.schedule_.respaced_log_snr(model.sampling_steps)
-                                   if model.sampler.startswith("dpm") else model.schedule_.respaced(model.sampling_steps))
+    sched = model.schedule_
+    chain = sched.respaced_log_snr if model.sampler.startswith("dpm") else sched.respaced
+    rows_steps = 1000 * 1000 * len(chain(model.sampling_steps))
     h = model.history_
     return {
         "backbone": backbone, "n": n, "d": d, "fit_s": round(fit_s, 1), "train_steps": h["steps"],
