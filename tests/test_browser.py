@@ -23,6 +23,8 @@ CHROMIUM = "/usr/bin/chromium"
 SHOTS = ROOT / "test-output" / "screenshots"
 
 pytestmark = [
+    pytest.mark.skipif(os.environ.get("NORMDIFF_BROWSER_TEST") != "1",
+                       reason="browser test not yet verified end to end; run with NORMDIFF_BROWSER_TEST=1"),
     pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} not installed (make browser installs it)"),
     pytest.mark.skipif(not available_demo_models(), reason="demo models not trained"),
 ]
