@@ -70,3 +70,24 @@ def test_unseen_level_is_an_error_unless_marginalised(frame):
 def test_out_of_range_ages_are_flagged(frame):
     enc = CovariateEncoder("age", []).fit(frame)
     np.testing.assert_array_equal(enc.out_of_range(np.array([19.0, 20.0, 50.0, 51.0])), [True, False, False, True])
+
+
+def test_location_scale_training_residuals_are_leave_one_out():
+    from normcore.preprocessing import LocationScale
+
+    rng = np.random.default_rng(0)
+    n = 60
+    age = rng.uniform(20, 80, n)
+    codes = np.c_[rng.integers(0, 3, n)]
+    y = np.c_[0.05 * age + codes[:, 0] + rng.normal(size=n)]
+    ls = LocationScale(n_knots=2, ridge=1e-3)
+    r = ls.fit_transform(age, codes, y, [3])
+    basis = ls._basis(age, codes, extrapolate=True)
+    _, sd = ls.location_scale(age, codes)
+    gram = basis.T @ basis
+    penalty = 1e-3 * np.trace(gram) / len(gram) * np.eye(len(gram))  # the fit's ridge penalty, held fixed
+    for i in (0, 17, 42):  # explicit refit without row i
+        keep = np.arange(n) != i
+        coef = np.linalg.solve(basis[keep].T @ basis[keep] + penalty, basis[keep].T @ y[keep])
+        assert r[i, 0] == pytest.approx(float((y[i] - basis[i] @ coef)[0] / sd[i, 0]), rel=1e-6)
+    assert (r**2).mean() == pytest.approx(1.0, rel=1e-6)  # standardised on the predictive scale

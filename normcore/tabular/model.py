@@ -18,6 +18,7 @@ from normcore.data.validation import prepare_training_table
 from normcore.device import describe_device, resolve_device
 from normcore.diffusion import NoiseSchedule
 from normcore.diffusion import sample as run_sampler
+from normcore.diffusion.parameterisation import wrap_denoiser
 from normcore.errors import InputError
 from normcore.nets import build_backbone
 from normcore.persistence import load_model_dir, save_model_dir
@@ -36,6 +37,9 @@ class NormativeDiffusion:
     Parameters
     ----------
     backbone : ``"film-mlp"`` or ``"saint"``; ``backbone_params`` are passed to the network.
+    parameterisation : ``"gaussian-residual"`` (default: the network learns the departure from the exact
+      denoiser of independent standard-normal IDPs, see :class:`~normcore.diffusion.GaussianResidual`)
+      or ``"eps"`` (plain noise prediction).
     location_scale : first standardise each IDP by a smooth conditional location and scale
       (:class:`~normcore.preprocessing.LocationScale`); the diffusion model learns the rest.
     transform : per-IDP Gaussianisation before diffusion: ``"quantile"``, ``"yeo-johnson"``, ``"standard"``.
@@ -60,7 +64,7 @@ class NormativeDiffusion:
                  weight_decay: float = 1e-4, ema_decay: float = 0.998, val_fraction: float = 0.1,
                  patience: int = 8, seed: int = 0, device: str = "auto", allow_unseen: bool = False,
                  backbone_params: dict | None = None, clip_x0: float | None = 10.0,
-                 location_scale: bool = True):
+                 location_scale: bool = True, parameterisation: str = "gaussian-residual"):
         self.backbone = backbone
         self.transform = transform
         self.schedule = schedule
@@ -82,12 +86,13 @@ class NormativeDiffusion:
         self.backbone_params = dict(backbone_params or {})
         self.clip_x0 = clip_x0
         self.location_scale = location_scale
+        self.parameterisation = parameterisation
 
     # ------------------------------------------------------------------ parameters
     PARAMS = ("backbone", "transform", "schedule", "timesteps", "sampler", "sampling_steps", "eta", "n_samples",
               "epochs", "batch_size", "lr", "weight_decay", "ema_decay", "val_fraction", "patience", "seed",
               "device", "allow_unseen", "backbone_params", "clip_x0",
-              "location_scale")
+              "location_scale", "parameterisation")
 
     def get_params(self) -> dict:
         return {k: getattr(self, k) for k in self.PARAMS}
@@ -147,9 +152,11 @@ class NormativeDiffusion:
 
         age_tr, codes_tr = covs(train)
         y_train = train[idps].to_numpy(float)
-        self.location_scale_ = (LocationScale().fit(age_tr, codes_tr, y_train, n_levels)
-                                if self.location_scale else None)
-        r_train = self.location_scale_.transform(y_train, age_tr, codes_tr) if self.location_scale_ else y_train
+        if self.location_scale:
+            self.location_scale_ = LocationScale()
+            r_train = self.location_scale_.fit_transform(age_tr, codes_tr, y_train, n_levels)  # leave-one-out
+        else:
+            self.location_scale_, r_train = None, y_train
         self.transformer_ = IDPTransformer(self.transform).fit(r_train)
 
         def arrays(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -157,16 +164,18 @@ class NormativeDiffusion:
             x = self._to_latent(frame[idps].to_numpy(float), a, codes).astype(np.float32)
             return x, self.encoder_.encode(a, codes)
 
-        x_train, c_train = arrays(train)
+        x_train = self.transformer_.transform(r_train).astype(np.float32)
+        c_train = self.encoder_.encode(age_tr, codes_tr)
         x_val, c_val = arrays(val)
         torch.manual_seed(self.seed)
         net = build_backbone(self.backbone, len(idps), self.encoder_.dim, **self.backbone_params)
+        denoiser = wrap_denoiser(net, self.schedule_, self.parameterisation)
         cfg = TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
                           weight_decay=self.weight_decay, ema_decay=self.ema_decay, patience=self.patience,
                           seed=self.seed)
-        state, history = train_denoiser(net, x_train, c_train, x_val, c_val, self.schedule_, cfg, device,
+        state, history = train_denoiser(denoiser, x_train, c_train, x_val, c_val, self.schedule_, cfg, device,
                                         progress)
-        net.load_state_dict(state)
+        denoiser.load_state_dict(state)
         self.net_ = net.to(device).eval()  # only now is the model fitted (a cancelled fit leaves none)
         self.history_ = history
         self.training_summary_ = _training_summary(train, val, age, covariates, idps, len(df) - len(data))
@@ -174,11 +183,7 @@ class NormativeDiffusion:
 
     # ------------------------------------------------------------------ sampling core
     def _eps_fn(self):
-        net = self.net_
-
-        def eps(x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-            return net(x, t, cond)
-        return eps
+        return wrap_denoiser(self.net_, self.schedule_, self.parameterisation).to(self.device_).eval()
 
     def _max_rows(self) -> int:
         # CPU: small chunks keep the activations in cache (measured 3x faster than 128k-row chunks)
@@ -381,7 +386,7 @@ class NormativeDiffusion:
     def load(cls, path: str | Path, device: str | None = None) -> NormativeDiffusion:
         """Load a saved model; nothing in the folder is executed."""
         tensors, card = load_model_dir(path, FORMAT)
-        params = dict(card["params"])
+        params = {"parameterisation": "eps", **card["params"]}  # cards before 0.2 predicted eps directly
         if device is not None:
             params["device"] = device
         model = cls(**{k: v for k, v in params.items() if k in cls.PARAMS})
