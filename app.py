@@ -6,17 +6,18 @@ from normcore import __version__
 from normcore.device import describe_device, resolve_device
 from ui_state import init_state
 
-st.set_page_config(page_title="NormDiff", layout="wide")
+st.set_page_config(page_title="NormDiff", page_icon="🧠", layout="wide")  # a local favicon: material-icon
+# favicons are fetched from fonts.gstatic.com by the frontend
 init_state()
 
 PAGES = [
-    st.Page("pages/start.py", title="Start", icon="🏠", default=True),
-    st.Page("pages/data.py", title="Data", icon="📄"),
-    st.Page("pages/fit.py", title="Fit", icon="⚙️"),
-    st.Page("pages/centiles.py", title="Centile curves", icon="📈"),
-    st.Page("pages/deviations.py", title="Deviations", icon="🧭"),
-    st.Page("pages/dependence.py", title="Joint dependence", icon="🔗"),
-    st.Page("pages/calibration.py", title="Calibration", icon="🎯"),
+    st.Page("pages/start.py", title="Start", icon=":material/home:", default=True),
+    st.Page("pages/data.py", title="Data", icon=":material/table:"),
+    st.Page("pages/fit.py", title="Fit", icon=":material/model_training:"),
+    st.Page("pages/centiles.py", title="Centile curves", icon=":material/show_chart:"),
+    st.Page("pages/deviations.py", title="Deviations", icon=":material/grid_on:"),
+    st.Page("pages/dependence.py", title="Joint dependence", icon=":material/hub:"),
+    st.Page("pages/calibration.py", title="Calibration", icon=":material/verified:"),
 ]
 page = st.navigation(PAGES)
 

@@ -43,11 +43,11 @@ if require_model():
             else:
                 scores = m.controls(scores)
             st.plotly_chart(pit_histogram(scores[f"centile:{idp}"], title=f"PIT of {idp}"),
-                            use_container_width=True, key="pit")
+                            width="stretch", key="pit")
             st.subheader("Per IDP")
             st.dataframe(table[["idp", "coverage50", "coverage90", "coverage95", "coverage95_se", "ace_heldout",
                                 "pit_ks", "pit_ks_p", "z_mean", "z_sd", "msll", "expv"]].round(4),
-                         hide_index=True, use_container_width=True)
+                         hide_index=True, width="stretch")
             ks = rep["ks_by_age_band"]
             dep = rep["dependence"]
             st.markdown(f"**Two-sample KS per age band** (real vs model samples, BH-corrected): "

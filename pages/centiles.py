@@ -60,6 +60,6 @@ if require_model():
         fig = centile_fan(curves, idp, points, age=model.encoder_.age, compare=compare, compare_name=compare_label,
                           group_col=m.group_col if points is not None and m.group_col in points else None,
                           hover_col=m.id_col if points is not None and m.id_col in points else None, z_col=z_col)
-        st.plotly_chart(fig, use_container_width=True, key="centile_fan")
+        st.plotly_chart(fig, width="stretch", key="centile_fan")
     except Exception as exc:  # never a traceback in the UI
         show_error(exc)

@@ -49,7 +49,7 @@ else:
 
 df = ss.data
 st.subheader(f"Active table: {ss.data_name} ({len(df)} rows × {df.shape[1]} columns)")
-st.dataframe(df.head(50), use_container_width=True, height=240)
+st.dataframe(df.head(50), width="stretch", height=240)
 
 st.subheader("Column mapping")
 m: Mapping = ss.mapping
@@ -90,7 +90,7 @@ else:
     controls = (df[group_col].astype(str) == str(control_value)).to_numpy() if group_col else None
     report = validate_table(df, age, covs, idps, id_col=id_col, control_mask=controls)
     if report.findings:
-        st.dataframe(report.to_frame(), use_container_width=True, hide_index=True)
+        st.dataframe(report.to_frame(), width="stretch", hide_index=True)
     for f in report.errors:
         st.error(f.message)
     if not report.errors:

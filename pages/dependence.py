@@ -37,7 +37,7 @@ if require_model():
         if len(real) < 10:
             st.warning("Fewer than 10 controls in this band.")
             st.stop()
-        st.plotly_chart(correlation_heatmaps(real, fake, idps), use_container_width=True, key="corr")
+        st.plotly_chart(correlation_heatmaps(real, fake, idps), width="stretch", key="corr")
         pom = product_of_marginals(gen, age, model.idps)[sel.to_numpy()]
         c1, c2 = st.columns(2)
         c1.metric("Spearman RMS gap: model", f"{frobenius_gap(real[idps].to_numpy(), fake[idps].to_numpy()):.3f}")

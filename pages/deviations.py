@@ -31,14 +31,14 @@ if require_model():
     sort_options = ["multivariate_d2", *zcols]
     sort_by = st.selectbox("Sort subjects by", sort_options)
     st.plotly_chart(z_heatmap(scores, idps, id_col=m.id_col if m.id_col in scores else None, sort_by=sort_by),
-                    use_container_width=True, key="z_heatmap")
+                    width="stretch", key="z_heatmap")
 
     st.subheader("One subject")
     ids = scores[m.id_col].astype(str).tolist() if m.id_col in scores else [str(i) for i in range(len(scores))]
     order = np.argsort(-scores["multivariate_d2"].to_numpy(float))
     pick = st.selectbox("Subject (most atypical first)", [ids[i] for i in order])
     row = ids.index(pick)
-    st.plotly_chart(deviation_profile(scores, row, idps), use_container_width=True, key="profile")
+    st.plotly_chart(deviation_profile(scores, row, idps), width="stretch", key="profile")
     st.caption(f"multivariate score d² = {scores['multivariate_d2'].iloc[row]:.1f} "
                f"(z scale {scores['multivariate_z'].iloc[row]:.2f}); "
                f"{int((np.abs(z[row]) > 1.96).sum())} IDP(s) with |z| > 1.96")
@@ -47,10 +47,10 @@ if require_model():
     c1, c2 = st.columns(2)
     per_idp = pd.DataFrame({"idp": idps, "count": (np.abs(z) > 1.96).sum(0),
                             "share": (np.abs(z) > 1.96).mean(0).round(3)}).sort_values("count", ascending=False)
-    c1.dataframe(per_idp, hide_index=True, use_container_width=True, height=260)
+    c1.dataframe(per_idp, hide_index=True, width="stretch", height=260)
     per_subject = pd.DataFrame({"subject": ids, "count": (np.abs(z) > 1.96).sum(1)}).sort_values("count",
                                                                                                  ascending=False)
-    c2.dataframe(per_subject, hide_index=True, use_container_width=True, height=260)
+    c2.dataframe(per_subject, hide_index=True, width="stretch", height=260)
 
     if m.group_col and m.group_col in scores:
         patients = scores[m.group_col].astype(str) != str(m.control_value)
@@ -64,6 +64,6 @@ if require_model():
                     (col[patients].mean() - col[~patients].mean()) / np.sqrt(0.5 * (col[patients].var()
                                                                                      + col[~patients].var()))))
             table["cohen_d"] = cohen
-            st.dataframe(table.round(4), hide_index=True, use_container_width=True)
+            st.dataframe(table.round(4), hide_index=True, width="stretch")
     st.download_button("Download all scores (CSV, same columns as the CLI)", scores.to_csv(index=False).encode(),
                        file_name="normdiff-scores.csv", mime="text/csv")

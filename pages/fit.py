@@ -37,20 +37,21 @@ with st.expander("Advanced"):
     device = a4.selectbox("Device", ["auto", "cpu", "cuda"])
 
 
-def fit_model(progress):
-    params = dict(epochs=int(epochs) or None, n_samples=int(samples), seed=int(seed), transform=transform,
-                  sampling_steps=int(steps), device=device,
-                  backbone_params={"width": int(width)} if backbone == "film-mlp" else
-                  {"dim": int(width)} if backbone == "saint" else {})
+def fit_model(backbone: str, params: dict, training, mapping, label: str, progress):
+    """Runs on the job thread: it gets everything it needs as arguments (no session state there)."""
     model = make_model(backbone, **params)
-    return model.fit(controls, age=m.age, covariates=m.covariates, idps=m.idps, progress=progress,
-                     label=ss.data_name)
+    return model.fit(training, age=mapping.age, covariates=mapping.covariates, idps=mapping.idps,
+                     progress=progress, label=label)
 
 
 job: Job | None = ss.get("job")
 running = job is not None and job.running
 if st.button("Start fitting", type="primary", disabled=running or not m.idps):
-    ss.job = Job(fit_model, name="fit").start()
+    params = dict(epochs=int(epochs) or None, n_samples=int(samples), seed=int(seed), transform=transform,
+                  sampling_steps=int(steps), device=device,
+                  backbone_params={"width": int(width)} if backbone == "film-mlp" else
+                  {"dim": int(width)} if backbone == "saint" else {})
+    ss.job = Job(fit_model, backbone, params, controls, m, ss.data_name, name="fit").start()
     ss.job_label = f"{backbone} on {ss.data_name}"
     st.rerun()
 
@@ -71,7 +72,7 @@ def job_panel():
         st.plotly_chart(loss_curve({"step": [e["done"] for e in events],
                                     "train_loss": [e["train_loss"] for e in events],
                                     "val_loss": [e["val_loss"] for e in events]}),
-                        use_container_width=True, key=f"loss_{len(events)}")
+                        width="stretch", key=f"loss_{len(events)}")
     if snap["status"] == "running":
         if st.button("Cancel", key="cancel_fit"):
             job.cancel()

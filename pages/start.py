@@ -31,4 +31,4 @@ if require_model():
     label = ", ".join(f"{k} = {v}" for k, v in fixed.items())
     st.plotly_chart(centile_fan(curves, idp, points if idp in points else None,
                                 title=f"{idp}: centiles of {st.session_state.model_name} ({label})"),
-                    use_container_width=True, key="start_fan")
+                    width="stretch", key="start_fan")
