@@ -74,6 +74,20 @@ def require_model() -> bool:
     return True
 
 
+def model_for_table():
+    """(model, table, mapping) for pages that need both; otherwise says what is missing and stops the page."""
+    model = active_model()
+    if model is None:
+        st.info("No model is active: fit one on the Fit page or load a saved one.")
+        st.stop()
+    df = st.session_state.data
+    problem = model_columns_present(model, df)
+    if problem:
+        st.error(problem)
+        st.stop()
+    return model, df, st.session_state.mapping
+
+
 def model_key() -> str:
     return f"{st.session_state.get('model_name')}:{id(st.session_state.get('model'))}"
 

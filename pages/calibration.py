@@ -5,59 +5,53 @@ import streamlit as st
 
 from normcore.evaluation import evaluate
 from normcore.plots import pit_histogram
-from ui_state import active_model, model_columns_present, require_model, show_error
+from ui_state import model_for_table, show_error
 
 st.title("Calibration on held-out controls")
 ss = st.session_state
-if require_model():
-    model = active_model()
-    df, m = ss.data, ss.mapping
-    problem = model_columns_present(model, df)
-    if problem:
-        st.error(problem)
-        st.stop()
-    st.caption("Uses the controls of the active table. For an honest check they must not have been used for "
-               "fitting (the demo cohort is drawn independently of the demo models' training data).")
-    samples = st.select_slider("Samples per subject (M)", [200, 500, 1000, 2000], value=200)
-    key = (ss.model_name, ss.data_name, len(df), samples)
-    if st.button("Run the calibration checks", type="primary") or ss.get("calib_key") == key:
-        try:
-            if ss.get("calib_key") != key:
-                with st.spinner("Scoring, sampling and computing every metric…"):
-                    ss.calib = evaluate(model, df, group_col=m.group_col if m.group_col in df else None,
-                                        control_value=m.control_value, n_samples=samples)
-                    ss.calib_key = key
-            rep = ss.calib
-            agg = rep["aggregate"]
-            c = st.columns(4)
-            c[0].metric("Coverage 95% (mean over IDPs)", f"{agg['coverage95_mean']:.3f}")
-            c[1].metric("Coverage 50%", f"{agg['coverage50_mean']:.3f}")
-            c[2].metric("PIT-KS pass rate (α=0.01)", f"{agg['pit_ks_pass_rate_0.01']:.2f}")
-            c[3].metric("Held-out ACE", f"{agg['ace_heldout_mean']:.4f}")
-            table = pd.DataFrame(rep["per_idp"])
-            idp = st.selectbox("PIT histogram of IDP", model.idps)
-            scores = ss.scores.get(next((k for k in ss.scores if k[0].startswith(str(ss.model_name))), None))
-            controls = m.controls(df)
-            if scores is None or len(scores) != len(df):
-                scores = model.score(controls, n_samples=samples)
-            else:
-                scores = m.controls(scores)
-            st.plotly_chart(pit_histogram(scores[f"centile:{idp}"], title=f"PIT of {idp}"),
-                            width="stretch", key="pit")
-            st.subheader("Per IDP")
-            st.dataframe(table[["idp", "coverage50", "coverage90", "coverage95", "coverage95_se", "ace_heldout",
-                                "pit_ks", "pit_ks_p", "z_mean", "z_sd", "msll", "expv"]].round(4),
-                         hide_index=True, width="stretch")
-            ks = rep["ks_by_age_band"]
-            dep = rep["dependence"]
-            st.markdown(f"**Two-sample KS per age band** (real vs model samples, BH-corrected): "
-                        f"{ks['rejected_bh']} of {ks['n_tests']} tests rejected.  \n"
-                        f"**Dependence**: Spearman RMS gap {dep['frobenius_model']:.4f} (model) vs "
-                        f"{dep['frobenius_product_of_marginals']:.4f} (product of marginals).")
-            if "memorisation" in rep:
-                st.json(rep["memorisation"])
-            else:
-                st.caption("Memorisation needs the training table, which models do not store (privacy): run "
-                           "`python -m normcore evaluate MODEL HOLDOUT.csv --train TRAIN.csv`.")
-        except Exception as exc:
-            show_error(exc)
+model, df, m = model_for_table()
+st.caption("Uses the controls of the active table. For an honest check they must not have been used for "
+           "fitting (the demo cohort is drawn independently of the demo models' training data).")
+samples = st.select_slider("Samples per subject (M)", [200, 500, 1000, 2000], value=200)
+key = (ss.model_name, ss.data_name, len(df), samples)
+if st.button("Run the calibration checks", type="primary") or ss.get("calib_key") == key:
+    try:
+        if ss.get("calib_key") != key:
+            with st.spinner("Scoring, sampling and computing every metric…"):
+                ss.calib = evaluate(model, df, group_col=m.group_col if m.group_col in df else None,
+                                    control_value=m.control_value, n_samples=samples)
+                ss.calib_key = key
+        rep = ss.calib
+        agg = rep["aggregate"]
+        c = st.columns(4)
+        c[0].metric("Coverage 95% (mean over IDPs)", f"{agg['coverage95_mean']:.3f}")
+        c[1].metric("Coverage 50%", f"{agg['coverage50_mean']:.3f}")
+        c[2].metric("PIT-KS pass rate (α=0.01)", f"{agg['pit_ks_pass_rate_0.01']:.2f}")
+        c[3].metric("Held-out ACE", f"{agg['ace_heldout_mean']:.4f}")
+        table = pd.DataFrame(rep["per_idp"])
+        idp = st.selectbox("PIT histogram of IDP", model.idps)
+        scores = ss.scores.get(next((k for k in ss.scores if k[0].startswith(str(ss.model_name))), None))
+        controls = m.controls(df)
+        if scores is None or len(scores) != len(df):
+            scores = model.score(controls, n_samples=samples)
+        else:
+            scores = m.controls(scores)
+        st.plotly_chart(pit_histogram(scores[f"centile:{idp}"], title=f"PIT of {idp}"),
+                        width="stretch", key="pit")
+        st.subheader("Per IDP")
+        st.dataframe(table[["idp", "coverage50", "coverage90", "coverage95", "coverage95_se", "ace_heldout",
+                            "pit_ks", "pit_ks_p", "z_mean", "z_sd", "msll", "expv"]].round(4),
+                     hide_index=True, width="stretch")
+        ks = rep["ks_by_age_band"]
+        dep = rep["dependence"]
+        st.markdown(f"**Two-sample KS per age band** (real vs model samples, BH-corrected): "
+                    f"{ks['rejected_bh']} of {ks['n_tests']} tests rejected.  \n"
+                    f"**Dependence**: Spearman RMS gap {dep['frobenius_model']:.4f} (model) vs "
+                    f"{dep['frobenius_product_of_marginals']:.4f} (product of marginals).")
+        if "memorisation" in rep:
+            st.json(rep["memorisation"])
+        else:
+            st.caption("Memorisation needs the training table, which models do not store (privacy): run "
+                       "`python -m normcore evaluate MODEL HOLDOUT.csv --train TRAIN.csv`.")
+    except Exception as exc:
+        show_error(exc)

@@ -6,64 +6,57 @@ import streamlit as st
 
 from normcore.metrics import separation_table
 from normcore.plots import deviation_profile, z_heatmap
-from ui_state import active_model, model_columns_present, require_model, scores_for, show_error
+from ui_state import model_for_table, scores_for, show_error
 
 st.title("Deviations")
-ss = st.session_state
-if require_model():
-    model = active_model()
-    df, m = ss.data, ss.mapping
-    problem = model_columns_present(model, df)
-    if problem:
-        st.error(problem)
-        st.stop()
-    try:
-        scores = scores_for(model, df)
-    except Exception as exc:
-        show_error(exc)
-        st.stop()
-    idps = model.idps
-    zcols = [f"z:{i}" for i in idps]
-    z = scores[zcols].to_numpy(float)
-    n_out = int(scores["out_of_range"].sum())
-    if n_out:
-        st.warning(f"{n_out} subject(s) are outside the model's training age range; their scores are extrapolated.")
-    sort_options = ["multivariate_d2", *zcols]
-    sort_by = st.selectbox("Sort subjects by", sort_options)
-    st.plotly_chart(z_heatmap(scores, idps, id_col=m.id_col if m.id_col in scores else None, sort_by=sort_by),
-                    width="stretch", key="z_heatmap")
+model, df, m = model_for_table()
+try:
+    scores = scores_for(model, df)
+except Exception as exc:
+    show_error(exc)
+    st.stop()
+idps = model.idps
+zcols = [f"z:{i}" for i in idps]
+z = scores[zcols].to_numpy(float)
+n_out = int(scores["out_of_range"].sum())
+if n_out:
+    st.warning(f"{n_out} subject(s) are outside the model's training age range; their scores are extrapolated.")
+sort_options = ["multivariate_d2", *zcols]
+sort_by = st.selectbox("Sort subjects by", sort_options)
+st.plotly_chart(z_heatmap(scores, idps, id_col=m.id_col if m.id_col in scores else None, sort_by=sort_by),
+                width="stretch", key="z_heatmap")
 
-    st.subheader("One subject")
-    ids = scores[m.id_col].astype(str).tolist() if m.id_col in scores else [str(i) for i in range(len(scores))]
-    order = np.argsort(-scores["multivariate_d2"].to_numpy(float))
-    pick = st.selectbox("Subject (most atypical first)", [ids[i] for i in order])
-    row = ids.index(pick)
-    st.plotly_chart(deviation_profile(scores, row, idps), width="stretch", key="profile")
-    st.caption(f"multivariate score d² = {scores['multivariate_d2'].iloc[row]:.1f} "
-               f"(z scale {scores['multivariate_z'].iloc[row]:.2f}); "
-               f"{int((np.abs(z[row]) > 1.96).sum())} IDP(s) with |z| > 1.96")
+st.subheader("One subject")
+ids = scores[m.id_col].astype(str).tolist() if m.id_col in scores else [str(i) for i in range(len(scores))]
+order = np.argsort(-scores["multivariate_d2"].to_numpy(float))
+pick = st.selectbox("Subject (most atypical first)", [ids[i] for i in order])
+row = ids.index(pick)
+st.plotly_chart(deviation_profile(scores, row, idps), width="stretch", key="profile")
+st.caption(f"multivariate score d² = {scores['multivariate_d2'].iloc[row]:.1f} "
+           f"(z scale {scores['multivariate_z'].iloc[row]:.2f}); "
+           f"{int((np.abs(z[row]) > 1.96).sum())} IDP(s) with |z| > 1.96")
 
-    st.subheader("Extreme deviations (|z| > 1.96)")
-    c1, c2 = st.columns(2)
-    per_idp = pd.DataFrame({"idp": idps, "count": (np.abs(z) > 1.96).sum(0),
-                            "share": (np.abs(z) > 1.96).mean(0).round(3)}).sort_values("count", ascending=False)
-    c1.dataframe(per_idp, hide_index=True, width="stretch", height=260)
-    per_subject = pd.DataFrame({"subject": ids, "count": (np.abs(z) > 1.96).sum(1)}).sort_values("count",
-                                                                                                 ascending=False)
-    c2.dataframe(per_subject, hide_index=True, width="stretch", height=260)
+st.subheader("Extreme deviations (|z| > 1.96)")
+c1, c2 = st.columns(2)
+per_idp = pd.DataFrame({"idp": idps, "count": (np.abs(z) > 1.96).sum(0),
+                        "share": (np.abs(z) > 1.96).mean(0).round(3)}).sort_values("count", ascending=False)
+c1.dataframe(per_idp, hide_index=True, width="stretch", height=260)
+per_subject = pd.DataFrame({"subject": ids, "count": (np.abs(z) > 1.96).sum(1)}).sort_values("count",
+                                                                                             ascending=False)
+c2.dataframe(per_subject, hide_index=True, width="stretch", height=260)
 
-    if m.group_col and m.group_col in scores:
-        patients = scores[m.group_col].astype(str) != str(m.control_value)
-        if patients.any() and (~patients).any():
-            st.subheader("Patients vs controls")
-            table = separation_table(scores, idps, patients.to_numpy(), n_boot=200)
-            cohen = []
-            for name in table["score"]:
-                col = (np.abs(scores[f"z:{name[6:]}"]) if name.startswith("abs_z:") else None)
-                cohen.append(np.nan if col is None else float(
-                    (col[patients].mean() - col[~patients].mean()) / np.sqrt(0.5 * (col[patients].var()
-                                                                                     + col[~patients].var()))))
-            table["cohen_d"] = cohen
-            st.dataframe(table.round(4), hide_index=True, width="stretch")
-    st.download_button("Download all scores (CSV, same columns as the CLI)", scores.to_csv(index=False).encode(),
-                       file_name="normdiff-scores.csv", mime="text/csv")
+if m.group_col and m.group_col in scores:
+    patients = scores[m.group_col].astype(str) != str(m.control_value)
+    if patients.any() and (~patients).any():
+        st.subheader("Patients vs controls")
+        table = separation_table(scores, idps, patients.to_numpy(), n_boot=200)
+        cohen = []
+        for name in table["score"]:
+            col = (np.abs(scores[f"z:{name[6:]}"]) if name.startswith("abs_z:") else None)
+            cohen.append(np.nan if col is None else float(
+                (col[patients].mean() - col[~patients].mean()) / np.sqrt(0.5 * (col[patients].var()
+                                                                                 + col[~patients].var()))))
+        table["cohen_d"] = cohen
+        st.dataframe(table.round(4), hide_index=True, width="stretch")
+st.download_button("Download all scores (CSV, same columns as the CLI)", scores.to_csv(index=False).encode(),
+                   file_name="normdiff-scores.csv", mime="text/csv")
