@@ -43,7 +43,7 @@ def matmul_gflops(device: torch.device, n: int = 2048, reps: int = 10) -> float:
 def ace_against_truth(model: NormativeDiffusion, truth, ages: np.ndarray, qs: np.ndarray) -> tuple[float, list]:
     errs = []
     for sex in (0, 1):
-        cur = model.centiles(ages, tuple(qs), fixed={"sex": sex}, n_samples=2000)
+        cur = model.centiles(ages, tuple(qs), fixed={"sex": sex})  # default M: max(n_samples, 4000)
         for name in truth.idp_names:
             c = cur[cur.idp == name]
             p = truth.cdf(c["value"].to_numpy(), c["age"].to_numpy(), sex, name)
