@@ -78,6 +78,7 @@ def run_one(name, train, holdout, age, covs, idps, truth, group_col, seed) -> di
            "coverage95": agg["coverage95_mean"], "ace_heldout": agg["ace_heldout_mean"],
            "pit_ks_pass_0.01": agg["pit_ks_pass_rate_0.01"], "msll": agg["msll_mean"], "expv": agg["expv_mean"],
            "dep_model": dep["frobenius_model"], "dep_product_of_marginals": dep["frobenius_product_of_marginals"],
+           "dep_oracle": dep.get("frobenius_oracle"),
            "energy_model": dep.get("energy_model"), "energy_pom": dep.get("energy_product_of_marginals"),
            "mem_ratio": report["memorisation"]["ratio"],
            "mem_share_closer_train": report["memorisation"]["share_closer_to_train"]}

@@ -108,7 +108,8 @@ def test_evaluate_writes_every_metric_group(workflow):
     assert report["n_controls"] == 250 and len(report["per_idp"]) == 3
     assert 0 <= report["aggregate"]["coverage95_mean"] <= 1 and report["truth"]["ace"] < 0.5
     assert {r["score"] for r in report["clinical"]} >= {"mean_abs_z", "multivariate_d2", "abs_z:idp_03"}
-    assert "coverage 50/90/95%" in proc.stdout
+    assert "coverage 50/90/95%" in proc.stdout and "noise floor" in proc.stdout
+    assert 0 < report["dependence"]["frobenius_oracle"] < 1
 
 
 def test_evaluate_refuses_a_missing_truth(workflow, tmp_path):
