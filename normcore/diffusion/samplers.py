@@ -26,6 +26,24 @@ def _coefficients(schedule: NoiseSchedule, t: int, t_prev: int) -> tuple[float, 
     return a_t, a_p
 
 
+def _chain(schedule: NoiseSchedule, ts: list[int]):
+    """(t, t_prev, abar_t, abar_prev) along a descending chain; the last step goes to t_prev = -1 (data)."""
+    for i, t in enumerate(ts):
+        t_prev = ts[i + 1] if i + 1 < len(ts) else -1
+        yield (t, t_prev, *_coefficients(schedule, t, t_prev))
+
+
+def _predict(eps_fn: EpsFn, x: torch.Tensor, t: int, cond: torch.Tensor, a_t: float,
+             clip_x0: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predicted noise and clean sample at step t (x0 optionally clipped to +-clip_x0)."""
+    tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+    eps = eps_fn(x, tt, cond).float()
+    x0 = (x - (1 - a_t) ** 0.5 * eps) / a_t**0.5
+    if clip_x0 is not None:
+        x0 = x0.clamp(-clip_x0, clip_x0)
+    return eps, x0
+
+
 @torch.no_grad()
 def ddim_sample(eps_fn: EpsFn, schedule: NoiseSchedule, cond: torch.Tensor, shape: tuple[int, ...],
                 steps: int = 50, eta: float = 0.0, generator: torch.Generator | None = None,
@@ -34,14 +52,9 @@ def ddim_sample(eps_fn: EpsFn, schedule: NoiseSchedule, cond: torch.Tensor, shap
     device = cond.device
     x = torch.randn(shape, generator=generator, device=device)
     ts = schedule.respaced(steps).tolist()
-    for i, t in enumerate(ts):
-        t_prev = ts[i + 1] if i + 1 < len(ts) else -1
-        a_t, a_p = _coefficients(schedule, t, t_prev)
-        tt = torch.full((shape[0],), t, device=device, dtype=torch.long)
-        eps = eps_fn(x, tt, cond).float()
-        x0 = (x - (1 - a_t) ** 0.5 * eps) / a_t**0.5
+    for t, t_prev, a_t, a_p in _chain(schedule, ts):
+        eps, x0 = _predict(eps_fn, x, t, cond, a_t, clip_x0)
         if clip_x0 is not None:
-            x0 = x0.clamp(-clip_x0, clip_x0)
             eps = (x - a_t**0.5 * x0) / (1 - a_t) ** 0.5
         sigma = eta * max((1 - a_p) / (1 - a_t) * (1 - a_t / a_p), 0.0) ** 0.5
         x = a_p**0.5 * x0 + max(1 - a_p - sigma**2, 0.0) ** 0.5 * eps
@@ -58,14 +71,8 @@ def ddpm_sample(eps_fn: EpsFn, schedule: NoiseSchedule, cond: torch.Tensor, shap
     device = cond.device
     x = torch.randn(shape, generator=generator, device=device)
     ts = schedule.respaced(steps or schedule.timesteps).tolist()
-    for i, t in enumerate(ts):
-        t_prev = ts[i + 1] if i + 1 < len(ts) else -1
-        a_t, a_p = _coefficients(schedule, t, t_prev)
-        tt = torch.full((shape[0],), t, device=device, dtype=torch.long)
-        eps = eps_fn(x, tt, cond).float()
-        x0 = (x - (1 - a_t) ** 0.5 * eps) / a_t**0.5
-        if clip_x0 is not None:
-            x0 = x0.clamp(-clip_x0, clip_x0)
+    for t, t_prev, a_t, a_p in _chain(schedule, ts):
+        _, x0 = _predict(eps_fn, x, t, cond, a_t, clip_x0)
         alpha = a_t / a_p
         var = (1 - a_p) / (1 - a_t) * (1 - alpha)
         x = (a_p**0.5 * (1 - alpha) / (1 - a_t)) * x0 + (alpha**0.5 * (1 - a_p) / (1 - a_t)) * x
@@ -88,14 +95,8 @@ def dpmpp_2m_sample(eps_fn: EpsFn, schedule: NoiseSchedule, cond: torch.Tensor, 
     x = torch.randn(shape, generator=generator, device=device)
     ts = schedule.respaced_log_snr(steps).tolist()
     prev_x0, prev_h = None, None
-    for i, t in enumerate(ts):
-        t_prev = ts[i + 1] if i + 1 < len(ts) else -1
-        a_t, a_p = _coefficients(schedule, t, t_prev)
-        tt = torch.full((shape[0],), t, device=device, dtype=torch.long)
-        eps = eps_fn(x, tt, cond).float()
-        x0 = (x - (1 - a_t) ** 0.5 * eps) / a_t**0.5
-        if clip_x0 is not None:
-            x0 = x0.clamp(-clip_x0, clip_x0)
+    for t, t_prev, a_t, a_p in _chain(schedule, ts):
+        _, x0 = _predict(eps_fn, x, t, cond, a_t, clip_x0)
         if t_prev < 0:
             x = x0
             break
@@ -126,14 +127,8 @@ def dpmpp_2m_sde_sample(eps_fn: EpsFn, schedule: NoiseSchedule, cond: torch.Tens
     x = torch.randn(shape, generator=generator, device=device)
     ts = schedule.respaced_log_snr(steps).tolist()
     prev_x0, prev_h = None, None
-    for i, t in enumerate(ts):
-        t_prev = ts[i + 1] if i + 1 < len(ts) else -1
-        a_t, a_p = _coefficients(schedule, t, t_prev)
-        tt = torch.full((shape[0],), t, device=device, dtype=torch.long)
-        eps = eps_fn(x, tt, cond).float()
-        x0 = (x - (1 - a_t) ** 0.5 * eps) / a_t**0.5
-        if clip_x0 is not None:
-            x0 = x0.clamp(-clip_x0, clip_x0)
+    for t, t_prev, a_t, a_p in _chain(schedule, ts):
+        _, x0 = _predict(eps_fn, x, t, cond, a_t, clip_x0)
         if t_prev < 0:
             x = x0
             break
