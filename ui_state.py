@@ -6,6 +6,7 @@ reach another session) and bounded caches.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,8 +49,7 @@ def init_state() -> None:
     ss = st.session_state
     if "data" not in ss:
         truth = demo_truth()
-        ss.data = demo_cohort()
-        ss.data_name = "demo: synthetic cohort (D=10)"
+        set_data(demo_cohort(), "demo: synthetic cohort (D=10)")
         ss.mapping = Mapping(age="age", covariates=["sex"], idps=truth.idp_names, id_col="sub_id",
                              group_col="group", control_value="control")
     if "model" not in ss:
@@ -88,13 +88,30 @@ def model_for_table():
     return model, df, st.session_state.mapping
 
 
-def model_key() -> str:
-    return f"{st.session_state.get('model_name')}:{id(st.session_state.get('model'))}"
+def model_key(model=None) -> str:
+    """A key naming one model object: its display name plus a token unique to the object, so two fits
+    with the same name (in one session or in two sessions sharing a cache) never share cached results."""
+    model = st.session_state.get("model") if model is None else model
+    token = getattr(model, "_ui_token", None)
+    if token is None and model is not None:
+        token = uuid.uuid4().hex
+        model._ui_token = token
+    return f"{st.session_state.get('model_name')}:{token}"
+
+
+def set_data(frame: pd.DataFrame, name: str) -> None:
+    """Make ``frame`` the active table; cached results keyed by :func:`data_key` are invalidated."""
+    st.session_state.data, st.session_state.data_name = frame, name
+    st.session_state.data_version = st.session_state.get("data_version", 0) + 1
+
+
+def data_key() -> tuple:
+    return st.session_state.get("data_name"), st.session_state.get("data_version", 0)
 
 
 def scores_for(model, df: pd.DataFrame, n_samples: int = 1000) -> pd.DataFrame:
     """Scores of the active table under the active model, cached in the session (bounded to 4)."""
-    key = (model_key(), st.session_state.get("data_name"), len(df), n_samples)
+    key = (model_key(model), *data_key(), len(df), n_samples)
     cache = st.session_state.scores
     if key not in cache:
         if len(cache) >= 4:

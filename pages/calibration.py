@@ -5,7 +5,7 @@ import streamlit as st
 
 from normcore.evaluation import evaluate
 from normcore.plots import pit_histogram
-from ui_state import model_for_table, show_error
+from ui_state import data_key, model_for_table, model_key, show_error
 
 st.title("Calibration on held-out controls")
 ss = st.session_state
@@ -13,7 +13,7 @@ model, df, m = model_for_table()
 st.caption("Uses the controls of the active table. For an honest check they must not have been used for "
            "fitting (the demo cohort is drawn independently of the demo models' training data).")
 samples = st.select_slider("Samples per subject (M)", [200, 500, 1000, 2000], value=200)
-key = (ss.model_name, ss.data_name, len(df), samples)
+key = (model_key(model), *data_key(), len(df), samples)
 if st.button("Run the calibration checks", type="primary") or ss.get("calib_key") == key:
     try:
         if ss.get("calib_key") != key:
@@ -30,7 +30,7 @@ if st.button("Run the calibration checks", type="primary") or ss.get("calib_key"
         c[3].metric("Held-out ACE", f"{agg['ace_heldout_mean']:.4f}")
         table = pd.DataFrame(rep["per_idp"])
         idp = st.selectbox("PIT histogram of IDP", model.idps)
-        scores = ss.scores.get(next((k for k in ss.scores if k[0].startswith(str(ss.model_name))), None))
+        scores = ss.scores.get(next((k for k in ss.scores if k[0] == model_key(model)), None))
         controls = m.controls(df)
         if scores is None or len(scores) != len(df):
             scores = model.score(controls, n_samples=samples)

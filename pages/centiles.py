@@ -10,6 +10,7 @@ from ui_state import (
     cached_model,
     categorical_choices,
     model_columns_present,
+    model_key,
     require_model,
     scores_for,
     show_error,
@@ -40,7 +41,7 @@ if require_model():
         return _model.centiles(age_grid_for(_model, step), fixed=dict(fixed_items), n_samples=samples, idps=[idp])
 
     try:
-        curves = curves_for(model, ss.model_name, idp, tuple(fixed.items()), step, samples)
+        curves = curves_for(model, model_key(model), idp, tuple(fixed.items()), step, samples)
         compare = None
         if compare_label != "none":
             other = cached_model(str(others[compare_label]))

@@ -7,7 +7,7 @@ from normcore.data import read_table, validate_table
 from normcore.demo import demo_cohort, demo_truth
 from normcore.errors import InputError
 from normcore.synthetic import SyntheticTruth
-from ui_state import Mapping
+from ui_state import Mapping, set_data
 
 st.title("Data")
 ss = st.session_state
@@ -22,7 +22,7 @@ if source == "Upload a CSV":
             st.error(str(exc))
         else:
             ss.upload_id = upload.file_id
-            ss.data, ss.data_name = frame, f"upload: {upload.name}"
+            set_data(frame, f"upload: {upload.name}")
             numeric = [c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c])]
             age = next((c for c in frame.columns if c.lower() in ("age", "age_years")), numeric[0] if numeric else None)
             ss.mapping = Mapping(age=age, covariates=[c for c in frame.columns if c.lower() in ("sex", "site")],
@@ -31,7 +31,7 @@ if source == "Upload a CSV":
 elif source == "Demo cohort":
     if st.button("Use the demo cohort"):
         truth = demo_truth()
-        ss.data, ss.data_name = demo_cohort(), "demo: synthetic cohort (D=10)"
+        set_data(demo_cohort(), "demo: synthetic cohort (D=10)")
         ss.mapping = Mapping("age", ["sex"], truth.idp_names, "sub_id", "group", "control")
         ss.scores = {}
 else:
@@ -42,8 +42,8 @@ else:
     seed = c4.number_input("seed", 0, 10**6, 0)
     if st.button("Generate"):
         truth = SyntheticTruth.create(d=int(d), seed=int(seed))
-        ss.data = truth.sample(int(n), seed=int(seed) + 1, patients=int(patients))
-        ss.data_name = f"synthetic: N={n}, D={d}, seed={seed}"
+        set_data(truth.sample(int(n), seed=int(seed) + 1, patients=int(patients)),
+                 f"synthetic: N={n}, D={d}, seed={seed}")
         ss.mapping = Mapping("age", ["sex"], truth.idp_names, "sub_id", "group", "control")
         ss.scores = {}
 
@@ -98,11 +98,11 @@ else:
                    f"age {report.age_range[0]:.1f}–{report.age_range[1]:.1f}")
     a1, a2 = st.columns(2)
     if report.rows_with_missing and a1.button(f"Drop {len(report.rows_with_missing)} row(s) with missing values"):
-        ss.data = df.drop(index=df.index[report.rows_with_missing]).reset_index(drop=True)
+        set_data(df.drop(index=df.index[report.rows_with_missing]).reset_index(drop=True), ss.data_name)
         ss.data_name += " (incomplete rows dropped)"
         st.rerun()
     if report.constant_idps and a2.button(f"Drop {len(report.constant_idps)} constant IDP column(s)"):
-        ss.data = df.drop(columns=report.constant_idps)
+        set_data(df.drop(columns=report.constant_idps), ss.data_name)
         ss.mapping.idps = [c for c in idps if c not in report.constant_idps]
         ss.data_name += " (constant columns dropped)"
         st.rerun()

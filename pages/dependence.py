@@ -5,7 +5,7 @@ import streamlit as st
 
 from normcore.metrics import frobenius_gap, product_of_marginals
 from normcore.plots import correlation_heatmaps
-from ui_state import model_for_table, show_error
+from ui_state import data_key, model_for_table, model_key, show_error
 
 st.title("Joint dependence between IDPs")
 ss = st.session_state
@@ -18,7 +18,7 @@ band = st.slider("Age band", lo, hi, (lo, hi), step=1.0)
 if len(idps) < 2:
     st.info("Choose at least two IDPs.")
     st.stop()
-key = (ss.model_name, ss.data_name, len(controls))
+key = (model_key(model), *data_key(), len(controls))
 try:
     if ss.get("dep_key") != key:
         with st.spinner("Sampling the model at the controls' covariates…"):

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from normcore.plots import centile_fan
-from ui_state import active_model, age_grid_for, require_model
+from ui_state import active_model, age_grid_for, model_key, require_model
 
 st.title("NormDiff: normative modelling with diffusion models")
 st.markdown(
@@ -23,7 +23,7 @@ if require_model():
     def start_curves(_model, key: str, idp: str, fixed_items: tuple):
         return _model.centiles(age_grid_for(_model, 2.0), fixed=dict(fixed_items), n_samples=1000, idps=[idp])
 
-    curves = start_curves(model, st.session_state.model_name, idp, tuple(fixed.items()))
+    curves = start_curves(model, model_key(model), idp, tuple(fixed.items()))
     points = df
     for c, v in fixed.items():
         if c in points:
