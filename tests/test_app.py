@@ -38,7 +38,7 @@ def test_start_page_shows_demo_centile_curves():
 
 def test_every_page_renders_without_exception():
     at = app().run()
-    for page in ("data", "fit", "centiles", "deviations", "dependence"):
+    for page in ("data", "fit", "centiles", "deviations", "dependence", "calibration"):
         goto(at, page)
         assert not at.exception, page
         assert not at.error, (page, [e.value for e in at.error])
@@ -107,3 +107,16 @@ def test_short_fit_through_the_fit_page_then_centiles():
     assert at.session_state.model.idps == ["idp_01", "idp_02", "idp_03"]
     goto(at, "centiles")
     assert not at.exception and charts(at)
+
+
+def test_calibration_page_runs_checks_and_draws_pit_histogram():
+    at = goto(app().run(), "calibration")
+    assert not at.exception and not charts(at)  # nothing is computed before the button
+    next(b for b in at.button if b.label == "Run the calibration checks").click().run()
+    assert not at.exception and not at.error
+    labels = [mtr.label for mtr in at.metric]
+    assert "Coverage 95% (mean over IDPs)" in labels
+    coverage = float(at.metric[labels.index("Coverage 95% (mean over IDPs)")].value)
+    assert 0.85 < coverage <= 1.0
+    spec = charts(at)[0]
+    assert spec["data"][0]["type"] == "histogram" and "PIT of idp_01" in spec["layout"]["title"]["text"]
