@@ -36,7 +36,8 @@ def engine_table(res: dict) -> str:
 COLS = [("model", "model"), ("fit_s", "fit s"), ("score_s", "score s"), ("M", "M"), ("ace_truth", "ACE truth"),
         ("ace_heldout", "ACE held-out"), ("coverage50", "cov 50"), ("coverage90", "cov 90"),
         ("coverage95", "cov 95"), ("pit_ks_pass_0.01", "PIT-KS pass"), ("msll", "MSLL"), ("expv", "EXPV"),
-        ("dep_model", "dep. gap"), ("dep_product_of_marginals", "dep. gap PoM"), ("mem_ratio", "NN ratio"),
+        ("dep_model", "dep. gap"), ("dep_product_of_marginals", "dep. gap PoM"), ("dep_oracle", "dep. noise floor"),
+        ("mem_ratio", "NN ratio"),
         ("mem_share_closer_train", "closer to train"), ("auc_mean_abs_z", "AUC mean|z|"),
         ("auc_multivariate", "AUC multivar.")]
 
