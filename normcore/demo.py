@@ -12,7 +12,7 @@ MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 DEMO_MODELS = {"FiLM-MLP (demo)": "demo-film-mlp", "SAINT (demo)": "demo-saint",
                "SHASH baseline (demo)": "demo-shash-baseline"}
 DEMO_TRUTH = MODELS_DIR / "demo-cohort.truth.json"
-DEMO_N, DEMO_PATIENTS, DEMO_SEED = 2000, 100, 1
+DEMO_N, DEMO_PATIENTS, DEMO_SEED = 600, 60, 1  # small enough that every page scores it in seconds
 
 
 def demo_truth() -> SyntheticTruth:
