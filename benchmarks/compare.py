@@ -92,13 +92,13 @@ def run_one(name, train, holdout, age, covs, idps, truth, group_col, seed) -> di
     return row
 
 
-def synthetic_suite(d: int, seed: int) -> list[dict]:
+def synthetic_suite(d: int, seed: int, models=MODELS) -> list[dict]:
     truth = SyntheticTruth.create(d=d, seed=seed)
     train = truth.sample(5000, seed=seed + 1)
     holdout = truth.sample(2000, seed=seed + 2, patients=200, patient_shift=1.5)
     idps = truth.idp_names
     return [{"dataset": f"synthetic D={d}", **run_one(m, train, holdout, "age", ["sex"], idps, truth, "group", seed)}
-            for m in MODELS]
+            for m in models]
 
 
 def fcon_split(seed: int) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
@@ -117,13 +117,13 @@ def fcon_split(seed: int) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     return train, test, idps
 
 
-def fcon_suite(seed: int) -> list[dict]:
+def fcon_suite(seed: int, models=MODELS) -> list[dict]:
     if not FCON.is_file():
         return [{"dataset": "fcon1000", "skipped": f"{FCON} not found"}]
     train, test, idps = fcon_split(seed)
     print(f"fcon1000: {len(train)} train / {len(test)} test, {len(idps)} IDPs", flush=True)
     return [{"dataset": f"fcon1000 ({len(idps)} IDPs)",
-             **run_one(m, train, test, "age", ["sex", "site"], idps, None, None, seed)} for m in MODELS]
+             **run_one(m, train, test, "age", ["sex", "site"], idps, None, None, seed)} for m in models]
 
 
 def main() -> None:
@@ -133,14 +133,19 @@ def main() -> None:
     ap.add_argument("--d", default="2,10,50")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-fcon", action="store_true")
+    ap.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of " + ",".join(MODELS))
     args = ap.parse_args()
+    models = tuple(m for m in args.models.split(",") if m)
+    unknown = set(models) - set(MODELS)
+    if unknown:
+        ap.error(f"unknown model(s): {', '.join(sorted(unknown))}")
     torch.set_num_threads(args.threads)
     rows = []
     start = time.perf_counter()
-    for d in (int(x) for x in args.d.split(",")):
-        rows += synthetic_suite(d, args.seed)
+    for d in (int(x) for x in args.d.split(",") if x):
+        rows += synthetic_suite(d, args.seed, models)
     if not args.skip_fcon:
-        rows += fcon_suite(args.seed)
+        rows += fcon_suite(args.seed, models)
     result = {"machine": f"{platform.machine()}, {args.threads} torch threads, "
                          f"{'cuda' if torch.cuda.is_available() else 'cpu'}",
               "torch": torch.__version__, "total_s": round(time.perf_counter() - start), "rows": rows}
