@@ -16,6 +16,7 @@ import streamlit as st
 
 from normcore.demo import available_demo_models, demo_cohort, demo_truth
 from normcore.errors import InputError
+from normcore.jobs import Job
 from normcore.registry import load_model
 
 USER_MODELS = Path(__file__).resolve().parent / "models" / "user"
@@ -59,7 +60,7 @@ def init_state() -> None:
             ss.model, ss.model_name = cached_model(str(path)), label
         else:
             ss.model, ss.model_name = None, None
-    ss.setdefault("scores", {})
+    ss.setdefault("score_jobs", {})
     ss.setdefault("job", None)
 
 
@@ -109,16 +110,50 @@ def data_key() -> tuple:
     return st.session_state.get("data_name"), st.session_state.get("data_version", 0)
 
 
-def scores_for(model, df: pd.DataFrame, n_samples: int = 1000) -> pd.DataFrame:
-    """Scores of the active table under the active model, cached in the session (bounded to 4)."""
+def score_job(model, df: pd.DataFrame, n_samples: int = 1000) -> Job:
+    """A background job scoring the active table under the active model, one per (model, data, M).
+
+    Jobs live in the session (bounded to 4) and keep running when the user switches pages, so scoring
+    is never restarted by navigation; a failed or cancelled job is replaced on the next call.
+    """
     key = (model_key(model), *data_key(), len(df), n_samples)
-    cache = st.session_state.scores
-    if key not in cache:
-        if len(cache) >= 4:
-            cache.pop(next(iter(cache)))
-        with st.spinner("Scoring subjects against the model…"):
-            cache[key] = model.score(df, n_samples=n_samples)
-    return cache[key]
+    jobs = st.session_state.setdefault("score_jobs", {})
+    job = jobs.get(key)
+    if job is None or job.status == "cancelled":
+        if len(jobs) >= 4:
+            old = jobs.pop(next(iter(jobs)))
+            old.cancel()
+        job = jobs[key] = Job(_score_table, model, df, n_samples, name="score").start()
+    return job
+
+
+def _score_table(model, df: pd.DataFrame, n_samples: int, progress=None) -> pd.DataFrame:
+    return model.score(df, n_samples=n_samples, progress=progress)
+
+
+def finished_scores(model, df: pd.DataFrame, n_samples: int = 1000) -> pd.DataFrame | None:
+    """Scores of a finished :func:`score_job` for this model and table, else None (never starts work)."""
+    key = (model_key(model), *data_key(), len(df), n_samples)
+    job = st.session_state.setdefault("score_jobs", {}).get(key)
+    return job.result if job is not None and job.status == "done" else None
+
+
+def clear_scores() -> None:
+    """Cancel and forget every scoring job of this session (a new model or table replaces them)."""
+    for job in st.session_state.setdefault("score_jobs", {}).values():
+        job.cancel()
+    st.session_state.score_jobs = {}
+
+
+def scores_for(model, df: pd.DataFrame, n_samples: int = 1000) -> pd.DataFrame:
+    """Scores of the active table (waits for :func:`score_job` with a spinner); InputError if scoring failed."""
+    job = score_job(model, df, n_samples)
+    if job.running:
+        with st.spinner(f"Scoring {len(df)} subjects against the model…"):
+            job.wait()
+    if job.status != "done":
+        raise InputError(job.error or f"scoring was {job.status}")
+    return job.result
 
 
 def model_columns_present(model, df: pd.DataFrame) -> str | None:

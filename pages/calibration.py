@@ -5,7 +5,7 @@ import streamlit as st
 
 from normcore.evaluation import evaluate
 from normcore.plots import pit_histogram
-from ui_state import data_key, model_for_table, model_key, show_error
+from ui_state import data_key, finished_scores, model_for_table, model_key, show_error
 
 st.title("Calibration on held-out controls")
 ss = st.session_state
@@ -30,9 +30,9 @@ if st.button("Run the calibration checks", type="primary") or ss.get("calib_key"
         c[3].metric("Held-out ACE", f"{agg['ace_heldout_mean']:.4f}")
         table = pd.DataFrame(rep["per_idp"])
         idp = st.selectbox("PIT histogram of IDP", model.idps)
-        scores = ss.scores.get(next((k for k in ss.scores if k[0] == model_key(model)), None))
+        scores = finished_scores(model, df)
         controls = m.controls(df)
-        if scores is None or len(scores) != len(df):
+        if scores is None:
             scores = model.score(controls, n_samples=samples)
         else:
             scores = m.controls(scores)

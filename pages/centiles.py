@@ -12,12 +12,21 @@ from ui_state import (
     model_columns_present,
     model_key,
     require_model,
-    scores_for,
+    score_job,
     show_error,
 )
 
 st.title("Centile curves")
 ss = st.session_state
+
+
+@st.cache_data(max_entries=32, show_spinner="Drawing centile curves…")
+def curves_for(_model, key, fixed_items, step, samples):
+    """Curves of every IDP at once: the model samples all IDPs jointly, so one IDP costs the same as all,
+    and switching IDP afterwards is a cache hit."""
+    return _model.centiles(age_grid_for(_model, step), fixed=dict(fixed_items), n_samples=samples)
+
+
 if require_model():
     model = active_model()
     df, m = ss.data, ss.mapping
@@ -36,24 +45,23 @@ if require_model():
     others = {k: v for k, v in available_demo_models().items() if k != ss.model_name}
     compare_label = st.selectbox("Overlay a second model", ["none", *others])
 
-    @st.cache_data(max_entries=32, show_spinner="Drawing centile curves…")
-    def curves_for(_model, key, idp, fixed_items, step, samples):
-        return _model.centiles(age_grid_for(_model, step), fixed=dict(fixed_items), n_samples=samples, idps=[idp])
-
     try:
-        curves = curves_for(model, model_key(model), idp, tuple(fixed.items()), step, samples)
+        curves = curves_for(model, model_key(model), tuple(fixed.items()), step, samples)
+        curves = curves[curves.idp == idp]
         compare = None
         if compare_label != "none":
             other = cached_model(str(others[compare_label]))
             if idp in other.idps:
-                compare = curves_for(other, compare_label, idp, tuple(fixed.items()), step, samples)
+                compare = curves_for(other, compare_label, tuple(fixed.items()), step, samples)
+                compare = compare[compare.idp == idp]
             else:
                 st.warning(f"{compare_label} has no IDP {idp}.")
-        points, z_col = None, None
+        points, z_col, job = None, None, None
         problem = model_columns_present(model, df)
         if problem is None:
-            scores = scores_for(model, df)
-            points, z_col = scores, f"z:{idp}"
+            job = score_job(model, df)  # in the background: the curves are drawn without waiting for it
+            points = job.result if job.status == "done" else df
+            z_col = f"z:{idp}" if job.status == "done" else None
             for k, v in fixed.items():
                 points = points[points[k].astype(str) == str(v)]
         else:
@@ -62,5 +70,18 @@ if require_model():
                           group_col=m.group_col if points is not None and m.group_col in points else None,
                           hover_col=m.id_col if points is not None and m.id_col in points else None, z_col=z_col)
         st.plotly_chart(fig, width="stretch", key="centile_fan")
+        if job is not None and job.status == "failed":
+            st.caption(f"Subjects drawn without z: scoring failed ({job.error})")
+        elif job is not None and job.status != "done":
+
+            @st.fragment(run_every=1.0)
+            def scoring_status():
+                snap = job.snapshot()
+                if snap["status"] != "running":
+                    st.rerun()
+                st.progress(snap["fraction"], text=f"Scoring {len(df)} subjects for their z in the hover "
+                                                    "(in the background; the page stays usable)")
+
+            scoring_status()
     except Exception as exc:  # never a traceback in the UI
         show_error(exc)

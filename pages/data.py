@@ -7,7 +7,7 @@ from normcore.data import read_table, validate_table
 from normcore.demo import demo_cohort, demo_truth
 from normcore.errors import InputError
 from normcore.synthetic import SyntheticTruth
-from ui_state import Mapping, set_data
+from ui_state import Mapping, clear_scores, set_data
 
 st.title("Data")
 ss = st.session_state
@@ -27,13 +27,13 @@ if source == "Upload a CSV":
             age = next((c for c in frame.columns if c.lower() in ("age", "age_years")), numeric[0] if numeric else None)
             ss.mapping = Mapping(age=age, covariates=[c for c in frame.columns if c.lower() in ("sex", "site")],
                                  idps=[c for c in numeric if c.lower() not in ("age", "sex", "site")])
-            ss.scores = {}
+            clear_scores()
 elif source == "Demo cohort":
     if st.button("Use the demo cohort"):
         truth = demo_truth()
         set_data(demo_cohort(), "demo: synthetic cohort (D=10)")
         ss.mapping = Mapping("age", ["sex"], truth.idp_names, "sub_id", "group", "control")
-        ss.scores = {}
+        clear_scores()
 else:
     c1, c2, c3, c4 = st.columns(4)
     n = c1.number_input("controls", 100, 50000, 2000, step=100)
@@ -45,7 +45,7 @@ else:
         set_data(truth.sample(int(n), seed=int(seed) + 1, patients=int(patients)),
                  f"synthetic: N={n}, D={d}, seed={seed}")
         ss.mapping = Mapping("age", ["sex"], truth.idp_names, "sub_id", "group", "control")
-        ss.scores = {}
+        clear_scores()
 
 df = ss.data
 st.subheader(f"Active table: {ss.data_name} ({len(df)} rows × {df.shape[1]} columns)")

@@ -13,7 +13,7 @@ from normcore.jobs import Job
 from normcore.persistence import model_dir_to_zip, zip_to_model_dir
 from normcore.plots import loss_curve
 from normcore.registry import load_model, make_model
-from ui_state import USER_MODELS, cached_model, show_error
+from ui_state import USER_MODELS, cached_model, clear_scores, show_error
 
 st.title("Fit a normative model")
 ss = st.session_state
@@ -79,7 +79,7 @@ def job_panel():
     elif snap["status"] == "done" and st.session_state.get("model") is not job.result:
         st.session_state.model = job.result
         st.session_state.model_name = f"fitted: {st.session_state.job_label}"
-        st.session_state.scores = {}
+        clear_scores()
         st.rerun()
     elif snap["status"] == "failed":
         st.error(snap["error"])
@@ -122,7 +122,7 @@ with s2:
     if st.button("Load") and choice:
         try:
             ss.model, ss.model_name = cached_model(str(saved[choice])), choice
-            ss.scores = {}
+            clear_scores()
             st.success(f"Loaded {choice}")
         except InputError as exc:
             show_error(exc)
@@ -132,7 +132,7 @@ with s2:
             target = zip_to_model_dir(up.getvalue(), USER_MODELS / f"upload-{up.file_id[:8]}")
             ss.model, ss.model_name = load_model(target), f"uploaded: {up.name}"
             ss.model_upload_id = up.file_id
-            ss.scores = {}
+            clear_scores()
             st.success(f"Loaded {up.name}")
         except InputError as exc:
             show_error(exc)

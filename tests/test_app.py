@@ -46,7 +46,11 @@ def test_every_page_renders_without_exception():
 
 def test_centiles_page_draws_groups_and_hover():
     at = goto(app().run(), "centiles")
-    spec = charts(at)[0]
+    first = charts(at)[0]  # drawn at once, before the subjects are scored in the background
+    assert "median" in [t.get("name") for t in first["data"]]
+    for job in at.session_state["score_jobs"].values():
+        assert job.wait(TIMEOUT) == "done"
+    spec = charts(at.run())[0]
     names = [t.get("name") for t in spec["data"]]
     assert {"control", "patient", "median"} <= set(names)
     pts = next(t for t in spec["data"] if t.get("name") == "patient")
