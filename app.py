@@ -18,6 +18,7 @@ PAGES = [
     st.Page("pages/deviations.py", title="Deviations", icon=":material/grid_on:"),
     st.Page("pages/dependence.py", title="Joint dependence", icon=":material/hub:"),
     st.Page("pages/calibration.py", title="Calibration", icon=":material/verified:"),
+    st.Page("pages/mri.py", title="MRI", icon=":material/neurology:"),
 ]
 page = st.navigation(PAGES)
 

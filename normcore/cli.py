@@ -1,4 +1,7 @@
-"""Command line: ``python -m normcore {fit,score,centiles,sample,synth} ...`` (a stable public contract)."""
+"""Command line: ``python -m normcore {fit,score,centiles,sample,evaluate,synth,mri-fit,mri-score} ...``.
+
+A stable public contract: commands, flags and output columns are extended, never renamed.
+"""
 
 from __future__ import annotations
 
@@ -274,6 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--out", required=True)
     common(sy, device=False)
     sy.set_defaults(func=cmd_synth)
+
+    from normcore.imaging.cli import add_parsers
+
+    add_parsers(sub, common)
     return p
 
 
@@ -285,7 +292,10 @@ def main(argv: list[str] | None = None) -> int:
     if hasattr(args, "device") and args.device is None:
         args.device = getattr(args, "device_default", None)
     try:
-        args.func(args)
+        if getattr(args, "wants_progress", False):
+            args.func(args, _stderr_progress(args.quiet))
+        else:
+            args.func(args)
     except TypeError as exc:
         if "__init__" not in str(exc):
             raise

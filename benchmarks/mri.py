@@ -1,0 +1,195 @@
+"""Imaging benchmark: pseudo-healthy restoration and anomaly detection, KL-guided inpainting vs baselines.
+
+    .venv/bin/python benchmarks/mri.py [--model models/mri-ixi-cpu] [--threads 2] [--parts ixi,synthetic]
+
+IXI part (needs ../shared/data): the shipped model's held-out test scans (ids in its card) are
+preprocessed like any user scan (registration to MNI with their brain masks); each is scored healthy
+and with one real MS lesion mask (../shared/data/mri/lesion_masks_mni, on the model grid) implanted as a
+T1-hypointense lesion. Synthetic part: a model of the same configuration is trained on synthetic
+healthy brains (normcore.imaging.synthetic) and tested on held-out synthetic healthy and lesioned
+brains. Reported per method (KL-guided inpainting, plain restoration from one noise level, autoencoder
+reconstruction): healthy-scan MAE / PSNR / SSIM inside the brain, subject-level AUC of the abnormality
+index (top 1%) lesioned vs healthy (all lesions and lesions >= 5 ml), voxel-level AUPRC and best Dice
+of the anomaly map (|scan - restoration|) and of the z-map, and time per subject.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from normcore.imaging.anomaly import abnormality_index, anomaly_map, voxel_zmap  # noqa: E402
+from normcore.imaging.cohort import find_file, read_participants  # noqa: E402
+from normcore.imaging.io import load_mask, load_volume  # noqa: E402
+from normcore.imaging.model import METHODS, ImagingNormativeModel  # noqa: E402
+from normcore.imaging.pipeline import score_scan  # noqa: E402
+from normcore.imaging.preprocess import prepare_scan  # noqa: E402
+from normcore.imaging.synthetic import (  # noqa: E402
+    SyntheticBrains,
+    implant_lesion,
+    lesion_volume_ml,
+    make_benchmark,
+    real_lesion_masks,
+)
+from normcore.metrics.imaging import best_dice, mae, psnr, ssim3d, subject_auc, voxel_auprc  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "data" / "mri"
+IXI = SHARED / "ixi"
+LESIONS = SHARED / "lesion_masks_mni"
+
+
+def evaluate(model: ImagingNormativeModel, vols, brains, ages, sexes, truth, labels, seed: int) -> dict:
+    """All metrics for one test cohort (healthy rows have all-false truth)."""
+    labels = np.asarray(labels, int)
+    healthy = labels == 0
+    start = time.perf_counter()
+    restored = model.restore(vols, ages, sexes, METHODS, seed=seed)
+    restore_s = (time.perf_counter() - start) / len(vols)
+    lesion_ml = np.array([lesion_volume_ml(t, model.grid) for t in truth])
+    out = {"n_healthy": int(healthy.sum()), "n_lesion": int((~healthy).sum()),
+           "lesion_ml": {"min": float(lesion_ml[~healthy].min()), "median": float(np.median(lesion_ml[~healthy])),
+                         "max": float(lesion_ml[~healthy].max()), "n_ge_5ml": int((lesion_ml[~healthy] >= 5).sum())},
+           "restore_s_per_subject_all_methods": round(restore_s, 2), "methods": {}}
+    big = healthy | (lesion_ml >= 5.0)
+    for method in METHODS:
+        rest = restored[method]
+        err = np.stack([anomaly_map(v, r, b) for v, r, b in zip(vols, rest, brains, strict=True)])
+        mean, std = model.error_stats_[method]
+        z = np.stack([voxel_zmap(e, mean, std, b) for e, b in zip(err, brains, strict=True)])
+        index = np.array([abnormality_index(zz, b, 0.01) for zz, b in zip(z, brains, strict=True)])
+        index5 = np.array([abnormality_index(zz, b, 0.05) for zz, b in zip(z, brains, strict=True)])
+        les = ~healthy
+        row = {
+            "healthy_mae": float(np.mean([mae(v, r, b) for v, r, b in zip(vols[healthy], rest[healthy],
+                                                                          brains[healthy], strict=True)])),
+            "healthy_psnr": float(np.mean([psnr(v, r, b) for v, r, b in zip(vols[healthy], rest[healthy],
+                                                                            brains[healthy], strict=True)])),
+            "healthy_ssim": float(np.mean([ssim3d(v, r, b) for v, r, b in zip(vols[healthy], rest[healthy],
+                                                                              brains[healthy], strict=True)])),
+            "auc_top1": subject_auc(index, labels), "auc_top5": subject_auc(index5, labels),
+            "auc_top1_ge_5ml": subject_auc(index[big], labels[big]),
+            "voxel_auprc_anomaly": voxel_auprc(err[les], truth[les], brains[les]),
+            "voxel_auprc_z": voxel_auprc(z[les], truth[les], brains[les]),
+            "best_dice_anomaly": best_dice(err[les], truth[les], brains[les])[0],
+            "best_dice_z": best_dice(z[les], truth[les], brains[les])[0],
+            "index_healthy_median": float(np.median(index[healthy])),
+            "index_lesion_median": float(np.median(index[les])),
+        }
+        if method == "kl-inpaint":
+            share = restored["kl-inpaint_mask"]
+            row["latent_mask_share_healthy"] = float(share[healthy].mean())
+            row["latent_mask_share_lesion"] = float(share[les].mean())
+        out["methods"][method] = {k: round(float(v), 4) for k, v in row.items()}
+        print(method, json.dumps(out["methods"][method]), flush=True)
+    return out
+
+
+def ixi_part(model_dir: Path, seed: int) -> dict:
+    model = ImagingNormativeModel.load(model_dir)
+    test_ids = model.card_.get("data", {}).get("test_ids", [])
+    if not test_ids or not IXI.is_dir():
+        return {"skipped": "no held-out ids in the model card or ../shared/data/mri/ixi absent"}
+    table = read_participants(IXI / "participants.csv").set_index("id")
+    vols, brains, ages, sexes, prep_s = [], [], [], [], []
+    for sid in test_ids:
+        t = time.perf_counter()
+        img = load_volume(find_file(IXI / "t1", sid))
+        prep = prepare_scan(img, model.grid, mask=load_mask(find_file(IXI / "brainmask_labels", sid), img))
+        prep_s.append(time.perf_counter() - t)
+        vols.append(prep.volume)
+        brains.append(prep.brain)
+        ages.append(float(table.loc[sid, "age"]))
+        sexes.append(table.loc[sid, "sex"])
+    vols, brains = np.stack(vols), np.stack(brains)
+    masks = real_lesion_masks(model.grid, LESIONS)
+    lesioned, truth = [], []
+    for i in range(len(vols)):
+        name, mask, _ = masks[i % len(masks)]
+        lesion = mask & brains[i]
+        lesioned.append(implant_lesion(vols[i], lesion, model.grid, seed=seed + i))
+        truth.append(lesion)
+    all_vols = np.concatenate([vols, np.stack(lesioned)])
+    all_truth = np.concatenate([np.zeros_like(brains), np.stack(truth)])
+    res = evaluate(model, all_vols, np.concatenate([brains, brains]), ages * 2, sexes * 2, all_truth,
+                   [0] * len(vols) + [1] * len(vols), seed)
+    res["preprocess_s_per_scan"] = round(float(np.mean(prep_s)), 2)
+    # End to end, as `mri-score` runs it: load, register, restore (KL-guided), maps (5 scans).
+    times = []
+    for sid in test_ids[:5]:
+        t = time.perf_counter()
+        score_scan(model, find_file(IXI / "t1", sid), float(table.loc[sid, "age"]), table.loc[sid, "sex"],
+                   mask=find_file(IXI / "brainmask_labels", sid))
+        times.append(time.perf_counter() - t)
+    res["end_to_end_s_per_scan"] = {"median": round(float(np.median(times)), 2), "all": [round(x, 2) for x in times]}
+    res["model"] = str(model_dir)
+    res["training"] = model.training_
+    return res
+
+
+def synthetic_part(config: str, seed: int, n_train: int, n_val: int, n_test: int, overrides: dict) -> dict:
+    model = ImagingNormativeModel(config, seed=seed, **overrides)
+    grid = model.grid
+    gen = SyntheticBrains(grid, seed)
+    rng = np.random.default_rng(seed)
+    ages = rng.uniform(20, 85, n_train + n_val)
+    sexes = rng.integers(0, 2, n_train + n_val)
+    t = time.perf_counter()
+    vols, brains = gen.healthy(ages, sexes, seed=seed)
+    gen_s = time.perf_counter() - t
+    model.fit(vols[:n_train], brains[:n_train], ages[:n_train], sexes[:n_train], vols[n_train:], brains[n_train:],
+              ages[n_train:], sexes[n_train:])
+    bench = make_benchmark(grid, n_test, n_test, seed + 100, lesion_dir=LESIONS if LESIONS.is_dir() else None)
+    res = evaluate(model, bench["volumes"], bench["masks"], bench["ages"], bench["sexes"], bench["lesion_masks"],
+                   bench["labels"], seed)
+    res.update(training=model.training_, n_train=n_train, n_val=n_val, generate_s=round(gen_s, 1),
+               lesion_source=sorted(set(bench["lesion_source"])), config=config, overrides=overrides)
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default=str(ROOT / "models" / "mri-ixi-cpu"))
+    ap.add_argument("--parts", default="ixi,synthetic")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--synthetic-config", default="cpu")
+    ap.add_argument("--synthetic-overrides", default="{}", help="JSON config overrides for the synthetic model")
+    ap.add_argument("--synthetic-n", default="80,16,20", help="train, validation, test (per class) sizes")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "mri.json"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    out_path = Path(args.out)
+    result = json.loads(out_path.read_text()) if out_path.is_file() else {}
+    result.update(machine=f"{platform.machine()}, {args.threads} torch threads, "
+                          f"{'cuda: ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu'}",
+                  torch=torch.__version__)
+    parts = args.parts.split(",")
+    if "ixi" in parts:
+        start = time.perf_counter()
+        result["ixi"] = ixi_part(Path(args.model), args.seed)
+        result["ixi"]["wall_s"] = round(time.perf_counter() - start)
+    if "synthetic" in parts:
+        start = time.perf_counter()
+        n_train, n_val, n_test = (int(x) for x in args.synthetic_n.split(","))
+        result["synthetic"] = synthetic_part(args.synthetic_config, args.seed, n_train, n_val, n_test,
+                                             json.loads(args.synthetic_overrides))
+        result["synthetic"]["wall_s"] = round(time.perf_counter() - start)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=1, default=float))
+    tmp.replace(out_path)
+    print(f"wrote {out_path}")
+
+
+if __name__ == "__main__":
+    main()

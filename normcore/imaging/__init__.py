@@ -1,0 +1,1 @@
+"""Imaging pipeline: NIfTI IO, registration to MNI, latent diffusion pseudo-healthy restoration, anomaly maps."""

@@ -1,0 +1,61 @@
+"""Anomaly maps, voxel z-maps against a healthy cohort, and the subject-level abnormality index."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def anomaly_map(volume: np.ndarray, restoration: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    """|scan - restoration| inside the brain, 0 outside."""
+    return np.where(brain, np.abs(volume - restoration), 0.0).astype(np.float32)
+
+
+def healthy_error_stats(errors: np.ndarray, brains: np.ndarray, floor_fraction: float = 0.25
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-voxel mean and standard deviation of healthy anomaly maps (N, X, Y, Z).
+
+    Voxels outside a subject's brain do not count for that subject. The standard deviation is floored
+    at ``floor_fraction`` times its median over the brain, so voxels where few healthy subjects vary
+    do not turn tiny errors into huge z.
+    """
+    w = brains.astype(np.float64)
+    n = w.sum(0)
+    mean = (errors * w).sum(0) / np.maximum(n, 1)
+    var = (((errors - mean) ** 2) * w).sum(0) / np.maximum(n - 1, 1)
+    std = np.sqrt(var)
+    inside = n >= max(2, 0.5 * len(errors))
+    floor = floor_fraction * float(np.median(std[inside])) if inside.any() else 1.0
+    return mean.astype(np.float32), np.maximum(std, max(floor, 1e-6)).astype(np.float32)
+
+
+def voxel_zmap(error: np.ndarray, mean: np.ndarray, std: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    """(error - healthy mean) / healthy std inside the brain, 0 outside."""
+    return np.where(brain, (error - mean) / std, 0.0).astype(np.float32)
+
+
+def abnormality_index(zmap: np.ndarray, brain: np.ndarray, top: float = 0.01) -> float:
+    """Mean of the top ``top`` share of voxel z within the brain (extreme value statistics)."""
+    values = zmap[brain]
+    if values.size == 0:
+        return float("nan")
+    k = max(1, int(np.ceil(top * values.size)))
+    return float(np.partition(values, values.size - k)[-k:].mean())
+
+
+def leave_one_out_indices(errors: np.ndarray, brains: np.ndarray, top: float = 0.01) -> np.ndarray:
+    """Each healthy subject's index with z-maps from the other subjects' statistics (no self-reference)."""
+    out = np.empty(len(errors))
+    for i in range(len(errors)):  # N is a validation cohort (tens of subjects); each step is vectorised
+        keep = np.arange(len(errors)) != i
+        mean, std = healthy_error_stats(errors[keep], brains[keep])
+        out[i] = abnormality_index(voxel_zmap(errors[i], mean, std, brains[i]), brains[i], top)
+    return out
+
+
+def centile_among(value: float, reference: np.ndarray) -> float:
+    """Centile (0-100) of ``value`` among healthy reference values (mid-rank for ties)."""
+    ref = np.asarray(reference, float)
+    ref = ref[np.isfinite(ref)]
+    if ref.size == 0 or not np.isfinite(value):
+        return float("nan")
+    return float(100.0 * ((ref < value).sum() + 0.5 * (ref == value).sum()) / ref.size)

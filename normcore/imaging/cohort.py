@@ -1,0 +1,107 @@
+"""A folder of scans + a participants table -> preprocessed volumes on the model grid."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from normcore.errors import InputError
+from normcore.imaging.grid import ModelGrid
+from normcore.imaging.io import load_mask, load_volume
+from normcore.imaging.preprocess import prepare_scan
+from normcore.progress import Progress, as_progress
+
+ID_COLUMNS = ("subject_id", "participant_id", "sub_id", "id", "subject")
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+@dataclass
+class Cohort:
+    """Preprocessed scans: ``volumes``/``brains`` (N, X, Y, Z) on ``grid`` with ids, ages and sexes."""
+
+    ids: list[str]
+    ages: np.ndarray
+    sexes: list[str]
+    volumes: np.ndarray
+    brains: np.ndarray
+    grid: ModelGrid
+    warnings: list[str]
+
+    def subset(self, idx) -> Cohort:
+        idx = np.asarray(idx, int)
+        return Cohort([self.ids[i] for i in idx], self.ages[idx], [self.sexes[i] for i in idx], self.volumes[idx],
+                      self.brains[idx], self.grid, self.warnings)
+
+
+def read_participants(path: str | Path) -> pd.DataFrame:
+    """Participants table with columns id (one of ID_COLUMNS), age and sex; rows with missing values refused."""
+    path = Path(path)
+    try:
+        df = pd.read_csv(path)
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable CSV ({exc})") from None
+    cols = {c.lower(): c for c in df.columns}
+    id_col = next((cols[c] for c in ID_COLUMNS if c in cols), None)
+    missing = [n for n, c in (("subject id", id_col), ("age", cols.get("age")), ("sex", cols.get("sex"))) if c is None]
+    if missing:
+        raise InputError(f"{path}: missing column(s) {', '.join(missing)} (id column: one of {', '.join(ID_COLUMNS)})")
+    out = pd.DataFrame({"id": df[id_col].astype(str), "age": pd.to_numeric(df[cols["age"]], errors="coerce"),
+                        "sex": df[cols["sex"]].astype(str)})
+    bad = out.index[out.age.isna()].tolist()
+    if bad:
+        raise InputError(f"{path}: non-numeric or missing age in {len(bad)} row(s), first at row {bad[0] + 2}")
+    return out
+
+
+def find_file(folder: Path, subject_id: str) -> Path | None:
+    """The NIfTI file in ``folder`` whose name starts with ``subject_id`` (None if absent)."""
+    hits = sorted(p for p in folder.iterdir() if p.name.startswith(subject_id) and p.name.endswith(NIFTI_SUFFIXES))
+    return hits[0] if hits else None
+
+
+def load_cohort(images: str | Path, participants: str | Path, grid: ModelGrid, masks: str | Path | None = None,
+                progress: Progress | None = None) -> Cohort:
+    """Load, validate, register and resample every participant's scan (and mask, when a mask folder is given)."""
+    progress = as_progress(progress)
+    images = Path(images)
+    if not images.is_dir():
+        raise InputError(f"{images}: not a folder of NIfTI scans")
+    table = read_participants(participants)
+    rows, missing = [], []
+    for row in table.itertuples():
+        path = find_file(images, row.id)
+        (rows if path else missing).append((row, path))
+    if not rows:
+        raise InputError(f"no scan in {images} matches a subject id of {participants}")
+    vols, brains, warnings = [], [], []
+    if missing:
+        warnings.append(f"{len(missing)} participant(s) have no scan in {images} and were skipped")
+    for i, (row, path) in enumerate(rows):
+        progress.update("preprocessing", i, len(rows))
+        img = load_volume(path)
+        mask = None
+        if masks is not None:
+            mpath = find_file(Path(masks), row.id)
+            if mpath is None:
+                raise InputError(f"no mask for {row.id} in {masks}")
+            mask = load_mask(mpath, img)
+        prep = prepare_scan(img, grid, mask=mask)
+        warnings += [f"{row.id}: {w}" for w in prep.warnings]
+        vols.append(prep.volume)
+        brains.append(prep.brain)
+    progress.update("preprocessing", len(rows), len(rows))
+    return Cohort([r.id for r, _ in rows], np.array([r.age for r, _ in rows], float), [r.sex for r, _ in rows],
+                  np.stack(vols).astype(np.float32), np.stack(brains), grid, warnings)
+
+
+def split_indices(n: int, validation: float, holdout: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Random train / validation / held-out test indices (validation at least 4 subjects)."""
+    perm = np.random.default_rng(seed).permutation(n)
+    test, rest = perm[:holdout], perm[holdout:]
+    n_val = max(4, int(round(validation * len(rest))))
+    if len(rest) - n_val < 4:
+        raise InputError(f"{n} scans are too few for training (need >= 8 after {holdout} held out)")
+    return np.sort(rest[n_val:]), np.sort(rest[:n_val]), np.sort(test)

@@ -1,0 +1,282 @@
+"""Conditional latent diffusion model of healthy brains (CADD): fit, restore, score, save, load.
+
+Stage 1 is a 3D KL autoencoder; stage 2 a transformer denoiser with adaptive layer norm over latent
+patches, conditioned on timestep, age and sex, with learned variance. A healthy validation cohort
+calibrates the KL mask (per-element 95th percentiles), the voxel z-maps (per-voxel error mean and
+standard deviation) and the reference distribution of the abnormality index (leave-one-out).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from normcore.device import resolve_device
+from normcore.diffusion.schedule import NoiseSchedule
+from normcore.errors import InputError
+from normcore.imaging.anomaly import (
+    abnormality_index,
+    anomaly_map,
+    centile_among,
+    healthy_error_stats,
+    leave_one_out_indices,
+    voxel_zmap,
+)
+from normcore.imaging.grid import CPU_GRID, GPU_GRID, ModelGrid
+from normcore.imaging.restoration import healthy_kl_quantile, kl_guided_inpaint, plain_restore
+from normcore.imaging.training import train_autoencoder, train_denoiser
+from normcore.nets.autoencoder3d import KLAutoencoder3d
+from normcore.nets.latent_transformer import LatentTransformer
+from normcore.persistence import load_model_dir, save_model_dir
+from normcore.progress import Progress, as_progress
+
+FORMAT = "normcore-mri-ldm/1"
+METHODS = ("kl-inpaint", "plain", "autoencoder")
+TOPS = {"top1": 0.01, "top5": 0.05}
+
+CONFIGS: dict[str, dict] = {
+    # 4 mm grid, 8 mm latent (4 channels), 150 latent tokens: trains in minutes on a CPU core.
+    "cpu": dict(grid=CPU_GRID.to_dict(), ae_channels=[8, 32], latent_channels=4, patch=4, dim=128, depth=4, heads=4,
+                ae_epochs=30, ae_batch=4, ae_lr=2e-3, kl_weight=1e-4, dit_steps=2500, dit_batch=16, dit_lr=3e-4,
+                ema_decay=0.995, vlb_weight=1e-3, timesteps=1000, levels=[50, 100, 150, 200, 250, 300, 350, 400],
+                ddim_steps=8, plain_level=250, chunk=4),
+    # 2 mm grid, 8 mm latent, 1200 latent tokens: the same code at GPU scale.
+    "gpu": dict(grid=GPU_GRID.to_dict(), ae_channels=[32, 64, 128], latent_channels=4, patch=2, dim=384, depth=8,
+                heads=6, ae_epochs=200, ae_batch=4, ae_lr=1e-3, kl_weight=1e-4, dit_steps=30000, dit_batch=32,
+                dit_lr=2e-4, ema_decay=0.999, vlb_weight=1e-3, timesteps=1000,
+                levels=[50, 100, 150, 200, 250, 300, 350, 400, 450, 500], ddim_steps=20, plain_level=250, chunk=8),
+    # For tests only: seconds on a CPU.
+    "tiny": dict(grid=ModelGrid(10.0, (16, 16, 16)).to_dict(), ae_channels=[4, 8], latent_channels=2, patch=2, dim=32,
+                 depth=1, heads=2, ae_epochs=2, ae_batch=4, ae_lr=2e-3, kl_weight=1e-4, dit_steps=20, dit_batch=8,
+                 dit_lr=1e-3, ema_decay=0.9, vlb_weight=1e-3, timesteps=200, levels=[20, 40], ddim_steps=2,
+                 plain_level=30, chunk=4),
+}
+
+
+def parse_sex(value) -> int:
+    """1 = male, 0 = female; accepts M/F, male/female and the 0/1 coding (0 = female, 1 = male)."""
+    text = str(value).strip().lower()
+    if text in ("m", "male", "1", "1.0"):
+        return 1
+    if text in ("f", "female", "0", "0.0"):
+        return 0
+    raise InputError(f"sex {value!r} not understood: use M or F (or 1 = male, 0 = female)")
+
+
+@dataclass
+class ImagingScore:
+    """Result of scoring one scan on the model grid."""
+
+    method: str
+    restoration: np.ndarray
+    anomaly: np.ndarray
+    zmap: np.ndarray
+    index: dict[str, float]
+    centile: dict[str, float]
+    latent_mask_share: float | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+class ImagingNormativeModel:
+    """Pseudo-healthy restoration model of T1 scans on an MNI grid, conditioned on age and sex."""
+
+    def __init__(self, config: str | dict = "cpu", seed: int = 0, device: str = "auto", **overrides):
+        base = CONFIGS[config] if isinstance(config, str) else dict(config)
+        if isinstance(config, str) and config not in CONFIGS:
+            raise ValueError(f"unknown config {config!r}; use one of {sorted(CONFIGS)}")
+        self.config_name = config if isinstance(config, str) else "custom"
+        self.config = {**base, **overrides}
+        self.seed = seed
+        self.device = resolve_device(device)
+        self.grid = ModelGrid.from_dict(self.config["grid"])
+        self.schedule = NoiseSchedule("cosine", self.config["timesteps"])
+
+    # ----------------------------------------------------------------------------------------- build
+    def _build(self) -> None:
+        cfg = self.config
+        torch.manual_seed(self.seed)
+        self.ae_ = KLAutoencoder3d(tuple(cfg["ae_channels"]), cfg["latent_channels"]).to(self.device)
+        f = self.ae_.factor
+        if any(s % f for s in self.grid.shape):
+            raise ValueError(f"grid {self.grid.shape} is not divisible by the autoencoder factor {f}")
+        self.latent_shape_ = (cfg["latent_channels"], *(s // f for s in self.grid.shape))
+        self.denoiser_ = LatentTransformer(self.latent_shape_, 2, cfg["patch"], cfg["dim"], cfg["depth"],
+                                           cfg["heads"]).to(self.device)
+
+    def _cond(self, ages, sexes) -> torch.Tensor:
+        age = (np.asarray(ages, float) - self.age_mean_) / self.age_std_
+        sex = np.array([2.0 * parse_sex(s) - 1.0 for s in np.atleast_1d(sexes)])
+        return torch.tensor(np.stack([np.atleast_1d(age), sex], 1), dtype=torch.float32, device=self.device)
+
+    def _volumes(self, volumes: np.ndarray) -> torch.Tensor:
+        arr = np.asarray(volumes, np.float32)
+        if arr.ndim == 3:
+            arr = arr[None]
+        if arr.shape[1:] != self.grid.shape:
+            raise InputError(f"volumes of shape {arr.shape[1:]} do not match the model grid {self.grid.shape}")
+        return torch.from_numpy(arr).unsqueeze(1).to(self.device)
+
+    @torch.no_grad()
+    def encode(self, volumes: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scaled posterior mean and log-variance of the latents, (N, C, x, y, z)."""
+        means, logvars = [], []
+        x = self._volumes(volumes)
+        for i in range(0, len(x), self.config["chunk"]):
+            m, lv = self.ae_.encode(x[i:i + self.config["chunk"]])
+            means.append((m - self.latent_mu_) / self.latent_sd_)
+            logvars.append(lv - 2 * torch.log(self.latent_sd_))
+        return torch.cat(means), torch.cat(logvars)
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> np.ndarray:
+        out = [self.ae_.decode(z[i:i + self.config["chunk"]] * self.latent_sd_ + self.latent_mu_)
+               for i in range(0, len(z), self.config["chunk"])]
+        return torch.cat(out)[:, 0].clamp(0, 1).cpu().numpy()
+
+    # ------------------------------------------------------------------------------------------- fit
+    def fit(self, volumes: np.ndarray, brains: np.ndarray, ages, sexes, val_volumes: np.ndarray,
+            val_brains: np.ndarray, val_ages, val_sexes, progress: Progress | None = None) -> ImagingNormativeModel:
+        """Train both stages on healthy training scans and calibrate on a healthy validation cohort.
+
+        Volumes are preprocessed scans on the model grid (N, X, Y, Z) in [0, 1]; brains are bool masks.
+        """
+        progress = as_progress(progress)
+        if len(volumes) < 4 or len(val_volumes) < 4:
+            raise InputError(f"need at least 4 training and 4 validation scans (got {len(volumes)} and "
+                             f"{len(val_volumes)})")
+        cfg, start = self.config, time.perf_counter()
+        self._build()
+        ages = np.asarray(ages, float)
+        self.age_mean_, self.age_std_ = float(ages.mean()), float(max(ages.std(), 1.0))
+        self.age_range_ = (float(ages.min()), float(ages.max()))
+        x = self._volumes(volumes)
+        self.history_ = {"ae_loss": train_autoencoder(self.ae_, x, cfg["ae_epochs"], cfg["ae_batch"], cfg["ae_lr"],
+                                                      cfg["kl_weight"], self.seed, progress)}
+        ae_s = time.perf_counter() - start
+        self.latent_mu_ = torch.zeros(1, cfg["latent_channels"], 1, 1, 1, device=self.device)
+        self.latent_sd_ = torch.ones_like(self.latent_mu_)
+        mean, logvar = self.encode(volumes)
+        self.latent_mu_ = mean.mean(dim=(0, 2, 3, 4), keepdim=True)
+        self.latent_sd_ = mean.std(dim=(0, 2, 3, 4), keepdim=True).clamp(min=1e-4)
+        mean, logvar = (mean - self.latent_mu_) / self.latent_sd_, logvar - 2 * torch.log(self.latent_sd_)
+        self.denoiser_, self.history_["dit_loss"] = train_denoiser(
+            self.denoiser_, self.schedule, mean, logvar, self._cond(ages, sexes), cfg["dit_steps"], cfg["dit_batch"],
+            cfg["dit_lr"], cfg["ema_decay"], cfg["vlb_weight"], self.seed, progress)
+        dit_s = time.perf_counter() - start - ae_s
+        self.calibrate(val_volumes, val_brains, val_ages, val_sexes, progress)
+        self.training_ = {"n_train": int(len(volumes)), "n_validation": int(len(val_volumes)),
+                          "autoencoder_s": round(ae_s, 1), "diffusion_s": round(dit_s, 1),
+                          "total_s": round(time.perf_counter() - start, 1), "device": str(self.device)}
+        return self
+
+    @torch.no_grad()
+    def calibrate(self, volumes: np.ndarray, brains: np.ndarray, ages, sexes, progress: Progress | None = None) -> None:
+        """KL-mask thresholds, voxel error statistics and reference indices from healthy scans."""
+        progress = as_progress(progress)
+        z0, _ = self.encode(volumes)
+        gen = torch.Generator(device=self.device).manual_seed(self.seed + 1)
+        progress.update("calibration", 0, 2)
+        self.kl_p95_ = healthy_kl_quantile(self.schedule, self.denoiser_, z0, self._cond(ages, sexes),
+                                           self.config["levels"], 0.95, gen)
+        self.kl_p95_ = self.kl_p95_.to(self.device)
+        brains = np.asarray(brains, bool)
+        restored = self.restore(volumes, ages, sexes, METHODS, progress=progress)
+        self.error_stats_, self.reference_ = {}, {}
+        for method in METHODS:
+            errors = np.stack([anomaly_map(v, r, b) for v, r, b in zip(volumes, restored[method], brains,
+                                                                       strict=True)])
+            self.error_stats_[method] = healthy_error_stats(errors, brains)
+            self.reference_[method] = {k: leave_one_out_indices(errors, brains, top) for k, top in TOPS.items()}
+        progress.update("calibration", 2, 2)
+
+    # ------------------------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def restore(self, volumes: np.ndarray, ages, sexes, methods=("kl-inpaint",), seed: int | None = None,
+                progress: Progress | None = None) -> dict[str, np.ndarray]:
+        """Pseudo-healthy restorations (N, X, Y, Z) per method; ``"kl-inpaint_mask"`` holds the latent mask share."""
+        progress = as_progress(progress)
+        unknown = set(methods) - set(METHODS)
+        if unknown:
+            raise InputError(f"unknown restoration method(s) {sorted(unknown)}; use {list(METHODS)}")
+        vols = np.asarray(volumes, np.float32)
+        vols = vols[None] if vols.ndim == 3 else vols
+        ages, sexes = np.atleast_1d(ages), np.atleast_1d(sexes)
+        out: dict[str, list] = {m: [] for m in methods}
+        out["kl-inpaint_mask"] = []
+        chunk, cfg = self.config["chunk"], self.config
+        gen = torch.Generator(device=self.device).manual_seed(self.seed + 2 if seed is None else seed)
+        for i in range(0, len(vols), chunk):
+            progress.update("restoration", i, len(vols))
+            z0, _ = self.encode(vols[i:i + chunk])
+            cond = self._cond(ages[i:i + chunk], sexes[i:i + chunk])
+            if "kl-inpaint" in methods:
+                z, mask = kl_guided_inpaint(self.schedule, self.denoiser_, z0, cond, cfg["levels"], self.kl_p95_,
+                                            cfg["ddim_steps"], gen)
+                out["kl-inpaint"].append(self.decode(z))
+                out["kl-inpaint_mask"].append(mask.mean(dim=(1, 2, 3, 4)).cpu().numpy())
+            if "plain" in methods:
+                z = plain_restore(self.schedule, self.denoiser_, z0, cond, cfg["plain_level"], cfg["ddim_steps"], gen)
+                out["plain"].append(self.decode(z))
+            if "autoencoder" in methods:
+                out["autoencoder"].append(self.decode(z0))
+        progress.update("restoration", len(vols), len(vols))
+        return {k: np.concatenate(v) for k, v in out.items() if v}
+
+    def score(self, volume: np.ndarray, brain: np.ndarray, age: float, sex, method: str = "kl-inpaint",
+              seed: int | None = None, progress: Progress | None = None) -> ImagingScore:
+        """Restoration, anomaly map, voxel z-map and abnormality index (with its healthy centile) of one scan."""
+        warnings = []
+        lo, hi = self.age_range_
+        if not lo <= float(age) <= hi:
+            warnings.append(f"age {age:g} is outside the training range {lo:g}-{hi:g}: the index is extrapolated")
+        restored = self.restore(volume, [age], [sex], (method,), seed=seed, progress=progress)
+        brain = np.asarray(brain, bool)
+        err = anomaly_map(volume, restored[method][0], brain)
+        z = voxel_zmap(err, *self.error_stats_[method], brain)
+        index = {k: abnormality_index(z, brain, top) for k, top in TOPS.items()}
+        centile = {k: centile_among(v, self.reference_[method][k]) for k, v in index.items()}
+        share = float(restored["kl-inpaint_mask"][0]) if method == "kl-inpaint" else None
+        return ImagingScore(method, restored[method][0], err, z, index, centile, share, warnings)
+
+    # ----------------------------------------------------------------------------------- persistence
+    def save(self, path, card_extra: dict | None = None):
+        """Weights (safetensors) and a JSON card with config, calibration summary and training info."""
+        tensors = {f"ae.{k}": v for k, v in self.ae_.state_dict().items()}
+        tensors |= {f"dit.{k}": v for k, v in self.denoiser_.state_dict().items()}
+        tensors |= {"kl_p95": self.kl_p95_, "latent_mu": self.latent_mu_, "latent_sd": self.latent_sd_}
+        for method in METHODS:
+            mean, std = self.error_stats_[method]
+            tensors[f"err_mean.{method}"] = torch.from_numpy(mean)
+            tensors[f"err_std.{method}"] = torch.from_numpy(std)
+            for k in TOPS:
+                tensors[f"reference.{method}.{k}"] = torch.from_numpy(np.asarray(self.reference_[method][k], float))
+        card = {"format": FORMAT, "config_name": self.config_name, "config": self.config, "seed": self.seed,
+                "age_mean": self.age_mean_, "age_std": self.age_std_, "age_range": list(self.age_range_),
+                "sex_coding": {"0": "F", "1": "M"}, "training": getattr(self, "training_", {}),
+                "history": getattr(self, "history_", {}), **(card_extra or {})}
+        return save_model_dir(path, tensors, card)
+
+    @classmethod
+    def load(cls, path, device: str = "auto") -> ImagingNormativeModel:
+        """Load a saved model folder (no code is executed from it)."""
+        tensors, card = load_model_dir(path, FORMAT)
+        model = cls(card["config"], seed=card["seed"], device=device)
+        model.config_name = card.get("config_name", "custom")
+        model._build()
+        model.ae_.load_state_dict({k[3:]: v for k, v in tensors.items() if k.startswith("ae.")})
+        model.denoiser_.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("dit.")})
+        model.ae_.eval()
+        model.denoiser_.eval()
+        dev = model.device
+        model.kl_p95_ = tensors["kl_p95"].to(dev)
+        model.latent_mu_, model.latent_sd_ = tensors["latent_mu"].to(dev), tensors["latent_sd"].to(dev)
+        model.error_stats_ = {m: (tensors[f"err_mean.{m}"].numpy(), tensors[f"err_std.{m}"].numpy()) for m in METHODS}
+        model.reference_ = {m: {k: tensors[f"reference.{m}.{k}"].numpy() for k in TOPS} for m in METHODS}
+        model.age_mean_, model.age_std_ = card["age_mean"], card["age_std"]
+        model.age_range_ = tuple(card["age_range"])
+        model.training_, model.history_ = card.get("training", {}), card.get("history", {})
+        model.card_ = card
+        return model

@@ -1,0 +1,92 @@
+"""One scan end to end: load, validate, preprocess, restore, score, map back to the scan's space."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from normcore.errors import InputError
+from normcore.imaging.io import load_mask, load_volume, save_nifti
+from normcore.imaging.model import ImagingNormativeModel, ImagingScore, parse_sex
+from normcore.imaging.preprocess import PreparedScan, prepare_scan, to_native
+from normcore.progress import Progress, as_progress
+
+MAPS = ("restoration", "anomaly", "zmap")
+
+
+@dataclass
+class ScanResult:
+    """A scored scan: the preprocessed input, the score on the model grid and run facts."""
+
+    name: str
+    age: float
+    sex: str
+    prepared: PreparedScan
+    score: ImagingScore
+    seconds: float
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.prepared.warnings + self.score.warnings
+
+    def native_maps(self) -> dict[str, nib.Nifti1Image]:
+        """Restoration, anomaly map and z-map in the original scan's voxel space."""
+        grids = {"restoration": self.score.restoration, "anomaly": self.score.anomaly, "zmap": self.score.zmap}
+        return {k: to_native(self.prepared, v, mask_outside=k != "restoration") for k, v in grids.items()}
+
+    def summary(self) -> dict:
+        return {"scan": self.name, "age": self.age, "sex": self.sex, "method": self.score.method,
+                "abnormality_index": self.score.index, "healthy_centile": self.score.centile,
+                "latent_mask_share": self.score.latent_mask_share,
+                "registration_metric": self.prepared.registration_metric, "warnings": self.warnings,
+                "seconds": round(self.seconds, 2)}
+
+
+def score_scan(model: ImagingNormativeModel, scan, age: float, sex, mask=None, name: str | None = None,
+               register: bool = True, method: str = "kl-inpaint", seed: int | None = None,
+               progress: Progress | None = None) -> ScanResult:
+    """Score one scan (path or bytes; optional brain mask or label map, path or bytes)."""
+    progress = as_progress(progress)
+    start = time.perf_counter()
+    try:
+        age = float(age)
+    except (TypeError, ValueError):
+        raise InputError(f"age {age!r}: expected a number of years") from None
+    if not np.isfinite(age) or age <= 0:
+        raise InputError(f"age {age}: must be a positive number of years")
+    sex_code = parse_sex(sex)
+    name = name or (Path(scan).name if isinstance(scan, str | Path) else "uploaded scan")
+    img = load_volume(scan, name=name)
+    brain = load_mask(mask, img) if mask is not None else None
+    prepared = prepare_scan(img, model.grid, mask=brain, register=register, progress=progress)
+    score = model.score(prepared.volume, prepared.brain, age, sex_code, method=method, seed=seed, progress=progress)
+    return ScanResult(name, age, "M" if sex_code else "F", prepared, score, time.perf_counter() - start)
+
+
+def export_maps(result: ScanResult, out_dir: str | Path) -> dict[str, str]:
+    """Write the three maps (NIfTI, scan space) and result.json into ``out_dir``; each file atomically."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {k: str(save_nifti(img, out / f"{k}.nii.gz")) for k, img in result.native_maps().items()}
+    summary = {**result.summary(), "files": files}
+    tmp = out / f".result.json.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(summary, indent=1, default=float))
+    tmp.replace(out / "result.json")
+    return files
+
+
+def nifti_bytes(img: nib.Nifti1Image) -> bytes:
+    """A NIfTI image as .nii.gz bytes (for downloads)."""
+    raw = img.to_bytes()
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz:
+        gz.write(raw)
+    return buf.getvalue()

@@ -1,0 +1,392 @@
+"""Preprocessing of a T1 scan onto a model grid in MNI space (and back): brain mask, intensity scale, affine.
+
+Registration uses SimpleITK rather than ANTsPy: its pip wheel is ~50 MB with nothing to compile, it is well kept
+by the ITK/NLM team, and it does affine mutual-information registration with a multi-resolution pyramid, which
+is all this project needs. ANTsPy wheels are several hundred MB and only add nonlinear (SyN) registration, which
+the model does not need: the diffusion model learns the residual anatomical variation after an affine alignment.
+
+World coordinates: nibabel works in RAS mm, SimpleITK/ITK in LPS mm; matrices cross over with diag(-1, -1, 1, 1)
+on both sides. ``PreparedScan.matrix`` maps MNI world mm (RAS) to native world mm (RAS): it pulls native
+intensities onto the grid, and its inverse pulls grid values back into the native scan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import nibabel as nib
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+
+from normcore.errors import InputError
+from normcore.imaging.grid import ModelGrid, template_image, template_on_grid
+from normcore.imaging.io import float_image
+from normcore.progress import Progress, as_progress
+
+LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+WORK_MM = 3.0  # resolution of the fixed (template) image used for registration
+MOVING_MM = 2.0  # finer moving images are anti-aliased and resliced to this before registration
+SEED = 20240607
+# Skull-stripped rule: this share of voxels at exactly the minimum, around a brain-sized foreground (mL).
+STRIPPED_BACKGROUND_SHARE = 0.4
+STRIPPED_FOREGROUND_ML = (300.0, 3000.0)
+# Pseudo-head around the template brain for registering whole-head scans: skull+CSF dark, scalp bright.
+SCALP_SHELL_MM = (7.0, 14.0)
+SCALP_LEVEL = 0.6
+HEAD_SLAB_MM = 100.0  # whole heads are first aligned on the centroid of this top slab (necks and FOVs vary)
+POOR_DICE = 0.7  # below this brain/template Dice the scan gets a "registration may have failed" warning
+MIN_STEP = 1e-3  # optimiser stops once its (scaled, ~mm) step is this small
+NOT_STRIPPED_WARNING = ("no brain mask given and the scan is not skull-stripped: brain taken from the registered "
+                        "MNI template mask; results outside the brain are not meaningful")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One registration stage: pyramid (shrink factors, smoothing sigmas in mm) and optimiser settings."""
+
+    shrink: tuple[int, ...]
+    sigmas_mm: tuple[float, ...]
+    iterations: int
+    sampling: float
+    learning_rate: float
+
+
+SIMILARITY = Stage((4, 2), (4.0, 2.0), 100, 0.2, 1.0)
+AFFINE = Stage((2, 1), (2.0, 0.0), 50, 0.1, 0.5)
+
+
+@dataclass
+class PreparedScan:
+    """A scan on the model grid plus what is needed to map results back to its native space."""
+
+    volume: np.ndarray  # grid.shape float32 in [0, 1], zero outside ``brain``
+    brain: np.ndarray  # bool on the grid
+    grid: ModelGrid
+    native: nib.Nifti1Image  # the input scan as given (original orientation)
+    native_brain: np.ndarray  # bool in the native voxel array
+    matrix: np.ndarray  # 4x4: MNI world mm (RAS) -> native world mm (RAS)
+    warnings: list[str] = field(default_factory=list)
+    registration_metric: float | None = None  # final Mattes MI (SimpleITK sign: lower is better); None if not run
+    template_dice: float | None = None  # overlap of ``brain`` with the template brain mask on the grid
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Small array helpers
+
+
+def voxel_sizes(affine: np.ndarray) -> np.ndarray:
+    """Voxel sizes (mm) along the three array axes of ``affine``."""
+    return np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
+
+
+def pull(source: np.ndarray, source_affine: np.ndarray, shape: tuple[int, ...], affine: np.ndarray,
+         world: np.ndarray | None = None, order: int = 1) -> np.ndarray:
+    """Sample ``source`` on the voxel grid (``shape``, ``affine``); ``world`` maps that grid's world mm to source's."""
+    world = np.eye(4) if world is None else world
+    vox = np.linalg.inv(source_affine) @ world @ affine
+    return ndimage.affine_transform(np.asarray(source, np.float32), vox[:3, :3], vox[:3, 3], output_shape=tuple(shape),
+                                    order=order, mode="constant", cval=0.0)
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice overlap of two boolean arrays."""
+    total = int(a.sum()) + int(b.sum())
+    return 2.0 * int(np.logical_and(a, b).sum()) / total if total else 1.0
+
+
+def looks_skull_stripped(data: np.ndarray, zooms: tuple[float, ...] | np.ndarray) -> bool:
+    """True when >= 40% of voxels sit at exactly the minimum and the rest is brain-sized (300-3000 mL).
+
+    Whole-head scans have a noisy background (few exact minima) or, when zero-filled, a head-sized foreground.
+    """
+    background = data == data.min()
+    share = float(background.mean())
+    foreground_ml = float((~background).sum()) * float(np.prod(zooms)) / 1000.0
+    lo, hi = STRIPPED_FOREGROUND_ML
+    return share >= STRIPPED_BACKGROUND_SHARE and lo <= foreground_ml <= hi
+
+
+def normalise_intensity(data: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    """(data - p0.5) / (p99.5 - p0.5) over ``brain`` voxels, clipped to [0, 1] (float32, whole array)."""
+    values = data[brain]
+    if values.size == 0:
+        raise InputError("brain mask is empty: no voxels to normalise intensities on")
+    lo, hi = (float(v) for v in np.percentile(values, [0.5, 99.5]))
+    if hi <= lo:
+        raise InputError(f"brain intensities are constant ({lo:g}): cannot normalise the scan")
+    return np.clip((data - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+
+
+def smooth_in_mask(data: np.ndarray, mask: np.ndarray, sigma_vox: np.ndarray) -> np.ndarray:
+    """Gaussian smoothing restricted to ``mask`` (normalised convolution), zero outside it."""
+    if np.all(sigma_vox < 0.25):
+        return np.where(mask, data, 0).astype(np.float32)
+    m = mask.astype(np.float32)
+    num = ndimage.gaussian_filter(np.where(mask, data, 0).astype(np.float32), sigma_vox)
+    den = ndimage.gaussian_filter(m, sigma_vox)
+    return np.where(mask, num / np.maximum(den, 1e-6), 0).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Registration
+
+
+def to_sitk(data: np.ndarray, affine: np.ndarray) -> sitk.Image:
+    """A SimpleITK float image of ``data`` (nibabel i,j,k order) placed by a RAS ``affine`` (converted to LPS)."""
+    zooms = voxel_sizes(affine)
+    lps = LPS @ affine
+    direction = lps[:3, :3] / zooms
+    if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-4):
+        raise ValueError("to_sitk needs an affine without shear (use registration_copy first)")
+    img = sitk.GetImageFromArray(np.ascontiguousarray(np.asarray(data, np.float32).transpose(2, 1, 0)))
+    img.SetSpacing([float(z) for z in zooms])
+    img.SetOrigin([float(v) for v in lps[:3, 3]])
+    img.SetDirection([float(v) for v in direction.ravel()])
+    return img
+
+
+def has_shear(affine: np.ndarray) -> bool:
+    """True when the voxel axes of ``affine`` are not orthogonal (SimpleITK images cannot carry shear)."""
+    rot = affine[:3, :3] / voxel_sizes(affine)
+    return not np.allclose(rot.T @ rot, np.eye(3), atol=1e-4)
+
+
+def axis_aligned(data: np.ndarray, affine: np.ndarray, step: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``data`` resliced (trilinear) on an axis-aligned RAS grid of ``step`` mm (default: finest voxel) covering it."""
+    step = float(voxel_sizes(affine).min()) if step is None else float(step)
+    corners = np.array([[i, j, k, 1.0] for i in (0, data.shape[0] - 1) for j in (0, data.shape[1] - 1)
+                        for k in (0, data.shape[2] - 1)]).T
+    world = (affine @ corners)[:3]
+    lo, hi = world.min(axis=1), world.max(axis=1)
+    shape = tuple(int(n) for n in np.ceil((hi - lo) / step) + 1)
+    out_affine = np.diag([step, step, step, 1.0])
+    out_affine[:3, 3] = lo
+    return pull(data, affine, shape, out_affine), out_affine
+
+
+def registration_copy(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The moving image registration sees: unchanged, or anti-aliased to ``MOVING_MM`` / freed of shear.
+
+    Registration runs on a 3 mm template, so finer scans are smoothed and resliced to 2 mm first (a 1 mm scan
+    otherwise costs ~3x the time in SimpleITK's per-level smoothing).
+    """
+    zooms = voxel_sizes(affine)
+    fine = float(zooms.min()) < 0.75 * MOVING_MM
+    if not fine and not has_shear(affine):
+        return data, affine
+    step = MOVING_MM if fine else float(zooms.min())
+    sigma = np.sqrt(np.maximum(step**2 - zooms**2, 0.0)) / 2.355 / zooms
+    smoothed = ndimage.gaussian_filter(np.asarray(data, np.float32), sigma) if np.any(sigma > 0.25) else data
+    return axis_aligned(smoothed, affine, step)
+
+
+def transform_matrix(tx: sitk.Transform) -> np.ndarray:
+    """The 4x4 RAS matrix of an affine-type SimpleITK transform (fixed point -> moving point)."""
+    points = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    mapped = np.array([tx.TransformPoint(tuple(p)) for p in points])
+    lps = np.eye(4)
+    lps[:3, 3] = mapped[0]
+    lps[:3, :3] = (mapped[1:] - mapped[0]).T
+    return LPS @ lps @ LPS
+
+
+@lru_cache(maxsize=2)
+def work_template(head: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The MNI template at ``WORK_MM`` (anti-aliased, [0, 1]) and its affine; ``head`` adds a pseudo skull/scalp."""
+    tpl = template_image()
+    data = ndimage.gaussian_filter(np.asarray(tpl.dataobj, np.float32), np.sqrt(WORK_MM**2 - 1.0) / 2.355)
+    affine = tpl.affine.copy()
+    affine[:3, :3] *= WORK_MM
+    shape = tuple(int(np.ceil(n / WORK_MM)) for n in tpl.shape)
+    out = pull(data, tpl.affine, shape, affine)
+    out = np.clip(out / np.percentile(out[out > 0], 99.5), 0, 1).astype(np.float32)
+    if head:
+        dist = ndimage.distance_transform_edt(out <= 0.1, sampling=WORK_MM)
+        out[(dist > SCALP_SHELL_MM[0]) & (dist <= SCALP_SHELL_MM[1])] = SCALP_LEVEL
+    out.setflags(write=False)
+    return out, affine
+
+
+def _top_slab_centroid(data: np.ndarray, affine: np.ndarray, threshold: float = 0.1) -> np.ndarray:
+    """RAS centroid (mm) of the voxels above ``threshold`` in the top ``HEAD_SLAB_MM`` (world z) of a head."""
+    step = max(1, int(round(2.0 / float(voxel_sizes(affine).min()))))  # ~2 mm sampling is plenty
+    idx = np.argwhere(data[::step, ::step, ::step] > threshold) * step
+    if len(idx) == 0:
+        raise InputError("the scan has no foreground above the background level")
+    world = idx @ affine[:3, :3].T + affine[:3, 3]
+    top = np.percentile(world[:, 2], 99.5)
+    return world[world[:, 2] >= top - HEAD_SLAB_MM].mean(axis=0)
+
+
+def _run_stage(fixed: sitk.Image, moving: sitk.Image, tx: sitk.Transform, stage: Stage, seed: int,
+               threads: int | None, progress: Progress) -> float:
+    reg = sitk.ImageRegistrationMethod()
+    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+    reg.SetMetricSamplingStrategy(reg.RANDOM)
+    reg.SetMetricSamplingPercentage(stage.sampling, seed)
+    reg.SetInterpolator(sitk.sitkLinear)
+    reg.SetOptimizerAsRegularStepGradientDescent(stage.learning_rate, MIN_STEP, stage.iterations, relaxationFactor=0.5,
+                                                 gradientMagnitudeTolerance=1e-6)
+    reg.SetOptimizerScalesFromPhysicalShift()
+    reg.SetShrinkFactorsPerLevel(list(stage.shrink))
+    reg.SetSmoothingSigmasPerLevel(list(stage.sigmas_mm))
+    reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    reg.SetInitialTransform(tx, inPlace=True)
+    if threads is not None:
+        reg.SetNumberOfThreads(int(threads))
+    reg.AddCommand(sitk.sitkIterationEvent, lambda: progress.cancel_event.is_set() and reg.StopRegistration())
+    reg.Execute(fixed, moving)
+    progress.check()
+    return float(reg.GetMetricValue())
+
+
+def register_to_template(data: np.ndarray, affine: np.ndarray, head: bool = False, threads: int | None = None,
+                         seed: int = SEED, progress: Progress | None = None) -> tuple[np.ndarray, float]:
+    """Affine (12 DOF) registration of a [0, 1] scan (moving) to the MNI template (fixed).
+
+    Moments-centred similarity stage (12 -> 6 mm), then affine (6 -> 3 mm); Mattes MI on a fixed random sample
+    (``seed``). ``head=True`` registers a whole-head scan to the template with a pseudo skull and scalp around it.
+    Returns (4x4 RAS matrix MNI mm -> scan mm, final metric value).
+    """
+    prog = as_progress(progress)
+    data, affine = registration_copy(data, affine)
+    fixed_data, fixed_affine = work_template(head)
+    fixed = to_sitk(fixed_data, fixed_affine)
+    moving = to_sitk(data, affine)
+    if head:
+        sim = sitk.Similarity3DTransform()
+        centre = _top_slab_centroid(fixed_data, fixed_affine)
+        sim.SetCenter([float(v) for v in (LPS[:3, :3] @ centre)])
+        sim.SetTranslation([float(v) for v in LPS[:3, :3] @ (_top_slab_centroid(data, affine) - centre)])
+    else:
+        sim = sitk.CenteredTransformInitializer(fixed, moving, sitk.Similarity3DTransform(),
+                                                sitk.CenteredTransformInitializerFilter.MOMENTS)
+    _run_stage(fixed, moving, sim, SIMILARITY, seed, threads, prog)
+    aff = sitk.AffineTransform(3)
+    aff.SetCenter(sim.GetCenter())
+    aff.SetMatrix(sim.GetMatrix())
+    aff.SetTranslation(sim.GetTranslation())
+    metric = _run_stage(fixed, moving, aff, AFFINE, seed, threads, prog)
+    return transform_matrix(aff), metric
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Scan <-> grid
+
+
+@lru_cache(maxsize=1)
+def _template_brain_1mm() -> np.ndarray:
+    data = np.asarray(template_image().dataobj, np.float32)
+    return (data > 0.1 * np.percentile(data[data > 0], 99.5)).astype(np.float32)
+
+
+def _native_brain(img: nib.Nifti1Image, data: np.ndarray, mask: np.ndarray | None) -> np.ndarray | None:
+    """The brain in native voxels: the given mask, the nonzero part of a skull-stripped scan, or None."""
+    if mask is not None:
+        mask = np.asarray(mask)
+        if mask.shape != data.shape:
+            raise InputError(f"brain mask shape {mask.shape} does not match the scan's {data.shape}")
+        brain = mask.astype(bool)
+    elif looks_skull_stripped(data, voxel_sizes(img.affine)):
+        brain = ndimage.binary_fill_holes(data != data.min())
+    else:
+        return None
+    if not brain.any():
+        raise InputError("brain mask is empty (no nonzero voxels)")
+    return brain
+
+
+def _to_ras(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Reorient voxel data to the closest RAS axis order (no resampling) with the matching affine."""
+    ornt = nib.io_orientation(affine)
+    ras = nib.orientations.apply_orientation(data, ornt)
+    return ras, affine @ nib.orientations.inv_ornt_aff(ornt, data.shape)
+
+
+def _on_grid(norm: np.ndarray, brain: np.ndarray, affine: np.ndarray, grid: ModelGrid,
+             matrix: np.ndarray) -> np.ndarray:
+    """Anti-aliased (Gaussian within the brain) trilinear resampling of a native volume onto ``grid``."""
+    zooms = voxel_sizes(affine)
+    sigma = np.sqrt(np.maximum(grid.spacing_mm**2 - zooms**2, 0.0)) / 2.355 / zooms
+    smoothed = smooth_in_mask(norm, brain, sigma)
+    return np.clip(pull(smoothed, affine, grid.shape, grid.affine, matrix), 0.0, 1.0)
+
+
+def _template_brain_native(data: np.ndarray, affine: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """The MNI template brain mask mapped into the native voxel array."""
+    brain = pull(_template_brain_1mm(), template_image().affine, data.shape, affine, np.linalg.inv(matrix)) > 0.5
+    if not brain.any():
+        raise InputError("the registered MNI brain does not overlap the scan (is it a brain scan?)")
+    return brain
+
+
+def prepare_scan(img: nib.Nifti1Image, grid: ModelGrid, mask: np.ndarray | None = None, register: bool = True,
+                 progress: Progress | Callable[..., None] | None = None, threads: int | None = None) -> PreparedScan:
+    """Mask, normalise, register (affine, to MNI) and resample a 3D scan onto ``grid``.
+
+    ``mask`` is a brain mask in the scan's voxel array; without one a skull-stripped scan's nonzero voxels are the
+    brain, and a whole-head scan gets the registered template brain (with a warning). ``register=False`` takes the
+    scan as already in MNI space. ``threads`` caps SimpleITK's threads for the registration. ``progress`` is a
+    :class:`~normcore.progress.Progress` or callback; cancelling stops the registration between iterations.
+    """
+    prog = as_progress(progress)
+    total = 5
+    prog.update("reorient", 0, total)
+    data = np.asarray(img.get_fdata(dtype=np.float32))
+    if data.ndim != 3:
+        raise InputError(f"a 3D scan is expected, got shape {data.shape}")
+    affine = np.asarray(img.affine, float)
+    warnings: list[str] = []
+
+    prog.update("brain mask", 1, total)
+    brain = _native_brain(img, data, mask)
+    head = brain is None
+    if head:
+        warnings.append(NOT_STRIPPED_WARNING)
+
+    prog.update("normalise", 2, total)
+    norm = normalise_intensity(data, data > data.min() if head else brain)
+
+    prog.update("register", 3, total)
+    matrix, metric = np.eye(4), None
+    if register:
+        moving = norm if head else norm * brain
+        matrix, metric = register_to_template(*_to_ras(moving, affine), head=head, threads=threads, progress=prog)
+
+    prog.update("resample", 4, total)
+    tpl_brain = template_on_grid(grid)[1]
+    if head:
+        brain = _template_brain_native(data, affine, matrix)
+        norm = normalise_intensity(data, brain)
+        grid_brain = tpl_brain.copy()
+    else:
+        grid_brain = pull(brain, affine, grid.shape, grid.affine, matrix) > 0.5
+    volume = _on_grid(norm, brain, affine, grid, matrix) * grid_brain
+
+    overlap = None if head else dice(grid_brain, tpl_brain)
+    if overlap is not None and overlap < POOR_DICE:
+        hint = "registration may have failed" if register else "is the scan really in MNI space?"
+        warnings.append(f"brain overlaps the MNI template brain poorly (Dice {overlap:.2f}): {hint}")
+    prog.update("done", total, total)
+    return PreparedScan(volume=volume.astype(np.float32), brain=grid_brain, grid=grid, native=img, native_brain=brain,
+                        matrix=matrix, warnings=warnings, registration_metric=metric, template_dice=overlap)
+
+
+def to_native(prepared: PreparedScan, grid_volume: np.ndarray, order: int = 1,
+              mask_outside: bool = True) -> nib.Nifti1Image:
+    """Map a volume on the model grid back to the original scan's voxel array and affine (float32).
+
+    ``order`` is the spline order (0 for labels or masks); ``mask_outside`` zeroes voxels outside the native brain.
+    """
+    grid_volume = np.asarray(grid_volume, np.float32)
+    if grid_volume.shape != tuple(prepared.grid.shape):
+        raise ValueError(f"grid volume shape {grid_volume.shape} != grid shape {tuple(prepared.grid.shape)}")
+    native = prepared.native
+    shape = tuple(native.shape[:3])
+    out = pull(grid_volume, prepared.grid.affine, shape, native.affine, np.linalg.inv(prepared.matrix), order=order)
+    if mask_outside:
+        out[~prepared.native_brain] = 0.0
+    return float_image(out, native)

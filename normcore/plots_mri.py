@@ -1,0 +1,143 @@
+"""Plotly figure builders for the imaging pages (no Streamlit): slices, restoration triptych, z-map overlay.
+
+Volumes are on the model grid in MNI space with RAS voxel axes: axis 0 = x (left -> right), axis 1 = y
+(posterior -> anterior), axis 2 = z (inferior -> superior). Slices are returned in image order (row 0 at the
+top) in the neurological convention (the subject's left on the left of the image): axial slices show x across
+and y up (anterior at the top), coronal slices x across and z up, sagittal slices y across (anterior on the
+right) and z up (superior at the top).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+AXES = {"sagittal": 0, "coronal": 1, "axial": 2}
+GRAY = [[0.0, "rgb(0,0,0)"], [1.0, "rgb(255,255,255)"]]
+RED_YELLOW = [[0.0, "rgb(200,0,0)"], [0.5, "rgb(255,110,0)"], [1.0, "rgb(255,255,0)"]]
+LESION_COLOUR = "rgb(0,200,255)"
+
+
+def axis_index(axis: str | int) -> int:
+    """The voxel axis sliced by ``axis`` ("sagittal" 0, "coronal" 1, "axial" 2, or the number itself)."""
+    if isinstance(axis, str):
+        if axis.lower() not in AXES:
+            raise ValueError(f"unknown slice axis {axis!r}; use one of {list(AXES)}")
+        return AXES[axis.lower()]
+    if int(axis) not in (0, 1, 2):
+        raise ValueError(f"slice axis must be 0, 1 or 2, not {axis!r}")
+    return int(axis)
+
+
+def axis_name(axis: str | int) -> str:
+    return {v: k for k, v in AXES.items()}[axis_index(axis)]
+
+
+def slice_of(volume: np.ndarray, axis: str | int, index: int) -> np.ndarray:
+    """A 2D slice of a RAS volume oriented for display (row 0 at the top; see the module docstring)."""
+    vol = np.asarray(volume)
+    if vol.ndim != 3:
+        raise ValueError(f"a 3D volume is expected, got shape {vol.shape}")
+    ax = axis_index(axis)
+    if not 0 <= int(index) < vol.shape[ax]:
+        raise IndexError(f"slice {index} outside 0-{vol.shape[ax] - 1} along the {axis_name(ax)} axis")
+    plane = np.take(vol, int(index), axis=ax)  # the two remaining axes in order: (x, y), (x, z) or (y, z)
+    return plane.T[::-1]  # rows = the second remaining axis, highest (anterior/superior) at the top
+
+
+def best_slice(anomaly: np.ndarray, brain: np.ndarray | None, axis: str | int) -> int:
+    """The slice along ``axis`` holding the largest anomaly value inside the brain (middle slice if none)."""
+    ax = axis_index(axis)
+    values = np.asarray(anomaly, float)
+    inside = np.isfinite(values) if brain is None else np.asarray(brain, bool) & np.isfinite(values)
+    if not inside.any():
+        return values.shape[ax] // 2
+    masked = np.where(inside, values, -np.inf)
+    others = tuple(i for i in range(3) if i != ax)
+    return int(np.argmax(masked.max(axis=others)))
+
+
+def _image_trace(plane: np.ndarray, colorscale, zmin: float, zmax: float, name: str, showscale: bool = False,
+                 colorbar: dict | None = None, opacity: float = 1.0) -> go.Heatmap:
+    return go.Heatmap(z=np.asarray(plane, np.float32), colorscale=colorscale, zmin=zmin, zmax=zmax, name=name,
+                      showscale=showscale, colorbar=colorbar, opacity=opacity,
+                      hovertemplate=f"{name}: %{{z:.3f}}<br>column %{{x}}, row %{{y}}<extra></extra>")
+
+
+def _image_axes(fig: go.Figure, n: int) -> None:
+    """Equal aspect, image order (row 0 at the top), no axes."""
+    for k in range(1, n + 1):
+        suffix = "" if k == 1 else str(k)
+        fig.update_layout({f"xaxis{suffix}": dict(visible=False, constrain="domain"),
+                           f"yaxis{suffix}": dict(visible=False, autorange="reversed", scaleanchor=f"x{suffix}",
+                                                  scaleratio=1, constrain="domain")})
+
+
+def slice_title(axis: str | int, index: int, n: int) -> str:
+    return f"{axis_name(axis)} slice {int(index)} of {n - 1}"
+
+
+def triptych_figure(volume: np.ndarray, restoration: np.ndarray, anomaly: np.ndarray, axis: str | int, index: int,
+                    title: str | None = None, anomaly_max: float | None = None) -> go.Figure:
+    """Original, pseudo-healthy restoration and anomaly map of one slice side by side (3 heatmaps).
+
+    Images use a fixed grayscale over [0, 1]; the anomaly map a hot colour scale over [0, ``anomaly_max``]
+    (default: the volume's maximum, so the scale stays put while browsing slices).
+    """
+    ax, n = axis_index(axis), np.asarray(volume).shape[axis_index(axis)]
+    top = float(np.nanmax(anomaly)) if anomaly_max is None else float(anomaly_max)
+    top = top if np.isfinite(top) and top > 0 else 1.0
+    fig = make_subplots(rows=1, cols=3, subplot_titles=("original", "pseudo-healthy restoration", "anomaly map"),
+                        horizontal_spacing=0.02)
+    fig.add_trace(_image_trace(slice_of(volume, ax, index), GRAY, 0.0, 1.0, "original"), 1, 1)
+    fig.add_trace(_image_trace(slice_of(restoration, ax, index), GRAY, 0.0, 1.0, "restoration"), 1, 2)
+    fig.add_trace(_image_trace(slice_of(anomaly, ax, index), "Hot", 0.0, top, "anomaly", showscale=True,
+                               colorbar=dict(title=dict(text="anomaly"), thickness=12, len=0.8)), 1, 3)
+    _image_axes(fig, 3)
+    fig.update_layout(title=title or slice_title(ax, index, n), template="plotly_white", height=360,
+                      margin=dict(l=10, r=10, t=60, b=10), plot_bgcolor="black")
+    return fig
+
+
+def overlay_figure(volume: np.ndarray, zmap: np.ndarray, axis: str | int, index: int, threshold: float = 3.0,
+                   opacity: float = 0.6, lesion: np.ndarray | None = None, title: str | None = None) -> go.Figure:
+    """The original in grayscale with the z-map above ``threshold`` in red to yellow (values below are NaN).
+
+    ``lesion`` (a bool volume, e.g. the known lesion of a demo scan) is outlined as a contour.
+    """
+    ax, n = axis_index(axis), np.asarray(volume).shape[axis_index(axis)]
+    z = np.asarray(slice_of(zmap, ax, index), np.float32)
+    shown = np.where(np.isfinite(z) & (z >= threshold), z, np.nan).astype(np.float32)
+    finite = np.asarray(zmap, float)[np.isfinite(zmap)]
+    top = max(float(finite.max()) if finite.size else threshold, threshold + 1.0)
+    fig = go.Figure()
+    fig.add_trace(_image_trace(slice_of(volume, ax, index), GRAY, 0.0, 1.0, "original"))
+    fig.add_trace(_image_trace(shown, RED_YELLOW, float(threshold), top, "z", showscale=True, opacity=float(opacity),
+                               colorbar=dict(title=dict(text="z"), thickness=12, len=0.8)))
+    if lesion is not None:
+        outline = slice_of(np.asarray(lesion, bool), ax, index).astype(np.float32)
+        if outline.any():
+            fig.add_trace(go.Contour(z=outline, contours=dict(start=0.5, end=0.5, coloring="none"), showscale=False,
+                                     line=dict(color=LESION_COLOUR, width=2), name="known lesion", hoverinfo="skip",
+                                     showlegend=True))
+    _image_axes(fig, 1)
+    fig.update_layout(title=title or f"z > {threshold:g} over the original · {slice_title(ax, index, n)}",
+                      template="plotly_white", height=420, margin=dict(l=10, r=10, t=60, b=10),
+                      plot_bgcolor="black", legend=dict(orientation="h", y=-0.02))
+    return fig
+
+
+def cohort_table(summaries: list[dict]) -> pd.DataFrame:
+    """One row per scored scan from :meth:`ScanResult.summary` dicts (indices, centiles, warnings)."""
+    rows = []
+    for s in summaries:
+        index, centile = s.get("abnormality_index") or {}, s.get("healthy_centile") or {}
+        rows.append({"scan": s.get("scan"), "age": s.get("age"), "sex": s.get("sex"), "method": s.get("method"),
+                     "index top1": index.get("top1"), "centile top1": centile.get("top1"),
+                     "index top5": index.get("top5"), "centile top5": centile.get("top5"),
+                     "latent mask share": s.get("latent_mask_share"),
+                     "warnings": "; ".join(s.get("warnings") or [])})
+    return pd.DataFrame(rows, columns=["scan", "age", "sex", "method", "index top1", "centile top1", "index top5",
+                                       "centile top5", "latent mask share", "warnings"])

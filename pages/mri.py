@@ -1,0 +1,325 @@
+"""MRI: pseudo-healthy restoration of T1 scans, anomaly and z-maps, abnormality index and its healthy centile."""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import pandas as pd
+import streamlit as st
+
+from normcore.errors import InputError
+from normcore.imaging.demo import demo_model_dir, demo_scans
+from normcore.imaging.io import load_mask, load_volume
+from normcore.imaging.model import METHODS, ImagingNormativeModel
+from normcore.imaging.pipeline import nifti_bytes, score_scan
+from normcore.jobs import Job
+from normcore.plots_mri import best_slice, cohort_table, overlay_figure, triptych_figure
+from normcore.progress import Progress, as_progress
+from ui_state import show_error
+
+METHOD_LABELS = {"kl-inpaint": "KL-guided inpainting (default)", "plain": "Plain diffusion restoration (baseline)",
+                 "autoencoder": "Autoencoder reconstruction only (baseline)"}
+MAP_LABELS = {"restoration": "restoration", "anomaly": "anomaly map", "zmap": "z-map"}
+SOURCES = ("Demo scans", "Upload scans")
+FINISHED = ("done", "cancelled", "failed")  # scans finished before a cancel or a crash are kept
+ss = st.session_state
+
+
+@st.cache_resource(max_entries=2, show_spinner="Loading the imaging model…")
+def imaging_model(path: str) -> ImagingNormativeModel:
+    """One loaded model per folder and process (read-only at inference)."""
+    return ImagingNormativeModel.load(path, device="auto")
+
+
+def score_all(model, items: list[dict], method: str, out: dict, progress: Progress | None = None) -> dict:
+    """Runs on the job thread: scores ``items`` in turn into ``out`` (kept on cancel); no session state here."""
+    progress = as_progress(progress)
+    n = len(items)
+    for i, item in enumerate(items):
+        name = item["name"]
+
+        def report(stage, done, total, i=i, name=name, **_):
+            local = done / total if total else 0.0
+            share = 50 + 50 * local if stage == "restoration" else 50 * local
+            progress.update(f"{name} ({i + 1}/{n}): {stage}", int(i * 100 + share), n * 100)
+
+        sub = Progress(callback=report, cancel_event=progress.cancel_event)
+        try:
+            result = score_scan(model, item["scan"], item["age"], item["sex"], mask=item.get("mask"), name=name,
+                                register=item["register"], method=method, progress=sub)
+            lesion = None
+            if item.get("lesion_mask"):
+                lesion = load_mask(item["lesion_mask"], model.grid.empty_image(), name=f"{name} lesion mask")
+        except InputError as exc:
+            out["errors"][name] = str(exc)
+            continue
+        out["errors"].pop(name, None)
+        out["results"][name] = result
+        out["lesions"][name] = lesion
+    progress.update("done", n * 100, n * 100)
+    return out
+
+
+def collect(job: Job, sink: dict) -> None:
+    """Move a finished (or cancelled) job's results into the session, once."""
+    if ss.get("mri_collected") is job:
+        return
+    ss.mri_results.update(sink["results"])
+    ss.mri_lesions.update(sink["lesions"])
+    ss.mri_errors = dict(sink["errors"])
+    if sink["results"]:
+        ss.mri_scan = next(reversed(sink["results"]))
+    ss.mri_collected = job
+
+
+def checked_upload(up) -> str | None:
+    """Validate an uploaded scan once per file (None when it loads; else the message)."""
+    checks = ss.setdefault("mri_upload_checks", {})
+    if up.file_id not in checks:
+        try:
+            load_volume(up.getvalue(), name=up.name)
+            checks[up.file_id] = None
+        except InputError as exc:
+            checks[up.file_id] = str(exc)
+        except Exception as exc:  # any parser failure is a message, never a traceback
+            checks[up.file_id] = f"{up.name}: {type(exc).__name__}: {exc}"
+    return checks[up.file_id]
+
+
+def checked_mask(scan_up, mask_up) -> str | None:
+    """Validate an uploaded brain mask against its scan once per pair (None when it fits; else the message)."""
+    checks = ss.setdefault("mri_upload_checks", {})
+    key = (scan_up.file_id, mask_up.file_id)
+    if key not in checks:
+        try:
+            load_mask(mask_up.getvalue(), load_volume(scan_up.getvalue(), name=scan_up.name), name=mask_up.name)
+            checks[key] = None
+        except InputError as exc:
+            checks[key] = str(exc)
+        except Exception as exc:
+            checks[key] = f"{mask_up.name}: {type(exc).__name__}: {exc}"
+    return checks[key]
+
+
+def unique_names(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name} ({seen[name]})")
+    return out
+
+
+def scan_table(frame: pd.DataFrame, key: str) -> pd.DataFrame:
+    return st.data_editor(frame, key=key, hide_index=True, width="stretch", disabled=["file"], column_config={
+        "file": st.column_config.TextColumn("file"),
+        "age": st.column_config.NumberColumn("age (years)", min_value=0.5, max_value=120.0, step=0.5, required=True),
+        "sex": st.column_config.SelectboxColumn("sex", options=["F", "M"], required=True)})
+
+
+def inputs() -> list[dict]:
+    """The scans to score (name, scan, mask, age, sex, register, lesion_mask); empty while incomplete."""
+    demos = demo_scans()
+    source = st.radio("Scans", SOURCES if demos else SOURCES[1:], horizontal=True, key="mri_source")
+    if source == "Demo scans":
+        st.caption("A held-out healthy IXI scan and the same scan with an implanted real MS lesion, both already on "
+                   "the model grid in MNI space (no registration needed).")
+        by_name = {d["name"]: d for d in demos}
+        chosen = st.multiselect("Demo scans", list(by_name), default=list(by_name), key="mri_demo_choice")
+        if not chosen:
+            return []
+        frame = pd.DataFrame({"file": chosen, "age": [float(by_name[c]["age"]) for c in chosen],
+                              "sex": [str(by_name[c]["sex"]).upper() for c in chosen]})
+        table = scan_table(frame, key="mri_demo_table:" + "|".join(chosen))
+        if table["age"].isna().any() or table["sex"].isna().any():
+            st.info("Enter the age and sex of every scan to run the restoration.")
+            return []
+        return [{"name": c, "scan": by_name[c]["file"], "mask": by_name[c].get("brain"), "register": False,
+                 "lesion_mask": by_name[c].get("lesion_mask"), "age": float(row.age), "sex": row.sex}
+                for c, row in zip(chosen, table.itertuples(), strict=True)]
+
+    ups = st.file_uploader("T1-weighted scans (.nii or .nii.gz)", type=["nii", "gz"], accept_multiple_files=True,
+                           key="mri_uploads")
+    valid = []
+    for up in ups or []:
+        problem = checked_upload(up)
+        if problem:
+            st.error(problem)
+        else:
+            valid.append(up)
+    mask_up = None
+    if len(valid) == 1:
+        mask_up = st.file_uploader("Optional brain mask or label map for this scan (nonzero = brain)",
+                                   type=["nii", "gz"], key="mri_mask_upload")
+    c1, c2 = st.columns(2)
+    stripped = c1.checkbox("Scans are skull-stripped (the brain is their nonzero voxels)", key="mri_stripped")
+    in_mni = c2.checkbox("Scans are already in MNI space (skip the affine registration)", key="mri_in_mni")
+    st.caption("Without a mask the pipeline decides itself: a skull-stripped scan's nonzero voxels are the brain; "
+               "for a whole-head scan the registered MNI template brain is used, with a warning in the results.")
+    if not valid:
+        return []
+    names = unique_names([up.name for up in valid])
+    mask = None
+    if mask_up is not None:
+        problem = checked_mask(valid[0], mask_up)
+        if problem:
+            st.error(problem)
+            return []
+        mask = mask_up.getvalue()
+    frame = pd.DataFrame({"file": names, "age": pd.Series([None] * len(names), dtype="float"),
+                          "sex": ["F"] * len(names)})
+    table = scan_table(frame, key="mri_upload_table:" + "|".join(up.file_id for up in valid))
+    if table["age"].isna().any() or table["sex"].isna().any():
+        st.info("Enter the age (and check the sex) of every scan to run the restoration.")
+        return []
+    return [{"name": name, "scan": up.getvalue(), "register": not in_mni, "age": float(row.age), "sex": row.sex,
+             "mask": mask if mask is not None else (up.getvalue() if stripped else None)}
+            for name, up, row in zip(names, valid, table.itertuples(), strict=True)]
+
+
+def job_panel() -> None:
+    job, sink = ss.get("mri_job"), ss.get("mri_sink")
+    if job is None:
+        return
+    snap = job.snapshot()
+    if snap["status"] == "running":
+        last = snap["last"] or {}
+        st.progress(snap["fraction"], text=f"Restoring: {last.get('stage', 'starting')}")
+        if st.button("Cancel", key="mri_cancel"):
+            job.cancel()
+    elif snap["status"] in FINISHED and ss.get("mri_collected") is not job:
+        collect(job, sink)
+        st.rerun()
+    elif snap["status"] == "failed":
+        st.error(snap["error"])
+    elif snap["status"] == "cancelled":
+        st.warning("The restoration was cancelled; scans finished before that are kept.")
+    elif snap["status"] == "done":
+        scored = len(job.result["results"]) if job.result else 0
+        st.caption(f"{scored} scan(s) scored in {job.finished - job.started:.1f} s.")
+
+
+def safe_job_panel() -> None:
+    """The job panel as a fragment that reruns alone every second: its errors are messages too."""
+    try:
+        job_panel()
+    except Exception as exc:  # a message, never a traceback
+        show_error(exc)
+
+
+def run_section(model) -> None:
+    items = inputs()
+    with st.expander("Advanced"):
+        method = st.radio("Restoration method", METHODS, format_func=METHOD_LABELS.get, key="mri_method",
+                          help="KL-guided inpainting re-noises only the latent regions that look unlike healthy "
+                               "brains; the baselines restore everything (plain) or only auto-encode the scan.")
+    job = ss.get("mri_job")
+    running = job is not None and job.running
+    if st.button("Run restoration", type="primary", disabled=running or not items):
+        sink = {"results": {}, "lesions": {}, "errors": {}}
+        ss.mri_sink = sink
+        ss.mri_job = Job(score_all, model, items, method, sink, name="mri").start()
+        st.rerun()
+    st.fragment(run_every=1.0 if running else None)(safe_job_panel)()
+
+
+def results_section(model) -> None:
+    for name, message in ss.get("mri_errors", {}).items():
+        st.error(f"{name}: {message}" if not message.startswith(name) else message)
+    results = ss.mri_results
+    if not results:
+        return
+    st.divider()
+    summaries = [r.summary() for r in results.values()]
+    if len(results) > 1:
+        st.subheader("Cohort")
+        table = cohort_table(summaries)
+        st.dataframe(table, hide_index=True, width="stretch")
+        st.download_button("Download the table (CSV)", table.to_csv(index=False).encode(), file_name="mri-indices.csv",
+                           mime="text/csv")
+    names = list(results)
+    if ss.get("mri_scan") not in names:
+        ss.mri_scan = names[-1]
+    c1, c2 = st.columns([3, 1])
+    name = c1.selectbox("Scan", names, key="mri_scan")
+    if c2.button("Clear results"):
+        ss.mri_results, ss.mri_lesions, ss.mri_errors = {}, {}, {}
+        st.rerun()
+    result = results[name]
+    score, prepared = result.score, result.prepared
+
+    m = st.columns(4)
+    m[0].metric("Abnormality index (top 1%)", f"{score.index['top1']:.2f}")
+    m[1].metric("Centile among healthy (top 1%)", f"{score.centile['top1']:.0f}")
+    m[2].metric("Abnormality index (top 5%)", f"{score.index['top5']:.2f}")
+    m[3].metric("Centile among healthy (top 5%)", f"{score.centile['top5']:.0f}")
+    facts = f"{name}: age {result.age:g}, sex {result.sex}, method {METHOD_LABELS[score.method]}"
+    if score.latent_mask_share is not None:
+        facts += f", latent mask share {score.latent_mask_share:.1%}"
+    st.caption(facts + f", {result.seconds:.1f} s. The centile is the scan's rank among the model's healthy "
+               "validation scans (100 = more abnormal than all of them).")
+    for warning in result.warnings:
+        st.warning(warning)
+
+    st.subheader("Slices")
+    a1, a2 = st.columns([1, 3])
+    axis = a1.radio("View", ["axial", "coronal", "sagittal"], horizontal=True, key="mri_axis")
+    ax = {"sagittal": 0, "coronal": 1, "axial": 2}[axis]
+    n = prepared.volume.shape[ax]
+    default = best_slice(score.anomaly, prepared.brain, axis)
+    index = a2.slider("Slice", 0, n - 1, default, key=f"mri_slice:{name}:{axis}",
+                      help="Starts at the slice with the largest anomaly inside the brain.")
+    st.plotly_chart(triptych_figure(prepared.volume, score.restoration, score.anomaly, axis, index,
+                                    title=f"{name} · {axis} slice {index} of {n - 1}"), width="stretch")
+    o1, o2 = st.columns([1, 3])
+    threshold = o1.slider("z threshold", 0.5, 10.0, 3.0, 0.5, key="mri_threshold")
+    opacity = o1.slider("Overlay opacity", 0.0, 1.0, 0.6, 0.05, key="mri_opacity")
+    lesion = ss.mri_lesions.get(name)
+    if lesion is not None:
+        o1.caption("The cyan outline is the known (implanted) lesion.")
+    o2.plotly_chart(overlay_figure(prepared.volume, score.zmap, axis, index, threshold, opacity, lesion=lesion),
+                    width="stretch")
+
+    st.subheader("Downloads (in the scan's own space)")
+    stem = name.removesuffix(".gz").removesuffix(".nii").replace(" ", "_")
+    d = st.columns(4)
+    for col, key in zip(d, MAP_LABELS, strict=False):
+        col.download_button(f"{MAP_LABELS[key]} (.nii.gz)", functools.partial(native_map_bytes, result, key),
+                            file_name=f"{stem}_{key}.nii.gz", mime="application/gzip", key=f"mri_dl_{key}",
+                            on_click="ignore")
+    d[3].download_button("result (.json)", json.dumps(result.summary(), indent=1, default=float),
+                         file_name=f"{stem}_result.json", mime="application/json", key="mri_dl_json",
+                         on_click="ignore")
+
+
+def native_map_bytes(result, key: str) -> bytes:
+    """Deferred download: one map resampled to the scan's space, gzipped (runs when the button is clicked)."""
+    return nifti_bytes(result.native_maps()[key])
+
+
+st.title("MRI: pseudo-healthy restoration")
+ss.setdefault("mri_results", {})
+ss.setdefault("mri_lesions", {})
+ss.setdefault("mri_errors", {})
+model_dir = demo_model_dir()
+if model_dir is None:
+    st.info("No imaging model is available. Train one on healthy T1 scans with "
+            "`python -m normcore mri-fit --images SCANS/ --participants participants.csv --out models/mri-ixi-cpu` "
+            "(the dashboard loads `models/mri-ixi-cpu`; the environment variable `NORMDIFF_MRI_MODEL` points it to "
+            "another model folder).")
+    st.stop()
+try:
+    mri_model = imaging_model(str(model_dir))
+    lo, hi = mri_model.age_range_
+    train = mri_model.card_.get("training", {})
+    st.caption(f"Model {model_dir.name} ({mri_model.config_name}, {mri_model.grid.spacing_mm:g} mm MNI grid "
+               f"{'x'.join(map(str, mri_model.grid.shape))}), trained on {train.get('n_train', '?')} healthy scans "
+               f"aged {lo:.0f}-{hi:.0f}; device {mri_model.device}. Scans stay on this machine.")
+    job = ss.get("mri_job")
+    if job is not None and job.status in FINISHED:
+        collect(job, ss.mri_sink)
+    run_section(mri_model)
+    results_section(mri_model)
+except Exception as exc:  # a message, never a traceback (st.stop/st.rerun are BaseExceptions)
+    show_error(exc)

@@ -1,0 +1,33 @@
+"""Imaging fixtures: a tiny healthy cohort on the tests' grid and a tiny fitted model (CPU, one thread)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from normcore.imaging.grid import template_on_grid
+from normcore.imaging.model import ImagingNormativeModel
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny_cohort():
+    """14 noisy copies of the MNI template on the tiny grid with ages, sexes and brain masks."""
+    grid = ImagingNormativeModel("tiny").grid
+    template, brain = template_on_grid(grid)
+    rng = np.random.default_rng(0)
+    n = 14
+    scale = 1 + 0.05 * rng.standard_normal((n, 1, 1, 1))
+    vols = np.clip(template[None] * scale + 0.02 * rng.standard_normal((n, *grid.shape)), 0, 1) * brain
+    return {"grid": grid, "volumes": vols.astype(np.float32), "brains": np.repeat(brain[None], n, 0),
+            "ages": rng.uniform(20, 80, n), "sexes": list(rng.choice(["M", "F"], n))}
+
+
+@pytest.fixture(scope="session")
+def tiny_imaging_model(tiny_cohort):
+    c = tiny_cohort
+    return ImagingNormativeModel("tiny", device="cpu").fit(
+        c["volumes"][:8], c["brains"][:8], c["ages"][:8], c["sexes"][:8],
+        c["volumes"][8:12], c["brains"][8:12], c["ages"][8:12], c["sexes"][8:12])

@@ -1,0 +1,58 @@
+"""Anomaly maps, z-maps and the abnormality index against hand-computed values."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from normcore.imaging.anomaly import (
+    abnormality_index,
+    anomaly_map,
+    centile_among,
+    healthy_error_stats,
+    leave_one_out_indices,
+    voxel_zmap,
+)
+
+
+def test_anomaly_map_is_absolute_error_inside_the_brain_only():
+    vol, rest = np.array([0.5, 0.2, 0.9]), np.array([0.1, 0.4, 0.0])
+    brain = np.array([True, True, False])
+    np.testing.assert_allclose(anomaly_map(vol, rest, brain), [0.4, 0.2, 0.0], atol=1e-7)
+
+
+def test_index_is_the_mean_of_the_top_share():
+    z = np.arange(200, dtype=float)
+    brain = np.ones(200, bool)
+    assert abnormality_index(z, brain, 0.01) == (199 + 198) / 2  # top 1% of 200 voxels = 2 voxels
+    assert abnormality_index(z, brain, 0.05) == np.mean(np.arange(190, 200))
+    brain[150:] = False  # voxels outside the brain never count
+    assert abnormality_index(z, brain, 0.01) == (149 + 148) / 2
+
+
+def test_error_stats_and_zmap():
+    errors = np.array([[1.0, 2.0], [3.0, 2.0], [5.0, 2.0]])
+    brains = np.ones_like(errors, bool)
+    mean, std = healthy_error_stats(errors, brains, floor_fraction=0.25)
+    np.testing.assert_allclose(mean, [3.0, 2.0])
+    assert std[0] == 2.0 and std[1] == 0.25 * np.median([2.0, 0.0])  # constant voxel: floored, not zero
+    z = voxel_zmap(np.array([7.0, 2.0]), mean, std, np.array([True, False]))
+    np.testing.assert_allclose(z, [2.0, 0.0])
+
+
+def test_leave_one_out_indices_do_not_use_the_subject_itself():
+    rng = np.random.default_rng(0)
+    errors = rng.random((6, 50))
+    errors[0] += 3.0  # an outlier among the "healthy" subjects
+    brains = np.ones_like(errors, bool)
+    loo = leave_one_out_indices(errors, brains, 0.1)
+    mean, std = healthy_error_stats(errors[1:], brains[1:])
+    assert loo[0] == abnormality_index(voxel_zmap(errors[0], mean, std, brains[0]), brains[0], 0.1)
+    assert loo[0] == loo.max()
+
+
+def test_centile_among_reference():
+    ref = np.array([1.0, 2.0, 3.0, 4.0])
+    assert centile_among(10.0, ref) == 100.0
+    assert centile_among(0.0, ref) == 0.0
+    assert centile_among(2.0, ref) == 37.5
+    assert np.isnan(centile_among(float("nan"), ref))

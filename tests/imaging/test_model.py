@@ -1,0 +1,70 @@
+"""The imaging model at the tiny configuration: fit, restore, score, save/load."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from normcore.errors import InputError
+from normcore.imaging.model import METHODS, ImagingNormativeModel, parse_sex
+
+
+def test_parse_sex_codings():
+    assert [parse_sex(s) for s in ("M", "male", 1, "1", "F", "female", 0, "0.0")] == [1, 1, 1, 1, 0, 0, 0, 0]
+    with pytest.raises(InputError, match="sex 'X'"):
+        parse_sex("X")
+
+
+def test_restore_all_methods_shapes_and_ranges(tiny_imaging_model, tiny_cohort):
+    c = tiny_cohort
+    out = tiny_imaging_model.restore(c["volumes"][12:], c["ages"][12:], c["sexes"][12:], METHODS)
+    for method in METHODS:
+        assert out[method].shape == (2, *c["grid"].shape)
+        assert out[method].min() >= 0 and out[method].max() <= 1
+    assert out["kl-inpaint_mask"].shape == (2,) and (0 <= out["kl-inpaint_mask"]).all()
+    assert (out["kl-inpaint_mask"] <= 1).all()
+
+
+def test_score_returns_maps_index_and_centile(tiny_imaging_model, tiny_cohort):
+    c = tiny_cohort
+    vol, brain = c["volumes"][12], c["brains"][12]
+    res = tiny_imaging_model.score(vol, brain, 45.0, "F")
+    assert res.anomaly.shape == vol.shape and (res.anomaly[~brain] == 0).all()
+    assert (res.zmap[~brain] == 0).all()
+    assert set(res.index) == {"top1", "top5"} and res.index["top1"] >= res.index["top5"]
+    assert 0 <= res.centile["top1"] <= 100
+    lesioned = vol.copy()
+    lesioned[brain] = np.where(np.random.default_rng(1).random(brain.sum()) < 0.05, 0.0, lesioned[brain])
+    worse = tiny_imaging_model.score(lesioned, brain, 45.0, "F", method="autoencoder")
+    healthy = tiny_imaging_model.score(vol, brain, 45.0, "F", method="autoencoder")
+    assert worse.index["top1"] > healthy.index["top1"]  # dropped-out voxels raise the extreme-value index
+
+
+def test_out_of_range_age_is_flagged(tiny_imaging_model, tiny_cohort):
+    c = tiny_cohort
+    res = tiny_imaging_model.score(c["volumes"][12], c["brains"][12], 5.0, "M")
+    assert any("outside the training range" in w for w in res.warnings)
+
+
+def test_wrong_grid_and_unknown_method_are_refused(tiny_imaging_model, tiny_cohort):
+    with pytest.raises(InputError, match="do not match the model grid"):
+        tiny_imaging_model.restore(np.zeros((1, 8, 8, 8)), [40], ["M"])
+    with pytest.raises(InputError, match="unknown restoration method"):
+        tiny_imaging_model.restore(tiny_cohort["volumes"][:1], [40], ["M"], ("magic",))
+
+
+def test_save_load_round_trip_gives_identical_results(tiny_imaging_model, tiny_cohort, tmp_path):
+    c = tiny_cohort
+    tiny_imaging_model.save(tmp_path / "m")
+    loaded = ImagingNormativeModel.load(tmp_path / "m", device="cpu")
+    a = tiny_imaging_model.score(c["volumes"][13], c["brains"][13], 50.0, "M", seed=3)
+    b = loaded.score(c["volumes"][13], c["brains"][13], 50.0, "M", seed=3)
+    np.testing.assert_array_equal(a.restoration, b.restoration)
+    assert a.index == b.index and a.centile == b.centile
+
+
+def test_too_few_scans_is_an_input_error(tiny_cohort):
+    c = tiny_cohort
+    with pytest.raises(InputError, match="at least 4 training"):
+        ImagingNormativeModel("tiny", device="cpu").fit(c["volumes"][:2], c["brains"][:2], [30, 40], ["M", "F"],
+                                                        c["volumes"][2:6], c["brains"][2:6], [1] * 4, ["M"] * 4)
