@@ -64,9 +64,9 @@ def main() -> None:
         save_nifti(nib.Nifti1Image(np.asarray(arr, dtype), aff), out / fname)
     age, sex = float(table.loc[sid, "age"]), str(table.loc[sid, "sex"])
     ml = lesion_volume_ml(lesion, model.grid)
-    scans = [{"name": f"IXI {sid} (held-out healthy, {age:.0f} y, {sex})", "file": "healthy.nii.gz", "age": age,
+    scans = [{"name": f"{sid} (IXI, held-out healthy, {age:.0f} y, {sex})", "file": "healthy.nii.gz", "age": age,
               "sex": sex, "brain": "brain.nii.gz"},
-             {"name": f"IXI {sid} + real MS lesion ({name}, {ml:.1f} ml)", "file": "lesion.nii.gz", "age": age,
+             {"name": f"{sid} + real MS lesion ({name}, {ml:.1f} ml)", "file": "lesion.nii.gz", "age": age,
               "sex": sex, "brain": "brain.nii.gz", "lesion_mask": "lesion_mask.nii.gz"}]
     (out / "demo.json").write_text(json.dumps({"space": "model grid (MNI152, 4 mm)", "scans": scans}, indent=1))
     (out / "LICENCE.txt").write_text(LICENCE.format(sid=sid, lesion=name, ml=ml))

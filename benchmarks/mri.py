@@ -61,7 +61,7 @@ def evaluate(model: ImagingNormativeModel, vols, brains, ages, sexes, truth, lab
                          "max": float(lesion_ml[~healthy].max()), "n_ge_5ml": int((lesion_ml[~healthy] >= 5).sum())},
            "restore_s_per_subject_all_methods": round(restore_s, 2), "methods": {}}
     big = healthy | (lesion_ml >= 5.0)
-    for method in METHODS:
+    for method in [m for m in METHODS if m in restored]:
         rest = restored[method]
         err = np.stack([anomaly_map(v, r, b) for v, r, b in zip(vols, rest, brains, strict=True)])
         mean, std = model.error_stats_[method]
