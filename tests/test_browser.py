@@ -97,6 +97,13 @@ def test_upload_fit_chart_and_page_switch_stay_local(server, tmp_path):
                 page.get_by_role("button", name="Run the calibration checks").click()
             page.locator(".stMain .js-plotly-plot").first.wait_for(timeout=180000)
             page.screenshot(path=str(SHOTS / f"{shot}.png"), full_page=True)
+        # MRI: the shipped imaging model on the demo scans (preselected), restored in the background
+        page.get_by_role("link", name="MRI").click()
+        page.get_by_role("heading", name="MRI: pseudo-healthy restoration").wait_for(timeout=60000)
+        page.get_by_role("button", name="Run restoration").click()
+        page.locator(".stMain .js-plotly-plot").first.wait_for(timeout=180000)
+        page.screenshot(path=str(SHOTS / "mri.png"), full_page=True)
         browser.close()
     assert hosts and hosts <= {"127.0.0.1"}, f"requests left the machine: {sorted(hosts)}"
     assert (SHOTS / "centiles.png").stat().st_size > 10000
+    assert (SHOTS / "mri.png").stat().st_size > 10000
