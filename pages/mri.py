@@ -12,10 +12,9 @@ from normcore.errors import InputError
 from normcore.imaging.demo import demo_model_dir, demo_scans
 from normcore.imaging.io import load_mask, load_volume
 from normcore.imaging.model import METHODS, ImagingNormativeModel
-from normcore.imaging.pipeline import nifti_bytes, score_scan
+from normcore.imaging.pipeline import nifti_bytes, score_many
 from normcore.jobs import Job
 from normcore.plots_mri import best_slice, cohort_table, overlay_figure, triptych_figure
-from normcore.progress import Progress, as_progress
 from ui_state import show_error
 
 METHOD_LABELS = {"kl-inpaint": "KL-guided inpainting (default)", "plain": "Plain diffusion restoration (baseline)",
@@ -30,35 +29,6 @@ ss = st.session_state
 def imaging_model(path: str) -> ImagingNormativeModel:
     """One loaded model per folder and process (read-only at inference)."""
     return ImagingNormativeModel.load(path, device="auto")
-
-
-def score_all(model, items: list[dict], method: str, out: dict, progress: Progress | None = None) -> dict:
-    """Runs on the job thread: scores ``items`` in turn into ``out`` (kept on cancel); no session state here."""
-    progress = as_progress(progress)
-    n = len(items)
-    for i, item in enumerate(items):
-        name = item["name"]
-
-        def report(stage, done, total, i=i, name=name, **_):
-            local = done / total if total else 0.0
-            share = 50 + 50 * local if stage == "restoration" else 50 * local
-            progress.update(f"{name} ({i + 1}/{n}): {stage}", int(i * 100 + share), n * 100)
-
-        sub = Progress(callback=report, cancel_event=progress.cancel_event)
-        try:
-            result = score_scan(model, item["scan"], item["age"], item["sex"], mask=item.get("mask"), name=name,
-                                register=item["register"], method=method, progress=sub)
-            lesion = None
-            if item.get("lesion_mask"):
-                lesion = load_mask(item["lesion_mask"], model.grid.empty_image(), name=f"{name} lesion mask")
-        except InputError as exc:
-            out["errors"][name] = str(exc)
-            continue
-        out["errors"].pop(name, None)
-        out["results"][name] = result
-        out["lesions"][name] = lesion
-    progress.update("done", n * 100, n * 100)
-    return out
 
 
 def collect(job: Job, sink: dict) -> None:
@@ -219,7 +189,7 @@ def run_section(model) -> None:
     if st.button("Run restoration", type="primary", disabled=running or not items):
         sink = {"results": {}, "lesions": {}, "errors": {}}
         ss.mri_sink = sink
-        ss.mri_job = Job(score_all, model, items, method, sink, name="mri").start()
+        ss.mri_job = Job(score_many, model, items, method, sink, name="mri").start()
         st.rerun()
     st.fragment(run_every=1.0 if running else None)(safe_job_panel)()
 

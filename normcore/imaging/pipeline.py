@@ -71,6 +71,44 @@ def score_scan(model: ImagingNormativeModel, scan, age: float, sex, mask=None, n
     return ScanResult(name, age, "M" if sex_code else "F", prepared, score, time.perf_counter() - start)
 
 
+def score_many(model: ImagingNormativeModel, items: list[dict], method: str = "kl-inpaint", out: dict | None = None,
+               progress: Progress | None = None) -> dict:
+    """Score several scans in turn into ``out`` = {"results", "lesions", "errors"} (kept when cancelled).
+
+    Each item has name, scan, age, sex and optionally mask, register (default True) and lesion_mask
+    (a known lesion on the model grid, for display). A scan with bad input records its message under
+    "errors" and the others go on; progress is one bar over all scans (preprocessing half, restoration half).
+    """
+    progress = as_progress(progress)
+    out = out if out is not None else {}
+    for key in ("results", "lesions", "errors"):
+        out.setdefault(key, {})
+    n = len(items)
+    for i, item in enumerate(items):
+        name = item["name"]
+
+        def report(stage, done, total, i=i, name=name, **_):
+            local = done / total if total else 0.0
+            share = 50 + 50 * local if stage == "restoration" else 50 * local
+            progress.update(f"{name} ({i + 1}/{n}): {stage}", int(i * 100 + share), n * 100)
+
+        sub = Progress(callback=report, cancel_event=progress.cancel_event)
+        try:
+            result = score_scan(model, item["scan"], item["age"], item["sex"], mask=item.get("mask"), name=name,
+                                register=item.get("register", True), method=method, progress=sub)
+            lesion = None
+            if item.get("lesion_mask") is not None:
+                lesion = load_mask(item["lesion_mask"], model.grid.empty_image(), name=f"{name} lesion mask")
+        except InputError as exc:
+            out["errors"][name] = str(exc)
+            continue
+        out["errors"].pop(name, None)
+        out["results"][name] = result
+        out["lesions"][name] = lesion
+    progress.update("done", n * 100, n * 100)
+    return out
+
+
 def export_maps(result: ScanResult, out_dir: str | Path) -> dict[str, str]:
     """Write the three maps (NIfTI, scan space) and result.json into ``out_dir``; each file atomically."""
     out = Path(out_dir)

@@ -68,3 +68,13 @@ def test_too_few_scans_is_an_input_error(tiny_cohort):
     with pytest.raises(InputError, match="at least 4 training"):
         ImagingNormativeModel("tiny", device="cpu").fit(c["volumes"][:2], c["brains"][:2], [30, 40], ["M", "F"],
                                                         c["volumes"][2:6], c["brains"][2:6], [1] * 4, ["M"] * 4)
+
+
+def test_gpu_and_cpu_configurations_build_from_the_same_code():
+    sizes = {}
+    for name in ("cpu", "gpu"):
+        model = ImagingNormativeModel(name, device="cpu")
+        model._build()
+        sizes[name] = (model.latent_shape_, len(model.denoiser_.pos[0]))
+    assert sizes["cpu"] == ((4, 20, 24, 20), 150)  # 4 mm grid, 8 mm latent, 4^3 patches
+    assert sizes["gpu"] == ((4, 20, 24, 20), 1200)  # 2 mm grid, 8 mm latent, 2^3 patches
