@@ -152,7 +152,7 @@ def synthetic_part(config: str, seed: int, n_train: int, n_val: int, n_test: int
     res = evaluate(model, bench["volumes"], bench["masks"], bench["ages"], bench["sexes"], bench["lesion_masks"],
                    bench["labels"], seed)
     res.update(training=model.training_, n_train=n_train, n_val=n_val, generate_s=round(gen_s, 1),
-               lesion_source=sorted(set(bench["lesion_source"])), config=config, overrides=overrides)
+               lesion_source=bench["lesion_source"], config=config, overrides=overrides)
     return res
 
 
