@@ -1,4 +1,9 @@
-"""NormDiff dashboard: router and shared frame (sidebar with the active data, model and device)."""
+"""NormDiff dashboard: router and shared frame (sidebar with the active data, model and device).
+
+The pages live in app_pages/, not pages/: Streamlit treats a pages/ folder as an old-style multipage app
+until st.navigation has run once in the server process, so a bookmarked page opened first on a fresh
+server ran without this router (no sidebar, no demo data or model).
+"""
 
 import streamlit as st
 
@@ -11,14 +16,14 @@ st.set_page_config(page_title="NormDiff", page_icon="🧠", layout="wide")  # a 
 init_state()
 
 PAGES = [
-    st.Page("pages/start.py", title="Start", icon=":material/home:", default=True),
-    st.Page("pages/data.py", title="Data", icon=":material/table:"),
-    st.Page("pages/fit.py", title="Fit", icon=":material/model_training:"),
-    st.Page("pages/centiles.py", title="Centile curves", icon=":material/show_chart:"),
-    st.Page("pages/deviations.py", title="Deviations", icon=":material/grid_on:"),
-    st.Page("pages/dependence.py", title="Joint dependence", icon=":material/hub:"),
-    st.Page("pages/calibration.py", title="Calibration", icon=":material/verified:"),
-    st.Page("pages/mri.py", title="MRI", icon=":material/neurology:"),
+    st.Page("app_pages/start.py", title="Start", icon=":material/home:", default=True),
+    st.Page("app_pages/data.py", title="Data", icon=":material/table:"),
+    st.Page("app_pages/fit.py", title="Fit", icon=":material/model_training:"),
+    st.Page("app_pages/centiles.py", title="Centile curves", icon=":material/show_chart:"),
+    st.Page("app_pages/deviations.py", title="Deviations", icon=":material/grid_on:"),
+    st.Page("app_pages/dependence.py", title="Joint dependence", icon=":material/hub:"),
+    st.Page("app_pages/calibration.py", title="Calibration", icon=":material/verified:"),
+    st.Page("app_pages/mri.py", title="MRI", icon=":material/neurology:"),
 ]
 page = st.navigation(PAGES)
 

@@ -59,6 +59,19 @@ def best_slice(anomaly: np.ndarray, brain: np.ndarray | None, axis: str | int) -
     return int(np.argmax(masked.max(axis=others)))
 
 
+def most_abnormal_slice(zmap: np.ndarray, brain: np.ndarray | None, axis: str | int, threshold: float = 3.0) -> int:
+    """The slice with the largest total z above ``threshold`` inside the brain: where a cluster of abnormal
+    voxels is, not a single extreme voxel; falls back to :func:`best_slice` when nothing exceeds it."""
+    ax = axis_index(axis)
+    z = np.nan_to_num(np.asarray(zmap, float), nan=0.0)
+    if brain is not None:
+        z = np.where(np.asarray(brain, bool), z, 0.0)
+    excess = np.clip(z - threshold, 0.0, None).sum(axis=tuple(i for i in range(3) if i != ax))
+    if not excess.any():
+        return best_slice(zmap, brain, axis)
+    return int(np.argmax(excess))
+
+
 def _image_trace(plane: np.ndarray, colorscale, zmin: float, zmax: float, name: str, showscale: bool = False,
                  colorbar: dict | None = None, opacity: float = 1.0) -> go.Heatmap:
     return go.Heatmap(z=np.asarray(plane, np.float32), colorscale=colorscale, zmin=zmin, zmax=zmax, name=name,

@@ -23,7 +23,7 @@ def charts(at) -> list[dict]:
 
 
 def goto(at, page: str) -> AppTest:
-    at.switch_page(f"pages/{page}.py")
+    at.switch_page(f"app_pages/{page}.py")
     return at.run()
 
 

@@ -73,7 +73,7 @@ def mri_env(mri_setup, monkeypatch):
 
 def mri_page() -> AppTest:
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT).run()
-    at.switch_page("pages/mri.py")
+    at.switch_page("app_pages/mri.py")
     return at.run()
 
 

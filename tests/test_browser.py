@@ -70,6 +70,10 @@ def test_upload_fit_chart_and_page_switch_stay_local(server, tmp_path):
                                           "--disable-component-update", "--disable-sync", "--no-first-run"])
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.on("request", lambda req: hosts.add(urlparse(req.url).hostname or ""))
+        # a bookmarked page as the very first request to a fresh server goes through the router
+        page.goto(f"{server}/data")
+        page.get_by_text("Active dataset").wait_for(timeout=60000)
+        page.get_by_role("link", name="Centile curves").wait_for()
         page.goto(server)
         page.get_by_text("What am I looking at?").wait_for(timeout=60000)
         page.locator(".js-plotly-plot").first.wait_for(timeout=90000)

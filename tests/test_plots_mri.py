@@ -6,7 +6,15 @@ import json
 import numpy as np
 import pytest
 
-from normcore.plots_mri import axis_index, best_slice, cohort_table, overlay_figure, slice_of, triptych_figure
+from normcore.plots_mri import (
+    axis_index,
+    best_slice,
+    cohort_table,
+    most_abnormal_slice,
+    overlay_figure,
+    slice_of,
+    triptych_figure,
+)
 
 
 def values(z) -> np.ndarray:
@@ -117,3 +125,15 @@ def test_cohort_table_rows():
     assert list(table["scan"]) == ["a", "b"]
     assert table.loc[0, "centile top1"] == 90.0 and table.loc[0, "warnings"] == "w1; w2"
     assert table.loc[1, "warnings"] == ""
+
+
+def test_most_abnormal_slice_prefers_a_cluster_over_one_extreme_voxel():
+    z = np.zeros((4, 4, 8))
+    z[1, 1, 2] = 9.0  # one extreme voxel on axial slice 2
+    z[:3, :3, 6] = 5.0  # a 3x3 cluster at z = 5 on axial slice 6 (excess 9 x 2 = 18 > 6)
+    brain = np.ones_like(z, bool)
+    assert most_abnormal_slice(z, brain, "axial") == 6
+    assert best_slice(z, brain, "axial") == 2
+    brain[:, :, 6] = False  # outside the brain it does not count
+    assert most_abnormal_slice(z, brain, "axial") == 2
+    assert most_abnormal_slice(np.full_like(z, 1.0), None, "axial") == best_slice(np.full_like(z, 1.0), None, "axial")

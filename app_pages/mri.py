@@ -14,7 +14,7 @@ from normcore.imaging.io import load_mask, load_volume
 from normcore.imaging.model import METHODS, ImagingNormativeModel
 from normcore.imaging.pipeline import nifti_bytes, score_many
 from normcore.jobs import Job
-from normcore.plots_mri import best_slice, cohort_table, overlay_figure, triptych_figure
+from normcore.plots_mri import cohort_table, most_abnormal_slice, overlay_figure, triptych_figure
 from ui_state import show_error
 
 METHOD_LABELS = {"kl-inpaint": "KL-guided inpainting (default)", "plain": "Plain diffusion restoration (baseline)",
@@ -237,9 +237,9 @@ def results_section(model) -> None:
     axis = a1.radio("View", ["axial", "coronal", "sagittal"], horizontal=True, key="mri_axis")
     ax = {"sagittal": 0, "coronal": 1, "axial": 2}[axis]
     n = prepared.volume.shape[ax]
-    default = best_slice(score.anomaly, prepared.brain, axis)
+    default = most_abnormal_slice(score.zmap, prepared.brain, axis)
     index = a2.slider("Slice", 0, n - 1, default, key=f"mri_slice:{name}:{axis}",
-                      help="Starts at the slice with the largest anomaly inside the brain.")
+                      help="Starts at the slice with the most voxel z above 3 inside the brain.")
     st.plotly_chart(triptych_figure(prepared.volume, score.restoration, score.anomaly, axis, index,
                                     title=f"{name} · {axis} slice {index} of {n - 1}"), width="stretch")
     o1, o2 = st.columns([1, 3])
