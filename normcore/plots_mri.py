@@ -109,8 +109,9 @@ def triptych_figure(volume: np.ndarray, restoration: np.ndarray, anomaly: np.nda
     fig.add_trace(_image_trace(slice_of(anomaly, ax, index), "Hot", 0.0, top, "anomaly", showscale=True,
                                colorbar=dict(title=dict(text="anomaly"), thickness=12, len=0.8)), 1, 3)
     _image_axes(fig, 3)
-    fig.update_layout(title=title or slice_title(ax, index, n), template="plotly_white", height=360,
-                      margin=dict(l=10, r=10, t=60, b=10), plot_bgcolor="black")
+    fig.update_layout(title=title or slice_title(ax, index, n), template="plotly_white", height=380,
+                      margin=dict(l=10, r=10, t=80, b=10), plot_bgcolor="black")
+    fig.update_annotations(yshift=10)  # the panel titles sit above the images, not on them
     return fig
 
 
