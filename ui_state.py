@@ -110,13 +110,17 @@ def data_key() -> tuple:
     return st.session_state.get("data_name"), st.session_state.get("data_version", 0)
 
 
+def _score_key(model, df: pd.DataFrame, n_samples: int) -> tuple:
+    return (model_key(model), *data_key(), len(df), n_samples)
+
+
 def score_job(model, df: pd.DataFrame, n_samples: int = 1000) -> Job:
     """A background job scoring the active table under the active model, one per (model, data, M).
 
     Jobs live in the session (bounded to 4) and keep running when the user switches pages, so scoring
     is never restarted by navigation; a failed or cancelled job is replaced on the next call.
     """
-    key = (model_key(model), *data_key(), len(df), n_samples)
+    key = _score_key(model, df, n_samples)
     jobs = st.session_state.setdefault("score_jobs", {})
     job = jobs.get(key)
     if job is None or job.status == "cancelled":
@@ -133,8 +137,7 @@ def _score_table(model, df: pd.DataFrame, n_samples: int, progress=None) -> pd.D
 
 def finished_scores(model, df: pd.DataFrame, n_samples: int = 1000) -> pd.DataFrame | None:
     """Scores of a finished :func:`score_job` for this model and table, else None (never starts work)."""
-    key = (model_key(model), *data_key(), len(df), n_samples)
-    job = st.session_state.setdefault("score_jobs", {}).get(key)
+    job = st.session_state.setdefault("score_jobs", {}).get(_score_key(model, df, n_samples))
     return job.result if job is not None and job.status == "done" else None
 
 

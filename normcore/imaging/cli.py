@@ -13,14 +13,11 @@ from normcore.progress import Progress
 
 def cmd_mri_fit(args: argparse.Namespace, progress: Progress) -> None:
     from normcore.imaging.cohort import load_cohort, split_indices
-    from normcore.imaging.grid import ModelGrid
     from normcore.imaging.model import CONFIGS, ImagingNormativeModel
 
     start = time.perf_counter()
-    model = ImagingNormativeModel(args.config, seed=args.seed, device=args.device or "auto")
     overrides = json.loads(args.config_overrides) if args.config_overrides else {}
-    model.config.update(overrides)
-    model.grid = ModelGrid.from_dict(model.config["grid"])
+    model = ImagingNormativeModel(args.config, seed=args.seed, device=args.device or "auto", **overrides)
     cohort = load_cohort(args.images, args.participants, model.grid, masks=args.masks, progress=progress)
     prep_s = time.perf_counter() - start
     tr, va, te = split_indices(len(cohort.ids), args.validation, args.holdout, args.seed)

@@ -84,9 +84,9 @@ class ImagingNormativeModel:
     """Pseudo-healthy restoration model of T1 scans on an MNI grid, conditioned on age and sex."""
 
     def __init__(self, config: str | dict = "cpu", seed: int = 0, device: str = "auto", **overrides):
-        base = CONFIGS[config] if isinstance(config, str) else dict(config)
         if isinstance(config, str) and config not in CONFIGS:
             raise ValueError(f"unknown config {config!r}; use one of {sorted(CONFIGS)}")
+        base = CONFIGS[config] if isinstance(config, str) else dict(config)
         self.config_name = config if isinstance(config, str) else "custom"
         self.config = {**base, **overrides}
         self.seed = seed
