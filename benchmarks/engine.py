@@ -56,8 +56,12 @@ def network_flops_per_row(model: NormativeDiffusion) -> float:
     """Multiply-adds x 2 of the per-sample layers (condition embedding is shared and excluded)."""
     total = 0
     for name, p in model.net_.named_parameters():
-        if p.dim() == 2 and "embed" not in name and "film" not in name:
+        if p.dim() == 2 and "embed" not in name and "film" not in name and not name.startswith("marginal."):
             total += p.numel()
+    marginal = getattr(model.net_, "marginal", None)
+    if marginal is not None:  # the per-IDP path applies its hidden and output layers once per IDP
+        width = marginal.hidden.in_features
+        total += len(model.idps) * (width * width + 2 * width)
     return 2.0 * total
 
 

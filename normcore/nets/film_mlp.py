@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -25,17 +27,68 @@ class FiLMBlock(nn.Module):
         return h + self.mlp(torch.addcmul(beta, self.norm(h), 1 + gamma))
 
 
+def auto_marginal_width(d_in: int) -> int:
+    """Width of the per-IDP path: 32 up to 32 IDPs, then shrinking as 1/sqrt(D) (at least 8).
+
+    This keeps the path's multiply-adds per row (D x width^2) at about 32^3, a third of the joint MLP's.
+    """
+    return int(min(32, max(8, round(32 * math.sqrt(32 / max(d_in, 1))))))
+
+
+class MarginalPath(nn.Module):
+    """Per-IDP denoising path: a small MLP of each IDP's own value, with weights shared across IDPs.
+
+    IDP j's output depends only on (x_j, an embedding of j, the time + covariate embedding), so the
+    marginal shape of every IDP (skew, multimodality, and how they change with age) is learnt with the
+    sample efficiency of a one-dimensional model, while the joint MLP beside it learns the dependence.
+    Measured on the synthetic benchmark (N = 5000): it halves the excess centile error of bimodal IDPs
+    that the joint MLP alone leaves (BENCHMARKS.md).
+    """
+
+    block_elements = 1 << 18  # activations per block of rows: small enough to stay in cache
+
+    def __init__(self, d_in: int, emb_dim: int, width: int):
+        super().__init__()
+        self.idp = nn.Parameter(torch.randn(d_in, width) * 0.5)
+        self.value = nn.Parameter(torch.randn(width))
+        self.film = nn.Linear(emb_dim, 2 * width)
+        self.hidden = nn.Linear(width, width)
+        self.out = nn.Linear(width, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        gamma, beta = self.film(e).chunk(2, dim=-1)  # (n, width): per condition, shared by its samples
+        # first layer folded per condition: (x v + E_j)(1 + gamma) + beta = x A + B_j
+        slope = (self.value * (1 + gamma)).unsqueeze(-2)
+        offset = self.idp * (1 + gamma).unsqueeze(-2) + beta.unsqueeze(-2)  # (n, d, width)
+        slope, offset = broadcast_rows(slope, x, keep=2), broadcast_rows(offset, x, keep=2)
+        x_rows = x.shape[1] if x.dim() == 3 else 1
+        step = max(1, self.block_elements // (x.shape[-1] * self.idp.shape[1] * x_rows))
+        out = torch.empty_like(x)
+        for s in range(0, x.shape[0], step):
+            h = torch.addcmul(offset[s:s + step], x[s:s + step].unsqueeze(-1), slope[s:s + step])
+            h = nn.functional.silu(self.hidden(nn.functional.silu(h)))
+            out[s:s + step] = self.out(h).squeeze(-1)
+        return out
+
+
 class FiLMMLP(nn.Module):
     """eps_theta(x_t, t, c): residual MLP with FiLM modulation from a time + covariate embedding.
 
     ``x`` is (n, d_in) or (n, m, d_in) (m samples sharing the n conditions); ``t`` is (n,) and
     ``cond`` (n, d_cond). Rows never interact, so outputs do not depend on batch composition.
+    ``marginal_width``: width of the per-IDP path (:class:`MarginalPath`); ``None`` picks
+    :func:`auto_marginal_width`, 0 leaves it out (the architecture of models saved before it existed).
     """
 
     def __init__(self, d_in: int, d_cond: int, width: int = 128, depth: int = 2, emb_dim: int = 128,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, marginal_width: int | None = None):
         super().__init__()
         self.embed = ConditionEmbedding(d_cond, emb_dim)
+        if marginal_width is None:
+            marginal_width = auto_marginal_width(d_in)
+        self.marginal = MarginalPath(d_in, emb_dim, marginal_width) if marginal_width else None
         self.inp = nn.Linear(d_in, width)
         self.blocks = nn.ModuleList(FiLMBlock(width, emb_dim, dropout) for _ in range(depth))
         self.out_norm = nn.LayerNorm(width)
@@ -48,4 +101,5 @@ class FiLMMLP(nn.Module):
         h = self.inp(x)
         for block in self.blocks:
             h = block(h, e)
-        return self.out(self.out_norm(h))
+        out = self.out(self.out_norm(h))
+        return out + self.marginal(x, e) if self.marginal is not None else out

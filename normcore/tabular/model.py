@@ -150,23 +150,22 @@ class NormativeDiffusion:
             codes = self.encoder_.codes(frame, allow_unseen=True, label=label)
             return frame[age].to_numpy(float), self.encoder_.resolve_marginalised(codes, rng)  # level only in val
 
+        # the closed-form preprocessing uses every row: its leave-one-out residuals are out-of-sample for
+        # the location of each row, so the validation rows stay valid for the network's early stopping
         age_tr, codes_tr = covs(train)
-        y_train = train[idps].to_numpy(float)
+        age_va, codes_va = covs(val)
+        ages, codes_all = np.r_[age_tr, age_va], np.concatenate([codes_tr, codes_va])
+        y_all = np.concatenate([train[idps].to_numpy(float), val[idps].to_numpy(float)])
         if self.location_scale:
             self.location_scale_ = LocationScale()
-            r_train = self.location_scale_.fit_transform(age_tr, codes_tr, y_train, n_levels)  # leave-one-out
+            r_all = self.location_scale_.fit_transform(ages, codes_all, y_all, n_levels)  # leave-one-out
         else:
-            self.location_scale_, r_train = None, y_train
-        self.transformer_ = IDPTransformer(self.transform).fit(r_train)
-
-        def arrays(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-            a, codes = covs(frame)
-            x = self._to_latent(frame[idps].to_numpy(float), a, codes).astype(np.float32)
-            return x, self.encoder_.encode(a, codes)
-
-        x_train = self.transformer_.transform(r_train).astype(np.float32)
+            self.location_scale_, r_all = None, y_all
+        self.transformer_ = IDPTransformer(self.transform).fit(r_all)
+        x_all = self.transformer_.transform(r_all).astype(np.float32)
+        x_train, x_val = x_all[:len(train)], x_all[len(train):]
         c_train = self.encoder_.encode(age_tr, codes_tr)
-        x_val, c_val = arrays(val)
+        c_val = self.encoder_.encode(age_va, codes_va)
         torch.manual_seed(self.seed)
         net = build_backbone(self.backbone, len(idps), self.encoder_.dim, **self.backbone_params)
         denoiser = wrap_denoiser(net, self.schedule_, self.parameterisation)
@@ -400,7 +399,12 @@ class NormativeDiffusion:
         model.training_summary_ = card.get("training_data", {})
         model.fit_warnings_ = card.get("fit_warnings", [])
         model.device_ = resolve_device(model.device)
-        net = build_backbone(model.backbone, len(model.idps), model.encoder_.dim, **model.backbone_params)
+        backbone_params = dict(model.backbone_params)
+        if model.backbone == "film-mlp" and "marginal_width" not in backbone_params:
+            # models saved before the per-IDP path existed have no "marginal.*" weights
+            marginal = tensors.get("marginal.idp")
+            backbone_params["marginal_width"] = int(marginal.shape[1]) if marginal is not None else 0
+        net = build_backbone(model.backbone, len(model.idps), model.encoder_.dim, **backbone_params)
         try:
             net.load_state_dict(tensors)
         except RuntimeError as exc:

@@ -43,6 +43,23 @@ def test_shared_condition_layout_matches_repeated_rows(name):
     torch.testing.assert_close(grouped.reshape(12, 5), flat, rtol=1e-5, atol=1e-5)
 
 
+def test_per_idp_path_sees_only_its_own_idp_and_is_unchanged_by_blocking():
+    net = make("film-mlp").eval()
+    x, t, c = inputs()
+    xs = torch.randn(7, 6, 5)
+    with torch.no_grad():
+        e = net.embed(t, c)
+        base = net.marginal(xs, e)
+        bumped = xs.clone()
+        bumped[..., 2] += 1.0
+        moved = net.marginal(bumped, e) - base
+        net.marginal.block_elements = 1  # one condition per block
+        blocked = net.marginal(xs, e)
+    assert moved[..., 2].abs().min() > 0
+    torch.testing.assert_close(moved[..., [0, 1, 3, 4]], torch.zeros(7, 6, 4))
+    torch.testing.assert_close(blocked, base)
+
+
 def test_saint_row_attention_couples_rows_only_when_asked():
     net = make("saint")
     x, t, c = inputs()

@@ -110,6 +110,20 @@ def test_save_load_round_trip_gives_identical_scores(tiny_model, cohort, tmp_pat
     pd.testing.assert_frame_equal(loaded.score(df.head(8), seed=2), tiny_model.score(df.head(8), seed=2))
 
 
+def test_model_saved_without_the_per_idp_path_still_loads(cohort, tmp_path):
+    """Cards written before the per-IDP path existed name no marginal_width; their weights have none."""
+    df, truth = cohort
+    old = NormativeDiffusion(**{**TINY, "epochs": 1, "backbone_params": {**TINY["backbone_params"], "marginal_width": 0}})
+    old.fit(df, age="age", covariates=["sex"], idps=truth.idp_names[:3]).save(tmp_path / "old")
+    card_path = tmp_path / "old" / "model.json"
+    card = json.loads(card_path.read_text())
+    del card["params"]["backbone_params"]["marginal_width"]
+    card_path.write_text(json.dumps(card))
+    loaded = NormativeDiffusion.load(tmp_path / "old")
+    assert loaded.net_.marginal is None
+    pd.testing.assert_frame_equal(loaded.score(df.head(5), seed=3), old.score(df.head(5), seed=3))
+
+
 def test_fit_is_reproducible_with_a_seed(cohort):
     df, truth = cohort
     fit = lambda seed: NormativeDiffusion(**{**TINY, "epochs": 1, "seed": seed}).fit(
