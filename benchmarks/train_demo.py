@@ -1,10 +1,11 @@
 """Train the demo models shipped in models/ (synthetic benchmark, D=10, sex as covariate).
 
-    .venv/bin/python benchmarks/train_demo.py
+    .venv/bin/python benchmarks/train_demo.py [--only demo-film-mlp,...]
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -19,6 +20,9 @@ from normcore.synthetic import SyntheticTruth  # noqa: E402
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", default="", help="comma-separated subset of the demo models to retrain")
+    only = [n for n in ap.parse_args().only.split(",") if n]
     torch.set_num_threads(2)
     truth = SyntheticTruth.create(d=10, seed=0)
     MODELS_DIR.mkdir(exist_ok=True)
@@ -28,6 +32,8 @@ def main() -> None:
                "demo-saint": dict(backbone="saint", epochs=120, backbone_params={"dim": 32, "depth": 2, "heads": 4}),
                "demo-shash-baseline": dict(backbone="shash-baseline")}
     for name, cfg in configs.items():
+        if only and name not in only:
+            continue
         start = time.perf_counter()
         model = make_model(**cfg, seed=0)
         model.fit(train, age="age", covariates=["sex"], idps=truth.idp_names)
