@@ -113,7 +113,8 @@ def test_save_load_round_trip_gives_identical_scores(tiny_model, cohort, tmp_pat
 def test_model_saved_without_the_per_idp_path_still_loads(cohort, tmp_path):
     """Cards written before the per-IDP path existed name no marginal_width; their weights have none."""
     df, truth = cohort
-    old = NormativeDiffusion(**{**TINY, "epochs": 1, "backbone_params": {**TINY["backbone_params"], "marginal_width": 0}})
+    without_path = {**TINY["backbone_params"], "marginal_width": 0}
+    old = NormativeDiffusion(**{**TINY, "epochs": 1, "backbone_params": without_path})
     old.fit(df, age="age", covariates=["sex"], idps=truth.idp_names[:3]).save(tmp_path / "old")
     card_path = tmp_path / "old" / "model.json"
     card = json.loads(card_path.read_text())
