@@ -10,7 +10,9 @@ healthy brains (normcore.imaging.synthetic) and tested on held-out synthetic hea
 brains. Reported per method (KL-guided inpainting, plain restoration from one noise level, autoencoder
 reconstruction): healthy-scan MAE / PSNR / SSIM inside the brain, subject-level AUC of the abnormality
 index (top 1%) lesioned vs healthy (all lesions and lesions >= 5 ml), voxel-level AUPRC and best Dice
-of the anomaly map (|scan - restoration|) and of the z-map, and time per subject.
+of the anomaly map (|scan - restoration|) and of the z-map, and time per subject. IXI only: pseudo-healthy
+fidelity, the MAE between the restoration of a lesioned scan and the same scan without the lesion,
+inside the lesion and inside the brain.
 """
 
 from __future__ import annotations
@@ -48,8 +50,14 @@ IXI = SHARED / "ixi"
 LESIONS = SHARED / "lesion_masks_mni"
 
 
-def evaluate(model: ImagingNormativeModel, vols, brains, ages, sexes, truth, labels, seed: int) -> dict:
-    """All metrics for one test cohort (healthy rows have all-false truth)."""
+def evaluate(model: ImagingNormativeModel, vols, brains, ages, sexes, truth, labels, seed: int,
+             healthy_of: np.ndarray | None = None) -> dict:
+    """All metrics for one test cohort (healthy rows have all-false truth).
+
+    ``healthy_of[i]``: for a lesioned row, the row of the same scan without the lesion (-1 if none);
+    then the restoration of the lesioned scan is also compared with that healthy original (pseudo-healthy
+    fidelity: MAE inside the lesion and inside the brain).
+    """
     labels = np.asarray(labels, int)
     healthy = labels == 0
     start = time.perf_counter()
@@ -85,6 +93,11 @@ def evaluate(model: ImagingNormativeModel, vols, brains, ages, sexes, truth, lab
             "index_healthy_median": float(np.median(index[healthy])),
             "index_lesion_median": float(np.median(index[les])),
         }
+        if healthy_of is not None:
+            pairs = [(i, int(h)) for i, h in enumerate(healthy_of) if h >= 0]
+            row["pseudo_healthy_mae_lesion"] = float(np.mean([np.abs(rest[i] - vols[h])[truth[i]].mean()
+                                                              for i, h in pairs]))
+            row["pseudo_healthy_mae_brain"] = float(np.mean([mae(vols[h], rest[i], brains[i]) for i, h in pairs]))
         if method == "kl-inpaint":
             share = restored["kl-inpaint_mask"]
             row["latent_mask_share_healthy"] = float(share[healthy].mean())
@@ -120,8 +133,9 @@ def ixi_part(model_dir: Path, seed: int) -> dict:
         truth.append(lesion)
     all_vols = np.concatenate([vols, np.stack(lesioned)])
     all_truth = np.concatenate([np.zeros_like(brains), np.stack(truth)])
+    n = len(vols)
     res = evaluate(model, all_vols, np.concatenate([brains, brains]), ages * 2, sexes * 2, all_truth,
-                   [0] * len(vols) + [1] * len(vols), seed)
+                   [0] * n + [1] * n, seed, healthy_of=np.r_[np.full(n, -1), np.arange(n)])
     res["preprocess_s_per_scan"] = round(float(np.mean(prep_s)), 2)
     # End to end, as `mri-score` runs it: load, register, restore (KL-guided), maps (5 scans).
     times = []
