@@ -39,19 +39,28 @@ def main() -> None:
     model = ImagingNormativeModel.load(args.model, device="cpu")
     ids = model.card_["data"]["test_ids"]
     table = read_participants(bench.IXI / "participants.csv").set_index("id")
-    vols, truth = [], []
+    vols, healthy, truth = [], [], []
     masks = real_lesion_masks(model.grid, bench.LESIONS)
     for i, sid in enumerate(ids):
         img = load_volume(find_file(bench.IXI / "t1", sid))
         prep = prepare_scan(img, model.grid, mask=load_mask(find_file(bench.IXI / "brainmask_labels", sid), img))
         lesion = masks[i % len(masks)][1] & prep.brain
         vols.append(implant_lesion(prep.volume, lesion, model.grid, seed=i))
+        healthy.append(prep.volume)
         truth.append(lesion)
     z0, _ = model.encode(np.stack(vols))
     f = model.ae_.factor
     shp = model.latent_shape_[1:]
     touched = np.stack(truth).reshape(len(truth), shp[0], f, shp[1], f, shp[2], f).any(axis=(2, 4, 6))
     touched = torch.from_numpy(touched)
+    # How far the lesion moves the latent, in units of the healthy between-subject SD of each element
+    zh, _ = model.encode(np.stack(healthy))
+    sd = zh.std(dim=0, keepdim=True).clamp_min(1e-6)
+    shift = ((z0 - zh).abs() / sd).amax(dim=1)  # largest over channels, per latent position
+    print(f"lesion shift of touched latent positions, in healthy between-subject SDs (max over channels): "
+          f"median {float(shift[touched].median()):.2f}, mean {float(shift[touched].mean()):.2f}, "
+          f"share > 2 SD {float((shift[touched] > 2).float().mean()):.3f}; untouched positions median "
+          f"{float(shift[~touched].median()):.2f}")
     cond = model._cond([float(table.loc[s, "age"]) for s in ids], [table.loc[s, "sex"] for s in ids])
     gen = torch.Generator().manual_seed(0)
     print("level  KL in lesion  KL outside  mask share in lesion  mask share outside")
