@@ -30,7 +30,7 @@ class FiLMBlock(nn.Module):
 def auto_marginal_width(d_in: int) -> int:
     """Width of the per-IDP path: 32 up to 32 IDPs, then shrinking as 1/sqrt(D) (at least 8).
 
-    This keeps the path's multiply-adds per row (D x width^2) at about 32^3, a third of the joint MLP's.
+    This keeps the path's multiply-adds per row (D x width^2) near 32^3, about half the joint MLP's.
     """
     return int(min(32, max(8, round(32 * math.sqrt(32 / max(d_in, 1))))))
 
@@ -45,7 +45,7 @@ class MarginalPath(nn.Module):
     that the joint MLP alone leaves (BENCHMARKS.md).
     """
 
-    block_elements = 1 << 18  # activations per block of rows: small enough to stay in cache
+    block_elements = 1 << 18  # CPU: activations per block of rows, small enough to stay in cache
 
     def __init__(self, d_in: int, emb_dim: int, width: int):
         super().__init__()
@@ -65,6 +65,8 @@ class MarginalPath(nn.Module):
         slope, offset = broadcast_rows(slope, x, keep=2), broadcast_rows(offset, x, keep=2)
         x_rows = x.shape[1] if x.dim() == 3 else 1
         step = max(1, self.block_elements // (x.shape[-1] * self.idp.shape[1] * x_rows))
+        if x.is_cuda:  # on a GPU one launch per layer is faster than cache-sized blocks
+            step = x.shape[0]
         out = torch.empty_like(x)
         for s in range(0, x.shape[0], step):
             h = torch.addcmul(offset[s:s + step], x[s:s + step].unsqueeze(-1), slope[s:s + step])
