@@ -22,12 +22,16 @@ def cmd_mri_fit(args: argparse.Namespace, progress: Progress) -> None:
     prep_s = time.perf_counter() - start
     tr, va, te = split_indices(len(cohort.ids), args.validation, args.holdout, args.seed)
     train, val = cohort.subset(tr), cohort.subset(va)
+    reuse = ImagingNormativeModel.load(args.autoencoder_from, device="cpu") if args.autoencoder_from else None
+    if reuse is not None:
+        reuse.ae_.to(model.device)
     model.fit(train.volumes, train.brains, train.ages, train.sexes, val.volumes, val.brains, val.ages, val.sexes,
-              progress=progress)
+              progress=progress, autoencoder_from=reuse)
     card = {"data": {"images": str(args.images), "participants": str(args.participants),
                      "masks": str(args.masks) if args.masks else None, "n_scans": len(cohort.ids),
                      "train_ids": train.ids, "validation_ids": val.ids, "test_ids": [cohort.ids[i] for i in te],
-                     "preprocessing_s": round(prep_s, 1), "warnings": cohort.warnings[:50]},
+                     "preprocessing_s": round(prep_s, 1), "warnings": cohort.warnings[:50],
+                     "autoencoder_from": str(args.autoencoder_from) if args.autoencoder_from else None},
             "attribution": args.attribution, "configs_available": sorted(CONFIGS)}
     model.save(args.out, card_extra=card)
     ref = model.reference_["kl-inpaint"]["top1"]
@@ -61,6 +65,9 @@ def add_parsers(sub, common) -> None:
     f.add_argument("--validation", type=float, default=0.15, help="share of scans for the healthy calibration set")
     f.add_argument("--holdout", type=int, default=0, help="scans held out for testing (ids listed in the card)")
     f.add_argument("--attribution", default=None, help="data attribution text stored in the model card")
+    f.add_argument("--autoencoder-from", default=None, metavar="MODEL_DIR",
+                   help="reuse the first stage (autoencoder) of a fitted model of the same configuration and train "
+                        "only the latent diffusion model")
     f.add_argument("--seed", type=int, default=0)
     common(f)
     f.set_defaults(func=cmd_mri_fit, wants_progress=True)

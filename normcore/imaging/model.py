@@ -26,6 +26,7 @@ from normcore.imaging.anomaly import (
     voxel_zmap,
 )
 from normcore.imaging.grid import CPU_GRID, GPU_GRID, ModelGrid
+from normcore.imaging.prior import GaussianPriorResidual
 from normcore.imaging.restoration import healthy_kl_quantile, kl_guided_inpaint, plain_restore
 from normcore.imaging.training import train_autoencoder, train_denoiser
 from normcore.nets.autoencoder3d import KLAutoencoder3d
@@ -42,17 +43,18 @@ CONFIGS: dict[str, dict] = {
     "cpu": dict(grid=CPU_GRID.to_dict(), ae_channels=[8, 32], latent_channels=4, patch=4, dim=128, depth=4, heads=4,
                 ae_epochs=30, ae_batch=4, ae_lr=2e-3, kl_weight=1e-4, dit_steps=2500, dit_batch=16, dit_lr=3e-4,
                 ema_decay=0.995, vlb_weight=1e-3, timesteps=1000, levels=[50, 100, 150, 200, 250, 300, 350, 400],
-                ddim_steps=8, plain_level=250, chunk=4),
+                ddim_steps=8, plain_level=250, chunk=4, prior_residual=True),
     # 2 mm grid, 8 mm latent, 1200 latent tokens: the same code at GPU scale.
     "gpu": dict(grid=GPU_GRID.to_dict(), ae_channels=[32, 64, 128], latent_channels=4, patch=2, dim=384, depth=8,
                 heads=6, ae_epochs=200, ae_batch=4, ae_lr=1e-3, kl_weight=1e-4, dit_steps=30000, dit_batch=32,
                 dit_lr=2e-4, ema_decay=0.999, vlb_weight=1e-3, timesteps=1000,
-                levels=[50, 100, 150, 200, 250, 300, 350, 400, 450, 500], ddim_steps=20, plain_level=250, chunk=8),
+                levels=[50, 100, 150, 200, 250, 300, 350, 400, 450, 500], ddim_steps=20, plain_level=250, chunk=8,
+                prior_residual=True),
     # For tests only: seconds on a CPU.
     "tiny": dict(grid=ModelGrid(10.0, (16, 16, 16)).to_dict(), ae_channels=[4, 8], latent_channels=2, patch=2, dim=32,
                  depth=1, heads=2, ae_epochs=2, ae_batch=4, ae_lr=2e-3, kl_weight=1e-4, dit_steps=20, dit_batch=8,
                  dit_lr=1e-3, ema_decay=0.9, vlb_weight=1e-3, timesteps=200, levels=[20, 40], ddim_steps=2,
-                 plain_level=30, chunk=4),
+                 plain_level=30, chunk=4, prior_residual=True),
 }
 
 
@@ -103,8 +105,10 @@ class ImagingNormativeModel:
         if any(s % f for s in self.grid.shape):
             raise ValueError(f"grid {self.grid.shape} is not divisible by the autoencoder factor {f}")
         self.latent_shape_ = (cfg["latent_channels"], *(s // f for s in self.grid.shape))
-        self.denoiser_ = LatentTransformer(self.latent_shape_, 2, cfg["patch"], cfg["dim"], cfg["depth"],
-                                           cfg["heads"]).to(self.device)
+        net = LatentTransformer(self.latent_shape_, 2, cfg["patch"], cfg["dim"], cfg["depth"], cfg["heads"])
+        if cfg.get("prior_residual", False):  # cards written before it existed have no such key
+            net = GaussianPriorResidual(net, self.schedule, self.latent_shape_)
+        self.denoiser_ = net.to(self.device)
 
     def _cond(self, ages, sexes) -> torch.Tensor:
         age = (np.asarray(ages, float) - self.age_mean_) / self.age_std_
@@ -138,10 +142,13 @@ class ImagingNormativeModel:
 
     # ------------------------------------------------------------------------------------------- fit
     def fit(self, volumes: np.ndarray, brains: np.ndarray, ages, sexes, val_volumes: np.ndarray,
-            val_brains: np.ndarray, val_ages, val_sexes, progress: Progress | None = None) -> ImagingNormativeModel:
+            val_brains: np.ndarray, val_ages, val_sexes, progress: Progress | None = None,
+            autoencoder_from: ImagingNormativeModel | None = None) -> ImagingNormativeModel:
         """Train both stages on healthy training scans and calibrate on a healthy validation cohort.
 
         Volumes are preprocessed scans on the model grid (N, X, Y, Z) in [0, 1]; brains are bool masks.
+        ``autoencoder_from``: a fitted model of the same grid and autoencoder shape whose first stage is
+        reused as it is (only the latent diffusion model is trained; its latent scaling is recomputed).
         """
         progress = as_progress(progress)
         if len(volumes) < 4 or len(val_volumes) < 4:
@@ -153,8 +160,16 @@ class ImagingNormativeModel:
         self.age_mean_, self.age_std_ = float(ages.mean()), float(max(ages.std(), 1.0))
         self.age_range_ = (float(ages.min()), float(ages.max()))
         x = self._volumes(volumes)
-        self.history_ = {"ae_loss": train_autoencoder(self.ae_, x, cfg["ae_epochs"], cfg["ae_batch"], cfg["ae_lr"],
-                                                      cfg["kl_weight"], self.seed, progress)}
+        if autoencoder_from is not None:
+            same = ("grid", "ae_channels", "latent_channels")
+            if any(autoencoder_from.config[k] != cfg[k] for k in same):
+                raise InputError(f"the autoencoder to reuse has a different {'/'.join(same)} than this configuration")
+            self.ae_.load_state_dict(autoencoder_from.ae_.state_dict())
+            self.ae_.eval()
+            self.history_ = {"ae_loss": [], "autoencoder_reused": True}
+        else:
+            self.history_ = {"ae_loss": train_autoencoder(self.ae_, x, cfg["ae_epochs"], cfg["ae_batch"],
+                                                          cfg["ae_lr"], cfg["kl_weight"], self.seed, progress)}
         ae_s = time.perf_counter() - start
         self.latent_mu_ = torch.zeros(1, cfg["latent_channels"], 1, 1, 1, device=self.device)
         self.latent_sd_ = torch.ones_like(self.latent_mu_)
@@ -162,6 +177,8 @@ class ImagingNormativeModel:
         self.latent_mu_ = mean.mean(dim=(0, 2, 3, 4), keepdim=True)
         self.latent_sd_ = mean.std(dim=(0, 2, 3, 4), keepdim=True).clamp(min=1e-4)
         mean, logvar = (mean - self.latent_mu_) / self.latent_sd_, logvar - 2 * torch.log(self.latent_sd_)
+        if isinstance(self.denoiser_, GaussianPriorResidual):
+            self.denoiser_.fit_prior(mean)
         self.denoiser_, self.history_["dit_loss"] = train_denoiser(
             self.denoiser_, self.schedule, mean, logvar, self._cond(ages, sexes), cfg["dit_steps"], cfg["dit_batch"],
             cfg["dit_lr"], cfg["ema_decay"], cfg["vlb_weight"], self.seed, progress)

@@ -75,6 +75,6 @@ def test_gpu_and_cpu_configurations_build_from_the_same_code():
     for name in ("cpu", "gpu"):
         model = ImagingNormativeModel(name, device="cpu")
         model._build()
-        sizes[name] = (model.latent_shape_, len(model.denoiser_.pos[0]))
+        sizes[name] = (model.latent_shape_, len(model.denoiser_.net.pos[0]))
     assert sizes["cpu"] == ((4, 20, 24, 20), 150)  # 4 mm grid, 8 mm latent, 4^3 patches
     assert sizes["gpu"] == ((4, 20, 24, 20), 1200)  # 2 mm grid, 8 mm latent, 2^3 patches
