@@ -64,9 +64,8 @@ class MarginalPath(nn.Module):
         offset = self.idp * (1 + gamma).unsqueeze(-2) + beta.unsqueeze(-2)  # (n, d, width)
         slope, offset = broadcast_rows(slope, x, keep=2), broadcast_rows(offset, x, keep=2)
         x_rows = x.shape[1] if x.dim() == 3 else 1
-        step = max(1, self.block_elements // (x.shape[-1] * self.idp.shape[1] * x_rows))
-        if x.is_cuda:  # on a GPU one launch per layer is faster than cache-sized blocks
-            step = x.shape[0]
+        # on a GPU one launch per layer is faster than cache-sized blocks of rows
+        step = x.shape[0] if x.is_cuda else max(1, self.block_elements // (x.shape[-1] * self.idp.shape[1] * x_rows))
         out = torch.empty_like(x)
         for s in range(0, x.shape[0], step):
             h = torch.addcmul(offset[s:s + step], x[s:s + step].unsqueeze(-1), slope[s:s + step])
