@@ -3,9 +3,9 @@
 import pandas as pd
 import streamlit as st
 
-from normcore.evaluation import evaluate
-from normcore.plots import pit_histogram
-from ui_state import data_key, finished_scores, model_for_table, model_key, show_error
+from normcore.tabular.evaluation import evaluate
+from normcore.plotting.tabular import pit_histogram
+from dashboard.state import data_key, finished_scores, model_for_table, model_key, show_error
 
 st.title("Calibration on held-out controls")
 ss = st.session_state

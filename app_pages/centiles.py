@@ -2,9 +2,9 @@
 
 import streamlit as st
 
-from normcore.demo import available_demo_models
-from normcore.plots import centile_fan
-from ui_state import (
+from dashboard.demo import available_demo_models
+from normcore.plotting.tabular import centile_fan
+from dashboard.state import (
     active_model,
     age_grid_for,
     cached_model,

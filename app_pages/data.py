@@ -3,11 +3,11 @@
 import pandas as pd
 import streamlit as st
 
-from normcore.data import read_table, validate_table
-from normcore.demo import demo_cohort, demo_truth
-from normcore.errors import InputError
-from normcore.synthetic import SyntheticTruth
-from ui_state import Mapping, clear_scores, set_data
+from normcore.tabular import read_table, validate_table
+from dashboard.demo import demo_cohort, demo_truth
+from normcore._utils.errors import InputError
+from normcore.tabular.synthetic import SyntheticTruth
+from dashboard.state import Mapping, clear_scores, set_data
 
 st.title("Data")
 ss = st.session_state

@@ -4,8 +4,8 @@ import numpy as np
 import streamlit as st
 
 from normcore.metrics import frobenius_gap, product_of_marginals
-from normcore.plots import correlation_heatmaps
-from ui_state import data_key, model_for_table, model_key, show_error
+from normcore.plotting.tabular import correlation_heatmaps
+from dashboard.state import data_key, model_for_table, model_key, show_error
 
 st.title("Joint dependence between IDPs")
 ss = st.session_state

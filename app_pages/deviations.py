@@ -5,8 +5,8 @@ import pandas as pd
 import streamlit as st
 
 from normcore.metrics import separation_table
-from normcore.plots import deviation_profile, z_heatmap
-from ui_state import model_for_table, scores_for, show_error
+from normcore.plotting.tabular import deviation_profile, z_heatmap
+from dashboard.state import model_for_table, scores_for, show_error
 
 st.title("Deviations")
 model, df, m = model_for_table()

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import streamlit as st
 
-from normcore.demo import available_demo_models
-from normcore.errors import InputError
+from dashboard.demo import available_demo_models
+from normcore._utils.errors import InputError
 from normcore.jobs import Job
 from normcore.persistence import model_dir_to_zip, zip_to_model_dir
-from normcore.plots import loss_curve
+from normcore.plotting.tabular import loss_curve
 from normcore.registry import load_model, make_model
-from ui_state import USER_MODELS, cached_model, clear_scores, show_error
+from dashboard.state import USER_MODELS, cached_model, clear_scores, show_error
 
 st.title("Fit a normative model")
 ss = st.session_state

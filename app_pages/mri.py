@@ -8,14 +8,14 @@ import json
 import pandas as pd
 import streamlit as st
 
-from normcore.errors import InputError
-from normcore.imaging.demo import demo_model_dir, demo_scans
+from normcore._utils.errors import InputError
+from dashboard.imaging_demo import demo_model_dir, demo_scans
 from normcore.imaging.io import load_mask, load_volume
 from normcore.imaging.model import METHODS, ImagingNormativeModel
 from normcore.imaging.pipeline import nifti_bytes, score_many
 from normcore.jobs import Job
-from normcore.plots_mri import cohort_table, most_abnormal_slice, overlay_figure, triptych_figure
-from ui_state import show_error
+from normcore.plotting.imaging import cohort_table, most_abnormal_slice, overlay_figure, triptych_figure
+from dashboard.state import show_error
 
 METHOD_LABELS = {"kl-inpaint": "KL-guided inpainting (default)", "plain": "Plain diffusion restoration (baseline)",
                  "autoencoder": "Autoencoder reconstruction only (baseline)"}

@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from normcore.plots import centile_fan
-from ui_state import active_model, age_grid_for, model_key, require_model
+from normcore.plotting.tabular import centile_fan
+from dashboard.state import active_model, age_grid_for, model_key, require_model
 
 st.title("NormDiff: normative modelling with diffusion models")
 st.markdown(

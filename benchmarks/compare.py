@@ -26,11 +26,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from normcore.baselines.pcntoolkit_blr import PCNToolkitBLR, pcntoolkit_available  # noqa: E402
-from normcore.data import read_table, resolve_idps, validate_table  # noqa: E402
-from normcore.evaluation import evaluate  # noqa: E402
 from normcore.registry import make_model  # noqa: E402
-from normcore.synthetic import SyntheticTruth  # noqa: E402
+from normcore.tabular import read_table, resolve_idps, validate_table  # noqa: E402
+from normcore.tabular.baselines.pcntoolkit_blr import PCNToolkitBLR, pcntoolkit_available  # noqa: E402
+from normcore.tabular.evaluation import evaluate  # noqa: E402
+from normcore.tabular.synthetic import SyntheticTruth  # noqa: E402
 
 FCON = ROOT.parent / "shared" / "data" / "tabular" / "fcon1000.csv"
 MODELS = ("film-mlp", "saint", "shash-baseline", "pcntoolkit-blr")

@@ -30,81 +30,22 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from normcore.imaging.anomaly import abnormality_index, anomaly_map, voxel_zmap  # noqa: E402
 from normcore.imaging.cohort import find_file, read_participants  # noqa: E402
+from normcore.imaging.evaluation import evaluate_restoration  # noqa: E402
 from normcore.imaging.io import load_mask, load_volume  # noqa: E402
-from normcore.imaging.model import METHODS, ImagingNormativeModel  # noqa: E402
+from normcore.imaging.model import ImagingNormativeModel  # noqa: E402
 from normcore.imaging.pipeline import score_scan  # noqa: E402
 from normcore.imaging.preprocess import prepare_scan  # noqa: E402
 from normcore.imaging.synthetic import (  # noqa: E402
     SyntheticBrains,
     implant_lesion,
-    lesion_volume_ml,
     make_benchmark,
     real_lesion_masks,
 )
-from normcore.metrics.imaging import best_dice, mae, psnr, ssim3d, subject_auc, voxel_auprc  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "mri"
 IXI = SHARED / "ixi"
 LESIONS = SHARED / "lesion_masks_mni"
-
-
-def evaluate(model: ImagingNormativeModel, vols, brains, ages, sexes, truth, labels, seed: int,
-             healthy_of: np.ndarray | None = None) -> dict:
-    """All metrics for one test cohort (healthy rows have all-false truth).
-
-    ``healthy_of[i]``: for a lesioned row, the row of the same scan without the lesion (-1 if none);
-    then the restoration of the lesioned scan is also compared with that healthy original (pseudo-healthy
-    fidelity: MAE inside the lesion and inside the brain).
-    """
-    labels = np.asarray(labels, int)
-    healthy = labels == 0
-    start = time.perf_counter()
-    restored = model.restore(vols, ages, sexes, METHODS, seed=seed)
-    restore_s = (time.perf_counter() - start) / len(vols)
-    lesion_ml = np.array([lesion_volume_ml(t, model.grid) for t in truth])
-    out = {"n_healthy": int(healthy.sum()), "n_lesion": int((~healthy).sum()),
-           "lesion_ml": {"min": float(lesion_ml[~healthy].min()), "median": float(np.median(lesion_ml[~healthy])),
-                         "max": float(lesion_ml[~healthy].max()), "n_ge_5ml": int((lesion_ml[~healthy] >= 5).sum())},
-           "restore_s_per_subject_all_methods": round(restore_s, 2), "methods": {}}
-    big = healthy | (lesion_ml >= 5.0)
-    for method in [m for m in METHODS if m in restored]:
-        rest = restored[method]
-        err = np.stack([anomaly_map(v, r, b) for v, r, b in zip(vols, rest, brains, strict=True)])
-        mean, std = model.error_stats_[method]
-        z = np.stack([voxel_zmap(e, mean, std, b) for e, b in zip(err, brains, strict=True)])
-        index = np.array([abnormality_index(zz, b, 0.01) for zz, b in zip(z, brains, strict=True)])
-        index5 = np.array([abnormality_index(zz, b, 0.05) for zz, b in zip(z, brains, strict=True)])
-        les = ~healthy
-        row = {
-            "healthy_mae": float(np.mean([mae(v, r, b) for v, r, b in zip(vols[healthy], rest[healthy],
-                                                                          brains[healthy], strict=True)])),
-            "healthy_psnr": float(np.mean([psnr(v, r, b) for v, r, b in zip(vols[healthy], rest[healthy],
-                                                                            brains[healthy], strict=True)])),
-            "healthy_ssim": float(np.mean([ssim3d(v, r, b) for v, r, b in zip(vols[healthy], rest[healthy],
-                                                                              brains[healthy], strict=True)])),
-            "auc_top1": subject_auc(index, labels), "auc_top5": subject_auc(index5, labels),
-            "auc_top1_ge_5ml": subject_auc(index[big], labels[big]),
-            "voxel_auprc_anomaly": voxel_auprc(err[les], truth[les], brains[les]),
-            "voxel_auprc_z": voxel_auprc(z[les], truth[les], brains[les]),
-            "best_dice_anomaly": best_dice(err[les], truth[les], brains[les])[0],
-            "best_dice_z": best_dice(z[les], truth[les], brains[les])[0],
-            "index_healthy_median": float(np.median(index[healthy])),
-            "index_lesion_median": float(np.median(index[les])),
-        }
-        if healthy_of is not None:
-            pairs = [(i, int(h)) for i, h in enumerate(healthy_of) if h >= 0]
-            row["pseudo_healthy_mae_lesion"] = float(np.mean([np.abs(rest[i] - vols[h])[truth[i]].mean()
-                                                              for i, h in pairs]))
-            row["pseudo_healthy_mae_brain"] = float(np.mean([mae(vols[h], rest[i], brains[i]) for i, h in pairs]))
-        if method == "kl-inpaint":
-            share = restored["kl-inpaint_mask"]
-            row["latent_mask_share_healthy"] = float(share[healthy].mean())
-            row["latent_mask_share_lesion"] = float(share[les].mean())
-        out["methods"][method] = {k: round(float(v), 4) for k, v in row.items()}
-        print(method, json.dumps(out["methods"][method]), flush=True)
-    return out
 
 
 def ixi_part(model_dir: Path, seed: int) -> dict:
@@ -134,8 +75,8 @@ def ixi_part(model_dir: Path, seed: int) -> dict:
     all_vols = np.concatenate([vols, np.stack(lesioned)])
     all_truth = np.concatenate([np.zeros_like(brains), np.stack(truth)])
     n = len(vols)
-    res = evaluate(model, all_vols, np.concatenate([brains, brains]), ages * 2, sexes * 2, all_truth,
-                   [0] * n + [1] * n, seed, healthy_of=np.r_[np.full(n, -1), np.arange(n)])
+    res = evaluate_restoration(model, all_vols, np.concatenate([brains, brains]), ages * 2, sexes * 2, all_truth,
+                               [0] * n + [1] * n, seed, healthy_of=np.r_[np.full(n, -1), np.arange(n)], log=print)
     res["preprocess_s_per_scan"] = round(float(np.mean(prep_s)), 2)
     # End to end, as `mri-score` runs it: load, register, restore (KL-guided), maps (5 scans).
     times = []
@@ -163,8 +104,8 @@ def synthetic_part(config: str, seed: int, n_train: int, n_val: int, n_test: int
     model.fit(vols[:n_train], brains[:n_train], ages[:n_train], sexes[:n_train], vols[n_train:], brains[n_train:],
               ages[n_train:], sexes[n_train:])
     bench = make_benchmark(grid, n_test, n_test, seed + 100, lesion_dir=LESIONS if LESIONS.is_dir() else None)
-    res = evaluate(model, bench["volumes"], bench["masks"], bench["ages"], bench["sexes"], bench["lesion_masks"],
-                   bench["labels"], seed)
+    res = evaluate_restoration(model, bench["volumes"], bench["masks"], bench["ages"], bench["sexes"],
+                               bench["lesion_masks"], bench["labels"], seed, log=print)
     res.update(training=model.training_, n_train=n_train, n_val=n_val, generate_s=round(gen_s, 1),
                lesion_source=bench["lesion_source"], config=config, overrides=overrides)
     return res

@@ -27,7 +27,7 @@ from normcore.imaging.cohort import find_file, read_participants  # noqa: E402
 from normcore.imaging.io import load_mask, load_volume  # noqa: E402
 from normcore.imaging.model import ImagingNormativeModel  # noqa: E402
 from normcore.imaging.preprocess import prepare_scan  # noqa: E402
-from normcore.imaging.restoration import kl_mask, noised, step_kl  # noqa: E402
+from normcore.imaging.restoration import denoiser_step_kl, kl_mask  # noqa: E402
 from normcore.imaging.synthetic import implant_lesion, real_lesion_masks  # noqa: E402
 
 
@@ -65,9 +65,10 @@ def main() -> None:
     gen = torch.Generator().manual_seed(0)
     print("level  KL in lesion  KL outside  mask share in lesion  mask share outside")
     with torch.no_grad():
-        for li, level in enumerate(model.config["levels"]):
+        for li, level in enumerate(model.config.levels):
             t = torch.full((len(z0),), level)
-            kl = step_kl(model.schedule, model.denoiser_, z0, noised(model.schedule, z0, t, gen), t, cond)
+            kl = denoiser_step_kl(model.schedule, model.denoiser_, z0, model.schedule.q_sample(z0, t, gen), t, cond,
+                                  model.config.clip_x0)
             m = kl_mask(kl, model.kl_p95_[li].expand_as(kl[0])).float().mean(1)
             k = kl.mean(1)
             print(f"{level:5d}  {float(k[touched].mean()):12.4f}  {float(k[~touched].mean()):10.4f}  "

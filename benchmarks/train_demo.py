@@ -14,9 +14,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from normcore.demo import DEMO_TRUTH, MODELS_DIR  # noqa: E402
+from dashboard.demo import DEMO_TRUTH, MODELS_DIR  # noqa: E402
 from normcore.registry import make_model  # noqa: E402
-from normcore.synthetic import SyntheticTruth  # noqa: E402
+from normcore.tabular.synthetic import SyntheticTruth  # noqa: E402
 
 
 def main() -> None:

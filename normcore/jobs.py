@@ -1,7 +1,7 @@
 """Long work off the caller's thread: progress snapshots, cancellation, errors kept as messages.
 
 A UI starts a :class:`Job`, polls :meth:`Job.snapshot` (e.g. from a Streamlit fragment) and may call
-:meth:`Job.cancel`; the work function receives a :class:`~normcore.progress.Progress` as ``progress=``.
+:meth:`Job.cancel`; the work function receives a :class:`~normcore._utils.progress.Progress` as ``progress=``.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from normcore.errors import InputError
-from normcore.progress import Cancelled, Progress
+from normcore._utils.errors import InputError
+from normcore._utils.progress import Cancelled, Progress
 
 
 class Job:

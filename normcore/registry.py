@@ -1,45 +1,74 @@
-"""Every fitted-model type by name: construct by backbone name, load any saved model folder."""
+"""The single list of model types: construct one by name, load any saved model folder.
+
+The CLI's ``--backbone`` choices and the dashboard's model choices are read from here.
+"""
 
 from __future__ import annotations
 
-import json
+import inspect
 from pathlib import Path
 
-from normcore.errors import InputError
+from normcore._utils.errors import InputError
+from normcore.persistence import read_card
 
-BASELINES = ("shash-baseline",)
+#: Tabular model types by registry name: (module, class, short description). Diffusion backbones first.
+TABULAR_MODELS: dict[str, tuple[str, str, str]] = {
+    "film-mlp": ("normcore.tabular.diffusion_model", "NormativeDiffusion",
+                 "conditional diffusion model of all IDPs jointly, FiLM-MLP denoiser"),
+    "saint": ("normcore.tabular.diffusion_model", "NormativeDiffusion",
+              "conditional diffusion model of all IDPs jointly, SAINT (attention) denoiser"),
+    "shash-baseline": ("normcore.tabular.baselines.shash_baseline", "LocationScaleSHASH",
+                       "classic per-IDP B-spline location-scale model with a SHASH likelihood"),
+    "pcntoolkit-blr": ("normcore.tabular.baselines.pcntoolkit_blr", "PCNToolkitBLR",
+                       "PCNtoolkit's warped Bayesian linear regression per IDP (optional; not saved)"),
+}
 DIFFUSION = ("film-mlp", "saint")
+#: Types that ``fit`` can train and save (the CLI's ``--backbone`` choices).
+SAVABLE = ("film-mlp", "saint", "shash-baseline")
 
 
-def make_model(backbone: str, **params):
-    """A new unfitted estimator: a diffusion backbone name or a baseline name."""
-    if backbone in DIFFUSION:
-        from normcore.tabular.model import NormativeDiffusion
-
-        return NormativeDiffusion(backbone=backbone, **params)
-    if backbone == "shash-baseline":
-        from normcore.baselines import LocationScaleSHASH
-
-        keep = {k: v for k, v in params.items() if k in LocationScaleSHASH.PARAMS}
-        return LocationScaleSHASH(**keep)
-    raise InputError(f"unknown model {backbone!r}; choose one of {[*DIFFUSION, *BASELINES]}")
+def model_class(name: str) -> type:
+    """The class implementing a registered tabular model type."""
+    if name not in TABULAR_MODELS:
+        raise InputError(f"unknown model {name!r}; choose one of {list(TABULAR_MODELS)}")
+    module, cls, _ = TABULAR_MODELS[name]
+    return getattr(__import__(module, fromlist=[cls]), cls)
 
 
-def load_model(path: str | Path, device: str | None = None):
-    """Load a saved model folder of any type, dispatching on the format tag of its JSON card."""
-    from normcore.baselines.location_scale_shash import FORMAT as SHASH_FORMAT
-    from normcore.baselines.location_scale_shash import LocationScaleSHASH
-    from normcore.tabular.model import FORMAT as DIFFUSION_FORMAT
-    from normcore.tabular.model import NormativeDiffusion
+def make_model(name: str, **params):
+    """A new unfitted tabular model of type ``name``; parameters it does not take are left out."""
+    cls = model_class(name)
+    if name in DIFFUSION:
+        params = {**params, "backbone": name}
+    accepted = inspect.signature(cls.__init__).parameters
+    return cls(**{k: v for k, v in params.items() if k in accepted})
 
-    card_path = Path(path) / "model.json"
-    if not card_path.is_file():
-        raise InputError(f"{path}: not a model folder (expected model.json and model.safetensors)")
-    try:
-        fmt = json.loads(card_path.read_text()).get("format")
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-        raise InputError(f"{card_path}: not a valid model card") from None
-    loaders = {DIFFUSION_FORMAT: NormativeDiffusion, SHASH_FORMAT: LocationScaleSHASH}
-    if fmt not in loaders:
+
+def _formats() -> dict[str, type]:
+    out = {}
+    for name in TABULAR_MODELS:
+        cls = model_class(name) if name != "pcntoolkit-blr" else None  # optional dependency; never saved
+        if cls is not None and cls.FORMAT:
+            out[cls.FORMAT] = cls
+    return out
+
+
+def load_model(path: str | Path, device: str | None = None, kind: str | None = None):
+    """Load a saved model folder of any type, dispatching on the format tag of its card.
+
+    ``kind="tabular"`` or ``"imaging"`` refuses the other kind with a message naming it.
+    """
+    from normcore.imaging.model import FORMAT as IMAGING_FORMAT
+    from normcore.imaging.model import ImagingNormativeModel
+
+    fmt = read_card(path).get("format")
+    found = "imaging" if fmt == IMAGING_FORMAT else "tabular"
+    if kind is not None and kind != found:
+        raise InputError(f"{path}: this is {'an imaging' if found == 'imaging' else 'a tabular'} model, "
+                         f"not {'an imaging' if kind == 'imaging' else 'a tabular'} one")
+    if fmt == IMAGING_FORMAT:
+        return ImagingNormativeModel.load(path, device=device or "auto")
+    formats = _formats()
+    if fmt not in formats:
         raise InputError(f"{path}: unknown model format {fmt!r}")
-    return loaders[fmt].load(path, device=device)
+    return formats[fmt].load(path, device=device)

@@ -1,6 +1,6 @@
 import threading
 
-from normcore.errors import InputError
+from normcore._utils.errors import InputError
 from normcore.jobs import Job
 
 

@@ -4,7 +4,7 @@ import zipfile
 import pytest
 import torch
 
-from normcore.errors import InputError
+from normcore._utils.errors import InputError
 from normcore.persistence import load_model_dir, model_dir_to_zip, save_model_dir, zip_to_model_dir
 
 

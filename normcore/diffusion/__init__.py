@@ -1,7 +1,16 @@
-"""Diffusion process: noise schedules and samplers, independent of any network."""
+"""The diffusion core shared by the tabular and imaging models, independent of any network.
 
-from normcore.diffusion.parameterisation import GaussianResidual, wrap_denoiser
-from normcore.diffusion.samplers import ddim_sample, ddpm_sample, sample
+Noise schedules and the forward process (:mod:`.schedule`), reverse samplers including partial chains
+from given noise levels (:mod:`.samplers`), per-step likelihood terms with a learned variance
+(:mod:`.likelihood`), the Gaussian-prior residual parameterisation (:mod:`.parameterisation`) and the
+EMA of weights (:mod:`.ema`).
+"""
+
+from normcore.diffusion.ema import EMA
+from normcore.diffusion.likelihood import gaussian_kl, reverse_step, step_kl, x0_from_eps
+from normcore.diffusion.parameterisation import GaussianPriorResidual, GaussianResidual, wrap_denoiser
+from normcore.diffusion.samplers import ddim_from_levels, ddim_sample, ddpm_sample, sample
 from normcore.diffusion.schedule import NoiseSchedule
 
-__all__ = ["GaussianResidual", "wrap_denoiser", "NoiseSchedule", "ddpm_sample", "ddim_sample", "sample"]
+__all__ = ["EMA", "GaussianPriorResidual", "GaussianResidual", "NoiseSchedule", "ddim_from_levels", "ddim_sample",
+           "ddpm_sample", "gaussian_kl", "reverse_step", "sample", "step_kl", "wrap_denoiser", "x0_from_eps"]

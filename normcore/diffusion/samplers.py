@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import torch
 
+from normcore.diffusion.likelihood import per_row, x0_from_eps
 from normcore.diffusion.schedule import NoiseSchedule
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -38,10 +39,12 @@ def _predict(eps_fn: EpsFn, x: torch.Tensor, t: int, cond: torch.Tensor, a_t: fl
     """Predicted noise and clean sample at step t (x0 optionally clipped to +-clip_x0)."""
     tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
     eps = eps_fn(x, tt, cond).float()
-    x0 = (x - (1 - a_t) ** 0.5 * eps) / a_t**0.5
-    if clip_x0 is not None:
-        x0 = x0.clamp(-clip_x0, clip_x0)
-    return eps, x0
+    return eps, x0_from_eps(x, eps, a_t, clip_x0)
+
+
+def eps_from_x0(x: torch.Tensor, x0: torch.Tensor, a_t) -> torch.Tensor:
+    """The noise consistent with x_t and a (clipped) clean-sample estimate."""
+    return (x - a_t**0.5 * x0) / (1 - a_t) ** 0.5
 
 
 @torch.no_grad()
@@ -55,7 +58,7 @@ def ddim_sample(eps_fn: EpsFn, schedule: NoiseSchedule, cond: torch.Tensor, shap
     for t, t_prev, a_t, a_p in _chain(schedule, ts):
         eps, x0 = _predict(eps_fn, x, t, cond, a_t, clip_x0)
         if clip_x0 is not None:
-            eps = (x - a_t**0.5 * x0) / (1 - a_t) ** 0.5
+            eps = eps_from_x0(x, x0, a_t)
         sigma = eta * max((1 - a_p) / (1 - a_t) * (1 - a_t / a_p), 0.0) ** 0.5
         x = a_p**0.5 * x0 + max(1 - a_p - sigma**2, 0.0) ** 0.5 * eps
         if sigma > 0 and t_prev >= 0:
@@ -140,6 +143,24 @@ def dpmpp_2m_sde_sample(eps_fn: EpsFn, schedule: NoiseSchedule, cond: torch.Tens
             x = x + 0.5 * a_p**0.5 * decay * (h / prev_h) * (x0 - prev_x0)
         x = x + (1 - a_p) ** 0.5 * decay**0.5 * torch.randn(shape, generator=generator, device=device)
         prev_x0, prev_h = x0, h
+    return x
+
+
+@torch.no_grad()
+def ddim_from_levels(eps_fn: EpsFn, schedule: NoiseSchedule, xt: torch.Tensor, t_start: torch.Tensor,
+                     cond: torch.Tensor, steps: int, clip_x0: float | None) -> torch.Tensor:
+    """Deterministic DDIM from noisy ``xt`` at per-row start timesteps ``t_start`` down to clean data.
+
+    The partial chain of restoration: each row descends in ``steps`` equal steps from its own level.
+    """
+    x = xt
+    fracs = torch.linspace(1.0, 0.0, steps + 1, device=xt.device)
+    for i in range(steps):
+        t = (t_start.float() * fracs[i]).round().long()
+        t_next = torch.minimum((t_start.float() * fracs[i + 1]).round().long() - 1, t - 1)  # -1 = clean data
+        a_t, a_n = per_row(schedule.abar(t), x), per_row(schedule.abar(t_next), x)
+        x0 = x0_from_eps(x, eps_fn(x, t, cond), a_t, clip_x0)
+        x = a_n.sqrt() * x0 + (1 - a_n).sqrt() * eps_from_x0(x, x0, a_t)
     return x
 
 

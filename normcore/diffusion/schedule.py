@@ -50,6 +50,12 @@ class NoiseSchedule:
         a = self.abar(t).view(-1, *([1] * (x0.dim() - 1)))
         return a.sqrt() * x0 + (1 - a).sqrt() * noise
 
+    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draw x_t ~ q(x_t | x_0) with fresh noise (from ``generator`` when given)."""
+        noise = torch.randn(x0.shape, generator=generator, device=x0.device) if generator is not None \
+            else torch.randn_like(x0)
+        return self.add_noise(x0, noise, t)
+
     def posterior(self, x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor,
                   t_prev: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and variance of q(x_{t_prev} | x_t, x_0) (t_prev = t-1 by default; -1 is x_0)."""
@@ -61,6 +67,13 @@ class NoiseSchedule:
         var = (1 - a_p) / (1 - a_t) * (1 - alpha)
         mean = (a_p.sqrt() * (1 - alpha) / (1 - a_t)) * x0 + (alpha.sqrt() * (1 - a_p) / (1 - a_t)) * xt
         return mean, var.expand_as(xt)
+
+    def posterior_log_variance(self, t: torch.Tensor) -> torch.Tensor:
+        """log of the variance of q(x_{t-1} | x_t, x_0), with t = 0 clipped to t = 1 (where it is 0), as in
+        improved DDPM."""
+        t = t.long().clamp(min=1)
+        a_t, a_p = self.abar(t), self.abar(t - 1)
+        return torch.log((1 - a_p) / (1 - a_t) * (1 - a_t / a_p))
 
     def log_snr(self) -> torch.Tensor:
         """lambda_t = log(alpha_t / sigma_t) for t = 0..T-1 (decreasing)."""

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from normcore.errors import InputError
+from normcore._utils.errors import InputError
+from normcore._utils.progress import Progress, as_progress
 from normcore.imaging.grid import ModelGrid
 from normcore.imaging.io import load_mask, load_volume
 from normcore.imaging.preprocess import prepare_scan
-from normcore.progress import Progress, as_progress
 
 ID_COLUMNS = ("subject_id", "participant_id", "sub_id", "id", "subject")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")

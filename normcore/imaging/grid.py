@@ -11,7 +11,7 @@ import nibabel as nib
 import numpy as np
 from nibabel.processing import resample_from_to
 
-from normcore.errors import InputError
+from normcore._utils.errors import InputError
 
 TEMPLATE_FILE = "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
 # Centre of the model field of view in MNI mm (the brain's bounding box centre, roughly).

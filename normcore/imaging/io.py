@@ -1,6 +1,6 @@
 """Loading, validating and saving NIfTI volumes (paths or uploaded bytes) with nibabel.
 
-Every refusal is an :class:`~normcore.errors.InputError` whose one-line message names the file and the problem.
+Every refusal is an :class:`~normcore._utils.errors.InputError` whose one-line message names the file and the problem.
 Parsing happens in memory (``Nifti1Image.from_bytes``): nothing is executed and no temporary file is written.
 """
 
@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import os
-import tempfile
 import zlib
 from pathlib import Path
 
@@ -18,7 +16,8 @@ import numpy as np
 from nibabel.imageglobals import LoggingOutputSuppressor
 from nibabel.processing import resample_from_to
 
-from normcore.errors import InputError
+from normcore._utils.atomic import write_atomic
+from normcore._utils.errors import InputError
 
 MAX_BYTES = 512 * 1024**2
 MIN_VOXELS = 8
@@ -205,16 +204,5 @@ def save_nifti(img: nib.Nifti1Image, path: str | Path) -> Path:
         suffix = ".nii"
     else:
         raise InputError(f"{path.name}: output must end in .nii or .nii.gz")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".part{suffix}")
-    os.close(fd)
-    try:
-        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)  # mkstemp files are 0600
-        nib.save(img, tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda tmp: nib.save(img, tmp), suffix=suffix)
     return path

@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from normcore.device import resolve_device
+from normcore._utils.device import resolve_device
+from normcore._utils.errors import InputError
+from normcore._utils.progress import Progress, as_progress
+from normcore.diffusion.parameterisation import GaussianPriorResidual
 from normcore.diffusion.schedule import NoiseSchedule
-from normcore.errors import InputError
 from normcore.imaging.anomaly import (
     abnormality_index,
     anomaly_map,
@@ -25,38 +27,26 @@ from normcore.imaging.anomaly import (
     leave_one_out_indices,
     voxel_zmap,
 )
-from normcore.imaging.grid import CPU_GRID, GPU_GRID, ModelGrid
-from normcore.imaging.prior import GaussianPriorResidual
+from normcore.imaging.config import ImagingConfig
+from normcore.imaging.grid import ModelGrid
 from normcore.imaging.restoration import healthy_kl_quantile, kl_guided_inpaint, plain_restore
 from normcore.imaging.training import train_autoencoder, train_denoiser
 from normcore.nets.autoencoder3d import KLAutoencoder3d
 from normcore.nets.latent_transformer import LatentTransformer
 from normcore.persistence import load_model_dir, save_model_dir
-from normcore.progress import Progress, as_progress
 
 FORMAT = "normcore-mri-ldm/1"
+FORMAT_VERSION = 2
+
+
+def _migrate_v1(card: dict, tensors: dict) -> None:
+    """Version 1 cards: configurations written before the Gaussian-prior residual have no ``prior_residual``."""
+    card["config"].setdefault("prior_residual", False)
+
+
+MIGRATIONS = {1: _migrate_v1}
 METHODS = ("kl-inpaint", "plain", "autoencoder")
 TOPS = {"top1": 0.01, "top5": 0.05}
-
-CONFIGS: dict[str, dict] = {
-    # 4 mm grid, 8 mm latent (4 channels), 150 latent tokens: trains in minutes on a CPU core.
-    "cpu": dict(grid=CPU_GRID.to_dict(), ae_channels=[8, 32], latent_channels=4, patch=4, dim=128, depth=4, heads=4,
-                ae_epochs=30, ae_batch=4, ae_lr=2e-3, kl_weight=1e-4, dit_steps=2500, dit_batch=16, dit_lr=3e-4,
-                ema_decay=0.995, vlb_weight=1e-3, timesteps=1000, levels=[50, 100, 150, 200, 250, 300, 350, 400],
-                ddim_steps=8, plain_level=250, chunk=4, prior_residual=True),
-    # 2 mm grid, 8 mm latent, 1200 latent tokens: the same code at GPU scale.
-    "gpu": dict(grid=GPU_GRID.to_dict(), ae_channels=[32, 64, 128], latent_channels=4, patch=2, dim=384, depth=8,
-                heads=6, ae_epochs=200, ae_batch=4, ae_lr=1e-3, kl_weight=1e-4, dit_steps=30000, dit_batch=32,
-                dit_lr=2e-4, ema_decay=0.999, vlb_weight=1e-3, timesteps=1000,
-                levels=[50, 100, 150, 200, 250, 300, 350, 400, 450, 500], ddim_steps=20, plain_level=250, chunk=8,
-                prior_residual=True),
-    # For tests only: seconds on a CPU.
-    "tiny": dict(grid=ModelGrid(10.0, (16, 16, 16)).to_dict(), ae_channels=[4, 8], latent_channels=2, patch=2, dim=32,
-                 depth=1, heads=2, ae_epochs=2, ae_batch=4, ae_lr=2e-3, kl_weight=1e-4, dit_steps=20, dit_batch=8,
-                 dit_lr=1e-3, ema_decay=0.9, vlb_weight=1e-3, timesteps=200, levels=[20, 40], ddim_steps=2,
-                 plain_level=30, chunk=4, prior_residual=True),
-}
-
 
 def parse_sex(value) -> int:
     """1 = male, 0 = female; accepts M/F, male/female and the 0/1 coding (0 = female, 1 = male)."""
@@ -85,28 +75,30 @@ class ImagingScore:
 class ImagingNormativeModel:
     """Pseudo-healthy restoration model of T1 scans on an MNI grid, conditioned on age and sex."""
 
-    def __init__(self, config: str | dict = "cpu", seed: int = 0, device: str = "auto", **overrides):
-        if isinstance(config, str) and config not in CONFIGS:
-            raise ValueError(f"unknown config {config!r}; use one of {sorted(CONFIGS)}")
-        base = CONFIGS[config] if isinstance(config, str) else dict(config)
-        self.config_name = config if isinstance(config, str) else "custom"
-        self.config = {**base, **overrides}
+    def __init__(self, config: str | dict | ImagingConfig = "cpu", seed: int = 0, device: str = "auto", **overrides):
+        if isinstance(config, ImagingConfig):
+            base, self.config_name = config, "custom"
+        elif isinstance(config, str):
+            base, self.config_name = ImagingConfig.preset(config), config
+        else:
+            base, self.config_name = ImagingConfig.from_dict(dict(config)), "custom"
+        self.config = base.replace(**overrides) if overrides else base
         self.seed = seed
         self.device = resolve_device(device)
-        self.grid = ModelGrid.from_dict(self.config["grid"])
-        self.schedule = NoiseSchedule("cosine", self.config["timesteps"])
+        self.grid = ModelGrid.from_dict(self.config.grid)
+        self.schedule = NoiseSchedule("cosine", self.config.timesteps)
 
     # ----------------------------------------------------------------------------------------- build
     def _build(self) -> None:
         cfg = self.config
         torch.manual_seed(self.seed)
-        self.ae_ = KLAutoencoder3d(tuple(cfg["ae_channels"]), cfg["latent_channels"]).to(self.device)
+        self.ae_ = KLAutoencoder3d(tuple(cfg.ae_channels), cfg.latent_channels).to(self.device)
         f = self.ae_.factor
         if any(s % f for s in self.grid.shape):
             raise ValueError(f"grid {self.grid.shape} is not divisible by the autoencoder factor {f}")
-        self.latent_shape_ = (cfg["latent_channels"], *(s // f for s in self.grid.shape))
-        net = LatentTransformer(self.latent_shape_, 2, cfg["patch"], cfg["dim"], cfg["depth"], cfg["heads"])
-        if cfg.get("prior_residual", False):  # cards written before it existed have no such key
+        self.latent_shape_ = (cfg.latent_channels, *(s // f for s in self.grid.shape))
+        net = LatentTransformer(self.latent_shape_, 2, cfg.patch, cfg.dim, cfg.depth, cfg.heads)
+        if cfg.prior_residual:
             net = GaussianPriorResidual(net, self.schedule, self.latent_shape_)
         self.denoiser_ = net.to(self.device)
 
@@ -128,16 +120,16 @@ class ImagingNormativeModel:
         """Scaled posterior mean and log-variance of the latents, (N, C, x, y, z)."""
         means, logvars = [], []
         x = self._volumes(volumes)
-        for i in range(0, len(x), self.config["chunk"]):
-            m, lv = self.ae_.encode(x[i:i + self.config["chunk"]])
+        for i in range(0, len(x), self.config.chunk):
+            m, lv = self.ae_.encode(x[i:i + self.config.chunk])
             means.append((m - self.latent_mu_) / self.latent_sd_)
             logvars.append(lv - 2 * torch.log(self.latent_sd_))
         return torch.cat(means), torch.cat(logvars)
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> np.ndarray:
-        out = [self.ae_.decode(z[i:i + self.config["chunk"]] * self.latent_sd_ + self.latent_mu_)
-               for i in range(0, len(z), self.config["chunk"])]
+        out = [self.ae_.decode(z[i:i + self.config.chunk] * self.latent_sd_ + self.latent_mu_)
+               for i in range(0, len(z), self.config.chunk)]
         return torch.cat(out)[:, 0].clamp(0, 1).cpu().numpy()
 
     # ------------------------------------------------------------------------------------------- fit
@@ -162,16 +154,16 @@ class ImagingNormativeModel:
         x = self._volumes(volumes)
         if autoencoder_from is not None:
             same = ("grid", "ae_channels", "latent_channels")
-            if any(autoencoder_from.config[k] != cfg[k] for k in same):
+            if any(getattr(autoencoder_from.config, k) != getattr(cfg, k) for k in same):
                 raise InputError(f"the autoencoder to reuse has a different {'/'.join(same)} than this configuration")
             self.ae_.load_state_dict(autoencoder_from.ae_.state_dict())
             self.ae_.eval()
             self.history_ = {"ae_loss": [], "autoencoder_reused": True}
         else:
-            self.history_ = {"ae_loss": train_autoencoder(self.ae_, x, cfg["ae_epochs"], cfg["ae_batch"],
-                                                          cfg["ae_lr"], cfg["kl_weight"], self.seed, progress)}
+            self.history_ = {"ae_loss": train_autoencoder(self.ae_, x, cfg.ae_epochs, cfg.ae_batch,
+                                                          cfg.ae_lr, cfg.kl_weight, self.seed, progress)}
         ae_s = time.perf_counter() - start
-        self.latent_mu_ = torch.zeros(1, cfg["latent_channels"], 1, 1, 1, device=self.device)
+        self.latent_mu_ = torch.zeros(1, cfg.latent_channels, 1, 1, 1, device=self.device)
         self.latent_sd_ = torch.ones_like(self.latent_mu_)
         mean, logvar = self.encode(volumes)
         self.latent_mu_ = mean.mean(dim=(0, 2, 3, 4), keepdim=True)
@@ -180,8 +172,8 @@ class ImagingNormativeModel:
         if isinstance(self.denoiser_, GaussianPriorResidual):
             self.denoiser_.fit_prior(mean)
         self.denoiser_, self.history_["dit_loss"] = train_denoiser(
-            self.denoiser_, self.schedule, mean, logvar, self._cond(ages, sexes), cfg["dit_steps"], cfg["dit_batch"],
-            cfg["dit_lr"], cfg["ema_decay"], cfg["vlb_weight"], self.seed, progress)
+            self.denoiser_, self.schedule, mean, logvar, self._cond(ages, sexes), cfg.dit_steps, cfg.dit_batch,
+            cfg.dit_lr, cfg.ema_decay, cfg.vlb_weight, cfg.clip_x0, self.seed, progress)
         dit_s = time.perf_counter() - start - ae_s
         self.calibrate(val_volumes, val_brains, val_ages, val_sexes, progress)
         self.training_ = {"n_train": int(len(volumes)), "n_validation": int(len(val_volumes)),
@@ -197,7 +189,7 @@ class ImagingNormativeModel:
         gen = torch.Generator(device=self.device).manual_seed(self.seed + 1)
         progress.update("calibration", 0, 2)
         self.kl_p95_ = healthy_kl_quantile(self.schedule, self.denoiser_, z0, self._cond(ages, sexes),
-                                           self.config["levels"], 0.95, gen)
+                                           self.config.levels, self.config.clip_x0, 0.95, gen)
         self.kl_p95_ = self.kl_p95_.to(self.device)
         brains = np.asarray(brains, bool)
         restored = self.restore(volumes, ages, sexes, METHODS, progress=progress)
@@ -223,19 +215,20 @@ class ImagingNormativeModel:
         ages, sexes = np.atleast_1d(ages), np.atleast_1d(sexes)
         out: dict[str, list] = {m: [] for m in methods}
         out["kl-inpaint_mask"] = []
-        chunk, cfg = self.config["chunk"], self.config
+        chunk, cfg = self.config.chunk, self.config
         gen = torch.Generator(device=self.device).manual_seed(self.seed + 2 if seed is None else seed)
         for i in range(0, len(vols), chunk):
             progress.update("restoration", i, len(vols))
             z0, _ = self.encode(vols[i:i + chunk])
             cond = self._cond(ages[i:i + chunk], sexes[i:i + chunk])
             if "kl-inpaint" in methods:
-                z, mask = kl_guided_inpaint(self.schedule, self.denoiser_, z0, cond, cfg["levels"], self.kl_p95_,
-                                            cfg["ddim_steps"], gen)
+                z, mask = kl_guided_inpaint(self.schedule, self.denoiser_, z0, cond, cfg.levels, self.kl_p95_,
+                                            cfg.ddim_steps, cfg.clip_x0, gen)
                 out["kl-inpaint"].append(self.decode(z))
                 out["kl-inpaint_mask"].append(mask.mean(dim=(1, 2, 3, 4)).cpu().numpy())
             if "plain" in methods:
-                z = plain_restore(self.schedule, self.denoiser_, z0, cond, cfg["plain_level"], cfg["ddim_steps"], gen)
+                z = plain_restore(self.schedule, self.denoiser_, z0, cond, cfg.plain_level, cfg.ddim_steps, cfg.clip_x0,
+                                  gen)
                 out["plain"].append(self.decode(z))
             if "autoencoder" in methods:
                 out["autoencoder"].append(self.decode(z0))
@@ -270,7 +263,8 @@ class ImagingNormativeModel:
             tensors[f"err_std.{method}"] = torch.from_numpy(std)
             for k in TOPS:
                 tensors[f"reference.{method}.{k}"] = torch.from_numpy(np.asarray(self.reference_[method][k], float))
-        card = {"format": FORMAT, "config_name": self.config_name, "config": self.config, "seed": self.seed,
+        card = {"format": FORMAT, "format_version": FORMAT_VERSION, "config_name": self.config_name,
+                "config": self.config.to_dict(), "seed": self.seed,
                 "age_mean": self.age_mean_, "age_std": self.age_std_, "age_range": list(self.age_range_),
                 "sex_coding": {"0": "F", "1": "M"}, "training": getattr(self, "training_", {}),
                 "history": getattr(self, "history_", {}), **(card_extra or {})}
@@ -279,8 +273,9 @@ class ImagingNormativeModel:
     @classmethod
     def load(cls, path, device: str = "auto") -> ImagingNormativeModel:
         """Load a saved model folder (no code is executed from it)."""
-        tensors, card = load_model_dir(path, FORMAT)
-        model = cls(card["config"], seed=card["seed"], device=device)
+        tensors, card = load_model_dir(path, FORMAT, FORMAT_VERSION, MIGRATIONS)
+        model = cls(ImagingConfig.from_dict(card["config"], label=f"{path}: config"), seed=card["seed"],
+                    device=device)
         model.config_name = card.get("config_name", "custom")
         model._build()
         model.ae_.load_state_dict({k[3:]: v for k, v in tensors.items() if k.startswith("ae.")})

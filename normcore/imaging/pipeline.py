@@ -13,11 +13,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from normcore.errors import InputError
+from normcore._utils.errors import InputError
+from normcore._utils.progress import Progress, as_progress
 from normcore.imaging.io import load_mask, load_volume, save_nifti
 from normcore.imaging.model import ImagingNormativeModel, ImagingScore, parse_sex
 from normcore.imaging.preprocess import PreparedScan, prepare_scan, to_native
-from normcore.progress import Progress, as_progress
 
 MAPS = ("restoration", "anomaly", "zmap")
 

@@ -21,10 +21,10 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from normcore.errors import InputError
+from normcore._utils.errors import InputError
+from normcore._utils.progress import Progress, as_progress
 from normcore.imaging.grid import ModelGrid, template_image, template_on_grid
 from normcore.imaging.io import float_image
-from normcore.progress import Progress, as_progress
 
 LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 WORK_MM = 3.0  # resolution of the fixed (template) image used for registration
@@ -330,7 +330,7 @@ def prepare_scan(img: nib.Nifti1Image, grid: ModelGrid, mask: np.ndarray | None 
     ``mask`` is a brain mask in the scan's voxel array; without one a skull-stripped scan's nonzero voxels are the
     brain, and a whole-head scan gets the registered template brain (with a warning). ``register=False`` takes the
     scan as already in MNI space. ``threads`` caps SimpleITK's threads for the registration. ``progress`` is a
-    :class:`~normcore.progress.Progress` or callback; cancelling stops the registration between iterations.
+    :class:`~normcore._utils.progress.Progress` or callback; cancelling stops the registration between iterations.
     """
     prog = as_progress(progress)
     total = 5

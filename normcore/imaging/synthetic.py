@@ -18,7 +18,7 @@ import numpy as np
 from nibabel.processing import resample_from_to
 from scipy import ndimage as ndi
 
-from normcore.errors import InputError
+from normcore._utils.errors import InputError
 from normcore.imaging.grid import FOV_CENTRE_MM, ModelGrid, template_image, template_on_grid, template_path
 
 GM_FILE = "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from normcore._utils.progress import Progress
+from normcore.diffusion.ema import EMA
+from normcore.diffusion.likelihood import step_kl
 from normcore.diffusion.schedule import NoiseSchedule
-from normcore.imaging.restoration import gaussian_kl, model_step, posterior_log_variance
 from normcore.nets.autoencoder3d import KLAutoencoder3d, kl_to_standard_normal, reconstruction_loss
-from normcore.progress import Progress
-from normcore.tabular.training import EMA
 
 
 def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -49,22 +49,19 @@ def train_autoencoder(ae: KLAutoencoder3d, volumes: torch.Tensor, epochs: int, b
 
 
 def hybrid_loss(schedule: NoiseSchedule, denoiser, z0: torch.Tensor, cond: torch.Tensor, t: torch.Tensor,
-                noise: torch.Tensor, vlb_weight: float) -> torch.Tensor:
+                noise: torch.Tensor, vlb_weight: float, clip_x0: float) -> torch.Tensor:
     """||eps - eps_hat||^2 + vlb_weight * L_vlb (Nichol & Dhariwal 2021; the mean is detached in L_vlb)."""
     zt = schedule.add_noise(z0, noise, t)
     eps, v = denoiser(zt, t, cond)
     mse = (eps - noise).pow(2).mean()
-    mean_p, var_p, _ = model_step(schedule, eps.detach(), v, zt, t)
-    mean_q, _ = schedule.posterior(z0, zt, t)
-    var_q = torch.exp(posterior_log_variance(schedule, t)).view(-1, *([1] * (z0.dim() - 1))).expand_as(zt)
-    vlb = gaussian_kl(mean_q, var_q, mean_p, var_p)
+    vlb = step_kl(schedule, z0, zt, t, eps.detach(), v, clip_x0)
     keep = (t >= 1).float().view(-1, *([1] * (z0.dim() - 1)))  # t = 0 has no Gaussian step (decoder term)
     return mse + vlb_weight * (vlb * keep).mean()
 
 
 def train_denoiser(denoiser, schedule: NoiseSchedule, mean: torch.Tensor, logvar: torch.Tensor, cond: torch.Tensor,
-                   steps: int, batch_size: int, lr: float, ema_decay: float, vlb_weight: float, seed: int,
-                   progress: Progress) -> tuple[torch.nn.Module, list[float]]:
+                   steps: int, batch_size: int, lr: float, ema_decay: float, vlb_weight: float, clip_x0: float,
+                   seed: int, progress: Progress) -> tuple[torch.nn.Module, list[float]]:
     """Fit the latent denoiser on posterior samples of the (scaled) training latents; returns EMA weights."""
     gen = torch.Generator().manual_seed(seed)
     device = mean.device
@@ -79,7 +76,7 @@ def train_denoiser(denoiser, schedule: NoiseSchedule, mean: torch.Tensor, logvar
         z0 = mean[idx] + (0.5 * logvar[idx]).exp() * torch.randn(mean[idx].shape, generator=gen).to(device)
         t = torch.randint(0, schedule.timesteps, (batch_size,), generator=gen).to(device)
         noise = torch.randn(z0.shape, generator=gen).to(device)
-        loss = hybrid_loss(schedule, denoiser, z0, cond[idx], t, noise, vlb_weight)
+        loss = hybrid_loss(schedule, denoiser, z0, cond[idx], t, noise, vlb_weight, clip_x0)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(denoiser.parameters(), 1.0)

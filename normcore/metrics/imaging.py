@@ -12,7 +12,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from normcore.errors import InputError
+from normcore._utils.errors import InputError
 
 SSIM_K1, SSIM_K2 = 0.01, 0.03
 SSIM_TRUNCATE = 3.5  # sigma 1.5 -> an 11-voxel window, as in Wang et al. (2004)

@@ -1,5 +1,5 @@
 """Tabular normative modelling with conditional diffusion."""
 
-from normcore.tabular.model import NormativeDiffusion
+from normcore.tabular.diffusion_model import NormativeDiffusion
 
 __all__ = ["NormativeDiffusion"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 import time
@@ -13,9 +12,10 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from normcore.device import autocast_dtype
+from normcore._utils.device import autocast_dtype
+from normcore._utils.progress import Progress
+from normcore.diffusion.ema import EMA
 from normcore.diffusion.schedule import NoiseSchedule
-from normcore.progress import Progress
 
 
 @dataclass
@@ -52,22 +52,6 @@ def init_distributed_from_env(device: torch.device) -> bool:
         backend = "nccl" if device.type == "cuda" else "gloo"
         torch.distributed.init_process_group(backend=backend)
     return True
-
-
-class EMA:
-    """Exponential moving average of a module's parameters (the weights used for sampling)."""
-
-    def __init__(self, module: nn.Module, decay: float):
-        self.decay = decay
-        self.shadow = copy.deepcopy(module).eval()
-        for p in self.shadow.parameters():
-            p.requires_grad_(False)
-
-    @torch.no_grad()
-    def update(self, module: nn.Module, step: int) -> None:
-        decay = min(self.decay, (1 + step) / (10 + step))  # warm start: follow the weights early on
-        src = [p.detach() for p in module.parameters()]
-        torch._foreach_lerp_(list(self.shadow.parameters()), src, 1 - decay)
 
 
 def _validation_batch(x: torch.Tensor, c: torch.Tensor, schedule: NoiseSchedule, repeats: int, seed: int):

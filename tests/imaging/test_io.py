@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from normcore.errors import InputError
+from normcore._utils.errors import InputError
 from normcore.imaging import io as imio
 from normcore.imaging.grid import CPU_GRID, template_on_grid
 from normcore.imaging.io import load_mask, load_volume, save_nifti

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from normcore.errors import InputError
+from normcore._utils.errors import InputError
 from normcore.imaging.model import METHODS, ImagingNormativeModel, parse_sex
 
 

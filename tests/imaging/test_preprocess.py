@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from normcore.errors import InputError
+from normcore._utils.errors import InputError
 from normcore.imaging.grid import CPU_GRID, FOV_CENTRE_MM, GPU_GRID, template_image, template_on_grid
 from normcore.imaging.io import load_mask, load_volume
 from normcore.imaging.preprocess import (
@@ -25,7 +25,7 @@ from normcore.imaging.preprocess import (
     to_sitk,
     transform_matrix,
 )
-from normcore.progress import Cancelled, Progress
+from normcore._utils.progress import Cancelled, Progress
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mri" / "ixi"
 IXI_ID = "IXI012-HH-1211"

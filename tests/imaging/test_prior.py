@@ -8,7 +8,7 @@ from torch import nn
 
 from normcore.diffusion.schedule import NoiseSchedule
 from normcore.imaging.model import ImagingNormativeModel
-from normcore.imaging.prior import GaussianPriorResidual
+from normcore.diffusion.parameterisation import GaussianPriorResidual
 
 
 class ZeroNet(nn.Module):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from normcore.errors import InputError
+from normcore._utils.errors import InputError
 from normcore.imaging.grid import CPU_GRID, template_on_grid
 from normcore.imaging.synthetic import (
     SyntheticBrains,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from normcore.errors import InputError
+from normcore._utils.errors import InputError
 from normcore.metrics.imaging import best_dice, dice, mae, psnr, ssim3d, subject_auc, voxel_auprc
 
 

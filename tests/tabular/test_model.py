@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from normcore import NormativeDiffusion
-from normcore.errors import InputError
+from normcore._utils.errors import InputError
 from tests.conftest import TINY
 
 
@@ -168,7 +168,7 @@ def test_fit_refuses_bad_tables(cohort):
 
 
 def test_progress_is_reported_and_fit_can_be_cancelled(cohort):
-    from normcore.progress import Cancelled, Progress
+    from normcore._utils.progress import Cancelled, Progress
 
     df, truth = cohort
     seen = []

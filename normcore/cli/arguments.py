@@ -1,0 +1,47 @@
+"""Parsers of the command line's own value syntaxes (lists, COL=VALUE, START:STOP:STEP)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from normcore._utils.errors import InputError
+
+MAX_AGES = 10000
+
+
+def csv_list(value: str | None) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else []
+
+
+def float_list(value: str, flag: str) -> list[float]:
+    try:
+        return [float(v) for v in csv_list(value)]
+    except ValueError:
+        raise InputError(f"{flag} {value!r}: expected comma-separated numbers") from None
+
+
+def parse_sets(items: list[str] | None) -> dict[str, str]:
+    """``--set COL=VALUE`` items as a dict."""
+    fixed = {}
+    for item in items or []:
+        if "=" not in item:
+            raise InputError(f"--set {item!r}: expected COL=VALUE")
+        key, value = item.split("=", 1)
+        fixed[key.strip()] = value.strip()
+    return fixed
+
+
+def age_grid(spec: str) -> np.ndarray:
+    """Parse ``--ages START:STOP:STEP`` (inclusive of STOP when it falls on the grid)."""
+    try:
+        start, stop, step = (float(p) for p in spec.split(":"))
+    except ValueError:
+        raise InputError(f"--ages {spec!r}: expected START:STOP:STEP, e.g. 20:90:1") from None
+    if step <= 0 or stop < start:
+        raise InputError(f"--ages {spec!r}: need STOP >= START and STEP > 0")
+    n = int(math.floor((stop - start) / step + 1e-9)) + 1
+    if n > MAX_AGES:
+        raise InputError(f"--ages {spec!r}: {n} ages is too many (max {MAX_AGES})")
+    return start + step * np.arange(n)

@@ -1,0 +1,95 @@
+"""``python -m normcore mri-fit`` and ``mri-score``: the imaging half of the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+from normcore._utils.errors import InputError
+from normcore._utils.progress import Progress
+from normcore.imaging.config import PRESETS
+
+
+def cmd_mri_fit(args: argparse.Namespace, progress: Progress) -> None:
+    from normcore.imaging.cohort import load_cohort, split_indices
+    from normcore.imaging.model import ImagingNormativeModel
+    from normcore.registry import load_model
+
+    start = time.perf_counter()
+    try:
+        overrides = json.loads(args.config_overrides) if args.config_overrides else {}
+    except json.JSONDecodeError as exc:
+        raise InputError(f"--config-overrides is not valid JSON ({exc})") from None
+    if not isinstance(overrides, dict):
+        raise InputError("--config-overrides must be a JSON object")
+    model = ImagingNormativeModel(args.config, seed=args.seed, device=args.device or "auto", **overrides)
+    cohort = load_cohort(args.images, args.participants, model.grid, masks=args.masks, progress=progress)
+    prep_s = time.perf_counter() - start
+    tr, va, te = split_indices(len(cohort.ids), args.validation, args.holdout, args.seed)
+    train, val = cohort.subset(tr), cohort.subset(va)
+    reuse = load_model(args.autoencoder_from, device="cpu", kind="imaging") if args.autoencoder_from else None
+    if reuse is not None:
+        reuse.ae_.to(model.device)
+    model.fit(train.volumes, train.brains, train.ages, train.sexes, val.volumes, val.brains, val.ages, val.sexes,
+              progress=progress, autoencoder_from=reuse)
+    card = {"data": {"images": str(args.images), "participants": str(args.participants),
+                     "masks": str(args.masks) if args.masks else None, "n_scans": len(cohort.ids),
+                     "train_ids": train.ids, "validation_ids": val.ids, "test_ids": [cohort.ids[i] for i in te],
+                     "preprocessing_s": round(prep_s, 1), "warnings": cohort.warnings[:50],
+                     "autoencoder_from": str(args.autoencoder_from) if args.autoencoder_from else None},
+            "attribution": args.attribution, "configs_available": sorted(PRESETS)}
+    model.save(args.out, card_extra=card)
+    ref = model.reference_["kl-inpaint"]["top1"]
+    print(f"trained on {len(train.ids)} scans ({len(val.ids)} validation, {len(te)} held out) in "
+          f"{time.perf_counter() - start:.0f} s; healthy index (top 1%) median {np.median(ref):.2f} -> {args.out}")
+
+
+def cmd_mri_score(args: argparse.Namespace, progress: Progress) -> None:
+    from normcore.imaging.pipeline import export_maps, score_scan
+    from normcore.registry import load_model
+
+    model = load_model(args.model, device=args.device or "auto", kind="imaging")
+    result = score_scan(model, args.scan, args.age, args.sex, mask=args.mask, name=str(args.scan),
+                        register=not args.no_register, method=args.method, seed=args.seed, progress=progress)
+    export_maps(result, args.out)
+    print(f"abnormality index (top 1%) {result.score.index['top1']:.2f}, centile {result.score.centile['top1']:.0f} "
+          f"among healthy validation scans; maps -> {args.out} ({result.seconds:.1f} s)")
+    for w in result.warnings:
+        print(f"warning: {w}")
+
+
+def add_parsers(sub, common) -> None:
+    """Register the imaging subcommands on the main parser's subparsers."""
+    f = sub.add_parser("mri-fit", help="train the imaging model on healthy T1 scans")
+    f.add_argument("--images", required=True, help="folder of NIfTI scans, names starting with the subject id")
+    f.add_argument("--participants", required=True, help="CSV with subject id, age, sex")
+    f.add_argument("--masks", default=None, help="folder of brain masks or label maps (nonzero = brain), same naming")
+    f.add_argument("--out", required=True)
+    f.add_argument("--config", default="cpu", choices=sorted(PRESETS), help="model size (tiny: tests only)")
+    f.add_argument("--config-overrides", default=None, metavar="JSON", help='e.g. \'{"dit_steps": 500}\' (advanced)')
+    f.add_argument("--validation", type=float, default=0.15, help="share of scans for the healthy calibration set")
+    f.add_argument("--holdout", type=int, default=0, help="scans held out for testing (ids listed in the card)")
+    f.add_argument("--attribution", default=None, help="data attribution text stored in the model card")
+    f.add_argument("--autoencoder-from", default=None, metavar="MODEL_DIR",
+                   help="reuse the first stage (autoencoder) of a fitted model of the same configuration and train "
+                        "only the latent diffusion model")
+    f.add_argument("--seed", type=int, default=0)
+    common(f)
+    f.set_defaults(func=cmd_mri_fit, wants_progress=True)
+
+    s = sub.add_parser("mri-score", help="pseudo-healthy restoration, anomaly map and abnormality index of a scan")
+    s.add_argument("model")
+    s.add_argument("scan")
+    s.add_argument("--age", type=float, required=True)
+    s.add_argument("--sex", required=True, help="M or F (or the model's coding: 1 = male, 0 = female)")
+    s.add_argument("--mask", default=None, help="brain mask or label map (nonzero = brain) on the scan's grid")
+    s.add_argument("--method", default="kl-inpaint", choices=["kl-inpaint", "plain", "autoencoder"])
+    s.add_argument("--no-register", action="store_true", help="the scan is already in MNI space")
+    s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--out", required=True)
+    common(s)
+    s.set_defaults(func=cmd_mri_score, wants_progress=True)
+

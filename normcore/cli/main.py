@@ -1,0 +1,283 @@
+"""Command line: ``python -m normcore {fit,score,centiles,sample,evaluate,synth,mri-fit,mri-score} ...``.
+
+A stable public contract: commands, flags and output columns are extended, never renamed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from normcore._utils.atomic import write_text_atomic
+from normcore._utils.errors import InputError
+from normcore._utils.progress import Cancelled, Progress
+from normcore.cli.arguments import age_grid, csv_list, float_list, parse_sets
+from normcore.registry import SAVABLE
+from normcore.tabular.io import read_table, write_table_atomic
+
+
+def _stderr_progress(quiet: bool) -> Progress:
+    last = [0.0]
+
+    def report(stage: str, done: int, total: int, **info) -> None:
+        now = time.perf_counter()
+        if quiet or (now - last[0] < 1.0 and done < total):
+            return
+        last[0] = now
+        extra = " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items())
+        print(f"[{stage}] {done}/{total} {extra}", file=sys.stderr, flush=True)
+
+    return Progress(callback=report)
+
+
+def _load_model(path: str, device: str | None):
+    from normcore.registry import load_model
+
+    return load_model(path, device=device, kind="tabular")
+
+
+def cmd_fit(args: argparse.Namespace) -> None:
+    from normcore.registry import make_model
+
+    df = read_table(args.data)
+    if args.idps and args.idps_regex:
+        raise InputError("use either --idps or --idps-regex, not both")
+    covariates = csv_list(args.covariates)
+    if args.group_col:
+        if args.group_col not in df.columns:
+            raise InputError(f"{args.data}: --group-col column {args.group_col!r} not found")
+        keep = df[args.group_col].astype(str) == str(args.control_value)
+        if not keep.any():
+            raise InputError(f"{args.data}: no rows with {args.group_col} == {args.control_value!r}")
+        df = df[keep].reset_index(drop=True)
+    exclude = [c for c in (args.id_col, args.group_col) if c]
+    idps = csv_list(args.idps) or None
+    if idps is None and not args.idps_regex:
+        from normcore.tabular.validation import resolve_idps
+
+        idps = resolve_idps(df, exclude=[args.age, *covariates, *exclude], label=str(args.data))
+    try:
+        backbone_params = json.loads(args.backbone_params) if args.backbone_params else {}
+    except json.JSONDecodeError as exc:
+        raise InputError(f"--backbone-params is not valid JSON ({exc})") from None
+    if not isinstance(backbone_params, dict):
+        raise InputError("--backbone-params must be a JSON object")
+    extra = {"sampling_steps": args.sampling_steps} if args.sampling_steps else {}
+    model = make_model(args.backbone, epochs=args.epochs, seed=args.seed, device=args.device,
+                       transform=args.transform, n_samples=args.samples, timesteps=args.timesteps,
+                       batch_size=args.batch_size, backbone_params=backbone_params, **extra)
+    model.fit(df, age=args.age, covariates=covariates, idps=idps, idps_regex=args.idps_regex,
+              progress=_stderr_progress(args.quiet), label=str(args.data))
+    for warning in model.fit_warnings_:
+        print(f"warning: {warning}", file=sys.stderr)
+    model.save(args.out)
+    h = model.history_
+    rows = f"{model.training_summary_['n_train']} train / {model.training_summary_['n_validation']} validation rows"
+    if "steps" in h:
+        print(f"fitted {args.backbone} on {h.get('world_size', 1)} process(es): {len(model.idps)} IDPs, {rows}, "
+              f"{h['steps']} steps in {h['fit_time_s']:.1f} s, best validation loss {h['best_val_loss']:.4f}; "
+              f"saved to {args.out}")
+    else:
+        print(f"fitted {args.backbone}: {len(model.idps)} IDPs, {rows}, {h['fit_time_s']:.1f} s; saved to {args.out}")
+
+
+def cmd_score(args: argparse.Namespace) -> None:
+    model = _load_model(args.model, args.device)
+    model.allow_unseen = args.allow_unseen or model.allow_unseen
+    df = read_table(args.data)
+    out = model.score(df, n_samples=args.samples, seed=args.seed, progress=_stderr_progress(args.quiet),
+                      label=str(args.data))
+    write_table_atomic(out, args.out)
+    n_out = int(out["out_of_range"].sum())
+    note = f"; {n_out} subject(s) outside the training age range (flagged in out_of_range)" if n_out else ""
+    print(f"scored {len(out)} subjects on {len(model.idps)} IDPs -> {args.out}{note}")
+
+
+def cmd_centiles(args: argparse.Namespace) -> None:
+    model = _load_model(args.model, args.device)
+    fixed = parse_sets(args.set)
+    ages = age_grid(args.ages)
+    quantiles = float_list(args.quantiles, "--quantiles")
+    out = model.centiles(ages, tuple(quantiles), fixed=fixed, n_samples=args.samples, seed=args.seed,
+                         progress=_stderr_progress(args.quiet))
+    write_table_atomic(out, args.out)
+    free = [c for c in model.covariates_ if c not in fixed]
+    note = f" ({', '.join(free)} marginalised over the training distribution)" if free else ""
+    print(f"wrote {len(out)} centile rows for {len(model.idps)} IDPs at {len(ages)} ages -> {args.out}{note}")
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    model = _load_model(args.model, args.device)
+    model.allow_unseen = args.allow_unseen or model.allow_unseen
+    cov = read_table(args.covariates)
+    if args.n < 1:
+        raise InputError("--n must be at least 1")
+    out = model.sample(cov, n=args.n, seed=args.seed, progress=_stderr_progress(args.quiet))
+    write_table_atomic(out, args.out)
+    print(f"wrote {len(out)} samples ({args.n} per covariate row) -> {args.out}")
+
+
+def cmd_synth(args: argparse.Namespace) -> None:
+    from normcore.tabular.synthetic import SyntheticTruth
+
+    if args.n < 1 or args.patients < 0:
+        raise InputError("--n must be >= 1 and --patients >= 0")
+    try:
+        truth = SyntheticTruth.create(d=args.d, n_sites=args.sites, seed=args.seed)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    df = truth.sample(args.n, seed=args.seed + 1, patients=args.patients, patient_shift=args.patient_shift)
+    write_table_atomic(df, args.out)
+    truth_path = Path(args.out).with_suffix(".truth.json")
+    truth.save(truth_path)
+    print(f"wrote {args.n} controls and {args.patients} patients with {args.d} IDPs -> {args.out}; "
+          f"exact truth -> {truth_path}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from normcore.tabular.evaluation import evaluate, summary_lines
+    from normcore.tabular.synthetic import SyntheticTruth
+
+    model = _load_model(args.model, args.device)
+    holdout = read_table(args.data)
+    truth = None
+    if args.truth:
+        path = Path(args.data).with_suffix(".truth.json") if args.truth == "synthetic" else Path(args.truth)
+        if not path.is_file():
+            raise InputError(f"--truth: {path} not found (written by `normcore synth` beside the data)")
+        try:
+            truth = SyntheticTruth.load(path)
+        except (ValueError, TypeError, json.JSONDecodeError) as exc:
+            raise InputError(f"--truth {path}: not a synthetic truth file ({exc})") from None
+    if args.group_col and args.group_col not in holdout.columns:
+        raise InputError(f"{args.data}: --group-col column {args.group_col!r} not found")
+    train = read_table(args.train) if args.train else None
+    report = evaluate(model, holdout, truth=truth, group_col=args.group_col, control_value=args.control_value,
+                      train=train, n_samples=args.samples, seed=args.seed)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out, json.dumps(report, indent=1, default=float))
+    print("\n".join(summary_lines(report)))
+    print(f"full report -> {out}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m normcore", description="Normative modelling with diffusion models.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp: argparse.ArgumentParser, device: bool = True) -> None:
+        sp.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+        sp.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+        if device:
+            sp.add_argument("--device", default=None, help="auto|cpu|cuda (default: auto)")
+
+    f = sub.add_parser("fit", help="fit a normative model on healthy controls")
+    f.add_argument("data")
+    f.add_argument("--age", required=True)
+    f.add_argument("--covariates", default="", help="categorical covariates, comma-separated (e.g. sex,site)")
+    f.add_argument("--idps", default=None, help="IDP columns, comma-separated (default: all other numeric columns)")
+    f.add_argument("--idps-regex", default=None, help="regular expression selecting IDP columns")
+    f.add_argument("--backbone", default="film-mlp", choices=list(SAVABLE),
+                   help="diffusion denoiser, or shash-baseline: the classic per-IDP model")
+    f.add_argument("--epochs", type=int, default=None, help="max epochs (default: auto step budget, early stopping)")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--transform", default="quantile", choices=["quantile", "yeo-johnson", "standard"])
+    f.add_argument("--samples", type=int, default=1000, help="default samples per point stored in the model")
+    f.add_argument("--backbone-params", default=None, metavar="JSON",
+                   help='network size, e.g. \'{"width": 128, "depth": 2}\' (advanced)')
+    f.add_argument("--timesteps", type=int, default=1000, help="diffusion steps T (advanced)")
+    f.add_argument("--sampling-steps", type=int, default=None, help="DDIM steps used when scoring (advanced)")
+    f.add_argument("--batch-size", type=int, default=256, help="training batch size (advanced)")
+    f.add_argument("--id-col", default=None, help="subject ID column (excluded from IDPs)")
+    f.add_argument("--group-col", default=None, help="fit only rows where this column equals --control-value")
+    f.add_argument("--control-value", default="control")
+    f.add_argument("--out", required=True)
+    common(f)
+    f.set_defaults(func=cmd_fit, device_default="auto")
+
+    s = sub.add_parser("score", help="centiles and z-scores of subjects")
+    s.add_argument("model")
+    s.add_argument("data")
+    s.add_argument("--out", required=True)
+    s.add_argument("--samples", type=int, default=None, help="samples per subject (default: the model's, 1000)")
+    s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--allow-unseen", action="store_true",
+                   help="score unseen categorical levels by marginalising over the training levels")
+    common(s)
+    s.set_defaults(func=cmd_score)
+
+    c = sub.add_parser("centiles", help="centile curves on an age grid")
+    c.add_argument("model")
+    c.add_argument("--ages", required=True, help="START:STOP:STEP")
+    c.add_argument("--set", action="append", metavar="COL=VALUE", help="fix a categorical covariate")
+    c.add_argument("--quantiles", default="0.05,0.25,0.5,0.75,0.95")
+    c.add_argument("--samples", type=int, default=None, help="samples per age (default 4000)")
+    c.add_argument("--seed", type=int, default=None)
+    c.add_argument("--out", required=True)
+    common(c)
+    c.set_defaults(func=cmd_centiles)
+
+    sm = sub.add_parser("sample", help="draw synthetic subjects at given covariates")
+    sm.add_argument("model")
+    sm.add_argument("covariates")
+    sm.add_argument("--n", type=int, default=1)
+    sm.add_argument("--seed", type=int, default=None)
+    sm.add_argument("--allow-unseen", action="store_true")
+    sm.add_argument("--out", required=True)
+    common(sm)
+    sm.set_defaults(func=cmd_sample)
+
+    ev = sub.add_parser("evaluate", help="calibration, dependence, memorisation and clinical metrics")
+    ev.add_argument("model")
+    ev.add_argument("data", help="held-out table (controls, optionally patients)")
+    ev.add_argument("--truth", default=None, help="'synthetic' (DATA.truth.json beside the data) or a truth file")
+    ev.add_argument("--group-col", default=None)
+    ev.add_argument("--control-value", default="control")
+    ev.add_argument("--train", default=None, help="training table, for the memorisation check")
+    ev.add_argument("--samples", type=int, default=None)
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--out", required=True)
+    common(ev)
+    ev.set_defaults(func=cmd_evaluate)
+
+    sy = sub.add_parser("synth", help="synthetic cohort with exact ground truth")
+    sy.add_argument("--n", type=int, required=True)
+    sy.add_argument("--d", type=int, default=10)
+    sy.add_argument("--patients", type=int, default=0, help="number of patients added")
+    sy.add_argument("--patient-shift", type=float, default=1.5, help="shift of affected IDPs in z units")
+    sy.add_argument("--sites", type=int, default=0)
+    sy.add_argument("--seed", type=int, default=0)
+    sy.add_argument("--out", required=True)
+    common(sy, device=False)
+    sy.set_defaults(func=cmd_synth)
+
+    from normcore.cli.imaging import add_parsers
+
+    add_parsers(sub, common)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+    if hasattr(args, "device") and args.device is None:
+        args.device = getattr(args, "device_default", None)
+    try:
+        if getattr(args, "wants_progress", False):
+            args.func(args, _stderr_progress(args.quiet))
+        else:
+            args.func(args)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (Cancelled, KeyboardInterrupt):
+        print("cancelled; nothing was written", file=sys.stderr)
+        return 130
+    return 0

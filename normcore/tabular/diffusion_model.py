@@ -1,0 +1,304 @@
+"""The tabular normative model: a conditional diffusion model of all IDPs jointly given covariates."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+
+from normcore._utils.device import describe_device, resolve_device
+from normcore._utils.errors import InputError
+from normcore._utils.progress import Progress, as_progress
+from normcore.diffusion import NoiseSchedule
+from normcore.diffusion import sample as run_sampler
+from normcore.diffusion.parameterisation import wrap_denoiser
+from normcore.nets import build_backbone, check_backbone_params
+from normcore.tabular.base import NormativeModel
+from normcore.tabular.preprocessing import MARGINALISE, CovariateEncoder, IDPTransformer, LocationScale, category_label
+from normcore.tabular.scoring import copula_correlation, randomised_pit
+from normcore.tabular.training import TrainConfig, distributed_context, init_distributed_from_env, train_denoiser
+
+
+def _migrate_v1(card: dict, tensors: dict[str, torch.Tensor]) -> None:
+    """Version 1 cards: the parameterisation and the per-IDP path were added without a version change.
+
+    Cards without ``parameterisation`` predicted the noise directly (``eps``); FiLM-MLP cards without
+    ``marginal_width`` have the per-IDP path exactly when their weights hold ``marginal.*`` tensors.
+    """
+    params = card["params"]
+    params.setdefault("parameterisation", "eps")
+    params["backbone_params"] = dict(params.get("backbone_params") or {})
+    if params.get("backbone") == "film-mlp" and "marginal_width" not in params["backbone_params"]:
+        marginal = tensors.get("marginal.idp")
+        params["backbone_params"]["marginal_width"] = int(marginal.shape[1]) if marginal is not None else 0
+
+
+class NormativeDiffusion(NormativeModel):
+    """Conditional denoising diffusion normative model (scikit-learn style estimator).
+
+    Parameters
+    ----------
+    backbone : ``"film-mlp"`` or ``"saint"``; ``backbone_params`` are passed to the network.
+    parameterisation : ``"gaussian-residual"`` (default: the network learns the departure from the exact
+      denoiser of independent standard-normal IDPs, see :class:`~normcore.diffusion.GaussianResidual`)
+      or ``"eps"`` (plain noise prediction).
+    location_scale : first standardise each IDP by a smooth conditional location and scale
+      (:class:`~normcore.tabular.preprocessing.LocationScale`); the diffusion model learns the rest.
+    transform : per-IDP Gaussianisation before diffusion: ``"quantile"``, ``"yeo-johnson"``, ``"standard"``.
+    schedule, timesteps : noise schedule (``"cosine"`` or ``"linear"``) and its length T.
+    sampler, sampling_steps, eta : ``"dpm++2m-sde"`` (default: stochastic second-order solver),
+      ``"dpm++2m"`` (ODE), ``"ddim"`` or ``"ddpm"``; the respaced chain length; DDIM's eta (see the README
+      and BENCHMARKS.md for why the stochastic solver is the default).
+    clip_x0 : bound on the predicted clean sample on the Gaussianised scale at each reverse step
+      (a safety bound: the first reverse steps divide by sqrt(abar_T)).
+    n_samples : samples per covariate point (M) for scores and centile curves.
+    epochs : maximal training epochs (``None``: a budget of ``TrainConfig.auto_steps`` steps);
+      early stopping on a validation split of ``val_fraction`` stops sooner.
+    allow_unseen : score categories unseen in training by marginalising over the training levels
+      (e.g. a new site treated as a random training site); otherwise they are an error.
+    device : ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+    """
+
+    def __init__(self, backbone: str = "film-mlp", transform: str = "quantile", schedule: str = "cosine",
+                 timesteps: int = 1000, sampler: str = "dpm++2m-sde", sampling_steps: int = 25, eta: float = 0.0,
+                 n_samples: int = 1000, epochs: int | None = None, batch_size: int = 256, lr: float = 2e-3,
+                 weight_decay: float = 1e-4, ema_decay: float = 0.998, val_fraction: float = 0.1,
+                 patience: int = 8, seed: int = 0, device: str = "auto", allow_unseen: bool = False,
+                 backbone_params: dict | None = None, clip_x0: float | None = 10.0,
+                 location_scale: bool = True, parameterisation: str = "gaussian-residual"):
+        self.backbone = backbone
+        self.transform = transform
+        self.schedule = schedule
+        self.timesteps = timesteps
+        self.sampler = sampler
+        self.sampling_steps = sampling_steps
+        self.eta = eta
+        self.n_samples = n_samples
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.ema_decay = ema_decay
+        self.val_fraction = val_fraction
+        self.patience = patience
+        self.seed = seed
+        self.device = device
+        self.allow_unseen = allow_unseen
+        self.backbone_params = dict(backbone_params or {})
+        self.clip_x0 = clip_x0
+        self.location_scale = location_scale
+        self.parameterisation = parameterisation
+
+    FORMAT = "normcore-tabular-diffusion"
+    FORMAT_VERSION = 2
+    MIGRATIONS = {1: _migrate_v1}
+    _FITTED_MARK = "net_"
+
+    @property
+    def model_type(self) -> str:
+        return self.backbone
+
+    # ------------------------------------------------------------------ fit
+    def _fit_core(self, data: pd.DataFrame, age: str, covariates: list[str], label: str, progress: Progress,
+                  dropped_rows: int) -> None:
+        check_backbone_params(self.backbone, self.backbone_params)
+        idps = self.idps
+        device = resolve_device(self.device)
+        init_distributed_from_env(device)
+        if device.type == "cuda" and distributed_context()[1] > 1:
+            device = torch.device("cuda", distributed_context()[0] % torch.cuda.device_count())
+        self.device_ = device
+
+        rng = np.random.default_rng(self.seed)
+        order = rng.permutation(len(data))
+        n_val = max(1, int(round(self.val_fraction * len(data))))
+        val_idx, train_idx = order[:n_val], order[n_val:]
+        train, val = data.iloc[train_idx], data.iloc[val_idx]
+
+        self.encoder_ = CovariateEncoder(age, covariates).fit(train)
+        self.schedule_ = NoiseSchedule(self.schedule, self.timesteps)
+        n_levels = [len(self.encoder_.levels[c]) for c in covariates]
+
+        def covs(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+            codes = self.encoder_.codes(frame, allow_unseen=True, label=label)
+            return frame[age].to_numpy(float), self.encoder_.resolve_marginalised(codes, rng)  # level only in val
+
+        # the closed-form preprocessing uses every row: its leave-one-out residuals are out-of-sample for
+        # the location of each row, so the validation rows stay valid for the network's early stopping
+        age_tr, codes_tr = covs(train)
+        age_va, codes_va = covs(val)
+        ages, codes_all = np.r_[age_tr, age_va], np.concatenate([codes_tr, codes_va])
+        y_all = np.concatenate([train[idps].to_numpy(float), val[idps].to_numpy(float)])
+        if self.location_scale:
+            self.location_scale_ = LocationScale()
+            r_all = self.location_scale_.fit_transform(ages, codes_all, y_all, n_levels)  # leave-one-out
+        else:
+            self.location_scale_, r_all = None, y_all
+        self.transformer_ = IDPTransformer(self.transform).fit(r_all)
+        x_all = self.transformer_.transform(r_all).astype(np.float32)
+        x_train, x_val = x_all[:len(train)], x_all[len(train):]
+        c_train = self.encoder_.encode(age_tr, codes_tr)
+        c_val = self.encoder_.encode(age_va, codes_va)
+        torch.manual_seed(self.seed)
+        net = build_backbone(self.backbone, len(idps), self.encoder_.dim, **self.backbone_params)
+        denoiser = wrap_denoiser(net, self.schedule_, self.parameterisation)
+        params = self.get_params()
+        cfg = TrainConfig(**{f.name: params[f.name] for f in dataclasses.fields(TrainConfig) if f.name in params})
+        state, history = train_denoiser(denoiser, x_train, c_train, x_val, c_val, self.schedule_, cfg, device,
+                                        progress)
+        denoiser.load_state_dict(state)
+        self.net_ = net.to(device).eval()  # only now is the model fitted (a cancelled fit leaves none)
+        self.history_ = history
+        self.training_summary_ = _training_summary(train, val, age, covariates, idps, dropped_rows)
+
+    # ------------------------------------------------------------------ sampling core
+    def _eps_fn(self):
+        return wrap_denoiser(self.net_, self.schedule_, self.parameterisation).to(self.device_).eval()
+
+    def _max_rows(self) -> int:
+        # CPU: small chunks keep the activations in cache (see BENCHMARKS.md)
+        return 1 << 20 if self.device_.type == "cuda" else 1 << 12
+
+    def _to_latent(self, y: np.ndarray, age: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """Original IDP units -> the Gaussianised scale the diffusion model works on."""
+        r = self.location_scale_.transform(y, age, codes) if self.location_scale_ else y
+        return self.transformer_.transform(r)
+
+    def _to_values(self, x: np.ndarray, age: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """Gaussianised scale -> original IDP units (exact inverse of :meth:`_to_latent`)."""
+        r = self.transformer_.inverse_transform(x)
+        return self.location_scale_.inverse_transform(r, age, codes) if self.location_scale_ else r
+
+    @torch.no_grad()
+    def _draw(self, age: np.ndarray, codes: np.ndarray, m: int, seed: int,
+              progress: Progress | None = None) -> torch.Tensor:
+        """(U, m, D) samples in original IDP units at U covariate points (codes may marginalise)."""
+        self._check_fitted()
+        progress = as_progress(progress)
+        gen_np = np.random.default_rng(seed)
+        device = self.device_
+        gen = torch.Generator(device=device).manual_seed(seed)
+        d = len(self.idps)
+        u = len(age)
+        out = torch.empty((u, m, d), dtype=torch.float64)
+        marg = (codes == MARGINALISE).any(axis=1) if codes.size else np.zeros(u, bool)
+        per_chunk = max(1, self._max_rows() // m)
+        chunks = [(s, min(s + per_chunk, u)) for s in range(0, u, per_chunk)]
+        eps_fn = self._eps_fn()
+        for done, (s, e) in enumerate(chunks):
+            a, c, mg = age[s:e], codes[s:e], marg[s:e]
+            rep_age = np.repeat(a, m)
+            if not mg.any():
+                cond = torch.from_numpy(self.encoder_.encode(a, c)).to(device)
+                x = run_sampler(eps_fn, self.schedule_, cond, (e - s, m, d), self.sampler,
+                                self.sampling_steps, self.eta, gen, self.clip_x0)
+                rep_codes = np.repeat(c, m, axis=0)
+            else:  # each sample draws its own level for marginalised covariates
+                rep_codes = self.encoder_.resolve_marginalised(np.repeat(c, m, axis=0), gen_np)
+                cond = torch.from_numpy(self.encoder_.encode(rep_age, rep_codes)).to(device)
+                x = run_sampler(eps_fn, self.schedule_, cond, ((e - s) * m, 1, d), self.sampler,
+                                self.sampling_steps, self.eta, gen, self.clip_x0)
+            values = self._to_values(x.reshape(-1, d).double().cpu().numpy(), rep_age, rep_codes)
+            out[s:e] = torch.from_numpy(values).reshape(e - s, m, d)
+            progress.update("sample", done + 1, len(chunks))
+        return out
+
+    def _unique_points(self, age: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Distinct covariate points (ages, codes) and each row's index into them: rows share samples."""
+        keys = np.column_stack([age, codes]) if codes.size else age[:, None]
+        uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
+        return uniq[:, 0], uniq[:, 1:].astype(np.int64), inverse.reshape(-1)
+
+    # ------------------------------------------------------------------ model cores (see NormativeModel)
+    def _sample_core(self, age, codes, n, seed, progress) -> np.ndarray:
+        seed = self.seed if seed is None else seed
+        return self._draw(age, codes, n, seed, progress).numpy()
+
+    def _score_core(self, y, age, codes, n_samples, seed, progress):
+        """Randomised PIT against M samples shared by rows with identical covariates; copula correlation."""
+        m = int(n_samples or self.n_samples)
+        seed = self.seed if seed is None else seed
+        u_age, u_codes, inverse = self._unique_points(age, codes)
+        samples = self._draw(u_age, u_codes, m, seed, progress)  # (U, M, D)
+        y_t = torch.from_numpy(np.nan_to_num(y, nan=0.0))
+        sorted_s = samples.transpose(1, 2).sort(dim=-1).values.contiguous()  # (U, D, M)
+        v = torch.from_numpy(np.random.default_rng(seed + 1).random(y.shape))
+        u_list, beyond_list = [], []
+        step = max(1, (1 << 22) // (m * len(self.idps)))
+        for s in range(0, len(y), step):
+            uu, bb = randomised_pit(sorted_s[inverse[s:s + step]].contiguous(), y_t[s:s + step], v[s:s + step])
+            u_list.append(uu)
+            beyond_list.append(bb)
+        centile = torch.cat(u_list).numpy()
+        beyond = torch.cat(beyond_list).numpy()
+        corr = copula_correlation(samples).numpy()
+        return centile, None, beyond, corr[inverse]
+
+    def _quantile_core(self, ages, codes, quantiles, n_samples, seed, progress) -> np.ndarray:
+        """Sample quantiles; defaults to max(n_samples, 4000) samples per age (quantile error ~ 1/sqrt(M))."""
+        m = int(n_samples or max(self.n_samples, 4000))
+        samples = self._draw(ages, codes, m, self.seed if seed is None else seed, progress)
+        qs = torch.quantile(samples, torch.as_tensor(quantiles, dtype=samples.dtype), dim=1)  # (Q, G, D)
+        return qs.numpy()
+
+    def predict_moments(self, df: pd.DataFrame, n_samples: int | None = None,
+                        seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Predictive mean and variance (n, D) from samples at each row's covariates (for EXPV/SMSE/MSLL)."""
+        self._check_fitted()
+        age, codes = self._covariates_of(df, "table")
+        u_age, u_codes, inverse = self._unique_points(age, codes)
+        samples = self._draw(u_age, u_codes, int(n_samples or self.n_samples), self.seed if seed is None else seed)
+        mean, var = samples.mean(dim=1).numpy(), samples.var(dim=1).numpy()
+        return mean[inverse], var[inverse]
+
+    # ------------------------------------------------------------------ persistence
+    def _state(self) -> tuple[dict[str, torch.Tensor], dict]:
+        return self.net_.state_dict(), {
+            "transformer": self.transformer_.to_dict(),
+            "location_scale": self.location_scale_.to_dict() if self.location_scale_ else None,
+            "schedule": self.schedule_.to_dict()}
+
+    def _versions(self) -> dict:
+        return {"fitted_on": describe_device(self.device_)}
+
+    def save(self, path):
+        """Save weights (safetensors) and card (JSON) atomically; in a distributed fit only rank 0 writes."""
+        if distributed_context()[0] != 0:
+            return path
+        return super().save(path)
+
+    def _restore(self, tensors: dict[str, torch.Tensor], card: dict, path: str) -> None:
+        self.transformer_ = IDPTransformer.from_dict(card["transformer"])
+        ls = card.get("location_scale")
+        self.location_scale_ = LocationScale.from_dict(ls) if ls else None
+        self.schedule_ = NoiseSchedule(card["schedule"]["kind"], card["schedule"]["timesteps"])
+        try:
+            self.device_ = resolve_device(self.device)
+        except ValueError:  # e.g. fitted with device="cuda", loaded on a machine without a GPU
+            self.device = "auto"
+            self.device_ = resolve_device("auto")
+        net = build_backbone(self.backbone, len(self.idps), self.encoder_.dim, **self.backbone_params)
+        try:
+            net.load_state_dict(tensors)
+        except RuntimeError as exc:
+            raise InputError(f"{path}: weights do not match the model card ({str(exc).splitlines()[0]})") from None
+        self.net_ = net.to(self.device_).eval()
+
+
+def _training_summary(train: pd.DataFrame, val: pd.DataFrame, age: str, covariates: list[str],
+                      idps: list[str], dropped_rows: int) -> dict:
+    both = pd.concat([train, val])
+    return {
+        "n_train": int(len(train)),
+        "n_validation": int(len(val)),
+        "dropped_rows": int(dropped_rows),
+        "age": {"min": float(both[age].min()), "max": float(both[age].max()), "mean": float(both[age].mean())},
+        "levels": {c: both[c].map(category_label).value_counts().sort_index().astype(int).to_dict()
+                   for c in covariates},
+        "idp_mean": {c: float(both[c].mean()) for c in idps},
+        "idp_std": {c: float(both[c].std()) for c in idps},
+        "timestamp": time.time(),
+    }

@@ -1,0 +1,143 @@
+"""The evaluation suite: every metric of :mod:`normcore.metrics` for one model on held-out data."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+
+from normcore import metrics as M
+from normcore.tabular.synthetic import SyntheticTruth
+
+
+def _bands(ages: np.ndarray, n_bands: int = 4) -> list[tuple[float, float]]:
+    edges = np.unique(np.quantile(ages, np.linspace(0, 1, n_bands + 1)).round(1))
+    edges[-1] += 0.1
+    return [(float(a), float(b)) for a, b in zip(edges[:-1], edges[1:], strict=False)]
+
+
+def evaluate(model, holdout: pd.DataFrame, truth: SyntheticTruth | None = None, group_col: str | None = None,
+             control_value: str | None = None, train: pd.DataFrame | None = None, n_samples: int | None = None,
+             seed: int = 0) -> dict:
+    """Calibration, classic, dependence, memorisation and clinical metrics of ``model`` on ``holdout``.
+
+    Controls are the rows with ``group_col == control_value`` (all rows without a group column);
+    patients, when present, give the clinical-separation table. ``truth`` (synthetic data) adds the
+    ACE of centile curves against the exact truth; ``train`` adds the memorisation check.
+    """
+    age = model.encoder_.age
+    idps = model.idps
+    cats = model.encoder_.categorical
+    report: dict = {"model": getattr(model, "backbone", type(model).__name__), "n_holdout": int(len(holdout)),
+                    "idps": idps}
+    if group_col:
+        is_control = holdout[group_col].astype(str) == str(control_value)
+    else:
+        is_control = pd.Series(True, index=holdout.index)
+    start = time.perf_counter()
+    scores = model.score(holdout, n_samples=n_samples, seed=seed)
+    report["score_time_s"] = time.perf_counter() - start
+    ctrl = scores[is_control.to_numpy()]
+    report["n_controls"] = int(len(ctrl))
+
+    per_idp = []
+    mean, var = model.predict_moments(holdout[is_control.to_numpy()], n_samples=200)
+    tr = model.training_summary_
+    for j, name in enumerate(idps):
+        u = ctrl[f"centile:{name}"].to_numpy(float)
+        y = ctrl[name].to_numpy(float)
+        ks_stat, ks_p = M.pit_ks(u)
+        cov = M.coverage(u).set_index("level")
+        row = {"idp": name, "pit_ks": ks_stat, "pit_ks_p": ks_p,
+               "coverage50": cov.loc[0.5, "coverage"], "coverage90": cov.loc[0.9, "coverage"],
+               "coverage95": cov.loc[0.95, "coverage"], "coverage95_se": cov.loc[0.95, "se"],
+               "ace_heldout": M.ace_from_centiles(u, ctrl[age].to_numpy(float)),
+               "expv": M.explained_variance(y, mean[:, j]), "smse": M.smse(y, mean[:, j]),
+               "rho": M.pearson_rho(y, mean[:, j])}
+        train_mean = tr.get("idp_mean", {}).get(name, float(np.mean(y)))
+        train_sd = tr.get("idp_std", {}).get(name, float(np.std(y)))
+        row["msll"] = M.msll(y, mean[:, j], np.maximum(var[:, j], 1e-12), train_mean, train_sd**2)
+        row.update(M.z_summary(ctrl[f"z:{name}"].to_numpy(float)))
+        per_idp.append(row)
+    table = pd.DataFrame(per_idp)
+    report["per_idp"] = table.to_dict(orient="records")
+    report["aggregate"] = {
+        "coverage50_mean": float(table.coverage50.mean()), "coverage90_mean": float(table.coverage90.mean()),
+        "coverage95_mean": float(table.coverage95.mean()), "ace_heldout_mean": float(table.ace_heldout.mean()),
+        "pit_ks_pass_rate_0.01": float((table.pit_ks_p > 0.01).mean()),
+        "pit_ks_pass_rate_0.01_bh": float((~M.benjamini_hochberg(table.pit_ks_p.to_numpy(), 0.01)).mean()),
+        "msll_mean": float(table.msll.mean()), "expv_mean": float(table.expv.mean()),
+        "smse_mean": float(table.smse.mean())}
+
+    controls = holdout[is_control.to_numpy()].reset_index(drop=True)
+    generated = model.sample(controls[[age, *cats]], n=1, seed=seed + 1)
+    bands = _bands(controls[age].to_numpy(float))
+    report["dependence"] = M.dependence_report(controls, generated, age, idps, bands, seed=seed)
+    ks = M.ks_by_age_band(controls, generated, age, idps, bands)
+    report["ks_by_age_band"] = {"n_tests": int(len(ks)), "rejected_bh": int(ks["reject_bh"].sum()),
+                                "share_rejected": float(ks["reject_bh"].mean()) if len(ks) else float("nan")}
+
+    if train is not None:
+        def as_matrix(frame: pd.DataFrame) -> np.ndarray:
+            codes = model.encoder_.codes(frame, allow_unseen=True).astype(float)
+            return np.column_stack([frame[age].to_numpy(float), codes, frame[idps].to_numpy(float)])
+        report["memorisation"] = M.memorisation_report(as_matrix(generated), as_matrix(train), as_matrix(controls))
+
+    if truth is not None:
+        report["truth"] = ace_against_synthetic_truth(model, truth, age_range=(20.0, 90.0))
+        # sampling-noise floor of the dependence error: an independent draw of the same size from the truth
+        oracle = truth.sample(len(controls), seed=seed + 99)
+        report["dependence"]["frobenius_oracle"] = M.frobenius_gap(controls[idps].to_numpy(float),
+                                                                    oracle[idps].to_numpy(float))
+
+    if group_col and (~is_control).any():
+        table = M.separation_table(scores, idps, ~is_control.to_numpy(), n_boot=500, seed=seed)
+        report["clinical"] = table.to_dict(orient="records")
+    return report
+
+
+def ace_against_synthetic_truth(model, truth: SyntheticTruth, age_range: tuple[float, float] = (20.0, 90.0),
+                                step: float = 2.0, n_samples: int = 2000) -> dict:
+    """ACE of the model's centile curves against the exact truth: ages in ``age_range``, both sexes,
+    quantiles 0.02..0.98 (25 levels), at the first site when the truth has sites."""
+    ages = np.arange(age_range[0], age_range[1] + 1e-9, step)
+    qs = np.linspace(0.02, 0.98, 25)
+    fixed_site = {"site": truth.site_names[0]} if truth.n_sites and "site" in model.encoder_.categorical else {}
+    errs = {}
+    for sex in (0, 1):
+        cur = model.centiles(ages, tuple(qs), fixed={"sex": sex, **fixed_site}, n_samples=n_samples)
+        for name in model.idps:
+            c = cur[cur.idp == name]
+            p = truth.cdf(c["value"].to_numpy(), c["age"].to_numpy(), sex, name, site=fixed_site.get("site"))
+            errs.setdefault(name, []).append(M.ace_against_truth(c["quantile"].to_numpy(), p))
+    per_idp = {k: float(np.mean(v)) for k, v in errs.items()}
+    return {"ace": float(np.mean(list(per_idp.values()))), "ace_per_idp": per_idp}
+
+
+def summary_lines(report: dict) -> list[str]:
+    """Human-readable summary of an evaluation report."""
+    agg = report["aggregate"]
+    lines = [f"model {report['model']}: {report['n_controls']} held-out controls, {len(report['idps'])} IDPs, "
+             f"scored in {report['score_time_s']:.1f} s",
+             f"  coverage 50/90/95%: {agg['coverage50_mean']:.3f} / {agg['coverage90_mean']:.3f} / "
+             f"{agg['coverage95_mean']:.3f}",
+             f"  held-out ACE {agg['ace_heldout_mean']:.4f}; PIT KS pass rate (alpha 0.01) "
+             f"{agg['pit_ks_pass_rate_0.01']:.2f}",
+             f"  MSLL {agg['msll_mean']:.3f}, EXPV {agg['expv_mean']:.3f}, SMSE {agg['smse_mean']:.3f}"]
+    dep = report["dependence"]
+    floor = f" (noise floor, exact draw: {dep['frobenius_oracle']:.4f})" if "frobenius_oracle" in dep else ""
+    lines.append(f"  dependence (Spearman RMS gap): model {dep['frobenius_model']:.4f} vs product of marginals "
+                 f"{dep['frobenius_product_of_marginals']:.4f}{floor}")
+    if "memorisation" in report:
+        mem = report["memorisation"]
+        lines.append(f"  memorisation: NN distance ratio train/holdout {mem['ratio']:.3f}, "
+                     f"share closer to train {mem['share_closer_to_train']:.3f}")
+    if "truth" in report:
+        lines.append(f"  ACE against the exact truth: {report['truth']['ace']:.4f}")
+    if "clinical" in report:
+        best = max(report["clinical"], key=lambda r: r["auc"])
+        mv = [r for r in report["clinical"] if r["score"] in ("multivariate_d2", "mean_abs_z")]
+        lines.append("  clinical AUC: " + ", ".join(f"{r['score']} {r['auc']:.3f}" for r in mv)
+                     + f"; best {best['score']} {best['auc']:.3f}")
+    return lines

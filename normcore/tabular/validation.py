@@ -1,0 +1,167 @@
+"""Checks of a user table against a model specification (age, covariates, IDPs).
+
+Nothing is changed silently: :func:`validate_table` returns a report of errors (the table cannot be
+used as is) and warnings (with the proposed action, e.g. drop a constant column); callers decide.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from normcore._utils.errors import InputError
+
+
+@dataclass
+class Finding:
+    level: str  # "error" | "warning" | "info"
+    column: str | None
+    message: str
+
+
+@dataclass
+class ValidationReport:
+    """Outcome of :func:`validate_table`."""
+
+    findings: list[Finding] = field(default_factory=list)
+    constant_idps: list[str] = field(default_factory=list)
+    rows_with_missing: list[int] = field(default_factory=list)
+    duplicate_ids: list[str] = field(default_factory=list)
+    small_groups: dict[str, dict[str, int]] = field(default_factory=dict)
+    age_range: tuple[float, float] | None = None
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.level == "error"]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.level == "warning"]
+
+    def add(self, level: str, column: str | None, message: str) -> None:
+        self.findings.append(Finding(level, column, message))
+
+    def raise_errors(self, label: str) -> None:
+        """Raise the first error as an :class:`InputError` naming ``label``."""
+        if self.errors:
+            first = self.errors[0]
+            more = f" (and {len(self.errors) - 1} more problems)" if len(self.errors) > 1 else ""
+            raise InputError(f"{label}: {first.message}{more}")
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame([f.__dict__ for f in self.findings], columns=["level", "column", "message"])
+
+
+def resolve_idps(df: pd.DataFrame, idps: list[str] | None = None, idps_regex: str | None = None,
+                 exclude: list[str] | tuple[str, ...] = (), label: str = "table") -> list[str]:
+    """Pick IDP columns by explicit list, by regular expression, or (neither) all numeric columns left."""
+    if idps:
+        missing = [c for c in idps if c not in df.columns]
+        if missing:
+            raise InputError(f"{label}: IDP column(s) not found: {', '.join(missing[:5])}")
+        return list(idps)
+    if idps_regex:
+        try:
+            pattern = re.compile(idps_regex)
+        except re.error as exc:
+            raise InputError(f"--idps-regex {idps_regex!r} is not a valid regular expression ({exc})") from None
+        chosen = [c for c in df.columns if pattern.search(c) and c not in exclude]
+        if not chosen:
+            raise InputError(f"{label}: no column matches --idps-regex {idps_regex!r}")
+        return chosen
+    chosen = [c for c in df.columns if c not in exclude and pd.api.types.is_numeric_dtype(df[c])]
+    if not chosen:
+        raise InputError(f"{label}: no numeric IDP columns found besides the covariates")
+    return chosen
+
+
+def _numeric_problem(series: pd.Series) -> str | None:
+    if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+        return None
+    converted = pd.to_numeric(series, errors="coerce")
+    bad = series[converted.isna() & series.notna()]
+    if len(bad):
+        return f"non-numeric values such as {str(bad.iloc[0])!r} in {len(bad)} row(s)"
+    return None
+
+
+def validate_table(df: pd.DataFrame, age: str, covariates: list[str], idps: list[str],
+                   id_col: str | None = None, min_group_size: int = 10,
+                   control_mask: np.ndarray | None = None) -> ValidationReport:
+    """Check a table for use with a normative model; see :class:`ValidationReport`."""
+    report = ValidationReport()
+    needed = [age, *covariates, *idps] + ([id_col] if id_col else [])
+    for col in needed:
+        if col not in df.columns:
+            report.add("error", col, f"column {col!r} not found (columns: {', '.join(map(str, df.columns[:8]))}…)")
+    if report.errors:
+        return report
+    for col in [age, *idps]:
+        problem = _numeric_problem(df[col])
+        if problem:
+            report.add("error", col, f"column {col!r} has {problem}")
+    if report.errors:
+        return report
+    ages = pd.to_numeric(df[age], errors="coerce")
+    if ages.notna().any():
+        report.age_range = (float(ages.min()), float(ages.max()))
+        if (ages < 0).any() or (ages > 130).any():
+            report.add("error", age, f"column {age!r} has ages outside 0–130")
+    values = df[idps].apply(pd.to_numeric, errors="coerce")
+    if np.isinf(values.to_numpy(dtype=float)).any():
+        cols = [c for c in idps if np.isinf(values[c].to_numpy(dtype=float)).any()]
+        report.add("error", cols[0], f"column {cols[0]!r} has infinite values")
+    for col in idps:
+        v = values[col].dropna()
+        if len(v) and (v.nunique() <= 1):
+            kind = "all zero" if (v == 0).all() else "constant"
+            report.constant_idps.append(col)
+            report.add("warning", col, f"IDP {col!r} is {kind}; it carries no information and will be dropped")
+    used = df[[age, *covariates, *idps]]
+    missing_rows = np.flatnonzero(used.isna().any(axis=1).to_numpy() | ages.isna().to_numpy())
+    report.rows_with_missing = missing_rows.tolist()
+    if len(missing_rows):
+        cols = used.columns[used.isna().any()].tolist()
+        report.add("warning", cols[0] if cols else None,
+                   f"{len(missing_rows)} row(s) have missing values (in {', '.join(cols[:5])}); they will be dropped")
+    if id_col:
+        dup = df[id_col][df[id_col].duplicated(keep=False)].astype(str).unique().tolist()
+        report.duplicate_ids = dup
+        if dup:
+            report.add("warning", id_col, f"{len(dup)} duplicate subject ID(s), e.g. {dup[0]!r}")
+    ref = df if control_mask is None else df[control_mask]
+    for col in covariates:
+        counts = ref[col].astype(str).value_counts()
+        small = counts[counts < min_group_size]
+        if len(small):
+            report.small_groups[col] = small.to_dict()
+            report.add("warning", col, f"{len(small)} level(s) of {col!r} have fewer than {min_group_size} "
+                       f"controls (e.g. {small.index[0]!r}: {int(small.iloc[0])}); their effects are poorly estimated")
+        if counts.size > 200:
+            report.add("error", col, f"categorical covariate {col!r} has {counts.size} levels; is it continuous?")
+    if report.age_range:
+        report.add("info", age, f"age range {report.age_range[0]:.1f}–{report.age_range[1]:.1f}")
+    return report
+
+
+def prepare_training_table(df: pd.DataFrame, age: str, covariates: list[str], idps: list[str] | None,
+                           idps_regex: str | None, label: str,
+                           min_rows: int = 20) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """Validate a training table; drop constant IDPs and incomplete rows (returned as warnings).
+
+    Returns (complete rows, usable IDP names, warning messages); raises :class:`InputError` on errors.
+    """
+    idps = resolve_idps(df, idps, idps_regex, exclude=[age, *covariates], label=label)
+    report = validate_table(df, age, covariates, idps)
+    report.raise_errors(label)
+    warnings = [f.message for f in report.warnings]
+    idps = [c for c in idps if c not in report.constant_idps]
+    data = df.drop(index=df.index[report.rows_with_missing])
+    if len(data) < min_rows:
+        raise InputError(f"{label}: only {len(data)} complete rows; at least {min_rows} are needed to fit")
+    if not idps:
+        raise InputError(f"{label}: no usable IDP columns")
+    return data, idps, warnings

@@ -1,0 +1,93 @@
+"""``mri-fit`` and ``mri-score`` end to end at the tiny configuration on synthetic NIfTI files."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from normcore.cli import main
+from normcore._utils.errors import InputError
+from normcore.imaging.cohort import read_participants, split_indices
+from normcore.imaging.grid import ModelGrid, template_on_grid
+
+GRID_2MM = ModelGrid(6.0, (32, 36, 32))  # the "native" scans: coarse, for speed
+
+
+@pytest.fixture(scope="module")
+def scan_folder(tmp_path_factory):
+    """12 skull-stripped scans in MNI space (a 6 mm grid, LPS-flipped storage) + participants.csv."""
+    root = tmp_path_factory.mktemp("scans")
+    (root / "t1").mkdir()
+    template, brain = template_on_grid(GRID_2MM)
+    rng = np.random.default_rng(0)
+    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
+    aff = GRID_2MM.affine.copy()
+    aff[:, :3] = aff[:, :3] @ flip[:3, :3]  # stored with the x and y axes reversed (LPS)
+    aff[:3, 3] = GRID_2MM.affine[:3, :3] @ (np.array(GRID_2MM.shape) - 1) * np.array([1, 1, 0]) + GRID_2MM.affine[:3, 3]
+    rows = []
+    for i in range(12):
+        vol = np.clip(template * (1 + 0.05 * rng.standard_normal()) + 0.02 * rng.standard_normal(template.shape), 0,
+                      1) * brain
+        nib.save(nib.Nifti1Image((vol[::-1, ::-1] * 1000).astype(np.float32), aff), root / "t1" / f"s{i:02d}_T1.nii.gz")
+        rows.append({"subject_id": f"s{i:02d}", "age": 20 + 5 * i, "sex": "MF"[i % 2]})
+    pd.DataFrame(rows).to_csv(root / "participants.csv", index=False)
+    return root
+
+
+def test_mri_fit_then_score_writes_maps_in_scan_space(scan_folder, tmp_path, capsys):
+    model_dir = tmp_path / "model"
+    rc = main(["mri-fit", "--images", str(scan_folder / "t1"), "--participants", str(scan_folder / "participants.csv"),
+               "--config", "tiny", "--holdout", "2", "--validation", "0.4", "--out", str(model_dir), "--quiet",
+               "--device", "cpu"])
+    assert rc == 0 and (model_dir / "model.safetensors").is_file()
+    card = json.loads((model_dir / "model.json").read_text())
+    assert len(card["data"]["test_ids"]) == 2 and not set(card["data"]["test_ids"]) & set(card["data"]["train_ids"])
+    scan = scan_folder / "t1" / f"{card['data']['test_ids'][0]}_T1.nii.gz"
+    out = tmp_path / "out"
+    rc = main(["mri-score", str(model_dir), str(scan), "--age", "40", "--sex", "F", "--out", str(out), "--quiet",
+               "--device", "cpu"])
+    assert rc == 0, capsys.readouterr().err
+    native = nib.load(scan)
+    for name in ("restoration", "anomaly", "zmap"):
+        img = nib.load(out / f"{name}.nii.gz")
+        assert img.shape == native.shape and np.allclose(img.affine, native.affine)
+    result = json.loads((out / "result.json").read_text())
+    assert set(result["abnormality_index"]) == {"top1", "top5"} and result["sex"] == "F"
+    assert 0 <= result["healthy_centile"]["top1"] <= 100
+    rc = main(["mri-score", str(model_dir), str(scan), "--age", "40", "--sex", "1", "--out", str(out / "m"),
+               "--method", "autoencoder", "--quiet", "--device", "cpu"])
+    assert rc == 0 and json.loads((out / "m" / "result.json").read_text())["sex"] == "M"
+
+
+def test_mri_score_refuses_bad_inputs_with_messages(scan_folder, tmp_path, capsys):
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(b"not a nifti at all")
+    rc = main(["mri-score", str(tmp_path / "missing_model"), str(bad), "--age", "40", "--sex", "F", "--out",
+               str(tmp_path / "o")])
+    assert rc == 2 and "not a model folder" in capsys.readouterr().err
+    rc = main(["mri-fit", "--images", str(tmp_path), "--participants", str(scan_folder / "participants.csv"),
+               "--out", str(tmp_path / "m"), "--config", "tiny"])
+    assert rc == 2 and "no scan in" in capsys.readouterr().err
+
+
+def test_participants_table_validation(tmp_path):
+    p = tmp_path / "p.csv"
+    p.write_text("id,age\na,30\n")
+    with pytest.raises(InputError, match="missing column"):
+        read_participants(p)
+    p.write_text("participant_id,age,sex\na,thirty,F\n")
+    with pytest.raises(InputError, match="non-numeric or missing age"):
+        read_participants(p)
+
+
+def test_split_is_disjoint_and_reproducible():
+    tr, va, te = split_indices(30, 0.2, 5, seed=1)
+    assert len(te) == 5 and len(va) == 5 and len(tr) == 20
+    assert not (set(tr) & set(va) | set(tr) & set(te) | set(va) & set(te))
+    assert all((a == b).all() for a, b in zip((tr, va, te), split_indices(30, 0.2, 5, seed=1), strict=True))
+    with pytest.raises(InputError, match="too few"):
+        split_indices(8, 0.2, 2, seed=0)

@@ -1,0 +1,126 @@
+"""Headless app tests (streamlit.testing AppTest) of every page, reading the plotly JSON specs."""
+
+import json
+
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from dashboard.demo import available_demo_models
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.skipif(not available_demo_models(),
+                                reason="demo models not trained (benchmarks/train_demo.py)")
+TIMEOUT = 600  # an upper bound for a slow shared CI box, not a timing assertion
+
+
+def app() -> AppTest:
+    return AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+
+
+def charts(at) -> list[dict]:
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+def goto(at, page: str) -> AppTest:
+    at.switch_page(f"app_pages/{page}.py")
+    return at.run()
+
+
+def test_start_page_shows_demo_centile_curves():
+    at = app().run()
+    assert not at.exception
+    spec = charts(at)[0]
+    names = [t.get("name") for t in spec["data"]]
+    assert "median" in names and "0.05–0.95" in names
+    assert "idp_01" in spec["layout"]["title"]["text"]
+
+
+def test_every_page_renders_without_exception():
+    at = app().run()
+    for page in ("data", "fit", "centiles", "deviations", "dependence", "calibration"):
+        goto(at, page)
+        assert not at.exception, page
+        assert not at.error, (page, [e.value for e in at.error])
+
+
+def test_centiles_page_draws_groups_and_hover():
+    at = goto(app().run(), "centiles")
+    first = charts(at)[0]  # drawn at once, before the subjects are scored in the background
+    assert "median" in [t.get("name") for t in first["data"]]
+    for job in at.session_state["score_jobs"].values():
+        assert job.wait(TIMEOUT) == "done"
+    spec = charts(at.run())[0]
+    names = [t.get("name") for t in spec["data"]]
+    assert {"control", "patient", "median"} <= set(names)
+    pts = next(t for t in spec["data"] if t.get("name") == "patient")
+    assert "z = " in pts["hovertemplate"]
+
+
+def test_deviations_page_heatmap_and_download():
+    at = goto(app().run(), "deviations")
+    specs = charts(at)
+    heat = specs[0]["data"][0]
+    assert heat["type"] == "heatmap" and heat["zmid"] == 0
+    assert any(t["type"] == "bar" for s in specs for t in s["data"])
+    assert at.get("download_button")
+
+
+def test_dependence_page_three_panels():
+    at = goto(app().run(), "dependence")
+    spec = charts(at)[0]
+    assert sum(t["type"] == "heatmap" for t in spec["data"]) == 3
+    assert len(at.metric) == 2
+
+
+def test_upload_and_bad_uploads_show_messages(tmp_path):
+    at = goto(app().run(), "data")
+    good = pd.DataFrame({"age": [20, 30, 40, 50] * 10, "sex": [0, 1] * 20, "x1": range(40), "x2": range(40, 80)})
+    at.file_uploader[0].upload("good.csv", good.to_csv(index=False).encode(), "text/csv").run()
+    assert not at.exception
+    assert "upload: good.csv" in at.session_state.data_name and list(at.session_state.data.columns)[0] == "age"
+    for content in (b"\xff\xfe\x00", b"age,x\n1,2\n3", b"a;b\n1;2\n", b"onecolumn\n1\n"):
+        at.file_uploader[0].upload("bad.csv", content, "text/csv").run()
+        assert not at.exception
+    at.file_uploader[0].upload("empty.csv", b"", "text/csv").run()
+    assert any("empty" in e.value for e in at.error)
+    # a table without the model's columns: pages say so instead of failing
+    at.file_uploader[0].upload("other.csv", b"years,score\n1,2\n3,4\n", "text/csv").run()
+    goto(at, "deviations")
+    assert not at.exception and any("lacks column" in e.value for e in at.error)
+
+
+def test_short_fit_through_the_fit_page_then_centiles():
+    at = goto(app().run(), "data")
+    at.radio[0].set_value("Generate a synthetic cohort").run()
+    at.number_input[0].set_value(300)
+    at.number_input[1].set_value(3)
+    at.number_input[2].set_value(20)
+    at.button[0].click().run()
+    assert at.session_state.data_name.startswith("synthetic: N=300")
+    goto(at, "fit")
+    at.number_input[0].set_value(2)  # max epochs
+    at.number_input[1].set_value(200)  # samples per point
+    at.number_input[4].set_value(16)  # network width (advanced)
+    next(b for b in at.button if b.label == "Start fitting").click().run()
+    job = at.session_state.job
+    assert job.wait(300) == "done", job.error
+    at.run()
+    assert not at.exception
+    assert at.session_state.model_name.startswith("fitted: film-mlp")
+    assert at.session_state.model.idps == ["idp_01", "idp_02", "idp_03"]
+    goto(at, "centiles")
+    assert not at.exception and charts(at)
+
+
+def test_calibration_page_runs_checks_and_draws_pit_histogram():
+    at = goto(app().run(), "calibration")
+    assert not at.exception and not charts(at)  # nothing is computed before the button
+    next(b for b in at.button if b.label == "Run the calibration checks").click().run()
+    assert not at.exception and not at.error
+    labels = [mtr.label for mtr in at.metric]
+    assert "Coverage 95% (mean over IDPs)" in labels
+    coverage = float(at.metric[labels.index("Coverage 95% (mean over IDPs)")].value)
+    assert 0.85 < coverage <= 1.0
+    spec = charts(at)[0]
+    assert spec["data"][0]["type"] == "histogram" and "PIT of idp_01" in spec["layout"]["title"]["text"]

@@ -1,0 +1,113 @@
+"""Real-browser test: Debian chromium driven by playwright against `streamlit run app.py` on 127.0.0.1.
+
+Uploads a CSV, fits a model, sees a centile chart, switches pages, asserts that no request left
+127.0.0.1, and saves a screenshot of each page under test-output/screenshots/.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from urllib.parse import urlparse
+
+import pytest
+
+from dashboard.demo import available_demo_models
+from normcore.tabular.synthetic import SyntheticTruth
+from tests.conftest import ROOT
+
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = ROOT / "test-output" / "screenshots"
+
+pytestmark = [
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} not installed (make browser installs it)"),
+    pytest.mark.skipif(not available_demo_models(), reason="demo models not trained"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    port = free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+                             "--server.address", "127.0.0.1", "--server.headless", "true",
+                             "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.2)
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:  # a worker thread still sampling: stop it hard
+        proc.kill()
+        proc.wait(10)
+
+
+def test_upload_fit_chart_and_page_switch_stay_local(server, tmp_path):
+    playwright = pytest.importorskip("playwright.sync_api", reason="python playwright not installed")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    truth = SyntheticTruth.create(d=3, seed=4)
+    csv = tmp_path / "cohort.csv"
+    truth.sample(300, seed=5).to_csv(csv, index=False)
+    hosts: set[str] = set()
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                                          "--disable-component-update", "--disable-sync", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.on("request", lambda req: hosts.add(urlparse(req.url).hostname or ""))
+        # a bookmarked page as the very first request to a fresh server goes through the router
+        page.goto(f"{server}/data")
+        page.get_by_text("Active dataset").wait_for(timeout=60000)
+        page.get_by_role("link", name="Centile curves").wait_for()
+        page.goto(server)
+        page.get_by_text("What am I looking at?").wait_for(timeout=60000)
+        page.locator(".js-plotly-plot").first.wait_for(timeout=90000)
+        page.screenshot(path=str(SHOTS / "start.png"), full_page=True)
+
+        page.get_by_role("link", name="Data").click()
+        page.locator("input[type=file]").set_input_files(str(csv))
+        page.get_by_text("upload: cohort.csv").first.wait_for(timeout=60000)
+        page.screenshot(path=str(SHOTS / "data.png"), full_page=True)
+
+        page.get_by_role("link", name="Fit").click()
+        page.get_by_label("Max epochs (0 = automatic)").fill("2")
+        page.get_by_label("Max epochs (0 = automatic)").press("Enter")
+        page.get_by_role("button", name="Start fitting").click()
+        page.get_by_text("fitted: film-mlp").first.wait_for(timeout=240000)
+        page.screenshot(path=str(SHOTS / "fit.png"), full_page=True)
+
+        for link, title, shot in (("Centile curves", "Centile curves", "centiles"),
+                                  ("Deviations", "Deviations", "deviations"),
+                                  ("Joint dependence", "Joint dependence between IDPs", "dependence"),
+                                  ("Calibration", "Calibration on held-out controls", "calibration")):
+            page.get_by_role("link", name=link).click()
+            page.get_by_role("heading", name=title, exact=True).wait_for(timeout=60000)
+            if shot == "calibration":
+                page.get_by_role("button", name="Run the calibration checks").click()
+            page.locator(".stMain .js-plotly-plot").first.wait_for(timeout=180000)
+            page.screenshot(path=str(SHOTS / f"{shot}.png"), full_page=True)
+        # MRI: the shipped imaging model on the demo scans (preselected), restored in the background
+        page.get_by_role("link", name="MRI").click()
+        page.get_by_role("heading", name="MRI: pseudo-healthy restoration").wait_for(timeout=60000)
+        page.get_by_role("button", name="Run restoration").click()
+        page.locator(".stMain .js-plotly-plot").first.wait_for(timeout=180000)
+        page.screenshot(path=str(SHOTS / "mri.png"), full_page=True)
+        browser.close()
+    assert hosts and hosts <= {"127.0.0.1"}, f"requests left the machine: {sorted(hosts)}"
+    assert (SHOTS / "centiles.png").stat().st_size > 10000
+    assert (SHOTS / "mri.png").stat().st_size > 10000

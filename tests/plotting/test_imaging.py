@@ -1,0 +1,139 @@
+"""MRI figure builders: slice orientation known answers, best slice, heatmap specs."""
+
+import base64
+import json
+
+import numpy as np
+import pytest
+
+from normcore.plotting.imaging import (
+    axis_index,
+    best_slice,
+    cohort_table,
+    most_abnormal_slice,
+    overlay_figure,
+    slice_of,
+    triptych_figure,
+)
+
+
+def values(z) -> np.ndarray:
+    """A heatmap's z from a plotly JSON spec (plain lists or plotly's base64 typed arrays)."""
+    if isinstance(z, dict):
+        shape = tuple(int(s) for s in str(z["shape"]).split(","))
+        return np.frombuffer(base64.b64decode(z["bdata"]), dtype=np.dtype(z["dtype"])).reshape(shape)
+    return np.array(z, dtype=float)
+
+
+def spec(fig) -> dict:
+    return json.loads(fig.to_json())
+
+
+@pytest.fixture
+def vol():
+    """vol[x, y, z] = 100 x + 10 y + z on a (2, 3, 4) RAS grid: every voxel names its coordinates."""
+    x, y, z = np.meshgrid(np.arange(2), np.arange(3), np.arange(4), indexing="ij")
+    return (100 * x + 10 * y + z).astype(float)
+
+
+def test_axial_slice_x_across_anterior_up(vol):
+    s = slice_of(vol, "axial", 1)
+    assert s.shape == (3, 2)  # rows = y, columns = x
+    assert s[0, 0] == 21  # top left: most anterior y = 2, leftmost x = 0 (neurological convention)
+    assert s[-1, 0] == 1  # bottom left: posterior
+    assert s[0, -1] == 121  # top right: the subject's right
+    assert np.all(s % 10 % 10 == 1) and np.all((s // 10) % 10 == np.array([[2], [1], [0]]))
+
+
+def test_coronal_slice_x_across_superior_up(vol):
+    s = slice_of(vol, "coronal", 2)
+    assert s.shape == (4, 2)  # rows = z, columns = x
+    np.testing.assert_array_equal(s[:, 0], [23, 22, 21, 20])  # superior (z = 3) at the top
+    np.testing.assert_array_equal(s[0], [23, 123])
+
+
+def test_sagittal_slice_y_across_superior_up(vol):
+    s = slice_of(vol, "sagittal", 1)
+    assert s.shape == (4, 3)  # rows = z, columns = y
+    np.testing.assert_array_equal(s[0], [103, 113, 123])  # top row z = 3, anterior on the right
+    np.testing.assert_array_equal(s[:, 0], [103, 102, 101, 100])
+
+
+def test_axis_names_numbers_and_bad_input(vol):
+    assert [axis_index(a) for a in ("sagittal", "coronal", "axial", "Axial", 0, 2)] == [0, 1, 2, 2, 0, 2]
+    np.testing.assert_array_equal(slice_of(vol, 2, 1), slice_of(vol, "axial", 1))
+    with pytest.raises(ValueError):
+        slice_of(vol, "oblique", 0)
+    with pytest.raises(IndexError):
+        slice_of(vol, "axial", 4)
+    with pytest.raises(ValueError):
+        slice_of(vol[0], "axial", 0)
+
+
+def test_best_slice_takes_the_largest_anomaly_inside_the_brain():
+    anomaly = np.zeros((6, 7, 8))
+    brain = np.zeros_like(anomaly, bool)
+    brain[1:5, 1:6, 1:7] = True
+    anomaly[3, 2, 5] = 0.9
+    anomaly[0, 0, 0] = 5.0  # outside the brain: ignored
+    assert best_slice(anomaly, brain, "sagittal") == 3
+    assert best_slice(anomaly, brain, "coronal") == 2
+    assert best_slice(anomaly, brain, "axial") == 5
+    assert best_slice(anomaly, None, "axial") == 0  # without a mask every voxel counts
+    assert best_slice(anomaly, np.zeros_like(brain), "axial") == 4  # empty brain: the middle slice
+
+
+def test_triptych_has_three_equal_aspect_heatmaps(vol):
+    restoration, anomaly = vol * 0.5, np.abs(vol - vol * 0.5)
+    s = spec(triptych_figure(vol / vol.max(), restoration / vol.max(), anomaly, "axial", 2))
+    heat = [t for t in s["data"] if t["type"] == "heatmap"]
+    assert len(heat) == 3
+    assert [t["xaxis"] for t in heat] == ["x", "x2", "x3"]
+    np.testing.assert_allclose(values(heat[2]["z"]), slice_of(anomaly, "axial", 2), rtol=1e-6)
+    assert heat[0]["zmin"] == 0 and heat[0]["zmax"] == 1
+    assert heat[2]["zmax"] == pytest.approx(anomaly.max())  # one colour scale for all slices
+    lay = s["layout"]
+    assert lay["yaxis"]["scaleanchor"] == "x" and lay["yaxis3"]["scaleanchor"] == "x3"
+    assert lay["yaxis"]["autorange"] == "reversed" and lay["xaxis2"]["visible"] is False
+    assert "axial slice 2 of 3" in lay["title"]["text"]
+
+
+def test_overlay_hides_values_below_threshold(vol):
+    zmap = np.zeros_like(vol)
+    zmap[1, 1, 2], zmap[0, 2, 2], zmap[1, 0, 2] = 5.0, 3.0, 2.9
+    lesion = zmap >= 3
+    s = spec(overlay_figure(vol / vol.max(), zmap, "axial", 2, threshold=3.0, opacity=0.4, lesion=lesion))
+    base, over = s["data"][0], s["data"][1]
+    assert base["type"] == over["type"] == "heatmap"
+    z = values(over["z"])
+    expect = slice_of(zmap, "axial", 2)
+    shown = expect >= 3
+    assert shown.sum() == 2
+    np.testing.assert_allclose(z[shown], expect[shown])
+    assert np.isnan(z[~shown]).all()  # 2.9 and the zeros are hidden
+    assert over["opacity"] == 0.4 and over["zmin"] == 3
+    assert s["data"][2]["type"] == "contour" and s["data"][2]["name"] == "known lesion"
+    no_lesion = spec(overlay_figure(vol, zmap, "axial", 0, threshold=3.0, lesion=lesion))
+    assert len(no_lesion["data"]) == 2  # nothing of the lesion on that slice: no empty contour
+
+
+def test_cohort_table_rows():
+    summary = {"scan": "a", "age": 40.0, "sex": "F", "method": "kl-inpaint",
+               "abnormality_index": {"top1": 2.5, "top5": 1.5}, "healthy_centile": {"top1": 90.0, "top5": 80.0},
+               "latent_mask_share": 0.1, "warnings": ["w1", "w2"]}
+    table = cohort_table([summary, {**summary, "scan": "b", "warnings": []}])
+    assert list(table["scan"]) == ["a", "b"]
+    assert table.loc[0, "centile top1"] == 90.0 and table.loc[0, "warnings"] == "w1; w2"
+    assert table.loc[1, "warnings"] == ""
+
+
+def test_most_abnormal_slice_prefers_a_cluster_over_one_extreme_voxel():
+    z = np.zeros((4, 4, 8))
+    z[1, 1, 2] = 9.0  # one extreme voxel on axial slice 2
+    z[:3, :3, 6] = 5.0  # a 3x3 cluster at z = 5 on axial slice 6 (excess 9 x 2 = 18 > 6)
+    brain = np.ones_like(z, bool)
+    assert most_abnormal_slice(z, brain, "axial") == 6
+    assert best_slice(z, brain, "axial") == 2
+    brain[:, :, 6] = False  # outside the brain it does not count
+    assert most_abnormal_slice(z, brain, "axial") == 2
+    assert most_abnormal_slice(np.full_like(z, 1.0), None, "axial") == best_slice(np.full_like(z, 1.0), None, "axial")

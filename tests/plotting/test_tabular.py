@@ -1,0 +1,56 @@
+"""Figure builders: check the JSON spec of each figure, not pixels."""
+
+import numpy as np
+import pandas as pd
+
+from normcore.plotting import tabular as plots
+
+
+def scores_frame():
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((5, 3))
+    z[2, 1] = 3.0
+    frame = pd.DataFrame({"id": list("abcde")})
+    for j, n in enumerate(["A", "B", "C"]):
+        frame[f"z:{n}"] = z[:, j]
+    return frame
+
+
+def test_centile_fan_has_bands_median_and_points():
+    ages = np.arange(20, 31.0)
+    curves = pd.concat([pd.DataFrame({"age": ages, "idp": "A", "quantile": q, "value": ages + 10 * q})
+                        for q in (0.05, 0.25, 0.5, 0.75, 0.95)])
+    fig = plots.centile_fan(curves, "A", pd.DataFrame({"age": [25.0], "A": [30.0]}))
+    names = [t.name for t in fig.data]
+    assert "median" in names and "subjects" in names and "0.05–0.95" in names and "0.25–0.75" in names
+    median = next(t for t in fig.data if t.name == "median")
+    np.testing.assert_allclose(median.y, ages + 5)
+
+
+def test_z_heatmap_is_centred_and_sortable():
+    fig = plots.z_heatmap(scores_frame(), ["A", "B", "C"], id_col="id", sort_by="z:B").to_dict()
+    heat = fig["data"][0]
+    assert heat["zmid"] == 0 and heat["colorscale"][0][1] != heat["colorscale"][-1][1]
+    assert list(heat["y"])[0] == "c"  # the subject with |z| = 3 on B comes first
+
+
+def test_deviation_profile_colours_extremes():
+    fig = plots.deviation_profile(scores_frame(), 2, ["A", "B", "C"]).to_dict()
+    assert fig["data"][0]["marker"]["color"][1] == "#b2182b"
+
+
+def test_correlation_heatmaps_difference_panel():
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal(500)
+    real = pd.DataFrame({"A": a, "B": a + 0.1 * rng.standard_normal(500), "C": rng.standard_normal(500)})
+    gen = pd.DataFrame({k: rng.standard_normal(500) for k in "ABC"})
+    fig = plots.correlation_heatmaps(real, gen, ["A", "B", "C"])
+    diff = np.asarray(fig.data[2].z)
+    assert diff[0][1] < -0.8  # the model missed the strong A-B dependence
+
+
+def test_pit_histogram_and_loss_curve():
+    fig = plots.pit_histogram(np.linspace(0.01, 0.99, 100)).to_dict()
+    assert fig["data"][0]["type"] == "histogram"
+    loss = plots.loss_curve({"step": [1, 2], "train_loss": [1.0, 0.5], "val_loss": [1.1, 0.6]}).to_dict()
+    assert [t["name"] for t in loss["data"]] == ["train", "validation (EMA)"]

@@ -1,0 +1,68 @@
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from normcore.tabular import read_table, resolve_idps, validate_table
+from normcore.tabular.io import write_table_atomic
+from normcore._utils.errors import InputError
+
+
+def test_read_table_sniffs_separators():
+    for sep in (",", ";", "\t"):
+        df = read_table(f"age{sep}x\n1{sep}2\n".encode())
+        assert list(df.columns) == ["age", "x"]
+
+
+@pytest.mark.parametrize("raw,needle", [(b"", "empty"), (b"a,b\n", "no rows"), (b"justonecolumn\n1\n", "column"),
+                                        (b"\xff\xfe\x00garbage\x00,\n", "UTF-8"), (b"a,a\n1,2\n", "duplicate")])
+def test_read_table_refuses_bad_files(raw, needle):
+    with pytest.raises(InputError, match=needle):
+        read_table(raw, name="upload.csv")
+
+
+def test_read_table_refuses_huge_files():
+    with pytest.raises(InputError, match="limit"):
+        read_table(io.BytesIO(b"a,b\n" + b"1,2\n" * 100), max_bytes=50)
+
+
+def test_write_is_atomic_and_leaves_no_temp_file(tmp_path):
+    write_table_atomic(pd.DataFrame({"a": [1]}), tmp_path / "out.csv")
+    assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]
+
+
+def test_resolve_idps_by_list_regex_and_default():
+    df = pd.DataFrame({"age": [1.0], "sex": [0], "lh_a_thickness": [1.0], "rh_a_thickness": [2.0], "id": ["x"]})
+    assert resolve_idps(df, idps_regex="_thickness$") == ["lh_a_thickness", "rh_a_thickness"]
+    assert resolve_idps(df, exclude=["age", "sex"]) == ["lh_a_thickness", "rh_a_thickness"]
+    with pytest.raises(InputError, match="not found"):
+        resolve_idps(df, idps=["nope"])
+    with pytest.raises(InputError, match="regular expression"):
+        resolve_idps(df, idps_regex="(")
+
+
+def test_validation_report_lists_every_problem_without_changing_data():
+    df = pd.DataFrame({"id": ["a", "a", "b", "c"], "age": [20.0, 30.0, np.nan, 50.0], "site": ["s1", "s1", "s1", "s2"],
+                       "x": [1.0, 2.0, 3.0, 4.0], "zero": [0.0] * 4})
+    before = df.copy()
+    rep = validate_table(df, "age", ["site"], ["x", "zero"], id_col="id", min_group_size=2)
+    pd.testing.assert_frame_equal(df, before)
+    assert rep.constant_idps == ["zero"] and rep.rows_with_missing == [2]
+    assert rep.duplicate_ids == ["a"] and rep.small_groups == {"site": {"s2": 1}}
+    assert not rep.errors and rep.age_range == (20.0, 50.0)
+
+
+def test_validation_errors_name_the_column():
+    df = pd.DataFrame({"age": [20, 30], "x": ["1.0", "oops"]})
+    rep = validate_table(df, "age", [], ["x"])
+    with pytest.raises(InputError, match="'x' has non-numeric values such as 'oops'"):
+        rep.raise_errors("t.csv")
+
+
+def test_fcon1000_all_zero_columns_are_detected(fcon_path):
+    df = read_table(fcon_path)
+    idps = resolve_idps(df, exclude=["age", "sex", "site", "sub_id", "avg_en"])
+    rep = validate_table(df, "age", ["sex", "site"], idps, id_col="sub_id")
+    assert not rep.errors
+    assert len([c for c in rep.constant_idps if "hypointensities" in c]) == 4

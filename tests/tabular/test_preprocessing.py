@@ -1,0 +1,93 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from normcore._utils.errors import InputError
+from normcore.tabular.preprocessing import MARGINALISE, CovariateEncoder, IDPTransformer
+
+
+@pytest.mark.parametrize("method", IDPTransformer.METHODS)
+def test_transform_is_monotone_and_inverts_exactly(method):
+    rng = np.random.default_rng(0)
+    y = np.column_stack([rng.lognormal(0, 0.7, 2000), rng.normal(5, 2, 2000), rng.gamma(2.0, 1.0, 2000)])
+    tr = IDPTransformer(method).fit(y)
+    probe = np.column_stack([np.linspace(-5, 40, 500)] * 3)
+    probe[:, 0] = np.linspace(0.01, 40, 500)  # inside Yeo-Johnson's domain for every lambda
+    z = tr.transform(probe)
+    assert np.all(np.diff(z, axis=0) > 0)
+    np.testing.assert_allclose(tr.inverse_transform(z), probe, rtol=1e-7, atol=1e-7)
+    zt = tr.transform(y)
+    assert np.all(np.abs(zt.mean(0)) < 0.1) and np.all(np.abs(zt.std(0) - 1) < 0.1)
+
+
+def test_quantile_transform_gaussianises_a_skewed_column():
+    from scipy import stats
+
+    y = np.random.default_rng(1).lognormal(0, 1, (5000, 1))
+    z = IDPTransformer("quantile").fit(y).transform(y)[:, 0]
+    assert abs(stats.skew(z)) < 0.05 and abs(stats.skew(y[:, 0])) > 2
+
+
+def test_transformer_round_trips_through_dict():
+    y = np.random.default_rng(2).normal(size=(300, 2))
+    tr = IDPTransformer("yeo-johnson").fit(y)
+    again = IDPTransformer.from_dict(tr.to_dict())
+    np.testing.assert_array_equal(again.transform(y), tr.transform(y))
+
+
+@pytest.fixture
+def frame():
+    return pd.DataFrame({"age": [20.0, 30.0, 40.0, 50.0], "sex": [0, 1, 1, 0], "site": ["a", "b", "a", "a"]})
+
+
+def test_encoder_standardises_age_and_one_hot_encodes(frame):
+    enc = CovariateEncoder("age", ["sex", "site"]).fit(frame)
+    assert enc.dim == 1 + 2 + 2
+    cond = enc.encode(enc.ages(frame), enc.codes(frame))
+    assert cond.shape == (4, 5)
+    assert abs(cond[:, 0].mean()) < 1e-6
+    np.testing.assert_array_equal(cond[:, 1:3].sum(1), 1)
+    assert enc.frequencies["site"] == [0.75, 0.25]
+
+
+def test_encoder_treats_numeric_spellings_as_one_level(frame):
+    enc = CovariateEncoder("age", ["sex"]).fit(frame)
+    other = frame.assign(sex=[0.0, 1.0, "1", "0"])
+    np.testing.assert_array_equal(enc.codes(other)[:, 0], [0, 1, 1, 0])
+
+
+def test_unseen_level_is_an_error_unless_marginalised(frame):
+    enc = CovariateEncoder("age", ["site"]).fit(frame)
+    new = frame.assign(site=["a", "zz", "b", "a"])
+    with pytest.raises(InputError, match="'zz'"):
+        enc.codes(new)
+    codes = enc.codes(new, allow_unseen=True)
+    assert codes[1, 0] == MARGINALISE
+    drawn = enc.resolve_marginalised(np.full((4000, 1), MARGINALISE), np.random.default_rng(0))
+    assert abs((drawn == 0).mean() - 0.75) < 0.03
+
+
+def test_out_of_range_ages_are_flagged(frame):
+    enc = CovariateEncoder("age", []).fit(frame)
+    np.testing.assert_array_equal(enc.out_of_range(np.array([19.0, 20.0, 50.0, 51.0])), [True, False, False, True])
+
+
+def test_location_scale_training_residuals_are_leave_one_out():
+    from normcore.tabular.preprocessing import LocationScale
+
+    rng = np.random.default_rng(0)
+    n = 60
+    age = rng.uniform(20, 80, n)
+    codes = np.c_[rng.integers(0, 3, n)]
+    y = np.c_[0.05 * age + codes[:, 0] + rng.normal(size=n)]
+    ls = LocationScale(n_knots=2, ridge=1e-3)
+    r = ls.fit_transform(age, codes, y, [3])
+    basis = ls._basis(age, codes, extrapolate=True)
+    _, sd = ls.location_scale(age, codes)
+    gram = basis.T @ basis
+    penalty = 1e-3 * np.trace(gram) / len(gram) * np.eye(len(gram))  # the fit's ridge penalty, held fixed
+    for i in (0, 17, 42):  # explicit refit without row i
+        keep = np.arange(n) != i
+        coef = np.linalg.solve(basis[keep].T @ basis[keep] + penalty, basis[keep].T @ y[keep])
+        assert r[i, 0] == pytest.approx(float((y[i] - basis[i] @ coef)[0] / sd[i, 0]), rel=1e-6)
+    assert (r**2).mean() == pytest.approx(1.0, rel=1e-6)  # standardised on the predictive scale
