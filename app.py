@@ -7,9 +7,8 @@ server ran without this router (no sidebar, no demo data or model).
 
 import streamlit as st
 
-from normcore import __version__
-from normcore._utils.device import describe_device, resolve_device
 from dashboard.state import init_state
+from normcore import __version__, describe_device, resolve_device
 
 st.set_page_config(page_title="NormDiff", page_icon="🧠", layout="wide")  # a local favicon: material-icon
 # favicons are fetched from fonts.gstatic.com by the frontend

@@ -3,9 +3,9 @@
 import pandas as pd
 import streamlit as st
 
-from normcore.tabular.evaluation import evaluate
-from normcore.plotting.tabular import pit_histogram
 from dashboard.state import data_key, finished_scores, model_for_table, model_key, show_error
+from normcore.plotting.tabular import pit_histogram
+from normcore.tabular.evaluation import evaluate
 
 st.title("Calibration on held-out controls")
 ss = st.session_state
@@ -13,7 +13,7 @@ model, df, m = model_for_table()
 st.caption("Uses the controls of the active table. For an honest check they must not have been used for "
            "fitting (the demo cohort is drawn independently of the demo models' training data).")
 samples = st.select_slider("Samples per subject (M)", [200, 500, 1000, 2000], value=200)
-key = (model_key(model), *data_key(), len(df), samples)
+key = (model_key(), *data_key(), len(df), samples)
 if st.button("Run the calibration checks", type="primary") or ss.get("calib_key") == key:
     try:
         if ss.get("calib_key") != key:

@@ -3,7 +3,6 @@
 import streamlit as st
 
 from dashboard.demo import available_demo_models
-from normcore.plotting.tabular import centile_fan
 from dashboard.state import (
     active_model,
     age_grid_for,
@@ -15,6 +14,7 @@ from dashboard.state import (
     score_job,
     show_error,
 )
+from normcore.plotting.tabular import centile_fan
 
 st.title("Centile curves")
 ss = st.session_state
@@ -46,13 +46,14 @@ if require_model():
     compare_label = st.selectbox("Overlay a second model", ["none", *others])
 
     try:
-        curves = curves_for(model, model_key(model), tuple(fixed.items()), step, samples)
+        curves = curves_for(model, model_key(), tuple(fixed.items()), step, samples)
         curves = curves[curves.idp == idp]
         compare = None
         if compare_label != "none":
             other = cached_model(str(others[compare_label]))
             if idp in other.idps:
-                compare = curves_for(other, compare_label, tuple(fixed.items()), step, samples)
+                other_key = f"{compare_label}:{others[compare_label]}"
+                compare = curves_for(other, other_key, tuple(fixed.items()), step, samples)
                 compare = compare[compare.idp == idp]
             else:
                 st.warning(f"{compare_label} has no IDP {idp}.")
@@ -66,7 +67,7 @@ if require_model():
                 points = points[points[k].astype(str) == str(v)]
         else:
             st.caption(problem + " (subjects are not drawn)")
-        fig = centile_fan(curves, idp, points, age=model.encoder_.age, compare=compare, compare_name=compare_label,
+        fig = centile_fan(curves, idp, points, age=model.age_, compare=compare, compare_name=compare_label,
                           group_col=m.group_col if points is not None and m.group_col in points else None,
                           hover_col=m.id_col if points is not None and m.id_col in points else None, z_col=z_col)
         st.plotly_chart(fig, width="stretch", key="centile_fan")

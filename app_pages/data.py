@@ -3,11 +3,11 @@
 import pandas as pd
 import streamlit as st
 
-from normcore.tabular import read_table, validate_table
 from dashboard.demo import demo_cohort, demo_truth
-from normcore._utils.errors import InputError
-from normcore.tabular.synthetic import SyntheticTruth
 from dashboard.state import Mapping, clear_scores, set_data
+from normcore import InputError
+from normcore.tabular import read_table, validate_table
+from normcore.tabular.synthetic import SyntheticTruth
 
 st.title("Data")
 ss = st.session_state

@@ -3,9 +3,9 @@
 import numpy as np
 import streamlit as st
 
+from dashboard.state import data_key, model_for_table, model_key, show_error
 from normcore.metrics import frobenius_gap, product_of_marginals
 from normcore.plotting.tabular import correlation_heatmaps
-from dashboard.state import data_key, model_for_table, model_key, show_error
 
 st.title("Joint dependence between IDPs")
 ss = st.session_state
@@ -13,19 +13,19 @@ model, df, m = model_for_table()
 controls = m.controls(df).reset_index(drop=True)
 default = model.idps[: min(12, len(model.idps))]
 idps = st.multiselect("IDPs", model.idps, default=default)
-lo, hi = float(controls[model.encoder_.age].min()), float(controls[model.encoder_.age].max())
+lo, hi = float(controls[model.age_].min()), float(controls[model.age_].max())
 band = st.slider("Age band", lo, hi, (lo, hi), step=1.0)
 if len(idps) < 2:
     st.info("Choose at least two IDPs.")
     st.stop()
-key = (model_key(model), *data_key(), len(controls))
+key = (model_key(), *data_key(), len(controls))
 try:
     if ss.get("dep_key") != key:
         with st.spinner("Sampling the model at the controls' covariates…"):
-            cov = controls[[model.encoder_.age, *model.encoder_.categorical]]
+            cov = controls[[model.age_, *model.covariates_]]
             ss.dep_samples, ss.dep_key = model.sample(cov, n=1, seed=0), key
     gen = ss.dep_samples
-    age = model.encoder_.age
+    age = model.age_
     sel = (controls[age] >= band[0]) & (controls[age] <= band[1])
     real, fake = controls[sel], gen[sel.to_numpy()]
     if len(real) < 10:

@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from dashboard.state import model_for_table, scores_for, show_error
 from normcore.metrics import separation_table
 from normcore.plotting.tabular import deviation_profile, z_heatmap
-from dashboard.state import model_for_table, scores_for, show_error
 
 st.title("Deviations")
 model, df, m = model_for_table()

@@ -8,12 +8,12 @@ from pathlib import Path
 import streamlit as st
 
 from dashboard.demo import available_demo_models
-from normcore._utils.errors import InputError
+from dashboard.state import USER_MODELS, show_error, use_model, use_saved_model
+from normcore import InputError
 from normcore.jobs import Job
 from normcore.persistence import model_dir_to_zip, zip_to_model_dir
 from normcore.plotting.tabular import loss_curve
-from normcore.registry import load_model, make_model
-from dashboard.state import USER_MODELS, cached_model, clear_scores, show_error
+from normcore.registry import SAVABLE, TABULAR_MODELS, load_model, make_model
 
 st.title("Fit a normative model")
 ss = st.session_state
@@ -23,7 +23,7 @@ controls = m.controls(df)
 st.caption(f"Training table: {ss.data_name}: {len(controls)} controls, {len(m.idps)} IDPs, "
            f"covariates age + {', '.join(m.covariates) or 'none'}")
 
-BACKBONES = {"FiLM-MLP diffusion": "film-mlp", "SAINT diffusion": "saint", "SHASH per-IDP baseline": "shash-baseline"}
+BACKBONES = {TABULAR_MODELS[name].label: name for name in SAVABLE}
 c1, c2, c3, c4 = st.columns(4)
 backbone = BACKBONES[c1.selectbox("Model", list(BACKBONES))]
 epochs = c2.number_input("Max epochs (0 = automatic)", 0, 100000, 0)
@@ -77,9 +77,7 @@ def job_panel():
         if st.button("Cancel", key="cancel_fit"):
             job.cancel()
     elif snap["status"] == "done" and st.session_state.get("model") is not job.result:
-        st.session_state.model = job.result
-        st.session_state.model_name = f"fitted: {st.session_state.job_label}"
-        clear_scores()
+        use_model(job.result, f"fitted: {st.session_state.job_label}")
         st.rerun()
     elif snap["status"] == "failed":
         st.error(snap["error"])
@@ -121,8 +119,7 @@ with s2:
     choice = st.selectbox("Load a model", list(saved))
     if st.button("Load") and choice:
         try:
-            ss.model, ss.model_name = cached_model(str(saved[choice])), choice
-            clear_scores()
+            use_saved_model(saved[choice], choice)
             st.success(f"Loaded {choice}")
         except InputError as exc:
             show_error(exc)
@@ -130,9 +127,8 @@ with s2:
     if up is not None and ss.get("model_upload_id") != up.file_id:
         try:
             target = zip_to_model_dir(up.getvalue(), USER_MODELS / f"upload-{up.file_id[:8]}")
-            ss.model, ss.model_name = load_model(target), f"uploaded: {up.name}"
+            use_model(load_model(target, kind="tabular"), f"uploaded: {up.name}")
             ss.model_upload_id = up.file_id
-            clear_scores()
             st.success(f"Loaded {up.name}")
         except InputError as exc:
             show_error(exc)

@@ -8,39 +8,26 @@ import json
 import pandas as pd
 import streamlit as st
 
-from normcore._utils.errors import InputError
-from dashboard.imaging_demo import demo_model_dir, demo_scans
+from dashboard.demo import demo_model_dir, demo_scans
+from dashboard.state import (
+    clear_mri_results,
+    collect_mri_job,
+    imaging_model,
+    init_mri_state,
+    show_error,
+    start_mri_job,
+)
+from normcore import InputError
 from normcore.imaging.io import load_mask, load_volume
-from normcore.imaging.model import METHODS, ImagingNormativeModel
-from normcore.imaging.pipeline import nifti_bytes, score_many
-from normcore.jobs import Job
+from normcore.imaging.model import METHODS
+from normcore.imaging.pipeline import nifti_bytes
 from normcore.plotting.imaging import cohort_table, most_abnormal_slice, overlay_figure, triptych_figure
-from dashboard.state import show_error
 
 METHOD_LABELS = {"kl-inpaint": "KL-guided inpainting (default)", "plain": "Plain diffusion restoration (baseline)",
                  "autoencoder": "Autoencoder reconstruction only (baseline)"}
 MAP_LABELS = {"restoration": "restoration", "anomaly": "anomaly map", "zmap": "z-map"}
 SOURCES = ("Demo scans", "Upload scans")
-FINISHED = ("done", "cancelled", "failed")  # scans finished before a cancel or a crash are kept
 ss = st.session_state
-
-
-@st.cache_resource(max_entries=2, show_spinner="Loading the imaging model…")
-def imaging_model(path: str) -> ImagingNormativeModel:
-    """One loaded model per folder and process (read-only at inference)."""
-    return ImagingNormativeModel.load(path, device="auto")
-
-
-def collect(job: Job, sink: dict) -> None:
-    """Move a finished (or cancelled) job's results into the session, once."""
-    if ss.get("mri_collected") is job:
-        return
-    ss.mri_results.update(sink["results"])
-    ss.mri_lesions.update(sink["lesions"])
-    ss.mri_errors = dict(sink["errors"])
-    if sink["results"]:
-        ss.mri_scan = next(reversed(sink["results"]))
-    ss.mri_collected = job
 
 
 def checked_upload(up) -> str | None:
@@ -149,7 +136,7 @@ def inputs() -> list[dict]:
 
 
 def job_panel() -> None:
-    job, sink = ss.get("mri_job"), ss.get("mri_sink")
+    job = ss.get("mri_job")
     if job is None:
         return
     snap = job.snapshot()
@@ -158,8 +145,7 @@ def job_panel() -> None:
         st.progress(snap["fraction"], text=f"Restoring: {last.get('stage', 'starting')}")
         if st.button("Cancel", key="mri_cancel"):
             job.cancel()
-    elif snap["status"] in FINISHED and ss.get("mri_collected") is not job:
-        collect(job, sink)
+    elif collect_mri_job():
         st.rerun()
     elif snap["status"] == "failed":
         st.error(snap["error"])
@@ -187,9 +173,7 @@ def run_section(model) -> None:
     job = ss.get("mri_job")
     running = job is not None and job.running
     if st.button("Run restoration", type="primary", disabled=running or not items):
-        sink = {"results": {}, "lesions": {}, "errors": {}}
-        ss.mri_sink = sink
-        ss.mri_job = Job(score_many, model, items, method, sink, name="mri").start()
+        start_mri_job(model, items, method)
         st.rerun()
     st.fragment(run_every=1.0 if running else None)(safe_job_panel)()
 
@@ -214,7 +198,7 @@ def results_section(model) -> None:
     c1, c2 = st.columns([3, 1])
     name = c1.selectbox("Scan", names, key="mri_scan")
     if c2.button("Clear results"):
-        ss.mri_results, ss.mri_lesions, ss.mri_errors = {}, {}, {}
+        clear_mri_results()
         st.rerun()
     result = results[name]
     score, prepared = result.score, result.prepared
@@ -269,9 +253,7 @@ def native_map_bytes(result, key: str) -> bytes:
 
 
 st.title("MRI: pseudo-healthy restoration")
-ss.setdefault("mri_results", {})
-ss.setdefault("mri_lesions", {})
-ss.setdefault("mri_errors", {})
+init_mri_state()
 model_dir = demo_model_dir()
 if model_dir is None:
     st.info("No imaging model is available. Train one on healthy T1 scans with "
@@ -280,15 +262,13 @@ if model_dir is None:
             "another model folder).")
     st.stop()
 try:
-    mri_model = imaging_model(str(model_dir))
+    mri_model = imaging_model(str(model_dir), (model_dir / "model.json").stat().st_mtime_ns)
     lo, hi = mri_model.age_range_
     train = mri_model.card_.get("training", {})
     st.caption(f"Model {model_dir.name} ({mri_model.config_name}, {mri_model.grid.spacing_mm:g} mm MNI grid "
                f"{'x'.join(map(str, mri_model.grid.shape))}), trained on {train.get('n_train', '?')} healthy scans "
                f"aged {lo:.0f}-{hi:.0f}; device {mri_model.device}. Scans stay on this machine.")
-    job = ss.get("mri_job")
-    if job is not None and job.status in FINISHED:
-        collect(job, ss.mri_sink)
+    collect_mri_job()
     run_section(mri_model)
     results_section(mri_model)
 except Exception as exc:  # a message, never a traceback (st.stop/st.rerun are BaseExceptions)

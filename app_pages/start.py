@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from normcore.plotting.tabular import centile_fan
 from dashboard.state import active_model, age_grid_for, model_key, require_model
+from normcore.plotting.tabular import centile_fan
 
 st.title("NormDiff: normative modelling with diffusion models")
 st.markdown(
@@ -17,13 +17,13 @@ if require_model():
     model = active_model()
     df = st.session_state.data
     idp = model.idps[0]
-    fixed = {c: model.encoder_.levels[c][0] for c in model.encoder_.categorical}
+    fixed = {c: levels[0] for c, levels in model.levels_.items()}
 
     @st.cache_data(max_entries=8, show_spinner="Drawing centile curves…")
     def start_curves(_model, key: str, idp: str, fixed_items: tuple):
         return _model.centiles(age_grid_for(_model, 2.0), fixed=dict(fixed_items), n_samples=1000, idps=[idp])
 
-    curves = start_curves(model, model_key(model), idp, tuple(fixed.items()))
+    curves = start_curves(model, model_key(), idp, tuple(fixed.items()))
     points = df
     for c, v in fixed.items():
         if c in points:

@@ -1,18 +1,27 @@
-"""The demo shipped with the app: models fitted on the synthetic benchmark, and their cohort."""
+"""Where the dashboard finds its shipped demo models, demo data and the user's saved models.
+
+Paths of this checkout, kept out of ``normcore`` (the library knows no checkout). Nothing is downloaded.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import pandas as pd
 
-from normcore.tabular.synthetic import SyntheticTruth
+from normcore import SyntheticTruth
 
-MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+ROOT = Path(__file__).resolve().parents[1]
+MODELS_DIR = ROOT / "models"
+USER_MODELS = MODELS_DIR / "user"
 DEMO_MODELS = {"FiLM-MLP (demo)": "demo-film-mlp", "SAINT (demo)": "demo-saint",
                "SHASH baseline (demo)": "demo-shash-baseline"}
 DEMO_TRUTH = MODELS_DIR / "demo-cohort.truth.json"
 DEMO_N, DEMO_PATIENTS, DEMO_SEED = 600, 60, 1  # small enough that every page scores it in seconds
+DEMO_MRI_MODEL = MODELS_DIR / "mri-ixi-cpu"
+DEMO_MRI_SCANS = MODELS_DIR / "mri-demo-scans"
 
 
 def demo_truth() -> SyntheticTruth:
@@ -27,3 +36,28 @@ def demo_cohort() -> pd.DataFrame:
 def available_demo_models() -> dict[str, Path]:
     found = {label: MODELS_DIR / name for label, name in DEMO_MODELS.items()}
     return {label: path for label, path in found.items() if (path / "model.json").is_file()}
+
+
+def demo_model_dir() -> Path | None:
+    """The imaging model the dashboard starts with (``NORMDIFF_MRI_MODEL`` overrides); None if absent."""
+    path = Path(os.environ.get("NORMDIFF_MRI_MODEL", DEMO_MRI_MODEL))
+    return path if (path / "model.json").is_file() else None
+
+
+def demo_scans(folder: Path | None = None) -> list[dict]:
+    """Demo scans listed in ``demo.json``: name, path, age, sex, optional brain and lesion mask paths.
+
+    Demo scans are stored on the model grid in MNI space, so they are scored with ``register=False``.
+    """
+    folder = Path(os.environ.get("NORMDIFF_MRI_DEMO_SCANS", folder or DEMO_MRI_SCANS))
+    index = folder / "demo.json"
+    if not index.is_file():
+        return []
+    out = []
+    for entry in json.loads(index.read_text())["scans"]:
+        item = dict(entry)
+        for key in ("file", "brain", "lesion_mask"):
+            if item.get(key):
+                item[key] = folder / item[key]
+        out.append(item)
+    return out

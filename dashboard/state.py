@@ -1,7 +1,8 @@
-"""Streamlit glue shared by the pages: session state, cached model loading, error display.
+"""Streamlit glue shared by the pages: session state, cached model loading, background jobs, errors.
 
 Science stays in ``normcore``; this module only keeps per-session state (one user's uploads never
-reach another session) and bounded caches.
+reach another session) and bounded caches. Cached models are shared by every session and are never
+modified: what a session knows about its model (name, cache token) lives in its own session state.
 """
 
 from __future__ import annotations
@@ -14,12 +15,16 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard.demo import available_demo_models, demo_cohort, demo_truth
-from normcore._utils.errors import InputError
+from dashboard.demo import USER_MODELS, available_demo_models, demo_cohort, demo_truth
+from normcore import InputError
+from normcore.imaging.pipeline import score_many
 from normcore.jobs import Job
 from normcore.registry import load_model
 
-USER_MODELS = Path(__file__).resolve().parent / "models" / "user"
+__all__ = ["USER_MODELS", "Mapping", "active_model", "age_grid_for", "cached_model", "categorical_choices",
+           "clear_scores", "data_key", "finished_scores", "init_state", "model_columns_present", "model_for_table",
+           "model_key", "require_model", "score_job", "scores_for", "set_data", "show_error", "use_model",
+           "use_saved_model"]
 
 
 @dataclass
@@ -39,10 +44,32 @@ class Mapping:
         return df
 
 
+def _card_stamp(path: str | Path) -> int:
+    card = Path(path) / "model.json"
+    return card.stat().st_mtime_ns if card.is_file() else 0
+
+
 @st.cache_resource(max_entries=8, show_spinner=False)
-def cached_model(path: str):
-    """Load a saved model once per process (models are read-only data)."""
+def _load_shared(path: str, stamp: int):
+    """One loaded model per folder version and process (read-only: never modified after loading)."""
     return load_model(path)
+
+
+def cached_model(path: str | Path):
+    """The model saved at ``path``; a folder saved again since is loaded afresh."""
+    return _load_shared(str(path), _card_stamp(path))
+
+
+def use_model(model, name: str, token: str | None = None) -> None:
+    """Make ``model`` the session's active model; ``token`` names it for caches (default: unique to this call)."""
+    ss = st.session_state
+    ss.model, ss.model_name, ss.model_token = model, name, token or uuid.uuid4().hex
+    clear_scores()
+
+
+def use_saved_model(path: str | Path, name: str) -> None:
+    """Make the model saved at ``path`` active (shared cached copy; its token is the folder's version)."""
+    use_model(cached_model(path), name, token=f"{Path(path).resolve()}@{_card_stamp(path)}")
 
 
 def init_state() -> None:
@@ -57,9 +84,9 @@ def init_state() -> None:
         demos = available_demo_models()
         if demos:
             label, path = next(iter(demos.items()))
-            ss.model, ss.model_name = cached_model(str(path)), label
+            use_saved_model(path, label)
         else:
-            ss.model, ss.model_name = None, None
+            ss.model, ss.model_name, ss.model_token = None, None, None
     ss.setdefault("score_jobs", {})
     ss.setdefault("job", None)
 
@@ -89,15 +116,10 @@ def model_for_table():
     return model, df, st.session_state.mapping
 
 
-def model_key(model=None) -> str:
-    """A key naming one model object: its display name plus a token unique to the object, so two fits
-    with the same name (in one session or in two sessions sharing a cache) never share cached results."""
-    model = st.session_state.get("model") if model is None else model
-    token = getattr(model, "_ui_token", None)
-    if token is None and model is not None:
-        token = uuid.uuid4().hex
-        model._ui_token = token
-    return f"{st.session_state.get('model_name')}:{token}"
+def model_key() -> str:
+    """A key naming the active model for caches: its display name plus the session's token for it, so two
+    fits with the same name (in one session or in two sessions sharing a cache) never share cached results."""
+    return f"{st.session_state.get('model_name')}:{st.session_state.get('model_token')}"
 
 
 def set_data(frame: pd.DataFrame, name: str) -> None:
@@ -111,7 +133,9 @@ def data_key() -> tuple:
 
 
 def _score_key(model, df: pd.DataFrame, n_samples: int) -> tuple:
-    return (model_key(model), *data_key(), len(df), n_samples)
+    if model is not active_model():
+        raise ValueError("scoring jobs are kept for the active model only")
+    return (model_key(), *data_key(), len(df), n_samples)
 
 
 def score_job(model, df: pd.DataFrame, n_samples: int = 1000) -> Job:
@@ -161,7 +185,7 @@ def scores_for(model, df: pd.DataFrame, n_samples: int = 1000) -> pd.DataFrame:
 
 def model_columns_present(model, df: pd.DataFrame) -> str | None:
     """A message when the active table lacks columns the model needs, else None."""
-    need = [model.encoder_.age, *model.encoder_.categorical, *model.idps]
+    need = model.required_columns_
     missing = [c for c in need if c not in df.columns]
     if missing:
         return f"The active table lacks column(s) the model needs: {', '.join(missing[:6])}"
@@ -177,9 +201,54 @@ def show_error(exc: Exception) -> None:
 
 
 def categorical_choices(model) -> dict[str, list[str]]:
-    return {c: model.encoder_.levels[c] for c in model.encoder_.categorical}
+    return model.levels_
 
 
 def age_grid_for(model, step: float = 1.0) -> np.ndarray:
-    lo, hi = model.encoder_.age_min, model.encoder_.age_max
+    lo, hi = model.age_range_
     return np.arange(np.floor(lo), np.ceil(hi) + 1e-9, step)
+
+
+# ---------------------------------------------------------------------------------------------- MRI page
+MRI_FINISHED = ("done", "cancelled", "failed")  # scans finished before a cancel or a crash are kept
+
+
+@st.cache_resource(max_entries=2, show_spinner="Loading the imaging model…")
+def imaging_model(path: str, stamp: int = 0):
+    """One loaded imaging model per folder version and process (read-only at inference)."""
+    return load_model(path, device="auto", kind="imaging")
+
+
+def init_mri_state() -> None:
+    ss = st.session_state
+    ss.setdefault("mri_results", {})
+    ss.setdefault("mri_lesions", {})
+    ss.setdefault("mri_errors", {})
+
+
+def start_mri_job(model, items: list[dict], method: str) -> Job:
+    """Score ``items`` in a background job; results land in the session when it finishes (see collect)."""
+    ss = st.session_state
+    ss.mri_sink = {"results": {}, "lesions": {}, "errors": {}}
+    ss.mri_job = Job(score_many, model, items, method, ss.mri_sink, name="mri").start()
+    return ss.mri_job
+
+
+def collect_mri_job() -> bool:
+    """Move a finished (or cancelled) job's results into the session, once; True when something moved."""
+    ss = st.session_state
+    job = ss.get("mri_job")
+    if job is None or job.status not in MRI_FINISHED or ss.get("mri_collected") is job:
+        return False
+    sink = ss.mri_sink
+    ss.mri_results.update(sink["results"])
+    ss.mri_lesions.update(sink["lesions"])
+    ss.mri_errors = dict(sink["errors"])
+    if sink["results"]:
+        ss.mri_scan = next(reversed(sink["results"]))
+    ss.mri_collected = job
+    return True
+
+
+def clear_mri_results() -> None:
+    st.session_state.mri_results, st.session_state.mri_lesions, st.session_state.mri_errors = {}, {}, {}

@@ -5,22 +5,36 @@ The CLI's ``--backbone`` choices and the dashboard's model choices are read from
 
 from __future__ import annotations
 
+import importlib
 import inspect
+from dataclasses import dataclass
 from pathlib import Path
 
 from normcore._utils.errors import InputError
 from normcore.persistence import read_card
 
-#: Tabular model types by registry name: (module, class, short description). Diffusion backbones first.
-TABULAR_MODELS: dict[str, tuple[str, str, str]] = {
-    "film-mlp": ("normcore.tabular.diffusion_model", "NormativeDiffusion",
-                 "conditional diffusion model of all IDPs jointly, FiLM-MLP denoiser"),
-    "saint": ("normcore.tabular.diffusion_model", "NormativeDiffusion",
-              "conditional diffusion model of all IDPs jointly, SAINT (attention) denoiser"),
-    "shash-baseline": ("normcore.tabular.baselines.shash_baseline", "LocationScaleSHASH",
-                       "classic per-IDP B-spline location-scale model with a SHASH likelihood"),
-    "pcntoolkit-blr": ("normcore.tabular.baselines.pcntoolkit_blr", "PCNToolkitBLR",
-                       "PCNtoolkit's warped Bayesian linear regression per IDP (optional; not saved)"),
+
+@dataclass(frozen=True)
+class ModelType:
+    """A registered tabular model type: where its class lives, and how users see it."""
+
+    module: str
+    cls: str
+    label: str
+    description: str
+
+
+#: Tabular model types by registry name. Diffusion backbones first.
+TABULAR_MODELS: dict[str, ModelType] = {
+    "film-mlp": ModelType("normcore.tabular.diffusion_model", "NormativeDiffusion", "FiLM-MLP diffusion",
+                          "conditional diffusion model of all IDPs jointly, FiLM-MLP denoiser"),
+    "saint": ModelType("normcore.tabular.diffusion_model", "NormativeDiffusion", "SAINT diffusion",
+                       "conditional diffusion model of all IDPs jointly, SAINT (attention) denoiser"),
+    "shash-baseline": ModelType("normcore.tabular.baselines.shash_baseline", "LocationScaleSHASH",
+                                "SHASH per-IDP baseline",
+                                "classic per-IDP B-spline location-scale model with a SHASH likelihood"),
+    "pcntoolkit-blr": ModelType("normcore.tabular.baselines.pcntoolkit_blr", "PCNToolkitBLR", "PCNtoolkit BLR",
+                                "PCNtoolkit's warped Bayesian linear regression per IDP (optional; not saved)"),
 }
 DIFFUSION = ("film-mlp", "saint")
 #: Types that ``fit`` can train and save (the CLI's ``--backbone`` choices).
@@ -31,8 +45,8 @@ def model_class(name: str) -> type:
     """The class implementing a registered tabular model type."""
     if name not in TABULAR_MODELS:
         raise InputError(f"unknown model {name!r}; choose one of {list(TABULAR_MODELS)}")
-    module, cls, _ = TABULAR_MODELS[name]
-    return getattr(__import__(module, fromlist=[cls]), cls)
+    entry = TABULAR_MODELS[name]
+    return getattr(importlib.import_module(entry.module), entry.cls)
 
 
 def make_model(name: str, **params):

@@ -278,8 +278,11 @@ class ImagingNormativeModel:
                     device=device)
         model.config_name = card.get("config_name", "custom")
         model._build()
-        model.ae_.load_state_dict({k[3:]: v for k, v in tensors.items() if k.startswith("ae.")})
-        model.denoiser_.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("dit.")})
+        try:
+            model.ae_.load_state_dict({k[3:]: v for k, v in tensors.items() if k.startswith("ae.")})
+            model.denoiser_.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("dit.")})
+        except RuntimeError as exc:
+            raise InputError(f"{path}: weights do not match the model card ({str(exc).splitlines()[0]})") from None
         model.ae_.eval()
         model.denoiser_.eval()
         dev = model.device

@@ -287,7 +287,8 @@ class NormativeModel:
         """Save weights (safetensors) and card (JSON) into folder ``path`` atomically."""
         self._check_fitted()
         if self.FORMAT is None:
-            raise InputError(f"{type(self).__name__} models cannot be saved by normcore")
+            raise InputError(f"{type(self).__name__} models are not saved by normcore (only models with a "
+                             "safetensors + JSON format are); refit, or use a model type that saves")
         tensors, entries = self._state()
         return save_model_dir(path, tensors, self._card(entries))
 
@@ -295,7 +296,7 @@ class NormativeModel:
     def load(cls, path: str | Path, device: str | None = None) -> NormativeModel:
         """Load a saved model folder; nothing in it is executed. Older cards are migrated on the way."""
         if cls.FORMAT is None:
-            raise InputError(f"{cls.__name__} models cannot be loaded by normcore")
+            raise InputError(f"{cls.__name__} models are not saved by normcore, so none can be loaded")
         tensors, card = load_model_dir(path, cls.FORMAT, cls.FORMAT_VERSION, cls.MIGRATIONS)
         try:
             params = {k: v for k, v in card["params"].items() if k in cls._param_names()}

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from normcore.cli import main
 from normcore._utils.errors import InputError
+from normcore.cli import main
 from normcore.imaging.cohort import read_participants, split_indices
 from normcore.imaging.grid import ModelGrid, template_on_grid
 
@@ -91,3 +91,13 @@ def test_split_is_disjoint_and_reproducible():
     assert all((a == b).all() for a, b in zip((tr, va, te), split_indices(30, 0.2, 5, seed=1), strict=True))
     with pytest.raises(InputError, match="too few"):
         split_indices(8, 0.2, 2, seed=0)
+
+
+def test_misspelt_config_override_is_refused(scan_folder, tmp_path, capsys):
+    """Bug: unknown override keys were merged into the configuration and silently ignored."""
+    rc = main(["mri-fit", "--images", str(scan_folder / "t1"), "--participants", str(scan_folder / "participants.csv"),
+               "--out", str(tmp_path / "m"), "--config", "tiny", "--config-overrides", '{"dit_stepz": 5}'])
+    assert rc == 2 and "dit_stepz" in capsys.readouterr().err
+    rc = main(["mri-fit", "--images", str(scan_folder / "t1"), "--participants", str(scan_folder / "participants.csv"),
+               "--out", str(tmp_path / "m"), "--config", "tiny", "--config-overrides", "{dit_steps: 5"])
+    assert rc == 2 and "not valid JSON" in capsys.readouterr().err

@@ -127,3 +127,18 @@ def test_shash_baseline_through_the_same_cli(workflow):
     run("centiles", workflow / "base", "--ages", "20:80:30", "--set", "sex=0", "--out", workflow / "base_curves.csv")
     assert len(pd.read_csv(workflow / "base_scores.csv")) == 260
     assert len(pd.read_csv(workflow / "base_curves.csv")) == 3 * 5 * 3
+
+
+def test_unknown_backbone_setting_is_refused_before_training(tmp_path):
+    """Bug: found by searching a TypeError's text after construction; now checked by the model, by name."""
+    run("synth", "--n", 60, "--d", 2, "--seed", 1, "--out", tmp_path / "d.csv")
+    proc = run("fit", tmp_path / "d.csv", "--age", "age", "--covariates", "sex", "--backbone-params",
+               '{"widht": 32}', "--out", tmp_path / "m", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "widht" in proc.stderr and "film-mlp" in proc.stderr and not (tmp_path / "m").exists()
+
+
+def test_tabular_commands_name_an_imaging_model(tmp_path):
+    proc = run("score", ROOT / "models" / "mri-ixi-cpu", tmp_path / "none.csv", "--out", tmp_path / "s.csv",
+               check=False)
+    assert proc.returncode == 2 and "an imaging model, not a tabular one" in proc.stderr

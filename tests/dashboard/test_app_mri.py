@@ -17,7 +17,7 @@ from normcore.imaging.grid import ModelGrid, template_on_grid
 from normcore.imaging.model import ImagingNormativeModel
 from normcore.imaging.pipeline import nifti_bytes
 from tests.conftest import ROOT
-from tests.test_plots_mri import values
+from tests.plotting.test_imaging import values
 
 torch.set_num_threads(1)
 TIMEOUT = 600  # an upper bound for a slow shared CI box, not a timing assertion

@@ -11,6 +11,7 @@ import pytest
 from scipy import ndimage
 
 from normcore._utils.errors import InputError
+from normcore._utils.progress import Cancelled, Progress
 from normcore.imaging.grid import CPU_GRID, FOV_CENTRE_MM, GPU_GRID, template_image, template_on_grid
 from normcore.imaging.io import load_mask, load_volume
 from normcore.imaging.preprocess import (
@@ -25,7 +26,6 @@ from normcore.imaging.preprocess import (
     to_sitk,
     transform_matrix,
 )
-from normcore._utils.progress import Cancelled, Progress
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mri" / "ixi"
 IXI_ID = "IXI012-HH-1211"

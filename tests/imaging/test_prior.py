@@ -6,9 +6,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from normcore.diffusion.parameterisation import GaussianPriorResidual
 from normcore.diffusion.schedule import NoiseSchedule
 from normcore.imaging.model import ImagingNormativeModel
-from normcore.diffusion.parameterisation import GaussianPriorResidual
 
 
 class ZeroNet(nn.Module):

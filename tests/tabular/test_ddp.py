@@ -6,8 +6,8 @@ import shutil
 import subprocess
 import sys
 
+from tests.cli.test_tabular import TINY_FIT
 from tests.conftest import ROOT
-from tests.test_cli import TINY_FIT
 
 
 def test_fit_under_torchrun_with_two_gloo_processes(tmp_path):

@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from normcore._utils.errors import InputError
 from normcore.tabular import read_table, resolve_idps, validate_table
 from normcore.tabular.io import write_table_atomic
-from normcore._utils.errors import InputError
 
 
 def test_read_table_sniffs_separators():

@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from normcore import NormativeDiffusion
 from normcore._utils.errors import InputError
@@ -119,6 +120,7 @@ def test_model_saved_without_the_per_idp_path_still_loads(cohort, tmp_path):
     card_path = tmp_path / "old" / "model.json"
     card = json.loads(card_path.read_text())
     del card["params"]["backbone_params"]["marginal_width"]
+    card["format_version"] = 1  # as such cards were written
     card_path.write_text(json.dumps(card))
     loaded = NormativeDiffusion.load(tmp_path / "old")
     assert loaded.net_.marginal is None
@@ -184,3 +186,28 @@ def test_progress_is_reported_and_fit_can_be_cancelled(cohort):
         model.fit(df, age="age", covariates=["sex"], idps=truth.idp_names, progress=progress)
     assert seen and seen[0][0] == "train" and seen[0][1] < seen[0][2]
     assert not hasattr(model, "net_")  # nothing half-fitted is left behind
+
+
+def test_unknown_backbone_setting_is_an_input_error_before_training(cohort):
+    df, truth = cohort
+    model = NormativeDiffusion(**{**TINY, "backbone_params": {"widht": 8}})
+    with pytest.raises(InputError, match=r"\['widht'\].*film-mlp"):
+        model.fit(df, age="age", covariates=["sex"], idps=truth.idp_names[:2])
+    assert not model.is_fitted
+
+
+def test_a_model_fitted_on_a_gpu_loads_on_a_cpu_machine(tiny_model, tmp_path):
+    tiny_model.save(tmp_path / "m")
+    card_path = tmp_path / "m" / "model.json"
+    card = json.loads(card_path.read_text())
+    card["params"]["device"] = "cuda"
+    card_path.write_text(json.dumps(card))
+    loaded = NormativeDiffusion.load(tmp_path / "m")
+    assert loaded.device_.type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_library_messages_do_not_name_command_line_flags(tiny_model):
+    """Bug: the library's messages named CLI flags (--set) that a Python or dashboard user never typed."""
+    with pytest.raises(InputError) as err:
+        tiny_model.centiles([40.0], fixed={"sex": 9})
+    assert "--" not in str(err.value) and "sex=9" in str(err.value)

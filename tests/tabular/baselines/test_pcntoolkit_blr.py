@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from normcore.tabular.baselines.pcntoolkit_blr import PCNToolkitBLR, pcntoolkit_available
 from normcore._utils.errors import InputError
+from normcore.tabular.baselines.pcntoolkit_blr import PCNToolkitBLR, pcntoolkit_available
 from normcore.tabular.synthetic import SyntheticTruth
 
 pytestmark = pytest.mark.skipif(not pcntoolkit_available(),

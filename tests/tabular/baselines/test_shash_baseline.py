@@ -3,9 +3,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from normcore.registry import load_model
 from normcore.tabular.baselines import LocationScaleSHASH
 from normcore.tabular.baselines.shash import fit_shash, shash_inverse, shash_moments, shash_z
-from normcore.registry import load_model
 from normcore.tabular.synthetic import SyntheticTruth
 
 

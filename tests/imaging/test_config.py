@@ -1,0 +1,47 @@
+"""Imaging configurations: presets, overrides checked by name, cards of every version load."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from normcore import InputError, load_model
+from normcore.imaging.config import PRESETS, ImagingConfig
+from normcore.imaging.model import ImagingNormativeModel
+
+
+def test_presets_round_trip_and_overrides_apply():
+    for name, preset in PRESETS.items():
+        assert ImagingConfig.from_dict(preset.to_dict()) == preset, name
+    model = ImagingNormativeModel("tiny", dit_steps=7)
+    assert model.config.dit_steps == 7 and model.config.ddim_steps == PRESETS["tiny"].ddim_steps
+
+
+def test_unknown_and_missing_keys_are_refused_by_name():
+    with pytest.raises(InputError, match="dit_stepz"):
+        ImagingNormativeModel("tiny", dit_stepz=7)
+    with pytest.raises(InputError, match="unknown imaging configuration"):
+        ImagingNormativeModel("huge")
+    values = PRESETS["tiny"].to_dict()
+    del values["levels"]
+    with pytest.raises(InputError, match="missing key.*levels"):
+        ImagingConfig.from_dict(values)
+
+
+def test_version_1_card_loads_through_the_registry(tiny_imaging_model, tmp_path):
+    """Cards before the prior residual had no format_version and no prior_residual key."""
+    tiny_imaging_model.save(tmp_path / "m")
+    card_path = tmp_path / "m" / "model.json"
+    card = json.loads(card_path.read_text())
+    assert card["format_version"] == 2 and card["config"]["prior_residual"] is True
+    loaded = load_model(tmp_path / "m", device="cpu")
+    assert isinstance(loaded, ImagingNormativeModel) and loaded.config == tiny_imaging_model.config
+    del card["format_version"], card["config"]["clip_x0"]
+    card_path.write_text(json.dumps(card))
+    old = load_model(tmp_path / "m", device="cpu", kind="imaging")
+    assert old.config.clip_x0 == 6.0 and old.config.prior_residual is True  # the key was there: kept
+    del card["config"]["prior_residual"]
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(InputError, match="weights do not match the model card"):
+        load_model(tmp_path / "m", device="cpu")  # a v1 card without the key means a model without the prior

@@ -1,0 +1,178 @@
+"""The tabular model contract, run over every registered model type (as scikit-learn's check_estimator).
+
+Each check states one promise of :class:`normcore.tabular.base.NormativeModel` that every model type
+keeps: parameters from the constructor, the fitted-state API the pages use, the column layout of
+``score`` / ``centiles`` / ``sample``, the input checks, ``predict_moments`` and persistence.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from normcore import InputError, NormativeModel, load_model, make_model, make_synthetic
+from normcore.registry import SAVABLE, TABULAR_MODELS, model_class
+from normcore.tabular.baselines.pcntoolkit_blr import pcntoolkit_available
+from normcore.tabular.base import NotFittedError
+from tests.conftest import TINY
+
+SETTINGS = {"film-mlp": {**TINY, "epochs": 1}, "saint": {**TINY, "epochs": 1, "backbone_params": {"dim": 16}},
+            "shash-baseline": {}, "pcntoolkit-blr": {}}
+TYPES = [pytest.param(name, marks=pytest.mark.skipif(
+    name == "pcntoolkit-blr" and not pcntoolkit_available(), reason="PCNtoolkit not installed"))
+    for name in TABULAR_MODELS]
+
+
+@pytest.fixture(scope="module")
+def data():
+    df, truth = make_synthetic(240, d=3, patients=0, seed=5)
+    return df, truth.idp_names
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    df, idps = data
+    cache = {}
+
+    def get(name: str) -> NormativeModel:
+        if name not in cache:
+            cache[name] = make_model(name, **SETTINGS[name]).fit(df, age="age", covariates=["sex"], idps=idps)
+        return cache[name]
+
+    return get
+
+
+def test_every_type_has_settings_here():
+    assert set(SETTINGS) == set(TABULAR_MODELS)
+
+
+@pytest.mark.parametrize("name", TYPES)
+def test_parameters_come_from_the_constructor(name):
+    model = make_model(name, **SETTINGS[name])
+    params = model.get_params()
+    assert list(params) == model._param_names()
+    clone = type(model)(**params)
+    assert clone.get_params() == params
+    first = next(iter(params))
+    assert model.set_params(**{first: params[first]}) is model
+    with pytest.raises(InputError, match="unknown parameter"):
+        model.set_params(no_such_parameter=1)
+    assert isinstance(model, NormativeModel) and model_class(name) is type(model)
+    assert model.model_type == name
+
+
+@pytest.mark.parametrize("name", TYPES)
+def test_unfitted_model_says_so(name, data):
+    df, _ = data
+    model = make_model(name, **SETTINGS[name])
+    assert not model.is_fitted
+    with pytest.raises(NotFittedError, match="not fitted"):
+        model.score(df.head(3))
+
+
+@pytest.mark.parametrize("name", TYPES)
+def test_fitted_state_api(name, fitted, data):
+    df, idps = data
+    model = fitted(name)
+    assert model.is_fitted
+    assert model.idps_ == idps and model.age_ == "age" and model.covariates_ == ["sex"]
+    assert model.levels_ == {"sex": ["0", "1"]}
+    lo, hi = model.age_range_
+    assert lo == pytest.approx(df.age.min()) and hi == pytest.approx(df.age.max())
+    assert model.required_columns_ == ["age", "sex", *idps]
+    assert isinstance(model.fit_warnings_, list) and model.training_summary_["n_train"] > 0
+
+
+@pytest.mark.parametrize("name", TYPES)
+def test_score_frame(name, fitted, data):
+    df, idps = data
+    model = fitted(name)
+    rows = df.head(6).copy()
+    rows.loc[rows.index[0], idps[1]] = np.nan
+    out = model.score(rows, n_samples=200, seed=1)
+    expected = [*rows.columns, *[f"{k}:{i}" for i in idps for k in ("z", "centile")],
+                "multivariate_d2", "multivariate_z", "n_beyond_samples", "out_of_range"]
+    assert list(out.columns) == expected
+    pd.testing.assert_frame_equal(out[rows.columns], rows)
+    c = out[[f"centile:{i}" for i in idps]].to_numpy()
+    assert np.isnan(c[0, 1]) and np.isnan(out[f"z:{idps[1]}"].iloc[0])
+    finite = c[~np.isnan(c)]
+    assert ((finite > 0) & (finite < 1)).all()
+    assert not out["out_of_range"].any()
+
+
+@pytest.mark.parametrize("name", TYPES)
+def test_score_refuses_bad_tables(name, fitted, data):
+    df, idps = data
+    model = fitted(name)
+    with pytest.raises(InputError, match="missing"):
+        model.score(df.drop(columns=[idps[0]]).head(3))
+    bad = df.head(3).astype({idps[2]: object})
+    bad.loc[bad.index[1], idps[2]] = "n/a?"
+    with pytest.raises(InputError, match=idps[2]):
+        model.score(bad)
+    unseen = df.head(3).assign(sex=7)
+    with pytest.raises(InputError):
+        model.score(unseen)
+
+
+@pytest.mark.parametrize("name", TYPES)
+def test_centile_frame(name, fitted, data):
+    _, idps = data
+    model = fitted(name)
+    out = model.centiles([30.0, 50.0, 70.0], quantiles=(0.1, 0.5, 0.9), fixed={"sex": 1}, n_samples=400, seed=0)
+    assert list(out.columns) == ["age", "sex", "idp", "quantile", "value"]
+    assert len(out) == 3 * 3 * len(idps) and sorted(out.idp.unique()) == sorted(idps)
+    wide = out.pivot_table(index=["idp", "age"], columns="quantile", values="value")
+    assert (np.diff(wide.to_numpy(), axis=1) > 0).all()
+    free = model.centiles([40.0], quantiles=(0.5,), n_samples=400, idps=[idps[0]])
+    assert list(free.columns) == ["age", "idp", "quantile", "value"] and len(free) == 1
+    with pytest.raises(InputError, match="cannot fix"):
+        model.centiles([40.0], fixed={"site": "A"})
+    with pytest.raises(InputError, match="not seen in training"):
+        model.centiles([40.0], fixed={"sex": 5})
+    with pytest.raises(InputError, match="strictly between"):
+        model.centiles([40.0], quantiles=(0.0, 0.5))
+
+
+@pytest.mark.parametrize("name", TYPES)
+def test_sample_frame(name, fitted, data):
+    df, idps = data
+    model = fitted(name)
+    cov = df[["age", "sex"]].head(3)
+    out = model.sample(cov, n=4, seed=2)
+    assert list(out.columns) == ["age", "sex", "sample", *idps]
+    assert len(out) == 12 and out["sample"].tolist() == [0, 1, 2, 3] * 3
+    assert np.isfinite(out[idps].to_numpy()).all()
+    assert out["age"].tolist() == np.repeat(cov["age"].to_numpy(), 4).tolist()
+
+
+@pytest.mark.parametrize("name", TYPES)
+def test_predict_moments_takes_samples_and_seed(name, fitted, data):
+    df, idps = data
+    mean, var = fitted(name).predict_moments(df.head(5), n_samples=300, seed=4)
+    assert mean.shape == var.shape == (5, len(idps))
+    assert np.isfinite(mean).all() and (var > 0).all()
+
+
+@pytest.mark.parametrize("name", TYPES)
+def test_persistence(name, fitted, data, tmp_path):
+    df, _ = data
+    model = fitted(name)
+    if name not in SAVABLE:
+        with pytest.raises(InputError, match="not saved"):
+            model.save(tmp_path / "m")
+        return
+    model.save(tmp_path / "m")
+    card = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert card["format"] == type(model).FORMAT and card["format_version"] == type(model).FORMAT_VERSION
+    assert card["model_type"] == name and card["params"] == json.loads(json.dumps(model.get_params()))
+    loaded = load_model(tmp_path / "m")
+    assert type(loaded) is type(model) and loaded.get_params() == model.get_params()
+    pd.testing.assert_frame_equal(loaded.score(df.head(5), n_samples=200, seed=3),
+                                  model.score(df.head(5), n_samples=200, seed=3))
+    with pytest.raises(InputError, match="a tabular model, not an imaging one"):
+        load_model(tmp_path / "m", kind="imaging")
