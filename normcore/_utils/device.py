@@ -13,7 +13,7 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was requested but no CUDA GPU is available; use --device cpu or auto")
+        raise ValueError("device 'cuda' was requested but no CUDA GPU is available; use the device 'cpu' or 'auto'")
     if name != "cpu" and not name.startswith("cuda"):
         raise ValueError(f"unknown device {device!r}; use auto, cpu or cuda")
     return torch.device(name)

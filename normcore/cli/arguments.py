@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -20,6 +21,17 @@ def float_list(value: str, flag: str) -> list[float]:
         return [float(v) for v in csv_list(value)]
     except ValueError:
         raise InputError(f"{flag} {value!r}: expected comma-separated numbers") from None
+
+
+def json_object(value: str | None, flag: str) -> dict:
+    """A flag holding a JSON object (``{}`` when absent)."""
+    try:
+        parsed = json.loads(value) if value else {}
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{flag} is not valid JSON ({exc})") from None
+    if not isinstance(parsed, dict):
+        raise InputError(f"{flag} must be a JSON object")
+    return parsed
 
 
 def parse_sets(items: list[str] | None) -> dict[str, str]:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
 
-from normcore._utils.errors import InputError
 from normcore._utils.progress import Progress
+from normcore.cli.arguments import json_object
 from normcore.imaging.config import PRESETS
 
 
@@ -19,12 +18,7 @@ def cmd_mri_fit(args: argparse.Namespace, progress: Progress) -> None:
     from normcore.registry import load_model
 
     start = time.perf_counter()
-    try:
-        overrides = json.loads(args.config_overrides) if args.config_overrides else {}
-    except json.JSONDecodeError as exc:
-        raise InputError(f"--config-overrides is not valid JSON ({exc})") from None
-    if not isinstance(overrides, dict):
-        raise InputError("--config-overrides must be a JSON object")
+    overrides = json_object(args.config_overrides, "--config-overrides")
     model = ImagingNormativeModel(args.config, seed=args.seed, device=args.device or "auto", **overrides)
     cohort = load_cohort(args.images, args.participants, model.grid, masks=args.masks, progress=progress)
     prep_s = time.perf_counter() - start

@@ -16,7 +16,7 @@ import torch
 from normcore._utils.atomic import write_text_atomic
 from normcore._utils.errors import InputError
 from normcore._utils.progress import Cancelled, Progress
-from normcore.cli.arguments import age_grid, csv_list, float_list, parse_sets
+from normcore.cli.arguments import age_grid, csv_list, float_list, json_object, parse_sets
 from normcore.registry import SAVABLE
 from normcore.tabular.io import read_table, write_table_atomic
 
@@ -61,12 +61,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
         from normcore.tabular.validation import resolve_idps
 
         idps = resolve_idps(df, exclude=[args.age, *covariates, *exclude], label=str(args.data))
-    try:
-        backbone_params = json.loads(args.backbone_params) if args.backbone_params else {}
-    except json.JSONDecodeError as exc:
-        raise InputError(f"--backbone-params is not valid JSON ({exc})") from None
-    if not isinstance(backbone_params, dict):
-        raise InputError("--backbone-params must be a JSON object")
+    backbone_params = json_object(args.backbone_params, "--backbone-params")
     extra = {"sampling_steps": args.sampling_steps} if args.sampling_steps else {}
     model = make_model(args.backbone, epochs=args.epochs, seed=args.seed, device=args.device,
                        transform=args.transform, n_samples=args.samples, timesteps=args.timesteps,

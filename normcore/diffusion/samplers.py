@@ -84,6 +84,26 @@ def ddpm_sample(eps_fn: EpsFn, schedule: NoiseSchedule, cond: torch.Tensor, shap
     return x
 
 
+def _half_log_snr(a: float) -> float:
+    return 0.5 * math.log(a / (1 - a))
+
+
+def _multistep(eps_fn: EpsFn, schedule: NoiseSchedule, cond: torch.Tensor, shape: tuple[int, ...], steps: int,
+               generator: torch.Generator | None, clip_x0: float | None, update) -> torch.Tensor:
+    """The loop shared by the DPM-Solver++(2M) solvers: log-SNR spacing, one network call per step,
+    ``update(x, x0, prev_x0, h, prev_h, a_p, a_t)`` for the step, the data prediction as the last step."""
+    x = torch.randn(shape, generator=generator, device=cond.device)
+    prev_x0, prev_h = None, None
+    for t, t_prev, a_t, a_p in _chain(schedule, schedule.respaced_log_snr(steps).tolist()):
+        _, x0 = _predict(eps_fn, x, t, cond, a_t, clip_x0)
+        if t_prev < 0:
+            return x0
+        h = _half_log_snr(a_p) - _half_log_snr(a_t)
+        x = update(x, x0, prev_x0, h, prev_h, a_p, a_t)
+        prev_x0, prev_h = x0, h
+    return x
+
+
 @torch.no_grad()
 def dpmpp_2m_sample(eps_fn: EpsFn, schedule: NoiseSchedule, cond: torch.Tensor, shape: tuple[int, ...],
                     steps: int = 25, generator: torch.Generator | None = None,
@@ -94,25 +114,15 @@ def dpmpp_2m_sample(eps_fn: EpsFn, schedule: NoiseSchedule, cond: torch.Tensor, 
     second-order update from the last two data predictions, so short chains are far more accurate.
     Timesteps are spaced uniformly in log-SNR; the final step returns the data prediction at t=0.
     """
-    device = cond.device
-    x = torch.randn(shape, generator=generator, device=device)
-    ts = schedule.respaced_log_snr(steps).tolist()
-    prev_x0, prev_h = None, None
-    for t, t_prev, a_t, a_p in _chain(schedule, ts):
-        _, x0 = _predict(eps_fn, x, t, cond, a_t, clip_x0)
-        if t_prev < 0:
-            x = x0
-            break
-        lam_t = 0.5 * math.log(a_t / (1 - a_t))
-        lam_p = 0.5 * math.log(a_p / (1 - a_p))
-        h = lam_p - lam_t
+
+    def update(x, x0, prev_x0, h, prev_h, a_p, a_t):
         d = x0
         if prev_x0 is not None:
             r = prev_h / h
             d = (1 + 0.5 / r) * x0 - (0.5 / r) * prev_x0
-        x = ((1 - a_p) / (1 - a_t)) ** 0.5 * x - a_p**0.5 * math.expm1(-h) * d
-        prev_x0, prev_h = x0, h
-    return x
+        return ((1 - a_p) / (1 - a_t)) ** 0.5 * x - a_p**0.5 * math.expm1(-h) * d
+
+    return _multistep(eps_fn, schedule, cond, shape, steps, generator, clip_x0, update)
 
 
 @torch.no_grad()
@@ -122,28 +132,19 @@ def dpmpp_2m_sde_sample(eps_fn: EpsFn, schedule: NoiseSchedule, cond: torch.Tens
     """SDE-DPM-Solver++(2M) (Lu et al. 2022, "midpoint" form): the stochastic second-order solver.
 
     Injected noise contracts the errors of an imperfect denoiser, which the deterministic ODE
-    solvers integrate (they over-disperse badly for high-dimensional, strongly dependent IDPs), while
+    solvers integrate (they over-disperse for high-dimensional, strongly dependent IDPs), while
     the second-order update keeps short chains accurate. Log-SNR spacing; the final step returns the
     data prediction.
     """
-    device = cond.device
-    x = torch.randn(shape, generator=generator, device=device)
-    ts = schedule.respaced_log_snr(steps).tolist()
-    prev_x0, prev_h = None, None
-    for t, t_prev, a_t, a_p in _chain(schedule, ts):
-        _, x0 = _predict(eps_fn, x, t, cond, a_t, clip_x0)
-        if t_prev < 0:
-            x = x0
-            break
-        h = 0.5 * math.log(a_p / (1 - a_p)) - 0.5 * math.log(a_t / (1 - a_t))
-        sigma_ratio = ((1 - a_p) / (1 - a_t)) ** 0.5
+
+    def update(x, x0, prev_x0, h, prev_h, a_p, a_t):
         decay = -math.expm1(-2 * h)  # 1 - e^{-2h}
-        x = sigma_ratio * math.exp(-h) * x + a_p**0.5 * decay * x0
+        x = ((1 - a_p) / (1 - a_t)) ** 0.5 * math.exp(-h) * x + a_p**0.5 * decay * x0
         if prev_x0 is not None:
             x = x + 0.5 * a_p**0.5 * decay * (h / prev_h) * (x0 - prev_x0)
-        x = x + (1 - a_p) ** 0.5 * decay**0.5 * torch.randn(shape, generator=generator, device=device)
-        prev_x0, prev_h = x0, h
-    return x
+        return x + (1 - a_p) ** 0.5 * decay**0.5 * torch.randn(shape, generator=generator, device=cond.device)
+
+    return _multistep(eps_fn, schedule, cond, shape, steps, generator, clip_x0, update)
 
 
 @torch.no_grad()

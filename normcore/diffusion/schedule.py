@@ -11,9 +11,8 @@ class NoiseSchedule:
     """Forward process x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, t = 0..T-1.
 
     ``kind="cosine"`` (Nichol & Dhariwal 2021) with its angle scaled so that abar_T = ``min_abar``
-    (1e-4) rather than ~1e-9: the terminal signal is still negligible, but the first reverse steps no
-    longer divide by sqrt(abar_T) ~ 5e-5, which made short DDIM chains over-dispersed; or ``"linear"``
-    (Ho et al. 2020, betas 1e-4..0.02 scaled to T).
+    (the terminal signal stays negligible while the first reverse steps do not divide by a tiny
+    sqrt(abar_T)); or ``"linear"`` (Ho et al. 2020, betas 1e-4..0.02 scaled to T).
     """
 
     min_abar = 1e-4

@@ -1,9 +1,8 @@
 """Preprocessing of a T1 scan onto a model grid in MNI space (and back): brain mask, intensity scale, affine.
 
-Registration uses SimpleITK rather than ANTsPy: its pip wheel is ~50 MB with nothing to compile, it is well kept
-by the ITK/NLM team, and it does affine mutual-information registration with a multi-resolution pyramid, which
-is all this project needs. ANTsPy wheels are several hundred MB and only add nonlinear (SyN) registration, which
-the model does not need: the diffusion model learns the residual anatomical variation after an affine alignment.
+Registration is affine (12 degrees of freedom, mutual information, multi-resolution) with SimpleITK: the
+diffusion model learns the anatomical variation left after an affine alignment (why SimpleITK and not ANTsPy:
+README).
 
 World coordinates: nibabel works in RAS mm, SimpleITK/ITK in LPS mm; matrices cross over with diag(-1, -1, 1, 1)
 on both sides. ``PreparedScan.matrix`` maps MNI world mm (RAS) to native world mm (RAS): it pulls native
@@ -170,8 +169,8 @@ def axis_aligned(data: np.ndarray, affine: np.ndarray, step: float | None = None
 def registration_copy(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The moving image registration sees: unchanged, or anti-aliased to ``MOVING_MM`` / freed of shear.
 
-    Registration runs on a 3 mm template, so finer scans are smoothed and resliced to 2 mm first (a 1 mm scan
-    otherwise costs ~3x the time in SimpleITK's per-level smoothing).
+    Registration runs on a 3 mm template, so finer scans are smoothed and resliced to ``MOVING_MM`` first
+    (finer detail cannot help and costs time in SimpleITK's per-level smoothing).
     """
     zooms = voxel_sizes(affine)
     fine = float(zooms.min()) < 0.75 * MOVING_MM

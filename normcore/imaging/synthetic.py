@@ -274,7 +274,7 @@ class SyntheticBrains:
 
     Ageing is clamped to the modelled 20-85 range (younger = 20, older = 85); sexes are 0/1 (0 = female) or
     "F"/"M". Subject ``i`` of a call depends only on ``(generator seed, call seed, i, age, sex)``: reproducible, and
-    independent of the rest of the batch. About 0.1 s per subject on the 4 mm grid, 1 s on the 2 mm grid (one core).
+    independent of the rest of the batch.
     """
 
     def __init__(self, grid: ModelGrid, seed: int = 0, oversample: int | None = None):

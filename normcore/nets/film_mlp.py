@@ -40,9 +40,8 @@ class MarginalPath(nn.Module):
 
     IDP j's output depends only on (x_j, an embedding of j, the time + covariate embedding), so the
     marginal shape of every IDP (skew, multimodality, and how they change with age) is learnt with the
-    sample efficiency of a one-dimensional model, while the joint MLP beside it learns the dependence.
-    Measured on the synthetic benchmark (N = 5000): it halves the excess centile error of bimodal IDPs
-    that the joint MLP alone leaves (BENCHMARKS.md).
+    sample efficiency of a one-dimensional model, while the joint MLP beside it learns the dependence
+    (why it exists: README; its effect: BENCHMARKS.md).
     """
 
     block_elements = 1 << 18  # CPU: activations per block of rows, small enough to stay in cache

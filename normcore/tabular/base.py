@@ -33,9 +33,9 @@ import pandas as pd
 import torch
 from scipy import special
 
-from normcore import __version__
 from normcore._utils.errors import InputError
 from normcore._utils.progress import Progress, as_progress
+from normcore._version import __version__
 from normcore.persistence import Migration, load_model_dir, save_model_dir
 from normcore.tabular.preprocessing import MARGINALISE, CovariateEncoder, category_label
 from normcore.tabular.scoring import assemble_scores, mahalanobis

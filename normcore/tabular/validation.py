@@ -67,10 +67,10 @@ def resolve_idps(df: pd.DataFrame, idps: list[str] | None = None, idps_regex: st
         try:
             pattern = re.compile(idps_regex)
         except re.error as exc:
-            raise InputError(f"--idps-regex {idps_regex!r} is not a valid regular expression ({exc})") from None
+            raise InputError(f"IDP pattern {idps_regex!r} is not a valid regular expression ({exc})") from None
         chosen = [c for c in df.columns if pattern.search(c) and c not in exclude]
         if not chosen:
-            raise InputError(f"{label}: no column matches --idps-regex {idps_regex!r}")
+            raise InputError(f"{label}: no column matches the IDP pattern {idps_regex!r}")
         return chosen
     chosen = [c for c in df.columns if c not in exclude and pd.api.types.is_numeric_dtype(df[c])]
     if not chosen:

@@ -124,3 +124,14 @@ def test_calibration_page_runs_checks_and_draws_pit_histogram():
     assert 0.85 < coverage <= 1.0
     spec = charts(at)[0]
     assert spec["data"][0]["type"] == "histogram" and "PIT of idp_01" in spec["layout"]["title"]["text"]
+
+
+def test_sessions_never_modify_the_shared_cached_model():
+    """Bug: the page set an attribute (a cache token) on the model returned by st.cache_resource, which
+    every session shares; the token now lives in the session's own state."""
+    at = goto(app().run(), "centiles")
+    assert not at.exception
+    model = at.session_state.model
+    assert set(vars(model)) == set(vars(type(model).load(available_demo_models()["FiLM-MLP (demo)"])))
+    assert at.session_state.model_token and at.session_state.model_token.endswith(
+        str((available_demo_models()["FiLM-MLP (demo)"] / "model.json").stat().st_mtime_ns))

@@ -15,8 +15,8 @@ import pytest
 
 from normcore import InputError, NormativeModel, load_model, make_model, make_synthetic
 from normcore.registry import SAVABLE, TABULAR_MODELS, model_class
-from normcore.tabular.baselines.pcntoolkit_blr import pcntoolkit_available
 from normcore.tabular.base import NotFittedError
+from normcore.tabular.baselines.pcntoolkit_blr import pcntoolkit_available
 from tests.conftest import TINY
 
 SETTINGS = {"film-mlp": {**TINY, "epochs": 1}, "saint": {**TINY, "epochs": 1, "backbone_params": {"dim": 16}},
