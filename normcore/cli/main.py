@@ -1,4 +1,4 @@
-"""Command line: ``python -m normcore {fit,score,centiles,sample,evaluate,synth,mri-fit,mri-score} ...``.
+"""Command line: ``python -m normcore {fit,score,centiles,sample,adapt,evaluate,synth,mri-fit,mri-score} ...``.
 
 A stable public contract: commands, flags and output columns are extended, never renamed.
 """
@@ -48,13 +48,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
     if args.idps and args.idps_regex:
         raise InputError("use either --idps or --idps-regex, not both")
     covariates = csv_list(args.covariates)
-    if args.group_col:
-        if args.group_col not in df.columns:
-            raise InputError(f"{args.data}: --group-col column {args.group_col!r} not found")
-        keep = df[args.group_col].astype(str) == str(args.control_value)
-        if not keep.any():
-            raise InputError(f"{args.data}: no rows with {args.group_col} == {args.control_value!r}")
-        df = df[keep].reset_index(drop=True)
+    df = _rows_of_group(df, args.data, args.group_col, args.control_value)
     exclude = [c for c in (args.id_col, args.group_col) if c]
     idps = csv_list(args.idps) or None
     if idps is None and not args.idps_regex:
@@ -90,7 +84,11 @@ def cmd_score(args: argparse.Namespace) -> None:
     write_table_atomic(out, args.out)
     n_out = int(out["out_of_range"].sum())
     note = f"; {n_out} subject(s) outside the training age range (flagged in out_of_range)" if n_out else ""
-    print(f"scored {len(out)} subjects on {len(model.idps)} IDPs -> {args.out}{note}")
+    present = sum(c in df.columns for c in model.idps)
+    if present < len(model.idps):
+        note += (f"; {len(model.idps) - present} of the model's {len(model.idps)} IDPs are not in the table "
+                 "(no z/centile columns for them; the multivariate score uses the ones present)")
+    print(f"scored {len(out)} subjects on {present} IDPs -> {args.out}{note}")
 
 
 def cmd_centiles(args: argparse.Namespace) -> None:
@@ -115,6 +113,40 @@ def cmd_sample(args: argparse.Namespace) -> None:
     out = model.sample(cov, n=args.n, seed=args.seed, progress=_stderr_progress(args.quiet))
     write_table_atomic(out, args.out)
     print(f"wrote {len(out)} samples ({args.n} per covariate row) -> {args.out}")
+
+
+def _rows_of_group(df, data: str, group_col: str | None, value: str):
+    """The rows whose ``group_col`` equals ``value`` (all rows without a group column)."""
+    if not group_col:
+        return df
+    if group_col not in df.columns:
+        raise InputError(f"{data}: --group-col column {group_col!r} not found")
+    keep = df[group_col].astype(str) == str(value)
+    if not keep.any():
+        raise InputError(f"{data}: no rows with {group_col} == {value!r}")
+    return df[keep].reset_index(drop=True)
+
+
+def cmd_adapt(args: argparse.Namespace) -> None:
+    if Path(args.out).resolve() == Path(args.model).resolve():
+        raise InputError("--out must differ from the reference model folder (the reference is never changed)")
+    if Path(args.out).exists() and not (Path(args.out) / "model.json").is_file():
+        raise InputError(f"--out {args.out}: exists and is not a model folder")
+    model = _load_model(args.model, args.device)
+    df = _rows_of_group(read_table(args.data), args.data, args.group_col, args.control_value)
+    adapted = model.adapt(df, refine=csv_list(args.refine), progress=_stderr_progress(args.quiet),
+                          label=str(args.data))
+    for warning in adapted.adapt_warnings_:
+        print(f"warning: {warning}", file=sys.stderr)
+    adapted.save(args.out)
+    record = adapted.adaptation_[-1]
+    for lv in record["levels"]:
+        kind = "new level" if lv["new_level"] else "refined level"
+        print(f"{lv['covariate']}={lv['level']} ({kind}): {lv['n_controls']} controls aged "
+              f"{lv['age_range'][0]:g}-{lv['age_range'][1]:g}, {lv['idps_adapted']} of {record['idps']} IDPs; "
+              f"weight of the local estimate {lv['mean_weight_location']:.2f} (location), "
+              f"{lv['mean_weight_scale']:.2f} (scale)")
+    print(f"adapted model -> {args.out}")
 
 
 def cmd_synth(args: argparse.Namespace) -> None:
@@ -239,6 +271,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", required=True)
     common(ev)
     ev.set_defaults(func=cmd_evaluate)
+
+    ad = sub.add_parser("adapt", help="adapt a fitted model to a new site from a few of its healthy controls")
+    ad.add_argument("model")
+    ad.add_argument("data", help="table of the new site's controls (any subset of the model's IDPs)")
+    ad.add_argument("--out", required=True, help="folder for the adapted model (the reference stays as it is)")
+    ad.add_argument("--group-col", default=None, help="use only rows where this column equals --control-value")
+    ad.add_argument("--control-value", default="control")
+    ad.add_argument("--refine", default=None,
+                    help="categorical covariates whose known levels are refined too, comma-separated (e.g. site)")
+    common(ad)
+    ad.set_defaults(func=cmd_adapt)
 
     sy = sub.add_parser("synth", help="synthetic cohort with exact ground truth")
     sy.add_argument("--n", type=int, required=True)

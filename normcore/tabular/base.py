@@ -22,7 +22,10 @@ covariate to integrate over the training levels (left free in ``centiles``, or u
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import inspect
+import json
 import platform
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,6 +45,9 @@ from normcore.tabular.scoring import assemble_scores, mahalanobis
 from normcore.tabular.validation import prepare_training_table
 
 DEFAULT_QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+MIN_CONTROLS_PER_LEVEL = 5
+WARN_CONTROLS_PER_SEX = 10
+SEX_NAMES = ("sex", "gender")
 
 
 class NotFittedError(RuntimeError):
@@ -190,10 +196,17 @@ class NormativeModel:
 
         Returns ``df`` with, for each IDP, ``z:<IDP>`` and ``centile:<IDP>`` (in 0..1), then
         ``multivariate_d2``, ``multivariate_z``, ``n_beyond_samples`` and ``out_of_range`` (age outside
-        the training range: scored, but extrapolated). Missing IDP values give missing scores.
+        the training range: scored, but extrapolated). Missing IDP values give missing scores. A table
+        may hold any subset of the model's IDPs: z/centile columns are written for those present, and the
+        multivariate score uses those present (its degrees of freedom are their number).
         """
         self._check_fitted()
-        y = self._idp_values(df, label)
+        present = [c for c in self.idps if c in df.columns]
+        if not present:
+            raise InputError(f"{label}: none of the model's {len(self.idps)} IDP columns is present "
+                             f"(e.g. {', '.join(self.idps[:3])})")
+        absent = [c for c in self.idps if c not in df.columns]
+        y = self._idp_values(df.assign(**{c: np.nan for c in absent}) if absent else df, label)
         age, codes = self._covariates_of(df, label)
         centile, z, beyond, corr = self._score_core(y, age, codes, n_samples, seed, as_progress(progress))
         missing = np.isnan(y)
@@ -201,8 +214,11 @@ class NormativeModel:
         beyond[missing] = False
         z = special.ndtri(centile) if z is None else z
         z[missing] = np.nan
-        d2, mz = mahalanobis(z, corr)
-        return assemble_scores(df, self.idps, z, centile, d2, mz, beyond, self.encoder_.out_of_range(age))
+        keep = np.array([c in df.columns for c in self.idps])
+        corr = np.asarray(corr)[:, keep][:, :, keep]
+        d2, mz = mahalanobis(z[:, keep], corr)
+        return assemble_scores(df, present, z[:, keep], centile[:, keep], d2, mz, beyond[:, keep],
+                               self.encoder_.out_of_range(age))
 
     def centiles(self, ages: np.ndarray | list[float], quantiles: tuple[float, ...] = DEFAULT_QUANTILES,
                  fixed: dict | None = None, n_samples: int | None = None, idps: list[str] | None = None,
@@ -262,6 +278,118 @@ class NormativeModel:
     def _sample_core(self, age, codes, n, seed, progress) -> np.ndarray:
         raise NotImplementedError
 
+    # ------------------------------------------------------------------ adaptation
+    def adapt(self, controls: pd.DataFrame, refine: list[str] | tuple[str, ...] = (),
+              progress: Progress | None = None, label: str = "controls") -> NormativeModel:
+        """A new model adapted to the levels (sites, scanners) of ``controls``; this model is left untouched.
+
+        Levels of categorical covariates the reference never saw are learnt from the healthy ``controls``
+        (empirical Bayes in the location-scale stage, :mod:`normcore.tabular.adaptation`); known levels of the
+        covariates named in ``refine`` are refined. The controls may hold any subset of the model's IDPs;
+        the others keep the reference behaviour. Nothing of the reference is refitted. The result records
+        what was adapted in ``adaptation_`` (and its card). Warnings are in ``adapt_warnings_``.
+        """
+        from normcore.tabular.adaptation import FEW_TRAINING_LEVELS, check_levels_can_be_learnt, estimate_level
+
+        self._check_fitted()
+        progress = as_progress(progress)
+        if getattr(self, "location_scale_", None) is None:
+            raise InputError(f"{type(self).__name__} with this configuration has no location-scale stage to adapt")
+        unknown = [c for c in refine if c not in self.encoder_.categorical]
+        if unknown:
+            raise InputError(f"cannot refine {unknown}: the model's categorical covariates are "
+                             f"{self.encoder_.categorical}")
+        age = self.encoder_.ages(controls, label)
+        missing_cov = [c for c in self.encoder_.categorical if c not in controls.columns]
+        if missing_cov:
+            raise InputError(f"{label}: covariate column(s) {missing_cov} missing (the model needs "
+                             f"{[self.encoder_.age, *self.encoder_.categorical]})")
+        present = [c for c in self.idps if c in controls.columns]
+        if not present:
+            raise InputError(f"{label}: none of the model's {len(self.idps)} IDP columns is present "
+                             f"(e.g. {self.idps[:3]})")
+        y = self._idp_values(controls.reindex(columns=[*controls.columns, *[c for c in self.idps
+                                                                           if c not in controls.columns]]), label)
+        codes = self.encoder_.codes(controls, allow_unseen=True, label=label)
+        labels = {c: controls[c].map(category_label).to_numpy() for c in self.encoder_.categorical}
+        new_cols = [c for k, c in enumerate(self.encoder_.categorical) if (codes[:, k] == MARGINALISE).any()]
+        if len(new_cols) > 1 and ((codes == MARGINALISE).sum(axis=1) > 1).any():
+            raise InputError(f"{label}: rows with new levels of several covariates ({new_cols}); adapt one at a time")
+        work = [(c, lvl) for c in self.encoder_.categorical for lvl in pd.unique(labels[c])
+                if c in new_cols and lvl not in self.encoder_.levels[c] or c in refine]
+        if not work:
+            raise InputError(f"{label}: the controls hold no level the model has not seen; name covariates to "
+                             "refine to adapt known levels")
+        warnings = []
+        lo, hi = self.age_range_
+        outside = int(((age < lo) | (age > hi)).sum())
+        if outside:
+            warnings.append(f"{outside} control(s) aged outside the reference range {lo:g}-{hi:g}: the adaptation "
+                            "there rests on extrapolated age curves")
+        new = copy.deepcopy(self)
+        ls = new.location_scale_
+        n_train = float(self.training_summary_.get("n_train", 0) + self.training_summary_.get("n_validation", 0))
+        records = []
+        for step, (col, lvl) in enumerate(work):
+            k = self.encoder_.categorical.index(col)
+            rows = labels[col] == lvl
+            count = int(rows.sum())
+            if count < MIN_CONTROLS_PER_LEVEL:
+                raise InputError(f"{label}: {col}={lvl} has {count} control(s); adaptation needs at least "
+                                 f"{MIN_CONTROLS_PER_LEVEL} (with fewer, the estimate is almost only the prior)")
+            known = lvl in new.encoder_.levels[col]
+            if known:
+                code = new.encoder_.levels[col].index(lvl)
+                train_count = new.encoder_.frequencies[col][code] * n_train
+            else:
+                check_levels_can_be_learnt(ls, col, k)
+                if ls.n_levels[k] < FEW_TRAINING_LEVELS:
+                    warnings.append(f"{col}: the spread of level effects that guides the adaptation comes from only "
+                                    f"{ls.n_levels[k]} training levels")
+                code = new.encoder_.add_level(col, lvl)
+                if ls.add_level(k) != code:
+                    raise RuntimeError("encoder and location-scale levels disagree")
+                train_count = None
+            sub_codes = codes[rows].copy()
+            sub_codes[:, k] = code
+            est = estimate_level(ls, k, code if known else None, age[rows], sub_codes, y[rows],
+                                 new.encoder_.trained_levels[col], train_count)
+            ls.set_level_effect(k, code, est.mu, est.logvar)
+            per_sex = {}
+            for other in self.encoder_.categorical:
+                if other != col and other.lower() in SEX_NAMES:
+                    per_sex = {str(s): int(n) for s, n in pd.Series(labels[other][rows]).value_counts().items()}
+                    thin = {s: n for s, n in per_sex.items() if n < WARN_CONTROLS_PER_SEX}
+                    if thin or len(per_sex) < len(self.encoder_.levels[other]):
+                        warnings.append(f"{col}={lvl}: fewer than {WARN_CONTROLS_PER_SEX} controls per {other} "
+                                        f"({per_sex}); centiles for the thin group rest mostly on the reference")
+            records.append({"covariate": col, "level": lvl, "new_level": not known, "n_controls": count,
+                            "controls_per_sex": per_sex,
+                            "age_range": [float(age[rows].min()), float(age[rows].max())],
+                            "idps_adapted": int((est.n_controls > 0).sum()),
+                            "mean_weight_location": float(est.weight_location[est.n_controls > 0].mean()),
+                            "mean_weight_scale": float(est.weight_scale[est.n_controls > 0].mean())})
+            progress.update("adapt", step + 1, len(work))
+        new.adaptation_ = list(getattr(self, "adaptation_", [])) + [{
+            "levels": records, "reference": self.identity(), "idps_present": len(present), "idps": len(self.idps),
+            "created": datetime.now(UTC).isoformat(timespec="seconds")}]
+        new.adapt_warnings_ = warnings
+        return new
+
+    def identity(self) -> dict:
+        """What names this fitted model: its type, training size, and a fingerprint of what was fitted
+        (weights, preprocessing, levels, IDPs; not the run-time options such as the sample count)."""
+        tensors, entries = self._state()
+        h = hashlib.sha256()
+        for name in sorted(tensors):
+            h.update(name.encode())
+            h.update(tensors[name].detach().cpu().contiguous().numpy().tobytes())
+        fitted = {"idps": self.idps, "encoder": self.encoder_.to_dict(), **entries,
+                  "adaptation": getattr(self, "adaptation_", [])}
+        h.update(json.dumps(fitted, sort_keys=True, default=str).encode())
+        return {"model_type": self.model_type, "n_train": self.training_summary_.get("n_train"),
+                "fingerprint": h.hexdigest()[:16]}
+
     # ------------------------------------------------------------------ persistence
     def card(self) -> dict:
         """The model card: everything but the weights, as JSON-serialisable data."""
@@ -277,6 +405,7 @@ class NormativeModel:
                 "encoder": self.encoder_.to_dict(), **entries,
                 "training_data": self.training_summary_, "training": dict(self.history_),
                 "fit_warnings": list(getattr(self, "fit_warnings_", [])),
+                "adaptation": list(getattr(self, "adaptation_", [])),
                 "versions": {"normcore": __version__, "torch": torch.__version__,
                              "python": platform.python_version(), **self._versions()}}
 
@@ -308,6 +437,7 @@ class NormativeModel:
             model.history_ = card.get("training", {})
             model.training_summary_ = card.get("training_data", {})
             model.fit_warnings_ = card.get("fit_warnings", [])
+            model.adaptation_ = card.get("adaptation", [])
             model._restore(tensors, card, str(path))
         except (KeyError, TypeError) as exc:
             raise InputError(f"{path}: the model card is incomplete or malformed ({type(exc).__name__}: {exc})") \

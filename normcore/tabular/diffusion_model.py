@@ -184,7 +184,8 @@ class NormativeDiffusion(NormativeModel):
         d = len(self.idps)
         u = len(age)
         out = torch.empty((u, m, d), dtype=torch.float64)
-        marg = (codes == MARGINALISE).any(axis=1) if codes.size else np.zeros(u, bool)
+        adapted = self.encoder_.adapted_mask(codes)  # levels the network never saw: it gets training levels
+        marg = ((codes == MARGINALISE) | adapted).any(axis=1) if codes.size else np.zeros(u, bool)
         per_chunk = max(1, self._max_rows() // m)
         chunks = [(s, min(s + per_chunk, u)) for s in range(0, u, per_chunk)]
         eps_fn = self._eps_fn()
@@ -196,9 +197,12 @@ class NormativeDiffusion(NormativeModel):
                 x = run_sampler(eps_fn, self.schedule_, cond, (e - s, m, d), self.sampler,
                                 self.sampling_steps, self.eta, gen, self.clip_x0)
                 rep_codes = np.repeat(c, m, axis=0)
-            else:  # each sample draws its own level for marginalised covariates
-                rep_codes = self.encoder_.resolve_marginalised(np.repeat(c, m, axis=0), gen_np)
-                cond = torch.from_numpy(self.encoder_.encode(rep_age, rep_codes)).to(device)
+            else:  # each sample draws its own level for marginalised covariates (and the network's for adapted)
+                rep_codes = np.repeat(c, m, axis=0)
+                rep_adapted = np.repeat(adapted[s:e], m, axis=0)
+                net_codes = self.encoder_.resolve_marginalised(np.where(rep_adapted, MARGINALISE, rep_codes), gen_np)
+                rep_codes = np.where(rep_adapted, rep_codes, net_codes)
+                cond = torch.from_numpy(self.encoder_.encode(rep_age, net_codes)).to(device)
                 x = run_sampler(eps_fn, self.schedule_, cond, ((e - s) * m, 1, d), self.sampler,
                                 self.sampling_steps, self.eta, gen, self.clip_x0)
             values = self._to_values(x.reshape(-1, d).double().cpu().numpy(), rep_age, rep_codes)

@@ -32,10 +32,22 @@ class CovariateEncoder:
         self.age_max = 0.0
         self.levels: dict[str, list[str]] = {}
         self.frequencies: dict[str, list[float]] = {}
+        self.trained_levels: dict[str, int] = {}  # levels the network was trained on (later ones: adapted)
 
     @property
     def dim(self) -> int:
-        return 1 + sum(len(v) for v in self.levels.values())
+        return 1 + sum(self.trained_levels.values())
+
+    def adapted_mask(self, codes: np.ndarray) -> np.ndarray:
+        """(n, K) True where a code is a level added by adaptation (unknown to the network)."""
+        trained = np.array([self.trained_levels[c] for c in self.categorical], dtype=np.int64)
+        return codes >= trained if codes.size else np.zeros(codes.shape, bool)
+
+    def add_level(self, col: str, label: str) -> int:
+        """Append an adapted level (training frequency 0: marginals stay over the training levels)."""
+        self.levels[col].append(category_label(label))
+        self.frequencies[col].append(0.0)
+        return len(self.levels[col]) - 1
 
     def fit(self, df: pd.DataFrame) -> CovariateEncoder:
         age = df[self.age].to_numpy(dtype=float)
@@ -45,6 +57,7 @@ class CovariateEncoder:
             counts = df[col].map(category_label).value_counts().sort_index()
             self.levels[col] = counts.index.tolist()
             self.frequencies[col] = (counts / counts.sum()).round(6).tolist()
+            self.trained_levels[col] = len(self.levels[col])
         return self
 
     def codes(self, df: pd.DataFrame, allow_unseen: bool = False, label: str = "table") -> np.ndarray:
@@ -89,10 +102,11 @@ class CovariateEncoder:
         return codes
 
     def encode(self, age: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        """Conditioning matrix (n, dim): standardised age then one-hot blocks (codes must be resolved)."""
+        """Conditioning matrix (n, dim): standardised age then one-hot blocks over the trained levels
+        (codes must be resolved to trained levels)."""
         parts = [((np.asarray(age, float) - self.age_mean) / self.age_std)[:, None]]
         for k, col in enumerate(self.categorical):
-            onehot = np.zeros((len(age), len(self.levels[col])))
+            onehot = np.zeros((len(age), self.trained_levels[col]))
             onehot[np.arange(len(age)), codes[:, k]] = 1.0
             parts.append(onehot)
         return np.concatenate(parts, axis=1).astype(np.float32)
@@ -100,7 +114,7 @@ class CovariateEncoder:
     def to_dict(self) -> dict:
         return {"age": self.age, "categorical": self.categorical, "age_mean": self.age_mean,
                 "age_std": self.age_std, "age_min": self.age_min, "age_max": self.age_max,
-                "levels": self.levels, "frequencies": self.frequencies}
+                "levels": self.levels, "frequencies": self.frequencies, "trained_levels": self.trained_levels}
 
     @classmethod
     def from_dict(cls, data: dict) -> CovariateEncoder:
@@ -109,6 +123,8 @@ class CovariateEncoder:
             setattr(enc, key, float(data[key]))
         enc.levels = {k: [str(x) for x in v] for k, v in data["levels"].items()}
         enc.frequencies = {k: [float(x) for x in v] for k, v in data["frequencies"].items()}
+        trained = data.get("trained_levels") or {}  # cards before adaptation existed: every level trained
+        enc.trained_levels = {k: int(trained.get(k, len(v))) for k, v in enc.levels.items()}
         return enc
 
 
@@ -301,6 +317,48 @@ class LocationScale:
         lv_coef[:n_spline] += np.log(scale)
         self.mu_coef, self.logvar_coef = mu_coef.tolist(), lv_coef.tolist()
         return resid / (sd * np.sqrt(scale))
+
+    def _level_row(self, k: int, level: int) -> int | None:
+        """Row of covariate ``k``'s ``level`` in the coefficient matrices (None: level 0, the reference)."""
+        if level == 0:
+            return None
+        return len(self.knots) + 4 + 1 + sum(max(n - 1, 0) for n in self.n_levels[:k]) + level - 1
+
+    def level_effect(self, k: int, level: int) -> tuple[np.ndarray, np.ndarray]:
+        """(D,) location and log-variance effects of covariate ``k``'s ``level`` (level 0's are zero)."""
+        row = self._level_row(k, level)
+        d = len(self.mu_coef[0])
+        if row is None:
+            return np.zeros(d), np.zeros(d)
+        return np.asarray(self.mu_coef[row], float), np.asarray(self.logvar_coef[row], float)
+
+    def add_level(self, k: int) -> int:
+        """Append a level to covariate ``k`` with zero effects; returns its code."""
+        row = self._level_row(k, self.n_levels[k])
+        d = len(self.mu_coef[0])
+        self.mu_coef.insert(row, [0.0] * d)
+        self.logvar_coef.insert(row, [0.0] * d)
+        self.n_levels[k] += 1
+        return self.n_levels[k] - 1
+
+    def set_level_effect(self, k: int, level: int, mu: np.ndarray, logvar: np.ndarray) -> None:
+        """Set the effects of covariate ``k``'s ``level``; every other level's location and scale stay as they are.
+
+        Level 0 has no coefficients of its own: its change moves the B-spline coefficients (which sum to one
+        at every age) and the opposite change moves the other levels of covariate ``k``.
+        """
+        row = self._level_row(k, level)
+        if row is not None:
+            self.mu_coef[row] = np.asarray(mu, float).tolist()
+            self.logvar_coef[row] = np.asarray(logvar, float).tolist()
+            return
+        n_spline = len(self.knots) + 4
+        for coef, delta in ((self.mu_coef, np.asarray(mu, float)), (self.logvar_coef, np.asarray(logvar, float))):
+            arr = np.asarray(coef, float)
+            arr[:n_spline] += delta
+            for other in range(1, self.n_levels[k]):
+                arr[self._level_row(k, other)] -= delta
+            coef[:] = arr.tolist()
 
     def location_scale(self, age: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         mu = self._basis(age, codes, extrapolate=True) @ np.asarray(self.mu_coef)

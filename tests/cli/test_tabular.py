@@ -142,3 +142,24 @@ def test_tabular_commands_name_an_imaging_model(tmp_path):
     proc = run("score", ROOT / "models" / "mri-ixi-cpu", tmp_path / "none.csv", "--out", tmp_path / "s.csv",
                check=False)
     assert proc.returncode == 2 and "an imaging model, not a tabular one" in proc.stderr
+
+
+def test_adapt_a_new_site_then_score_a_subset_of_idps(workflow, tmp_path):
+    """`adapt` learns a site the model never saw; `score` takes a table with some of the model's IDPs."""
+    data = pd.read_csv(workflow / "data.csv")
+    site = data[data.group == "control"].head(30).assign(site="scanner_X").drop(columns=["idp_03"])
+    site.to_csv(tmp_path / "site.csv", index=False)
+    proc = run("adapt", workflow / "model", tmp_path / "site.csv", "--out", tmp_path / "adapted")
+    assert "site=scanner_X (new level): 30 controls" in proc.stdout and "2 of 3 IDPs" in proc.stdout
+    card = json.loads((tmp_path / "adapted" / "model.json").read_text())
+    assert card["adaptation"][0]["levels"][0]["level"] == "scanner_X"
+    proc = run("score", tmp_path / "adapted", tmp_path / "site.csv", "--out", tmp_path / "s.csv")
+    scores = pd.read_csv(tmp_path / "s.csv")
+    assert "z:idp_01" in scores and "z:idp_03" not in scores and "2 of the model's 3" not in proc.stdout
+    assert "1 of the model's 3 IDPs are not in the table" in proc.stdout
+    refused = run("adapt", workflow / "model", tmp_path / "site.csv", "--out", workflow / "model", check=False)
+    assert refused.returncode == 2 and "must differ from the reference" in refused.stderr
+    few = site.head(3)
+    few.to_csv(tmp_path / "few.csv", index=False)
+    refused = run("adapt", workflow / "model", tmp_path / "few.csv", "--out", tmp_path / "a2", check=False)
+    assert refused.returncode == 2 and "at least 5" in refused.stderr and "Traceback" not in refused.stderr

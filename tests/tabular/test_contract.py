@@ -105,11 +105,23 @@ def test_score_frame(name, fitted, data):
 
 
 @pytest.mark.parametrize("name", TYPES)
+def test_score_of_a_subset_of_idps(name, fitted, data):
+    df, idps = data
+    model = fitted(name)
+    full = model.score(df.head(6), n_samples=200, seed=1)
+    part = model.score(df.drop(columns=[idps[0]]).head(6), n_samples=200, seed=1)
+    assert [c for c in part.columns if c.startswith("z:")] == [f"z:{i}" for i in idps[1:]]
+    for i in idps[1:]:  # the present IDPs score as in the full table (same samples and seed)
+        np.testing.assert_allclose(part[f"centile:{i}"], full[f"centile:{i}"])
+    assert not np.allclose(part["multivariate_d2"], full["multivariate_d2"])
+
+
+@pytest.mark.parametrize("name", TYPES)
 def test_score_refuses_bad_tables(name, fitted, data):
     df, idps = data
     model = fitted(name)
-    with pytest.raises(InputError, match="missing"):
-        model.score(df.drop(columns=[idps[0]]).head(3))
+    with pytest.raises(InputError, match="none of the model's 3 IDP columns"):
+        model.score(df.drop(columns=idps).head(3))
     bad = df.head(3).astype({idps[2]: object})
     bad.loc[bad.index[1], idps[2]] = "n/a?"
     with pytest.raises(InputError, match=idps[2]):

@@ -1,0 +1,105 @@
+"""Site adaptation of a fitted location-scale stage: empirical-Bayes level effects from a few local controls.
+
+Every tabular model with a :class:`~normcore.tabular.preprocessing.LocationScale` stage models an IDP as
+y = mu(age) + b[level] + sigma(age) * exp(g[level] / 2) * r, with one location effect b and one log-variance
+effect g per level of each categorical covariate (site, scanner, sex), and r the standardised residual
+whose shape (and, for the diffusion model, dependence between IDPs) the rest of the model describes.
+Adapting to a level the reference never saw estimates b and g for it from K local controls and leaves
+everything else of the reference as it is:
+
+- location: the controls' precision-weighted mean residual d against the reference at level 0, shrunk
+  towards the mean m of the training levels' effects by tau^2 / (tau^2 + v), where tau^2 is the spread of
+  the training levels' effects and v the sampling variance of d (sigma^2 / K);
+- log-variance: the log of the controls' mean squared standardised residual (degrees of freedom reduced by
+  what the location estimate used), shrunk the same way towards the training levels' mean log-variance
+  effect with its own spread, its sampling variance being 2 / K;
+- the remaining uncertainty of the location effect (its posterior variance) is added to the predictive
+  variance, so a handful of controls gives cautious, wider centiles and many controls the site's own.
+
+A level seen in training is refined the same way, with the reference's own estimate as the prior and
+its training count setting the prior's precision. IDPs absent from the controls keep the reference
+behaviour for a new level: the mean training effect, with the spread of the training levels' effects
+added to the variance (the predictive of a random new site).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from normcore._utils.errors import InputError
+from normcore.tabular.preprocessing import LocationScale
+
+MIN_TRAINING_LEVELS = 2  # the spread of level effects needs at least two levels to be estimated at all
+FEW_TRAINING_LEVELS = 5  # below this the spread is a rough estimate: said in a warning
+
+
+@dataclass
+class LevelEstimate:
+    """The adapted effects of one level for all IDPs (NaN-free), and what they were estimated from."""
+
+    mu: np.ndarray  # (D,) location effect
+    logvar: np.ndarray  # (D,) log-variance effect, including the location's posterior uncertainty
+    weight_location: np.ndarray  # (D,) share of the local estimate in the location effect (0 = prior only)
+    weight_scale: np.ndarray  # (D,) the same for the log-variance effect
+    n_controls: np.ndarray  # (D,) controls with a value for each IDP
+
+
+def training_level_effects(ls: LocationScale, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(levels, D) location and log-variance effects of covariate ``k``'s training levels (level 0: zero)."""
+    n_lv = ls.n_levels[k]
+    mu = np.stack([ls.level_effect(k, lvl)[0] for lvl in range(n_lv)])
+    lv = np.stack([ls.level_effect(k, lvl)[1] for lvl in range(n_lv)])
+    return mu, lv
+
+
+def estimate_level(ls: LocationScale, k: int, level: int | None, age: np.ndarray, codes: np.ndarray,
+                   y: np.ndarray, train_levels: int, train_count: float | None) -> LevelEstimate:
+    """Empirical-Bayes effects of covariate ``k`` at ``level`` (None: a new level) from controls (age, codes, y).
+
+    ``codes[:, k]`` is ignored (the controls all belong to the level being estimated); the other columns
+    are the controls' own levels of the other covariates. ``y`` is (K, D) with NaN where an IDP is absent.
+    ``train_levels`` is how many training levels the covariate had; ``train_count`` the training rows of a
+    known level (its estimate's precision).
+    """
+    mu_tr, lv_tr = training_level_effects(ls, k)
+    mu_tr, lv_tr = mu_tr[:train_levels], lv_tr[:train_levels]
+    if level is None:
+        prior_mu, prior_lv = mu_tr.mean(0), lv_tr.mean(0)
+        tau2_mu, tau2_lv = mu_tr.var(0, ddof=1), lv_tr.var(0, ddof=1)
+    else:
+        prior_mu, prior_lv = ls.level_effect(k, level)
+    base = codes.copy()
+    base[:, k] = 0  # the reference at level 0, whose effects are zero: residuals hold the level's effect
+    mu0, sd0 = ls.location_scale(age, base)  # (K, D)
+    var_typical = np.exp(prior_lv) * sd0**2  # within-level variance at the prior's scale
+    present = ~np.isnan(y)
+    n = present.sum(0).astype(float)  # (D,)
+    safe = np.where(present, y, 0.0)
+    w = np.where(present, 1.0 / var_typical, 0.0)
+    d = (w * (safe - mu0)).sum(0) / np.maximum(w.sum(0), 1e-300)
+    v = 1.0 / np.maximum(w.sum(0), 1e-300)  # sampling variance of d
+    if level is not None:  # prior precision: the reference's own estimate from its training rows
+        tau2_mu = (np.exp(prior_lv) * np.mean(sd0**2, axis=0)) / max(float(train_count or 1.0), 1.0)
+        tau2_lv = np.full_like(prior_lv, 2.0 / max(float(train_count or 1.0), 1.0))
+    shrink_mu = np.where(n > 0, tau2_mu / (tau2_mu + v), 0.0)
+    mu = prior_mu + shrink_mu * (d - prior_mu)
+    post_var_mu = np.where(n > 0, shrink_mu * v, tau2_mu)  # posterior variance of the location effect
+    # log-variance: mean squared residual around the adapted location, at the reference's level-0 scale
+    z2 = np.where(present, (safe - mu0 - mu) ** 2 / sd0**2, 0.0)
+    dof = np.maximum(n - shrink_mu, 1.0)
+    g_hat = np.log(np.maximum(z2.sum(0) / dof, 1e-12))
+    v_g = 2.0 / np.maximum(n, 1.0)
+    shrink_lv = np.where(n > 1, tau2_lv / (tau2_lv + v_g), 0.0)
+    g = prior_lv + shrink_lv * (g_hat - prior_lv)
+    # predictive variance = within-level variance + posterior variance of the location effect
+    within = np.exp(g) * np.mean(sd0**2, axis=0)
+    logvar = g + np.log1p(post_var_mu / np.maximum(within, 1e-300))
+    return LevelEstimate(mu, logvar, shrink_mu, shrink_lv, n.astype(int))
+
+
+def check_levels_can_be_learnt(ls: LocationScale, covariate: str, k: int) -> None:
+    if ls.n_levels[k] < MIN_TRAINING_LEVELS:
+        raise InputError(f"covariate {covariate!r} had {ls.n_levels[k]} level(s) in training; learning a new level "
+                         f"needs the spread of at least {MIN_TRAINING_LEVELS} training levels' effects")

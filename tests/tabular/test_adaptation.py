@@ -1,0 +1,161 @@
+"""Site adaptation: a new site's additive and scale effects recovered from a few controls, shrinking
+towards the reference when the controls are few; the reference untouched; bad inputs refused."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from normcore import InputError, load_model, make_model
+from normcore.tabular.synthetic import SyntheticTruth
+from tests.conftest import TINY
+
+NEW = "site_06"
+AGES = np.arange(25.0, 76.0, 5.0)
+
+
+@pytest.fixture(scope="module")
+def world():
+    """Six sites; the reference never sees site_06, whose effects are large and known exactly."""
+    truth = SyntheticTruth.create(d=3, n_sites=6, seed=11)
+    truth.site_shift[5] = [1.5, -1.2, 1.0]  # in units of each IDP's scale
+    truth.site_scale[5] = 1.5
+    df = truth.sample(6000, seed=12)
+    return truth, df[df.site != NEW].reset_index(drop=True), df[df.site == NEW].reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def shash(world):
+    truth, reference, _ = world
+    return make_model("shash-baseline").fit(reference, age="age", covariates=["sex", "site"], idps=truth.idp_names)
+
+
+def curve_errors(model, truth) -> tuple[float, float]:
+    """Mean |median error| (in true SDs) and mean |log ratio| of the 5-95% width, at site_06, both sexes."""
+    med_err, width_err = [], []
+    for sex in (0, 1):
+        curves = model.centiles(AGES, quantiles=(0.05, 0.5, 0.95), fixed={"sex": sex, "site": NEW})
+        for j, name in enumerate(truth.idp_names):
+            c = curves[curves.idp == name]
+            q = {qq: c[c["quantile"] == qq].value.to_numpy() for qq in (0.05, 0.5, 0.95)}
+            true = {qq: truth.quantile(qq, AGES, np.full(len(AGES), sex), j, site=np.full(len(AGES), NEW))
+                    for qq in (0.05, 0.5, 0.95)}
+            sd = (true[0.95] - true[0.05]) / 3.29
+            med_err.append(np.abs(q[0.5] - true[0.5]) / sd)
+            width_err.append(np.abs(np.log((q[0.95] - q[0.05]) / (true[0.95] - true[0.05]))))
+    return float(np.mean(med_err)), float(np.mean(width_err))
+
+
+def test_adaptation_recovers_the_site_effects_with_error_shrinking_as_k_grows(world, shash):
+    truth, reference, site = world
+    errors = {}
+    for k in (5, 20, 120):
+        runs = [curve_errors(shash.adapt(site.sample(k, random_state=r)), truth) for r in range(3)]
+        errors[k] = np.mean(runs, axis=0)
+    assert errors[120][0] < errors[20][0] < errors[5][0]  # median error shrinks with K
+    assert errors[120][1] < errors[5][1]  # so does the error of the interval width
+    # with 120 controls, close to a refit that saw the whole site (whose own error is the model's misfit)
+    refit = make_model("shash-baseline").fit(pd.concat([reference, site]), age="age", covariates=["sex", "site"],
+                                             idps=truth.idp_names)
+    own = curve_errors(refit, truth)
+    assert errors[120][0] < 1.6 * own[0] and errors[120][1] < 1.6 * own[1]
+
+
+def test_few_controls_give_a_cautious_estimate(world, shash):
+    _, _, site = world
+    few, many = shash.adapt(site.head(5)), shash.adapt(site.head(200))
+    w_few = few.adaptation_[-1]["levels"][0]["mean_weight_location"]
+    w_many = many.adaptation_[-1]["levels"][0]["mean_weight_location"]
+    assert 0 < w_few < w_many <= 1
+    width = lambda m: m.centiles([50.0], (0.05, 0.95), fixed={"sex": 0, "site": NEW}).value.diff().iloc[1::2]
+    assert (width(few).to_numpy() > 0).all()
+    assert few.adapt_warnings_ and "fewer than 10 controls per sex" in few.adapt_warnings_[0]
+
+
+def test_the_reference_model_is_untouched(world, shash):
+    _, reference, site = world
+    before = shash.score(reference.head(20))
+    card = json.dumps(shash.card(), sort_keys=True, default=str)
+    adapted = shash.adapt(site.head(40))
+    assert NEW in adapted.levels_["site"] and NEW not in shash.levels_["site"]
+    assert before.equals(shash.score(reference.head(20)))
+    assert json.dumps(shash.card(), sort_keys=True, default=str).replace(shash.card()["created"], "") == \
+        card.replace(json.loads(card)["created"], "")
+    with pytest.raises(InputError, match="not seen in training"):
+        shash.score(site.head(3))
+
+
+@pytest.mark.parametrize("name", ["shash-baseline", "film-mlp"])
+def test_adapted_model_scores_the_new_site_calibrated_and_saves_its_record(name, world, tmp_path):
+    truth, reference, site = world
+    settings = {"film-mlp": {**TINY, "epochs": 2}, "shash-baseline": {}}[name]
+    model = make_model(name, **settings).fit(reference.sample(1500, random_state=0), age="age",
+                                             covariates=["sex", "site"], idps=truth.idp_names)
+    controls, test = site.iloc[:60], site.iloc[60:460]
+    adapted = model.adapt(controls)
+    z = adapted.score(test, n_samples=500, seed=1)[[f"z:{i}" for i in truth.idp_names]].to_numpy()
+    model.allow_unseen = True  # the unadapted reference treats the new site as a random training site
+    z0 = model.score(test, n_samples=500, seed=1)[[f"z:{i}" for i in truth.idp_names]].to_numpy()
+    inside, inside0 = (np.abs(z) < 1.96).mean(), (np.abs(z0) < 1.96).mean()
+    assert abs(inside - 0.95) < 0.06 and abs(inside - 0.95) < abs(inside0 - 0.95) - 0.02, (inside, inside0)
+    adapted.save(tmp_path / "a")
+    card = json.loads((tmp_path / "a" / "model.json").read_text())
+    record = card["adaptation"][-1]
+    level = record["levels"][0]
+    assert level["covariate"] == "site" and level["level"] == NEW and level["new_level"] is True
+    assert level["n_controls"] == 60 and sum(level["controls_per_sex"].values()) == 60
+    assert level["age_range"] == [float(controls.age.min()), float(controls.age.max())]
+    assert record["reference"]["fingerprint"] == model.identity()["fingerprint"] and record["created"]
+    loaded = load_model(tmp_path / "a")
+    np.testing.assert_allclose(loaded.score(test.head(10), n_samples=300, seed=2)[f"z:{truth.idp_names[0]}"],
+                               adapted.score(test.head(10), n_samples=300, seed=2)[f"z:{truth.idp_names[0]}"])
+
+
+def test_controls_with_a_subset_of_idps(world, shash):
+    truth, _, site = world
+    absent = truth.idp_names[2]
+    adapted = shash.adapt(site.head(50).drop(columns=[absent]))
+    assert adapted.adaptation_[-1]["levels"][0]["idps_adapted"] == 2
+    ls, k = adapted.location_scale_, adapted.covariates_.index("site")
+    effects = np.stack([ls.level_effect(k, lvl)[0] for lvl in range(5)])  # the five training sites
+    new_effect = ls.level_effect(k, 5)[0]
+    assert new_effect[2] == pytest.approx(effects[:, 2].mean())  # absent: the mean training site ...
+    assert abs(new_effect[0] - effects[:, 0].mean()) > 0.1 * abs(effects[:, 0]).max()  # present: its own
+    scores = adapted.score(site.iloc[50:60].drop(columns=[absent]))
+    assert f"z:{absent}" not in scores and np.isfinite(scores["multivariate_d2"]).all()
+
+
+def test_bad_adaptation_inputs_get_messages(world, shash):
+    truth, reference, site = world
+    with pytest.raises(InputError, match="at least 5"):
+        shash.adapt(site.head(4))
+    with pytest.raises(InputError, match=r"covariate column\(s\) \['site'\] missing"):
+        shash.adapt(site.head(20).drop(columns=["site"]))
+    with pytest.raises(InputError, match="none of the model's 3 IDP columns"):
+        shash.adapt(site.head(20).drop(columns=truth.idp_names))
+    with pytest.raises(InputError, match="no level the model has not seen"):
+        shash.adapt(reference.head(20))
+    with pytest.raises(InputError, match="cannot refine"):
+        shash.adapt(site.head(20), refine=["scanner"])
+    with pytest.raises(InputError, match="non-numeric"):
+        shash.adapt(site.head(20).astype({truth.idp_names[0]: object}).assign(**{truth.idp_names[0]: "x"}))
+    one_site = make_model("shash-baseline").fit(reference[reference.site == "site_01"],
+                                                age="age", covariates=["sex", "site"], idps=truth.idp_names)
+    with pytest.raises(InputError, match="at least 2 training levels"):
+        one_site.adapt(site.head(20))
+
+
+def test_known_levels_are_refined_only_when_asked(world, shash):
+    _, reference, _ = world
+    local = reference[reference.site == "site_02"].head(60).copy()
+    for name in shash.idps:
+        local[name] = local[name] + 0.5 * local[name].std()
+    refined = shash.adapt(local, refine=["site"])
+    k = shash.covariates_.index("site")
+    before, after = shash.location_scale_.level_effect(k, 1)[0], refined.location_scale_.level_effect(k, 1)[0]
+    assert (after > before).all()  # moved towards the local controls ...
+    shift = 0.5 * local[shash.idps].std().to_numpy()
+    assert ((after - before) < shift).all()  # ... but only partly: the reference estimate has weight
