@@ -16,6 +16,7 @@ init_state()
 
 PAGES = [
     st.Page("app_pages/start.py", title="Start", icon=":material/home:", default=True),
+    st.Page("app_pages/cohort.py", title="Score my cohort", icon=":material/group_add:"),
     st.Page("app_pages/data.py", title="Data", icon=":material/table:"),
     st.Page("app_pages/fit.py", title="Fit", icon=":material/model_training:"),
     st.Page("app_pages/centiles.py", title="Centile curves", icon=":material/show_chart:"),

@@ -3,15 +3,40 @@
 import pandas as pd
 import streamlit as st
 
-from dashboard.state import data_key, finished_scores, model_for_table, model_key, show_error
+from dashboard.state import (
+    data_key,
+    finished_scores,
+    fitted_in_sample,
+    heldout_rows,
+    model_for_table,
+    model_key,
+    show_error,
+)
 from normcore.plotting.tabular import pit_histogram
 from normcore.tabular.evaluation import evaluate
 
 st.title("Calibration on held-out controls")
 ss = st.session_state
 model, df, m = model_for_table()
-st.caption("Uses the controls of the active table. For an honest check they must not have been used for "
-           "fitting (the demo cohort is drawn independently of the demo models' training data).")
+held = heldout_rows()
+card_held = set((getattr(model, "info_", {}) or {}).get("held_out", {}).get("ids", []))
+if held is not None:
+    df = df.loc[[r for r in held if r in df.index]]
+    st.success(f"Checking the {len(df)} controls held out of this model's fit or adaptation: it never saw them.")
+elif card_held and m.id_col and m.id_col in df:
+    df = df[df[m.id_col].astype(str).isin(card_held)]
+    st.success(f"Checking the {len(df)} rows listed as held out in the model card: the model never saw them.")
+elif fitted_in_sample():
+    st.error("⚠ The active model was fitted on these very controls, without holding any back: a calibration "
+             "check on them would look better than the model is. Refit with a held-out share on the Fit page "
+             "(the default), or load a table the model has not seen.")
+    st.stop()
+else:
+    st.caption("Uses the controls of the active table. For an honest check they must not have been used for "
+               "fitting (the demo cohort is drawn independently of the demo models' training data).")
+if df.empty:
+    st.warning("No held-out rows of this model are in the active table.")
+    st.stop()
 samples = st.select_slider("Samples per subject (M)", [200, 500, 1000, 2000], value=200)
 key = (model_key(), *data_key(), len(df), samples)
 if st.button("Run the calibration checks", type="primary") or ss.get("calib_key") == key:

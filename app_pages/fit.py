@@ -5,10 +5,11 @@ import tempfile
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import streamlit as st
 
 from dashboard.demo import available_demo_models
-from dashboard.state import USER_MODELS, show_error, use_model, use_saved_model
+from dashboard.state import USER_MODELS, data_key, model_key, set_heldout, show_error, use_model, use_saved_model
 from normcore import InputError
 from normcore.jobs import Job
 from normcore.persistence import model_dir_to_zip, zip_to_model_dir
@@ -24,8 +25,10 @@ st.caption(f"Training table: {ss.data_name}: {len(controls)} controls, {len(m.id
            f"covariates age + {', '.join(m.covariates) or 'none'}")
 
 BACKBONES = {TABULAR_MODELS[name].label: name for name in SAVABLE}
-c1, c2, c3, c4 = st.columns(4)
+c1, c2, c3, c4, c5 = st.columns(5)
 backbone = BACKBONES[c1.selectbox("Model", list(BACKBONES))]
+holdout = c5.slider("Controls held out for the calibration check", 0.0, 0.5, 0.2, 0.05,
+                    help="These controls are not used for fitting; the Calibration page checks the model on them.")
 epochs = c2.number_input("Max epochs (0 = automatic)", 0, 100000, 0)
 samples = c3.number_input("Samples per point (M)", 100, 20000, 1000, step=100)
 seed = c4.number_input("Seed", 0, 10**6, 0)
@@ -47,11 +50,16 @@ def fit_model(backbone: str, params: dict, training, mapping, label: str, progre
 job: Job | None = ss.get("job")
 running = job is not None and job.running
 if st.button("Start fitting", type="primary", disabled=running or not m.idps):
+    order = np.random.default_rng(int(seed)).permutation(len(controls))
+    n_hold = int(round(holdout * len(controls)))
+    ss.fit_heldout = list(controls.index[order[:n_hold]])
+    training = controls.drop(index=ss.fit_heldout)
+    ss.fit_data_key = data_key()
     params = dict(epochs=int(epochs) or None, n_samples=int(samples), seed=int(seed), transform=transform,
                   sampling_steps=int(steps), device=device,
                   backbone_params={"width": int(width)} if backbone == "film-mlp" else
                   {"dim": int(width)} if backbone == "saint" else {})
-    ss.job = Job(fit_model, backbone, params, controls, m, ss.data_name, name="fit").start()
+    ss.job = Job(fit_model, backbone, params, training, m, ss.data_name, name="fit").start()
     ss.job_label = f"{backbone} on {ss.data_name}"
     st.rerun()
 
@@ -78,6 +86,11 @@ def job_panel():
             job.cancel()
     elif snap["status"] == "done" and st.session_state.get("model") is not job.result:
         use_model(job.result, f"fitted: {st.session_state.job_label}")
+        if st.session_state.get("fit_data_key") == data_key():
+            if st.session_state.fit_heldout:
+                set_heldout(st.session_state.fit_heldout)
+            else:
+                st.session_state.fitted_on = (model_key(), data_key())
         st.rerun()
     elif snap["status"] == "failed":
         st.error(snap["error"])

@@ -16,6 +16,7 @@ from normcore import SyntheticTruth
 ROOT = Path(__file__).resolve().parents[1]
 MODELS_DIR = ROOT / "models"
 USER_MODELS = MODELS_DIR / "user"
+REFERENCE_MODELS = {"fcon1000 healthy reference (FiLM-MLP)": "fcon1000-film-mlp"}
 DEMO_MODELS = {"FiLM-MLP (demo)": "demo-film-mlp", "SAINT (demo)": "demo-saint",
                "SHASH baseline (demo)": "demo-shash-baseline"}
 DEMO_TRUTH = MODELS_DIR / "demo-cohort.truth.json"
@@ -36,6 +37,17 @@ def demo_cohort() -> pd.DataFrame:
 def available_demo_models() -> dict[str, Path]:
     found = {label: MODELS_DIR / name for label, name in DEMO_MODELS.items()}
     return {label: path for label, path in found.items() if (path / "model.json").is_file()}
+
+
+def available_reference_models() -> dict[str, Path]:
+    """Shipped references of real data, then the synthetic demos, then the user's saved models."""
+    found = {label: MODELS_DIR / name for label, name in REFERENCE_MODELS.items()}
+    out = {label: path for label, path in found.items() if (path / "model.json").is_file()}
+    out.update(available_demo_models())
+    if USER_MODELS.is_dir():
+        out.update({f"saved: {p.name}": p for p in sorted(USER_MODELS.iterdir())
+                    if (p / "model.json").is_file() and not p.name.startswith(".")})
+    return out
 
 
 def demo_model_dir() -> Path | None:

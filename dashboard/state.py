@@ -22,9 +22,9 @@ from normcore.jobs import Job
 from normcore.registry import load_model
 
 __all__ = ["USER_MODELS", "Mapping", "active_model", "age_grid_for", "cached_model", "categorical_choices",
-           "clear_scores", "data_key", "finished_scores", "init_state", "model_columns_present", "model_for_table",
-           "model_key", "require_model", "score_job", "scores_for", "set_data", "show_error", "use_model",
-           "use_saved_model"]
+           "clear_scores", "data_key", "finished_scores", "fitted_in_sample", "heldout_rows", "init_state",
+           "model_columns_present", "model_for_table", "model_key", "require_model", "score_job", "scores_for",
+           "set_data", "set_heldout", "show_error", "use_model", "use_saved_model"]
 
 
 @dataclass
@@ -126,6 +126,24 @@ def set_data(frame: pd.DataFrame, name: str) -> None:
     """Make ``frame`` the active table; cached results keyed by :func:`data_key` are invalidated."""
     st.session_state.data, st.session_state.data_name = frame, name
     st.session_state.data_version = st.session_state.get("data_version", 0) + 1
+
+
+def set_heldout(rows: list) -> None:
+    """Rows of the active table that the active model never saw (held out of its fit or adaptation)."""
+    st.session_state.heldout = {"model": model_key(), "data": data_key(), "rows": list(rows)}
+
+
+def heldout_rows() -> list | None:
+    """The held-out rows recorded for the active model and table, else None."""
+    rec = st.session_state.get("heldout")
+    if rec and rec["model"] == model_key() and rec["data"] == data_key():
+        return rec["rows"]
+    return None
+
+
+def fitted_in_sample() -> bool:
+    """True when the active model was fitted in this session on the active table's controls without holdout."""
+    return st.session_state.get("fitted_on") == (model_key(), data_key())
 
 
 def data_key() -> tuple:

@@ -406,6 +406,7 @@ class NormativeModel:
                 "training_data": self.training_summary_, "training": dict(self.history_),
                 "fit_warnings": list(getattr(self, "fit_warnings_", [])),
                 "adaptation": list(getattr(self, "adaptation_", [])),
+                "info": dict(getattr(self, "info_", {})),
                 "versions": {"normcore": __version__, "torch": torch.__version__,
                              "python": platform.python_version(), **self._versions()}}
 
@@ -438,6 +439,7 @@ class NormativeModel:
             model.training_summary_ = card.get("training_data", {})
             model.fit_warnings_ = card.get("fit_warnings", [])
             model.adaptation_ = card.get("adaptation", [])
+            model.info_ = card.get("info", {})
             model._restore(tensors, card, str(path))
         except (KeyError, TypeError) as exc:
             raise InputError(f"{path}: the model card is incomplete or malformed ({type(exc).__name__}: {exc})") \

@@ -55,6 +55,15 @@ class ValidationReport:
         return pd.DataFrame([f.__dict__ for f in self.findings], columns=["level", "column", "message"])
 
 
+QC_COLUMN_PATTERNS = (r"^avg_en$", r"euler", r"SurfaceHoles$", r"-to-eTIV$")
+"""FreeSurfer quality-control measures and derived ratios: not IDPs unless a user picks them."""
+
+
+def is_qc_column(name: str) -> bool:
+    """True for a known QC or derived column (Euler number, surface holes, ratios to eTIV)."""
+    return any(re.search(p, str(name), flags=re.IGNORECASE) for p in QC_COLUMN_PATTERNS)
+
+
 def resolve_idps(df: pd.DataFrame, idps: list[str] | None = None, idps_regex: str | None = None,
                  exclude: list[str] | tuple[str, ...] = (), label: str = "table") -> list[str]:
     """Pick IDP columns by explicit list, by regular expression, or (neither) all numeric columns left."""

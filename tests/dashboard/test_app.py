@@ -135,3 +135,48 @@ def test_sessions_never_modify_the_shared_cached_model():
     assert set(vars(model)) == set(vars(type(model).load(available_demo_models()["FiLM-MLP (demo)"])))
     assert at.session_state.model_token and at.session_state.model_token.endswith(
         str((available_demo_models()["FiLM-MLP (demo)"] / "model.json").stat().st_mtime_ns))
+
+
+REFERENCE = ROOT / "models" / "fcon1000-film-mlp"
+
+
+def site_table(n: int = 40) -> pd.DataFrame:
+    """A new site's table in its own naming: drawn from the shipped reference at one of its sites, then
+    relabelled (no site column, sex as F/M, other column names), with patients shifted in one IDP."""
+    from normcore import load_model
+
+    ref = load_model(REFERENCE, device="cpu")
+    site = ref.levels_["site"][0]
+    cov = pd.DataFrame({"age": [22.0 + (i % 10) for i in range(n)], "sex": [str(i % 2) for i in range(n)],
+                        "site": site})
+    values = ref.sample(cov, n=1, seed=3)
+    table = values.drop(columns=["sample", "site"]).rename(columns={"age": "Age", "sex": "Sex"})
+    table["Sex"] = table["Sex"].map({"0": "F", "1": "M"})
+    table.insert(0, "subject_id", [f"s{i:03d}" for i in range(n)])
+    table["group"] = ["control"] * (n - 10) + ["patient"] * 10
+    table.loc[table.group == "patient", "Left-Hippocampus"] *= 0.8
+    return table.rename(columns={"Left-Hippocampus": "left_hippocampus", "3rd-Ventricle": "3rd_ventricle"})
+
+
+@pytest.mark.skipif(not REFERENCE.is_dir(), reason="the fcon1000 reference is not in models/")
+def test_score_my_cohort_adapts_the_reference_and_every_page_uses_it():
+    at = app().run()
+    at.session_state["cohort_raw"] = site_table()
+    at.session_state["cohort_name"] = "my_site.csv"
+    goto(at, "cohort")
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert "fcon1000" in at.selectbox[0].value
+    assert any("of 208 matched automatically" in e.label for e in at.expander)
+    assert at.selectbox(key="cohort_cov_site").value.startswith("(all rows are one site")
+    at.button[0].click().run()
+    job = at.session_state["cohort_job"]
+    assert job.wait(TIMEOUT) == "done", job.error
+    at.run()
+    assert not at.exception
+    assert at.session_state.model_name.startswith("fcon1000 healthy reference (FiLM-MLP) adapted to my_site")
+    assert "my_site" in at.session_state.model.levels_["site"]
+    assert at.session_state.mapping.id_col == "subject_id" and at.session_state.mapping.group_col == "group"
+    assert len(at.session_state.heldout["rows"]) == 6  # 20% of the 30 controls
+    assert {m.label for m in at.metric} >= {"Held-out controls", "Coverage of the 95% interval"}
+    goto(at, "calibration")
+    assert not at.exception and any("held out of this model" in s.value for s in at.success)

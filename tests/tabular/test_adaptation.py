@@ -159,3 +159,26 @@ def test_known_levels_are_refined_only_when_asked(world, shash):
     assert (after > before).all()  # moved towards the local controls ...
     shift = 0.5 * local[shash.idps].std().to_numpy()
     assert ((after - before) < shift).all()  # ... but only partly: the reference estimate has weight
+
+
+def test_a_local_table_is_conformed_adapted_and_checked_on_held_out_controls(world, shash):
+    from normcore.tabular.local_cohort import adapt_to_cohort, conform_table
+
+    truth, _, site = world
+    local = site.head(80).rename(columns={"age": "Age", "sex": "Sex", truth.idp_names[0]: "first"})
+    local["Sex"] = local["Sex"].map({0: "F", 1: "M"})
+    local = local.drop(columns=["site"])
+    columns = {"age": "Age", "sex": "Sex", truth.idp_names[0]: "first", truth.idp_names[1]: truth.idp_names[1]}
+    table = conform_table(local, shash, columns, levels={"sex": {"F": "0", "M": "1"}},
+                          constants={"site": "my_scanner"}, keep=["sub_id"])
+    assert list(table.columns) == ["sub_id", "age", "sex", "site", *truth.idp_names[:2]]
+    assert set(table.sex) == {"0", "1"} and set(table.site) == {"my_scanner"}
+    result = adapt_to_cohort(shash, table, np.ones(len(table), bool), holdout_share=0.25, seed=1)
+    assert len(result.held_out) == 20 and len(result.adapted_on) == 60
+    assert not set(result.held_out) & set(result.adapted_on)
+    assert result.model.adaptation_[-1]["levels"][0]["n_controls"] == 60
+    assert 0.7 < result.check["coverage95"] <= 1 and result.check["n"] == 20 and "z_sd" in result.check
+    with pytest.raises(InputError, match="no table column is mapped to the model's"):
+        conform_table(local, shash, {"age": "Age"})
+    with pytest.raises(InputError, match="too few"):
+        adapt_to_cohort(shash, table.head(8), np.ones(8, bool), holdout_share=0.5)

@@ -1,0 +1,34 @@
+"""Matching a user's columns and level codes to a model's."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from normcore.tabular.column_matching import guess_column, match_columns, match_levels, normalise_name
+
+
+def test_freesurfer_name_variants_match():
+    model = ["lh_G&S_frontomargin_thickness", "Left-Hippocampus", "3rd-Ventricle", "eTIV"]
+    table = ["subject", "lh_G_and_S_frontomargin", "left_hippocampus", "3rd_Ventricle", "ETIV", "other"]
+    assert match_columns(table, model) == {"lh_G&S_frontomargin_thickness": "lh_G_and_S_frontomargin",
+                                           "Left-Hippocampus": "left_hippocampus", "3rd-Ventricle": "3rd_Ventricle",
+                                           "eTIV": "ETIV"}
+    assert normalise_name("lh_G&S_frontomargin_thickness") == "lhgandsfrontomarginthickness"
+
+
+def test_exact_names_win_and_ambiguous_ones_stay_unmatched():
+    assert match_columns(["Left-Hippocampus", "left_hippocampus"], ["Left-Hippocampus"]) == \
+        {"Left-Hippocampus": "Left-Hippocampus"}
+    assert match_columns(["left_hippocampus", "Left Hippocampus"], ["Left-Hippocampus"]) == {}
+
+
+def test_sex_words_map_through_the_cards_coding():
+    values = pd.Series(["F", "M", "female", "x", None])
+    assert match_levels(values, ["0", "1"], {"0": "female", "1": "male"}) == \
+        {"F": "0", "M": "1", "female": "0", "x": None}
+    assert match_levels(pd.Series([0, 1, 1]), ["0", "1"]) == {"0": "0", "1": "1"}
+
+
+def test_id_and_group_columns_are_guessed():
+    assert guess_column(["age", "Sub_ID", "group"], ("sub_id", "subject_id")) == "Sub_ID"
+    assert guess_column(["age", "sex"], ("group",)) is None
