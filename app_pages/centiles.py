@@ -8,6 +8,7 @@ from dashboard.state import (
     age_grid_for,
     cached_model,
     categorical_choices,
+    level_label,
     model_columns_present,
     model_key,
     require_model,
@@ -36,7 +37,8 @@ if require_model():
     if choices:
         cols = st.columns(len(choices))
         for col, (name, levels) in zip(cols, choices.items(), strict=True):
-            pick = col.selectbox(name, ["all (marginalised)", *levels])
+            pick = col.selectbox(name, ["all (marginalised)", *levels],
+                                 format_func=lambda v, n=name: v if v.startswith("all") else level_label(model, n, v))
             if pick != "all (marginalised)":
                 fixed[name] = pick
     c1, c2 = st.columns(2)

@@ -39,7 +39,7 @@ from normcore.tabular.validation import is_qc_column  # noqa: E402
 
 FCON = ROOT.parent / "shared" / "data" / "tabular" / "fcon1000.csv"
 MIN_SITE = 40
-SCORE_SAMPLES = 1000
+SCORE_SAMPLES = 300  # samples per subject: enough for coverage and PIT at these test sizes
 
 
 def fcon() -> tuple[pd.DataFrame, list[str]]:
@@ -72,7 +72,14 @@ def main() -> None:
     ap.add_argument("--sites", default=None, help="comma-separated subset of the left-out sites")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "site_adaptation.json"))
+    ap.add_argument("--summary", nargs="+", default=None, metavar="RESULTS_JSON",
+                    help="print the table of saved results (averaged over sites) instead of running")
     args = ap.parse_args()
+    if args.summary:
+        rows = [r for path in args.summary for r in json.loads(Path(path).read_text())["rows"]]
+        print(summary(rows))
+        plot(rows, Path(args.summary[0]).with_suffix(".png"))
+        return
     torch.set_num_threads(args.threads)
     if not FCON.is_file():
         sys.exit(f"{FCON} is absent (it lives in ../shared/data)")
@@ -116,6 +123,26 @@ def main() -> None:
                 out.write_text(json.dumps({"machine": platform.processor() or platform.machine(),
                                            "threads": args.threads, "rows": rows}, indent=1))
     plot(rows, out.with_suffix(".png"))
+
+
+def summary(rows: list[dict]) -> str:
+    """A markdown table: per model, method and K, coverage95 and PIT-KS pass rate averaged over sites."""
+    frame = []
+    for r in rows:
+        for method in ("none", "adapted", "refit", "adapted_on_pcn_idps"):
+            if r.get(method):
+                frame.append({"model": r["model"], "method": method, "k": r["k"], "sites": r["site"],
+                              "coverage95": r[method]["coverage95"], "pit_pass": r[method]["pit_pass"],
+                              "seconds": r.get("adapt_s" if method.startswith("adapted") else "refit_s",
+                                               0.0) if method != "none" else 0.0})
+    table = pd.DataFrame(frame).groupby(["model", "method", "k"]).agg(
+        sites=("sites", "nunique"), coverage95=("coverage95", "mean"), pit_pass=("pit_pass", "mean"),
+        seconds=("seconds", "median")).reset_index()
+    lines = ["| model | method | K | sites | coverage95 | PIT-KS pass | median s |", "|---|---|---|---|---|---|---|"]
+    for _, t in table.iterrows():
+        lines.append(f"| {t.model} | {t.method} | {t.k} | {t.sites} | {t.coverage95:.3f} | {t.pit_pass:.3f} | "
+                     f"{t.seconds:.2f} |")
+    return "\n".join(lines)
 
 
 def plot(rows: list[dict], path: Path) -> None:

@@ -23,6 +23,7 @@ from normcore.registry import load_model
 
 __all__ = ["USER_MODELS", "Mapping", "active_model", "age_grid_for", "cached_model", "categorical_choices",
            "clear_scores", "data_key", "finished_scores", "fitted_in_sample", "heldout_rows", "init_state",
+           "level_label",
            "model_columns_present", "model_for_table", "model_key", "require_model", "score_job", "scores_for",
            "set_data", "set_heldout", "show_error", "use_model", "use_saved_model"]
 
@@ -216,6 +217,12 @@ def show_error(exc: Exception) -> None:
         st.error(str(exc))
     else:
         st.error(f"Something went wrong: {type(exc).__name__}: {exc}")
+
+
+def level_label(model, covariate: str, level: str) -> str:
+    """A level as users read it: with the meaning the model card gives it (e.g. sex 0 -> "0 (female)")."""
+    coding = (getattr(model, "info_", {}) or {}).get("data", {}).get(f"{covariate}_coding", {})
+    return f"{level} ({coding[level]})" if level in coding else str(level)
 
 
 def categorical_choices(model) -> dict[str, list[str]]:

@@ -34,6 +34,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def open_page(p, hosts: set[str]):
+    """Chromium with nothing of its own going out, and a page that records the host of every request."""
+    browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                                      "--disable-component-update", "--disable-sync", "--no-first-run"])
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.on("request", lambda req: hosts.add(urlparse(req.url).hostname or ""))
+    return browser, page
+
+
 @pytest.fixture(scope="module")
 def server():
     port = free_port()
@@ -65,11 +75,7 @@ def test_upload_fit_chart_and_page_switch_stay_local(server, tmp_path):
     truth.sample(300, seed=5).to_csv(csv, index=False)
     hosts: set[str] = set()
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                                          "--disable-component-update", "--disable-sync", "--no-first-run"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.on("request", lambda req: hosts.add(urlparse(req.url).hostname or ""))
+        browser, page = open_page(p, hosts)
         # a bookmarked page as the very first request to a fresh server goes through the router
         page.goto(f"{server}/data")
         page.get_by_text("Active dataset").wait_for(timeout=60000)
@@ -124,11 +130,7 @@ def test_a_new_sites_csv_to_adapted_deviation_scores(server, tmp_path):
     site_table(60).to_csv(csv, index=False)
     hosts: set[str] = set()
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                                          "--disable-component-update", "--disable-sync", "--no-first-run"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.on("request", lambda req: hosts.add(urlparse(req.url).hostname or ""))
+        browser, page = open_page(p, hosts)
         page.goto(server)
         page.get_by_role("link", name="Score my cohort").click()
         page.get_by_role("heading", name="Score my cohort").wait_for(timeout=60000)
