@@ -29,11 +29,11 @@ browser:
 		|| echo "chromium could not be installed: the browser test will be skipped"
 
 test: $(DEVSTAMP) browser
-	$(PY) -m ruff check normcore tests benchmarks app.py app_pages dashboard.state.py
+	$(PY) -m ruff check normcore tests benchmarks app.py app_pages dashboard
 	$(PY) -m pytest
 
 lint: $(DEVSTAMP)
-	$(PY) -m ruff check normcore tests benchmarks app.py app_pages dashboard.state.py
+	$(PY) -m ruff check normcore tests benchmarks app.py app_pages dashboard
 
 bench: $(STAMP)
 	$(PY) benchmarks/engine.py
