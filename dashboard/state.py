@@ -17,7 +17,6 @@ import streamlit as st
 
 from dashboard.demo import USER_MODELS, available_demo_models, demo_cohort, demo_truth
 from normcore import InputError
-from normcore.imaging.pipeline import score_many
 from normcore.jobs import Job
 from normcore.registry import load_model
 
@@ -253,6 +252,8 @@ def init_mri_state() -> None:
 
 def start_mri_job(model, items: list[dict], method: str) -> Job:
     """Score ``items`` in a background job; results land in the session when it finishes (see collect)."""
+    from normcore.imaging.pipeline import score_many  # imaging is loaded by the MRI page only
+
     ss = st.session_state
     ss.mri_sink = {"results": {}, "lesions": {}, "errors": {}}
     ss.mri_job = Job(score_many, model, items, method, ss.mri_sink, name="mri").start()

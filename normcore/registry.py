@@ -70,19 +70,21 @@ def _formats() -> dict[str, type]:
 def load_model(path: str | Path, device: str | None = None, kind: str | None = None):
     """Load a saved model folder of any type, dispatching on the format tag of its card.
 
-    ``kind="tabular"`` or ``"imaging"`` refuses the other kind with a message naming it.
+    ``kind="tabular"`` or ``"imaging"`` refuses the other kind with a message naming it. The imaging
+    package is imported only for an imaging card.
     """
-    from normcore.imaging.model import FORMAT as IMAGING_FORMAT
-    from normcore.imaging.model import ImagingNormativeModel
-
     fmt = read_card(path).get("format")
-    found = "imaging" if fmt == IMAGING_FORMAT else "tabular"
+    tabular = _formats()
+    if fmt in tabular:
+        found, cls = "tabular", tabular[fmt]
+    else:
+        from normcore.imaging.model import FORMAT as IMAGING_FORMAT
+        from normcore.imaging.model import ImagingNormativeModel
+
+        if fmt != IMAGING_FORMAT:
+            raise InputError(f"{path}: unknown model format {fmt!r}")
+        found, cls = "imaging", ImagingNormativeModel
     if kind is not None and kind != found:
-        raise InputError(f"{path}: this is {'an imaging' if found == 'imaging' else 'a tabular'} model, "
-                         f"not {'an imaging' if kind == 'imaging' else 'a tabular'} one")
-    if fmt == IMAGING_FORMAT:
-        return ImagingNormativeModel.load(path, device=device or "auto")
-    formats = _formats()
-    if fmt not in formats:
-        raise InputError(f"{path}: unknown model format {fmt!r}")
-    return formats[fmt].load(path, device=device)
+        article = {"tabular": "a tabular", "imaging": "an imaging"}
+        raise InputError(f"{path}: this is {article[found]} model, not {article[kind]} one")
+    return cls.load(path, device=device or "auto") if found == "imaging" else cls.load(path, device=device)
