@@ -34,10 +34,13 @@ if require_model():
     idp = st.selectbox("IDP (type to search)", model.idps)
     fixed = {}
     choices = categorical_choices(model)
+    # an adapted model opens on the site it was adapted to: the curves the user's subjects belong to
+    adapted = {lv["covariate"]: lv["level"] for rec in getattr(model, "adaptation_", [])[-1:] for lv in rec["levels"]}
     if choices:
         cols = st.columns(len(choices))
         for col, (name, levels) in zip(cols, choices.items(), strict=True):
-            pick = col.selectbox(name, ["all (marginalised)", *levels],
+            options = ["all (marginalised)", *levels]
+            pick = col.selectbox(name, options, index=options.index(adapted[name]) if name in adapted else 0,
                                  format_func=lambda v, n=name: v if v.startswith("all") else level_label(model, n, v))
             if pick != "all (marginalised)":
                 fixed[name] = pick
