@@ -11,6 +11,9 @@ covariates; IDPs: every usable IDP, QC columns left out). For K controls drawn f
   refit           the same model type fitted from scratch on the other sites plus the K controls,
   PCNtoolkit BLR  BLR fitted with the K controls in its training data (its documented route), on a fixed
                   subset of IDPs (every 10th) because its fit takes minutes for all IDPs on this CPU.
+  adapted_embedding  the same adaptation, but the network is conditioned on an input fitted to the K
+                  controls (``network_input="embedding"``) instead of the mixture over training sites
+                  (``--network-inputs marginal,embedding``; diffusion models only).
 Reported per method: coverage of the central 95% interval, PIT-KS pass rate (alpha 0.01) over IDPs, and the
 time to adapt or fit. Results: benchmarks/results/site_adaptation.json and a plot of coverage against K.
 """
@@ -71,6 +74,9 @@ def main() -> None:
     ap.add_argument("--models", default="film-mlp,shash-baseline,pcntoolkit-blr")
     ap.add_argument("--sites", default=None, help="comma-separated subset of the left-out sites")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--network-inputs", default="marginal",
+                    help="adapted network inputs to compare for diffusion models: marginal and/or embedding")
+    ap.add_argument("--no-refit", action="store_true", help="leave out the refits (adaptation variants only)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "site_adaptation.json"))
     ap.add_argument("--summary", nargs="+", default=None, metavar="RESULTS_JSON",
                     help="print the table of saved results (averaged over sites) instead of running")
@@ -109,11 +115,18 @@ def main() -> None:
                     adapted = reference.adapt(controls)
                     row["adapt_s"] = time.perf_counter() - start
                     row["adapted"] = calibration(adapted, test, use)
+                    if "embedding" in args.network_inputs.split(",") and adapted._has_network_input():
+                        start = time.perf_counter()
+                        embedded = reference.adapt(controls, network_input="embedding")
+                        row["adapt_embedding_s"] = time.perf_counter() - start
+                        row["adapted_embedding"] = calibration(embedded, test, use)
+                        row["embedding"] = embedded.adaptation_[-1]["levels"][0]
                     reference.allow_unseen = False
                     row["reference_fit_s"] = ref_s
-                refit, refit_s = fit(name, pd.concat([others, controls]), use, args.seed)
-                row["refit"] = calibration(refit, test, use)
-                row["refit_s"] = refit_s
+                if not args.no_refit:
+                    refit, refit_s = fit(name, pd.concat([others, controls]), use, args.seed)
+                    row["refit"] = calibration(refit, test, use)
+                    row["refit_s"] = refit_s
                 if reference is not None:  # the diffusion/SHASH numbers on PCNtoolkit's IDP subset
                     row["adapted_on_pcn_idps"] = calibration(adapted, test, pcn_idps) if name != "pcntoolkit-blr" \
                         else None
@@ -129,12 +142,13 @@ def summary(rows: list[dict]) -> str:
     """A markdown table: per model, method and K, coverage95 and PIT-KS pass rate averaged over sites."""
     frame = []
     for r in rows:
-        for method in ("none", "adapted", "refit", "adapted_on_pcn_idps"):
+        for method in ("none", "adapted", "adapted_embedding", "refit", "adapted_on_pcn_idps"):
             if r.get(method):
+                seconds = {"none": 0.0, "adapted_embedding": r.get("adapt_embedding_s", 0.0),
+                           "refit": r.get("refit_s", 0.0)}.get(method, r.get("adapt_s", 0.0))
                 frame.append({"model": r["model"], "method": method, "k": r["k"], "sites": r["site"],
                               "coverage95": r[method]["coverage95"], "pit_pass": r[method]["pit_pass"],
-                              "seconds": r.get("adapt_s" if method.startswith("adapted") else "refit_s",
-                                               0.0) if method != "none" else 0.0})
+                              "seconds": seconds})
     table = pd.DataFrame(frame).groupby(["model", "method", "k"]).agg(
         sites=("sites", "nunique"), coverage95=("coverage95", "mean"), pit_pass=("pit_pass", "mean"),
         seconds=("seconds", "median")).reset_index()
@@ -154,7 +168,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
     frame = []
     for r in rows:
-        for method in ("none", "adapted", "refit"):
+        for method in ("none", "adapted", "adapted_embedding", "refit"):
             if r.get(method):
                 frame.append({"k": r["k"], "label": f"{r['model']}: {method}", "coverage": r[method]["coverage95"]})
     table = pd.DataFrame(frame).groupby(["label", "k"])["coverage"].mean().unstack(0)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import json
+import math
+import os
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -28,8 +30,75 @@ Migration = Callable[[dict, dict[str, torch.Tensor]], None]
 """Upgrades a card (in place) from version k to k + 1; may read the weights to recover what old cards lacked."""
 
 
+# card sections that describe how a model was made (histories may hold inf or NaN legitimately); every other
+# number in a card is a parameter of the model and must be finite
+DESCRIPTIVE_SECTIONS = ("training", "training_data", "info", "adaptation", "fit_warnings", "versions", "metrics",
+                        "evaluation", "held_out", "created")
+
+
+def check_model_destination(path: str | Path, flag: str = "output") -> Path:
+    """Refuse, before any work, a destination a model folder cannot be saved to without harm.
+
+    A model folder is replaced as a whole, so ``path`` must be new, empty or a model folder (only the weights
+    and card, possibly a swap left over): never a file, never a folder holding anything else (a user's data).
+    Its parent must be writable.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{flag} {path}: is a file; name a new folder for the model")
+    if path.is_dir():
+        others = sorted(p.name for p in path.iterdir() if p.name not in (WEIGHTS, CARD))
+        if others:
+            raise InputError(f"{flag} {path}: the folder holds other files ({', '.join(others[:3])}); a model "
+                             "folder is replaced as a whole, so name a new or empty folder")
+    check_writable_parent(path, flag)
+    return path
+
+
+def check_writable_parent(path: Path, flag: str) -> None:
+    """Refuse a path whose nearest existing ancestor is a file or a folder this process cannot write in."""
+    parent = Path(path).resolve().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"{flag} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{flag} {path}: cannot write in {parent} (permission denied)")
+
+
+def check_card_numbers(card: dict, tensors: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Refuse a card or weights holding non-finite numbers where the model computes with them."""
+    def walk(value, where: str) -> str | None:
+        if isinstance(value, float) and not math.isfinite(value):
+            return where
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if where == "" and key in DESCRIPTIVE_SECTIONS:
+                    continue
+                found = walk(item, f"{where}.{key}" if where else str(key))
+                if found:
+                    return found
+        if isinstance(value, list):
+            for i, item in enumerate(value):
+                found = walk(item, f"{where}[{i}]")
+                if found:
+                    return found
+        return None
+
+    bad = walk(card, "")
+    if bad:
+        raise InputError(f"{path}: the model card has a non-finite number at {bad}; the model is damaged")
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise InputError(f"{path}: the weights tensor {name!r} holds non-finite values; the model is damaged")
+
+
 def save_model_dir(path: str | Path, tensors: dict[str, torch.Tensor], card: dict) -> Path:
-    """Write ``tensors`` and ``card`` into folder ``path`` atomically (the old model stays until the new is whole)."""
+    """Write ``tensors`` and ``card`` into folder ``path`` atomically (the old model stays until the new is whole).
+
+    ``path`` is checked first (:func:`check_model_destination`).
+    """
+    check_model_destination(path, "model folder")
     with folder_atomic(path) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / WEIGHTS))
         (tmp / CARD).write_text(json.dumps(card, indent=1, allow_nan=True))
@@ -76,6 +145,7 @@ def load_model_dir(path: str | Path, expected_format: str, version: int = 1,
     for k in range(found, version):
         (migrations or {})[k](card, tensors)
         card["format_version"] = k + 1
+    check_card_numbers(card, tensors, path)
     return tensors, card
 
 
@@ -106,6 +176,7 @@ def zip_to_model_dir(data: bytes, path: str | Path) -> Path:
         raise InputError(f"model archive must hold exactly {WEIGHTS} and {CARD}; found {sorted(names)}")
     if sum(zf.getinfo(m).file_size for m in names.values()) > MAX_ARCHIVE_BYTES:
         raise InputError("the model archive inflates to more than 512 MB")
+    check_model_destination(path, "model folder")
     with folder_atomic(path) as tmp:
         for name, member in names.items():
             try:

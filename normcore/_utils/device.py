@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from normcore._utils.errors import InputError
+
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     """Return the torch device for ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``."""
@@ -13,9 +15,9 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was requested but no CUDA GPU is available; use the device 'cpu' or 'auto'")
+        raise InputError("device 'cuda' was requested but no CUDA GPU is available; use the device 'cpu' or 'auto'")
     if name != "cpu" and not name.startswith("cuda"):
-        raise ValueError(f"unknown device {device!r}; use auto, cpu or cuda")
+        raise InputError(f"unknown device {device!r}; use auto, cpu or cuda")
     return torch.device(name)
 
 

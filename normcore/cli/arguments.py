@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 
@@ -57,3 +58,39 @@ def age_grid(spec: str) -> np.ndarray:
     if n > MAX_AGES:
         raise InputError(f"--ages {spec!r}: {n} ages is too many (max {MAX_AGES})")
     return start + step * np.arange(n)
+
+
+def int_at_least(lo: int, hi: int | None = None):
+    """An argparse type: an integer >= ``lo`` (and <= ``hi``); anything else is refused by argparse (exit 2)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < lo or (hi is not None and value > hi):
+            raise argparse.ArgumentTypeError(f"{value} is out of range (expected {lo}"
+                                             + (f"..{hi})" if hi is not None else " or more)"))
+        return value
+    parse.__name__ = "integer"
+    return parse
+
+
+def float_between(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False):
+    """An argparse type: a finite number within [lo, hi] (open ends as asked)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        ok = math.isfinite(value) and (value > lo if lo_open else value >= lo) and (value < hi if hi_open
+                                                                                      else value <= hi)
+        if not ok:
+            raise argparse.ArgumentTypeError(f"{text} is out of range (expected {'(' if lo_open else '['}{lo:g}, "
+                                             f"{hi:g}{')' if hi_open else ']'})")
+        return value
+    parse.__name__ = "number"
+    return parse
+
+
+SEED = int_at_least(0, 2**32 - 1)
+COUNT = int_at_least(1)

@@ -7,17 +7,20 @@ import time
 
 import numpy as np
 
+from normcore._utils.plausibility import AGE_LIMITS
 from normcore._utils.progress import Progress
-from normcore.cli.arguments import json_object
+from normcore.cli.arguments import SEED, float_between, int_at_least, json_object
 from normcore.imaging.config import PRESETS
 
 
 def cmd_mri_fit(args: argparse.Namespace, progress: Progress) -> None:
     from normcore.imaging.cohort import load_cohort, split_indices
     from normcore.imaging.model import ImagingNormativeModel
+    from normcore.persistence import check_model_destination
     from normcore.registry import load_model
 
     start = time.perf_counter()
+    check_model_destination(args.out, "--out")
     overrides = json_object(args.config_overrides, "--config-overrides")
     model = ImagingNormativeModel(args.config, seed=args.seed, device=args.device or "auto", **overrides)
     cohort = load_cohort(args.images, args.participants, model.grid, masks=args.masks, progress=progress)
@@ -64,25 +67,27 @@ def add_parsers(sub, common) -> None:
     f.add_argument("--out", required=True)
     f.add_argument("--config", default="cpu", choices=sorted(PRESETS), help="model size (tiny: tests only)")
     f.add_argument("--config-overrides", default=None, metavar="JSON", help='e.g. \'{"dit_steps": 500}\' (advanced)')
-    f.add_argument("--validation", type=float, default=0.15, help="share of scans for the healthy calibration set")
-    f.add_argument("--holdout", type=int, default=0, help="scans held out for testing (ids listed in the card)")
+    f.add_argument("--validation", type=float_between(0, 1, lo_open=True, hi_open=True), default=0.15,
+                   help="share of scans for the healthy calibration set")
+    f.add_argument("--holdout", type=int_at_least(0), default=0,
+                   help="scans held out for testing (ids listed in the card)")
     f.add_argument("--attribution", default=None, help="data attribution text stored in the model card")
     f.add_argument("--autoencoder-from", default=None, metavar="MODEL_DIR",
                    help="reuse the first stage (autoencoder) of a fitted model of the same configuration and train "
                         "only the latent diffusion model")
-    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--seed", type=SEED, default=0)
     common(f)
     f.set_defaults(func=cmd_mri_fit, wants_progress=True)
 
     s = sub.add_parser("mri-score", help="pseudo-healthy restoration, anomaly map and abnormality index of a scan")
     s.add_argument("model")
     s.add_argument("scan")
-    s.add_argument("--age", type=float, required=True)
+    s.add_argument("--age", type=float_between(*AGE_LIMITS), required=True, help="years")
     s.add_argument("--sex", required=True, help="M or F (or the model's coding: 1 = male, 0 = female)")
     s.add_argument("--mask", default=None, help="brain mask or label map (nonzero = brain) on the scan's grid")
     s.add_argument("--method", default="kl-inpaint", choices=["kl-inpaint", "plain", "autoencoder"])
     s.add_argument("--no-register", action="store_true", help="the scan is already in MNI space")
-    s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--seed", type=SEED, default=None)
     s.add_argument("--out", required=True)
     common(s)
     s.set_defaults(func=cmd_mri_score, wants_progress=True)

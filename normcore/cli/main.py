@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 import time
+import traceback
+from datetime import datetime
 from pathlib import Path
 
 import torch
@@ -16,9 +20,11 @@ import torch
 from normcore._utils.atomic import write_text_atomic
 from normcore._utils.errors import InputError
 from normcore._utils.progress import Cancelled, Progress
-from normcore.cli.arguments import age_grid, csv_list, float_list, json_object, parse_sets
+from normcore.cli.arguments import COUNT, SEED, age_grid, csv_list, float_list, int_at_least, json_object, parse_sets
+from normcore.persistence import check_writable_parent
 from normcore.registry import SAVABLE
 from normcore.tabular.io import read_table, write_table_atomic
+from normcore.tabular.params import MIN_TIMESTEPS
 
 
 def _stderr_progress(quiet: bool) -> Progress:
@@ -35,16 +41,45 @@ def _stderr_progress(quiet: bool) -> Progress:
     return Progress(callback=report)
 
 
+def _check_output_file(out: str, flag: str = "--out", inputs: tuple[str, ...] = ()) -> None:
+    """Refuse, before any work, an output file that cannot be written or would overwrite an input."""
+    path = Path(out)
+    if path.is_dir():
+        raise InputError(f"{flag} {out}: is a folder; name a file to write")
+    for source in inputs:
+        if source and Path(source).exists() and path.exists() and path.resolve() == Path(source).resolve():
+            raise InputError(f"{flag} {out}: is the input table {source}; write the result to a new file")
+    check_writable_parent(path, flag)
+
+
+def _read(path: str):
+    """Read a table, telling the user on stderr what was recognised on the way (e.g. decimal commas)."""
+    df = read_table(path)
+    for note in df.attrs.get("read_notes", []):
+        print(f"note: {path}: {note}", file=sys.stderr)
+    return df
+
+
+def _print_notes(frame) -> None:
+    for note in frame.attrs.get("notes", []):
+        print(f"note: {note}", file=sys.stderr)
+
+
 def _load_model(path: str, device: str | None):
     from normcore.registry import load_model
 
-    return load_model(path, device=device, kind="tabular")
+    model = load_model(path, device=device, kind="tabular")
+    for note in getattr(model, "load_notes_", []):
+        print(f"note: {path}: {note}", file=sys.stderr)
+    return model
 
 
 def cmd_fit(args: argparse.Namespace) -> None:
+    from normcore.persistence import check_model_destination
     from normcore.registry import make_model
 
-    df = read_table(args.data)
+    check_model_destination(args.out, "--out")  # before training, so that no training is lost
+    df = _read(args.data)
     if args.idps and args.idps_regex:
         raise InputError("use either --idps or --idps-regex, not both")
     covariates = csv_list(args.covariates)
@@ -55,11 +90,14 @@ def cmd_fit(args: argparse.Namespace) -> None:
         from normcore.tabular.validation import resolve_idps
 
         idps = resolve_idps(df, exclude=[args.age, *covariates, *exclude], label=str(args.data))
+    if args.id_col:
+        _warn_duplicate_ids(df, args.id_col, args.data)
     backbone_params = json_object(args.backbone_params, "--backbone-params")
     extra = {"sampling_steps": args.sampling_steps} if args.sampling_steps else {}
     model = make_model(args.backbone, epochs=args.epochs, seed=args.seed, device=args.device,
                        transform=args.transform, n_samples=args.samples, timesteps=args.timesteps,
                        batch_size=args.batch_size, backbone_params=backbone_params, **extra)
+    model.check_params()
     model.fit(df, age=args.age, covariates=covariates, idps=idps, idps_regex=args.idps_regex,
               progress=_stderr_progress(args.quiet), label=str(args.data))
     for warning in model.fit_warnings_:
@@ -75,12 +113,24 @@ def cmd_fit(args: argparse.Namespace) -> None:
         print(f"fitted {args.backbone}: {len(model.idps)} IDPs, {rows}, {h['fit_time_s']:.1f} s; saved to {args.out}")
 
 
+def _warn_duplicate_ids(df, id_col: str, data: str) -> None:
+    if id_col not in df.columns:
+        raise InputError(f"{data}: --id-col column {id_col!r} not found")
+    dup = df[id_col][df[id_col].duplicated()].astype(str).unique().tolist()
+    if dup:
+        print(f"warning: {data}: {len(dup)} duplicate subject ID(s) in {id_col!r} (e.g. {dup[0]!r})", file=sys.stderr)
+
+
 def cmd_score(args: argparse.Namespace) -> None:
+    _check_output_file(args.out, inputs=(args.data,))
     model = _load_model(args.model, args.device)
     model.allow_unseen = args.allow_unseen or model.allow_unseen
-    df = read_table(args.data)
+    df = _read(args.data)
+    if args.id_col:
+        _warn_duplicate_ids(df, args.id_col, args.data)
     out = model.score(df, n_samples=args.samples, seed=args.seed, progress=_stderr_progress(args.quiet),
                       label=str(args.data))
+    _print_notes(out)
     write_table_atomic(out, args.out)
     n_out = int(out["out_of_range"].sum())
     note = f"; {n_out} subject(s) outside the training age range (flagged in out_of_range)" if n_out else ""
@@ -92,6 +142,7 @@ def cmd_score(args: argparse.Namespace) -> None:
 
 
 def cmd_centiles(args: argparse.Namespace) -> None:
+    _check_output_file(args.out)
     model = _load_model(args.model, args.device)
     fixed = parse_sets(args.set)
     ages = age_grid(args.ages)
@@ -105,9 +156,10 @@ def cmd_centiles(args: argparse.Namespace) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
+    _check_output_file(args.out, inputs=(args.covariates,))
     model = _load_model(args.model, args.device)
     model.allow_unseen = args.allow_unseen or model.allow_unseen
-    cov = read_table(args.covariates)
+    cov = _read(args.covariates)
     if args.n < 1:
         raise InputError("--n must be at least 1")
     out = model.sample(cov, n=args.n, seed=args.seed, progress=_stderr_progress(args.quiet))
@@ -130,12 +182,13 @@ def _rows_of_group(df, data: str, group_col: str | None, value: str):
 def cmd_adapt(args: argparse.Namespace) -> None:
     if Path(args.out).resolve() == Path(args.model).resolve():
         raise InputError("--out must differ from the reference model folder (the reference is never changed)")
-    if Path(args.out).exists() and not (Path(args.out) / "model.json").is_file():
-        raise InputError(f"--out {args.out}: exists and is not a model folder")
+    from normcore.persistence import check_model_destination
+
+    check_model_destination(args.out, "--out")
     model = _load_model(args.model, args.device)
-    df = _rows_of_group(read_table(args.data), args.data, args.group_col, args.control_value)
+    df = _rows_of_group(_read(args.data), args.data, args.group_col, args.control_value)
     adapted = model.adapt(df, refine=csv_list(args.refine), progress=_stderr_progress(args.quiet),
-                          label=str(args.data))
+                          label=str(args.data), network_input=args.network_input)
     for warning in adapted.adapt_warnings_:
         print(f"warning: {warning}", file=sys.stderr)
     adapted.save(args.out)
@@ -171,7 +224,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from normcore.tabular.synthetic import SyntheticTruth
 
     model = _load_model(args.model, args.device)
-    holdout = read_table(args.data)
+    holdout = _read(args.data)
     truth = None
     if args.truth:
         path = Path(args.data).with_suffix(".truth.json") if args.truth == "synthetic" else Path(args.truth)
@@ -183,7 +236,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             raise InputError(f"--truth {path}: not a synthetic truth file ({exc})") from None
     if args.group_col and args.group_col not in holdout.columns:
         raise InputError(f"{args.data}: --group-col column {args.group_col!r} not found")
-    train = read_table(args.train) if args.train else None
+    train = _read(args.train) if args.train else None
     report = evaluate(model, holdout, truth=truth, group_col=args.group_col, control_value=args.control_value,
                       train=train, n_samples=args.samples, seed=args.seed)
     out = Path(args.out)
@@ -199,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(sp: argparse.ArgumentParser, device: bool = True) -> None:
         sp.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-        sp.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+        sp.add_argument("--threads", type=COUNT, default=None, help="CPU threads for torch (default: torch's)")
         if device:
             sp.add_argument("--device", default=None, help="auto|cpu|cuda (default: auto)")
 
@@ -211,15 +264,15 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--idps-regex", default=None, help="regular expression selecting IDP columns")
     f.add_argument("--backbone", default="film-mlp", choices=list(SAVABLE),
                    help="diffusion denoiser, or shash-baseline: the classic per-IDP model")
-    f.add_argument("--epochs", type=int, default=None, help="max epochs (default: auto step budget, early stopping)")
-    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--epochs", type=COUNT, default=None, help="max epochs (default: auto step budget, early stopping)")
+    f.add_argument("--seed", type=SEED, default=0)
     f.add_argument("--transform", default="quantile", choices=["quantile", "yeo-johnson", "standard"])
-    f.add_argument("--samples", type=int, default=1000, help="default samples per point stored in the model")
+    f.add_argument("--samples", type=COUNT, default=1000, help="default samples per point stored in the model")
     f.add_argument("--backbone-params", default=None, metavar="JSON",
                    help='network size, e.g. \'{"width": 128, "depth": 2}\' (advanced)')
-    f.add_argument("--timesteps", type=int, default=1000, help="diffusion steps T (advanced)")
-    f.add_argument("--sampling-steps", type=int, default=None, help="DDIM steps used when scoring (advanced)")
-    f.add_argument("--batch-size", type=int, default=256, help="training batch size (advanced)")
+    f.add_argument("--timesteps", type=int_at_least(MIN_TIMESTEPS), default=1000, help="diffusion steps T (advanced)")
+    f.add_argument("--sampling-steps", type=COUNT, default=None, help="DDIM steps used when scoring (advanced)")
+    f.add_argument("--batch-size", type=COUNT, default=256, help="training batch size (advanced)")
     f.add_argument("--id-col", default=None, help="subject ID column (excluded from IDPs)")
     f.add_argument("--group-col", default=None, help="fit only rows where this column equals --control-value")
     f.add_argument("--control-value", default="control")
@@ -231,10 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("model")
     s.add_argument("data")
     s.add_argument("--out", required=True)
-    s.add_argument("--samples", type=int, default=None, help="samples per subject (default: the model's, 1000)")
-    s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--samples", type=COUNT, default=None, help="samples per subject (default: the model's, 1000)")
+    s.add_argument("--seed", type=SEED, default=None)
     s.add_argument("--allow-unseen", action="store_true",
                    help="score unseen categorical levels by marginalising over the training levels")
+    s.add_argument("--id-col", default=None, help="subject ID column (duplicate IDs are reported)")
     common(s)
     s.set_defaults(func=cmd_score)
 
@@ -243,8 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--ages", required=True, help="START:STOP:STEP")
     c.add_argument("--set", action="append", metavar="COL=VALUE", help="fix a categorical covariate")
     c.add_argument("--quantiles", default="0.05,0.25,0.5,0.75,0.95")
-    c.add_argument("--samples", type=int, default=None, help="samples per age (default 4000)")
-    c.add_argument("--seed", type=int, default=None)
+    c.add_argument("--samples", type=COUNT, default=None, help="samples per age (default 4000)")
+    c.add_argument("--seed", type=SEED, default=None)
     c.add_argument("--out", required=True)
     common(c)
     c.set_defaults(func=cmd_centiles)
@@ -252,8 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     sm = sub.add_parser("sample", help="draw synthetic subjects at given covariates")
     sm.add_argument("model")
     sm.add_argument("covariates")
-    sm.add_argument("--n", type=int, default=1)
-    sm.add_argument("--seed", type=int, default=None)
+    sm.add_argument("--n", type=COUNT, default=1)
+    sm.add_argument("--seed", type=SEED, default=None)
     sm.add_argument("--allow-unseen", action="store_true")
     sm.add_argument("--out", required=True)
     common(sm)
@@ -266,8 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--group-col", default=None)
     ev.add_argument("--control-value", default="control")
     ev.add_argument("--train", default=None, help="training table, for the memorisation check")
-    ev.add_argument("--samples", type=int, default=None)
-    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--samples", type=COUNT, default=None)
+    ev.add_argument("--seed", type=SEED, default=0)
     ev.add_argument("--out", required=True)
     common(ev)
     ev.set_defaults(func=cmd_evaluate)
@@ -280,16 +334,20 @@ def build_parser() -> argparse.ArgumentParser:
     ad.add_argument("--control-value", default="control")
     ad.add_argument("--refine", default=None,
                     help="categorical covariates whose known levels are refined too, comma-separated (e.g. site)")
+    ad.add_argument("--network-input", default="marginal", choices=["marginal", "embedding"],
+                    help="what a diffusion model's network is conditioned on for the new level: the mixture over "
+                         "training sites (default; better calibrated, see BENCHMARKS.md) or an input fitted to the "
+                         "controls")
     common(ad)
     ad.set_defaults(func=cmd_adapt)
 
     sy = sub.add_parser("synth", help="synthetic cohort with exact ground truth")
-    sy.add_argument("--n", type=int, required=True)
-    sy.add_argument("--d", type=int, default=10)
-    sy.add_argument("--patients", type=int, default=0, help="number of patients added")
+    sy.add_argument("--n", type=COUNT, required=True)
+    sy.add_argument("--d", type=COUNT, default=10)
+    sy.add_argument("--patients", type=int_at_least(0), default=0, help="number of patients added")
     sy.add_argument("--patient-shift", type=float, default=1.5, help="shift of affected IDPs in z units")
-    sy.add_argument("--sites", type=int, default=0)
-    sy.add_argument("--seed", type=int, default=0)
+    sy.add_argument("--sites", type=int_at_least(0), default=0)
+    sy.add_argument("--seed", type=SEED, default=0)
     sy.add_argument("--out", required=True)
     common(sy, device=False)
     sy.set_defaults(func=cmd_synth)
@@ -318,4 +376,28 @@ def main(argv: list[str] | None = None) -> int:
     except (Cancelled, KeyboardInterrupt):
         print("cancelled; nothing was written", file=sys.stderr)
         return 130
+    except OSError as exc:  # the file system refused: a read-only folder, a full disk, a missing path
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("error: out of memory; try fewer rows, IDPs or --samples", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a bug: one line here, the traceback in a log file
+        log = _write_error_log(argv)
+        print(f"error: unexpected {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''} "
+              f"(details in {log}; please report it)", file=sys.stderr)
+        return 1
     return 0
+
+
+def _write_error_log(argv: list[str] | None) -> str:
+    """Write the current exception's traceback to a log file in the temporary folder; return its path."""
+    folder = Path(tempfile.gettempdir()) / "normcore-logs"
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        path = folder / f"error-{datetime.now().strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        path.write_text(f"argv: {argv if argv is not None else sys.argv[1:]}\n{traceback.format_exc()}")
+        return str(path)
+    except OSError:
+        return "(no log: the temporary folder is not writable)"

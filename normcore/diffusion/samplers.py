@@ -165,6 +165,9 @@ def ddim_from_levels(eps_fn: EpsFn, schedule: NoiseSchedule, xt: torch.Tensor, t
     return x
 
 
+SAMPLERS = ("dpm++2m-sde", "dpm++2m", "ddim", "ddpm")
+
+
 def sample(eps_fn: EpsFn, schedule: NoiseSchedule, cond: torch.Tensor, shape: tuple[int, ...],
            sampler: str = "ddim", steps: int = 50, eta: float = 0.0,
            generator: torch.Generator | None = None, clip_x0: float | None = None) -> torch.Tensor:

@@ -60,18 +60,57 @@ def _read_source(source: str | Path | bytes, name: str, max_bytes: int) -> bytes
     return raw
 
 
+def _claimed_bytes(header: bytes, name: str, max_bytes: int) -> int | None:
+    """The bytes a NIfTI file needs by its own header (offset + voxels x bytes per voxel), refusing before
+    any voxel is read a header whose float32 array would exceed ``FLOAT_FACTOR * max_bytes``; None when the
+    header is not NIfTI (the parser then names the problem)."""
+    if len(header) < 348:
+        return None
+    for order in ("<", ">"):
+        size = int(np.frombuffer(header[:4], f"{order}i4")[0])
+        if size == 348 and header[344:348] in (b"n+1\x00", b"ni1\x00"):
+            dims = np.frombuffer(header[40:56], f"{order}i2").astype(np.int64)
+            bitpix = int(np.frombuffer(header[72:74], f"{order}i2")[0])
+            offset = float(np.frombuffer(header[108:112], f"{order}f4")[0])
+            break
+        if size == 540 and len(header) >= 540 and header[4:8] == b"n+2\x00":
+            dims = np.frombuffer(header[16:80], f"{order}i8").astype(np.int64)
+            bitpix = int(np.frombuffer(header[14:16], f"{order}i2")[0])
+            offset = float(np.frombuffer(header[168:176], f"{order}i8")[0])
+            break
+    else:
+        return None
+    ndim = int(dims[0])
+    if not 1 <= ndim <= 7 or (dims[1:ndim + 1] < 1).any():
+        raise InputError(f"{name}: not a readable NIfTI image (invalid dimensions {dims[:ndim + 1].tolist()})")
+    voxels = int(np.prod(dims[1:ndim + 1].astype(np.float64)))
+    if 4 * voxels > FLOAT_FACTOR * max_bytes:
+        shape = tuple(int(d) for d in dims[1:ndim + 1])
+        raise InputError(f"{name}: image too large by its header (shape {shape}, {voxels} voxels; the limit is "
+                         f"{FLOAT_FACTOR * max_bytes // 4} voxels)")
+    return int(max(offset, 352)) + voxels * max(bitpix, 8) // 8
+
+
 def _inflate(raw: bytes, name: str, max_bytes: int) -> bytes:
-    """Decompress gzip data (detected by its magic bytes), refusing corrupt or oversized streams."""
+    """Decompress gzip data (detected by its magic bytes), refusing corrupt or oversized streams.
+
+    The header is inflated first and the rest only up to the size it claims (plus extensions), so a small
+    file claiming or holding a huge image is refused without inflating it."""
     if not raw.startswith(GZIP_MAGIC):
+        _claimed_bytes(raw[:540], name, max_bytes)
         return raw
     limit = INFLATE_FACTOR * max_bytes
     try:
         with gzip.GzipFile(fileobj=io.BytesIO(raw)) as fh:
-            data = fh.read(limit + 1)
+            head = fh.read(540)
+            claimed = _claimed_bytes(head, name, max_bytes)
+            if claimed is not None:
+                limit = min(limit, claimed + 1024**2)  # room for header extensions
+            data = head + fh.read(max(0, limit + 1 - len(head)))
     except (OSError, EOFError, zlib.error) as exc:
         raise InputError(f"{name}: corrupt gzip data ({exc or type(exc).__name__})") from None
     if len(data) > limit:
-        raise InputError(f"{name}: decompressed image too large (over {limit / 1024**2:.0f} MB)")
+        raise InputError(f"{name}: decompressed image larger than its header says (over {limit / 1024**2:.0f} MB)")
     return data
 
 

@@ -36,18 +36,22 @@ import pandas as pd
 import torch
 from scipy import special
 
+from normcore._utils.device import resolve_device
 from normcore._utils.errors import InputError
+from normcore._utils.plausibility import check_ages
 from normcore._utils.progress import Progress, as_progress
 from normcore._version import __version__
 from normcore.persistence import Migration, load_model_dir, save_model_dir
+from normcore.tabular.params import Rule, check_count, check_params, check_seed
 from normcore.tabular.preprocessing import MARGINALISE, CovariateEncoder, category_label
-from normcore.tabular.scoring import assemble_scores, mahalanobis
+from normcore.tabular.scoring import assemble_scores, multivariate_scores
 from normcore.tabular.validation import prepare_training_table
 
 DEFAULT_QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 MIN_CONTROLS_PER_LEVEL = 5
 WARN_CONTROLS_PER_SEX = 10
 SEX_NAMES = ("sex", "gender")
+NETWORK_INPUTS = ("marginal", "embedding")  # what a network is conditioned on for an adapted level
 
 
 class NotFittedError(RuntimeError):
@@ -62,6 +66,7 @@ class NormativeModel:
     FORMAT_VERSION: ClassVar[int] = 1
     MIGRATIONS: ClassVar[dict[int, Migration]] = {}
     EXACT: ClassVar[bool] = False  # centiles from a closed form (True) or from samples
+    PARAM_RULES: ClassVar[dict[str, Rule]] = {}  # accepted values of each parameter (normcore.tabular.params)
     _FITTED_MARK: ClassVar[str] = "encoder_"  # the attribute whose presence means fitted
 
     # ------------------------------------------------------------------ parameters
@@ -80,6 +85,12 @@ class NormativeModel:
             raise InputError(f"{type(self).__name__}: unknown parameter(s) {unknown}; known: {self._param_names()}")
         for k, v in params.items():
             setattr(self, k, v)
+        return self
+
+    def check_params(self) -> NormativeModel:
+        """Raise :class:`InputError` naming the first parameter outside its accepted range; called before any
+        work by fit, load, score, centiles, sample and adapt."""
+        check_params(type(self).__name__, self.get_params(), self.PARAM_RULES)
         return self
 
     def __repr__(self) -> str:
@@ -144,6 +155,7 @@ class NormativeModel:
         IDPs default to every numeric column other than age and covariates. Constant (e.g. all-zero) IDP
         columns and rows with missing values are dropped; both are recorded in ``fit_warnings_`` and the card.
         """
+        self.check_params()
         covariates = list(covariates)
         data, used, warnings = prepare_training_table(df, age, covariates, idps, idps_regex, label)
         self.idps, self.fit_warnings_ = used, warnings
@@ -170,7 +182,16 @@ class NormativeModel:
         if bad.any():
             col = self.idps[int(np.flatnonzero(bad.any(axis=0))[0])]
             raise InputError(f"{label}: column {col!r} has non-numeric values")
+        if np.isinf(y).any():
+            row, j = (int(v[0]) for v in np.nonzero(np.isinf(y)))
+            raise InputError(f"{label}: column {self.idps[j]!r} has an infinite value in row {row + 1}")
         return y
+
+    def _check_call(self, n_samples: int | None, seed: int | None) -> None:
+        """The parameters and call options are in range (before any work)."""
+        self.check_params()
+        check_count(n_samples, "n_samples")
+        check_seed(seed)
 
     def _fixed_codes(self, fixed: dict, n: int) -> np.ndarray:
         """Level codes (n, K) with ``fixed`` covariates set and the others marginalised."""
@@ -201,6 +222,7 @@ class NormativeModel:
         multivariate score uses those present (its degrees of freedom are their number).
         """
         self._check_fitted()
+        self._check_call(n_samples, seed)
         present = [c for c in self.idps if c in df.columns]
         if not present:
             raise InputError(f"{label}: none of the model's {len(self.idps)} IDP columns is present "
@@ -215,10 +237,12 @@ class NormativeModel:
         z = special.ndtri(centile) if z is None else z
         z[missing] = np.nan
         keep = np.array([c in df.columns for c in self.idps])
-        corr = np.asarray(corr)[:, keep][:, :, keep]
-        d2, mz = mahalanobis(z[:, keep], corr)
-        return assemble_scores(df, present, z[:, keep], centile[:, keep], d2, mz, beyond[:, keep],
-                               self.encoder_.out_of_range(age))
+        d2, mz = multivariate_scores(z, corr, keep)
+        out = assemble_scores(df, present, z[:, keep], centile[:, keep], d2, mz, beyond[:, keep],
+                              self.encoder_.out_of_range(age))
+        note = getattr(corr, "note", None)
+        out.attrs["notes"] = out.attrs.get("notes", []) + ([note] if note else [])
+        return out
 
     def centiles(self, ages: np.ndarray | list[float], quantiles: tuple[float, ...] = DEFAULT_QUANTILES,
                  fixed: dict | None = None, n_samples: int | None = None, idps: list[str] | None = None,
@@ -230,11 +254,15 @@ class NormativeModel:
         ``value``, sorted by IDP, quantile and age.
         """
         self._check_fitted()
+        self._check_call(n_samples, seed)
         fixed = dict(fixed or {})
         q = np.asarray(quantiles, float)
         if q.size == 0 or (q <= 0).any() or (q >= 1).any():
             raise InputError("quantiles must lie strictly between 0 and 1")
         ages = np.asarray(ages, float)
+        if ages.ndim != 1 or not ages.size:
+            raise InputError("ages must be a non-empty list of numbers")
+        check_ages(ages, "age grid")
         codes = self._fixed_codes(fixed, len(ages))
         names = list(idps or self.idps)
         unknown = [n for n in names if n not in self.idps]
@@ -257,6 +285,8 @@ class NormativeModel:
         Returns a long frame: the covariate columns, ``sample`` (0..n-1) and one column per IDP.
         """
         self._check_fitted()
+        self._check_call(None, seed)
+        check_count(n, "the number of samples per row (n)")
         age, codes = self._covariates_of(covariates, "covariates")
         values = np.asarray(self._sample_core(age, codes, n, seed, as_progress(progress))).reshape(-1, len(self.idps))
         cols = [self.encoder_.age, *self.encoder_.categorical]
@@ -280,7 +310,8 @@ class NormativeModel:
 
     # ------------------------------------------------------------------ adaptation
     def adapt(self, controls: pd.DataFrame, refine: list[str] | tuple[str, ...] = (),
-              progress: Progress | None = None, label: str = "controls") -> NormativeModel:
+              progress: Progress | None = None, label: str = "controls",
+              network_input: str = "marginal") -> NormativeModel:
         """A new model adapted to the levels (sites, scanners) of ``controls``; this model is left untouched.
 
         Levels of categorical covariates the reference never saw are learnt from the healthy ``controls``
@@ -288,11 +319,22 @@ class NormativeModel:
         covariates named in ``refine`` are refined. The controls may hold any subset of the model's IDPs;
         the others keep the reference behaviour. Nothing of the reference is refitted. The result records
         what was adapted in ``adaptation_`` (and its card). Warnings are in ``adapt_warnings_``.
+
+        ``network_input`` says what a model with a network (the diffusion backbones) is conditioned on for a
+        new level: ``"marginal"`` (a training level drawn per sample: the mixture over training sites) or
+        ``"embedding"`` (a mixture of the training levels' inputs fitted to the controls by the denoising
+        loss, everything else frozen). Models without a network (the SHASH baseline) accept only
+        ``"marginal"``. BENCHMARKS.md compares the two.
         """
         from normcore.tabular.adaptation import FEW_TRAINING_LEVELS, check_levels_can_be_learnt, estimate_level
 
         self._check_fitted()
         progress = as_progress(progress)
+        if network_input not in NETWORK_INPUTS:
+            raise InputError(f"network_input must be one of {NETWORK_INPUTS}, not {network_input!r}")
+        if network_input != "marginal" and not self._has_network_input():
+            raise InputError(f"{type(self).__name__} has no network whose input could be fitted; use "
+                             "network_input='marginal'")
         if getattr(self, "location_scale_", None) is None:
             raise InputError(f"{type(self).__name__} with this configuration has no location-scale stage to adapt")
         unknown = [c for c in refine if c not in self.encoder_.categorical]
@@ -355,6 +397,9 @@ class NormativeModel:
             est = estimate_level(ls, k, code if known else None, age[rows], sub_codes, y[rows],
                                  new.encoder_.trained_levels[col], train_count)
             ls.set_level_effect(k, code, est.mu, est.logvar)
+            network = {"network_input": "marginal" if self._has_network_input() else "none"}
+            if network_input == "embedding" and not known:
+                network = new._adapt_network_input(col, code, age[rows], sub_codes, y[rows], progress)
             per_sex = {}
             for other in self.encoder_.categorical:
                 if other != col and other.lower() in SEX_NAMES:
@@ -368,13 +413,22 @@ class NormativeModel:
                             "age_range": [float(age[rows].min()), float(age[rows].max())],
                             "idps_adapted": int((est.n_controls > 0).sum()),
                             "mean_weight_location": float(est.weight_location[est.n_controls > 0].mean()),
-                            "mean_weight_scale": float(est.weight_scale[est.n_controls > 0].mean())})
+                            "mean_weight_scale": float(est.weight_scale[est.n_controls > 0].mean()),
+                            **network})
             progress.update("adapt", step + 1, len(work))
         new.adaptation_ = list(getattr(self, "adaptation_", [])) + [{
             "levels": records, "reference": self.identity(), "idps_present": len(present), "idps": len(self.idps),
             "created": datetime.now(UTC).isoformat(timespec="seconds")}]
         new.adapt_warnings_ = warnings
         return new
+
+    def _has_network_input(self) -> bool:
+        """Whether the model conditions a network on the categorical levels (see :meth:`adapt`)."""
+        return False
+
+    def _adapt_network_input(self, col: str, code: int, age: np.ndarray, codes: np.ndarray, y: np.ndarray,
+                             progress: Progress) -> dict:
+        raise NotImplementedError
 
     def identity(self) -> dict:
         """What names this fitted model: its type, training size, and a fingerprint of what was fitted
@@ -427,6 +481,8 @@ class NormativeModel:
         """Load a saved model folder; nothing in it is executed. Older cards are migrated on the way."""
         if cls.FORMAT is None:
             raise InputError(f"{cls.__name__} models are not saved by normcore, so none can be loaded")
+        if device is not None:
+            resolve_device(device)  # a device asked for explicitly must exist (a card's own may fall back)
         tensors, card = load_model_dir(path, cls.FORMAT, cls.FORMAT_VERSION, cls.MIGRATIONS)
         try:
             params = {k: v for k, v in card["params"].items() if k in cls._param_names()}
@@ -441,6 +497,7 @@ class NormativeModel:
             model.adaptation_ = card.get("adaptation", [])
             model.info_ = card.get("info", {})
             model._restore(tensors, card, str(path))
+            model.check_params()
         except (KeyError, TypeError) as exc:
             raise InputError(f"{path}: the model card is incomplete or malformed ({type(exc).__name__}: {exc})") \
                 from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -12,13 +13,14 @@ import torch
 from normcore._utils.device import describe_device, resolve_device
 from normcore._utils.errors import InputError
 from normcore._utils.progress import Progress, as_progress
-from normcore.diffusion import NoiseSchedule
+from normcore.diffusion import SAMPLERS, NoiseSchedule
 from normcore.diffusion import sample as run_sampler
-from normcore.diffusion.parameterisation import wrap_denoiser
-from normcore.nets import build_backbone, check_backbone_params
+from normcore.diffusion.parameterisation import PARAMETERISATIONS, wrap_denoiser
+from normcore.nets import BACKBONES, build_backbone, check_backbone_params
 from normcore.tabular.base import NormativeModel
+from normcore.tabular.params import MIN_TIMESTEPS, Rule, boolean, choice, integer, number, optional
 from normcore.tabular.preprocessing import MARGINALISE, CovariateEncoder, IDPTransformer, LocationScale, category_label
-from normcore.tabular.scoring import copula_correlation, randomised_pit
+from normcore.tabular.scoring import MAX_MULTIVARIATE_IDPS, PointCorrelations, copula_correlation, randomised_pit
 from normcore.tabular.training import TrainConfig, distributed_context, init_distributed_from_env, train_denoiser
 
 
@@ -34,6 +36,16 @@ def _migrate_v1(card: dict, tensors: dict[str, torch.Tensor]) -> None:
     if params.get("backbone") == "film-mlp" and "marginal_width" not in params["backbone_params"]:
         marginal = tensors.get("marginal.idp")
         params["backbone_params"]["marginal_width"] = int(marginal.shape[1]) if marginal is not None else 0
+
+
+# fitting an adapted level's network input (see _adapt_network_input): rows per step (controls repeated with
+# fresh noise levels), Adam steps and learning rate on the softmax logits of the mixture weights
+ADAPT_INPUT_ROWS = 2048
+ADAPT_INPUT_STEPS = 150
+ADAPT_INPUT_LR = 0.05
+# memory bounds of scoring (see _score_core): samples held at once, and per-point correlations kept
+SCORE_SAMPLE_BYTES = 512 * 1024**2
+CORRELATION_BYTES = 1024**3
 
 
 class NormativeDiffusion(NormativeModel):
@@ -61,6 +73,18 @@ class NormativeDiffusion(NormativeModel):
       (e.g. a new site treated as a random training site); otherwise they are an error.
     device : ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
     """
+
+    PARAM_RULES: ClassVar[dict[str, Rule]] = {
+        "backbone": choice(*BACKBONES), "transform": choice("quantile", "yeo-johnson", "standard"),
+        "schedule": choice("cosine", "linear"), "timesteps": integer(MIN_TIMESTEPS),
+        "sampler": choice(*SAMPLERS), "sampling_steps": integer(1), "eta": number(0, 1),
+        "n_samples": integer(1), "epochs": optional(integer(1)), "batch_size": integer(1),
+        "lr": number(0, 1, lo_open=True), "weight_decay": number(0, 1), "ema_decay": number(0, 1, hi_open=True),
+        "val_fraction": number(0, 0.9, lo_open=True), "patience": integer(1), "seed": integer(0, 2**32 - 1),
+        "device": choice("auto", "cpu", "cuda", *(f"cuda:{i}" for i in range(16))), "allow_unseen": boolean,
+        "clip_x0": optional(number(0, float("inf"), lo_open=True)), "location_scale": boolean,
+        "parameterisation": choice(*PARAMETERISATIONS),
+    }
 
     def __init__(self, backbone: str = "film-mlp", transform: str = "quantile", schedule: str = "cosine",
                  timesteps: int = 1000, sampler: str = "dpm++2m-sde", sampling_steps: int = 25, eta: float = 0.0,
@@ -100,6 +124,13 @@ class NormativeDiffusion(NormativeModel):
     @property
     def model_type(self) -> str:
         return self.backbone
+
+    def check_params(self) -> NormativeDiffusion:
+        super().check_params()
+        if self.sampling_steps > self.timesteps:
+            raise InputError(f"{type(self).__name__}: sampling_steps={self.sampling_steps} exceeds "
+                             f"timesteps={self.timesteps}")
+        return self
 
     # ------------------------------------------------------------------ fit
     def _fit_core(self, data: pd.DataFrame, age: str, covariates: list[str], label: str, progress: Progress,
@@ -210,6 +241,67 @@ class NormativeDiffusion(NormativeModel):
             progress.update("sample", done + 1, len(chunks))
         return out
 
+    # ------------------------------------------------------------------ adaptation of the network's input
+    def _has_network_input(self) -> bool:
+        return True
+
+    def _adapt_network_input(self, col: str, code: int, age: np.ndarray, codes: np.ndarray, y: np.ndarray,
+                             progress: Progress) -> dict:
+        """Fit the network's input for adapted level ``code`` of ``col`` on its controls, all else frozen.
+
+        The input is a mixture of the trained levels' one-hot inputs (softmax weights, starting at the
+        training frequencies, i.e. near the centre of the trained levels), fitted by the denoising loss of
+        the controls' residuals (after the adapted location-scale stage) with the network's weights fixed.
+        Absent IDPs are left out of the loss. Returns what the card records of the fit.
+        """
+        k = self.encoder_.categorical.index(col)
+        block = self.encoder_.block(col)
+        gen_np = np.random.default_rng(self.seed)
+        x = self._to_latent(y, age, codes)
+        present = torch.from_numpy(~np.isnan(x))
+        x = torch.from_numpy(np.nan_to_num(x, nan=0.0)).float()
+        base = codes.copy()
+        base[:, k] = 0
+        base = np.where(self.encoder_.adapted_mask(base), MARGINALISE, base)  # other adapted levels: marginal
+        cond = torch.from_numpy(self.encoder_.encode(age, self.encoder_.resolve_marginalised(base, gen_np)))
+        cond[:, block] = 0.0
+        freq = np.asarray(self.encoder_.frequencies[col][:block.stop - block.start], float)
+        logits = torch.tensor(np.log(np.maximum(freq / freq.sum(), 1e-6)), dtype=torch.float32, requires_grad=True)
+        eps_fn = self._eps_fn()
+        frozen = [p.requires_grad for p in eps_fn.parameters()]
+        for p in eps_fn.parameters():
+            p.requires_grad_(False)
+        device = self.device_
+        repeats = max(1, ADAPT_INPUT_ROWS // len(x))
+        xr, cr, mask = x.repeat(repeats, 1).to(device), cond.repeat(repeats, 1).to(device), \
+            present.repeat(repeats, 1).to(device)
+        gen = torch.Generator(device=device).manual_seed(self.seed)
+        opt = torch.optim.Adam([logits], lr=ADAPT_INPUT_LR)
+        losses = []
+        try:
+            for step in range(ADAPT_INPUT_STEPS):
+                t = torch.randint(0, self.schedule_.timesteps, (len(xr),), generator=gen, device=device)
+                noise = torch.randn(xr.shape, generator=gen, device=device)
+                c = cr.clone()
+                c[:, block] = torch.softmax(logits, 0).to(device)
+                pred = eps_fn(self.schedule_.add_noise(xr, noise, t), t, c).float()
+                loss = (((pred - noise) ** 2) * mask).sum() / mask.sum().clamp(min=1)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                losses.append(float(loss.detach()))
+                if step % 10 == 9:
+                    progress.update("adapt network input", step + 1, ADAPT_INPUT_STEPS)
+        finally:
+            for p, flag in zip(eps_fn.parameters(), frozen, strict=True):
+                p.requires_grad_(flag)
+        weights = torch.softmax(logits.detach(), 0).double().numpy()
+        self.encoder_.set_embedding(col, self.encoder_.levels[col][code], weights / weights.sum())
+        top = np.argsort(weights)[::-1][:3]
+        return {"network_input": "embedding", "steps": ADAPT_INPUT_STEPS,
+                "loss_first_last": [round(float(np.mean(losses[:10])), 4), round(float(np.mean(losses[-10:])), 4)],
+                "nearest_training_levels": {self.encoder_.levels[col][i]: round(float(weights[i]), 3) for i in top}}
+
     def _unique_points(self, age: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Distinct covariate points (ages, codes) and each row's index into them: rows share samples."""
         keys = np.column_stack([age, codes]) if codes.size else age[:, None]
@@ -222,24 +314,56 @@ class NormativeDiffusion(NormativeModel):
         return self._draw(age, codes, n, seed, progress).numpy()
 
     def _score_core(self, y, age, codes, n_samples, seed, progress):
-        """Randomised PIT against M samples shared by rows with identical covariates; copula correlation."""
+        """Randomised PIT against M samples shared by rows with identical covariates; copula correlation.
+
+        Distinct covariate points are sampled in chunks of at most ``SCORE_SAMPLE_BYTES`` of samples, so
+        memory stays bounded whatever the table's length. The copula correlation is kept per point while
+        all of them fit in ``CORRELATION_BYTES``; beyond that one correlation pooled over the points serves
+        every row; above ``MAX_MULTIVARIATE_IDPS`` IDPs there is none (both said in the result's note).
+        """
         m = int(n_samples or self.n_samples)
         seed = self.seed if seed is None else seed
+        d = len(self.idps)
         u_age, u_codes, inverse = self._unique_points(age, codes)
-        samples = self._draw(u_age, u_codes, m, seed, progress)  # (U, M, D)
+        n_points = len(u_age)
+        per_chunk = max(1, SCORE_SAMPLE_BYTES // (m * d * 8))
+        multivariate = d <= MAX_MULTIVARIATE_IDPS
+        pooled = multivariate and n_points * d * d * 8 > CORRELATION_BYTES
+        per_point = np.empty((n_points, d, d)) if multivariate and not pooled else None
+        pooled_sum = np.zeros((d, d)) if pooled else None
+        note = None
+        if not multivariate:
+            note = (f"no multivariate score: {d} IDPs is over the {MAX_MULTIVARIATE_IDPS} for which a D x D "
+                    "correlation is estimated")
+        elif pooled:
+            note = (f"{n_points} distinct covariate points x {d} IDPs: one copula correlation pooled over the "
+                    "points serves the multivariate score (memory bound)")
         y_t = torch.from_numpy(np.nan_to_num(y, nan=0.0))
-        sorted_s = samples.transpose(1, 2).sort(dim=-1).values.contiguous()  # (U, D, M)
         v = torch.from_numpy(np.random.default_rng(seed + 1).random(y.shape))
-        u_list, beyond_list = [], []
-        step = max(1, (1 << 22) // (m * len(self.idps)))
-        for s in range(0, len(y), step):
-            uu, bb = randomised_pit(sorted_s[inverse[s:s + step]].contiguous(), y_t[s:s + step], v[s:s + step])
-            u_list.append(uu)
-            beyond_list.append(bb)
-        centile = torch.cat(u_list).numpy()
-        beyond = torch.cat(beyond_list).numpy()
-        corr = copula_correlation(samples).numpy()
-        return centile, None, beyond, corr[inverse]
+        centile = np.empty(y.shape)
+        beyond = np.empty(y.shape, bool)
+        order = np.argsort(inverse, kind="stable")
+        bounds = np.searchsorted(inverse[order], np.arange(0, n_points + per_chunk, per_chunk))
+        step = max(1, (1 << 22) // (m * d))
+        for ci, s in enumerate(range(0, n_points, per_chunk)):
+            e = min(s + per_chunk, n_points)
+            samples = self._draw(u_age[s:e], u_codes[s:e], m, seed if ci == 0 else seed + 7919 * ci, progress)
+            sorted_s = samples.transpose(1, 2).sort(dim=-1).values.contiguous()  # (points, D, M)
+            rows = order[bounds[ci]:bounds[ci + 1]]
+            for r in range(0, len(rows), step):
+                sub = rows[r:r + step]
+                uu, bb = randomised_pit(sorted_s[inverse[sub] - s].contiguous(), y_t[sub], v[sub])
+                centile[sub], beyond[sub] = uu.numpy(), bb.numpy()
+            if multivariate:
+                corr = copula_correlation(samples).numpy()
+                if pooled:
+                    pooled_sum += corr.sum(axis=0)
+                else:
+                    per_point[s:e] = corr
+            del samples, sorted_s
+        if pooled:
+            return centile, None, beyond, PointCorrelations((pooled_sum / n_points)[None], np.zeros_like(inverse), note)
+        return centile, None, beyond, PointCorrelations(per_point, inverse, note)
 
     def _quantile_core(self, ages, codes, quantiles, n_samples, seed, progress) -> np.ndarray:
         """Sample quantiles; defaults to max(n_samples, 4000) samples per age (quantile error ~ 1/sqrt(M))."""
@@ -282,6 +406,8 @@ class NormativeDiffusion(NormativeModel):
         try:
             self.device_ = resolve_device(self.device)
         except ValueError:  # e.g. fitted with device="cuda", loaded on a machine without a GPU
+            self.load_notes_ = [f"the model was saved for device {self.device!r}, which this machine lacks: "
+                                "it runs on the CPU"]
             self.device = "auto"
             self.device_ = resolve_device("auto")
         net = build_backbone(self.backbone, len(self.idps), self.encoder_.dim, **self.backbone_params)

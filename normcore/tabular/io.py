@@ -1,9 +1,20 @@
-"""Reading user tables safely: size limits, parse errors turned into one-line messages."""
+"""Reading and writing user tables safely.
+
+Reading: size limits, parse errors turned into one-line messages, and the two spreadsheet-export habits
+that otherwise shift or hide data: a delimiter at the end of every row (read as an extra, empty field, not
+as a row index that shifts every column by one) and semicolon-separated tables with decimal commas (read
+as numbers). What was recognised is listed in ``df.attrs["read_notes"]`` for the caller to show.
+
+Writing: CSV cells and headers that a spreadsheet would run as a formula (starting with ``=``, ``+``,
+``-``, ``@``, tab or carriage return) are prefixed with a single quote (the OWASP advice against CSV
+injection); numbers are never touched.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
+import re
 from pathlib import Path
 from typing import BinaryIO
 
@@ -13,6 +24,8 @@ from normcore._utils.atomic import write_atomic
 from normcore._utils.errors import InputError
 
 MAX_TABLE_BYTES = 200 * 1024 * 1024
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_DECIMAL_COMMA = re.compile(r"^\s*[-+]?\d+,\d+(?:[eE][-+]?\d+)?\s*$")
 
 
 def read_table(source: str | Path | BinaryIO | bytes, name: str | None = None,
@@ -39,25 +52,55 @@ def read_table(source: str | Path | BinaryIO | bytes, name: str | None = None,
     if not raw.strip():
         raise InputError(f"{label}: file is empty")
     sep = _sniff_separator(raw[:65536].decode("utf-8", errors="replace"))
+    notes: list[str] = []
     try:
-        df = pd.read_csv(io.BytesIO(raw), sep=sep, encoding="utf-8-sig", low_memory=False)
+        # index_col=False: rows with one field more than the header (a trailing delimiter) are not read
+        # with their first field as an index, which would shift every column by one
+        df = pd.read_csv(io.BytesIO(raw), sep=sep, encoding="utf-8-sig", low_memory=False, index_col=False)
+        if sep == ";" and _has_decimal_commas(df):
+            df = pd.read_csv(io.BytesIO(raw), sep=sep, encoding="utf-8-sig", low_memory=False, index_col=False,
+                             decimal=",")
+            notes.append("semicolon-separated with decimal commas (a European spreadsheet export): numbers "
+                         "such as 1,5 were read as 1.5")
     except UnicodeDecodeError:
         raise InputError(f"{label}: not UTF-8 text; save the table as a UTF-8 CSV") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{label}: not a readable CSV table ({first})") from None
+    trailing = [c for c in df.columns if str(c).startswith("Unnamed:") and df[c].isna().all()]
+    if trailing or _rows_end_in_delimiter(raw, sep):
+        df = df.drop(columns=trailing)
+        notes.append("rows end in a delimiter (a spreadsheet export habit): the empty last field was ignored")
     if df.shape[1] < 2:
         raise InputError(f"{label}: found {df.shape[1]} column; expected a table with a header row "
                          "and comma-, semicolon- or tab-separated columns")
     if df.empty:
         raise InputError(f"{label}: the table has a header but no rows")
     header = next(csv.reader([raw.decode("utf-8-sig", errors="replace").splitlines()[0]], delimiter=sep))
-    names = pd.Index([h.strip() for h in header])
+    names = pd.Index([h.strip() for h in header if h.strip() or not trailing])
     dupes = names[names.duplicated()].tolist()
     df.columns = [str(c).strip() for c in df.columns]
     if dupes:
         raise InputError(f"{label}: duplicate column names {dupes[:5]}")
+    df.attrs["read_notes"] = notes
     return df
+
+
+def _has_decimal_commas(df: pd.DataFrame) -> bool:
+    """Whether text columns of a semicolon table are mostly numbers written with a decimal comma."""
+    text = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
+    for col in text:
+        values = df[col].dropna().astype(str)
+        if len(values) and values.map(lambda v: bool(_DECIMAL_COMMA.match(v))).mean() > 0.5:
+            return True
+    return False
+
+
+def _rows_end_in_delimiter(raw: bytes, sep: str) -> bool:
+    """Whether (almost) every data row ends with the delimiter while the header does not."""
+    lines = [ln for ln in raw[:65536].decode("utf-8", errors="replace").splitlines() if ln.strip()]
+    rows = lines[1:-1] if len(lines) > 2 else lines[1:]  # the last line of the sample may be cut
+    return bool(rows) and not lines[0].rstrip().endswith(sep) and all(r.rstrip().endswith(sep) for r in rows)
 
 
 def _sniff_separator(head: str) -> str:
@@ -66,6 +109,30 @@ def _sniff_separator(head: str) -> str:
     return max(counts, key=counts.get) if max(counts.values()) > 0 else ","
 
 
+def escape_formulas(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``df`` whose text cells and column names cannot run as spreadsheet formulas.
+
+    Text starting with one of :data:`FORMULA_STARTS` gets a leading single quote; numeric columns and
+    other text are unchanged.
+    """
+    def safe(value):
+        return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+    out = df.copy()
+    for col in out.columns:
+        if not pd.api.types.is_numeric_dtype(out[col]) and not pd.api.types.is_datetime64_any_dtype(out[col]):
+            out[col] = out[col].map(safe)
+    out.columns = [safe(str(c)) for c in out.columns]
+    return out
+
+
+def table_csv_bytes(df: pd.DataFrame) -> bytes:
+    """The CSV text of ``df`` (no index, formulas escaped) as UTF-8 bytes: what downloads offer."""
+    return escape_formulas(df).to_csv(index=False).encode()
+
+
 def write_table_atomic(df: pd.DataFrame, path: str | Path) -> None:
-    """Write a CSV atomically: the file at ``path`` is the old one or the complete new one, never half."""
-    write_atomic(path, lambda tmp: df.to_csv(tmp, index=False))
+    """Write a CSV atomically (the file at ``path`` is the old one or the complete new one, never half),
+    with formula-like text escaped (:func:`escape_formulas`)."""
+    safe = escape_formulas(df)
+    write_atomic(path, lambda tmp: safe.to_csv(tmp, index=False))

@@ -16,6 +16,7 @@ import pandas as pd
 from scipy import special, stats
 
 from normcore._utils.errors import InputError
+from normcore._utils.plausibility import check_ages
 
 MARGINALISE = -1
 
@@ -33,15 +34,38 @@ class CovariateEncoder:
         self.levels: dict[str, list[str]] = {}
         self.frequencies: dict[str, list[float]] = {}
         self.trained_levels: dict[str, int] = {}  # levels the network was trained on (later ones: adapted)
+        # network inputs fitted for adapted levels (col -> level label -> weights over the trained levels)
+        self.embeddings: dict[str, dict[str, list[float]]] = {}
 
     @property
     def dim(self) -> int:
         return 1 + sum(self.trained_levels.values())
 
     def adapted_mask(self, codes: np.ndarray) -> np.ndarray:
-        """(n, K) True where a code is a level added by adaptation (unknown to the network)."""
-        trained = np.array([self.trained_levels[c] for c in self.categorical], dtype=np.int64)
-        return codes >= trained if codes.size else np.zeros(codes.shape, bool)
+        """(n, K) True where a code is a level added by adaptation that has no fitted network input: the
+        network cannot be conditioned on it (it gets training levels instead)."""
+        out = np.zeros(codes.shape, bool)
+        for k, col in enumerate(self.categorical):
+            if not codes.size:
+                break
+            out[:, k] = codes[:, k] >= self.trained_levels[col]
+            for label in self.embeddings.get(col, {}):
+                out[:, k] &= codes[:, k] != self.levels[col].index(label)
+        return out
+
+    def block(self, col: str) -> slice:
+        """The columns of ``col``'s one-hot block in the conditioning matrix of :meth:`encode`."""
+        start = 1 + sum(self.trained_levels[c] for c in self.categorical[:self.categorical.index(col)])
+        return slice(start, start + self.trained_levels[col])
+
+    def set_embedding(self, col: str, label: str, weights: np.ndarray) -> None:
+        """Give adapted level ``label`` of ``col`` a network input: non-negative weights over the trained
+        levels summing to one (its one-hot block becomes this mixture of the trained levels' inputs)."""
+        weights = np.asarray(weights, float)
+        n_tr = self.trained_levels[col]
+        if weights.shape != (n_tr,) or (weights < 0).any() or not np.isclose(weights.sum(), 1, atol=1e-4):
+            raise ValueError(f"an embedding of {col} needs {n_tr} non-negative weights summing to 1")
+        self.embeddings.setdefault(col, {})[category_label(label)] = [round(float(w), 6) for w in weights]
 
     def add_level(self, col: str, label: str) -> int:
         """Append an adapted level (training frequency 0: marginals stay over the training levels)."""
@@ -86,6 +110,7 @@ class CovariateEncoder:
         if np.isnan(age).any():
             row = int(np.flatnonzero(np.isnan(age))[0])
             raise InputError(f"{label}: column {self.age!r} has a missing or non-numeric value in row {row + 1}")
+        check_ages(age, f"{label}: column {self.age!r}")
         return age
 
     def out_of_range(self, age: np.ndarray) -> np.ndarray:
@@ -103,18 +128,27 @@ class CovariateEncoder:
 
     def encode(self, age: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """Conditioning matrix (n, dim): standardised age then one-hot blocks over the trained levels
-        (codes must be resolved to trained levels)."""
+        (codes must be trained levels or adapted levels with an embedding, which fills their block)."""
         parts = [((np.asarray(age, float) - self.age_mean) / self.age_std)[:, None]]
         for k, col in enumerate(self.categorical):
-            onehot = np.zeros((len(age), self.trained_levels[col]))
-            onehot[np.arange(len(age)), codes[:, k]] = 1.0
-            parts.append(onehot)
+            n_tr = self.trained_levels[col]
+            table = np.eye(n_tr)
+            extra = self.embeddings.get(col, {})
+            if extra:
+                table = np.zeros((len(self.levels[col]), n_tr))
+                table[:n_tr] = np.eye(n_tr)
+                for label, weights in extra.items():
+                    table[self.levels[col].index(label)] = weights
+            if codes.size and ((codes[:, k] < 0) | (codes[:, k] >= len(table))).any():
+                raise ValueError(f"{col}: codes must be resolved to levels the network can be conditioned on")
+            parts.append(table[codes[:, k]] if len(age) else np.zeros((0, n_tr)))
         return np.concatenate(parts, axis=1).astype(np.float32)
 
     def to_dict(self) -> dict:
         return {"age": self.age, "categorical": self.categorical, "age_mean": self.age_mean,
                 "age_std": self.age_std, "age_min": self.age_min, "age_max": self.age_max,
-                "levels": self.levels, "frequencies": self.frequencies, "trained_levels": self.trained_levels}
+                "levels": self.levels, "frequencies": self.frequencies, "trained_levels": self.trained_levels,
+                **({"embeddings": self.embeddings} if self.embeddings else {})}
 
     @classmethod
     def from_dict(cls, data: dict) -> CovariateEncoder:
@@ -125,6 +159,9 @@ class CovariateEncoder:
         enc.frequencies = {k: [float(x) for x in v] for k, v in data["frequencies"].items()}
         trained = data.get("trained_levels") or {}  # cards before adaptation existed: every level trained
         enc.trained_levels = {k: int(trained.get(k, len(v))) for k, v in enc.levels.items()}
+        for col, table in (data.get("embeddings") or {}).items():
+            for label, weights in table.items():
+                enc.set_embedding(col, label, np.asarray(weights, float))
         return enc
 
 

@@ -18,6 +18,8 @@ M samples, shrunk towards the identity by lambda = D / (M + D)). Under the model
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from scipy import special, stats
@@ -57,6 +59,49 @@ def copula_correlation(samples: torch.Tensor) -> torch.Tensor:
     return (1 - lam) * corr + lam * torch.eye(d, dtype=corr.dtype)
 
 
+MAX_MULTIVARIATE_IDPS = 5000
+"""Above this many IDPs no multivariate score is computed (one D x D correlation alone would take over
+200 MB, and with the default 1000 samples per point it would be mostly shrinkage): the columns are NaN."""
+
+
+@dataclass
+class PointCorrelations:
+    """Correlations (U, D, D) estimated at U distinct covariate points and each row's point (n,); ``None``
+    for no multivariate score. ``note`` says what a user should know of it (e.g. a memory-bound pooling)."""
+
+    per_point: np.ndarray | None
+    inverse: np.ndarray
+    note: str | None = None
+
+
+RowCorrelations = np.ndarray | PointCorrelations | None
+"""What a model's score core gives for the multivariate score: one (D, D) matrix for every row, one per row
+(n, D, D), one per distinct covariate point, or None (no multivariate score)."""
+
+
+def multivariate_scores(z: np.ndarray, corr: RowCorrelations, keep: np.ndarray,
+                        rows_per_chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """d2 and its z scale (:func:`mahalanobis`) on the IDPs ``keep`` of ``z`` (n, D), in chunks of rows so that
+    at most ``rows_per_chunk`` correlation matrices exist at once."""
+    n = len(z)
+    d2, mz = np.full(n, np.nan), np.full(n, np.nan)
+    if corr is None or not keep.any() or (isinstance(corr, PointCorrelations) and corr.per_point is None):
+        return d2, mz
+    zk = z[:, keep]
+    for s in range(0, n, rows_per_chunk):
+        rows = slice(s, min(s + rows_per_chunk, n))
+        if isinstance(corr, PointCorrelations):
+            c = corr.per_point[corr.inverse[rows]]
+        else:
+            c = np.asarray(corr)
+            c = c if c.ndim == 2 else c[rows]
+        c = c[..., keep][..., keep, :] if c.ndim == 2 else c[:, keep][:, :, keep]
+        if c.ndim == 2:
+            c = np.broadcast_to(c, (rows.stop - rows.start, *c.shape))
+        d2[rows], mz[rows] = mahalanobis(zk[rows], c)
+    return d2, mz
+
+
 def mahalanobis(z: np.ndarray, corr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Squared Mahalanobis distance of z (n, D) under per-row correlations (n, D, D), and its z scale.
 
@@ -68,16 +113,17 @@ def mahalanobis(z: np.ndarray, corr: np.ndarray) -> tuple[np.ndarray, np.ndarray
     n, d = z.shape
     d2 = np.full(n, np.nan)
     dof = np.full(n, float(d))
-    complete = ~np.isnan(z).any(axis=1)
-    if complete.any():
-        sol = np.linalg.solve(corr[complete], z[complete][..., None])[..., 0]
-        d2[complete] = (z[complete] * sol).sum(axis=1)
-    for i in np.flatnonzero(~complete):  # rare: rows with missing IDPs
-        obs = ~np.isnan(z[i])
-        if obs.any():
-            sub = corr[i][np.ix_(obs, obs)]
-            d2[i] = float(z[i, obs] @ np.linalg.solve(sub, z[i, obs]))
-            dof[i] = obs.sum()
+    observed = ~np.isnan(z)
+    patterns, group = np.unique(observed, axis=0, return_inverse=True)
+    for g, obs in enumerate(patterns):  # rows sharing a pattern of observed IDPs are solved together
+        rows = np.flatnonzero(group.reshape(-1) == g)
+        if not obs.any():
+            continue
+        sub = corr[rows][:, obs][:, :, obs]
+        zo = z[rows][:, obs]
+        sol = np.linalg.solve(sub, zo[..., None])[..., 0]
+        d2[rows] = (zo * sol).sum(axis=1)
+        dof[rows] = obs.sum()
     p = stats.chi2.cdf(d2, dof)
     mz = special.ndtri(np.clip(p, 1e-300, 1 - 1e-16))
     return d2, mz
@@ -85,7 +131,11 @@ def mahalanobis(z: np.ndarray, corr: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 def assemble_scores(df, idps: list[str], z: np.ndarray, centile: np.ndarray, d2: np.ndarray, mz: np.ndarray,
                     beyond: np.ndarray, out_of_range: np.ndarray):
-    """The public score table: input columns, then z:/centile: per IDP, then the subject-level columns."""
+    """The public score table: input columns, then z:/centile: per IDP, then the subject-level columns.
+
+    Input columns that carry an output's name (a table scored before) are replaced, never duplicated; the
+    result's ``attrs["notes"]`` says so.
+    """
     import pandas as pd
 
     extra = {}
@@ -96,4 +146,8 @@ def assemble_scores(df, idps: list[str], z: np.ndarray, centile: np.ndarray, d2:
     extra["multivariate_z"] = mz
     extra["n_beyond_samples"] = beyond.sum(axis=1)
     extra["out_of_range"] = out_of_range
-    return pd.concat([df.reset_index(drop=True), pd.DataFrame(extra)], axis=1)
+    stale = [c for c in df.columns if c in extra or str(c).startswith(("z:", "centile:"))]
+    out = pd.concat([df.drop(columns=stale).reset_index(drop=True), pd.DataFrame(extra)], axis=1)
+    out.attrs["notes"] = [f"the table already held {len(stale)} score column(s) (e.g. {stale[0]!r}) from an "
+                          "earlier scoring: they were replaced"] if stale else []
+    return out

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from normcore._utils.errors import InputError
+from normcore._utils.plausibility import AGE_LIMITS
 
 
 @dataclass
@@ -102,6 +103,17 @@ def validate_table(df: pd.DataFrame, age: str, covariates: list[str], idps: list
                    control_mask: np.ndarray | None = None) -> ValidationReport:
     """Check a table for use with a normative model; see :class:`ValidationReport`."""
     report = ValidationReport()
+    roles = [("age", age)] + [("covariate", c) for c in covariates] + [("IDP", c) for c in idps]
+    seen: dict[str, str] = {}
+    for role, col in roles:
+        if col in seen:
+            report.add("error", col, f"column {col!r} is used twice (as {seen[col]} and as {role}); each column "
+                       "can have one role")
+        seen.setdefault(col, role)
+    if id_col and id_col in seen:
+        report.add("error", id_col, f"the subject ID column {id_col!r} cannot also be the {seen[id_col]}")
+    if report.errors:
+        return report
     needed = [age, *covariates, *idps] + ([id_col] if id_col else [])
     for col in needed:
         if col not in df.columns:
@@ -117,8 +129,10 @@ def validate_table(df: pd.DataFrame, age: str, covariates: list[str], idps: list
     ages = pd.to_numeric(df[age], errors="coerce")
     if ages.notna().any():
         report.age_range = (float(ages.min()), float(ages.max()))
-        if (ages < 0).any() or (ages > 130).any():
-            report.add("error", age, f"column {age!r} has ages outside 0–130")
+        a = ages.to_numpy(float)
+        if (np.isinf(a) | (a < AGE_LIMITS[0]) | (a > AGE_LIMITS[1])).any():
+            report.add("error", age, f"column {age!r} has impossible ages (infinite, or outside "
+                       f"{AGE_LIMITS[0]:g}–{AGE_LIMITS[1]:g} years)")
     values = df[idps].apply(pd.to_numeric, errors="coerce")
     if np.isinf(values.to_numpy(dtype=float)).any():
         cols = [c for c in idps if np.isinf(values[c].to_numpy(dtype=float)).any()]

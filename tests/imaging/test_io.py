@@ -132,7 +132,33 @@ def test_refuses_gzip_bomb(tmp_path):
     data[20, 20, 20] = 1.0
     raw = write(nib.Nifti1Image(data, CPU_GRID.affine), tmp_path / "bomb.nii.gz").read_bytes()
     assert len(raw) < 20_000
-    refused(raw, "decompressed image too large", name="bomb.nii.gz", max_bytes=20_000)
+    refused(raw, "too large by its header", name="bomb.nii.gz", max_bytes=20_000)
+
+
+def test_a_gzip_stream_longer_than_its_header_claims_is_not_inflated(scan):
+    """A 0.1 MB file holding a small image followed by 400 MB of zeros: refused after reading what the header
+    claims plus 1 MB, never the 400 MB (peak memory bounded by the header's claim)."""
+    import gzip
+    import tracemalloc
+
+    body = scan.to_bytes()
+    stream = gzip.compress(body + bytes(400 * 1024**2), compresslevel=9)
+    assert len(stream) < 1024**2
+    tracemalloc.start()
+    refused(stream, "larger than its header says", name="padded.nii.gz")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 4 * (len(body) + 1024**2) + 50 * 1024**2, peak
+
+
+def test_a_small_gzip_claiming_a_huge_image_is_refused_from_its_header():
+    import gzip
+
+    header = nib.Nifti1Header()
+    header.set_data_shape((2048, 2048, 2048))
+    header.set_data_dtype(np.float32)
+    stream = gzip.compress(header.binaryblock + bytes(4) + bytes(1024))
+    refused(stream, "too large by its header", name="claims.nii.gz")
 
 
 def test_refuses_header_claiming_a_huge_shape(scan):

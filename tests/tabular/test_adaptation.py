@@ -182,3 +182,33 @@ def test_a_local_table_is_conformed_adapted_and_checked_on_held_out_controls(wor
         conform_table(local, shash, {"age": "Age"})
     with pytest.raises(InputError, match="too few"):
         adapt_to_cohort(shash, table.head(8), np.ones(8, bool), holdout_share=0.5)
+
+
+def test_the_network_input_of_a_new_level_can_be_fitted_on_the_controls(world, tmp_path):
+    truth, reference, site = world
+    model = make_model("film-mlp", **{**TINY, "epochs": 2}).fit(reference.sample(800, random_state=0), age="age",
+                                                               covariates=["sex", "site"], idps=truth.idp_names)
+    adapted = model.adapt(site.head(30), network_input="embedding")
+    weights = np.asarray(adapted.encoder_.embeddings["site"][NEW])
+    assert weights.shape == (5,) and (weights >= 0).all() and weights.sum() == pytest.approx(1, abs=1e-4)
+    assert not model.encoder_.embeddings  # the reference is untouched
+    code = adapted.levels_["site"].index(NEW)
+    cond = adapted.encoder_.encode(np.array([40.0]), np.array([[0, code]]))
+    np.testing.assert_allclose(cond[0, adapted.encoder_.block("site")], weights, atol=1e-6)
+    assert not adapted.encoder_.adapted_mask(np.array([[0, code]])).any()  # the network is conditioned on it
+    level = adapted.adaptation_[-1]["levels"][0]
+    assert level["network_input"] == "embedding" and len(level["loss_first_last"]) == 2
+    test = site.iloc[30:50]
+    adapted.save(tmp_path / "e")
+    np.testing.assert_allclose(load_model(tmp_path / "e").score(test, n_samples=200, seed=3)["multivariate_d2"],
+                               adapted.score(test, n_samples=200, seed=3)["multivariate_d2"])
+    assert model.adapt(site.head(30)).adaptation_[-1]["levels"][0]["network_input"] == "marginal"
+    with pytest.raises(InputError, match="network_input must be one of"):
+        model.adapt(site.head(30), network_input="nearest")
+
+
+def test_a_model_without_a_network_refuses_a_fitted_network_input(world, shash):
+    _, _, site = world
+    with pytest.raises(InputError, match="no network whose input could be fitted"):
+        shash.adapt(site.head(30), network_input="embedding")
+    assert shash.adapt(site.head(30)).adaptation_[-1]["levels"][0]["network_input"] == "none"

@@ -116,8 +116,7 @@ class PCNToolkitBLR(NormativeModel):
         frame[self.idps] = np.nan_to_num(y)
         with _quiet():
             z = self.model_.predict(self._norm_data(frame, "score"))["Z"].to_numpy().astype(float)
-        corr = np.broadcast_to(self.z_correlation_, (len(y), len(self.idps), len(self.idps)))
-        return special.ndtr(z), z, np.zeros_like(z, dtype=bool), corr
+        return special.ndtr(z), z, np.zeros_like(z, dtype=bool), np.asarray(self.z_correlation_)
 
     def _covariate_frame(self, age: np.ndarray, codes: np.ndarray) -> pd.DataFrame:
         """A covariate table for PCNtoolkit; a marginalised covariate takes its most frequent level."""

@@ -11,6 +11,7 @@ levels. It is a product-of-marginals model: ``sample`` draws IDPs independently.
 from __future__ import annotations
 
 import time
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,7 @@ from scipy import special
 from normcore._utils.progress import Progress
 from normcore.tabular.base import NormativeModel
 from normcore.tabular.baselines.shash import fit_shash, shash_inverse, shash_moments, shash_z
+from normcore.tabular.params import Rule, boolean, integer, number
 from normcore.tabular.preprocessing import MARGINALISE, CovariateEncoder, LocationScale
 
 
@@ -29,6 +31,9 @@ class LocationScaleSHASH(NormativeModel):
     MODEL_TYPE = "shash-baseline"
     FORMAT = "normcore-baseline-location-scale-shash"
     EXACT = True
+
+    PARAM_RULES: ClassVar[dict[str, Rule]] = {"n_knots": integer(1, 50), "ridge": number(0, 1e6),
+                                               "seed": integer(0, 2**32 - 1), "allow_unseen": boolean}
 
     def __init__(self, n_knots: int = 4, ridge: float = 1e-3, seed: int = 0, allow_unseen: bool = False):
         self.n_knots = n_knots
@@ -109,10 +114,9 @@ class LocationScaleSHASH(NormativeModel):
 
     # ------------------------------------------------------------------ model cores (see NormativeModel)
     def _score_core(self, y, age, codes, n_samples, seed, progress):
-        """Exact centiles (``n_samples`` and ``seed`` are not used); the training z-correlation for every row."""
+        """Exact centiles (``n_samples`` and ``seed`` are not used); the training z-correlation (D, D) for every row."""
         centile = np.clip(self.cdf(np.nan_to_num(y), age, codes), 1e-12, 1 - 1e-12)
-        corr = np.broadcast_to(np.asarray(self.z_correlation_), (len(y), len(self.idps), len(self.idps)))
-        return centile, None, np.zeros_like(centile, dtype=bool), corr
+        return centile, None, np.zeros_like(centile, dtype=bool), np.asarray(self.z_correlation_)
 
     def _quantile_core(self, ages, codes, quantiles, n_samples, seed, progress) -> np.ndarray:
         return np.stack([self.quantile(float(q), ages, codes) for q in quantiles])
