@@ -7,7 +7,7 @@ server ran without this router (no sidebar, no demo data or model).
 
 import streamlit as st
 
-from dashboard.state import init_state
+from dashboard.state import init_state, restore_last_work, show_error
 from normcore import __version__, describe_device, resolve_device
 
 st.set_page_config(page_title="NormDiff", page_icon="🧠", layout="wide")  # a local favicon: material-icon
@@ -27,13 +27,36 @@ PAGES = [
 ]
 page = st.navigation(PAGES)
 
-with st.sidebar:
+offer = st.session_state.get("restore_offer")
+if offer:
+    parts = [f"the table “{offer['table_name']}”" if "table_name" in offer else None,
+             f"the model “{offer['model_label']}”" if "model_label" in offer else None]
+    box = st.container(border=True)
+    box.markdown(f"**Welcome back.** This session's link holds {' and '.join(p for p in parts if p)} from before "
+                 "the page was reloaded.")
+    r1, r2, _ = box.columns([1, 1, 4])
+    if r1.button("Restore them", type="primary"):
+        try:
+            restore_last_work()
+        except Exception as exc:  # a damaged autosave must not stop the page
+            st.session_state.restore_offer = {}
+            show_error(exc)
+        st.rerun()
+    if r2.button("Start afresh"):
+        st.session_state.restore_offer = {}
+        st.rerun()
+
+with st.sidebar:  # filled after the page ran, so that it shows what the page just made active
     st.markdown("**Active dataset**")
-    st.caption(st.session_state.get("data_name") or "none")
+    data_slot = st.empty()
     st.markdown("**Active model**")
-    st.caption(st.session_state.get("model_name") or "none")
+    model_slot = st.empty()
     st.markdown("**Compute device**")
     st.caption(describe_device(resolve_device("auto")))
     st.caption(f"normcore {__version__} · data stay on this machine")
 
-page.run()
+try:
+    page.run()
+finally:
+    data_slot.caption(st.session_state.get("data_name") or "none")
+    model_slot.caption(st.session_state.get("model_name") or "none")

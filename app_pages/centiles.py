@@ -9,6 +9,7 @@ from dashboard.state import (
     cached_model,
     categorical_choices,
     level_label,
+    library,
     model_columns_present,
     model_key,
     require_model,
@@ -47,7 +48,7 @@ if require_model():
     c1, c2 = st.columns(2)
     step = c1.select_slider("Age resolution (years)", [0.5, 1.0, 2.0, 5.0], value=2.0)
     samples = c2.select_slider("Samples per age (M)", [500, 1000, 2000, 4000, 8000], value=1000)
-    others = {k: v for k, v in available_demo_models().items() if k != ss.model_name}
+    others = {k: v for k, v in {**available_demo_models(), **library().saved()}.items() if k != ss.model_name}
     compare_label = st.selectbox("Overlay a second model", ["none", *others])
 
     try:

@@ -5,7 +5,17 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.demo import available_reference_models
-from dashboard.state import Mapping, cached_model, set_data, set_heldout, show_error, use_model
+from dashboard.state import (
+    Mapping,
+    autosave_model,
+    cached_model,
+    library,
+    remember_table,
+    set_data,
+    set_heldout,
+    show_error,
+    use_model,
+)
 from normcore import InputError
 from normcore.jobs import Job
 from normcore.tabular import read_table
@@ -20,7 +30,7 @@ ss = st.session_state
 NONE = "(none)"
 ONE_SITE = "(all rows are one site: name it below)"
 
-refs = available_reference_models()
+refs = available_reference_models(library().saved())
 choice = st.selectbox("1. Reference model", list(refs))
 try:
     ref = cached_model(refs[choice])
@@ -33,7 +43,7 @@ st.caption(f"{info.get('title', choice)}: {ref.training_summary_.get('n_train', 
            f"{lo:.0f}-{hi:.0f}, {len(ref.idps_)} IDPs, covariates {', '.join(ref.covariates_) or 'age only'}. "
            + (info.get("data", {}).get("terms", "")))
 
-upload = st.file_uploader("2. Your site's table (CSV, one row per subject)", type=["csv", "tsv", "txt"])
+upload = st.file_uploader("2. Your site's table (CSV, one row per subject)", type=["csv", "tsv", "txt", "xlsx", "xls"])
 if upload is not None and ss.get("cohort_upload_id") != upload.file_id:
     try:
         ss.cohort_raw, ss.cohort_name = read_table(upload.getvalue(), name=upload.name), upload.name
@@ -161,6 +171,8 @@ def adapt_panel():
         ss.mapping = Mapping(ref.age_, list(ref.covariates_), [c for c in ref.idps_ if c in table.columns],
                              meta["id_col"], meta["group_col"], meta["control_value"])
         set_heldout(list(result.held_out))
+        autosave_model(result.model, f"{meta['reference']} adapted to {meta['site']}")
+        remember_table(table, f"cohort: {meta['name']}", ss.mapping)
         ss.cohort_done = job
         st.rerun()
     check = result.check

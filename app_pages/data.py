@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.demo import demo_cohort, demo_truth
-from dashboard.state import Mapping, clear_scores, set_data
+from dashboard.state import Mapping, clear_scores, remember_table, set_data
 from normcore import InputError
 from normcore.tabular import read_table, validate_table
 from normcore.tabular.column_matching import GROUP_NAMES, ID_NAMES, guess_column
@@ -16,7 +16,7 @@ ss = st.session_state
 
 source = st.radio("Source", ["Upload a CSV", "Demo cohort", "Generate a synthetic cohort"], horizontal=True)
 if source == "Upload a CSV":
-    upload = st.file_uploader("CSV table, one row per subject (max 200 MB)", type=["csv", "tsv", "txt"])
+    upload = st.file_uploader("CSV table, one row per subject (max 200 MB)", type=["csv", "tsv", "txt", "xlsx", "xls"])
     if upload is not None and ss.get("upload_id") != upload.file_id:
         try:
             frame = read_table(upload.getvalue(), name=upload.name)
@@ -36,7 +36,11 @@ if source == "Upload a CSV":
                                  idps=[c for c in numeric if c not in (age, id_col, group_col, *covariates)
                                        and not is_qc_column(c)],
                                  id_col=id_col, group_col=group_col, control_value=controls[0] if controls else None)
+            ss.read_notes = list(frame.attrs.get("read_notes", []))
+            remember_table(frame, f"upload: {upload.name}", ss.mapping)
             clear_scores()
+    for note in ss.get("read_notes", []) if upload is not None else []:
+        st.info(f"Read {upload.name}: {note}.")
 elif source == "Demo cohort":
     if st.button("Use the demo cohort"):
         truth = demo_truth()

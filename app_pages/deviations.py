@@ -7,6 +7,7 @@ import streamlit as st
 from dashboard.state import model_for_table, scores_for, show_error
 from normcore.metrics import separation_table
 from normcore.plotting.tabular import deviation_profile, z_heatmap
+from normcore.tabular.io import table_csv_bytes
 
 st.title("Deviations")
 model, df, m = model_for_table()
@@ -58,5 +59,5 @@ if m.group_col and m.group_col in scores:
                                                                                  + col[~patients].var()))))
         table["cohen_d"] = cohen
         st.dataframe(table.round(4), hide_index=True, width="stretch")
-st.download_button("Download all scores (CSV, same columns as the CLI)", scores.to_csv(index=False).encode(),
+st.download_button("Download all scores (CSV, same columns as the CLI)", table_csv_bytes(scores),
                    file_name="normdiff-scores.csv", mime="text/csv")

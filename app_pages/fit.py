@@ -1,6 +1,5 @@
 """Fit: train a model off the script thread with live progress; save, load, download, upload models."""
 
-import re
 import tempfile
 from datetime import datetime
 from pathlib import Path
@@ -9,10 +8,19 @@ import numpy as np
 import streamlit as st
 
 from dashboard.demo import available_demo_models
-from dashboard.state import USER_MODELS, data_key, model_key, set_heldout, show_error, use_model, use_saved_model
+from dashboard.state import (
+    autosave_model,
+    data_key,
+    library,
+    model_key,
+    set_heldout,
+    show_error,
+    use_model,
+    use_saved_model,
+)
 from normcore import InputError
 from normcore.jobs import Job
-from normcore.persistence import model_dir_to_zip, zip_to_model_dir
+from normcore.persistence import model_dir_to_zip
 from normcore.plotting.tabular import loss_curve
 from normcore.registry import SAVABLE, TABULAR_MODELS, load_model, make_model
 
@@ -82,10 +90,17 @@ def job_panel():
                                     "val_loss": [e["val_loss"] for e in events]}),
                         width="stretch", key=f"loss_{len(events)}")
     if snap["status"] == "running":
+        st.session_state.fit_watched = job
         if st.button("Cancel", key="cancel_fit"):
             job.cancel()
-    elif snap["status"] == "done" and st.session_state.get("model") is not job.result:
+        return
+    if st.session_state.get("fit_watched") is job:  # it just ended: rerun the page so "Start fitting" is enabled
+        st.session_state.fit_watched = None
+        if snap["status"] != "done":
+            st.rerun()
+    if snap["status"] == "done" and st.session_state.get("model") is not job.result:
         use_model(job.result, f"fitted: {st.session_state.job_label}")
+        autosave_model(job.result, f"fitted: {st.session_state.job_label}")
         if st.session_state.get("fit_data_key") == data_key():
             if st.session_state.fit_heldout:
                 set_heldout(st.session_state.fit_heldout)
@@ -102,17 +117,28 @@ job_panel()
 
 st.divider()
 st.subheader("Save, load and share models")
+st.caption("Models you save or upload are private to this browser session (its link keeps them after a reload). "
+           "Publish one to make it visible to every session on this server.")
 model = ss.get("model")
+lib = library()
 s1, s2 = st.columns(2)
 with s1:
     name = st.text_input("Save the active model as", "my-model")
+    replace = st.checkbox("Replace a saved model of this name", value=False)
     if st.button("Save", disabled=model is None):
-        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
-            st.error("Use 1-64 letters, digits, '.', '_' or '-' for the name.")
-        else:
+        try:
+            lib.save(model, name, replace=replace)
+            st.success(f"Saved as {name!r} in this session.")
+        except InputError as exc:
+            show_error(exc)
+    mine = [label.split(": ", 1)[1] for label in lib.saved() if label.startswith("mine: ")]
+    if mine:
+        to_publish = st.selectbox("Publish a saved model to the shared library", mine)
+        replace_shared = st.checkbox("Replace a shared model of this name", value=False)
+        if st.button("Publish"):
             try:
-                model.save(USER_MODELS / name)
-                st.success(f"Saved to models/user/{name}")
+                lib.publish(to_publish, replace=replace_shared)
+                st.success(f"{to_publish!r} is now in the shared library, visible to every session.")
             except InputError as exc:
                 show_error(exc)
     if model is not None:
@@ -125,10 +151,7 @@ with s1:
         except InputError as exc:
             st.caption(str(exc))
 with s2:
-    saved = dict(available_demo_models())
-    if USER_MODELS.is_dir():
-        saved.update({f"saved: {p.name}": p for p in sorted(USER_MODELS.iterdir())
-                      if (p / "model.json").is_file() and not p.name.startswith(".")})
+    saved = {**available_demo_models(), **lib.saved()}
     choice = st.selectbox("Load a model", list(saved))
     if st.button("Load") and choice:
         try:
@@ -138,10 +161,10 @@ with s2:
             show_error(exc)
     up = st.file_uploader("Upload a model (.zip with model.safetensors and model.json)", type=["zip"])
     if up is not None and ss.get("model_upload_id") != up.file_id:
+        ss.model_upload_id = up.file_id  # a refused archive is not retried on every rerun
         try:
-            target = zip_to_model_dir(up.getvalue(), USER_MODELS / f"upload-{up.file_id[:8]}")
+            target = lib.import_zip(up.getvalue(), f"upload-{up.file_id[:8]}")
             use_model(load_model(target, kind="tabular"), f"uploaded: {up.name}")
-            ss.model_upload_id = up.file_id
-            st.success(f"Loaded {up.name}")
+            st.success(f"Loaded {up.name} (kept in this session as {target.name!r})")
         except InputError as exc:
             show_error(exc)

@@ -22,6 +22,7 @@ from normcore.imaging.io import load_mask, load_volume
 from normcore.imaging.model import METHODS
 from normcore.imaging.pipeline import nifti_bytes
 from normcore.plotting.imaging import cohort_table, most_abnormal_slice, overlay_figure, triptych_figure
+from normcore.tabular.io import table_csv_bytes
 
 METHOD_LABELS = {"kl-inpaint": "KL-guided inpainting (default)", "plain": "Plain diffusion restoration (baseline)",
                  "autoencoder": "Autoencoder reconstruction only (baseline)"}
@@ -190,7 +191,7 @@ def results_section(model) -> None:
         st.subheader("Cohort")
         table = cohort_table(summaries)
         st.dataframe(table, hide_index=True, width="stretch")
-        st.download_button("Download the table (CSV)", table.to_csv(index=False).encode(), file_name="mri-indices.csv",
+        st.download_button("Download the table (CSV)", table_csv_bytes(table), file_name="mri-indices.csv",
                            mime="text/csv")
     names = list(results)
     if ss.get("mri_scan") not in names:
@@ -211,6 +212,10 @@ def results_section(model) -> None:
     facts = f"{name}: age {result.age:g}, sex {result.sex}, method {METHOD_LABELS[score.method]}"
     if score.latent_mask_share is not None:
         facts += f", latent mask share {score.latent_mask_share:.1%}"
+    acq = prepared.facts
+    if acq:
+        facts += (f"; voxels up to {acq['voxel_mm']:g} mm, brain mask covers {acq['brain_coverage']:.0%} of the "
+                  "template brain")
     st.caption(facts + f", {result.seconds:.1f} s. The centile is the scan's rank among the model's healthy "
                "validation scans (100 = more abnormal than all of them).")
     for warning in result.warnings:

@@ -15,7 +15,8 @@ from normcore import SyntheticTruth
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS_DIR = ROOT / "models"
-USER_MODELS = MODELS_DIR / "user"
+LIBRARY_ROOT = Path(os.environ.get("NORMDIFF_LIBRARY", MODELS_DIR))  # sessions/ (private) and user/ (shared)
+USER_MODELS = LIBRARY_ROOT / "user"
 REFERENCE_MODELS = {"fcon1000 healthy reference (FiLM-MLP)": "fcon1000-film-mlp"}
 DEMO_MODELS = {"FiLM-MLP (demo)": "demo-film-mlp", "SAINT (demo)": "demo-saint",
                "SHASH baseline (demo)": "demo-shash-baseline"}
@@ -39,14 +40,13 @@ def available_demo_models() -> dict[str, Path]:
     return {label: path for label, path in found.items() if (path / "model.json").is_file()}
 
 
-def available_reference_models() -> dict[str, Path]:
-    """Shipped references of real data, then the synthetic demos, then the user's saved models."""
+def available_reference_models(saved: dict[str, Path] | None = None) -> dict[str, Path]:
+    """Shipped references of real data, then the synthetic demos, then ``saved`` (a session's own models and
+    the published ones: :meth:`dashboard.library.SessionLibrary.saved`)."""
     found = {label: MODELS_DIR / name for label, name in REFERENCE_MODELS.items()}
     out = {label: path for label, path in found.items() if (path / "model.json").is_file()}
     out.update(available_demo_models())
-    if USER_MODELS.is_dir():
-        out.update({f"saved: {p.name}": p for p in sorted(USER_MODELS.iterdir())
-                    if (p / "model.json").is_file() and not p.name.startswith(".")})
+    out.update(saved or {})
     return out
 
 

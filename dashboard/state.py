@@ -15,16 +15,18 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard.demo import USER_MODELS, available_demo_models, demo_cohort, demo_truth
+from dashboard.demo import LIBRARY_ROOT, available_demo_models, demo_cohort, demo_truth
+from dashboard.library import SessionLibrary, new_session_key, remove_stale_sessions, valid_key
 from normcore import InputError
 from normcore.jobs import Job
 from normcore.registry import load_model
 
-__all__ = ["USER_MODELS", "Mapping", "active_model", "age_grid_for", "cached_model", "categorical_choices",
+__all__ = ["Mapping", "active_model", "age_grid_for", "autosave_model", "cached_model", "categorical_choices",
            "clear_scores", "data_key", "finished_scores", "fitted_in_sample", "heldout_rows", "init_state",
            "level_label",
            "model_columns_present", "model_for_table", "model_key", "require_model", "score_job", "scores_for",
-           "set_data", "set_heldout", "show_error", "use_model", "use_saved_model"]
+           "set_data", "set_heldout", "show_error", "use_model", "use_saved_model", "library", "remember_table",
+           "restore_last_work"]
 
 
 @dataclass
@@ -72,9 +74,67 @@ def use_saved_model(path: str | Path, name: str) -> None:
     use_model(cached_model(path), name, token=f"{Path(path).resolve()}@{_card_stamp(path)}")
 
 
-def init_state() -> None:
-    """Put the demo data and demo model in a fresh session."""
+@st.cache_resource(show_spinner=False)
+def _stale_sessions_removed() -> list[str]:
+    """Once per server process: forget session folders untouched for weeks."""
+    return remove_stale_sessions(LIBRARY_ROOT)
+
+
+def library() -> SessionLibrary:
+    """This session's private model folder and the shared library."""
+    return SessionLibrary(LIBRARY_ROOT, st.session_state.session_key)
+
+
+def _init_session_key() -> None:
+    """The session's key: the one in the URL (a reloaded page finds its work again), else a new one."""
     ss = st.session_state
+    if "session_key" in ss:
+        if st.query_params.get("session") != ss.session_key:  # page switches may drop it from the URL
+            st.query_params["session"] = ss.session_key
+        return
+    _stale_sessions_removed()
+    asked = st.query_params.get("session")
+    ss.session_key = asked if valid_key(asked) else new_session_key()
+    ss.restore_offer = library().restorable() if asked == ss.session_key else {}
+    st.query_params["session"] = ss.session_key
+    library().touch()
+
+
+def autosave_model(model, label: str) -> None:
+    """Keep the session's latest fitted or adapted model on disk (restored after a reload)."""
+    try:
+        library().autosave(model, label)
+    except (InputError, OSError) as exc:
+        st.warning(f"The model could not be kept for a reload ({exc}); save it on the Fit page.")
+
+
+def remember_table(frame: pd.DataFrame, name: str, mapping: Mapping) -> None:
+    """Keep the session's uploaded table and mapping on disk (restored after a reload)."""
+    try:
+        library().save_table(frame, name, mapping.__dict__)
+    except (InputError, OSError) as exc:
+        st.warning(f"The table could not be kept for a reload ({exc}).")
+
+
+def restore_last_work() -> None:
+    """Make the session's autosaved table and model active again (after a reload)."""
+    ss = st.session_state
+    offer = ss.get("restore_offer") or {}
+    lib = library()
+    if "table_name" in offer:
+        set_data(lib.restored_table(), offer["table_name"])
+        known = {k: v for k, v in offer.get("mapping", {}).items() if k in Mapping.__dataclass_fields__}
+        ss.mapping = Mapping(**known)
+    if "model_label" in offer:
+        use_model(load_model(lib.autosaved_model, kind="tabular"), offer["model_label"])
+    ss.restore_offer = {}
+    clear_scores()
+
+
+def init_state() -> None:
+    """Give a fresh session its key, the demo data and the demo model."""
+    ss = st.session_state
+    _init_session_key()
     if "data" not in ss:
         truth = demo_truth()
         set_data(demo_cohort(), "demo: synthetic cohort (D=10)")
@@ -109,11 +169,28 @@ def model_for_table():
         st.info("No model is active: fit one on the Fit page or load a saved one.")
         st.stop()
     df = st.session_state.data
-    problem = model_columns_present(model, df)
+    problem = model_columns_present(model, df) or table_errors(model, df, st.session_state.mapping)
     if problem:
         st.error(problem)
         st.stop()
     return model, df, st.session_state.mapping
+
+
+def table_errors(model, df: pd.DataFrame, mapping: Mapping) -> str | None:
+    """Why the active table cannot be scored by ``model`` (the validation report's errors), else None."""
+    key = (model_key(), *data_key(), mapping.id_col)
+    cache = st.session_state.setdefault("table_errors", {})
+    if key not in cache:
+        from normcore.tabular.validation import validate_table
+
+        idps = [c for c in model.idps_ if c in df.columns]
+        report = validate_table(df, model.age_, model.covariates_, idps,
+                                id_col=mapping.id_col if mapping.id_col in df.columns else None)
+        errors = [f.message for f in report.errors]
+        cache.clear()
+        cache[key] = ("This table cannot be scored until it is fixed (see the Data page): " + "; ".join(errors[:3])
+                      + (f" (and {len(errors) - 3} more)" if len(errors) > 3 else "")) if errors else None
+    return cache[key]
 
 
 def model_key() -> str:

@@ -6,18 +6,35 @@ A UI starts a :class:`Job`, polls :meth:`Job.snapshot` (e.g. from a Streamlit fr
 
 from __future__ import annotations
 
+import atexit
 import threading
 import time
 import traceback
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 from normcore._utils.errors import InputError
 from normcore._utils.progress import Cancelled, Progress
 
+_RUNNING: weakref.WeakSet[Job] = weakref.WeakSet()
+EXIT_WAIT_S = 10.0
+
+
+@atexit.register
+def _stop_running_jobs() -> None:
+    """At interpreter exit, cancel running jobs and give them a moment to stop: a daemon thread still inside
+    torch when the interpreter tears down aborts the process ("terminate called without an active exception")."""
+    jobs = [job for job in list(_RUNNING) if job.running]
+    for job in jobs:
+        job.cancel()
+    deadline = time.monotonic() + EXIT_WAIT_S
+    for job in jobs:
+        job.wait(max(0.0, deadline - time.monotonic()))
+
 
 class Job:
-    """Run ``fn(*args, progress=..., **kwargs)`` in a daemon thread."""
+    """Run ``fn(*args, progress=..., **kwargs)`` in a daemon thread (cancelled at interpreter exit)."""
 
     def __init__(self, fn: Callable[..., Any], *args, name: str = "job", **kwargs):
         self.name = name
@@ -58,6 +75,7 @@ class Job:
 
     def start(self) -> Job:
         self.status, self.started = "running", time.time()
+        _RUNNING.add(self)
         self._thread.start()
         return self
 

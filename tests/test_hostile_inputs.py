@@ -104,6 +104,7 @@ TABLE_CASES = [
     TableCase("one column", lambda df: "age\n40\n", "expected a table"),
     TableCase("duplicate column names", lambda df: _csv(df).replace("idp_03", "idp_02", 1), "duplicate column"),
     TableCase("binary garbage", lambda df: "\x00\xff\xfe" * 50, "not"),
+    TableCase("an Excel workbook", lambda df: "PK\x03\x04[Content_Types].xml", "Save As > CSV UTF-8"),
     TableCase("rows ending in a delimiter", _trailing_delimiter, None,
               lambda s, c, err: (_same_scores(s, c, err), ("delimiter" in err) or pytest.fail(err))),
     TableCase("semicolons with decimal commas", _european, None,

@@ -14,6 +14,7 @@ from normcore.imaging.config import PRESETS
 
 
 def cmd_mri_fit(args: argparse.Namespace, progress: Progress) -> None:
+    from normcore.imaging.acquisition import envelope
     from normcore.imaging.cohort import load_cohort, split_indices
     from normcore.imaging.model import ImagingNormativeModel
     from normcore.persistence import check_model_destination
@@ -37,7 +38,8 @@ def cmd_mri_fit(args: argparse.Namespace, progress: Progress) -> None:
                      "train_ids": train.ids, "validation_ids": val.ids, "test_ids": [cohort.ids[i] for i in te],
                      "preprocessing_s": round(prep_s, 1), "warnings": cohort.warnings[:50],
                      "autoencoder_from": str(args.autoencoder_from) if args.autoencoder_from else None},
-            "attribution": args.attribution, "configs_available": sorted(PRESETS)}
+            "attribution": args.attribution, "configs_available": sorted(PRESETS),
+            "acquisition": envelope(train.facts)}
     model.save(args.out, card_extra=card)
     ref = model.reference_["kl-inpaint"]["top1"]
     print(f"trained on {len(train.ids)} scans ({len(val.ids)} validation, {len(te)} held out) in "

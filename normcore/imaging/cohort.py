@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +29,12 @@ class Cohort:
     brains: np.ndarray
     grid: ModelGrid
     warnings: list[str]
+    facts: list[dict] = field(default_factory=list)  # per scan: voxel size, coverage, overlap (acquisition.py)
 
     def subset(self, idx) -> Cohort:
         idx = np.asarray(idx, int)
         return Cohort([self.ids[i] for i in idx], self.ages[idx], [self.sexes[i] for i in idx], self.volumes[idx],
-                      self.brains[idx], self.grid, self.warnings)
+                      self.brains[idx], self.grid, self.warnings, [self.facts[i] for i in idx] if self.facts else [])
 
 
 def read_participants(path: str | Path) -> pd.DataFrame:
@@ -76,7 +77,7 @@ def load_cohort(images: str | Path, participants: str | Path, grid: ModelGrid, m
         (rows if path else missing).append((row, path))
     if not rows:
         raise InputError(f"no scan in {images} matches a subject id of {participants}")
-    vols, brains, warnings = [], [], []
+    vols, brains, warnings, facts = [], [], [], []
     if missing:
         warnings.append(f"{len(missing)} participant(s) have no scan in {images} and were skipped")
     for i, (row, path) in enumerate(rows):
@@ -92,9 +93,10 @@ def load_cohort(images: str | Path, participants: str | Path, grid: ModelGrid, m
         warnings += [f"{row.id}: {w}" for w in prep.warnings]
         vols.append(prep.volume)
         brains.append(prep.brain)
+        facts.append(prep.facts)
     progress.update("preprocessing", len(rows), len(rows))
     return Cohort([r.id for r, _ in rows], np.array([r.age for r, _ in rows], float), [r.sex for r, _ in rows],
-                  np.stack(vols).astype(np.float32), np.stack(brains), grid, warnings)
+                  np.stack(vols).astype(np.float32), np.stack(brains), grid, warnings, facts)
 
 
 def split_indices(n: int, validation: float, holdout: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -293,5 +293,6 @@ class ImagingNormativeModel:
         model.age_mean_, model.age_std_ = card["age_mean"], card["age_std"]
         model.age_range_ = tuple(card["age_range"])
         model.training_, model.history_ = card.get("training", {}), card.get("history", {})
+        model.acquisition_ = card.get("acquisition")  # the training scans' envelope (None: cards before it)
         model.card_ = card
         return model

@@ -14,7 +14,9 @@ import nibabel as nib
 import numpy as np
 
 from normcore._utils.errors import InputError
+from normcore._utils.plausibility import check_ages
 from normcore._utils.progress import Progress, as_progress
+from normcore.imaging.acquisition import check as check_acquisition
 from normcore.imaging.io import load_mask, load_volume, save_nifti
 from normcore.imaging.model import ImagingNormativeModel, ImagingScore, parse_sex
 from normcore.imaging.preprocess import PreparedScan, prepare_scan, to_native
@@ -46,7 +48,8 @@ class ScanResult:
         return {"scan": self.name, "age": self.age, "sex": self.sex, "method": self.score.method,
                 "abnormality_index": self.score.index, "healthy_centile": self.score.centile,
                 "latent_mask_share": self.score.latent_mask_share,
-                "registration_metric": self.prepared.registration_metric, "warnings": self.warnings,
+                "registration_metric": self.prepared.registration_metric, "acquisition": self.prepared.facts,
+                "warnings": self.warnings,
                 "seconds": round(self.seconds, 2)}
 
 
@@ -60,13 +63,14 @@ def score_scan(model: ImagingNormativeModel, scan, age: float, sex, mask=None, n
         age = float(age)
     except (TypeError, ValueError):
         raise InputError(f"age {age!r}: expected a number of years") from None
-    if not np.isfinite(age) or age <= 0:
-        raise InputError(f"age {age}: must be a positive number of years")
+    check_ages(np.array([age]), "the scan's age")
     sex_code = parse_sex(sex)
     name = name or (Path(scan).name if isinstance(scan, str | Path) else "uploaded scan")
     img = load_volume(scan, name=name)
     brain = load_mask(mask, img) if mask is not None else None
     prepared = prepare_scan(img, model.grid, mask=brain, register=register, progress=progress)
+    grid_mm = float(np.linalg.norm(model.grid.affine[:3, :3], axis=0).max())
+    prepared.warnings += check_acquisition(prepared.facts, getattr(model, "acquisition_", None), grid_mm)
     score = model.score(prepared.volume, prepared.brain, age, sex_code, method=method, seed=seed, progress=progress)
     return ScanResult(name, age, "M" if sex_code else "F", prepared, score, time.perf_counter() - start)
 

@@ -22,6 +22,7 @@ from scipy import ndimage
 
 from normcore._utils.errors import InputError
 from normcore._utils.progress import Progress, as_progress
+from normcore.imaging.acquisition import scan_facts
 from normcore.imaging.grid import ModelGrid, template_image, template_on_grid
 from normcore.imaging.io import float_image
 
@@ -70,6 +71,7 @@ class PreparedScan:
     warnings: list[str] = field(default_factory=list)
     registration_metric: float | None = None  # final Mattes MI (SimpleITK sign: lower is better); None if not run
     template_dice: float | None = None  # overlap of ``brain`` with the template brain mask on the grid
+    facts: dict = field(default_factory=dict)  # voxel size, brain coverage, overlap (normcore.imaging.acquisition)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -369,9 +371,12 @@ def prepare_scan(img: nib.Nifti1Image, grid: ModelGrid, mask: np.ndarray | None 
     if overlap is not None and overlap < POOR_DICE:
         hint = "registration may have failed" if register else "is the scan really in MNI space?"
         warnings.append(f"brain overlaps the MNI template brain poorly (Dice {overlap:.2f}): {hint}")
+    zooms = tuple(float(z) for z in np.linalg.norm(affine[:3, :3], axis=0))
+    facts = scan_facts(zooms, grid_brain, tpl_brain, overlap)
     prog.update("done", total, total)
     return PreparedScan(volume=volume.astype(np.float32), brain=grid_brain, grid=grid, native=img, native_brain=brain,
-                        matrix=matrix, warnings=warnings, registration_metric=metric, template_dice=overlap)
+                        matrix=matrix, warnings=warnings, registration_metric=metric, template_dice=overlap,
+                        facts=facts)
 
 
 def to_native(prepared: PreparedScan, grid_volume: np.ndarray, order: int = 1,

@@ -61,12 +61,22 @@ def best_slice(anomaly: np.ndarray, brain: np.ndarray | None, axis: str | int) -
 
 def most_abnormal_slice(zmap: np.ndarray, brain: np.ndarray | None, axis: str | int, threshold: float = 3.0) -> int:
     """The slice with the largest total z above ``threshold`` inside the brain: where a cluster of abnormal
-    voxels is, not a single extreme voxel; falls back to :func:`best_slice` when nothing exceeds it."""
+    voxels is, not a single extreme voxel; falls back to :func:`best_slice` when nothing exceeds it.
+
+    Only slices holding at least a quarter of the largest slice's brain area are candidates: the brain's
+    edge slices (a few voxels of cortex, where registration and masking errors give large z) would
+    otherwise open a view on an edge slice."""
     ax = axis_index(axis)
+    other = tuple(i for i in range(3) if i != ax)
     z = np.nan_to_num(np.asarray(zmap, float), nan=0.0)
     if brain is not None:
-        z = np.where(np.asarray(brain, bool), z, 0.0)
-    excess = np.clip(z - threshold, 0.0, None).sum(axis=tuple(i for i in range(3) if i != ax))
+        inside = np.asarray(brain, bool)
+        z = np.where(inside, z, 0.0)
+        area = inside.sum(axis=other)
+        candidate = area >= 0.25 * area.max() if area.any() else np.ones(z.shape[ax], bool)
+    else:
+        candidate = np.ones(z.shape[ax], bool)
+    excess = np.where(candidate, np.clip(z - threshold, 0.0, None).sum(axis=other), 0.0)
     if not excess.any():
         return best_slice(zmap, brain, axis)
     return int(np.argmax(excess))

@@ -86,12 +86,16 @@ def correlation_heatmaps(real: pd.DataFrame, generated: pd.DataFrame, idps: list
     from normcore.metrics.dependence import spearman_matrix
 
     a, b = spearman_matrix(real[idps].to_numpy()), spearman_matrix(generated[idps].to_numpy())
-    fig = make_subplots(rows=1, cols=3, subplot_titles=("real", "model samples", "model − real"))
+    fig = make_subplots(rows=1, cols=3, subplot_titles=("real", "model samples", "model − real"),
+                        shared_yaxes=True, horizontal_spacing=0.03)
     for col, mat in enumerate((a, b, b - a), start=1):
         fig.add_trace(go.Heatmap(z=mat, x=idps, y=idps, zmin=-1, zmax=1, zmid=0, colorscale="RdBu_r",
                                  showscale=col == 3), row=1, col=col)
     fig.update_layout(template="plotly_white", margin=dict(l=40, r=20, t=40, b=40))
+    # IDP names label the rows once (left panel only): repeated per panel they ran into the previous panel
     fig.update_yaxes(autorange="reversed")
+    fig.update_yaxes(showticklabels=False, row=1, col=2)
+    fig.update_yaxes(showticklabels=False, row=1, col=3)
     return fig
 
 

@@ -51,6 +51,10 @@ def read_table(source: str | Path | BinaryIO | bytes, name: str | None = None,
         raise InputError(f"{label}: file is over the {max_bytes / 2**20:.0f} MiB limit")
     if not raw.strip():
         raise InputError(f"{label}: file is empty")
+    if raw.startswith(b"PK\x03\x04") or raw.startswith(bytes.fromhex("d0cf11e0a1b11ae1")):
+        kind = "an Excel workbook (.xlsx)" if raw.startswith(b"PK") else "an Excel 97-2003 workbook (.xls)"
+        raise InputError(f"{label}: {kind}, not a CSV table; in Excel use File > Save As > CSV UTF-8, then upload "
+                         "the .csv file")
     sep = _sniff_separator(raw[:65536].decode("utf-8", errors="replace"))
     notes: list[str] = []
     try:

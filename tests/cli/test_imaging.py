@@ -61,6 +61,19 @@ def test_mri_fit_then_score_writes_maps_in_scan_space(scan_folder, tmp_path, cap
     rc = main(["mri-score", str(model_dir), str(scan), "--age", "40", "--sex", "1", "--out", str(out / "m"),
                "--method", "autoencoder", "--quiet", "--device", "cpu"])
     assert rc == 0 and json.loads((out / "m" / "result.json").read_text())["sex"] == "M"
+    # the card records what the training scans looked like; a partial brain mask is flagged beside the index
+    env = card["acquisition"]
+    assert env["n_scans"] == len(card["data"]["train_ids"]) and 0 < env["brain_coverage_min"] <= 1
+    assert "brain_coverage" in result["acquisition"] and result["warnings"] == []
+    data = native.get_fdata()
+    mask = (data > np.percentile(data, 60)).astype(np.uint8)
+    mask[:, :, : mask.shape[2] * 2 // 3] = 0  # only the top third of the head
+    nib.save(nib.Nifti1Image(mask, native.affine), tmp_path / "partial_mask.nii.gz")
+    capsys.readouterr()
+    rc = main(["mri-score", str(model_dir), str(scan), "--age", "40", "--sex", "F", "--mask",
+               str(tmp_path / "partial_mask.nii.gz"), "--out", str(out / "p"), "--quiet", "--device", "cpu"])
+    assert rc == 0 and "of the template brain (training scans" in capsys.readouterr().out
+    assert any("partial brain" in w for w in json.loads((out / "p" / "result.json").read_text())["warnings"])
 
 
 def test_mri_score_refuses_bad_inputs_with_messages(scan_folder, tmp_path, capsys):

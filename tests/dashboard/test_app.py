@@ -180,3 +180,72 @@ def test_score_my_cohort_adapts_the_reference_and_every_page_uses_it():
     assert {m.label for m in at.metric} >= {"Held-out controls", "Coverage of the 95% interval"}
     goto(at, "calibration")
     assert not at.exception and any("held out of this model" in s.value for s in at.success)
+
+
+def test_two_sessions_cannot_see_each_others_saved_models():
+    alice = goto(app().run(), "fit")
+    alice.text_input[0].set_value("alice-private")
+    next(b for b in alice.button if b.label == "Save").click().run()
+    assert not alice.exception and any("Saved as 'alice-private'" in s.value for s in alice.success)
+    loads = lambda at: next(s for s in at.selectbox if s.label == "Load a model").options  # noqa: E731
+    assert "mine: alice-private" in loads(alice)
+    bob = goto(app().run(), "fit")
+    assert bob.session_state.session_key != alice.session_state.session_key
+    assert not [o for o in loads(bob) if "alice-private" in o]
+    next(b for b in alice.button if b.label == "Save").click().run()  # the same name again: refused
+    assert any("already saved" in e.value for e in alice.error)
+    next(b for b in alice.button if b.label == "Publish").click().run()  # published: now every session sees it
+    assert "shared: alice-private" in loads(goto(bob, "fit"))
+
+
+def test_a_reloaded_page_offers_to_restore_the_last_table_and_model():
+    first = goto(app().run(), "data")
+    table = pd.DataFrame({"age": [20.0, 30, 40, 50] * 10, "sex": [0, 1] * 20, "x1": range(40), "x2": range(40, 80)})
+    first.file_uploader[0].upload("mine.csv", table.to_csv(index=False).encode(), "text/csv").run()
+    key = first.session_state.session_key
+    assert first.query_params["session"] == [key] or first.query_params["session"] == key
+    reloaded = app()
+    reloaded.query_params["session"] = key
+    reloaded.run()
+    assert not reloaded.exception and reloaded.session_state.session_key == key
+    assert reloaded.session_state.data_name.startswith("demo")  # nothing is restored without asking
+    next(b for b in reloaded.button if b.label == "Restore them").click().run()
+    assert not reloaded.exception
+    assert reloaded.session_state.data_name == "upload: mine.csv"
+    assert list(reloaded.session_state.data.x2) == list(range(40, 80))
+    other = app().run()  # a new session (no key in its URL) is offered nothing
+    assert not [b for b in other.button if b.label == "Restore them"]
+
+
+def test_a_table_with_validation_errors_is_not_scored():
+    at = goto(app().run(), "data")
+    bad = pd.DataFrame({"age": [20.0, 30, 200, 50] * 10, "sex": [0, 1] * 20,
+                        **{f"idp_{i:02d}": range(40) for i in range(1, 11)}})
+    at.file_uploader[0].upload("bad_age.csv", bad.to_csv(index=False).encode(), "text/csv").run()
+    goto(at, "deviations")
+    assert not at.exception
+    assert any("cannot be scored until it is fixed" in e.value and "impossible ages" in e.value for e in at.error)
+    assert not at.session_state.score_jobs  # nothing was started
+
+
+def test_the_sidebar_shows_the_table_the_page_just_made_active():
+    """Bug: the sidebar was drawn before the page ran, so it showed the previous table after an upload."""
+    at = goto(app().run(), "data")
+    table = pd.DataFrame({"age": [20.0, 30, 40, 50] * 10, "sex": [0, 1] * 20, "x1": range(40), "x2": range(40, 80)})
+    at.file_uploader[0].upload("fresh.csv", table.to_csv(index=False).encode(), "text/csv").run()
+    assert "upload: fresh.csv" in [c.value for c in at.sidebar.caption]
+
+
+def test_a_saved_model_can_be_overlaid_on_the_centile_page():
+    """Bug: the overlay list offered the demo models only, not the user's saved ones."""
+    at = goto(app().run(), "fit")
+    at.text_input[0].set_value("for-overlay")
+    next(b for b in at.button if b.label == "Save").click().run()
+    goto(at, "centiles")
+    assert "mine: for-overlay" in next(s for s in at.selectbox if s.label == "Overlay a second model").options
+
+
+def test_an_excel_upload_is_explained():
+    at = goto(app().run(), "data")
+    at.file_uploader[0].upload("table.xlsx", b"PK\x03\x04[Content_Types].xml", "application/vnd.ms-excel").run()
+    assert not at.exception and any("Save As > CSV UTF-8" in e.value for e in at.error)

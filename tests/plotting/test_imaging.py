@@ -137,3 +137,15 @@ def test_most_abnormal_slice_prefers_a_cluster_over_one_extreme_voxel():
     brain[:, :, 6] = False  # outside the brain it does not count
     assert most_abnormal_slice(z, brain, "axial") == 2
     assert most_abnormal_slice(np.full_like(z, 1.0), None, "axial") == best_slice(np.full_like(z, 1.0), None, "axial")
+
+
+def test_a_view_never_opens_on_the_brains_edge_slice():
+    """Bug: switching the view opened on an edge slice, where a few voxels of cortex carry large z."""
+    brain = np.zeros((20, 20, 20), bool)
+    brain[4:16, 4:16, 4:16] = True
+    brain[4:16, 4:16, 16] = False
+    brain[9:11, 9:11, 16] = True  # the top slice: 4 brain voxels
+    z = np.zeros(brain.shape)
+    z[9:11, 9:11, 16] = 40.0  # large z at the edge (excess 4 x 37)
+    z[6:9, 6:9, 10] = 6.0  # a real cluster inside (excess 9 x 3)
+    assert most_abnormal_slice(z, brain, "axial") == 10

@@ -47,6 +47,9 @@ def test_correlation_heatmaps_difference_panel():
     fig = plots.correlation_heatmaps(real, gen, ["A", "B", "C"])
     diff = np.asarray(fig.data[2].z)
     assert diff[0][1] < -0.8  # the model missed the strong A-B dependence
+    layout = fig.to_dict()["layout"]  # row labels once, on the left panel: they overlapped the panel before
+    assert layout["yaxis"].get("showticklabels", True) is True
+    assert layout["yaxis2"]["showticklabels"] is False and layout["yaxis3"]["showticklabels"] is False
 
 
 def test_pit_histogram_and_loss_curve():

@@ -49,3 +49,28 @@ def test_mahalanobis_matches_hand_computation_and_handles_missing():
     assert d2[0] == expected and d2[1] == 4.0
     assert mz[0] == special.ndtri(stats.chi2.cdf(expected, 2))
     assert mz[1] == special.ndtri(stats.chi2.cdf(4.0, 1))
+
+
+def test_scoring_in_memory_bounded_chunks_gives_the_same_kind_of_scores(tiny_model, cohort, monkeypatch):
+    """Distinct covariate points are sampled in chunks bounded in bytes; the scores agree with unchunked ones
+    up to Monte Carlo noise (other random draws), and the correlation budget falls back to a pooled
+    correlation (then to none), each said in a note."""
+    import normcore.tabular.diffusion_model as dm
+
+    df = cohort[0].head(60)
+    whole = tiny_model.score(df, n_samples=100, seed=4)
+    assert whole.attrs["notes"] == []
+    d = len(tiny_model.idps)
+    monkeypatch.setattr(dm, "SCORE_SAMPLE_BYTES", 7 * 100 * d * 8)  # 7 covariate points per chunk
+    chunked = tiny_model.score(df, n_samples=100, seed=4)
+    z = chunked.filter(like="z:").to_numpy()
+    assert np.isfinite(z).all() and np.isfinite(chunked["multivariate_d2"]).all()
+    z_whole = whole.filter(like="z:").to_numpy()
+    assert np.corrcoef(z.ravel(), z_whole.ravel())[0, 1] > 0.95 and np.abs(z - z_whole).mean() < 0.3
+    monkeypatch.setattr(dm, "CORRELATION_BYTES", 1)
+    pooled = tiny_model.score(df, n_samples=100, seed=4)
+    assert "pooled" in pooled.attrs["notes"][0] and np.isfinite(pooled["multivariate_d2"]).all()
+    monkeypatch.setattr(dm, "MAX_MULTIVARIATE_IDPS", d - 1)
+    none = tiny_model.score(df, n_samples=100, seed=4)
+    assert "no multivariate score" in none.attrs["notes"][0] and none["multivariate_d2"].isna().all()
+    np.testing.assert_allclose(none.filter(like="z:").to_numpy(), z)
