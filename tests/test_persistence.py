@@ -1,4 +1,5 @@
 import json
+import os
 import zipfile
 
 import pytest
@@ -95,3 +96,33 @@ def test_saved_files_are_readable_by_colleagues(tmp_path):
     save_model_dir(tmp_path / "m", {"w": torch.ones(1)}, {"format": "f"})
     assert (tmp_path / "m").stat().st_mode & 0o777 == 0o755
     assert {(p.stat().st_mode & 0o777) for p in (tmp_path / "m").iterdir()} == {0o644}
+
+
+def test_a_process_killed_between_the_renames_leaves_a_loadable_model(tmp_path):
+    """The same as a real crash: a child process saving over a model is SIGKILLed between the two renames."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from tests.conftest import ROOT
+
+    save_model_dir(tmp_path / "m", {"w": torch.ones(2)}, {"format": "f", "v": 1})
+    child = textwrap.dedent(f"""
+        import os, signal, torch
+        import normcore._utils.atomic as atomic
+        from normcore.persistence import save_model_dir
+        real, calls = atomic.os.replace, []
+        def replace(src, dst):
+            calls.append(dst)
+            if len(calls) == 2:
+                os.kill(os.getpid(), signal.SIGKILL)
+            real(src, dst)
+        atomic.os.replace = replace
+        save_model_dir({str(tmp_path / "m")!r}, {{"w": torch.zeros(2)}}, {{"format": "f", "v": 2}})
+    """)
+    proc = subprocess.run([sys.executable, "-c", child], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True)
+    assert proc.returncode == -9  # killed, as intended
+    assert not (tmp_path / "m").exists()
+    tensors, card = load_model_dir(tmp_path / "m", "f")
+    assert card["v"] == 1 and torch.equal(tensors["w"], torch.ones(2))

@@ -44,7 +44,7 @@ from normcore._version import __version__
 from normcore.persistence import Migration, load_model_dir, save_model_dir
 from normcore.tabular.params import Rule, check_count, check_params, check_seed
 from normcore.tabular.preprocessing import MARGINALISE, CovariateEncoder, category_label
-from normcore.tabular.scoring import assemble_scores, multivariate_scores
+from normcore.tabular.scoring import MAX_MULTIVARIATE_IDPS, assemble_scores, multivariate_scores
 from normcore.tabular.validation import prepare_training_table
 
 DEFAULT_QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
@@ -241,6 +241,9 @@ class NormativeModel:
         out = assemble_scores(df, present, z[:, keep], centile[:, keep], d2, mz, beyond[:, keep],
                               self.encoder_.out_of_range(age))
         note = getattr(corr, "note", None)
+        if note is None and keep.sum() > MAX_MULTIVARIATE_IDPS:
+            note = (f"no multivariate score: {int(keep.sum())} IDPs is over the {MAX_MULTIVARIATE_IDPS} for which "
+                    "it is computed")
         out.attrs["notes"] = out.attrs.get("notes", []) + ([note] if note else [])
         return out
 

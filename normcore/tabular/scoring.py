@@ -81,25 +81,41 @@ RowCorrelations = np.ndarray | PointCorrelations | None
 
 def multivariate_scores(z: np.ndarray, corr: RowCorrelations, keep: np.ndarray,
                         rows_per_chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """d2 and its z scale (:func:`mahalanobis`) on the IDPs ``keep`` of ``z`` (n, D), in chunks of rows so that
-    at most ``rows_per_chunk`` correlation matrices exist at once."""
+    """d2 and its z scale (:func:`mahalanobis`) on the IDPs ``keep`` of ``z`` (n, D).
+
+    One shared (D, D) correlation is factorised once per pattern of observed IDPs; per-row or per-point
+    correlations are taken in chunks of ``rows_per_chunk`` rows, so that few D x D matrices exist at once.
+    Above ``MAX_MULTIVARIATE_IDPS`` IDPs the result is NaN.
+    """
     n = len(z)
     d2, mz = np.full(n, np.nan), np.full(n, np.nan)
-    if corr is None or not keep.any() or (isinstance(corr, PointCorrelations) and corr.per_point is None):
+    if corr is None or not keep.any() or keep.sum() > MAX_MULTIVARIATE_IDPS or \
+            (isinstance(corr, PointCorrelations) and corr.per_point is None):
         return d2, mz
     zk = z[:, keep]
+    if not isinstance(corr, PointCorrelations) and np.asarray(corr).ndim == 2:
+        return _shared_mahalanobis(zk, np.asarray(corr, float)[np.ix_(keep, keep)])
     for s in range(0, n, rows_per_chunk):
         rows = slice(s, min(s + rows_per_chunk, n))
-        if isinstance(corr, PointCorrelations):
-            c = corr.per_point[corr.inverse[rows]]
-        else:
-            c = np.asarray(corr)
-            c = c if c.ndim == 2 else c[rows]
-        c = c[..., keep][..., keep, :] if c.ndim == 2 else c[:, keep][:, :, keep]
-        if c.ndim == 2:
-            c = np.broadcast_to(c, (rows.stop - rows.start, *c.shape))
-        d2[rows], mz[rows] = mahalanobis(zk[rows], c)
+        c = corr.per_point[corr.inverse[rows]] if isinstance(corr, PointCorrelations) else np.asarray(corr)[rows]
+        d2[rows], mz[rows] = mahalanobis(zk[rows], c[:, keep][:, :, keep])
     return d2, mz
+
+
+def _shared_mahalanobis(z: np.ndarray, corr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`mahalanobis` with one correlation for every row, without copying it per row."""
+    n, d = z.shape
+    d2, dof = np.full(n, np.nan), np.full(n, float(d))
+    observed = ~np.isnan(z)
+    patterns, group = np.unique(observed, axis=0, return_inverse=True)
+    for g, obs in enumerate(patterns):
+        rows = np.flatnonzero(group.reshape(-1) == g)
+        if obs.any():
+            zo = z[np.ix_(rows, np.flatnonzero(obs))]
+            sol = np.linalg.solve(corr[np.ix_(obs, obs)], zo.T).T
+            d2[rows] = (zo * sol).sum(axis=1)
+            dof[rows] = obs.sum()
+    return d2, _chi2_z(d2, dof)
 
 
 def mahalanobis(z: np.ndarray, corr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -124,9 +140,13 @@ def mahalanobis(z: np.ndarray, corr: np.ndarray) -> tuple[np.ndarray, np.ndarray
         sol = np.linalg.solve(sub, zo[..., None])[..., 0]
         d2[rows] = (zo * sol).sum(axis=1)
         dof[rows] = obs.sum()
+    return d2, _chi2_z(d2, dof)
+
+
+def _chi2_z(d2: np.ndarray, dof: np.ndarray) -> np.ndarray:
+    """d2 on a z scale: Phi^-1 of its chi-square(dof) distribution function (one-sided)."""
     p = stats.chi2.cdf(d2, dof)
-    mz = special.ndtri(np.clip(p, 1e-300, 1 - 1e-16))
-    return d2, mz
+    return special.ndtri(np.clip(p, 1e-300, 1 - 1e-16))
 
 
 def assemble_scores(df, idps: list[str], z: np.ndarray, centile: np.ndarray, d2: np.ndarray, mz: np.ndarray,

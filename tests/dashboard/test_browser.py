@@ -45,9 +45,10 @@ def open_page(p, hosts: set[str]):
 
 
 @pytest.fixture(scope="module")
-def server():
+def server(tmp_path_factory):
     port = free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT),
+           "NORMDIFF_LIBRARY": str(tmp_path_factory.mktemp("library"))}  # sessions' models stay out of models/
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
                              "--server.address", "127.0.0.1", "--server.headless", "true",
                              "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env,
@@ -148,3 +149,26 @@ def test_a_new_sites_csv_to_adapted_deviation_scores(server, tmp_path):
         page.screenshot(path=str(SHOTS / "cohort_deviations.png"), full_page=True)
         browser.close()
     assert hosts and hosts <= {"127.0.0.1"}, f"requests left the machine: {sorted(hosts)}"
+
+
+def test_start_fitting_is_offered_again_after_a_cancel(server):
+    """Bug: after Cancel the progress panel (a fragment) showed the cancellation, but the page itself was not
+    rerun, so "Start fitting" stayed disabled until the user left the page."""
+    playwright = pytest.importorskip("playwright.sync_api", reason="python playwright not installed")
+    hosts: set[str] = set()
+    with playwright.sync_playwright() as p:
+        browser, page = open_page(p, hosts)
+        page.goto(f"{server}/fit")
+        page.get_by_role("heading", name="Fit a normative model").wait_for(timeout=60000)
+        page.get_by_label("Max epochs (0 = automatic)").fill("100000")
+        page.get_by_label("Max epochs (0 = automatic)").press("Enter")
+        page.get_by_role("button", name="Start fitting").click()
+        page.get_by_role("button", name="Cancel").click(timeout=60000)
+        page.get_by_text("Fitting was cancelled").wait_for(timeout=60000)
+        start = page.get_by_role("button", name="Start fitting")
+        deadline = time.time() + 30  # a bound for a slow box (the fragment polls every second), no timing claim
+        while start.is_disabled() and time.time() < deadline:
+            page.wait_for_timeout(500)
+        assert start.is_enabled()
+        browser.close()
+    assert hosts and hosts <= {"127.0.0.1"}

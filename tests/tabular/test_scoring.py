@@ -74,3 +74,19 @@ def test_scoring_in_memory_bounded_chunks_gives_the_same_kind_of_scores(tiny_mod
     none = tiny_model.score(df, n_samples=100, seed=4)
     assert "no multivariate score" in none.attrs["notes"][0] and none["multivariate_d2"].isna().all()
     np.testing.assert_allclose(none.filter(like="z:").to_numpy(), z)
+
+
+def test_one_shared_correlation_gives_the_per_row_result_without_copies():
+    from normcore.tabular.scoring import multivariate_scores
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((5, 5))
+    cov = a @ a.T + 5 * np.eye(5)
+    corr = cov / np.sqrt(np.outer(np.diag(cov), np.diag(cov)))
+    z = rng.standard_normal((40, 5))
+    z[3, 1] = z[7, 1] = z[9, 4] = np.nan  # two patterns of missing IDPs
+    keep = np.array([True, True, True, False, True])
+    shared = multivariate_scores(z, corr, keep)
+    per_row = multivariate_scores(z, np.broadcast_to(corr, (40, 5, 5)), keep)
+    np.testing.assert_allclose(shared, per_row)
+    assert np.isfinite(shared[0]).all()
