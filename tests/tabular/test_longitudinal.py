@@ -50,7 +50,7 @@ def test_change_scores_of_controls_are_standard_normal_and_a_real_change_is_foun
     assert 0.93 <= coverage <= 0.97, coverage
     assert abs(zc.mean()) < 0.1 and abs(zc.std() - 1) < 0.1
     patients = table.loc[~controls, "zchange:idp_01"]
-    assert patients.mean() < -1.5 and (patients < -1.96).mean() > 0.25  # the injected change is detected (controls: ~0.025)
+    assert patients.mean() < -1.5 and (patients < -1.96).mean() > 0.25  # found (controls: ~0.025)
     assert table.loc[~controls, "zchange:idp_02"].abs().mean() < 1.0  # ... and only where it was injected
     assert table.loc[~controls, "multivariate_change"].mean() > table.loc[controls, "multivariate_change"].mean() + 0.5
     assert list(table.columns[:3]) == ["sub_id", "visit_from", "visit_to"]
