@@ -21,6 +21,7 @@ PAGES = [
     st.Page("app_pages/fit.py", title="Fit", icon=":material/model_training:"),
     st.Page("app_pages/centiles.py", title="Centile curves", icon=":material/show_chart:"),
     st.Page("app_pages/deviations.py", title="Deviations", icon=":material/grid_on:"),
+    st.Page("app_pages/change.py", title="Change between visits", icon=":material/timeline:"),
     st.Page("app_pages/dependence.py", title="Joint dependence", icon=":material/hub:"),
     st.Page("app_pages/calibration.py", title="Calibration", icon=":material/verified:"),
     st.Page("app_pages/mri.py", title="MRI", icon=":material/neurology:"),

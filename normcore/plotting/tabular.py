@@ -79,6 +79,22 @@ def deviation_profile(scores: pd.DataFrame, row: int, idps: list[str], threshold
     return fig
 
 
+def visit_trajectory(curves: pd.DataFrame, idp: str, visits: pd.DataFrame, age: str = "age",
+                     visit_col: str = "visit", z_col: str | None = None, title: str | None = None) -> go.Figure:
+    """Centile curves of ``idp`` with one subject's visits (rows of ``visits``) as points joined in visit order,
+    each labelled with its visit and, with ``z_col``, its z."""
+    fig = centile_fan(curves, idp, title=title or f"{idp}: visits on the centile curves")
+    ordered = visits.sort_values(visit_col, kind="stable")
+    custom = ordered[z_col].to_numpy() if z_col and z_col in ordered else None
+    hover = "visit %{text}<br>age %{x:.1f}<br>value %{y:.3g}" + ("<br>z = %{customdata:.2f}" if custom is not None
+                                                                    else "")
+    fig.add_trace(go.Scatter(x=ordered[age], y=ordered[idp], mode="lines+markers+text", name="visits",
+                             text=ordered[visit_col].astype(str), textposition="top center", customdata=custom,
+                             hovertemplate=hover + "<extra></extra>",
+                             line=dict(color="rgb(214, 39, 40)", width=2), marker=dict(size=9)))
+    return fig
+
+
 def correlation_heatmaps(real: pd.DataFrame, generated: pd.DataFrame, idps: list[str]) -> go.Figure:
     """Three panels: Spearman correlation of real data, of model samples, and their difference."""
     from plotly.subplots import make_subplots

@@ -40,6 +40,7 @@ class ChangeResult:
     """Change scores (one row per pair of consecutive visits), the rho used per IDP and where it came from."""
 
     table: pd.DataFrame
+    scores: pd.DataFrame  # the score table of every visit (the input rows, then z:/centile: columns)
     rho: dict[str, float]
     rho_source: str
     n_control_pairs: int
@@ -152,7 +153,8 @@ def change_scores(model, df: pd.DataFrame, id_col: str, visit_col: str, group_co
     cols["age_from"] = frame[age].to_numpy()[earlier]
     cols["age_to"] = frame[age].to_numpy()[later]
     table = pd.concat([out, pd.DataFrame(cols)], axis=1)
-    return ChangeResult(table, {c: float(v) for c, v in zip(idps, r, strict=True)}, source, n_control, notes)
+    return ChangeResult(table, scores, {c: float(v) for c, v in zip(idps, r, strict=True)}, source, n_control,
+                        notes)
 
 
 def _change_correlation(zchange: np.ndarray) -> np.ndarray:

@@ -249,3 +249,26 @@ def test_an_excel_upload_is_explained():
     at = goto(app().run(), "data")
     at.file_uploader[0].upload("table.xlsx", b"PK\x03\x04[Content_Types].xml", "application/vnd.ms-excel").run()
     assert not at.exception and any("Save As > CSV UTF-8" in e.value for e in at.error)
+
+
+def test_change_between_visits_page_scores_pairs_and_draws_a_trajectory():
+    from dashboard.demo import demo_cohort
+    from dashboard.state import Mapping
+
+    at = app().run()
+    first = demo_cohort().head(40).assign(visit=1)
+    second = first.assign(visit=2, age=first.age + 2.0)
+    table = pd.concat([first, second], ignore_index=True)
+    at.session_state["data"] = table
+    at.session_state["data_name"] = "two visits"
+    at.session_state["mapping"] = Mapping("age", ["sex"], [c for c in table.columns if c.startswith("idp_")],
+                                          "sub_id", "group", "control")
+    goto(at, "change")
+    assert not at.exception and at.selectbox[0].value == "visit"
+    next(b for b in at.button if b.label == "Compute change scores").click().run()
+    assert at.session_state["change_job"].wait(TIMEOUT) == "done", at.session_state["change_job"].error
+    at.run()
+    assert not at.exception, at.exception
+    assert any("40 pairs of consecutive visits" in s.value for s in at.success)
+    spec = charts(at)[0]
+    assert spec["data"][-1]["name"] == "visits"

@@ -57,3 +57,13 @@ def test_pit_histogram_and_loss_curve():
     assert fig["data"][0]["type"] == "histogram"
     loss = plots.loss_curve({"step": [1, 2], "train_loss": [1.0, 0.5], "val_loss": [1.1, 0.6]}).to_dict()
     assert [t["name"] for t in loss["data"]] == ["train", "validation (EMA)"]
+
+
+def test_visit_trajectory_joins_a_subjects_visits_in_order():
+    ages = np.arange(20.0, 81.0, 10.0)
+    curves = pd.concat([pd.DataFrame({"age": ages, "idp": "A", "quantile": q, "value": ages * 0 + q})
+                        for q in (0.05, 0.5, 0.95)])
+    visits = pd.DataFrame({"visit": [3, 1, 2], "age": [44.0, 40.0, 42.0], "A": [0.3, 0.5, 0.4], "z:A": [-0.5, 0, -0.2]})
+    trace = plots.visit_trajectory(curves, "A", visits, z_col="z:A").data[-1]
+    assert trace.name == "visits" and list(trace.x) == [40.0, 42.0, 44.0] and list(trace.text) == ["1", "2", "3"]
+    assert list(trace.customdata) == [0, -0.2, -0.5]
