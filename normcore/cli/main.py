@@ -123,6 +123,8 @@ def _warn_duplicate_ids(df, id_col: str, data: str) -> None:
 
 
 def cmd_score(args: argparse.Namespace) -> None:
+    if args.format == "pcntoolkit":
+        return _score_pcntoolkit(args)
     _check_output_file(args.out, inputs=(args.data,))
     model = _load_model(args.model, args.device)
     model.allow_unseen = args.allow_unseen or model.allow_unseen
@@ -140,6 +142,26 @@ def cmd_score(args: argparse.Namespace) -> None:
         note += (f"; {len(model.idps) - present} of the model's {len(model.idps)} IDPs are not in the table "
                  "(no z/centile columns for them; the multivariate score uses the ones present)")
     print(f"scored {len(out)} subjects on {present} IDPs -> {args.out}{note}")
+
+
+def _score_pcntoolkit(args: argparse.Namespace) -> None:
+    from normcore.tabular.pcntoolkit_export import pcntoolkit_tables, write_pcntoolkit_results
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: is a file; with --format pcntoolkit it names a folder for the tables")
+    check_writable_parent(out / "Z.csv", "--out")
+    model = _load_model(args.model, args.device)
+    model.allow_unseen = args.allow_unseen or model.allow_unseen
+    df = _read(args.data)
+    if args.id_col:
+        _warn_duplicate_ids(df, args.id_col, args.data)
+    scores = model.score(df, n_samples=args.samples, seed=args.seed, progress=_stderr_progress(args.quiet),
+                         label=str(args.data))
+    _print_notes(scores)
+    tables = pcntoolkit_tables(model, df, scores, id_col=args.id_col, n_samples=args.samples, seed=args.seed)
+    paths = write_pcntoolkit_results(tables, out, args.pcn_name)
+    print(f"scored {len(df)} subjects in PCNtoolkit's layout -> {', '.join(str(p) for p in paths)}")
 
 
 def cmd_centiles(args: argparse.Namespace) -> None:
@@ -317,6 +339,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--allow-unseen", action="store_true",
                    help="score unseen categorical levels by marginalising over the training levels")
     s.add_argument("--id-col", default=None, help="subject ID column (duplicate IDs are reported)")
+    s.add_argument("--format", default="normcore", choices=["normcore", "pcntoolkit"],
+                   help="normcore: one CSV (the columns above); pcntoolkit: --out is a folder receiving "
+                        "Z_NAME.csv, centiles_NAME.csv and statistics_NAME.csv in PCNtoolkit's layout")
+    s.add_argument("--pcn-name", default="test", help="NAME of the PCNtoolkit files (default: test)")
     common(s)
     s.set_defaults(func=cmd_score)
 

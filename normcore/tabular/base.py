@@ -281,6 +281,28 @@ class NormativeModel:
         out = pd.concat(frames, ignore_index=True)
         return out.sort_values(["idp", "quantile", "age"], kind="stable").reset_index(drop=True)
 
+    def predict_quantiles(self, df: pd.DataFrame, quantiles: tuple[float, ...], n_samples: int | None = None,
+                          seed: int | None = None, progress: Progress | None = None,
+                          points_per_chunk: int = 32) -> np.ndarray:
+        """(Q, n, D) predictive quantiles in IDP units at each row's covariates (rows sharing covariates share
+        them; computed ``points_per_chunk`` distinct points at a time, so memory stays bounded)."""
+        self._check_fitted()
+        self._check_call(n_samples, seed)
+        q = np.asarray(quantiles, float)
+        if q.size == 0 or (q <= 0).any() or (q >= 1).any():
+            raise InputError("quantiles must lie strictly between 0 and 1")
+        age, codes = self._covariates_of(df, "table")
+        keys = np.column_stack([age, codes]) if codes.size else age[:, None]
+        uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
+        u_age, u_codes = uniq[:, 0], uniq[:, 1:].astype(np.int64)
+        out = np.empty((len(q), len(uniq), len(self.idps)))
+        progress = as_progress(progress)
+        for s in range(0, len(uniq), points_per_chunk):
+            e = min(s + points_per_chunk, len(uniq))
+            out[:, s:e] = self._quantile_core(u_age[s:e], u_codes[s:e], q, n_samples, seed, Progress())
+            progress.update("quantiles", e, len(uniq))
+        return out[:, inverse.reshape(-1)]
+
     def sample(self, covariates: pd.DataFrame, n: int = 1, seed: int | None = None,
                progress: Progress | None = None) -> pd.DataFrame:
         """Draw ``n`` synthetic IDP vectors for every row of ``covariates``.
