@@ -1,15 +1,20 @@
 """Deviations: subject x IDP z heatmap, one subject's profile, extreme counts, group comparison."""
 
+import re
+
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard.state import model_for_table, scores_for, show_error
+from dashboard.state import data_key, model_for_table, model_key, scores_for, show_error
+from normcore.jobs import Job
 from normcore.metrics import separation_table
 from normcore.plotting.tabular import deviation_profile, z_heatmap
+from normcore.reports import subject_report, to_html, to_pdf_bytes
 from normcore.tabular.io import table_csv_bytes
 
 st.title("Deviations")
+ss = st.session_state
 model, df, m = model_for_table()
 try:
     scores = scores_for(model, df)
@@ -36,6 +41,41 @@ st.plotly_chart(deviation_profile(scores, row, idps), width="stretch", key="prof
 st.caption(f"multivariate score d² = {scores['multivariate_d2'].iloc[row]:.1f} "
            f"(z scale {scores['multivariate_z'].iloc[row]:.2f}); "
            f"{int((np.abs(z[row]) > 1.96).sum())} IDP(s) with |z| > 1.96")
+
+
+def make_report(model, scores, subject, id_col, progress=None):
+    """Runs on a job thread: the report content, then both renderings (HTML and PDF bytes)."""
+    report = subject_report(model, scores, subject, id_col=id_col)
+    return {"subject": subject, "html": to_html(report).encode(), "pdf": to_pdf_bytes(report)}
+
+
+report_key = (model_key(), *data_key(), pick)
+if st.button(f"Make a report of {pick} (HTML and PDF)"):
+    ss.report_job = Job(make_report, model, scores, pick if m.id_col in scores else str(row),
+                        m.id_col if m.id_col in scores else None, name="report").start()
+    ss.report_key = report_key
+
+
+@st.fragment(run_every=1.0)
+def report_panel():
+    job = ss.get("report_job")
+    if job is None or ss.get("report_key") != report_key:
+        return
+    if job.running:
+        st.progress(0.5, text="Making the report (centile curves of the most deviant IDPs)…")
+        return
+    if job.status != "done":
+        st.error(job.error or f"the report was {job.status}")
+        return
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", job.result["subject"])
+    d1, d2 = st.columns(2)
+    d1.download_button("Download the report (HTML)", job.result["html"], file_name=f"report-{name}.html",
+                       mime="text/html")
+    d2.download_button("Download the report (PDF)", job.result["pdf"], file_name=f"report-{name}.pdf",
+                       mime="application/pdf")
+
+
+report_panel()
 
 st.subheader("Extreme deviations (|z| > 1.96)")
 c1, c2 = st.columns(2)

@@ -1,4 +1,5 @@
-"""Command line: ``python -m normcore {fit,score,centiles,sample,adapt,change,evaluate,synth,mri-fit,mri-score} ...``.
+"""Command line: ``python -m normcore COMMAND ...`` (fit, score, centiles, sample, adapt, change, report, evaluate,
+synth, mri-fit, mri-score).
 
 A stable public contract: commands, flags and output columns are extended, never renamed.
 """
@@ -252,6 +253,21 @@ def cmd_change(args: argparse.Namespace) -> None:
           "(|zchange| > 1.96) in at least one IDP")
 
 
+def cmd_report(args: argparse.Namespace) -> None:
+    from normcore.reports import subject_report, write_html, write_pdf
+
+    suffix = Path(args.out).suffix.lower()
+    if suffix not in (".html", ".pdf"):
+        raise InputError(f"--out {args.out}: name a .html or .pdf file")
+    _check_output_file(args.out, inputs=(args.scores,))
+    model = _load_model(args.model, args.device)
+    scores = _read(args.scores)
+    report = subject_report(model, scores, args.subject, id_col=args.id_col, n_samples=args.samples, seed=args.seed)
+    (write_pdf if suffix == ".pdf" else write_html)(report, args.out)
+    print(f"report of {report.subject} ({len(report.profile)} IDPs; most deviant {report.top.idp.iloc[0]} at "
+          f"centile {100 * report.top.centile.iloc[0]:.1f}) -> {args.out}")
+
+
 def cmd_synth(args: argparse.Namespace) -> None:
     from normcore.tabular.synthetic import SyntheticTruth
 
@@ -411,6 +427,17 @@ def build_parser() -> argparse.ArgumentParser:
     ch.add_argument("--out", required=True)
     common(ch)
     ch.set_defaults(func=cmd_change)
+
+    rp = sub.add_parser("report", help="a subject's deviation report (self-contained HTML, or PDF)")
+    rp.add_argument("model")
+    rp.add_argument("scores", help="the output of `score` (input columns, then z:/centile: columns)")
+    rp.add_argument("--subject", required=True, help="the subject's ID (with --id-col) or row number")
+    rp.add_argument("--id-col", default=None, help="subject ID column")
+    rp.add_argument("--samples", type=COUNT, default=None, help="samples for expected ranges and curves")
+    rp.add_argument("--seed", type=SEED, default=0)
+    rp.add_argument("--out", required=True, help="report.html or report.pdf")
+    common(rp)
+    rp.set_defaults(func=cmd_report)
 
     sy = sub.add_parser("synth", help="synthetic cohort with exact ground truth")
     sy.add_argument("--n", type=COUNT, required=True)

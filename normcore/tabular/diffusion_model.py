@@ -44,7 +44,7 @@ ADAPT_INPUT_ROWS = 2048
 ADAPT_INPUT_STEPS = 150
 ADAPT_INPUT_LR = 0.05
 # memory bounds of scoring (see _score_core): samples held at once, and per-point correlations kept
-SCORE_SAMPLE_BYTES = 512 * 1024**2
+SCORE_SAMPLE_BYTES = 128 * 1024**2
 CORRELATION_BYTES = 1024**3
 
 

@@ -272,3 +272,16 @@ def test_change_between_visits_page_scores_pairs_and_draws_a_trajectory():
     assert any("40 pairs of consecutive visits" in s.value for s in at.success)
     spec = charts(at)[0]
     assert spec["data"][-1]["name"] == "visits"
+
+
+def test_a_subject_report_is_made_from_the_deviations_page():
+    at = goto(app().run(), "deviations")
+    assert not at.exception
+    next(b for b in at.button if b.label.startswith("Make a report of")).click().run()
+    job = at.session_state["report_job"]
+    assert job.wait(TIMEOUT) == "done", job.error
+    at.run()
+    assert not at.exception
+    assert job.result["pdf"].startswith(b"%PDF-") and b"Research use only" in job.result["html"]
+    labels = [b.label for b in at.get("download_button")]
+    assert {"Download the report (HTML)", "Download the report (PDF)"} <= set(labels)

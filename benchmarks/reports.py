@@ -1,0 +1,67 @@
+"""Time to make a subject report (HTML and PDF) on this machine.
+
+    .venv/bin/python benchmarks/reports.py [--threads 2]
+
+For the shipped fcon1000 reference (208 IDPs; needs ../shared/data) and the demo FiLM-MLP and SHASH models
+(10 IDPs): score one subject, build the report content (expected ranges and the centile-curve panels, which
+sample the model), render HTML and PDF. Prints seconds per stage (one run each, after a warm-up load).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from normcore.registry import load_model  # noqa: E402
+from normcore.reports import subject_report, to_html, to_pdf_bytes  # noqa: E402
+from normcore.tabular.io import read_table  # noqa: E402
+
+FCON = ROOT.parent / "shared" / "data" / "tabular" / "fcon1000.csv"
+
+
+def time_report(model, table, subject: str, id_col: str) -> dict:
+    out = {}
+    start = time.perf_counter()
+    scores = model.score(table[table[id_col].astype(str) == subject])
+    out["score_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    report = subject_report(model, scores, subject, id_col=id_col)
+    out["content_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    to_html(report)
+    out["html_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    to_pdf_bytes(report)
+    out["pdf_s"] = time.perf_counter() - start
+    out["total_s"] = sum(out.values())
+    return {k: round(v, 2) for k, v in out.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    results = {}
+    from dashboard.demo import demo_cohort
+
+    demo = demo_cohort()
+    for name in ("demo-shash-baseline", "demo-film-mlp"):
+        results[name] = time_report(load_model(ROOT / "models" / name), demo, str(demo.sub_id.iloc[0]), "sub_id")
+    if FCON.is_file():
+        table = read_table(FCON)
+        results["fcon1000-film-mlp"] = time_report(load_model(ROOT / "models" / "fcon1000-film-mlp"), table,
+                                                   str(table.sub_id.iloc[0]), "sub_id")
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""Static (matplotlib) figures of a subject report: the grouped deviation profile and centile-curve panels.
+
+Plain functions returning matplotlib figures (no Streamlit, no browser), used by both the HTML and the PDF
+rendering of :mod:`normcore.reports`.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display: figures are rendered to files or bytes only
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+
+from normcore.reports.subject import BAND_COLOURS, BANDS, SubjectReport  # noqa: E402
+
+
+def profile_figure(report: SubjectReport, width: float = 7.5) -> Figure:
+    """Bars of z per IDP, grouped anatomically (group labels on the left), coloured by centile band."""
+    prof = report.profile
+    groups = list(dict.fromkeys(prof.group))
+    n_rows = len(prof) + len(groups)
+    fig = plt.figure(figsize=(width, max(3.0, 0.13 * n_rows + 1.2)))
+    ax = fig.add_subplot(111)
+    y, ticks, labels = 0, [], []
+    for g in groups:
+        part = prof[prof.group == g]
+        ax.text(-0.02, y, g, transform=ax.get_yaxis_transform(), ha="right", va="center", fontsize=7,
+                fontweight="bold")
+        y += 1
+        for _, r in part.iterrows():
+            ax.barh(y, 0.0 if np.isnan(r.z) else r.z, color=BAND_COLOURS[r.band], height=0.8, edgecolor="none")
+            ticks.append(y)
+            labels.append(r.idp)
+            y += 1
+    ax.set_yticks(ticks, labels, fontsize=4.5 if len(prof) > 60 else 7)
+    ax.set_ylim(y, -1)
+    ax.axvline(0, color="black", lw=0.6)
+    for v in (-1.96, 1.96):
+        ax.axvline(v, color="0.5", lw=0.5, ls="--")
+    ax.set_xlabel("deviation z (dashed: 5th and 95th centile)")
+    ax.set_title(f"Deviation profile of {report.subject}", fontsize=10)
+    ax.legend(handles=[Patch(color=c, label=b) for b, c in BANDS], fontsize=6, loc="lower right", title="centile",
+              title_fontsize=6)
+    ax.tick_params(axis="y", pad=2)
+    fig.subplots_adjust(left=0.45, right=0.97, top=1 - 0.5 / fig.get_figheight(), bottom=0.6 / fig.get_figheight())
+    return fig
+
+
+def curves_figure(report: SubjectReport, age_label: str = "age (years)") -> Figure:
+    """Centile curves (5-95 and 25-75 bands, median) of the most deviant IDPs with the subject marked."""
+    names = list(dict.fromkeys(report.curves.idp))
+    cols = 2
+    rows = max(1, int(np.ceil(len(names) / cols)))
+    fig, axes = plt.subplots(rows, cols, figsize=(7.5, 2.8 * rows), squeeze=False)
+    values = report.profile.set_index("idp")
+    for ax, name in zip(axes.flat, names, strict=False):
+        c = report.curves[report.curves.idp == name].pivot_table(index="age", columns="quantile", values="value")
+        ax.fill_between(c.index, c[0.05], c[0.95], color="#C6DBEF", label="5th-95th")
+        ax.fill_between(c.index, c[0.25], c[0.75], color="#9ECAE1", label="25th-75th")
+        ax.plot(c.index, c[0.5], color="#08519C", lw=1.2, label="median")
+        r = values.loc[name]
+        ax.plot([report.age], [r.value], "o", color=BAND_COLOURS[r.band], markeredgecolor="black", ms=7,
+                label=f"{report.subject}: centile {100 * r.centile:.1f}")
+        ax.set_title(name, fontsize=8)
+        ax.set_xlabel(age_label, fontsize=7)
+        ax.tick_params(labelsize=6)
+        ax.legend(fontsize=5.5, loc="best")
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,115 @@
+"""A subject report rendered as one self-contained HTML file (figures embedded as PNG; no request leaves
+the machine when it opens) or as a PDF of the same content (three pages: summary and most deviant IDPs,
+the grouped deviation profile, centile curves), both with matplotlib."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.backends.backend_pdf import PdfPages
+
+from normcore._utils.atomic import write_atomic
+from normcore.plotting.report import curves_figure, profile_figure
+from normcore.reports.subject import BAND_COLOURS, SubjectReport
+
+PDF_PAGES = 3
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=130)
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _fmt(v: float, digits: int = 3) -> str:
+    return "—" if v is None or not np.isfinite(v) else f"{v:.{digits}g}"
+
+
+def _top_rows(report: SubjectReport) -> list[list[str]]:
+    return [[r.idp, _fmt(r.value, 4), f"{100 * r.centile:.1f}", f"{r.z:+.2f}",
+             f"{_fmt(r.expected_5th, 4)} – {_fmt(r.expected_95th, 4)}"] for r in report.top.itertuples()]
+
+
+TOP_HEADER = ["IDP", "value", "centile", "z", "expected 5th–95th (same age and sex)"]
+
+
+def multivariate_line(report: SubjectReport) -> str:
+    m = report.multivariate
+    if not np.isfinite(m["d2"]):
+        return "Multivariate deviation: not computed."
+    return (f"Multivariate deviation over {m['n_idps']} IDPs: d² = {m['d2']:.1f}, z = {m['z']:.2f} "
+            f"(centile {m['centile']:.1f} among healthy people).")
+
+
+def to_html(report: SubjectReport) -> str:
+    """The report as one HTML document (inline CSS, figures as data: URLs; nothing is fetched)."""
+    esc = html.escape
+    header = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in report.header.items())
+    rows = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>" for cells in _top_rows(report))
+    bands = "".join(f'<span class="band" style="background:{BAND_COLOURS[r.band]}"></span>' for r in
+                    report.top.itertuples())
+    flags = "".join(f"<li>{esc(f)}</li>" for f in report.flags) or "<li>none</li>"
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Deviation report: {esc(report.subject)}</title>
+<style>body{{font-family:sans-serif;max-width:60em;margin:1em auto;color:#222}}
+table{{border-collapse:collapse;font-size:0.9em}}td,th{{border:1px solid #ccc;padding:0.2em 0.5em;text-align:left}}
+.disclaimer{{background:#fff3cd;padding:0.5em;border:1px solid #e0c36a}}.band{{display:inline-block;width:1em;
+height:0.8em;margin-right:2px}}img{{max-width:100%}}</style></head><body>
+<h1>Normative deviation report</h1>
+<p class="disclaimer">{esc(report.disclaimer)}</p>
+<table>{header}</table>
+<h2>Summary</h2><p>{esc(multivariate_line(report))}</p>
+<h3>Flags</h3><ul>{flags}</ul>
+<h2>Most deviant IDPs</h2><p>{bands}</p>
+<table><tr>{''.join(f'<th>{esc(h)}</th>' for h in TOP_HEADER)}</tr>{rows}</table>
+<h2>Deviation profile</h2>
+<img alt="deviation profile" src="data:image/png;base64,{_png(profile_figure(report))}">
+<h2>Centile curves of the most deviant IDPs</h2>
+<img alt="centile curves" src="data:image/png;base64,{_png(curves_figure(report))}">
+<p><small>Centile bands: below 1st, 1st–5th, 5th–95th, 95th–99th, above 99th (ColorBrewer RdBu, colour-blind
+safe). Made by normcore on this machine.</small></p>
+</body></html>
+"""
+
+
+def write_html(report: SubjectReport, path: str | Path) -> Path:
+    text = to_html(report)
+    return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def to_pdf_bytes(report: SubjectReport) -> bytes:
+    """The report as a PDF (:data:`PDF_PAGES` pages) in memory."""
+    buf = io.BytesIO()
+    with PdfPages(buf, metadata={"Title": f"Deviation report: {report.subject}", "Creator": "normcore"}) as pdf:
+        fig = plt.figure(figsize=(8.27, 11.69))
+        lines = ["Normative deviation report", ""] + [f"{k}: {v}" for k, v in report.header.items()]
+        lines += ["", multivariate_line(report), "", "Flags:"] + [f"  • {f}" for f in report.flags or ["none"]]
+        fig.text(0.06, 0.96, "\n".join(lines), va="top", fontsize=8.5, family="sans-serif", wrap=True)
+        fig.text(0.06, 0.99, report.disclaimer, va="top", fontsize=7, color="#8a6d00", wrap=True)
+        ax = fig.add_axes([0.06, 0.08, 0.88, 0.45])
+        ax.axis("off")
+        ax.set_title("Most deviant IDPs", fontsize=10, loc="left")
+        table = ax.table(cellText=_top_rows(report), colLabels=TOP_HEADER, loc="upper left", cellLoc="left",
+                         colWidths=[0.36, 0.12, 0.1, 0.08, 0.34])
+        table.auto_set_font_size(False)
+        table.set_fontsize(7)
+        for i, r in enumerate(report.top.itertuples(), start=1):
+            table[i, 2].set_facecolor(BAND_COLOURS[r.band])
+        pdf.savefig(fig)
+        plt.close(fig)
+        for make in (profile_figure, curves_figure):
+            fig = make(report)
+            pdf.savefig(fig)
+            plt.close(fig)
+    return buf.getvalue()
+
+
+def write_pdf(report: SubjectReport, path: str | Path) -> Path:
+    data = to_pdf_bytes(report)
+    return write_atomic(path, lambda tmp: tmp.write_bytes(data))

@@ -1,0 +1,145 @@
+"""The content of a per-subject deviation report, independent of how it is rendered (HTML or PDF).
+
+Built from a row of a score table (``normcore score`` output: the subject's input columns, then ``z:`` and
+``centile:`` columns) and the model that scored it. Centile bands, with a colour-blind-safe diverging palette
+(ColorBrewer RdBu, blue = low, red = high, grey = typical):
+
+==============  =====================  ========
+band            centile c              colour
+==============  =====================  ========
+below 1st       c < 0.01               #2166AC
+1st-5th         0.01 <= c < 0.05       #67A9CF
+5th-95th        0.05 <= c <= 0.95      #BDBDBD
+95th-99th       0.95 < c <= 0.99       #EF8A62
+above 99th      c > 0.99               #B2182B
+==============  =====================  ========
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+from scipy import special
+
+from normcore._utils.errors import InputError
+from normcore.tabular.anatomy import group_order
+
+BANDS = (("below 1st", "#2166AC"), ("1st-5th", "#67A9CF"), ("5th-95th", "#BDBDBD"), ("95th-99th", "#EF8A62"),
+         ("above 99th", "#B2182B"))
+DISCLAIMER = ("Research use only; not a diagnostic device. Centiles compare this person with the model's healthy "
+              "reference cohort and depend on how similar the acquisition and processing were.")
+N_TOP = 10
+N_CURVES = 4
+CURVE_AGES = 15  # ages on the curve panels' grid
+CURVE_SAMPLES = 1000  # samples per age for the curve panels (a sampled model draws all IDPs at once)
+
+
+def centile_band(c: float) -> str:
+    """The band of a centile in 0..1 (see the module table; NaN: 'missing')."""
+    if not np.isfinite(c):
+        return "missing"
+    if c < 0.01:
+        return "below 1st"
+    if c < 0.05:
+        return "1st-5th"
+    if c <= 0.95:
+        return "5th-95th"
+    if c <= 0.99:
+        return "95th-99th"
+    return "above 99th"
+
+
+BAND_COLOURS = dict(BANDS) | {"missing": "#FFFFFF"}
+
+
+@dataclass
+class SubjectReport:
+    """Everything a subject report shows, as plain data."""
+
+    subject: str
+    header: dict[str, str]
+    profile: pd.DataFrame  # idp, group, value, z, centile, band (grouped, sorted by z within a group)
+    top: pd.DataFrame  # the most deviant IDPs: idp, value, centile, z, expected_5th, expected_95th
+    curves: pd.DataFrame  # centile curves (long format) of the top IDPs at the subject's covariates
+    age: float
+    multivariate: dict[str, float]
+    flags: list[str] = field(default_factory=list)
+    disclaimer: str = DISCLAIMER
+
+
+def subject_report(model, scores: pd.DataFrame, subject: str, id_col: str | None = None,
+                   n_top: int = N_TOP, n_curves: int = N_CURVES, n_samples: int | None = None,
+                   seed: int | None = 0) -> SubjectReport:
+    """The report content of ``subject`` (a value of ``id_col``, or a row number without it) in ``scores``."""
+    if id_col:
+        if id_col not in scores.columns:
+            raise InputError(f"subject ID column {id_col!r} not found in the scores")
+        rows = scores.index[scores[id_col].astype(str) == str(subject)]
+        if not len(rows):
+            raise InputError(f"no subject {subject!r} in column {id_col!r}")
+        row = scores.loc[rows[0]]
+    else:
+        try:
+            row = scores.iloc[int(subject)]
+        except (ValueError, IndexError):
+            raise InputError(f"subject {subject!r}: without --id-col give a row number 0-{len(scores) - 1}") from None
+    idps = [c for c in model.idps_ if f"z:{c}" in scores.columns]
+    if not idps:
+        raise InputError("the scores hold no z: column of the model's IDPs (is this the output of `score`?)")
+    age = float(row[model.age_])
+    frame = pd.DataFrame({"idp": idps, "value": [float(row[c]) if c in row else np.nan for c in idps],
+                          "z": [float(row[f"z:{c}"]) for c in idps],
+                          "centile": [float(row[f"centile:{c}"]) for c in idps]})
+    frame["band"] = frame.centile.map(centile_band)
+    order = {name: g for g, names in group_order(idps) for name in names}
+    frame["group"] = frame.idp.map(order)
+    rank = {g: i for i, (g, _) in enumerate(group_order(idps))}
+    profile = frame.assign(_g=frame.group.map(rank)).sort_values(["_g", "z"], kind="stable").drop(columns="_g")
+
+    covariates = {c: str(row[c]) for c in model.covariates_}
+    one = pd.DataFrame([{model.age_: age, **covariates}])
+    top = frame.reindex(frame.z.abs().sort_values(ascending=False).index).head(n_top).reset_index(drop=True)
+    expected = model.predict_quantiles(one, (0.05, 0.95), n_samples=n_samples, seed=seed)[:, 0, :]  # (2, D)
+    pos = [model.idps_.index(c) for c in top.idp]
+    top["expected_5th"], top["expected_95th"] = expected[0, pos], expected[1, pos]
+    fixed = {c: v for c, v in covariates.items() if v in model.levels_[c]}
+    lo, hi = model.age_range_
+    grid = np.linspace(min(lo, age), max(hi, age), CURVE_AGES)
+    curves = model.centiles(grid, quantiles=(0.05, 0.25, 0.5, 0.75, 0.95), fixed=fixed,
+                            n_samples=n_samples or CURVE_SAMPLES, idps=list(top.idp.head(n_curves)), seed=seed)
+
+    info = getattr(model, "info_", {}) or {}
+    coding = info.get("data", {})
+    header = {"Subject": str(subject), "Age": f"{age:g} years"}
+    for c, v in covariates.items():
+        label = coding.get(f"{c}_coding", {}).get(v)
+        header[c.capitalize()] = f"{v} ({label})" if label else v
+    summary = getattr(model, "training_summary_", {}) or {}
+    n_train = (summary.get("n_train") or 0) + (summary.get("n_validation") or 0)
+    header["Model"] = f"{model.model_type}, reference of {n_train} healthy people aged {lo:g}-{hi:g}"
+    if info.get("source"):
+        header["Reference data"] = str(info["source"])[:200]
+    adapted = [f"{lv['covariate']}={lv['level']} ({lv['n_controls']} local controls)"
+               for rec in getattr(model, "adaptation_", []) for lv in rec["levels"]]
+    if adapted:
+        header["Adapted to"] = "; ".join(adapted)
+    header["Date"] = datetime.now(UTC).strftime("%Y-%m-%d")
+
+    mz = float(row.get("multivariate_z", np.nan))
+    multivariate = {"d2": float(row.get("multivariate_d2", np.nan)), "z": mz,
+                    "centile": float(special.ndtr(mz) * 100) if np.isfinite(mz) else np.nan, "n_idps": len(idps)}
+    flags = []
+    if bool(row.get("out_of_range", False)) or not lo <= age <= hi:
+        flags.append(f"Age {age:g} is outside the reference's {lo:g}-{hi:g}: centiles are extrapolated.")
+    beyond = int(row.get("n_beyond_samples", 0) or 0)
+    if beyond:
+        flags.append(f"{beyond} IDP value(s) lie beyond all model samples: their |z| is capped at the model's "
+                     "resolution and may be larger.")
+    if any(str(row.get(c)) == lv["level"] for rec in getattr(model, "adaptation_", []) for lv in rec["levels"]
+           for c in [lv["covariate"]]):
+        flags.append("The subject's site was adapted from local controls: its centiles rest on them.")
+    return SubjectReport(str(subject), header, profile.reset_index(drop=True), top, curves, age, multivariate,
+                         flags)

@@ -1,0 +1,92 @@
+"""Subject reports: content for a known subject, colour bands at their edges, self-contained HTML, valid PDF."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from normcore import make_model, make_synthetic
+from normcore.cli.main import main
+from normcore.reports import centile_band, subject_report, to_html, to_pdf_bytes
+from normcore.reports.render import PDF_PAGES
+from normcore.reports.subject import BAND_COLOURS
+from normcore.tabular.anatomy import anatomical_group, group_order
+
+
+@pytest.fixture(scope="module")
+def scored():
+    df, truth = make_synthetic(400, d=6, seed=7, n_sites=2)
+    model = make_model("shash-baseline").fit(df, age="age", covariates=["sex", "site"], idps=truth.idp_names)
+    subject = df.iloc[[5]].copy()
+    subject["idp_03"] = model.predict_quantiles(subject, (0.001,))[0, 0, 2]  # far below: the most deviant
+    subject["idp_05"] = model.predict_quantiles(subject, (0.97,))[0, 0, 4]  # high, second
+    subject["sub_id"] = "patient-1"
+    table = pd.concat([df.head(20), subject], ignore_index=True)
+    return model, model.score(table)
+
+
+def test_colour_bands_at_their_edges():
+    assert [centile_band(c) for c in (0.0, 0.00999, 0.01, 0.04999, 0.05, 0.5, 0.95, 0.95001, 0.99, 0.99001, 1.0)] \
+        == ["below 1st", "below 1st", "1st-5th", "1st-5th", "5th-95th", "5th-95th", "5th-95th", "95th-99th",
+            "95th-99th", "above 99th", "above 99th"]
+    assert centile_band(np.nan) == "missing"
+    assert BAND_COLOURS["5th-95th"] == "#BDBDBD" and BAND_COLOURS["below 1st"] == "#2166AC"
+
+
+def test_the_report_lists_the_most_deviant_idps_in_order_in_original_units(scored):
+    model, scores = scored
+    report = subject_report(model, scores, "patient-1", id_col="sub_id", n_top=3)
+    assert list(report.top.idp[:2]) == ["idp_03", "idp_05"]
+    row = scores[scores.sub_id == "patient-1"].iloc[0]
+    assert report.top.value[0] == pytest.approx(row["idp_03"])  # the IDP's own units
+    assert report.top.centile[0] == pytest.approx(row["centile:idp_03"]) and report.top.z[0] < -2.5
+    assert report.top.expected_5th[0] > row["idp_03"]  # below the expected range
+    assert row["idp_05"] > report.top.expected_95th[1]  # at the 97th centile: above the 5th-95th range
+    assert set(report.profile.band) <= set(BAND_COLOURS) and len(report.profile) == 6
+    assert report.header["Subject"] == "patient-1" and "shash-baseline" in report.header["Model"]
+    assert set(report.curves.idp) == set(report.top.idp)  # curve panels of the (here 3) most deviant IDPs
+    assert report.multivariate["n_idps"] == 6 and 0 <= report.multivariate["centile"] <= 100
+
+
+def test_html_is_self_contained_and_the_pdf_is_valid(scored):
+    model, scores = scored
+    report = subject_report(model, scores, "patient-1", id_col="sub_id")
+    text = to_html(report)
+    assert "patient-1" in text and "Research use only" in text and text.count("data:image/png;base64,") == 2
+    assert not re.search(r"(src|href)=\"(https?:)?//", text)  # nothing is fetched from anywhere
+    pdf = to_pdf_bytes(report)
+    assert pdf.startswith(b"%PDF-") and pdf.rstrip().endswith(b"%%EOF")
+    assert len(re.findall(rb"/Type\s*/Page[^s]", pdf)) == PDF_PAGES
+
+
+def test_the_report_command(scored, tmp_path, capsys):
+    model, scores = scored
+    model.save(tmp_path / "m")
+    scores.to_csv(tmp_path / "scores.csv", index=False)
+    for suffix in ("html", "pdf"):
+        rc = main(["report", str(tmp_path / "m"), str(tmp_path / "scores.csv"), "--subject", "patient-1", "--id-col",
+                   "sub_id", "--out", str(tmp_path / f"r.{suffix}")])
+        assert rc == 0 and "most deviant idp_03" in capsys.readouterr().out
+    assert (tmp_path / "r.pdf").read_bytes().startswith(b"%PDF-")
+    rc = main(["report", str(tmp_path / "m"), str(tmp_path / "scores.csv"), "--subject", "nobody", "--id-col",
+               "sub_id", "--out", str(tmp_path / "x.pdf")])
+    assert rc == 2 and "no subject 'nobody'" in capsys.readouterr().err
+    rc = main(["report", str(tmp_path / "m"), str(tmp_path / "scores.csv"), "--subject", "0", "--out",
+               str(tmp_path / "x.docx")])
+    assert rc == 2 and ".html or .pdf" in capsys.readouterr().err
+
+
+def test_freesurfer_names_are_grouped_anatomically():
+    assert anatomical_group("lh_G_front_sup_thickness") == "Cortical thickness, frontal, left"
+    assert anatomical_group("rh_G_temp_sup-Lateral_thickness") == "Cortical thickness, temporal, right"
+    assert anatomical_group("Left-Hippocampus") == "Subcortical grey matter"
+    assert anatomical_group("3rd-Ventricle") == "Ventricles and CSF"
+    assert anatomical_group("eTIV") == "Global measures" and anatomical_group("lh_MeanThickness_thickness") == \
+        "Global measures"
+    assert anatomical_group("CC_Anterior") == "White matter and corpus callosum"
+    assert anatomical_group("idp_01") == "Other"
+    groups = [g for g, _ in group_order(["Left-Hippocampus", "eTIV", "lh_G_cuneus_thickness"])]
+    assert groups == ["Cortical thickness, occipital, left", "Subcortical grey matter", "Global measures"]
