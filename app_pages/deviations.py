@@ -10,7 +10,7 @@ from dashboard.state import data_key, model_for_table, model_key, scores_for, sh
 from normcore.jobs import Job
 from normcore.metrics import separation_table
 from normcore.plotting.tabular import deviation_profile, z_heatmap
-from normcore.reports import subject_report, to_html, to_pdf_bytes
+from normcore.reports import render, subject_report
 from normcore.tabular.io import table_csv_bytes
 
 st.title("Deviations")
@@ -45,8 +45,8 @@ st.caption(f"multivariate score d² = {scores['multivariate_d2'].iloc[row]:.1f} 
 
 def make_report(model, scores, subject, id_col, progress=None):
     """Runs on a job thread: the report content, then both renderings (HTML and PDF bytes)."""
-    report = subject_report(model, scores, subject, id_col=id_col)
-    return {"subject": subject, "html": to_html(report).encode(), "pdf": to_pdf_bytes(report)}
+    html_text, pdf = render(subject_report(model, scores, subject, id_col=id_col))
+    return {"subject": subject, "html": html_text.encode(), "pdf": pdf}
 
 
 report_key = (model_key(), *data_key(), pick)

@@ -20,10 +20,11 @@ from normcore.reports.subject import BAND_COLOURS, SubjectReport
 PDF_PAGES = 3
 
 
-def _png(fig) -> str:
+def _png(fig, close: bool = True) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=130)
-    plt.close(fig)
+    if close:
+        plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode()
 
 
@@ -49,6 +50,10 @@ def multivariate_line(report: SubjectReport) -> str:
 
 def to_html(report: SubjectReport) -> str:
     """The report as one HTML document (inline CSS, figures as data: URLs; nothing is fetched)."""
+    return _html(report, [_png(profile_figure(report)), _png(curves_figure(report))])
+
+
+def _html(report: SubjectReport, pngs: list[str]) -> str:
     esc = html.escape
     header = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in report.header.items())
     rows = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>" for cells in _top_rows(report))
@@ -69,9 +74,9 @@ height:0.8em;margin-right:2px}}img{{max-width:100%}}</style></head><body>
 <h2>Most deviant IDPs</h2><p>{bands}</p>
 <table><tr>{''.join(f'<th>{esc(h)}</th>' for h in TOP_HEADER)}</tr>{rows}</table>
 <h2>Deviation profile</h2>
-<img alt="deviation profile" src="data:image/png;base64,{_png(profile_figure(report))}">
+<img alt="deviation profile" src="data:image/png;base64,{pngs[0]}">
 <h2>Centile curves of the most deviant IDPs</h2>
-<img alt="centile curves" src="data:image/png;base64,{_png(curves_figure(report))}">
+<img alt="centile curves" src="data:image/png;base64,{pngs[1]}">
 <p><small>Centile bands: below 1st, 1st–5th, 5th–95th, 95th–99th, above 99th (ColorBrewer RdBu, colour-blind
 safe). Made by normcore on this machine.</small></p>
 </body></html>
@@ -85,6 +90,17 @@ def write_html(report: SubjectReport, path: str | Path) -> Path:
 
 def to_pdf_bytes(report: SubjectReport) -> bytes:
     """The report as a PDF (:data:`PDF_PAGES` pages) in memory."""
+    return _pdf(report, [profile_figure(report), curves_figure(report)])
+
+
+def render(report: SubjectReport) -> tuple[str, bytes]:
+    """Both renderings (HTML text, PDF bytes), drawing each figure once."""
+    figures = [profile_figure(report), curves_figure(report)]
+    html_text = _html(report, [_png(fig, close=False) for fig in figures])
+    return html_text, _pdf(report, figures)
+
+
+def _pdf(report: SubjectReport, figures: list) -> bytes:
     buf = io.BytesIO()
     with PdfPages(buf, metadata={"Title": f"Deviation report: {report.subject}", "Creator": "normcore"}) as pdf:
         fig = plt.figure(figsize=(8.27, 11.69))
@@ -103,8 +119,7 @@ def to_pdf_bytes(report: SubjectReport) -> bytes:
             table[i, 2].set_facecolor(BAND_COLOURS[r.band])
         pdf.savefig(fig)
         plt.close(fig)
-        for make in (profile_figure, curves_figure):
-            fig = make(report)
+        for fig in figures:
             pdf.savefig(fig)
             plt.close(fig)
     return buf.getvalue()

@@ -33,8 +33,8 @@ DISCLAIMER = ("Research use only; not a diagnostic device. Centiles compare this
               "reference cohort and depend on how similar the acquisition and processing were.")
 N_TOP = 10
 N_CURVES = 4
-CURVE_AGES = 15  # ages on the curve panels' grid
-CURVE_SAMPLES = 1000  # samples per age for the curve panels (a sampled model draws all IDPs at once)
+CURVE_AGES = 10  # ages on the curve panels' grid (lines join them)
+CURVE_SAMPLES = 1000  # samples per age for the curve panels and expected ranges (all IDPs are drawn at once)
 
 
 def centile_band(c: float) -> str:
@@ -102,7 +102,7 @@ def subject_report(model, scores: pd.DataFrame, subject: str, id_col: str | None
     covariates = {c: str(row[c]) for c in model.covariates_}
     one = pd.DataFrame([{model.age_: age, **covariates}])
     top = frame.reindex(frame.z.abs().sort_values(ascending=False).index).head(n_top).reset_index(drop=True)
-    expected = model.predict_quantiles(one, (0.05, 0.95), n_samples=n_samples, seed=seed)[:, 0, :]  # (2, D)
+    expected = model.predict_quantiles(one, (0.05, 0.95), n_samples=n_samples or CURVE_SAMPLES, seed=seed)[:, 0, :]
     pos = [model.idps_.index(c) for c in top.idp]
     top["expected_5th"], top["expected_95th"] = expected[0, pos], expected[1, pos]
     fixed = {c: v for c, v in covariates.items() if v in model.levels_[c]}
