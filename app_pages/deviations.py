@@ -10,7 +10,7 @@ from dashboard.state import data_key, model_for_table, model_key, scores_for, sh
 from normcore.jobs import Job
 from normcore.metrics import separation_table
 from normcore.plotting.tabular import deviation_profile, z_heatmap
-from normcore.reports import render, subject_report
+from normcore.reports import cohort_report, render, render_cohort, subject_report
 from normcore.tabular.io import table_csv_bytes
 
 st.title("Deviations")
@@ -77,6 +77,30 @@ def report_panel():
 
 report_panel()
 
+
+def make_cohort_report(model, scores, group_col, control_value, id_col, progress=None):
+    """Runs on a job thread: the cohort report's HTML and PDF."""
+    html_text, pdf = render_cohort(cohort_report(model, scores, group_col, control_value, id_col=id_col))
+    return {"html": html_text.encode(), "pdf": pdf}
+
+
+@st.fragment(run_every=1.0)
+def cohort_report_panel():
+    job = ss.get("cohort_report_job")
+    if job is None or ss.get("cohort_report_key") != (model_key(), *data_key()):
+        return
+    if job.running:
+        st.progress(0.5, text="Making the cohort report…")
+        return
+    if job.status != "done":
+        st.error(job.error or f"the report was {job.status}")
+        return
+    d1, d2 = st.columns(2)
+    d1.download_button("Download the cohort report (HTML)", job.result["html"], file_name="cohort-report.html",
+                       mime="text/html")
+    d2.download_button("Download the cohort report (PDF)", job.result["pdf"], file_name="cohort-report.pdf",
+                       mime="application/pdf")
+
 st.subheader("Extreme deviations (|z| > 1.96)")
 c1, c2 = st.columns(2)
 per_idp = pd.DataFrame({"idp": idps, "count": (np.abs(z) > 1.96).sum(0),
@@ -99,5 +123,10 @@ if m.group_col and m.group_col in scores:
                                                                                  + col[~patients].var()))))
         table["cohen_d"] = cohen
         st.dataframe(table.round(4), hide_index=True, width="stretch")
+        if st.button("Make a cohort report (HTML and PDF)"):
+            ss.cohort_report_job = Job(make_cohort_report, model, scores, m.group_col, m.control_value,
+                                       m.id_col if m.id_col in scores else None, name="cohort-report").start()
+            ss.cohort_report_key = (model_key(), *data_key())
+        cohort_report_panel()
 st.download_button("Download all scores (CSV, same columns as the CLI)", table_csv_bytes(scores),
                    file_name="normdiff-scores.csv", mime="text/csv")

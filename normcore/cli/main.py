@@ -254,18 +254,36 @@ def cmd_change(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from normcore.reports import subject_report, write_html, write_pdf
+    from normcore._utils.atomic import write_atomic
+    from normcore.reports import cohort_report, render, render_cohort, subject_report
 
     suffix = Path(args.out).suffix.lower()
     if suffix not in (".html", ".pdf"):
         raise InputError(f"--out {args.out}: name a .html or .pdf file")
+    if bool(args.cohort) == bool(args.subject):
+        raise InputError("give either --subject ID (a subject report) or --cohort (a cohort report)")
+    if args.cohort and not args.group_col:
+        raise InputError("--cohort needs --group-col (and --control-value) to tell patients from controls")
     _check_output_file(args.out, inputs=(args.scores,))
     model = _load_model(args.model, args.device)
     scores = _read(args.scores)
-    report = subject_report(model, scores, args.subject, id_col=args.id_col, n_samples=args.samples, seed=args.seed)
-    (write_pdf if suffix == ".pdf" else write_html)(report, args.out)
-    print(f"report of {report.subject} ({len(report.profile)} IDPs; most deviant {report.top.idp.iloc[0]} at "
-          f"centile {100 * report.top.centile.iloc[0]:.1f}) -> {args.out}")
+    if args.cohort:
+        report = cohort_report(model, scores, args.group_col, args.control_value, id_col=args.id_col)
+        html_text, pdf = render_cohort(report)
+        strongest = report.per_idp.reindex(report.per_idp.cohen_d.abs().sort_values(ascending=False).index).iloc[0]
+        what = (f"cohort report ({report.header['Cohort']}; strongest separation {strongest.idp}, Cohen's d "
+                f"{strongest.cohen_d:+.2f})")
+    else:
+        report = subject_report(model, scores, args.subject, id_col=args.id_col, n_samples=args.samples,
+                                seed=args.seed)
+        html_text, pdf = render(report)
+        what = (f"report of {report.subject} ({len(report.profile)} IDPs; most deviant {report.top.idp.iloc[0]} at "
+                f"centile {100 * report.top.centile.iloc[0]:.1f})")
+    if suffix == ".pdf":
+        write_atomic(args.out, lambda tmp: tmp.write_bytes(pdf))
+    else:
+        write_atomic(args.out, lambda tmp: tmp.write_text(html_text, encoding="utf-8"))
+    print(f"{what} -> {args.out}")
 
 
 def cmd_synth(args: argparse.Namespace) -> None:
@@ -431,7 +449,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="a subject's deviation report (self-contained HTML, or PDF)")
     rp.add_argument("model")
     rp.add_argument("scores", help="the output of `score` (input columns, then z:/centile: columns)")
-    rp.add_argument("--subject", required=True, help="the subject's ID (with --id-col) or row number")
+    rp.add_argument("--subject", default=None, help="the subject's ID (with --id-col) or row number")
+    rp.add_argument("--cohort", action="store_true", help="a cohort report: patients vs controls by --group-col")
+    rp.add_argument("--group-col", default=None, help="group column (patients are rows not equal to --control-value)")
+    rp.add_argument("--control-value", default="control")
     rp.add_argument("--id-col", default=None, help="subject ID column")
     rp.add_argument("--samples", type=COUNT, default=None, help="samples for expected ranges and curves")
     rp.add_argument("--seed", type=SEED, default=0)

@@ -73,3 +73,44 @@ def curves_figure(report: SubjectReport, age_label: str = "age (years)") -> Figu
         ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+def cohort_effects_figure(per_idp, width: float = 7.5) -> Figure:
+    """Cohen's d of z per IDP (patients minus controls) with 95% CI, grouped anatomically."""
+    groups = list(dict.fromkeys(per_idp.group))
+    fig = plt.figure(figsize=(width, max(3.0, 0.13 * (len(per_idp) + len(groups)) + 1.2)))
+    ax = fig.add_subplot(111)
+    y, ticks, labels = 0, [], []
+    for g in groups:
+        ax.text(-0.02, y, g, transform=ax.get_yaxis_transform(), ha="right", va="center", fontsize=7,
+                fontweight="bold")
+        y += 1
+        for r in per_idp[per_idp.group == g].itertuples():
+            colour = "#2166AC" if r.d_hi < 0 else "#B2182B" if r.d_lo > 0 else "#BDBDBD"
+            ax.barh(y, 0.0 if np.isnan(r.cohen_d) else r.cohen_d, color=colour, height=0.8)
+            ax.plot([r.d_lo, r.d_hi], [y, y], color="black", lw=0.6)
+            ticks.append(y)
+            labels.append(r.idp)
+            y += 1
+    ax.set_yticks(ticks, labels, fontsize=4.5 if len(per_idp) > 60 else 7)
+    ax.set_ylim(y, -1)
+    ax.axvline(0, color="black", lw=0.6)
+    ax.set_xlabel("Cohen's d of z, patients minus controls (95% CI; coloured when the CI excludes 0)")
+    ax.set_title("Which IDPs separate patients from controls", fontsize=10)
+    fig.subplots_adjust(left=0.45, right=0.97, top=1 - 0.5 / fig.get_figheight(), bottom=0.6 / fig.get_figheight())
+    return fig
+
+
+def multivariate_by_group_figure(per_subject) -> Figure:
+    """Distribution of the multivariate deviation score (z scale) in each group."""
+    fig, ax = plt.subplots(figsize=(7.5, 3.2))
+    groups = list(dict.fromkeys(per_subject.group))
+    data = [per_subject.multivariate_z[per_subject.group == g].dropna().to_numpy() for g in groups]
+    ax.boxplot(data, orientation="horizontal", widths=0.6)
+    ax.set_yticks(range(1, len(groups) + 1), [f"{g} (n={len(d)})" for g, d in zip(groups, data, strict=True)],
+                  fontsize=8)
+    ax.axvline(1.645, color="0.5", ls="--", lw=0.8)
+    ax.set_xlabel("multivariate deviation (z scale; dashed: 95th centile of healthy people)")
+    ax.set_title("Multivariate deviation by group", fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -1,7 +1,8 @@
-"""Reports a clinician can take away: per-subject deviation reports as self-contained HTML or PDF."""
+"""Reports a clinician can take away: per-subject and cohort deviation reports as self-contained HTML or PDF."""
 
-from normcore.reports.render import render, to_html, to_pdf_bytes, write_html, write_pdf
+from normcore.reports.cohort import CohortReport, cohort_report
+from normcore.reports.render import render, render_cohort, to_html, to_pdf_bytes, write_html, write_pdf
 from normcore.reports.subject import SubjectReport, centile_band, subject_report
 
-__all__ = ["SubjectReport", "centile_band", "render", "subject_report", "to_html", "to_pdf_bytes", "write_html",
-           "write_pdf"]
+__all__ = ["CohortReport", "SubjectReport", "centile_band", "cohort_report", "render", "render_cohort",
+           "subject_report", "to_html", "to_pdf_bytes", "write_html", "write_pdf"]

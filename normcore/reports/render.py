@@ -1,4 +1,4 @@
-"""A subject report rendered as one self-contained HTML file (figures embedded as PNG; no request leaves
+"""A subject or cohort report rendered as one self-contained HTML file (figures embedded as PNG; no request leaves
 the machine when it opens) or as a PDF of the same content (three pages: summary and most deviant IDPs,
 the grouped deviation profile, centile curves), both with matplotlib."""
 
@@ -14,7 +14,8 @@ import numpy as np
 from matplotlib.backends.backend_pdf import PdfPages
 
 from normcore._utils.atomic import write_atomic
-from normcore.plotting.report import curves_figure, profile_figure
+from normcore.plotting.report import cohort_effects_figure, curves_figure, multivariate_by_group_figure, profile_figure
+from normcore.reports.cohort import CohortReport
 from normcore.reports.subject import BAND_COLOURS, SubjectReport
 
 PDF_PAGES = 3
@@ -128,3 +129,62 @@ def _pdf(report: SubjectReport, figures: list) -> bytes:
 def write_pdf(report: SubjectReport, path: str | Path) -> Path:
     data = to_pdf_bytes(report)
     return write_atomic(path, lambda tmp: tmp.write_bytes(data))
+
+
+COHORT_PDF_PAGES = 3
+STRONGEST = 15
+
+
+def _strongest_rows(report: CohortReport) -> list[list[str]]:
+    top = report.per_idp.reindex(report.per_idp.cohen_d.abs().sort_values(ascending=False).index).head(STRONGEST)
+    return [[r.idp, f"{r.cohen_d:+.2f} ({r.d_lo:+.2f}, {r.d_hi:+.2f})", f"{r.auc:.2f} ({r.auc_lo:.2f}, {r.auc_hi:.2f})",
+             f"{100 * r.extreme_patients:.0f}%", f"{100 * r.extreme_controls:.0f}%"] for r in top.itertuples()]
+
+
+COHORT_HEADER = ["IDP", "Cohen's d of z (95% CI)", "AUC (95% CI)", "patients |z|>1.96", "controls |z|>1.96"]
+
+
+def render_cohort(report: CohortReport) -> tuple[str, bytes]:
+    """The cohort report as (self-contained HTML, PDF bytes of :data:`COHORT_PDF_PAGES` pages)."""
+    esc = html.escape
+    figures = [cohort_effects_figure(report.per_idp), multivariate_by_group_figure(report.per_subject)]
+    pngs = [_png(fig, close=False) for fig in figures]
+    header = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in report.header.items())
+    rows = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in _strongest_rows(report))
+    multi = report.multivariate.round(3).to_html(index=False, border=0)
+    subjects = report.per_subject.head(20).round(2).to_html(index=False, border=0)
+    text = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Cohort deviation report</title>
+<style>body{{font-family:sans-serif;max-width:60em;margin:1em auto;color:#222}}
+table{{border-collapse:collapse;font-size:0.9em}}td,th{{border:1px solid #ccc;padding:0.2em 0.5em;text-align:left}}
+.disclaimer{{background:#fff3cd;padding:0.5em;border:1px solid #e0c36a}}img{{max-width:100%}}</style></head><body>
+<h1>Cohort deviation report</h1><p class="disclaimer">{esc(report.disclaimer)}</p><table>{header}</table>
+<h2>IDPs separating patients from controls (strongest {STRONGEST})</h2>
+<table><tr>{''.join(f'<th>{esc(h)}</th>' for h in COHORT_HEADER)}</tr>{rows}</table>
+<h2>Multivariate deviation by group</h2>{multi}
+<img alt="multivariate deviation by group" src="data:image/png;base64,{pngs[1]}">
+<h2>Subjects with the most extreme IDPs</h2>{subjects}
+<h2>Effect sizes of every IDP</h2><img alt="effect sizes" src="data:image/png;base64,{pngs[0]}">
+<p><small>Cohen's d with pooled SD and its normal-approximation CI; AUC of z (Mann-Whitney; below 0.5 when patients
+are lower) with the Hanley-McNeil CI. Made by normcore on this machine.</small></p></body></html>
+"""
+    buf = io.BytesIO()
+    with PdfPages(buf, metadata={"Title": "Cohort deviation report", "Creator": "normcore"}) as pdf:
+        fig = plt.figure(figsize=(8.27, 11.69))
+        fig.text(0.06, 0.99, report.disclaimer, va="top", fontsize=7, color="#8a6d00", wrap=True)
+        fig.text(0.06, 0.95, "\n".join(["Cohort deviation report", ""] + [f"{k}: {v}" for k, v in
+                                                                        report.header.items()]),
+                 va="top", fontsize=8.5)
+        ax = fig.add_axes([0.04, 0.08, 0.92, 0.7])
+        ax.axis("off")
+        ax.set_title(f"IDPs separating patients from controls (strongest {STRONGEST})", fontsize=10, loc="left")
+        table = ax.table(cellText=_strongest_rows(report), colLabels=COHORT_HEADER, loc="upper left", cellLoc="left",
+                         colWidths=[0.34, 0.2, 0.18, 0.14, 0.14])
+        table.auto_set_font_size(False)
+        table.set_fontsize(6.5)
+        pdf.savefig(fig)
+        plt.close(fig)
+        for fig in (figures[1], figures[0]):
+            pdf.savefig(fig)
+            plt.close(fig)
+    return text, buf.getvalue()

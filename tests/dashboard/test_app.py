@@ -285,3 +285,13 @@ def test_a_subject_report_is_made_from_the_deviations_page():
     assert job.result["pdf"].startswith(b"%PDF-") and b"Research use only" in job.result["html"]
     labels = [b.label for b in at.get("download_button")]
     assert {"Download the report (HTML)", "Download the report (PDF)"} <= set(labels)
+
+
+def test_a_cohort_report_is_made_from_the_deviations_page():
+    at = goto(app().run(), "deviations")
+    next(b for b in at.button if b.label == "Make a cohort report (HTML and PDF)").click().run()
+    job = at.session_state["cohort_report_job"]
+    assert job.wait(TIMEOUT) == "done", job.error
+    at.run()
+    assert not at.exception and job.result["pdf"].startswith(b"%PDF-")
+    assert "Download the cohort report (PDF)" in [b.label for b in at.get("download_button")]

@@ -90,3 +90,11 @@ def test_freesurfer_names_are_grouped_anatomically():
     assert anatomical_group("idp_01") == "Other"
     groups = [g for g, _ in group_order(["Left-Hippocampus", "eTIV", "lh_G_cuneus_thickness"])]
     assert groups == ["Cortical thickness, occipital, left", "Subcortical grey matter", "Global measures"]
+
+
+def test_a_report_needs_a_subject_or_a_cohort(scored, tmp_path, capsys):
+    model, scores = scored
+    model.save(tmp_path / "m")
+    scores.to_csv(tmp_path / "scores.csv", index=False)
+    rc = main(["report", str(tmp_path / "m"), str(tmp_path / "scores.csv"), "--out", str(tmp_path / "x.pdf")])
+    assert rc == 2 and "either --subject" in capsys.readouterr().err

@@ -1,0 +1,103 @@
+"""The content of a cohort report: which IDPs separate patients from controls, how strongly, and how many
+people are extreme where.
+
+From a score table with a group column: group sizes; per IDP, Cohen's d of z (patients minus controls; pooled
+SD) with its approximate 95% CI (SE = sqrt((n1 + n2) / (n1 n2) + d^2 / (2 (n1 + n2)))), the AUC of z for
+patients vs controls (Mann-Whitney; below 0.5 when patients are lower) with the Hanley-McNeil (1982) 95% CI,
+and the share of each group beyond |z| > 1.96; per subject, the count of extreme IDPs and the multivariate
+score; the multivariate score by group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from normcore._utils.errors import InputError
+from normcore.reports.subject import DISCLAIMER
+from normcore.tabular.anatomy import anatomical_group, group_order
+
+EXTREME = 1.959964
+
+
+def cohen_d(patients: np.ndarray, controls: np.ndarray) -> tuple[float, float, float]:
+    """Cohen's d (pooled SD) of patients minus controls and its approximate 95% CI."""
+    p, c = patients[np.isfinite(patients)], controls[np.isfinite(controls)]
+    n1, n2 = len(p), len(c)
+    if n1 < 2 or n2 < 2:
+        return np.nan, np.nan, np.nan
+    pooled = np.sqrt(((n1 - 1) * p.var(ddof=1) + (n2 - 1) * c.var(ddof=1)) / (n1 + n2 - 2))
+    d = float((p.mean() - c.mean()) / pooled) if pooled > 0 else np.nan
+    se = np.sqrt((n1 + n2) / (n1 * n2) + d**2 / (2 * (n1 + n2)))
+    return d, d - 1.96 * se, d + 1.96 * se
+
+
+def auc_hanley_mcneil(patients: np.ndarray, controls: np.ndarray) -> tuple[float, float, float]:
+    """AUC (probability that a patient's value exceeds a control's; Mann-Whitney) and its Hanley-McNeil CI."""
+    p, c = patients[np.isfinite(patients)], controls[np.isfinite(controls)]
+    n1, n2 = len(p), len(c)
+    if not n1 or not n2:
+        return np.nan, np.nan, np.nan
+    ranks = stats.rankdata(np.concatenate([p, c]))
+    auc = float((ranks[:n1].sum() - n1 * (n1 + 1) / 2) / (n1 * n2))
+    q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
+    se = np.sqrt(max(auc * (1 - auc) + (n1 - 1) * (q1 - auc**2) + (n2 - 1) * (q2 - auc**2), 0.0) / (n1 * n2))
+    return auc, max(0.0, auc - 1.96 * se), min(1.0, auc + 1.96 * se)
+
+
+@dataclass
+class CohortReport:
+    """Everything a cohort report shows, as plain data."""
+
+    header: dict[str, str]
+    groups: pd.DataFrame  # group, n
+    per_idp: pd.DataFrame  # idp, group (anatomical), cohen_d, d_lo, d_hi, auc, auc_lo, auc_hi, extreme shares
+    per_subject: pd.DataFrame  # subject, group, n_extreme, multivariate_z
+    multivariate: pd.DataFrame  # by group: n, mean, median of multivariate_z, share above 1.645
+    disclaimer: str = DISCLAIMER
+    notes: list[str] = field(default_factory=list)
+
+
+def cohort_report(model, scores: pd.DataFrame, group_col: str, control_value: str = "control",
+                  id_col: str | None = None) -> CohortReport:
+    """The cohort report of ``scores`` (the output of ``score``) with patients = rows not equal to
+    ``control_value`` in ``group_col``."""
+    if group_col not in scores.columns:
+        raise InputError(f"group column {group_col!r} not found in the scores")
+    idps = [c for c in model.idps_ if f"z:{c}" in scores.columns]
+    if not idps:
+        raise InputError("the scores hold no z: column of the model's IDPs (is this the output of `score`?)")
+    is_control = (scores[group_col].astype(str) == str(control_value)).to_numpy()
+    if is_control.all() or not is_control.any():
+        raise InputError(f"a cohort report needs controls ({group_col} == {control_value!r}) and other subjects; "
+                         f"found {int(is_control.sum())} controls of {len(scores)}")
+    z = scores[[f"z:{c}" for c in idps]].to_numpy(float)
+    rows = []
+    for j, name in enumerate(idps):
+        d, d_lo, d_hi = cohen_d(z[~is_control, j], z[is_control, j])
+        auc, a_lo, a_hi = auc_hanley_mcneil(z[~is_control, j], z[is_control, j])
+        rows.append({"idp": name, "group": anatomical_group(name), "cohen_d": d, "d_lo": d_lo, "d_hi": d_hi,
+                     "auc": auc, "auc_lo": a_lo, "auc_hi": a_hi,
+                     "extreme_patients": float(np.nanmean(np.abs(z[~is_control, j]) > EXTREME)),
+                     "extreme_controls": float(np.nanmean(np.abs(z[is_control, j]) > EXTREME))})
+    rank = {g: i for i, (g, _) in enumerate(group_order(idps))}
+    per_idp = pd.DataFrame(rows)
+    per_idp = per_idp.assign(_g=per_idp.group.map(rank)).sort_values(["_g", "cohen_d"], kind="stable")
+    per_idp = per_idp.drop(columns="_g").reset_index(drop=True)
+    labels = scores[group_col].astype(str).to_numpy()
+    subjects = scores[id_col].astype(str).to_numpy() if id_col and id_col in scores else \
+        np.array([str(i) for i in range(len(scores))])
+    mz = scores["multivariate_z"].to_numpy(float) if "multivariate_z" in scores else np.full(len(scores), np.nan)
+    per_subject = pd.DataFrame({"subject": subjects, "group": labels, "n_extreme": (np.abs(z) > EXTREME).sum(1),
+                                "multivariate_z": mz}).sort_values("n_extreme", ascending=False, kind="stable")
+    groups = pd.Series(labels).value_counts().rename_axis("group").reset_index(name="n")
+    multi = per_subject.groupby("group").multivariate_z.agg(
+        n="size", mean="mean", median="median", share_above_95th=lambda v: float((v > 1.645).mean()))
+    header = {"Cohort": f"{len(scores)} subjects: " + ", ".join(f"{g} {n}" for g, n in groups.itertuples(index=False)),
+              "Controls": f"{group_col} == {control_value}", "Model": f"{model.model_type}, {len(idps)} IDPs",
+              "Date": datetime.now(UTC).strftime("%Y-%m-%d")}
+    return CohortReport(header, groups, per_idp, per_subject.reset_index(drop=True), multi.reset_index())

@@ -1,0 +1,67 @@
+"""Cohort reports: effect sizes and AUC against hand-computed values, renderings, the command."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from normcore import InputError, make_model, make_synthetic
+from normcore.cli.main import main
+from normcore.reports import cohort_report, render_cohort
+from normcore.reports.cohort import auc_hanley_mcneil, cohen_d
+from normcore.reports.render import COHORT_PDF_PAGES
+
+
+@pytest.fixture(scope="module")
+def scored():
+    df, truth = make_synthetic(400, d=4, patients=60, seed=9)
+    controls = df[df.group == "control"]
+    model = make_model("shash-baseline").fit(controls.head(300), age="age", covariates=["sex"],
+                                             idps=truth.idp_names)
+    return model, model.score(df.iloc[300:].reset_index(drop=True))
+
+
+def test_effect_sizes_and_auc_match_hand_computation():
+    rng = np.random.default_rng(0)
+    p, c = rng.normal(-1.0, 1.0, 50), rng.normal(0.0, 1.0, 80)
+    d, lo, hi = cohen_d(p, c)
+    pooled = np.sqrt((49 * p.var(ddof=1) + 79 * c.var(ddof=1)) / 128)
+    assert d == pytest.approx((p.mean() - c.mean()) / pooled)
+    assert lo < d < hi and hi - lo == pytest.approx(2 * 1.96 * np.sqrt(130 / 4000 + d**2 / 260))
+    auc, a_lo, a_hi = auc_hanley_mcneil(p, c)
+    assert auc == pytest.approx(roc_auc_score(np.r_[np.ones(50), np.zeros(80)], np.r_[p, c]))
+    assert a_lo < auc < a_hi and auc < 0.5  # patients lower: below 0.5
+
+
+def test_the_cohort_report_and_its_renderings(scored):
+    model, scores = scored
+    report = cohort_report(model, scores, "group", "control", id_col="sub_id")
+    assert dict(zip(report.groups.group, report.groups.n, strict=True)) == {
+        g: n for g, n in scores.group.value_counts().items()}
+    row = report.per_idp.set_index("idp").loc["idp_01"]
+    patients = (scores.group != "control").to_numpy()
+    z = scores["z:idp_01"].to_numpy()
+    assert row.cohen_d == pytest.approx(cohen_d(z[patients], z[~patients])[0])
+    assert row.extreme_patients == pytest.approx((np.abs(z[patients]) > 1.959964).mean())
+    assert report.per_subject.n_extreme.is_monotonic_decreasing
+    text, pdf = render_cohort(report)
+    assert "Cohort deviation report" in text and not re.search(r"(src|href)=\"(https?:)?//", text)
+    assert pdf.startswith(b"%PDF-") and len(re.findall(rb"/Type\s*/Page[^s]", pdf)) == COHORT_PDF_PAGES
+
+
+def test_the_cohort_report_command(scored, tmp_path, capsys):
+    model, scores = scored
+    model.save(tmp_path / "m")
+    scores.to_csv(tmp_path / "s.csv", index=False)
+    rc = main(["report", str(tmp_path / "m"), str(tmp_path / "s.csv"), "--cohort", "--group-col", "group",
+               "--id-col", "sub_id", "--out", str(tmp_path / "cohort.html")])
+    assert rc == 0 and "cohort report" in capsys.readouterr().out
+    assert "<table>" in (tmp_path / "cohort.html").read_text()
+    rc = main(["report", str(tmp_path / "m"), str(tmp_path / "s.csv"), "--cohort", "--out", str(tmp_path / "c.pdf")])
+    assert rc == 2 and "--group-col" in capsys.readouterr().err
+    only_controls = scores[scores.group == "control"]
+    with pytest.raises(InputError, match="needs controls"):
+        cohort_report(model, only_controls, "group")
