@@ -10,7 +10,8 @@ from dashboard.state import data_key, model_for_table, model_key, scores_for, sh
 from normcore.jobs import Job
 from normcore.metrics import separation_table
 from normcore.plotting.tabular import deviation_profile, z_heatmap
-from normcore.reports import cohort_report, render, render_cohort, subject_report
+from normcore.reports import centile_band, cohort_report, render, render_cohort, subject_report
+from normcore.tabular.anatomy import GROUP_ORDER, anatomical_group
 from normcore.tabular.io import table_csv_bytes
 
 st.title("Deviations")
@@ -38,6 +39,16 @@ order = np.argsort(-scores["multivariate_d2"].to_numpy(float))
 pick = st.selectbox("Subject (most atypical first)", [ids[i] for i in order])
 row = ids.index(pick)
 st.plotly_chart(deviation_profile(scores, row, idps), width="stretch", key="profile")
+one = pd.DataFrame({"IDP": idps, "region": [anatomical_group(c) for c in idps],
+                    "value": [scores[c].iloc[row] if c in scores else np.nan for c in idps],
+                    "centile (%)": (100 * scores[[f"centile:{c}" for c in idps]].iloc[row].to_numpy(float)).round(1),
+                    "z": scores[zcols].iloc[row].to_numpy(float).round(2)})
+one["band"] = [centile_band(c / 100) for c in one["centile (%)"]]
+st.caption("Every IDP of this subject, grouped by region (search the table with its magnifier; sort by clicking a "
+           "column header).")
+st.dataframe(one.sort_values(["region", "z"], key=lambda col: col if col.name != "region" else
+                             col.map({g: i for i, g in enumerate(GROUP_ORDER)})),
+             hide_index=True, width="stretch", height=260)
 st.caption(f"multivariate score d² = {scores['multivariate_d2'].iloc[row]:.1f} "
            f"(z scale {scores['multivariate_z'].iloc[row]:.2f}); "
            f"{int((np.abs(z[row]) > 1.96).sum())} IDP(s) with |z| > 1.96")
