@@ -4,8 +4,9 @@
 
 For the shipped fcon1000 reference (208 IDPs; needs ../shared/data) and the demo FiLM-MLP and SHASH models
 (10 IDPs): score one subject, build the report content (expected ranges and the centile-curve panels, which
-sample the model), render HTML and PDF (figures drawn once for both). Prints seconds per stage (one run
-each, after the model is loaded).
+sample the model), render HTML and PDF (figures drawn once for both); and a cohort report of 200 demo subjects
+(controls and patients; scoring and report timed apart). Prints seconds per stage (one run each, after the
+model is loaded).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from normcore.registry import load_model  # noqa: E402
-from normcore.reports import render, subject_report  # noqa: E402
+from normcore.reports import cohort_report, render, render_cohort, subject_report  # noqa: E402
 from normcore.tabular.io import read_table  # noqa: E402
 
 FCON = ROOT.parent / "shared" / "data" / "tabular" / "fcon1000.csv"
@@ -54,6 +55,16 @@ def main() -> None:
     demo = demo_cohort()
     for name in ("demo-shash-baseline", "demo-film-mlp"):
         results[name] = time_report(load_model(ROOT / "models" / name), demo, str(demo.sub_id.iloc[0]), "sub_id")
+    cohort = demo.sample(200, random_state=0)  # controls and patients of the demo cohort
+    for name in ("demo-shash-baseline", "demo-film-mlp"):
+        model = load_model(ROOT / "models" / name)
+        start = time.perf_counter()
+        scores = model.score(cohort)
+        score_s = time.perf_counter() - start
+        start = time.perf_counter()
+        render_cohort(cohort_report(model, scores, "group", "control", id_col="sub_id"))
+        results[f"{name} cohort of 200"] = {"score_s": round(score_s, 2),
+                                            "report_s": round(time.perf_counter() - start, 2)}
     if FCON.is_file():
         table = read_table(FCON)
         results["fcon1000-film-mlp"] = time_report(load_model(ROOT / "models" / "fcon1000-film-mlp"), table,
