@@ -39,6 +39,9 @@ order = np.argsort(-scores["multivariate_d2"].to_numpy(float))
 pick = st.selectbox("Subject (most atypical first)", [ids[i] for i in order])
 row = ids.index(pick)
 st.plotly_chart(deviation_profile(scores, row, idps), width="stretch", key="profile")
+st.caption(f"multivariate score d² = {scores['multivariate_d2'].iloc[row]:.1f} "
+           f"(z scale {scores['multivariate_z'].iloc[row]:.2f}); "
+           f"{int((np.abs(z[row]) > 1.96).sum())} IDP(s) with |z| > 1.96")
 one = pd.DataFrame({"IDP": idps, "region": [anatomical_group(c) for c in idps],
                     "value": [scores[c].iloc[row] if c in scores else np.nan for c in idps],
                     "centile (%)": (100 * scores[[f"centile:{c}" for c in idps]].iloc[row].to_numpy(float)).round(1),
@@ -49,9 +52,6 @@ st.caption("Every IDP of this subject, grouped by region (search the table with 
 st.dataframe(one.sort_values(["region", "z"], key=lambda col: col if col.name != "region" else
                              col.map({g: i for i, g in enumerate(GROUP_ORDER)})),
              hide_index=True, width="stretch", height=260)
-st.caption(f"multivariate score d² = {scores['multivariate_d2'].iloc[row]:.1f} "
-           f"(z scale {scores['multivariate_z'].iloc[row]:.2f}); "
-           f"{int((np.abs(z[row]) > 1.96).sum())} IDP(s) with |z| > 1.96")
 
 
 def make_report(model, scores, subject, id_col, progress=None):

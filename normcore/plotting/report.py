@@ -43,10 +43,10 @@ def profile_figure(report: SubjectReport, width: float = 7.5) -> Figure:
         ax.axvline(v, color="0.5", lw=0.5, ls="--")
     ax.set_xlabel("deviation z (dashed: 5th and 95th centile)")
     ax.set_title(f"Deviation profile of {report.subject}", fontsize=10)
-    ax.legend(handles=[Patch(color=c, label=b) for b, c in BANDS], fontsize=6, loc="lower right", title="centile",
-              title_fontsize=6)
+    ax.legend(handles=[Patch(color=c, label=b) for b, c in BANDS], fontsize=6, loc="upper left",
+              bbox_to_anchor=(1.01, 1.0), title="centile", title_fontsize=6, frameon=False)  # beside, never on bars
     ax.tick_params(axis="y", pad=2)
-    fig.subplots_adjust(left=0.45, right=0.97, top=1 - 0.5 / fig.get_figheight(), bottom=0.6 / fig.get_figheight())
+    fig.subplots_adjust(left=0.42, right=0.84, top=1 - 0.5 / fig.get_figheight(), bottom=0.6 / fig.get_figheight())
     return fig
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import textwrap
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -105,11 +106,15 @@ def _pdf(report: SubjectReport, figures: list) -> bytes:
     buf = io.BytesIO()
     with PdfPages(buf, metadata={"Title": f"Deviation report: {report.subject}", "Creator": "normcore"}) as pdf:
         fig = plt.figure(figsize=(8.27, 11.69))
-        lines = ["Normative deviation report", ""] + [f"{k}: {v}" for k, v in report.header.items()]
+        lines = [f"{k}: {v}" for k, v in report.header.items()]
         lines += ["", multivariate_line(report), "", "Flags:"] + [f"  • {f}" for f in report.flags or ["none"]]
-        fig.text(0.06, 0.96, "\n".join(lines), va="top", fontsize=8.5, family="sans-serif", wrap=True)
-        fig.text(0.06, 0.99, report.disclaimer, va="top", fontsize=7, color="#8a6d00", wrap=True)
-        ax = fig.add_axes([0.06, 0.08, 0.88, 0.45])
+        lines = [w for line in lines for w in (textwrap.wrap(line, 105, subsequent_indent="    ") or [""])]
+        fig.text(0.06, 0.975, "\n".join(textwrap.wrap(report.disclaimer, 130)), va="top", fontsize=7,
+                 color="#8a6d00")
+        fig.text(0.06, 0.94, "Normative deviation report", va="top", fontsize=13, fontweight="bold")
+        fig.text(0.06, 0.91, "\n".join(lines), va="top", fontsize=8.5, family="sans-serif")
+        top = 0.89 - 0.0125 * len(lines) - 0.03
+        ax = fig.add_axes([0.06, max(0.05, top - 0.45), 0.88, 0.45])
         ax.axis("off")
         ax.set_title("Most deviant IDPs", fontsize=10, loc="left")
         table = ax.table(cellText=_top_rows(report), colLabels=TOP_HEADER, loc="upper left", cellLoc="left",
@@ -118,6 +123,8 @@ def _pdf(report: SubjectReport, figures: list) -> bytes:
         table.set_fontsize(7)
         for i, r in enumerate(report.top.itertuples(), start=1):
             table[i, 2].set_facecolor(BAND_COLOURS[r.band])
+            if r.band in ("below 1st", "above 99th"):  # dark fills: white text keeps the number legible
+                table[i, 2].get_text().set_color("white")
         pdf.savefig(fig)
         plt.close(fig)
         for fig in figures:

@@ -7,6 +7,7 @@ Uploads a CSV, fits a model, sees a centile chart, switches pages, asserts that 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -172,3 +173,38 @@ def test_start_fitting_is_offered_again_after_a_cancel(server):
         assert start.is_enabled()
         browser.close()
     assert hosts and hosts <= {"127.0.0.1"}
+
+
+def test_a_report_downloaded_from_the_dashboard(server, tmp_path):
+    """Deviations page -> "Make a report" -> the PDF and HTML downloads; the PDF's first page rendered to PNG and
+    the page screenshot go to the test output; nothing leaves 127.0.0.1 (the HTML opened offline fetches nothing)."""
+    playwright = pytest.importorskip("playwright.sync_api", reason="python playwright not installed")
+    pdfium = pytest.importorskip("pypdfium2", reason="pypdfium2 not installed (requirements-dev.txt)")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    hosts: set[str] = set()
+    with playwright.sync_playwright() as p:
+        browser, page = open_page(p, hosts)
+        page.goto(f"{server}/deviations")
+        page.get_by_role("heading", name="Deviations", exact=True).wait_for(timeout=60000)
+        page.get_by_role("button", name=re.compile("^Make a report of")).click(timeout=120000)
+        pdf_button = page.get_by_role("button", name="Download the report (PDF)")
+        pdf_button.wait_for(timeout=120000)
+        page.screenshot(path=str(SHOTS / "deviations_report.png"), full_page=True)
+        with page.expect_download() as info:
+            pdf_button.click()
+        info.value.save_as(tmp_path / "report.pdf")
+        with page.expect_download() as info:
+            page.get_by_role("button", name="Download the report (HTML)").click()
+        info.value.save_as(tmp_path / "report.html")
+        offline: set[str] = set()
+        viewer = browser.new_page()
+        viewer.on("request", lambda req: offline.add(urlparse(req.url).scheme))
+        viewer.goto((tmp_path / "report.html").as_uri())
+        viewer.get_by_text("Research use only").first.wait_for(timeout=30000)
+        viewer.screenshot(path=str(SHOTS / "report_html.png"), full_page=True)
+        browser.close()
+    pdf = pdfium.PdfDocument(str(tmp_path / "report.pdf"))
+    assert len(pdf) == 3
+    pdf[0].render(scale=1.2).to_pil().save(SHOTS / "report_pdf_from_dashboard_page1.png")
+    assert offline == {"file"}, offline  # the HTML report fetched nothing
+    assert hosts and hosts <= {"127.0.0.1"}, f"requests left the machine: {sorted(hosts)}"

@@ -98,3 +98,21 @@ def test_a_report_needs_a_subject_or_a_cohort(scored, tmp_path, capsys):
     scores.to_csv(tmp_path / "scores.csv", index=False)
     rc = main(["report", str(tmp_path / "m"), str(tmp_path / "scores.csv"), "--out", str(tmp_path / "x.pdf")])
     assert rc == 2 and "either --subject" in capsys.readouterr().err
+
+
+def test_every_pdf_page_draws(scored):
+    """The PDF rendered back to pixels: each page has content (not blank), the first page in the test output."""
+    pdfium = pytest.importorskip("pypdfium2", reason="pypdfium2 not installed (requirements-dev.txt)")
+    from tests.conftest import ROOT
+
+    model, scores = scored
+    pdf = pdfium.PdfDocument(to_pdf_bytes(subject_report(model, scores, "patient-1", id_col="sub_id")))
+    assert len(pdf) == PDF_PAGES
+    out = ROOT / "test-output" / "screenshots"
+    out.mkdir(parents=True, exist_ok=True)
+    for i in range(len(pdf)):
+        image = pdf[i].render(scale=1.2).to_pil()
+        pixels = np.asarray(image.convert("L"))
+        assert (pixels < 200).mean() > 0.01, f"page {i + 1} is blank"
+        if i == 0:
+            image.save(out / "report_pdf_page1.png")
