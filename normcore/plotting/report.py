@@ -18,35 +18,45 @@ from matplotlib.patches import Patch  # noqa: E402
 from normcore.reports.subject import BAND_COLOURS, BANDS, SubjectReport  # noqa: E402
 
 
-def profile_figure(report: SubjectReport, width: float = 7.5) -> Figure:
-    """Bars of z per IDP, grouped anatomically (group labels on the left), coloured by centile band."""
-    prof = report.profile
-    groups = list(dict.fromkeys(prof.group))
-    n_rows = len(prof) + len(groups)
-    fig = plt.figure(figsize=(width, max(3.0, 0.13 * n_rows + 1.2)))
+def _grouped_bars(frame, value: str, colour, title: str, xlabel: str, width: float = 7.5,
+                  whiskers: tuple[str, str] | None = None) -> tuple[Figure, plt.Axes]:
+    """Horizontal bars of ``frame[value]`` per IDP in anatomical groups (bold group labels on the left), one
+    colour per row from ``colour(row)``, optional CI whiskers from two columns."""
+    groups = list(dict.fromkeys(frame.group))
+    fig = plt.figure(figsize=(width, max(3.0, 0.13 * (len(frame) + len(groups)) + 1.2)))
     ax = fig.add_subplot(111)
     y, ticks, labels = 0, [], []
     for g in groups:
-        part = prof[prof.group == g]
         ax.text(-0.02, y, g, transform=ax.get_yaxis_transform(), ha="right", va="center", fontsize=7,
                 fontweight="bold")
         y += 1
-        for _, r in part.iterrows():
-            ax.barh(y, 0.0 if np.isnan(r.z) else r.z, color=BAND_COLOURS[r.band], height=0.8, edgecolor="none")
+        for r in frame[frame.group == g].itertuples():
+            v = getattr(r, value)
+            ax.barh(y, 0.0 if np.isnan(v) else v, color=colour(r), height=0.8, edgecolor="none")
+            if whiskers:
+                ax.plot([getattr(r, whiskers[0]), getattr(r, whiskers[1])], [y, y], color="black", lw=0.6)
             ticks.append(y)
             labels.append(r.idp)
             y += 1
-    ax.set_yticks(ticks, labels, fontsize=4.5 if len(prof) > 60 else 7)
+    ax.set_yticks(ticks, labels, fontsize=4.5 if len(frame) > 60 else 7)
     ax.set_ylim(y, -1)
     ax.axvline(0, color="black", lw=0.6)
-    for v in (-1.96, 1.96):
-        ax.axvline(v, color="0.5", lw=0.5, ls="--")
-    ax.set_xlabel("deviation z (dashed: 5th and 95th centile)")
-    ax.set_title(f"Deviation profile of {report.subject}", fontsize=10)
-    ax.legend(handles=[Patch(color=c, label=b) for b, c in BANDS], fontsize=6, loc="upper left",
-              bbox_to_anchor=(1.01, 1.0), title="centile", title_fontsize=6, frameon=False)  # beside, never on bars
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=10)
     ax.tick_params(axis="y", pad=2)
     fig.subplots_adjust(left=0.42, right=0.84, top=1 - 0.5 / fig.get_figheight(), bottom=0.6 / fig.get_figheight())
+    return fig, ax
+
+
+def profile_figure(report: SubjectReport, width: float = 7.5) -> Figure:
+    """Bars of z per IDP, grouped anatomically (group labels on the left), coloured by centile band."""
+    fig, ax = _grouped_bars(report.profile, "z", lambda r: BAND_COLOURS[r.band],
+                            f"Deviation profile of {report.subject}", "deviation z (dashed: 5th and 95th centile)",
+                            width)
+    for v in (-1.96, 1.96):
+        ax.axvline(v, color="0.5", lw=0.5, ls="--")
+    ax.legend(handles=[Patch(color=c, label=b) for b, c in BANDS], fontsize=6, loc="upper left",
+              bbox_to_anchor=(1.01, 1.0), title="centile", title_fontsize=6, frameon=False)  # beside, never on bars
     return fig
 
 
@@ -77,27 +87,12 @@ def curves_figure(report: SubjectReport, age_label: str = "age (years)") -> Figu
 
 def cohort_effects_figure(per_idp, width: float = 7.5) -> Figure:
     """Cohen's d of z per IDP (patients minus controls) with 95% CI, grouped anatomically."""
-    groups = list(dict.fromkeys(per_idp.group))
-    fig = plt.figure(figsize=(width, max(3.0, 0.13 * (len(per_idp) + len(groups)) + 1.2)))
-    ax = fig.add_subplot(111)
-    y, ticks, labels = 0, [], []
-    for g in groups:
-        ax.text(-0.02, y, g, transform=ax.get_yaxis_transform(), ha="right", va="center", fontsize=7,
-                fontweight="bold")
-        y += 1
-        for r in per_idp[per_idp.group == g].itertuples():
-            colour = "#2166AC" if r.d_hi < 0 else "#B2182B" if r.d_lo > 0 else "#BDBDBD"
-            ax.barh(y, 0.0 if np.isnan(r.cohen_d) else r.cohen_d, color=colour, height=0.8)
-            ax.plot([r.d_lo, r.d_hi], [y, y], color="black", lw=0.6)
-            ticks.append(y)
-            labels.append(r.idp)
-            y += 1
-    ax.set_yticks(ticks, labels, fontsize=4.5 if len(per_idp) > 60 else 7)
-    ax.set_ylim(y, -1)
-    ax.axvline(0, color="black", lw=0.6)
-    ax.set_xlabel("Cohen's d of z, patients minus controls (95% CI; coloured when the CI excludes 0)")
-    ax.set_title("Which IDPs separate patients from controls", fontsize=10)
-    fig.subplots_adjust(left=0.45, right=0.97, top=1 - 0.5 / fig.get_figheight(), bottom=0.6 / fig.get_figheight())
+    def colour(r) -> str:  # blue / red when the CI excludes 0 (patients lower / higher), grey otherwise
+        return "#2166AC" if r.d_hi < 0 else "#B2182B" if r.d_lo > 0 else "#BDBDBD"
+
+    fig, _ = _grouped_bars(per_idp, "cohen_d", colour, "Which IDPs separate patients from controls",
+                           "Cohen's d of z, patients minus controls (95% CI; coloured when the CI excludes 0)", width,
+                           whiskers=("d_lo", "d_hi"))
     return fig
 
 
