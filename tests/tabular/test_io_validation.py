@@ -66,3 +66,17 @@ def test_fcon1000_all_zero_columns_are_detected(fcon_path):
     rep = validate_table(df, "age", ["sex", "site"], idps, id_col="sub_id")
     assert not rep.errors
     assert len([c for c in rep.constant_idps if "hypointensities" in c]) == 4
+
+
+def test_downloads_and_files_escape_formula_cells_but_not_numbers(tmp_path):
+    from normcore.tabular.io import table_csv_bytes
+
+    frame = pd.DataFrame({"=SUM(A1)": [1.5, -2.0], "note": ["+cmd|' /C calc'!A0", "@import"],
+                          "id": ["-x", "ok"], "neg": [-3, 4]})
+    text = table_csv_bytes(frame).decode()
+    back = pd.read_csv(io.StringIO(text))
+    assert list(back.columns) == ["'=SUM(A1)", "note", "id", "neg"]
+    assert list(back.note) == ["'+cmd|' /C calc'!A0", "'@import"] and list(back.id) == ["'-x", "ok"]
+    assert list(back["neg"]) == [-3, 4] and list(back["'=SUM(A1)"]) == [1.5, -2.0]  # numbers untouched
+    write_table_atomic(frame, tmp_path / "t.csv")
+    assert (tmp_path / "t.csv").read_text() == text
