@@ -6,6 +6,8 @@ rendering of :mod:`normcore.reports`.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import matplotlib
 
 matplotlib.use("Agg")  # no display: figures are rendered to files or bytes only
@@ -15,7 +17,10 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from normcore.reports.subject import BAND_COLOURS, BANDS, SubjectReport  # noqa: E402
+from normcore.plotting.centile_bands import BAND_COLOURS, BANDS  # noqa: E402
+
+if TYPE_CHECKING:  # the figures read a report's fields; importing normcore.reports here would run in a circle
+    from normcore.reports.subject import SubjectReport
 
 
 def _grouped_bars(frame, value: str, colour, title: str, xlabel: str, width: float = 7.5,

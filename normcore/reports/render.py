@@ -15,9 +15,10 @@ import numpy as np
 from matplotlib.backends.backend_pdf import PdfPages
 
 from normcore._utils.atomic import write_atomic
+from normcore.plotting.centile_bands import BAND_COLOURS
 from normcore.plotting.report import cohort_effects_figure, curves_figure, multivariate_by_group_figure, profile_figure
 from normcore.reports.cohort import CohortReport
-from normcore.reports.subject import BAND_COLOURS, SubjectReport
+from normcore.reports.subject import SubjectReport
 
 PDF_PAGES = 3
 

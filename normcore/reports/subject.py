@@ -1,18 +1,8 @@
 """The content of a per-subject deviation report, independent of how it is rendered (HTML or PDF).
 
 Built from a row of a score table (``normcore score`` output: the subject's input columns, then ``z:`` and
-``centile:`` columns) and the model that scored it. Centile bands, with a colour-blind-safe diverging palette
-(ColorBrewer RdBu, blue = low, red = high, grey = typical):
-
-==============  =====================  ========
-band            centile c              colour
-==============  =====================  ========
-below 1st       c < 0.01               #2166AC
-1st-5th         0.01 <= c < 0.05       #67A9CF
-5th-95th        0.05 <= c <= 0.95      #BDBDBD
-95th-99th       0.95 < c <= 0.99       #EF8A62
-above 99th      c > 0.99               #B2182B
-==============  =====================  ========
+``centile:`` columns) and the model that scored it. Centiles are coloured by band
+(:mod:`normcore.plotting.centile_bands`).
 """
 
 from __future__ import annotations
@@ -25,34 +15,15 @@ import pandas as pd
 from scipy import special
 
 from normcore._utils.errors import InputError
+from normcore.plotting.centile_bands import centile_band
 from normcore.tabular.anatomy import group_order
 
-BANDS = (("below 1st", "#2166AC"), ("1st-5th", "#67A9CF"), ("5th-95th", "#BDBDBD"), ("95th-99th", "#EF8A62"),
-         ("above 99th", "#B2182B"))
 DISCLAIMER = ("Research use only; not a diagnostic device. Centiles compare this person with the model's healthy "
               "reference cohort and depend on how similar the acquisition and processing were.")
 N_TOP = 10
 N_CURVES = 4
 CURVE_AGES = 10  # ages on the curve panels' grid (lines join them)
 CURVE_SAMPLES = 1000  # samples per age for the curve panels and expected ranges (all IDPs are drawn at once)
-
-
-def centile_band(c: float) -> str:
-    """The band of a centile in 0..1 (see the module table; NaN: 'missing')."""
-    if not np.isfinite(c):
-        return "missing"
-    if c < 0.01:
-        return "below 1st"
-    if c < 0.05:
-        return "1st-5th"
-    if c <= 0.95:
-        return "5th-95th"
-    if c <= 0.99:
-        return "95th-99th"
-    return "above 99th"
-
-
-BAND_COLOURS = dict(BANDS) | {"missing": "#FFFFFF"}
 
 
 @dataclass

@@ -10,9 +10,9 @@ import pytest
 
 from normcore import make_model, make_synthetic
 from normcore.cli.main import main
+from normcore.plotting.centile_bands import BAND_COLOURS
 from normcore.reports import centile_band, subject_report, to_html, to_pdf_bytes
 from normcore.reports.render import PDF_PAGES
-from normcore.reports.subject import BAND_COLOURS
 from normcore.tabular.anatomy import anatomical_group, group_order
 
 
@@ -116,3 +116,16 @@ def test_every_pdf_page_draws(scored):
         assert (pixels < 200).mean() > 0.01, f"page {i + 1} is blank"
         if i == 0:
             image.save(out / "report_pdf_page1.png")
+
+
+@pytest.mark.parametrize("module", ["normcore.plotting.report", "normcore.reports.render", "normcore.reports"])
+def test_report_modules_import_on_their_own(module):
+    """Bug: importing the figure module first ran into a circular import with normcore.reports."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    proc = subprocess.run([sys.executable, "-c", f"import {module}"], cwd=ROOT, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr
