@@ -24,9 +24,9 @@ from pathlib import Path
 import pandas as pd
 
 from normcore import InputError
-from normcore._utils.atomic import DIR_MODE, write_text_atomic
+from normcore._utils.atomic import DIR_MODE, write_atomic, write_text_atomic
 from normcore.persistence import CARD, model_dir_to_zip, zip_to_model_dir
-from normcore.tabular.io import read_table, write_table_atomic
+from normcore.tabular.io import read_table
 
 KEY_PATTERN = re.compile(r"[A-Za-z0-9_-]{22}")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -132,8 +132,9 @@ class SessionLibrary:
         return path
 
     def save_table(self, frame: pd.DataFrame, name: str, mapping: dict) -> None:
-        """Keep the session's active uploaded table and its column mapping, to offer after a reload."""
-        write_table_atomic(frame, self.folder / TABLE)
+        """Keep the session's active uploaded table and its column mapping, to offer after a reload (written
+        as it is: the formula escaping of exports would change the user's own cells on the way back)."""
+        write_atomic(self.folder / TABLE, lambda tmp: frame.to_csv(tmp, index=False))
         self._update_state(table_name=name, mapping=mapping)
 
     def restorable(self) -> dict:

@@ -63,6 +63,7 @@ def test_the_last_work_is_restorable_in_the_same_session_only(tmp_path, model):
                                   "model_label": "fitted: shash"}
     restored = again.restored_table()
     assert restored[["age", "idp_01"]].equals(table[["age", "idp_01"]])
+    assert list(restored.note) == ["=cmd", "ok"]  # the user's own cells come back unchanged
     assert SessionLibrary(tmp_path, new_session_key()).restorable() == {}
 
 
