@@ -47,7 +47,14 @@ if offer:
         st.session_state.restore_offer = {}
         st.rerun()
 
-with st.sidebar:  # filled after the page ran, so that it shows what the page just made active
+
+
+def show_active(data_slot, model_slot) -> None:
+    data_slot.caption(st.session_state.get("data_name") or "none")
+    model_slot.caption(st.session_state.get("model_name") or "none")
+
+
+with st.sidebar:  # filled before the page runs and again after, so that it shows what the page just made active
     st.markdown("**Active dataset**")
     data_slot = st.empty()
     st.markdown("**Active model**")
@@ -55,9 +62,9 @@ with st.sidebar:  # filled after the page ran, so that it shows what the page ju
     st.markdown("**Compute device**")
     st.caption(describe_device(resolve_device("auto")))
     st.caption(f"normcore {__version__} · data stay on this machine")
+show_active(data_slot, model_slot)  # a page that stops early (st.stop) drops later writes: this one stays
 
 try:
     page.run()
 finally:
-    data_slot.caption(st.session_state.get("data_name") or "none")
-    model_slot.caption(st.session_state.get("model_name") or "none")
+    show_active(data_slot, model_slot)

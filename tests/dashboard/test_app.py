@@ -234,6 +234,8 @@ def test_the_sidebar_shows_the_table_the_page_just_made_active():
     table = pd.DataFrame({"age": [20.0, 30, 40, 50] * 10, "sex": [0, 1] * 20, "x1": range(40), "x2": range(40, 80)})
     at.file_uploader[0].upload("fresh.csv", table.to_csv(index=False).encode(), "text/csv").run()
     assert "upload: fresh.csv" in [c.value for c in at.sidebar.caption]
+    goto(at, "change")  # a page that stops early (no visit column) still shows the active table and model
+    assert (at.error or at.info) and "upload: fresh.csv" in [c.value for c in at.sidebar.caption]
 
 
 def test_a_saved_model_can_be_overlaid_on_the_centile_page():
