@@ -57,60 +57,41 @@ st.dataframe(one.sort_values(["region", "z"], key=lambda col: col if col.name !=
 def make_report(model, scores, subject, id_col, progress=None):
     """Runs on a job thread: the report content, then both renderings (HTML and PDF bytes)."""
     html_text, pdf = render(subject_report(model, scores, subject, id_col=id_col))
-    return {"subject": subject, "html": html_text.encode(), "pdf": pdf}
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", subject)
+    return {"html": html_text.encode(), "pdf": pdf, "label": "report", "file": f"report-{name}"}
+
+
+def make_cohort_report(model, scores, group_col, control_value, id_col, progress=None):
+    """Runs on a job thread: the cohort report's HTML and PDF."""
+    html_text, pdf = render_cohort(cohort_report(model, scores, group_col, control_value, id_col=id_col))
+    return {"html": html_text.encode(), "pdf": pdf, "label": "cohort report", "file": "cohort-report"}
+
+
+@st.fragment(run_every=1.0)
+def download_panel(job_name: str, key: tuple) -> None:
+    """Progress of the report job ``ss[job_name]`` started for ``key``, then its HTML and PDF downloads."""
+    job = ss.get(job_name)
+    if job is None or ss.get(f"{job_name}_for") != key:
+        return
+    if job.running:
+        st.progress(0.5, text="Making the report (a subject report samples centile curves)…")
+        return
+    if job.status != "done":
+        st.error(job.error or f"the report was {job.status}")
+        return
+    r = job.result
+    d1, d2 = st.columns(2)
+    d1.download_button(f"Download the {r['label']} (HTML)", r["html"], file_name=f"{r['file']}.html", mime="text/html")
+    d2.download_button(f"Download the {r['label']} (PDF)", r["pdf"], file_name=f"{r['file']}.pdf",
+                       mime="application/pdf")
 
 
 report_key = (model_key(), *data_key(), pick)
 if st.button(f"Make a report of {pick} (HTML and PDF)"):
     ss.report_job = Job(make_report, model, scores, pick if m.id_col in scores else str(row),
                         m.id_col if m.id_col in scores else None, name="report").start()
-    ss.report_key = report_key
-
-
-@st.fragment(run_every=1.0)
-def report_panel():
-    job = ss.get("report_job")
-    if job is None or ss.get("report_key") != report_key:
-        return
-    if job.running:
-        st.progress(0.5, text="Making the report (centile curves of the most deviant IDPs)…")
-        return
-    if job.status != "done":
-        st.error(job.error or f"the report was {job.status}")
-        return
-    name = re.sub(r"[^A-Za-z0-9_.-]", "_", job.result["subject"])
-    d1, d2 = st.columns(2)
-    d1.download_button("Download the report (HTML)", job.result["html"], file_name=f"report-{name}.html",
-                       mime="text/html")
-    d2.download_button("Download the report (PDF)", job.result["pdf"], file_name=f"report-{name}.pdf",
-                       mime="application/pdf")
-
-
-report_panel()
-
-
-def make_cohort_report(model, scores, group_col, control_value, id_col, progress=None):
-    """Runs on a job thread: the cohort report's HTML and PDF."""
-    html_text, pdf = render_cohort(cohort_report(model, scores, group_col, control_value, id_col=id_col))
-    return {"html": html_text.encode(), "pdf": pdf}
-
-
-@st.fragment(run_every=1.0)
-def cohort_report_panel():
-    job = ss.get("cohort_report_job")
-    if job is None or ss.get("cohort_report_key") != (model_key(), *data_key()):
-        return
-    if job.running:
-        st.progress(0.5, text="Making the cohort report…")
-        return
-    if job.status != "done":
-        st.error(job.error or f"the report was {job.status}")
-        return
-    d1, d2 = st.columns(2)
-    d1.download_button("Download the cohort report (HTML)", job.result["html"], file_name="cohort-report.html",
-                       mime="text/html")
-    d2.download_button("Download the cohort report (PDF)", job.result["pdf"], file_name="cohort-report.pdf",
-                       mime="application/pdf")
+    ss.report_job_for = report_key
+download_panel("report_job", report_key)
 
 st.subheader("Extreme deviations (|z| > 1.96)")
 c1, c2 = st.columns(2)
@@ -137,7 +118,7 @@ if m.group_col and m.group_col in scores:
         if st.button("Make a cohort report (HTML and PDF)"):
             ss.cohort_report_job = Job(make_cohort_report, model, scores, m.group_col, m.control_value,
                                        m.id_col if m.id_col in scores else None, name="cohort-report").start()
-            ss.cohort_report_key = (model_key(), *data_key())
-        cohort_report_panel()
+            ss.cohort_report_job_for = (model_key(), *data_key())
+        download_panel("cohort_report_job", (model_key(), *data_key()))
 st.download_button("Download all scores (CSV, same columns as the CLI)", table_csv_bytes(scores),
                    file_name="normdiff-scores.csv", mime="text/csv")

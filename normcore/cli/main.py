@@ -124,9 +124,13 @@ def _warn_duplicate_ids(df, id_col: str, data: str) -> None:
 
 
 def cmd_score(args: argparse.Namespace) -> None:
-    if args.format == "pcntoolkit":
-        return _score_pcntoolkit(args)
-    _check_output_file(args.out, inputs=(args.data,))
+    pcn = args.format == "pcntoolkit"
+    if pcn:  # --out names a folder for PCNtoolkit's three tables
+        if Path(args.out).exists() and not Path(args.out).is_dir():
+            raise InputError(f"--out {args.out}: is a file; with --format pcntoolkit it names a folder for the tables")
+        check_writable_parent(Path(args.out) / "Z.csv", "--out")
+    else:
+        _check_output_file(args.out, inputs=(args.data,))
     model = _load_model(args.model, args.device)
     model.allow_unseen = args.allow_unseen or model.allow_unseen
     df = _read(args.data)
@@ -135,6 +139,13 @@ def cmd_score(args: argparse.Namespace) -> None:
     out = model.score(df, n_samples=args.samples, seed=args.seed, progress=_stderr_progress(args.quiet),
                       label=str(args.data))
     _print_notes(out)
+    if pcn:
+        from normcore.tabular.pcntoolkit_export import pcntoolkit_tables, write_pcntoolkit_results
+
+        tables = pcntoolkit_tables(model, df, out, id_col=args.id_col, n_samples=args.samples, seed=args.seed)
+        paths = write_pcntoolkit_results(tables, args.out, args.pcn_name)
+        print(f"scored {len(df)} subjects in PCNtoolkit's layout -> {', '.join(str(p) for p in paths)}")
+        return
     write_table_atomic(out, args.out)
     n_out = int(out["out_of_range"].sum())
     note = f"; {n_out} subject(s) outside the training age range (flagged in out_of_range)" if n_out else ""
@@ -143,26 +154,6 @@ def cmd_score(args: argparse.Namespace) -> None:
         note += (f"; {len(model.idps) - present} of the model's {len(model.idps)} IDPs are not in the table "
                  "(no z/centile columns for them; the multivariate score uses the ones present)")
     print(f"scored {len(out)} subjects on {present} IDPs -> {args.out}{note}")
-
-
-def _score_pcntoolkit(args: argparse.Namespace) -> None:
-    from normcore.tabular.pcntoolkit_export import pcntoolkit_tables, write_pcntoolkit_results
-
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out}: is a file; with --format pcntoolkit it names a folder for the tables")
-    check_writable_parent(out / "Z.csv", "--out")
-    model = _load_model(args.model, args.device)
-    model.allow_unseen = args.allow_unseen or model.allow_unseen
-    df = _read(args.data)
-    if args.id_col:
-        _warn_duplicate_ids(df, args.id_col, args.data)
-    scores = model.score(df, n_samples=args.samples, seed=args.seed, progress=_stderr_progress(args.quiet),
-                         label=str(args.data))
-    _print_notes(scores)
-    tables = pcntoolkit_tables(model, df, scores, id_col=args.id_col, n_samples=args.samples, seed=args.seed)
-    paths = write_pcntoolkit_results(tables, out, args.pcn_name)
-    print(f"scored {len(df)} subjects in PCNtoolkit's layout -> {', '.join(str(p) for p in paths)}")
 
 
 def cmd_centiles(args: argparse.Namespace) -> None:
@@ -255,7 +246,7 @@ def cmd_change(args: argparse.Namespace) -> None:
 
 def cmd_report(args: argparse.Namespace) -> None:
     from normcore._utils.atomic import write_atomic
-    from normcore.reports import cohort_report, render, render_cohort, subject_report
+    from normcore.reports import cohort_report, render_cohort, subject_report, write_html, write_pdf
 
     suffix = Path(args.out).suffix.lower()
     if suffix not in (".html", ".pdf"):
@@ -276,9 +267,10 @@ def cmd_report(args: argparse.Namespace) -> None:
     else:
         report = subject_report(model, scores, args.subject, id_col=args.id_col, n_samples=args.samples,
                                 seed=args.seed)
-        html_text, pdf = render(report)
-        what = (f"report of {report.subject} ({len(report.profile)} IDPs; most deviant {report.top.idp.iloc[0]} at "
-                f"centile {100 * report.top.centile.iloc[0]:.1f})")
+        (write_pdf if suffix == ".pdf" else write_html)(report, args.out)  # draws only the format asked for
+        print(f"report of {report.subject} ({len(report.profile)} IDPs; most deviant {report.top.idp.iloc[0]} at "
+              f"centile {100 * report.top.centile.iloc[0]:.1f}) -> {args.out}")
+        return
     if suffix == ".pdf":
         write_atomic(args.out, lambda tmp: tmp.write_bytes(pdf))
     else:

@@ -69,8 +69,8 @@ def score_scan(model: ImagingNormativeModel, scan, age: float, sex, mask=None, n
     img = load_volume(scan, name=name)
     brain = load_mask(mask, img) if mask is not None else None
     prepared = prepare_scan(img, model.grid, mask=brain, register=register, progress=progress)
-    grid_mm = float(np.linalg.norm(model.grid.affine[:3, :3], axis=0).max())
-    prepared.warnings += check_acquisition(prepared.facts, getattr(model, "acquisition_", None), grid_mm)
+    prepared.warnings += check_acquisition(prepared.facts, getattr(model, "acquisition_", None),
+                                           float(model.grid.spacing_mm))
     score = model.score(prepared.volume, prepared.brain, age, sex_code, method=method, seed=seed, progress=progress)
     return ScanResult(name, age, "M" if sex_code else "F", prepared, score, time.perf_counter() - start)
 

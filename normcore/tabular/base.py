@@ -291,17 +291,21 @@ class NormativeModel:
         q = np.asarray(quantiles, float)
         if q.size == 0 or (q <= 0).any() or (q >= 1).any():
             raise InputError("quantiles must lie strictly between 0 and 1")
-        age, codes = self._covariates_of(df, "table")
+        u_age, u_codes, inverse = self._unique_points(*self._covariates_of(df, "table"))
+        out = np.empty((len(q), len(u_age), len(self.idps)))
+        progress = as_progress(progress)
+        for s in range(0, len(u_age), points_per_chunk):
+            e = min(s + points_per_chunk, len(u_age))
+            out[:, s:e] = self._quantile_core(u_age[s:e], u_codes[s:e], q, n_samples, seed, Progress())
+            progress.update("quantiles", e, len(u_age))
+        return out[:, inverse]
+
+    def _unique_points(self, age: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Distinct covariate points (ages, codes) and each row's index into them: rows share samples."""
         keys = np.column_stack([age, codes]) if codes.size else age[:, None]
         uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
-        u_age, u_codes = uniq[:, 0], uniq[:, 1:].astype(np.int64)
-        out = np.empty((len(q), len(uniq), len(self.idps)))
-        progress = as_progress(progress)
-        for s in range(0, len(uniq), points_per_chunk):
-            e = min(s + points_per_chunk, len(uniq))
-            out[:, s:e] = self._quantile_core(u_age[s:e], u_codes[s:e], q, n_samples, seed, Progress())
-            progress.update("quantiles", e, len(uniq))
-        return out[:, inverse.reshape(-1)]
+        return uniq[:, 0], uniq[:, 1:].astype(np.int64), inverse.reshape(-1)
+
 
     def sample(self, covariates: pd.DataFrame, n: int = 1, seed: int | None = None,
                progress: Progress | None = None) -> pd.DataFrame:

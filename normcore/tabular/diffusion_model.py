@@ -302,12 +302,6 @@ class NormativeDiffusion(NormativeModel):
                 "loss_first_last": [round(float(np.mean(losses[:10])), 4), round(float(np.mean(losses[-10:])), 4)],
                 "nearest_training_levels": {self.encoder_.levels[col][i]: round(float(weights[i]), 3) for i in top}}
 
-    def _unique_points(self, age: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Distinct covariate points (ages, codes) and each row's index into them: rows share samples."""
-        keys = np.column_stack([age, codes]) if codes.size else age[:, None]
-        uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
-        return uniq[:, 0], uniq[:, 1:].astype(np.int64), inverse.reshape(-1)
-
     # ------------------------------------------------------------------ model cores (see NormativeModel)
     def _sample_core(self, age, codes, n, seed, progress) -> np.ndarray:
         seed = self.seed if seed is None else seed
