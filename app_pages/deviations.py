@@ -1,16 +1,15 @@
 """Deviations: subject x IDP z heatmap, one subject's profile, extreme counts, group comparison."""
 
-import re
-
 import numpy as np
 import pandas as pd
 import streamlit as st
 
+from dashboard.reports import download_panel, make_cohort_report, make_report
 from dashboard.state import data_key, model_for_table, model_key, scores_for, show_error
 from normcore.jobs import Job
 from normcore.metrics import separation_table
 from normcore.plotting.tabular import deviation_profile, z_heatmap
-from normcore.reports import centile_band, cohort_report, render, render_cohort, subject_report
+from normcore.reports import centile_band
 from normcore.tabular.anatomy import GROUP_ORDER, anatomical_group
 from normcore.tabular.io import table_csv_bytes
 
@@ -54,42 +53,17 @@ st.dataframe(one.sort_values(["region", "z"], key=lambda col: col if col.name !=
              hide_index=True, width="stretch", height=260)
 
 
-def make_report(model, scores, subject, id_col, progress=None):
-    """Runs on a job thread: the report content, then both renderings (HTML and PDF bytes)."""
-    html_text, pdf = render(subject_report(model, scores, subject, id_col=id_col))
-    name = re.sub(r"[^A-Za-z0-9_.-]", "_", subject)
-    return {"html": html_text.encode(), "pdf": pdf, "label": "report", "file": f"report-{name}"}
-
-
-def make_cohort_report(model, scores, group_col, control_value, id_col, progress=None):
-    """Runs on a job thread: the cohort report's HTML and PDF."""
-    html_text, pdf = render_cohort(cohort_report(model, scores, group_col, control_value, id_col=id_col))
-    return {"html": html_text.encode(), "pdf": pdf, "label": "cohort report", "file": "cohort-report"}
-
-
-@st.fragment(run_every=1.0)
-def download_panel(job_name: str, key: tuple) -> None:
-    """Progress of the report job ``ss[job_name]`` started for ``key``, then its HTML and PDF downloads."""
-    job = ss.get(job_name)
-    if job is None or ss.get(f"{job_name}_for") != key:
-        return
-    if job.running:
-        st.progress(0.5, text="Making the report (a subject report samples centile curves)…")
-        return
-    if job.status != "done":
-        st.error(job.error or f"the report was {job.status}")
-        return
-    r = job.result
-    d1, d2 = st.columns(2)
-    d1.download_button(f"Download the {r['label']} (HTML)", r["html"], file_name=f"{r['file']}.html", mime="text/html")
-    d2.download_button(f"Download the {r['label']} (PDF)", r["pdf"], file_name=f"{r['file']}.pdf",
-                       mime="application/pdf")
-
-
-report_key = (model_key(), *data_key(), pick)
+scans = ss.get("mri_results") or {}
+scan = None
+if scans:  # a scan scored on the MRI page can join this subject's report
+    scan = st.selectbox("Add this subject's MRI scan (scored on the MRI page) to the report", ["none", *scans],
+                        key="report_scan")
+    scan = None if scan == "none" else scan
+report_key = (model_key(), *data_key(), pick, scan)
 if st.button(f"Make a report of {pick} (HTML and PDF)"):
     ss.report_job = Job(make_report, model, scores, pick if m.id_col in scores else str(row),
-                        m.id_col if m.id_col in scores else None, name="report").start()
+                        m.id_col if m.id_col in scores else None, mri_result=scans.get(scan) if scan else None,
+                        name="report").start()
     ss.report_job_for = report_key
 download_panel("report_job", report_key)
 

@@ -9,6 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.demo import demo_model_dir, demo_scans
+from dashboard.reports import download_panel, make_mri_report
 from dashboard.state import (
     clear_mri_results,
     collect_mri_job,
@@ -21,6 +22,7 @@ from normcore import InputError
 from normcore.imaging.io import load_mask, load_volume
 from normcore.imaging.model import METHODS
 from normcore.imaging.pipeline import nifti_bytes
+from normcore.jobs import Job
 from normcore.plotting.imaging import cohort_table, most_abnormal_slice, overlay_figure, triptych_figure
 from normcore.tabular.io import table_csv_bytes
 
@@ -216,8 +218,11 @@ def results_section(model) -> None:
     if acq:
         facts += (f"; voxels up to {acq['voxel_mm']:g} mm, brain mask covers {acq['brain_coverage']:.0%} of the "
                   "template brain")
-    st.caption(facts + f", {result.seconds:.1f} s. The centile is the scan's rank among the model's healthy "
-               "validation scans (100 = more abnormal than all of them).")
+    n_ref = score.n_reference
+    among = (f"{n_ref} healthy validation scans, so it moves in steps of {100 / n_ref:.1f} points" if n_ref else
+             "the model's healthy validation scans")
+    st.caption(facts + f", {result.seconds:.1f} s. The centile is the scan's rank among {among} (100 = more "
+               "abnormal than all of them).")
     for warning in result.warnings:
         st.warning(warning)
 
@@ -250,6 +255,17 @@ def results_section(model) -> None:
     d[3].download_button("result (.json)", json.dumps(result.summary(), indent=1, default=float),
                          file_name=f"{stem}_result.json", mime="application/json", key="mri_dl_json",
                          on_click="ignore")
+
+    st.subheader("Report")
+    st.caption("The index with its centile, quality warnings and three slices through the most anomalous region "
+               "(to add the scan to a subject's IDP report, choose it on the Deviations page).")
+    report_key = (name, id(result))
+    if st.button(f"Make a report of {name} (HTML and PDF)", key="mri_report_button"):
+        train = model.card_.get("training", {})
+        ss.mri_report_job = Job(make_mri_report, result, demo_model_dir().name, train.get("n_train"),
+                                model.age_range_, name="mri-report").start()
+        ss.mri_report_job_for = report_key
+    download_panel("mri_report_job", report_key)
 
 
 def native_map_bytes(result, key: str) -> bytes:

@@ -1,14 +1,17 @@
-"""Parsers of the command line's own value syntaxes (lists, COL=VALUE, START:STOP:STEP)."""
+"""Parsers of the command line's own value syntaxes (lists, COL=VALUE, START:STOP:STEP) and checks of its
+output paths."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 
 from normcore._utils.errors import InputError
+from normcore.persistence import check_writable_parent
 
 MAX_AGES = 10000
 
@@ -94,3 +97,14 @@ def float_between(lo: float, hi: float, lo_open: bool = False, hi_open: bool = F
 
 SEED = int_at_least(0, 2**32 - 1)
 COUNT = int_at_least(1)
+
+
+def check_output_file(out: str, flag: str = "--out", inputs: tuple[str, ...] = ()) -> None:
+    """Refuse, before any work, an output file that cannot be written or would overwrite an input."""
+    path = Path(out)
+    if path.is_dir():
+        raise InputError(f"{flag} {out}: is a folder; name a file to write")
+    for source in inputs:
+        if source and Path(source).exists() and path.exists() and path.resolve() == Path(source).resolve():
+            raise InputError(f"{flag} {out}: is the input table {source}; write the result to a new file")
+    check_writable_parent(path, flag)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 
+from normcore._utils.errors import InputError
 from normcore._utils.plausibility import AGE_LIMITS
 from normcore._utils.progress import Progress
-from normcore.cli.arguments import SEED, float_between, int_at_least, json_object
+from normcore.cli.arguments import SEED, check_output_file, float_between, int_at_least, json_object
 from normcore.imaging.config import PRESETS
 
 
@@ -50,6 +52,10 @@ def cmd_mri_score(args: argparse.Namespace, progress: Progress) -> None:
     from normcore.imaging.pipeline import export_maps, score_scan
     from normcore.registry import load_model
 
+    if args.report:
+        if Path(args.report).suffix.lower() not in (".html", ".pdf"):
+            raise InputError(f"--report {args.report}: name a .html or .pdf file")
+        check_output_file(args.report, "--report", inputs=(args.scan,))
     model = load_model(args.model, device=args.device or "auto", kind="imaging")
     result = score_scan(model, args.scan, args.age, args.sex, mask=args.mask, name=str(args.scan),
                         register=not args.no_register, method=args.method, seed=args.seed, progress=progress)
@@ -58,6 +64,15 @@ def cmd_mri_score(args: argparse.Namespace, progress: Progress) -> None:
           f"among healthy validation scans; maps -> {args.out} ({result.seconds:.1f} s)")
     for w in result.warnings:
         print(f"warning: {w}")
+    if args.report:
+        from normcore.reports import write_html, write_pdf
+        from normcore.reports.mri import findings_from_result
+        from normcore.reports.subject import mri_subject_report
+
+        report = mri_subject_report(findings_from_result(result), result.age, result.sex, Path(args.model).name,
+                                    model.card_.get("training", {}).get("n_train"), model.age_range_)
+        (write_pdf if Path(args.report).suffix.lower() == ".pdf" else write_html)(report, args.report)
+        print(f"report -> {args.report}")
 
 
 def add_parsers(sub, common) -> None:
@@ -91,6 +106,8 @@ def add_parsers(sub, common) -> None:
     s.add_argument("--no-register", action="store_true", help="the scan is already in MNI space")
     s.add_argument("--seed", type=SEED, default=None)
     s.add_argument("--out", required=True)
+    s.add_argument("--report", default=None, metavar="FILE",
+                   help="also write a report of the scan (index, centile, quality, slices): report.html or report.pdf")
     common(s)
     s.set_defaults(func=cmd_mri_score, wants_progress=True)
 

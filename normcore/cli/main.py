@@ -22,7 +22,17 @@ import torch
 from normcore._utils.atomic import write_text_atomic
 from normcore._utils.errors import InputError
 from normcore._utils.progress import Cancelled, Progress
-from normcore.cli.arguments import COUNT, SEED, age_grid, csv_list, float_list, int_at_least, json_object, parse_sets
+from normcore.cli.arguments import (
+    COUNT,
+    SEED,
+    age_grid,
+    check_output_file,
+    csv_list,
+    float_list,
+    int_at_least,
+    json_object,
+    parse_sets,
+)
 from normcore.persistence import check_writable_parent
 from normcore.registry import SAVABLE
 from normcore.tabular.io import read_table, write_table_atomic
@@ -41,17 +51,6 @@ def _stderr_progress(quiet: bool) -> Progress:
         print(f"[{stage}] {done}/{total} {extra}", file=sys.stderr, flush=True)
 
     return Progress(callback=report)
-
-
-def _check_output_file(out: str, flag: str = "--out", inputs: tuple[str, ...] = ()) -> None:
-    """Refuse, before any work, an output file that cannot be written or would overwrite an input."""
-    path = Path(out)
-    if path.is_dir():
-        raise InputError(f"{flag} {out}: is a folder; name a file to write")
-    for source in inputs:
-        if source and Path(source).exists() and path.exists() and path.resolve() == Path(source).resolve():
-            raise InputError(f"{flag} {out}: is the input table {source}; write the result to a new file")
-    check_writable_parent(path, flag)
 
 
 def _read(path: str):
@@ -130,7 +129,7 @@ def cmd_score(args: argparse.Namespace) -> None:
             raise InputError(f"--out {args.out}: is a file; with --format pcntoolkit it names a folder for the tables")
         check_writable_parent(Path(args.out) / "Z.csv", "--out")
     else:
-        _check_output_file(args.out, inputs=(args.data,))
+        check_output_file(args.out, inputs=(args.data,))
     model = _load_model(args.model, args.device)
     model.allow_unseen = args.allow_unseen or model.allow_unseen
     df = _read(args.data)
@@ -157,7 +156,7 @@ def cmd_score(args: argparse.Namespace) -> None:
 
 
 def cmd_centiles(args: argparse.Namespace) -> None:
-    _check_output_file(args.out)
+    check_output_file(args.out)
     model = _load_model(args.model, args.device)
     fixed = parse_sets(args.set)
     ages = age_grid(args.ages)
@@ -171,7 +170,7 @@ def cmd_centiles(args: argparse.Namespace) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    _check_output_file(args.out, inputs=(args.covariates,))
+    check_output_file(args.out, inputs=(args.covariates,))
     model = _load_model(args.model, args.device)
     model.allow_unseen = args.allow_unseen or model.allow_unseen
     cov = _read(args.covariates)
@@ -220,7 +219,7 @@ def cmd_adapt(args: argparse.Namespace) -> None:
 def cmd_change(args: argparse.Namespace) -> None:
     from normcore.tabular.longitudinal import change_scores
 
-    _check_output_file(args.out, inputs=(args.data,))
+    check_output_file(args.out, inputs=(args.data,))
     rho = None
     if args.rho is not None:
         try:
@@ -255,7 +254,11 @@ def cmd_report(args: argparse.Namespace) -> None:
         raise InputError("give either --subject ID (a subject report) or --cohort (a cohort report)")
     if args.cohort and not args.group_col:
         raise InputError("--cohort needs --group-col (and --control-value) to tell patients from controls")
-    _check_output_file(args.out, inputs=(args.scores,))
+    if (args.mri or args.mri_scan) and args.cohort:
+        raise InputError("--mri belongs to a subject report (--subject), not to --cohort")
+    if args.mri_scan and not args.mri:
+        raise InputError("--mri-scan needs --mri RESULT_DIR (the subject's mri-score output folder)")
+    check_output_file(args.out, inputs=(args.scores,))
     model = _load_model(args.model, args.device)
     scores = _read(args.scores)
     if args.cohort:
@@ -265,8 +268,13 @@ def cmd_report(args: argparse.Namespace) -> None:
         what = (f"cohort report ({report.header['Cohort']}; strongest separation {strongest.idp}, Cohen's d "
                 f"{strongest.cohen_d:+.2f})")
     else:
+        mri = None
+        if args.mri:
+            from normcore.reports.mri import findings_from_folder
+
+            mri = findings_from_folder(args.mri, args.mri_scan)
         report = subject_report(model, scores, args.subject, id_col=args.id_col, n_samples=args.samples,
-                                seed=args.seed)
+                                seed=args.seed, mri=mri)
         (write_pdf if suffix == ".pdf" else write_html)(report, args.out)  # draws only the format asked for
         print(f"report of {report.subject} ({len(report.profile)} IDPs; most deviant {report.top.idp.iloc[0]} at "
               f"centile {100 * report.top.centile.iloc[0]:.1f}) -> {args.out}")
@@ -448,6 +456,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--id-col", default=None, help="subject ID column")
     rp.add_argument("--samples", type=COUNT, default=None, help="samples for expected ranges and curves")
     rp.add_argument("--seed", type=SEED, default=0)
+    rp.add_argument("--mri", default=None, metavar="RESULT_DIR",
+                    help="the subject's `mri-score --out` folder: adds its abnormality index and slices to the report")
+    rp.add_argument("--mri-scan", default=None, metavar="SCAN",
+                    help="the scan that was scored (default: the path in RESULT_DIR/result.json)")
     rp.add_argument("--out", required=True, help="report.html or report.pdf")
     common(rp)
     rp.set_defaults(func=cmd_report)

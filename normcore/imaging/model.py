@@ -70,6 +70,7 @@ class ImagingScore:
     centile: dict[str, float]
     latent_mask_share: float | None = None
     warnings: list[str] = field(default_factory=list)
+    n_reference: int | None = None  # healthy scans the centile ranks among (its resolution is 100 / n_reference)
 
 
 class ImagingNormativeModel:
@@ -249,7 +250,8 @@ class ImagingNormativeModel:
         index = {k: abnormality_index(z, brain, top) for k, top in TOPS.items()}
         centile = {k: centile_among(v, self.reference_[method][k]) for k, v in index.items()}
         share = float(restored["kl-inpaint_mask"][0]) if method == "kl-inpaint" else None
-        return ImagingScore(method, restored[method][0], err, z, index, centile, share, warnings)
+        n_reference = int(np.isfinite(np.asarray(self.reference_[method]["top1"], float)).sum())
+        return ImagingScore(method, restored[method][0], err, z, index, centile, share, warnings, n_reference)
 
     # ----------------------------------------------------------------------------------- persistence
     def save(self, path, card_extra: dict | None = None):

@@ -1,4 +1,5 @@
-"""Static (matplotlib) figures of a subject report: the grouped deviation profile and centile-curve panels.
+"""Static (matplotlib) figures of reports: the grouped deviation profile, centile-curve panels, MRI slices, and the
+cohort figures.
 
 Plain functions returning matplotlib figures (no Streamlit, no browser), used by both the HTML and the PDF
 rendering of :mod:`normcore.reports`.
@@ -20,7 +21,10 @@ from matplotlib.patches import Patch  # noqa: E402
 from normcore.plotting.centile_bands import BAND_COLOURS, BANDS  # noqa: E402
 
 if TYPE_CHECKING:  # the figures read a report's fields; importing normcore.reports here would run in a circle
+    from normcore.reports.mri import MriFindings
     from normcore.reports.subject import SubjectReport
+
+Z_COLOURS = "autumn"  # red (z at the threshold) to yellow (z at the display maximum and above)
 
 
 def _grouped_bars(frame, value: str, colour, title: str, xlabel: str, width: float = 7.5,
@@ -113,4 +117,32 @@ def multivariate_by_group_figure(per_subject) -> Figure:
     ax.set_xlabel("multivariate deviation (z scale; dashed: 95th centile of healthy people)")
     ax.set_title("Multivariate deviation by group", fontsize=10)
     fig.tight_layout()
+    return fig
+
+
+def mri_figure(findings: MriFindings, threshold: float | None = None, z_max: float | None = None) -> Figure:
+    """Three orthogonal slices (axial, coronal, sagittal) through the most anomalous region: the scan in grey with
+    voxel z above ``threshold`` in red to yellow, the colour scale clipped at ``z_max`` (defaults: the findings'
+    module constants), each plane at its true voxel aspect."""
+    from normcore.reports.mri import Z_DISPLAY_MAX, Z_THRESHOLD
+
+    threshold = Z_THRESHOLD if threshold is None else threshold
+    z_max = Z_DISPLAY_MAX if z_max is None else z_max
+    fig, axes = plt.subplots(1, 3, figsize=(7.5, 3.0))
+    image = None
+    for ax, (axis, (grey, z, aspect)) in zip(axes, findings.planes.items(), strict=True):
+        ax.imshow(grey, cmap="gray", vmin=0, vmax=1, aspect=aspect, interpolation="bilinear")
+        shown = np.ma.masked_where(~(np.isfinite(z) & (z >= threshold)), z)
+        image = ax.imshow(shown, cmap=Z_COLOURS, vmin=threshold, vmax=z_max, aspect=aspect, alpha=0.8,
+                          interpolation="nearest")
+        ax.set_title(axis, fontsize=8)
+        ax.axis("off")
+    x, y, zc = findings.centre_mm
+    fig.suptitle(f"Most anomalous region at ({x:.0f}, {y:.0f}, {zc:.0f}) mm · z > {threshold:g} "
+                 f"(colour clipped at {z_max:g})" + ("" if findings.background == "scan" else
+                                                     " · grey: pseudo-healthy restoration"), fontsize=8)
+    fig.subplots_adjust(left=0.01, right=0.9, top=0.86, bottom=0.02, wspace=0.03)
+    bar = fig.colorbar(image, cax=fig.add_axes([0.92, 0.15, 0.015, 0.6]))
+    bar.set_label("voxel z", fontsize=7)
+    bar.ax.tick_params(labelsize=6)
     return fig

@@ -1,6 +1,7 @@
 """A subject or cohort report rendered as one self-contained HTML file (figures embedded as PNG; no request leaves
-the machine when it opens) or as a PDF of the same content (three pages: summary and most deviant IDPs,
-the grouped deviation profile, centile curves), both with matplotlib."""
+the machine when it opens) or as a PDF of the same content, both with matplotlib. A subject's PDF has three pages
+(summary and most deviant IDPs, the grouped deviation profile, centile curves), plus one for an MRI scan; a report
+of a scan alone has one."""
 
 from __future__ import annotations
 
@@ -16,7 +17,13 @@ from matplotlib.backends.backend_pdf import PdfPages
 
 from normcore._utils.atomic import write_atomic
 from normcore.plotting.centile_bands import BAND_COLOURS
-from normcore.plotting.report import cohort_effects_figure, curves_figure, multivariate_by_group_figure, profile_figure
+from normcore.plotting.report import (
+    cohort_effects_figure,
+    curves_figure,
+    mri_figure,
+    multivariate_by_group_figure,
+    profile_figure,
+)
 from normcore.reports.cohort import CohortReport
 from normcore.reports.subject import SubjectReport
 
@@ -51,18 +58,55 @@ def multivariate_line(report: SubjectReport) -> str:
             f"(centile {m['centile']:.1f} among healthy people).")
 
 
+def _figures(report: SubjectReport) -> dict:
+    """The report's figures by name (profile and curves with IDPs; mri with a scan), each drawn once."""
+    figures = {}
+    if report.has_idps:
+        figures["profile"], figures["curves"] = profile_figure(report), curves_figure(report)
+    if report.mri is not None:
+        figures["mri"] = mri_figure(report.mri)
+    return figures
+
+
+def pdf_page_count(report: SubjectReport) -> int:
+    """Pages of the report's PDF: :data:`PDF_PAGES` with IDPs, one more for an MRI scan (one alone)."""
+    return (PDF_PAGES if report.has_idps else 1) + (report.mri is not None and report.has_idps)
+
+
 def to_html(report: SubjectReport) -> str:
     """The report as one HTML document (inline CSS, figures as data: URLs; nothing is fetched)."""
-    return _html(report, [_png(profile_figure(report)), _png(curves_figure(report))])
+    return _html(report, {k: _png(f) for k, f in _figures(report).items()})
 
 
-def _html(report: SubjectReport, pngs: list[str]) -> str:
+def _mri_html(report: SubjectReport, png: str | None) -> str:
+    if report.mri is None:
+        return ""
+    esc = html.escape
+    m = report.mri
+    warnings = "".join(f"<li>{esc(w)}</li>" for w in m.warnings)
+    return (f"<h2>MRI</h2><p>{esc(m.index_line())} {esc(m.share_line())}</p>"
+            + (f"<p>Quality:</p><ul>{warnings}</ul>" if warnings else "")
+            + f'<img alt="MRI slices through the most anomalous region" src="data:image/png;base64,{png}">')
+
+
+def _html(report: SubjectReport, pngs: dict[str, str]) -> str:
     esc = html.escape
     header = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in report.header.items())
-    rows = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>" for cells in _top_rows(report))
-    bands = "".join(f'<span class="band" style="background:{BAND_COLOURS[r.band]}"></span>' for r in
-                    report.top.itertuples())
     flags = "".join(f"<li>{esc(f)}</li>" for f in report.flags) or "<li>none</li>"
+    tabular = ""
+    if report.has_idps:
+        rows = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>" for cells in _top_rows(report))
+        bands = "".join(f'<span class="band" style="background:{BAND_COLOURS[r.band]}"></span>' for r in
+                        report.top.itertuples())
+        tabular = f"""<h2>Most deviant IDPs</h2><p>{bands}</p>
+<table><tr>{''.join(f'<th>{esc(h)}</th>' for h in TOP_HEADER)}</tr>{rows}</table>
+<h2>Deviation profile</h2>
+<img alt="deviation profile" src="data:image/png;base64,{pngs['profile']}">
+<h2>Centile curves of the most deviant IDPs</h2>
+<img alt="centile curves" src="data:image/png;base64,{pngs['curves']}">
+<p><small>Centile bands: below 1st, 1st–5th, 5th–95th, 95th–99th, above 99th (ColorBrewer RdBu, colour-blind
+safe).</small></p>"""
+    summary = f"<p>{esc(multivariate_line(report))}</p>" if report.has_idps else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Deviation report: {esc(report.subject)}</title>
 <style>body{{font-family:sans-serif;max-width:60em;margin:1em auto;color:#222}}
@@ -72,16 +116,11 @@ height:0.8em;margin-right:2px}}img{{max-width:100%}}</style></head><body>
 <h1>Normative deviation report</h1>
 <p class="disclaimer">{esc(report.disclaimer)}</p>
 <table>{header}</table>
-<h2>Summary</h2><p>{esc(multivariate_line(report))}</p>
+<h2>Summary</h2>{summary}
 <h3>Flags</h3><ul>{flags}</ul>
-<h2>Most deviant IDPs</h2><p>{bands}</p>
-<table><tr>{''.join(f'<th>{esc(h)}</th>' for h in TOP_HEADER)}</tr>{rows}</table>
-<h2>Deviation profile</h2>
-<img alt="deviation profile" src="data:image/png;base64,{pngs[0]}">
-<h2>Centile curves of the most deviant IDPs</h2>
-<img alt="centile curves" src="data:image/png;base64,{pngs[1]}">
-<p><small>Centile bands: below 1st, 1st–5th, 5th–95th, 95th–99th, above 99th (ColorBrewer RdBu, colour-blind
-safe). Made by normcore on this machine.</small></p>
+{tabular}
+{_mri_html(report, pngs.get('mri'))}
+<p><small>Made by normcore on this machine.</small></p>
 </body></html>
 """
 
@@ -92,46 +131,77 @@ def write_html(report: SubjectReport, path: str | Path) -> Path:
 
 
 def to_pdf_bytes(report: SubjectReport) -> bytes:
-    """The report as a PDF (:data:`PDF_PAGES` pages) in memory."""
-    return _pdf(report, [profile_figure(report), curves_figure(report)])
+    """The report as a PDF (:func:`pdf_page_count` pages) in memory."""
+    return _pdf(report, _figures(report))
 
 
 def render(report: SubjectReport) -> tuple[str, bytes]:
     """Both renderings (HTML text, PDF bytes), drawing each figure once."""
-    figures = [profile_figure(report), curves_figure(report)]
-    html_text = _html(report, [_png(fig, close=False) for fig in figures])
+    figures = _figures(report)
+    html_text = _html(report, {k: _png(fig, close=False) for k, fig in figures.items()})
     return html_text, _pdf(report, figures)
 
 
-def _pdf(report: SubjectReport, figures: list) -> bytes:
+def _pdf(report: SubjectReport, figures: dict) -> bytes:
     buf = io.BytesIO()
     with PdfPages(buf, metadata={"Title": f"Deviation report: {report.subject}", "Creator": "normcore"}) as pdf:
         fig = plt.figure(figsize=(8.27, 11.69))
         lines = [f"{k}: {v}" for k, v in report.header.items()]
-        lines += ["", multivariate_line(report), "", "Flags:"] + [f"  • {f}" for f in report.flags or ["none"]]
+        if report.has_idps:
+            lines += ["", multivariate_line(report)]
+        lines += ["", "Flags:"] + [f"  • {f}" for f in report.flags or ["none"]]
         lines = [w for line in lines for w in (textwrap.wrap(line, 105, subsequent_indent="    ") or [""])]
         fig.text(0.06, 0.975, "\n".join(textwrap.wrap(report.disclaimer, 130)), va="top", fontsize=7,
                  color="#8a6d00")
         fig.text(0.06, 0.94, "Normative deviation report", va="top", fontsize=13, fontweight="bold")
         fig.text(0.06, 0.91, "\n".join(lines), va="top", fontsize=8.5, family="sans-serif")
         top = 0.89 - 0.0125 * len(lines) - 0.03
-        ax = fig.add_axes([0.06, max(0.05, top - 0.45), 0.88, 0.45])
-        ax.axis("off")
-        ax.set_title("Most deviant IDPs", fontsize=10, loc="left")
-        table = ax.table(cellText=_top_rows(report), colLabels=TOP_HEADER, loc="upper left", cellLoc="left",
-                         colWidths=[0.36, 0.12, 0.1, 0.08, 0.34])
-        table.auto_set_font_size(False)
-        table.set_fontsize(7)
-        for i, r in enumerate(report.top.itertuples(), start=1):
-            table[i, 2].set_facecolor(BAND_COLOURS[r.band])
-            if r.band in ("below 1st", "above 99th"):  # dark fills: white text keeps the number legible
-                table[i, 2].get_text().set_color("white")
-        pdf.savefig(fig)
-        plt.close(fig)
-        for fig in figures:
+        if report.has_idps:
+            ax = fig.add_axes([0.06, max(0.05, top - 0.45), 0.88, 0.45])
+            ax.axis("off")
+            ax.set_title("Most deviant IDPs", fontsize=10, loc="left")
+            table = ax.table(cellText=_top_rows(report), colLabels=TOP_HEADER, loc="upper left", cellLoc="left",
+                             colWidths=[0.36, 0.12, 0.1, 0.08, 0.34])
+            table.auto_set_font_size(False)
+            table.set_fontsize(7)
+            for i, r in enumerate(report.top.itertuples(), start=1):
+                table[i, 2].set_facecolor(BAND_COLOURS[r.band])
+                if r.band in ("below 1st", "above 99th"):  # dark fills: white text keeps the number legible
+                    table[i, 2].get_text().set_color("white")
             pdf.savefig(fig)
             plt.close(fig)
+            fig = None
+        if report.mri is not None:
+            mri = figures.pop("mri")
+            page = fig if fig is not None else plt.figure(figsize=(8.27, 11.69))
+            y = top if fig is not None else 0.95
+            text = "\n".join(textwrap.wrap(f"{report.mri.index_line()} {report.mri.share_line()}", 105))
+            page.text(0.06, y, "MRI", va="top", fontsize=11, fontweight="bold")
+            page.text(0.06, y - 0.025, text, va="top", fontsize=8.5)
+            height = 0.92 * 8.27 / 11.69 * mri.get_figheight() / mri.get_figwidth()  # the figure's own aspect
+            _paste(page, mri, [0.04, max(0.02, y - 0.06 - height), 0.92, height])
+            pdf.savefig(page)
+            plt.close(page)
+            fig = None
+        if fig is not None:
+            pdf.savefig(fig)
+            plt.close(fig)
+        for name in ("profile", "curves"):
+            if name in figures:
+                pdf.savefig(figures[name])
+                plt.close(figures[name])
     return buf.getvalue()
+
+
+def _paste(page, figure, rect: list[float]) -> None:
+    """Draw ``figure`` as an image into ``rect`` (figure fractions) of ``page``, then close it."""
+    buf = io.BytesIO()
+    figure.savefig(buf, format="png", dpi=200)
+    plt.close(figure)
+    buf.seek(0)
+    ax = page.add_axes(rect)
+    ax.imshow(plt.imread(buf))
+    ax.axis("off")
 
 
 def write_pdf(report: SubjectReport, path: str | Path) -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -18,11 +19,14 @@ from normcore._utils.errors import InputError
 from normcore.plotting.centile_bands import centile_band
 from normcore.tabular.anatomy import group_order
 
+if TYPE_CHECKING:
+    from normcore.reports.mri import MriFindings
+
 DISCLAIMER = ("Research use only; not a diagnostic device. Centiles compare this person with the model's healthy "
               "reference cohort and depend on how similar the acquisition and processing were.")
 N_TOP = 10
 N_CURVES = 4
-CURVE_AGES = 10  # ages on the curve panels' grid (lines join them)
+CURVE_AGES = 8  # ages on the curve panels' grid, plus the subject's own (lines join them; BENCHMARKS.md: report time)
 CURVE_SAMPLES = 1000  # samples per age for the curve panels and expected ranges (all IDPs are drawn at once)
 
 
@@ -39,12 +43,19 @@ class SubjectReport:
     multivariate: dict[str, float]
     flags: list[str] = field(default_factory=list)
     disclaimer: str = DISCLAIMER
+    mri: MriFindings | None = None  # the subject's scored MRI scan, when there is one
+
+    @property
+    def has_idps(self) -> bool:
+        """Whether the report has a tabular part (an MRI-only report has none)."""
+        return len(self.profile) > 0
 
 
 def subject_report(model, scores: pd.DataFrame, subject: str, id_col: str | None = None,
                    n_top: int = N_TOP, n_curves: int = N_CURVES, n_samples: int | None = None,
-                   seed: int | None = 0) -> SubjectReport:
-    """The report content of ``subject`` (a value of ``id_col``, or a row number without it) in ``scores``."""
+                   seed: int | None = 0, mri: MriFindings | None = None) -> SubjectReport:
+    """The report content of ``subject`` (a value of ``id_col``, or a row number without it) in ``scores``,
+    with the subject's MRI findings (:mod:`normcore.reports.mri`) when given."""
     if id_col:
         if id_col not in scores.columns:
             raise InputError(f"subject ID column {id_col!r} not found in the scores")
@@ -71,16 +82,18 @@ def subject_report(model, scores: pd.DataFrame, subject: str, id_col: str | None
     profile = frame.assign(_g=frame.group.map(rank)).sort_values(["_g", "z"], kind="stable").drop(columns="_g")
 
     covariates = {c: str(row[c]) for c in model.covariates_}
-    one = pd.DataFrame([{model.age_: age, **covariates}])
     top = frame.reindex(frame.z.abs().sort_values(ascending=False).index).head(n_top).reset_index(drop=True)
-    expected = model.predict_quantiles(one, (0.05, 0.95), n_samples=n_samples or CURVE_SAMPLES, seed=seed)[:, 0, :]
-    pos = [model.idps_.index(c) for c in top.idp]
-    top["expected_5th"], top["expected_95th"] = expected[0, pos], expected[1, pos]
+    # One sampling pass serves the expected ranges and the curve panels: the subject's age is one of the curve
+    # ages (the curves pass through it), and the model draws all IDPs at every age at once anyway.
     fixed = {c: v for c, v in covariates.items() if v in model.levels_[c]}
     lo, hi = model.age_range_
-    grid = np.linspace(min(lo, age), max(hi, age), CURVE_AGES)
+    grid = np.unique(np.append(np.linspace(min(lo, age), max(hi, age), CURVE_AGES), age))
     curves = model.centiles(grid, quantiles=(0.05, 0.25, 0.5, 0.75, 0.95), fixed=fixed,
-                            n_samples=n_samples or CURVE_SAMPLES, idps=list(top.idp.head(n_curves)), seed=seed)
+                            n_samples=n_samples or CURVE_SAMPLES, idps=list(top.idp), seed=seed)
+    at_age = curves[curves.age == age].set_index(["idp", "quantile"]).value
+    top["expected_5th"] = [at_age[(c, 0.05)] for c in top.idp]
+    top["expected_95th"] = [at_age[(c, 0.95)] for c in top.idp]
+    curves = curves[curves.idp.isin(list(top.idp.head(n_curves)))].reset_index(drop=True)
 
     info = getattr(model, "info_", {}) or {}
     coding = info.get("data", {})
@@ -112,5 +125,22 @@ def subject_report(model, scores: pd.DataFrame, subject: str, id_col: str | None
     if any(str(row.get(c)) == lv["level"] for rec in getattr(model, "adaptation_", []) for lv in rec["levels"]
            for c in [lv["covariate"]]):
         flags.append("The subject's site was adapted from local controls: its centiles rest on them.")
+    if mri is not None:
+        header["MRI scan"] = mri.scan
+        flags += [f"MRI: {w}" for w in mri.warnings]
     return SubjectReport(str(subject), header, profile.reset_index(drop=True), top, curves, age, multivariate,
-                         flags)
+                         flags, mri=mri)
+
+
+def mri_subject_report(findings: MriFindings, age: float, sex: str, model_name: str, n_train: int | None,
+                       age_range: tuple[float, float], subject: str | None = None) -> SubjectReport:
+    """A subject report of an MRI scan alone (no IDP table): header, index, quality warnings and slices."""
+    lo, hi = age_range
+    header = {"Subject": subject or findings.scan, "Age": f"{age:g} years", "Sex": sex, "MRI scan": findings.scan,
+              "Model": f"{model_name}, trained on {n_train if n_train is not None else '?'} healthy scans aged "
+                       f"{lo:.0f}-{hi:.0f} ({findings.method})",
+              "Date": datetime.now(UTC).strftime("%Y-%m-%d")}
+    flags = [f"MRI: {w}" for w in findings.warnings]
+    empty = pd.DataFrame()
+    return SubjectReport(subject or findings.scan, header, empty, empty, empty, float(age),
+                         {"d2": np.nan, "z": np.nan, "centile": np.nan, "n_idps": 0}, flags, mri=findings)

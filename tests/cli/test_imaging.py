@@ -49,8 +49,9 @@ def test_mri_fit_then_score_writes_maps_in_scan_space(scan_folder, tmp_path, cap
     scan = scan_folder / "t1" / f"{card['data']['test_ids'][0]}_T1.nii.gz"
     out = tmp_path / "out"
     rc = main(["mri-score", str(model_dir), str(scan), "--age", "40", "--sex", "F", "--out", str(out), "--quiet",
-               "--device", "cpu"])
+               "--device", "cpu", "--report", str(tmp_path / "scan-report.pdf")])
     assert rc == 0, capsys.readouterr().err
+    assert (tmp_path / "scan-report.pdf").read_bytes().startswith(b"%PDF-")  # the scan's report beside its maps
     native = nib.load(scan)
     for name in ("restoration", "anomaly", "zmap"):
         img = nib.load(out / f"{name}.nii.gz")
@@ -82,6 +83,9 @@ def test_mri_score_refuses_bad_inputs_with_messages(scan_folder, tmp_path, capsy
     rc = main(["mri-score", str(tmp_path / "missing_model"), str(bad), "--age", "40", "--sex", "F", "--out",
                str(tmp_path / "o")])
     assert rc == 2 and "not a model folder" in capsys.readouterr().err
+    rc = main(["mri-score", str(tmp_path / "missing_model"), str(bad), "--age", "40", "--sex", "F", "--out",
+               str(tmp_path / "o"), "--report", str(tmp_path / "r.docx")])
+    assert rc == 2 and "name a .html or .pdf file" in capsys.readouterr().err
     rc = main(["mri-fit", "--images", str(tmp_path), "--participants", str(scan_folder / "participants.csv"),
                "--out", str(tmp_path / "m"), "--config", "tiny"])
     assert rc == 2 and "no scan in" in capsys.readouterr().err

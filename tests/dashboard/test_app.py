@@ -8,6 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard.demo import available_demo_models
 from tests.conftest import ROOT
+from tests.dashboard.conftest import with_fast_model
 
 pytestmark = pytest.mark.skipif(not available_demo_models(),
                                 reason="demo models not trained (benchmarks/train_demo.py)")
@@ -45,7 +46,7 @@ def test_every_page_renders_without_exception():
 
 
 def test_centiles_page_draws_groups_and_hover():
-    at = goto(app().run(), "centiles")
+    at = goto(with_fast_model(app().run()), "centiles")
     first = charts(at)[0]  # drawn at once, before the subjects are scored in the background
     assert "median" in [t.get("name") for t in first["data"]]
     for job in at.session_state["score_jobs"].values():
@@ -55,15 +56,6 @@ def test_centiles_page_draws_groups_and_hover():
     assert {"control", "patient", "median"} <= set(names)
     pts = next(t for t in spec["data"] if t.get("name") == "patient")
     assert "z = " in pts["hovertemplate"]
-
-
-def test_deviations_page_heatmap_and_download():
-    at = goto(app().run(), "deviations")
-    specs = charts(at)
-    heat = specs[0]["data"][0]
-    assert heat["type"] == "heatmap" and heat["zmid"] == 0
-    assert any(t["type"] == "bar" for s in specs for t in s["data"])
-    assert at.get("download_button")
 
 
 def test_dependence_page_three_panels():
@@ -114,7 +106,7 @@ def test_short_fit_through_the_fit_page_then_centiles():
 
 
 def test_calibration_page_runs_checks_and_draws_pit_histogram():
-    at = goto(app().run(), "calibration")
+    at = goto(with_fast_model(app().run()), "calibration")
     assert not at.exception and not charts(at)  # nothing is computed before the button
     next(b for b in at.button if b.label == "Run the calibration checks").click().run()
     assert not at.exception and not at.error
@@ -276,9 +268,16 @@ def test_change_between_visits_page_scores_pairs_and_draws_a_trajectory():
     assert spec["data"][-1]["name"] == "visits"
 
 
-def test_a_subject_report_is_made_from_the_deviations_page():
-    at = goto(app().run(), "deviations")
+def test_deviations_page_heatmap_downloads_and_reports():
+    at = goto(with_fast_model(app().run()), "deviations")
     assert not at.exception
+    specs = charts(at)
+    heat = specs[0]["data"][0]
+    assert heat["type"] == "heatmap" and heat["zmid"] == 0
+    assert any(t["type"] == "bar" for s in specs for t in s["data"])
+    assert at.get("download_button")
+
+    # a subject report
     next(b for b in at.button if b.label.startswith("Make a report of")).click().run()
     job = at.session_state["report_job"]
     assert job.wait(TIMEOUT) == "done", job.error
@@ -288,9 +287,7 @@ def test_a_subject_report_is_made_from_the_deviations_page():
     labels = [b.label for b in at.get("download_button")]
     assert {"Download the report (HTML)", "Download the report (PDF)"} <= set(labels)
 
-
-def test_a_cohort_report_is_made_from_the_deviations_page():
-    at = goto(app().run(), "deviations")
+    # a cohort report
     next(b for b in at.button if b.label == "Make a cohort report (HTML and PDF)").click().run()
     job = at.session_state["cohort_report_job"]
     assert job.wait(TIMEOUT) == "done", job.error

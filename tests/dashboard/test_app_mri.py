@@ -17,6 +17,7 @@ from normcore.imaging.grid import ModelGrid, template_on_grid
 from normcore.imaging.model import ImagingNormativeModel
 from normcore.imaging.pipeline import nifti_bytes
 from tests.conftest import ROOT
+from tests.dashboard.conftest import with_fast_model
 from tests.plotting.test_imaging import values
 
 torch.set_num_threads(1)
@@ -136,6 +137,16 @@ def test_demo_run_shows_metrics_charts_and_downloads(mri_env):
         img = nib.Nifti1Image.from_bytes(gzip.decompress(nifti_bytes(results[shown].native_maps()[key])))
         assert img.shape == SCAN_GRID.shape and np.allclose(img.affine, SCAN_GRID.affine)
 
+    # a report of the shown scan: index, centile, slices; HTML and PDF downloads
+    button(at, f"Make a report of {shown} (HTML and PDF)").click().run()
+    job = at.session_state["mri_report_job"]
+    assert job.wait(TIMEOUT) == "done", job.error
+    at.run()
+    assert not at.exception
+    assert job.result["pdf"].startswith(b"%PDF-") and b"Abnormality index" in job.result["html"]
+    assert {"Download the report (HTML)", "Download the report (PDF)"} <= {b.proto.label for b in
+                                                                          at.get("download_button")}
+
     # the known lesion of the lesion demo is outlined on the overlay on slices that hold it
     at.selectbox[0].set_value("lesion demo").run()
     assert not at.exception
@@ -239,3 +250,25 @@ def test_without_a_model_the_page_says_how_to_train_one(mri_setup, monkeypatch):
     at = mri_page()
     assert not at.exception and not at.error
     assert any("mri-fit" in i.value for i in at.info)
+
+
+def test_a_scan_scored_here_joins_a_subject_report_on_the_deviations_page(mri_env):
+    from dashboard.demo import available_demo_models
+
+    if "SHASH baseline (demo)" not in available_demo_models():
+        pytest.skip("demo models not trained (benchmarks/train_demo.py)")
+    at = with_fast_model(run_and_wait(mri_page()))
+    at.switch_page("app_pages/deviations.py")
+    at.run()
+    for job in at.session_state["score_jobs"].values():  # the demo cohort is scored in the background
+        assert job.wait(TIMEOUT) == "done", job.error
+    at.run()
+    assert not at.exception
+    widget(at.selectbox, "Add this subject's MRI scan (scored on the MRI page) to the report").set_value(
+        "lesion demo").run()
+    next(b for b in at.button if b.label.startswith("Make a report of")).click().run()
+    job = at.session_state["report_job"]
+    assert job.wait(TIMEOUT) == "done", job.error
+    html_text = job.result["html"].decode()
+    assert "<h2>MRI</h2>" in html_text and "MRI scan</th><td>lesion demo" in html_text
+    assert html_text.count("data:image/png;base64,") == 3  # profile, curves, MRI slices

@@ -1,0 +1,68 @@
+"""Report jobs and their download panel, shared by the Deviations and MRI pages.
+
+Each ``make_*`` runs on a job thread (:class:`normcore.jobs.Job`) and returns the HTML and PDF bytes with a label
+and a file stem; :func:`download_panel` shows the job's progress, then both downloads.
+"""
+
+from __future__ import annotations
+
+import re
+
+import streamlit as st
+
+from normcore.reports import cohort_report, render, render_cohort, subject_report
+from normcore.reports.mri import findings_from_result
+from normcore.reports.subject import mri_subject_report
+
+ss = st.session_state
+
+
+def file_stem(name: str) -> str:
+    """A name safe as a download's file name (scan names carry spaces, brackets and extensions)."""
+    name = re.sub(r"\.nii(\.gz)?$", "", str(name))
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:80] or "report"
+
+
+def _done(report_html: str, pdf: bytes, label: str, stem: str) -> dict:
+    return {"html": report_html.encode(), "pdf": pdf, "label": label, "file": stem}
+
+
+def make_report(model, scores, subject, id_col, mri_result=None, progress=None) -> dict:
+    """A subject report (with the subject's scored scan when given): content, then HTML and PDF."""
+    mri = findings_from_result(mri_result) if mri_result is not None else None
+    html_text, pdf = render(subject_report(model, scores, subject, id_col=id_col, mri=mri))
+    return _done(html_text, pdf, "report", f"report-{file_stem(subject)}")
+
+
+def make_mri_report(result, model_name: str, n_train: int | None, age_range: tuple[float, float],
+                    progress=None) -> dict:
+    """A report of one scored scan alone (no IDP table)."""
+    report = mri_subject_report(findings_from_result(result), result.age, result.sex, model_name, n_train, age_range)
+    html_text, pdf = render(report)
+    return _done(html_text, pdf, "report", f"report-{file_stem(result.name)}")
+
+
+def make_cohort_report(model, scores, group_col, control_value, id_col, progress=None) -> dict:
+    """The cohort report (patients vs controls)."""
+    html_text, pdf = render_cohort(cohort_report(model, scores, group_col, control_value, id_col=id_col))
+    return _done(html_text, pdf, "cohort report", "cohort-report")
+
+
+@st.fragment(run_every=1.0)
+def download_panel(job_name: str, key: tuple) -> None:
+    """Progress of the report job ``ss[job_name]`` started for ``key``, then its HTML and PDF downloads."""
+    job = ss.get(job_name)
+    if job is None or ss.get(f"{job_name}_for") != key:
+        return
+    if job.running:
+        st.progress(0.5, text="Making the report…")
+        return
+    if job.status != "done":
+        st.error(job.error or f"the report was {job.status}")
+        return
+    r = job.result
+    d1, d2 = st.columns(2)
+    d1.download_button(f"Download the {r['label']} (HTML)", r["html"], file_name=f"{r['file']}.html", mime="text/html",
+                       key=f"{job_name}_html")
+    d2.download_button(f"Download the {r['label']} (PDF)", r["pdf"], file_name=f"{r['file']}.pdf",
+                       mime="application/pdf", key=f"{job_name}_pdf")
