@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard.reports import download_panel, make_cohort_report, make_report
+from dashboard.reports import download_panel, make_cohort_report, make_pcntoolkit_export, make_report
 from dashboard.state import data_key, model_for_table, model_key, scores_for, show_error
 from normcore.jobs import Job
 from normcore.metrics import separation_table
@@ -94,5 +94,14 @@ if m.group_col and m.group_col in scores:
                                        m.id_col if m.id_col in scores else None, name="cohort-report").start()
             ss.cohort_report_job_for = (model_key(), *data_key())
         download_panel("cohort_report_job", (model_key(), *data_key()))
+st.subheader("Downloads")
 st.download_button("Download all scores (CSV, same columns as the CLI)", table_csv_bytes(scores),
                    file_name="normdiff-scores.csv", mime="text/csv")
+st.caption("For PCNtoolkit users: the tables its `predict` writes (Z, centiles 5/25/50/75/95 in the IDPs' units, "
+           "per-IDP statistics), as `score --format pcntoolkit` writes them; the centiles sample the model at every "
+           "subject's covariates.")
+if st.button("Prepare the PCNtoolkit tables"):
+    ss.pcn_job = Job(make_pcntoolkit_export, model, df, scores, m.id_col if m.id_col in df else None,
+                     name="pcntoolkit-export").start()
+    ss.pcn_job_for = (model_key(), *data_key())
+download_panel("pcn_job", (model_key(), *data_key()))

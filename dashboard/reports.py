@@ -1,7 +1,8 @@
-"""Report jobs and their download panel, shared by the Deviations and MRI pages.
+"""Report and export jobs and their download panel, shared by the Deviations and MRI pages.
 
-Each ``make_*`` runs on a job thread (:class:`normcore.jobs.Job`) and returns the HTML and PDF bytes with a label
-and a file stem; :func:`download_panel` shows the job's progress, then both downloads.
+Each ``make_*`` runs on a job thread (:class:`normcore.jobs.Job`) and returns ``{"downloads": [(button label,
+bytes, file name, MIME type), ...]}`` (reports: HTML and PDF); :func:`download_panel` shows the job's progress,
+then its downloads.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import streamlit as st
 from normcore.reports import cohort_report, render, render_cohort, subject_report
 from normcore.reports.mri import findings_from_result
 from normcore.reports.subject import mri_subject_report
+from normcore.tabular.pcntoolkit_export import pcntoolkit_tables, pcntoolkit_zip_bytes
 
 ss = st.session_state
 
@@ -24,7 +26,10 @@ def file_stem(name: str) -> str:
 
 
 def _done(report_html: str, pdf: bytes, label: str, stem: str) -> dict:
-    return {"html": report_html.encode(), "pdf": pdf, "label": label, "file": stem}
+    html_bytes = report_html.encode()
+    return {"html": html_bytes, "pdf": pdf,
+            "downloads": [(f"Download the {label} (HTML)", html_bytes, f"{stem}.html", "text/html"),
+                          (f"Download the {label} (PDF)", pdf, f"{stem}.pdf", "application/pdf")]}
 
 
 def make_report(model, scores, subject, id_col, mri_result=None, progress=None) -> dict:
@@ -48,21 +53,25 @@ def make_cohort_report(model, scores, group_col, control_value, id_col, progress
     return _done(html_text, pdf, "cohort report", "cohort-report")
 
 
+def make_pcntoolkit_export(model, table, scores, id_col, name: str = "test", progress=None) -> dict:
+    """The Z, centiles and statistics tables in PCNtoolkit's layout, zipped (``score --format pcntoolkit``)."""
+    tables = pcntoolkit_tables(model, table, scores, id_col=id_col)
+    return {"downloads": [("Download for PCNtoolkit (zip of Z, centiles, statistics)", pcntoolkit_zip_bytes(
+        tables, name), f"pcntoolkit-{file_stem(name)}.zip", "application/zip")]}
+
+
 @st.fragment(run_every=1.0)
 def download_panel(job_name: str, key: tuple) -> None:
-    """Progress of the report job ``ss[job_name]`` started for ``key``, then its HTML and PDF downloads."""
+    """Progress of the job ``ss[job_name]`` started for ``key``, then its downloads."""
     job = ss.get(job_name)
     if job is None or ss.get(f"{job_name}_for") != key:
         return
     if job.running:
-        st.progress(0.5, text="Making the report…")
+        st.progress(0.5, text="Working on it (reports and exports sample the model)…")
         return
     if job.status != "done":
         st.error(job.error or f"the report was {job.status}")
         return
-    r = job.result
-    d1, d2 = st.columns(2)
-    d1.download_button(f"Download the {r['label']} (HTML)", r["html"], file_name=f"{r['file']}.html", mime="text/html",
-                       key=f"{job_name}_html")
-    d2.download_button(f"Download the {r['label']} (PDF)", r["pdf"], file_name=f"{r['file']}.pdf",
-                       mime="application/pdf", key=f"{job_name}_pdf")
+    downloads = job.result["downloads"]
+    for col, (label, data, file_name, mime) in zip(st.columns(len(downloads)), downloads, strict=True):
+        col.download_button(label, data, file_name=file_name, mime=mime, key=f"{job_name}:{file_name}")

@@ -23,6 +23,8 @@ rows that have them.
 
 from __future__ import annotations
 
+import io
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +71,20 @@ def pcntoolkit_tables(model, df: pd.DataFrame, scores: pd.DataFrame, id_col: str
     return {"Z": z, "centiles": centiles, "statistics": stats_table}
 
 
+def pcntoolkit_csv_texts(tables: dict[str, pd.DataFrame], name: str = "test") -> dict[str, str]:
+    """The three files' names and CSV texts as PCNtoolkit writes them (formula-like cells escaped)."""
+    return {f"{key}_{name}.csv": escape_formulas(tables[key]).to_csv() for key in ("Z", "centiles", "statistics")}
+
+
+def pcntoolkit_zip_bytes(tables: dict[str, pd.DataFrame], name: str = "test") -> bytes:
+    """The three files in one zip archive (a download: unzip into the folder PCNtoolkit's load_results reads)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
+        for file_name, text in pcntoolkit_csv_texts(tables, name).items():
+            archive.writestr(file_name, text)
+    return buf.getvalue()
+
+
 def write_pcntoolkit_results(tables: dict[str, pd.DataFrame], out_dir: str | Path, name: str = "test") -> list[Path]:
     """Write the tables as ``Z_NAME.csv``, ``centiles_NAME.csv``, ``statistics_NAME.csv`` (atomically each)."""
     out = Path(out_dir)
@@ -76,11 +92,8 @@ def write_pcntoolkit_results(tables: dict[str, pd.DataFrame], out_dir: str | Pat
         raise InputError(f"{out}: is a file; name a folder for the PCNtoolkit tables")
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    for key in ("Z", "centiles", "statistics"):
-        path = out / f"{key}_{name}.csv"
-        table = escape_formulas(tables[key])  # subject IDs are user text (see normcore.tabular.io)
-        write_atomic(path, lambda tmp, t=table: t.to_csv(tmp))
-        paths.append(path)
+    for file_name, text in pcntoolkit_csv_texts(tables, name).items():  # subject IDs are user text: escaped
+        paths.append(write_atomic(out / file_name, lambda tmp, t=text: tmp.write_text(t, encoding="utf-8")))
     return paths
 
 

@@ -1,6 +1,8 @@
 """Headless app tests (streamlit.testing AppTest) of every page, reading the plotly JSON specs."""
 
+import io
 import json
+import zipfile
 
 import pandas as pd
 import pytest
@@ -294,3 +296,16 @@ def test_deviations_page_heatmap_downloads_and_reports():
     at.run()
     assert not at.exception and job.result["pdf"].startswith(b"%PDF-")
     assert "Download the cohort report (PDF)" in [b.label for b in at.get("download_button")]
+
+    # the PCNtoolkit tables, zipped
+    next(b for b in at.button if b.label == "Prepare the PCNtoolkit tables").click().run()
+    job = at.session_state["pcn_job"]
+    assert job.wait(TIMEOUT) == "done", job.error
+    at.run()
+    assert not at.exception
+    (label, data, file_name, _), = job.result["downloads"]
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        assert sorted(archive.namelist()) == ["Z_test.csv", "centiles_test.csv", "statistics_test.csv"]
+        z = pd.read_csv(archive.open("Z_test.csv"))
+    assert list(z.columns[:2]) == ["observations", "subject_ids"] and len(z) == len(at.session_state.data)
+    assert label in [b.label for b in at.get("download_button")]

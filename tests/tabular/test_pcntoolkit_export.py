@@ -74,3 +74,17 @@ def test_score_format_pcntoolkit(scored, tmp_path, capsys):
     rc = main(["score", str(tmp_path / "m"), str(tmp_path / "d.csv"), "--format", "pcntoolkit",
                "--out", str(tmp_path / "d.csv")])
     assert rc == 2 and "names a folder" in capsys.readouterr().err
+
+
+def test_the_zip_download_holds_the_same_files(scored, tmp_path):
+    import io
+    import zipfile
+
+    from normcore.tabular.pcntoolkit_export import pcntoolkit_zip_bytes
+
+    *_, tables, _ = scored
+    written = write_pcntoolkit_results(tables, tmp_path, "site1")
+    with zipfile.ZipFile(io.BytesIO(pcntoolkit_zip_bytes(tables, "site1"))) as archive:
+        assert sorted(archive.namelist()) == sorted(p.name for p in written)
+        for path in written:
+            assert archive.read(path.name).decode() == path.read_text()
