@@ -120,8 +120,8 @@ def subject_report(model, scores: pd.DataFrame, subject: str, id_col: str | None
         flags.append(f"Age {age:g} is outside the reference's {lo:g}-{hi:g}: centiles are extrapolated.")
     beyond = int(row.get("n_beyond_samples", 0) or 0)
     if beyond:
-        flags.append(f"{beyond} IDP value(s) lie beyond all model samples: their |z| is capped at the model's "
-                     "resolution and may be larger.")
+        flags.append(f"{beyond} IDP value(s) lie beyond all model samples: their z is extrapolated (a tail "
+                     "model for diffusion models; less certain than z inside the samples).")
     if any(str(row.get(c)) == lv["level"] for rec in getattr(model, "adaptation_", []) for lv in rec["levels"]
            for c in [lv["covariate"]]):
         flags.append("The subject's site was adapted from local controls: its centiles rest on them.")

@@ -9,6 +9,7 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 import torch
+from scipy import special
 
 from normcore._utils.device import describe_device, resolve_device
 from normcore._utils.errors import InputError
@@ -20,7 +21,14 @@ from normcore.nets import BACKBONES, build_backbone, check_backbone_params
 from normcore.tabular.base import NormativeModel
 from normcore.tabular.params import MIN_TIMESTEPS, Rule, boolean, choice, integer, number, optional
 from normcore.tabular.preprocessing import MARGINALISE, CovariateEncoder, IDPTransformer, LocationScale, category_label
-from normcore.tabular.scoring import MAX_MULTIVARIATE_IDPS, PointCorrelations, copula_correlation, randomised_pit
+from normcore.tabular.scoring import (
+    MAX_MULTIVARIATE_IDPS,
+    PointCorrelations,
+    copula_correlation,
+    randomised_pit,
+    tail_ranks,
+    tail_z,
+)
 from normcore.tabular.training import TrainConfig, distributed_context, init_distributed_from_env, train_denoiser
 
 
@@ -335,6 +343,7 @@ class NormativeDiffusion(NormativeModel):
         y_t = torch.from_numpy(np.nan_to_num(y, nan=0.0))
         v = torch.from_numpy(np.random.default_rng(seed + 1).random(y.shape))
         centile = np.empty(y.shape)
+        z = np.empty(y.shape)
         beyond = np.empty(y.shape, bool)
         order = np.argsort(inverse, kind="stable")
         bounds = np.searchsorted(inverse[order], np.arange(0, n_points + per_chunk, per_chunk))
@@ -348,6 +357,9 @@ class NormativeDiffusion(NormativeModel):
                 sub = rows[r:r + step]
                 uu, bb = randomised_pit(sorted_s[inverse[sub] - s].contiguous(), y_t[sub], v[sub])
                 centile[sub], beyond[sub] = uu.numpy(), bb.numpy()
+            z[rows] = special.ndtri(centile[rows])
+            self._tail_scores(sorted_s, u_age[s:e], u_codes[s:e], rows, inverse[rows] - s, y, age, codes, z,
+                              centile)
             if multivariate:
                 corr = copula_correlation(samples).numpy()
                 if pooled:
@@ -356,8 +368,38 @@ class NormativeDiffusion(NormativeModel):
                     per_point[s:e] = corr
             del samples, sorted_s
         if pooled:
-            return centile, None, beyond, PointCorrelations((pooled_sum / n_points)[None], np.zeros_like(inverse), note)
-        return centile, None, beyond, PointCorrelations(per_point, inverse, note)
+            return centile, z, beyond, PointCorrelations((pooled_sum / n_points)[None], np.zeros_like(inverse), note)
+        return centile, z, beyond, PointCorrelations(per_point, inverse, note)
+
+    def _tail_scores(self, sorted_s: torch.Tensor, p_age: np.ndarray, p_codes: np.ndarray, rows: np.ndarray,
+                     points: np.ndarray, y: np.ndarray, age: np.ndarray, codes: np.ndarray, z: np.ndarray,
+                     centile: np.ndarray) -> None:
+        """Overwrite z (and centile) of ``rows``' values beyond a tail anchor with the tail model's
+        (:func:`~normcore.tabular.scoring.tail_z`), fitted on the Gaussianised scale of each covariate point."""
+        m, d = sorted_s.shape[-1], sorted_s.shape[1]
+        k, lo_idx, hi_idx = tail_ranks(m)
+        if k == 0:
+            return
+        yr = y[rows]
+        edges = sorted_s[points][:, :, [k - 1, m - k]].numpy()  # (n, D, 2) anchors in IDP units
+        below, above = yr < edges[..., 0], yr > edges[..., 1]  # NaN compares False: missing values stay out
+        if not (below.any() or above.any()):
+            return
+        need = np.unique(points[(below | above).any(axis=1)])
+        idx = np.concatenate([lo_idx, hi_idx])
+        picked = sorted_s[need][:, :, idx].permute(0, 2, 1).reshape(-1, d).numpy()  # (P * J, D)
+        latent = np.empty((points.max() + 1, len(idx), d))
+        latent[need] = self._to_latent(picked, np.repeat(p_age[need], len(idx)),
+                                       np.repeat(p_codes[need], len(idx), axis=0)).reshape(len(need), len(idx), d)
+        x = self._to_latent(yr, age[rows], codes[rows])  # the observed values on the same scale
+        for mask, part, upper in ((below, slice(0, len(lo_idx)), False), (above, slice(len(lo_idx), None), True)):
+            i, j = np.nonzero(mask)
+            if not i.size:
+                continue
+            ranks = lo_idx if not upper else hi_idx
+            zt = tail_z(latent[points[i], part, j], ranks, m, x[i, j], upper)
+            z[rows[i], j] = zt
+            centile[rows[i], j] = special.ndtr(zt)
 
     def _quantile_core(self, ages, codes, quantiles, n_samples, seed, progress) -> np.ndarray:
         """Sample quantiles; defaults to max(n_samples, 4000) samples per age (quantile error ~ 1/sqrt(M))."""

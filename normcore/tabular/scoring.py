@@ -5,10 +5,13 @@ observed vector, the centile of IDP j is the randomised probability integral tra
 
     u = (#{s < y} + V * (#{s == y} + 1)) / (M + 1),   V ~ U(0, 1),
 
-and z = Phi^{-1}(u). When the observation lies beyond all M samples, u is clipped to
-0.5 / (M + 1) (or 1 - 0.5 / (M + 1)): the model cannot resolve centiles finer than its sample count,
-so |z| saturates at Phi^{-1}(1 - 0.5 / (M + 1)) (3.29 for M = 1000); such entries are counted in
-``n_beyond_samples``. Increase M to resolve more extreme deviations.
+and z = Phi^{-1}(u). The sample ranks cannot resolve centiles finer than 1 / (M + 1), so values in the outer
+tails are scored by a tail model instead (:func:`tail_z`, used by the diffusion model): beyond the k-th most
+extreme sample on either side (k = ``TAIL_SHARE`` x M), z is extrapolated from a normal tail fitted to that
+side's order statistics on the model's Gaussianised scale, anchored at the k-th sample so z is continuous where
+the randomised PIT hands over. Entries beyond all M samples are counted in ``n_beyond_samples`` (their z is
+extrapolated). Models without a tail model clip u to 0.5 / (M + 1) there, so |z| saturates at
+Phi^{-1}(1 - 0.5 / (M + 1)) (3.29 for M = 1000).
 
 The multivariate score is the squared Mahalanobis distance d2 = z' R^{-1} z, where R is the
 correlation of the model's own normal scores at the subject's covariates (estimated from the same
@@ -38,6 +41,47 @@ def randomised_pit(sorted_samples: torch.Tensor, y: torch.Tensor, v: torch.Tenso
     u = torch.where(not_above == 0, torch.full_like(u, lo), u)
     u = torch.where(below == m, torch.full_like(u, hi), u)
     return u, beyond
+
+
+TAIL_SHARE = 0.01
+"""Share of the samples on each side beyond which a value's z comes from the tail model (k = 10 of 1000)."""
+TAIL_FIT_POINTS = 16
+"""Order statistics per side, from ``TAIL_FIT_FROM`` to the anchor, to which the normal tail is fitted."""
+TAIL_FIT_FROM = 0.5
+"""Share of the samples (from either end) where the tail fit starts: 0.5 = the median."""
+
+
+def tail_ranks(m: int) -> tuple[int, np.ndarray, np.ndarray]:
+    """For M samples: the anchor rank k (1-based, from either end) and the 0-based order-statistic indices of the
+    lower and upper tail fits (each from the anchor inwards to ``TAIL_FIT_FROM``, ``TAIL_FIT_POINTS`` at most).
+    ``TAIL_SHARE`` = 0 turns the tail model off (k = 0: z saturates at the sample resolution, as before)."""
+    if TAIL_SHARE <= 0:
+        return 0, np.zeros(0, int), np.zeros(0, int)
+    k = max(1, int(round(TAIL_SHARE * m)))
+    inner = max(k - 1, min((m - 1) // 2, int(round(TAIL_FIT_FROM * m)) - 1))
+    lower = np.unique(np.linspace(k - 1, inner, TAIL_FIT_POINTS).round().astype(int))
+    return k, lower, (m - 1 - lower)[::-1]
+
+
+def tail_z(latent_order: np.ndarray, ranks: np.ndarray, m: int, x: np.ndarray, upper: bool) -> np.ndarray:
+    """z of values ``x`` (n,) beyond a tail anchor, from order statistics on the Gaussianised scale.
+
+    ``latent_order`` (n, J) are the order statistics at 0-based ``ranks`` (J,) of the M samples at each value's
+    covariates, the anchor first (the k-th from the end of the side); their plotting positions
+    (rank + 1) / (M + 1) give normal scores q. A line latent = a + b q is fitted by least squares (b: the tail's
+    scale), and z = q_anchor + (x - latent_anchor) / b: continuous with the randomised PIT at the anchor, linear in
+    the Gaussianised value beyond it (exact when the conditional there is normal). A degenerate fit (b <= 0)
+    gives z = q_anchor.
+    """
+    q = special.ndtri((np.asarray(ranks, float) + 1) / (m + 1))
+    lo = np.asarray(latent_order, float)
+    qc = q - q.mean()
+    denom = float((qc**2).sum())
+    b = ((lo - lo.mean(axis=1, keepdims=True)) * qc).sum(axis=1) / denom if denom > 0 else np.zeros(len(lo))
+    anchor = 0 if not upper else len(ranks) - 1
+    ok = b > 1e-12
+    z = q[anchor] + np.where(ok, (x - lo[:, anchor]) / np.where(ok, b, 1.0), 0.0)
+    return np.minimum(z, q[anchor]) if not upper else np.maximum(z, q[anchor])
 
 
 def normal_scores(samples: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,6 @@
 import numpy as np
+import pandas as pd
+import pytest
 import torch
 from scipy import special, stats
 
@@ -90,3 +92,68 @@ def test_one_shared_correlation_gives_the_per_row_result_without_copies():
     per_row = multivariate_scores(z, np.broadcast_to(corr, (40, 5, 5)), keep)
     np.testing.assert_allclose(shared, per_row)
     assert np.isfinite(shared[0]).all()
+
+
+def test_tail_z_is_exact_for_a_normal_conditional_far_beyond_the_samples():
+    """On the Gaussianised scale a normal conditional's tail is extrapolated exactly: values at true |z| 3-6
+    (the samples end near 3.3) are scored within the Monte Carlo error of the fitted scale."""
+    from normcore.tabular.scoring import tail_ranks, tail_z
+
+    rng = np.random.default_rng(0)
+    m, mu, sd = 1000, 2.0, 0.5
+    true = np.repeat(np.linspace(3, 6, 13), 40)
+    errors = {True: [], False: []}
+    for upper in (True, False):
+        sign = 1 if upper else -1
+        latent = np.sort(mu + sd * rng.standard_normal((true.size, m)), axis=1)
+        k, lo_idx, hi_idx = tail_ranks(m)
+        ranks = hi_idx if upper else lo_idx
+        z = tail_z(latent[:, ranks], ranks, m, mu + sign * sd * true, upper)
+        errors[upper] = sign * z - true
+    for upper, err in errors.items():
+        assert np.median(np.abs(err)) < 0.15 and abs(np.mean(err)) < 0.1, upper
+        assert np.quantile(np.abs(err), 0.95) < 0.5
+    assert k == 10 and len(lo_idx) <= 16 and lo_idx[0] == k - 1 and hi_idx[-1] == m - k
+
+
+def test_tail_z_is_continuous_with_the_ranks_at_its_anchor_and_monotone():
+    from normcore.tabular.scoring import tail_ranks, tail_z
+
+    m = 1000
+    latent = np.sort(np.random.default_rng(1).standard_normal((1, m)), axis=1)
+    k, _, hi_idx = tail_ranks(m)
+    anchor = latent[0, m - k]
+    x = anchor + np.array([0.0, 0.1, 0.5, 1.0, 3.0])
+    z = tail_z(np.repeat(latent[:, hi_idx], len(x), axis=0), hi_idx, m, x, upper=True)
+    assert z[0] == pytest.approx(special.ndtri((m - k + 1) / (m + 1)))  # the rank's own z at the anchor
+    assert np.all(np.diff(z) > 0)
+    flat = np.zeros((1, len(hi_idx)))  # degenerate samples: no slope, the anchor's z
+    assert tail_z(flat, hi_idx, m, np.array([5.0]), upper=True)[0] == pytest.approx(z[0])
+
+
+def test_the_diffusion_model_scores_far_values_beyond_the_sample_cap(tiny_model, cohort, monkeypatch):
+    """Values far beyond all samples get a finite z that grows with the distance (not the 3.29-style cap), are
+    still counted in n_beyond_samples, and values inside the samples keep their rank-based z."""
+    import normcore.tabular.scoring as scoring
+
+    df, truth = cohort
+    rows = df[df.group == "control"].head(3).reset_index(drop=True)
+    far = pd.concat([rows] * 3, ignore_index=True)
+    idp = truth.idp_names[0]
+    base = rows[idp].to_numpy()
+    spread = float(df[idp].std())
+    far[idp] = np.concatenate([base + 6 * spread, base + 9 * spread, base - 9 * spread])
+    scores = tiny_model.score(far, seed=0)
+    z = scores[f"z:{idp}"].to_numpy()
+    cap = special.ndtri(1 - 0.5 / (tiny_model.n_samples + 1))
+    assert np.all(np.isfinite(z)) and np.all(z[:6] > cap) and np.all(z[6:] < -cap)
+    assert np.all(z[3:6] > z[:3])  # further out, more extreme
+    assert (scores.n_beyond_samples >= 1).all()
+    inside = tiny_model.score(rows, seed=0)
+    monkeypatch.setattr(scoring, "TAIL_SHARE", 0.0)
+    ranks_only = tiny_model.score(rows, seed=0)
+    z_in = inside[[f"z:{c}" for c in truth.idp_names]].to_numpy()
+    z_rank = ranks_only[[f"z:{c}" for c in truth.idp_names]].to_numpy()
+    body = np.abs(z_rank) < 2.0  # inside the 1% anchors
+    np.testing.assert_allclose(z_in[body], z_rank[body])
+    assert np.all(np.abs(tiny_model.score(far, seed=0)[f"z:{idp}"]) <= cap + 1e-9)  # off: the old cap
