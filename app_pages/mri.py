@@ -15,15 +15,23 @@ from dashboard.state import (
     collect_mri_job,
     imaging_model,
     init_mri_state,
+    native_view_of,
     show_error,
     start_mri_job,
 )
 from normcore import InputError
 from normcore.imaging.io import load_mask, load_volume
 from normcore.imaging.model import METHODS
+from normcore.imaging.native_view import Z_DISPLAY_MAX
 from normcore.imaging.pipeline import nifti_bytes
 from normcore.jobs import Job
-from normcore.plotting.imaging import cohort_table, most_abnormal_slice, overlay_figure, triptych_figure
+from normcore.plotting.imaging import (
+    cohort_table,
+    most_abnormal_slice,
+    native_planes_figure,
+    overlay_figure,
+    triptych_figure,
+)
 from normcore.tabular.io import table_csv_bytes
 
 METHOD_LABELS = {"kl-inpaint": "KL-guided inpainting (default)", "plain": "Plain diffusion restoration (baseline)",
@@ -245,6 +253,8 @@ def results_section(model) -> None:
     o2.plotly_chart(overlay_figure(prepared.volume, score.zmap, axis, index, threshold, opacity, lesion=lesion),
                     width="stretch")
 
+    native_section(name)
+
     st.subheader("Downloads (in the scan's own space)")
     stem = name.removesuffix(".gz").removesuffix(".nii").replace(" ", "_")
     d = st.columns(4)
@@ -263,9 +273,26 @@ def results_section(model) -> None:
     if st.button(f"Make a report of {name} (HTML and PDF)", key="mri_report_button"):
         train = model.card_.get("training", {})
         ss.mri_report_job = Job(make_mri_report, result, demo_model_dir().name, train.get("n_train"),
-                                model.age_range_, name="mri-report").start()
+                                model.age_range_, view=native_view_of(name), name="mri-report").start()
         ss.mri_report_job_for = report_key
     download_panel("mri_report_job", report_key)
+
+
+def native_section(name: str) -> None:
+    """The scan at its own resolution in three linked planes, opening on the most anomalous region."""
+    st.subheader("At the scan's own resolution")
+    with st.spinner("Mapping the z-map onto the scan's voxels…"):
+        view = native_view_of(name)
+    start = view.most_anomalous
+    cols = st.columns(4)
+    voxel = [cols[i].slider(label, 0, view.shape[i] - 1, int(start[i]), key=f"mri_native:{name}:{i}")
+             for i, label in enumerate(("x: left → right", "y: posterior → anterior", "z: inferior → superior"))]
+    threshold = cols[3].slider("z threshold ", 0.5, 10.0, 3.0, 0.5, key="mri_native_threshold")
+    st.plotly_chart(native_planes_figure(view, voxel, threshold), width="stretch", key="mri_native_chart")
+    st.caption(f"The scan as uploaded ({' x '.join(str(n) for n in view.shape)} voxels, reoriented to RAS without "
+               f"resampling); the z-map is computed on the model grid and interpolated onto the scan's voxels for "
+               f"display. It opens on the most anomalous region; {100 * view.share_above():.2f}% of brain voxels "
+               f"have z > 3. Colours are clipped at z = {Z_DISPLAY_MAX:g}.")
 
 
 def native_map_bytes(result, key: str) -> bytes:

@@ -39,10 +39,11 @@ def make_report(model, scores, subject, id_col, mri_result=None, progress=None) 
     return _done(html_text, pdf, "report", f"report-{file_stem(subject)}")
 
 
-def make_mri_report(result, model_name: str, n_train: int | None, age_range: tuple[float, float],
+def make_mri_report(result, model_name: str, n_train: int | None, age_range: tuple[float, float], view=None,
                     progress=None) -> dict:
-    """A report of one scored scan alone (no IDP table)."""
-    report = mri_subject_report(findings_from_result(result), result.age, result.sex, model_name, n_train, age_range)
+    """A report of one scored scan alone (no IDP table); ``view``: its native view when already made."""
+    report = mri_subject_report(findings_from_result(result, view), result.age, result.sex, model_name, n_train,
+                                age_range)
     html_text, pdf = render(report)
     return _done(html_text, pdf, "report", f"report-{file_stem(result.name)}")
 

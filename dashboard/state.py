@@ -325,6 +325,20 @@ def init_mri_state() -> None:
     ss.setdefault("mri_results", {})
     ss.setdefault("mri_lesions", {})
     ss.setdefault("mri_errors", {})
+    ss.setdefault("mri_views", {})
+
+
+def native_view_of(name: str):
+    """The scored scan ``name`` at its own resolution (made once per result, kept in the session)."""
+    from normcore.imaging.native_view import view_of_result
+
+    ss = st.session_state
+    result = ss.mri_results[name]
+    cached = ss.mri_views.get(name)
+    if cached is None or cached[0] is not result:  # a rerun of the same name replaces the result
+        cached = (result, view_of_result(result))
+        ss.mri_views[name] = cached
+    return cached[1]
 
 
 def start_mri_job(model, items: list[dict], method: str) -> Job:
@@ -355,3 +369,4 @@ def collect_mri_job() -> bool:
 
 def clear_mri_results() -> None:
     st.session_state.mri_results, st.session_state.mri_lesions, st.session_state.mri_errors = {}, {}, {}
+    st.session_state.mri_views = {}

@@ -14,37 +14,12 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-AXES = {"sagittal": 0, "coronal": 1, "axial": 2}
+from normcore.imaging.native_view import Z_DISPLAY_MAX, NativeView
+from normcore.imaging.slices import axis_index, axis_name, slice_of
+
 GRAY = [[0.0, "rgb(0,0,0)"], [1.0, "rgb(255,255,255)"]]
 RED_YELLOW = [[0.0, "rgb(200,0,0)"], [0.5, "rgb(255,110,0)"], [1.0, "rgb(255,255,0)"]]
 LESION_COLOUR = "rgb(0,200,255)"
-
-
-def axis_index(axis: str | int) -> int:
-    """The voxel axis sliced by ``axis`` ("sagittal" 0, "coronal" 1, "axial" 2, or the number itself)."""
-    if isinstance(axis, str):
-        if axis.lower() not in AXES:
-            raise ValueError(f"unknown slice axis {axis!r}; use one of {list(AXES)}")
-        return AXES[axis.lower()]
-    if int(axis) not in (0, 1, 2):
-        raise ValueError(f"slice axis must be 0, 1 or 2, not {axis!r}")
-    return int(axis)
-
-
-def axis_name(axis: str | int) -> str:
-    return {v: k for k, v in AXES.items()}[axis_index(axis)]
-
-
-def slice_of(volume: np.ndarray, axis: str | int, index: int) -> np.ndarray:
-    """A 2D slice of a RAS volume oriented for display (row 0 at the top; see the module docstring)."""
-    vol = np.asarray(volume)
-    if vol.ndim != 3:
-        raise ValueError(f"a 3D volume is expected, got shape {vol.shape}")
-    ax = axis_index(axis)
-    if not 0 <= int(index) < vol.shape[ax]:
-        raise IndexError(f"slice {index} outside 0-{vol.shape[ax] - 1} along the {axis_name(ax)} axis")
-    plane = np.take(vol, int(index), axis=ax)  # the two remaining axes in order: (x, y), (x, z) or (y, z)
-    return plane.T[::-1]  # rows = the second remaining axis, highest (anterior/superior) at the top
 
 
 def best_slice(anomaly: np.ndarray, brain: np.ndarray | None, axis: str | int) -> int:
@@ -127,7 +102,8 @@ def triptych_figure(volume: np.ndarray, restoration: np.ndarray, anomaly: np.nda
 
 def overlay_figure(volume: np.ndarray, zmap: np.ndarray, axis: str | int, index: int, threshold: float = 3.0,
                    opacity: float = 0.6, lesion: np.ndarray | None = None, title: str | None = None) -> go.Figure:
-    """The original in grayscale with the z-map above ``threshold`` in red to yellow (values below are NaN).
+    """The original in grayscale with the z-map above ``threshold`` in red to yellow (values below are NaN), the
+    colour scale clipped at ``Z_DISPLAY_MAX`` (larger z in the top colour).
 
     ``lesion`` (a bool volume, e.g. the known lesion of a demo scan) is outlined as a contour.
     """
@@ -135,7 +111,7 @@ def overlay_figure(volume: np.ndarray, zmap: np.ndarray, axis: str | int, index:
     z = np.asarray(slice_of(zmap, ax, index), np.float32)
     shown = np.where(np.isfinite(z) & (z >= threshold), z, np.nan).astype(np.float32)
     finite = np.asarray(zmap, float)[np.isfinite(zmap)]
-    top = max(float(finite.max()) if finite.size else threshold, threshold + 1.0)
+    top = max(min(float(finite.max()) if finite.size else threshold, Z_DISPLAY_MAX), threshold + 1.0)
     fig = go.Figure()
     fig.add_trace(_image_trace(slice_of(volume, ax, index), GRAY, 0.0, 1.0, "original"))
     fig.add_trace(_image_trace(shown, RED_YELLOW, float(threshold), top, "z", showscale=True, opacity=float(opacity),
@@ -150,6 +126,50 @@ def overlay_figure(volume: np.ndarray, zmap: np.ndarray, axis: str | int, index:
     fig.update_layout(title=title or f"z > {threshold:g} over the original · {slice_title(ax, index, n)}",
                       template="plotly_white", height=420, margin=dict(l=10, r=10, t=60, b=10),
                       plot_bgcolor="black", legend=dict(orientation="h", y=-0.02))
+    return fig
+
+
+VIEW_PLANES = ("axial", "coronal", "sagittal")
+
+
+def crosshair(view_shape: tuple[int, int, int], axis: str, voxel) -> tuple[int, int]:
+    """(column, row) of ``voxel`` in the plane along ``axis`` through it (:func:`slice_of`'s orientation)."""
+    i, j, k = (int(v) for v in voxel)
+    nx, ny, nz = view_shape
+    return {"axial": (i, ny - 1 - j), "coronal": (i, nz - 1 - k), "sagittal": (j, nz - 1 - k)}[axis]
+
+
+def native_planes_figure(view: NativeView, voxel, threshold: float = 3.0, opacity: float = 0.6,
+                         z_max: float = Z_DISPLAY_MAX, title: str | None = None) -> go.Figure:
+    """Axial, coronal and sagittal planes of the scan at its own resolution through ``voxel`` (RAS indices of
+    ``view``), the z-map above ``threshold`` over them in red to yellow (colour clipped at ``z_max``), each plane
+    at its true voxel aspect, smoothed for display, with a crosshair at ``voxel``."""
+    fig = make_subplots(rows=1, cols=3, subplot_titles=VIEW_PLANES, horizontal_spacing=0.03)
+    top = max(float(z_max), threshold + 1.0)
+    for c, axis in enumerate(VIEW_PLANES, start=1):
+        grey, z = view.plane(axis, int(voxel[axis_index(axis)]))
+        shown = np.where(np.isfinite(z) & (z >= threshold), z, np.nan).astype(np.float32)
+        g = _image_trace(grey, GRAY, 0.0, 1.0, "scan")
+        g.update(zsmooth="best")
+        fig.add_trace(g, 1, c)
+        fig.add_trace(_image_trace(shown, RED_YELLOW, float(threshold), top, "z", showscale=c == 3,
+                                   opacity=float(opacity),
+                                   colorbar=dict(title=dict(text="z"), thickness=12, len=0.8)), 1, c)
+        col, row = crosshair(view.shape, axis, voxel)
+        suffix = "" if c == 1 else str(c)
+        for x0, x1, y0, y1 in ((col, col, -0.5, grey.shape[0] - 0.5), (-0.5, grey.shape[1] - 0.5, row, row)):
+            fig.add_shape(type="line", x0=x0, x1=x1, y0=y0, y1=y1, xref=f"x{suffix}", yref=f"y{suffix}",
+                          line=dict(color="rgba(0,200,255,0.6)", width=1))
+    _image_axes(fig, 3)
+    for c, axis in enumerate(VIEW_PLANES, start=1):
+        suffix = "" if c == 1 else str(c)
+        fig.update_layout({f"yaxis{suffix}": dict(scaleratio=view.aspect(axis))})
+    x, y, zc = view.mm(voxel)
+    voxels = " x ".join(f"{v:.2g}" for v in view.zooms)
+    fig.update_layout(title=title or f"at ({x:.0f}, {y:.0f}, {zc:.0f}) mm · voxels {voxels} mm · z > {threshold:g} "
+                      f"(colour clipped at {top:g})", template="plotly_white", height=420,
+                      margin=dict(l=10, r=10, t=80, b=10), plot_bgcolor="black")
+    fig.update_annotations(yshift=10)
     return fig
 
 

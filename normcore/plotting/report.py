@@ -18,6 +18,7 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
+from normcore.imaging.native_view import Z_DISPLAY_MAX, Z_THRESHOLD  # noqa: E402
 from normcore.plotting.centile_bands import BAND_COLOURS, BANDS  # noqa: E402
 
 if TYPE_CHECKING:  # the figures read a report's fields; importing normcore.reports here would run in a circle
@@ -122,10 +123,8 @@ def multivariate_by_group_figure(per_subject) -> Figure:
 
 def mri_figure(findings: MriFindings, threshold: float | None = None, z_max: float | None = None) -> Figure:
     """Three orthogonal slices (axial, coronal, sagittal) through the most anomalous region: the scan in grey with
-    voxel z above ``threshold`` in red to yellow, the colour scale clipped at ``z_max`` (defaults: the findings'
-    module constants), each plane at its true voxel aspect."""
-    from normcore.reports.mri import Z_DISPLAY_MAX, Z_THRESHOLD
-
+    voxel z above ``threshold`` in red to yellow, the colour scale clipped at ``z_max`` (defaults:
+    :mod:`normcore.imaging.native_view`'s constants), each plane at its true voxel aspect."""
     threshold = Z_THRESHOLD if threshold is None else threshold
     z_max = Z_DISPLAY_MAX if z_max is None else z_max
     fig, axes = plt.subplots(1, 3, figsize=(7.5, 3.0))

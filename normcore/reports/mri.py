@@ -3,7 +3,7 @@ orthogonal slices of the scan at its own resolution through the most anomalous r
 
 Built from a scored scan in memory (:class:`normcore.imaging.pipeline.ScanResult`) or from a folder written by
 ``normcore mri-score --out`` (``result.json`` and ``zmap.nii.gz`` in the scan's space) plus the scan itself.
-Slices are in the viewer's convention (:mod:`normcore.plotting.imaging`: RAS, neurological, row 0 at the top).
+Slices are in the viewer's convention (:mod:`normcore.imaging.slices`: RAS, neurological, row 0 at the top).
 """
 
 from __future__ import annotations
@@ -14,15 +14,19 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from scipy import ndimage
 
 from normcore._utils.errors import InputError
-from normcore.plotting.imaging import AXES, slice_of
+from normcore.imaging.native_view import (
+    AXES,
+    Z_DISPLAY_MAX,
+    Z_THRESHOLD,
+    NativeView,
+    native_view,
+    view_of_result,
+)
 
-Z_THRESHOLD = 3.0  # voxels shown on the slices and used to find the most anomalous region
-Z_DISPLAY_MAX = 8.0  # the z colour scale is clipped here (larger z are drawn in the top colour)
-REGION_SIGMA_MM = 4.0  # smoothing of the z excess before its maximum is taken: a region, not one voxel
-SEARCH_VOXEL_MM = 2.0  # the region search runs on a grid at least this coarse (native scans can be 0.5 mm)
+__all__ = ["Z_DISPLAY_MAX", "Z_THRESHOLD", "MriFindings", "findings", "findings_from_folder", "findings_from_result",
+           "findings_of_view"]
 
 
 @dataclass
@@ -53,58 +57,27 @@ class MriFindings:
         return f"{100 * self.share_above:.2f}% of brain voxels have z above {Z_THRESHOLD:g}."
 
 
-def _normalise(volume: np.ndarray, inside: np.ndarray) -> np.ndarray:
-    """Grey values in 0..1 from the 1st-99th percentiles of the brain (or of all nonzero voxels)."""
-    ref = volume[inside] if inside.any() else volume[volume != 0]
-    lo, hi = np.percentile(ref, [1, 99]) if ref.size else (0.0, 1.0)
-    return np.clip((volume - lo) / max(hi - lo, 1e-6), 0, 1).astype(np.float32)
-
-
-def _most_anomalous(z: np.ndarray, inside: np.ndarray, zooms: np.ndarray) -> tuple[int, int, int]:
-    """Voxel of the largest smoothed z excess over the threshold inside the brain (largest smoothed z if none)."""
-    step = np.maximum(1, np.floor(SEARCH_VOXEL_MM / zooms)).astype(int)
-    coarse = np.where(inside, np.nan_to_num(z), 0.0)[::step[0], ::step[1], ::step[2]]
-    brain = inside[::step[0], ::step[1], ::step[2]]
-    sigma = REGION_SIGMA_MM / (zooms * step)
-    excess = ndimage.gaussian_filter(np.clip(coarse - Z_THRESHOLD, 0, None), sigma)
-    target = excess if (excess[brain] > 0).any() else ndimage.gaussian_filter(coarse, sigma)
-    target = np.where(brain, target, -np.inf)
-    return tuple(int(i * s) for i, s in zip(np.unravel_index(int(np.argmax(target)), target.shape), step,
-                                            strict=True))
-
-
 def findings(scan: nib.Nifti1Image, zmap: nib.Nifti1Image, summary: dict, brain: np.ndarray | None = None,
              background: str = "scan") -> MriFindings:
     """The MRI findings from a scan, its z-map on the same voxel grid, and a ``ScanResult.summary()`` dict."""
-    if scan.shape[:3] != zmap.shape[:3] or not np.allclose(scan.affine, zmap.affine, atol=1e-3):
-        raise InputError(f"the scan {scan.shape[:3]} and the z-map {zmap.shape[:3]} are not on the same voxel grid "
-                         "(give the scan that was scored)")
-    z_img = nib.as_closest_canonical(zmap)
-    s_img = nib.as_closest_canonical(nib.Nifti1Image(np.asarray(scan.dataobj, np.float32).reshape(scan.shape[:3]),
-                                                     scan.affine))
-    z = np.asarray(z_img.dataobj, np.float32)
-    inside = (np.asarray(nib.as_closest_canonical(nib.Nifti1Image(brain.astype(np.uint8), scan.affine)).dataobj) > 0
-              if brain is not None else z != 0)  # the exported z-map is zero outside the brain
-    zooms = np.asarray(z_img.header.get_zooms()[:3], float)
-    centre = _most_anomalous(z, inside, zooms)
-    grey = _normalise(np.asarray(s_img.dataobj, np.float32), inside)
-    aspects = {"sagittal": zooms[2] / zooms[1], "coronal": zooms[2] / zooms[0], "axial": zooms[1] / zooms[0]}
-    planes = {axis: (slice_of(grey, AXES[axis], centre[AXES[axis]]), slice_of(z, AXES[axis], centre[AXES[axis]]),
-                     float(aspects[axis])) for axis in ("axial", "coronal", "sagittal")}
-    centre_mm = tuple(float(v) for v in (z_img.affine @ np.append(centre, 1.0))[:3])
-    share = float((z[inside] > Z_THRESHOLD).mean()) if inside.any() else np.nan
+    return findings_of_view(native_view(scan, zmap, brain, background), summary)
+
+
+def findings_of_view(view: NativeView, summary: dict) -> MriFindings:
+    """The findings of a scan's native view (:mod:`normcore.imaging.native_view`) and its summary."""
+    centre = view.most_anomalous
+    planes = {axis: (*view.plane(axis, centre[AXES[axis]]), view.aspect(axis)) for axis in ("axial", "coronal",
+                                                                                             "sagittal")}
     return MriFindings(str(summary.get("scan", "scan")), str(summary.get("method", "")),
                        dict(summary["abnormality_index"]), dict(summary["healthy_centile"]),
-                       summary.get("healthy_reference_n"), centre_mm, planes, background,
-                       list(summary.get("warnings", [])), share)
+                       summary.get("healthy_reference_n"), view.mm(centre), planes, view.background,
+                       list(summary.get("warnings", [])), view.share_above())
 
 
-def findings_from_result(result) -> MriFindings:
-    """Findings of a scored scan in memory (a :class:`~normcore.imaging.pipeline.ScanResult`)."""
-    from normcore.imaging.preprocess import to_native
-
-    zmap = to_native(result.prepared, result.score.zmap)
-    return findings(result.prepared.native, zmap, result.summary(), brain=result.prepared.native_brain)
+def findings_from_result(result, view: NativeView | None = None) -> MriFindings:
+    """Findings of a scored scan in memory (a :class:`~normcore.imaging.pipeline.ScanResult`), from its native
+    view when already made (the MRI page keeps one per scan)."""
+    return findings_of_view(view if view is not None else view_of_result(result), result.summary())
 
 
 def findings_from_folder(folder: str | Path, scan: str | Path | None = None) -> MriFindings:

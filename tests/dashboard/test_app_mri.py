@@ -126,8 +126,14 @@ def test_demo_run_shows_metrics_charts_and_downloads(mri_env):
     assert "Download the table (CSV)" in labels
     assert {"restoration (.nii.gz)", "anomaly map (.nii.gz)", "z-map (.nii.gz)", "result (.json)"} <= set(labels)
 
-    trip, over = charts(at)
+    trip, over, native = charts(at)
     assert sum(t["type"] == "heatmap" for t in trip["data"]) == 3
+    # the scan at its own resolution (the 6 mm demo scans: 32 voxels a side, not the 12 mm model grid)
+    assert sum(t["type"] == "heatmap" for t in native["data"]) == 6
+    assert values(native["data"][0]["z"]).shape == (32, 32)
+    view = at.session_state["mri_views"][shown][1]
+    assert [widget(at.slider, label).value for label in ("x: left → right", "y: posterior → anterior",
+                                                           "z: inferior → superior")] == list(view.most_anomalous)
     assert over["data"][0]["type"] == over["data"][1]["type"] == "heatmap"
     z = values(over["data"][1]["z"])
     assert np.all(np.isnan(z) | (z >= 3.0))  # below the default threshold: hidden
@@ -241,7 +247,7 @@ def test_upload_with_ages_runs(mri_env):
     assert not at.exception and not at.error
     result = at.session_state["mri_results"]["sub-01_T1w.nii.gz"]
     assert (result.age, result.sex) == (52.0, "M")
-    assert len(at.metric) == 4 and len(charts(at)) == 2
+    assert len(at.metric) == 4 and len(charts(at)) == 3  # slices, overlay, the scan at its own resolution
 
 
 def test_without_a_model_the_page_says_how_to_train_one(mri_setup, monkeypatch):

@@ -6,13 +6,12 @@ import json
 import numpy as np
 import pytest
 
+from normcore.imaging.slices import axis_index, slice_of
 from normcore.plotting.imaging import (
-    axis_index,
     best_slice,
     cohort_table,
     most_abnormal_slice,
     overlay_figure,
-    slice_of,
     triptych_figure,
 )
 
@@ -149,3 +148,30 @@ def test_a_view_never_opens_on_the_brains_edge_slice():
     z[9:11, 9:11, 16] = 40.0  # large z at the edge (excess 4 x 37)
     z[6:9, 6:9, 10] = 6.0  # a real cluster inside (excess 9 x 3)
     assert most_abnormal_slice(z, brain, "axial") == 10
+
+
+def test_native_planes_figure_shows_the_scan_voxels_at_their_aspect_with_a_crosshair():
+    from normcore.imaging.native_view import Z_DISPLAY_MAX, NativeView
+    from normcore.plotting.imaging import crosshair, native_planes_figure
+
+    rng = np.random.default_rng(0)
+    shape = (20, 24, 10)
+    z = rng.normal(size=shape).astype(np.float32)
+    z[5, 6, 4] = 50.0
+    affine = np.diag([1.0, 1.0, 2.5, 1.0])
+    view = NativeView(rng.random(shape).astype(np.float32), z, np.ones(shape, bool), affine)
+    voxel = (5, 6, 4)
+    fig = native_planes_figure(view, voxel, threshold=3.0).to_plotly_json()
+    heat = [t for t in fig["data"] if t["type"] == "heatmap"]
+    assert len(heat) == 6
+    expected = {"axial": (24, 20), "coronal": (10, 20), "sagittal": (10, 24)}
+    for plane, (grey, over) in zip(expected, zip(heat[::2], heat[1::2], strict=True), strict=True):
+        assert values(grey["z"]).shape == expected[plane]  # the scan's own voxels, not the model grid
+        zz = values(over["z"])
+        assert np.all(np.isnan(zz) | (zz >= 3.0)) and over["zmax"] == Z_DISPLAY_MAX  # clipped colour scale
+    assert fig["layout"]["yaxis2"]["scaleratio"] == pytest.approx(2.5)  # coronal: 2.5 mm rows, 1 mm columns
+    assert crosshair(shape, "axial", voxel) == (5, 24 - 1 - 6)
+    vertical = [s for s in fig["layout"]["shapes"] if s["x0"] == s["x1"]]
+    assert vertical[0]["x0"] == 5 and vertical[2]["x0"] == 6  # axial and sagittal columns of the voxel
+    z_axial = values(heat[1]["z"])
+    assert z_axial[24 - 1 - 6, 5] == 50.0  # the extreme voxel sits under the crosshair
