@@ -7,6 +7,7 @@ modified: what a session knows about its model (name, cache token) lives in its 
 
 from __future__ import annotations
 
+import os
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,6 +132,16 @@ def restore_last_work() -> None:
     clear_scores()
 
 
+def starting_demo_model(demos: dict[str, Path]) -> tuple[str, Path]:
+    """The demo model a fresh session starts on: the one ``NORMDIFF_DEMO_MODEL`` names (its label or folder name,
+    e.g. ``demo-shash-baseline`` on a slow machine), else the first shipped one."""
+    wanted = os.environ.get("NORMDIFF_DEMO_MODEL", "").strip()
+    for label, path in demos.items():
+        if wanted and wanted in (label, path.name):
+            return label, path
+    return next(iter(demos.items()))
+
+
 def init_state() -> None:
     """Give a fresh session its key, the demo data and the demo model."""
     ss = st.session_state
@@ -143,7 +154,7 @@ def init_state() -> None:
     if "model" not in ss:
         demos = available_demo_models()
         if demos:
-            label, path = next(iter(demos.items()))
+            label, path = starting_demo_model(demos)
             use_saved_model(path, label)
         else:
             ss.model, ss.model_name, ss.model_token = None, None, None

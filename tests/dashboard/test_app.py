@@ -39,6 +39,13 @@ def test_start_page_shows_demo_centile_curves():
     assert "idp_01" in spec["layout"]["title"]["text"]
 
 
+def test_the_starting_demo_model_can_be_chosen(monkeypatch):
+    monkeypatch.setenv("NORMDIFF_DEMO_MODEL", "demo-shash-baseline")
+    assert app().run().session_state.model_name == "SHASH baseline (demo)"
+    monkeypatch.setenv("NORMDIFF_DEMO_MODEL", "no-such-model")  # unknown: the first shipped one
+    assert app().run().session_state.model_name == next(iter(available_demo_models()))
+
+
 def test_every_page_renders_without_exception():
     at = app().run()
     for page in ("data", "fit", "centiles", "deviations", "dependence", "calibration"):

@@ -49,7 +49,8 @@ def open_page(p, hosts: set[str]):
 def server(tmp_path_factory):
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT),
-           "NORMDIFF_LIBRARY": str(tmp_path_factory.mktemp("library"))}  # sessions' models stay out of models/
+           "NORMDIFF_LIBRARY": str(tmp_path_factory.mktemp("library")),  # sessions' models stay out of models/
+           "NORMDIFF_DEMO_MODEL": "demo-shash-baseline"}  # pages score the demo cohort in seconds, not minutes
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
                              "--server.address", "127.0.0.1", "--server.headless", "true",
                              "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env,
@@ -121,6 +122,43 @@ def test_upload_fit_chart_and_page_switch_stay_local(server, tmp_path):
     assert (SHOTS / "mri.png").stat().st_size > 10000
 
 
+def test_a_report_downloaded_from_the_dashboard(server, tmp_path):
+    """(Runs before the adaptation test: that one's background scoring of the 208-IDP reference outlives its tab
+    and slows the shared server for a minute.) Deviations page -> "Make a report" -> the PDF and HTML downloads;
+    the PDF's first page rendered to PNG and the page screenshot go to the test output; nothing leaves 127.0.0.1
+    (the HTML opened offline fetches nothing)."""
+    playwright = pytest.importorskip("playwright.sync_api", reason="python playwright not installed")
+    pdfium = pytest.importorskip("pypdfium2", reason="pypdfium2 not installed (requirements-dev.txt)")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    hosts: set[str] = set()
+    with playwright.sync_playwright() as p:
+        browser, page = open_page(p, hosts)
+        page.goto(f"{server}/deviations")
+        page.get_by_role("heading", name="Deviations", exact=True).wait_for(timeout=60000)
+        page.get_by_role("button", name=re.compile("^Make a report of")).click(timeout=120000)
+        pdf_button = page.get_by_role("button", name="Download the report (PDF)")
+        pdf_button.wait_for(timeout=120000)
+        page.screenshot(path=str(SHOTS / "deviations_report.png"), full_page=True)
+        with page.expect_download() as info:
+            pdf_button.click()
+        info.value.save_as(tmp_path / "report.pdf")
+        with page.expect_download() as info:
+            page.get_by_role("button", name="Download the report (HTML)").click()
+        info.value.save_as(tmp_path / "report.html")
+        offline: set[str] = set()
+        viewer = browser.new_page()
+        viewer.on("request", lambda req: offline.add(urlparse(req.url).scheme))
+        viewer.goto((tmp_path / "report.html").as_uri())
+        viewer.get_by_text("Research use only").first.wait_for(timeout=30000)
+        viewer.screenshot(path=str(SHOTS / "report_html.png"), full_page=True)
+        browser.close()
+    pdf = pdfium.PdfDocument(str(tmp_path / "report.pdf"))
+    assert len(pdf) == 3
+    pdf[0].render(scale=1.2).to_pil().save(SHOTS / "report_pdf_from_dashboard_page1.png")
+    assert offline == {"file"}, offline  # the HTML report fetched nothing
+    assert hosts and hosts <= {"127.0.0.1"}, f"requests left the machine: {sorted(hosts)}"
+
+
 @pytest.mark.skipif(not (ROOT / "models" / "fcon1000-film-mlp").is_dir(), reason="fcon1000 reference not shipped")
 def test_a_new_sites_csv_to_adapted_deviation_scores(server, tmp_path):
     """The 'Score my cohort' flow as a new user meets it: upload, check the mapping, adapt, see deviations."""
@@ -173,38 +211,3 @@ def test_start_fitting_is_offered_again_after_a_cancel(server):
         assert start.is_enabled()
         browser.close()
     assert hosts and hosts <= {"127.0.0.1"}
-
-
-def test_a_report_downloaded_from_the_dashboard(server, tmp_path):
-    """Deviations page -> "Make a report" -> the PDF and HTML downloads; the PDF's first page rendered to PNG and
-    the page screenshot go to the test output; nothing leaves 127.0.0.1 (the HTML opened offline fetches nothing)."""
-    playwright = pytest.importorskip("playwright.sync_api", reason="python playwright not installed")
-    pdfium = pytest.importorskip("pypdfium2", reason="pypdfium2 not installed (requirements-dev.txt)")
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    hosts: set[str] = set()
-    with playwright.sync_playwright() as p:
-        browser, page = open_page(p, hosts)
-        page.goto(f"{server}/deviations")
-        page.get_by_role("heading", name="Deviations", exact=True).wait_for(timeout=60000)
-        page.get_by_role("button", name=re.compile("^Make a report of")).click(timeout=120000)
-        pdf_button = page.get_by_role("button", name="Download the report (PDF)")
-        pdf_button.wait_for(timeout=120000)
-        page.screenshot(path=str(SHOTS / "deviations_report.png"), full_page=True)
-        with page.expect_download() as info:
-            pdf_button.click()
-        info.value.save_as(tmp_path / "report.pdf")
-        with page.expect_download() as info:
-            page.get_by_role("button", name="Download the report (HTML)").click()
-        info.value.save_as(tmp_path / "report.html")
-        offline: set[str] = set()
-        viewer = browser.new_page()
-        viewer.on("request", lambda req: offline.add(urlparse(req.url).scheme))
-        viewer.goto((tmp_path / "report.html").as_uri())
-        viewer.get_by_text("Research use only").first.wait_for(timeout=30000)
-        viewer.screenshot(path=str(SHOTS / "report_html.png"), full_page=True)
-        browser.close()
-    pdf = pdfium.PdfDocument(str(tmp_path / "report.pdf"))
-    assert len(pdf) == 3
-    pdf[0].render(scale=1.2).to_pil().save(SHOTS / "report_pdf_from_dashboard_page1.png")
-    assert offline == {"file"}, offline  # the HTML report fetched nothing
-    assert hosts and hosts <= {"127.0.0.1"}, f"requests left the machine: {sorted(hosts)}"
