@@ -3,11 +3,32 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 
 
 def anomaly_map(volume: np.ndarray, restoration: np.ndarray, brain: np.ndarray) -> np.ndarray:
     """|scan - restoration| inside the brain, 0 outside."""
     return np.where(brain, np.abs(volume - restoration), 0.0).astype(np.float32)
+
+
+def scored_errors(volume: np.ndarray, restoration: np.ndarray, brain: np.ndarray, error_scale: str = "none",
+                  edge_erosion: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The anomaly map the voxel statistics and z-maps use, and the brain voxels that are scored.
+
+    ``error_scale="scan-median"`` divides |scan - restoration| by its median inside the brain (a scan-wide level
+    of misfit, from intensity or registration, says nothing about a lesion); ``edge_erosion`` voxels of the brain's
+    edge are left out (0 outside the scored voxels).
+    """
+    brain = np.asarray(brain, bool)
+    error = anomaly_map(volume, restoration, brain)
+    if error_scale == "scan-median" and brain.any():
+        error = error / max(float(np.median(error[brain])), 1e-6)
+    elif error_scale != "none":
+        raise ValueError(f"unknown error_scale {error_scale!r}")
+    scored = ndimage.binary_erosion(brain, iterations=edge_erosion) if edge_erosion else brain
+    if edge_erosion and not scored.any():  # a brain thinner than the erosion keeps all its voxels
+        scored = brain
+    return np.where(scored, error, 0.0).astype(np.float32), scored
 
 
 def healthy_error_stats(errors: np.ndarray, brains: np.ndarray, floor_fraction: float = 0.25

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from normcore.imaging.anomaly import abnormality_index, anomaly_map, voxel_zmap
+from normcore.imaging.anomaly import abnormality_index, anomaly_map, scored_errors, voxel_zmap
 from normcore.imaging.model import METHODS, ImagingNormativeModel
 from normcore.imaging.synthetic import lesion_volume_ml
 from normcore.metrics.imaging import best_dice, mae, psnr, ssim3d, subject_auc, voxel_auprc
@@ -42,10 +42,13 @@ def evaluate_restoration(model: ImagingNormativeModel, vols: np.ndarray, brains:
     for method in [m for m in METHODS if m in restored]:
         rest = restored[method]
         err = np.stack([anomaly_map(v, r, b) for v, r, b in zip(vols, rest, brains, strict=True)])
+        pairs = [scored_errors(v, r, b, model.config.error_scale, model.config.edge_erosion)
+                 for v, r, b in zip(vols, rest, brains, strict=True)]
+        scored = np.stack([m for _, m in pairs])
         mean, std = model.error_stats_[method]
-        z = np.stack([voxel_zmap(e, mean, std, b) for e, b in zip(err, brains, strict=True)])
-        index = np.array([abnormality_index(zz, b, 0.01) for zz, b in zip(z, brains, strict=True)])
-        index5 = np.array([abnormality_index(zz, b, 0.05) for zz, b in zip(z, brains, strict=True)])
+        z = np.stack([voxel_zmap(e, mean, std, b) for (e, _), b in zip(pairs, scored, strict=True)])
+        index = np.array([abnormality_index(zz, b, 0.01) for zz, b in zip(z, scored, strict=True)])
+        index5 = np.array([abnormality_index(zz, b, 0.05) for zz, b in zip(z, scored, strict=True)])
         les = ~healthy
         row = {
             "healthy_mae": float(np.mean([mae(v, r, b) for v, r, b in zip(vols[healthy], rest[healthy],

@@ -25,6 +25,7 @@ from normcore.imaging.anomaly import (
     centile_among,
     healthy_error_stats,
     leave_one_out_indices,
+    scored_errors,
     voxel_zmap,
 )
 from normcore.imaging.config import ImagingConfig
@@ -195,11 +196,13 @@ class ImagingNormativeModel:
         brains = np.asarray(brains, bool)
         restored = self.restore(volumes, ages, sexes, METHODS, progress=progress)
         self.error_stats_, self.reference_ = {}, {}
+        cfg = self.config
         for method in METHODS:
-            errors = np.stack([anomaly_map(v, r, b) for v, r, b in zip(volumes, restored[method], brains,
-                                                                       strict=True)])
-            self.error_stats_[method] = healthy_error_stats(errors, brains)
-            self.reference_[method] = {k: leave_one_out_indices(errors, brains, top) for k, top in TOPS.items()}
+            pairs = [scored_errors(v, r, b, cfg.error_scale, cfg.edge_erosion) for v, r, b in
+                     zip(volumes, restored[method], brains, strict=True)]
+            errors, scored = np.stack([e for e, _ in pairs]), np.stack([m for _, m in pairs])
+            self.error_stats_[method] = healthy_error_stats(errors, scored)
+            self.reference_[method] = {k: leave_one_out_indices(errors, scored, top) for k, top in TOPS.items()}
         progress.update("calibration", 2, 2)
 
     # ------------------------------------------------------------------------------------ inference
@@ -246,8 +249,10 @@ class ImagingNormativeModel:
         restored = self.restore(volume, [age], [sex], (method,), seed=seed, progress=progress)
         brain = np.asarray(brain, bool)
         err = anomaly_map(volume, restored[method][0], brain)
-        z = voxel_zmap(err, *self.error_stats_[method], brain)
-        index = {k: abnormality_index(z, brain, top) for k, top in TOPS.items()}
+        scaled, scored = scored_errors(volume, restored[method][0], brain, self.config.error_scale,
+                                       self.config.edge_erosion)
+        z = voxel_zmap(scaled, *self.error_stats_[method], scored)
+        index = {k: abnormality_index(z, scored, top) for k, top in TOPS.items()}
         centile = {k: centile_among(v, self.reference_[method][k]) for k, v in index.items()}
         share = float(restored["kl-inpaint_mask"][0]) if method == "kl-inpaint" else None
         n_reference = int(np.isfinite(np.asarray(self.reference_[method]["top1"], float)).sum())

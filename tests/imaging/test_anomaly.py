@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from normcore.imaging.anomaly import (
     abnormality_index,
@@ -56,3 +57,30 @@ def test_centile_among_reference():
     assert centile_among(0.0, ref) == 0.0
     assert centile_among(2.0, ref) == 37.5
     assert np.isnan(centile_among(float("nan"), ref))
+
+
+def test_scored_errors_take_out_a_scan_wide_misfit_and_the_brain_edge():
+    from normcore.imaging.anomaly import scored_errors
+
+    rng = np.random.default_rng(0)
+    brain = np.zeros((12, 12, 12), bool)
+    brain[2:10, 2:10, 2:10] = True
+    restoration = np.where(brain, 0.5, 0.0)
+    noise = np.abs(rng.normal(0, 0.02, brain.shape))
+    lesion = (slice(5, 7),) * 3
+    healthy = restoration + noise
+    healthy[lesion] += 0.3
+    misfit = restoration + 3 * noise  # the same scan with a scan-wide larger misfit (e.g. intensity scaling)
+    misfit[lesion] += 0.3
+    raw, scored = scored_errors(healthy, restoration, brain)
+    assert np.array_equal(scored, brain) and np.allclose(raw, anomaly_map(healthy, restoration, brain))
+    a, inner = scored_errors(healthy, restoration, brain, "scan-median", edge_erosion=1)
+    b, _ = scored_errors(misfit, restoration, brain, "scan-median", edge_erosion=1)
+    assert np.median(a[inner]) == pytest.approx(1.0, rel=0.15)  # in units of the scan's own median error
+    outside = brain & ~np.isin(np.arange(12), [5, 6])[:, None, None]
+    assert np.median(b[outside & inner]) == pytest.approx(np.median(a[outside & inner]), rel=0.1)  # misfit gone
+    assert a[lesion].min() > 5 * np.median(a[inner]) and b[lesion].min() > 2 * np.median(b[inner])
+    assert inner.sum() == 6**3 and not inner[2].any() and (a[~inner] == 0).all()  # one voxel of edge left out
+    thin = np.zeros_like(brain)
+    thin[5, 5, 5] = True
+    assert scored_errors(healthy, restoration, thin, edge_erosion=2)[1][5, 5, 5]  # nothing left: keep the brain

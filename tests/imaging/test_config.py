@@ -45,3 +45,16 @@ def test_version_1_card_loads_through_the_registry(tiny_imaging_model, tmp_path)
     card_path.write_text(json.dumps(card))
     with pytest.raises(InputError, match="weights do not match the model card"):
         load_model(tmp_path / "m", device="cpu")  # a v1 card without the key means a model without the prior
+
+
+def test_z_map_settings_are_checked_and_old_cards_keep_their_behaviour():
+    from normcore.imaging.config import ImagingConfig
+
+    cpu = ImagingConfig.preset("cpu")
+    assert (cpu.error_scale, cpu.edge_erosion) == ("scan-median", 1)  # new fits
+    old = {k: v for k, v in cpu.to_dict().items() if k not in ("error_scale", "edge_erosion")}
+    assert (ImagingConfig.from_dict(old).error_scale, ImagingConfig.from_dict(old).edge_erosion) == ("none", 0)
+    with pytest.raises(InputError, match="error_scale"):
+        cpu.replace(error_scale="scan-mean")
+    with pytest.raises(InputError, match="edge_erosion"):
+        cpu.replace(edge_erosion=-1)
