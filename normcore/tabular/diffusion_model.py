@@ -381,13 +381,13 @@ class NormativeDiffusion(NormativeModel):
         if k == 0:
             return
         yr = y[rows]
-        edges = sorted_s[points][:, :, [k - 1, m - k]].numpy()  # (n, D, 2) anchors in IDP units
+        edges = sorted_s[:, :, [k - 1, m - k]].numpy()[points]  # (n, D, 2) anchors in IDP units (no sample copies)
         below, above = yr < edges[..., 0], yr > edges[..., 1]  # NaN compares False: missing values stay out
         if not (below.any() or above.any()):
             return
         need = np.unique(points[(below | above).any(axis=1)])
         idx = np.concatenate([lo_idx, hi_idx])
-        picked = sorted_s[need][:, :, idx].permute(0, 2, 1).reshape(-1, d).numpy()  # (P * J, D)
+        picked = sorted_s[:, :, idx][need].permute(0, 2, 1).reshape(-1, d).numpy()  # (P * J, D)
         latent = np.empty((points.max() + 1, len(idx), d))
         latent[need] = self._to_latent(picked, np.repeat(p_age[need], len(idx)),
                                        np.repeat(p_codes[need], len(idx), axis=0)).reshape(len(need), len(idx), d)

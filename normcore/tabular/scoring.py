@@ -66,8 +66,9 @@ def tail_ranks(m: int) -> tuple[int, np.ndarray, np.ndarray]:
 def tail_z(latent_order: np.ndarray, ranks: np.ndarray, m: int, x: np.ndarray, upper: bool) -> np.ndarray:
     """z of values ``x`` (n,) beyond a tail anchor, from order statistics on the Gaussianised scale.
 
-    ``latent_order`` (n, J) are the order statistics at 0-based ``ranks`` (J,) of the M samples at each value's
-    covariates, the anchor first (the k-th from the end of the side); their plotting positions
+    ``latent_order`` (n, J) are the order statistics at 0-based ascending ``ranks`` (J,) of the M samples at each
+    value's covariates, the anchor (the k-th from the end of the side) first for the lower tail and last for the
+    upper tail; their plotting positions
     (rank + 1) / (M + 1) give normal scores q. A line latent = a + b q is fitted by least squares (b: the tail's
     scale), and z = q_anchor + (x - latent_anchor) / b: continuous with the randomised PIT at the anchor, linear in
     the Gaussianised value beyond it (exact when the conditional there is normal). A degenerate fit (b <= 0)
