@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from normcore._utils.atomic import write_text_atomic
+from normcore._utils.distributed import init_distributed_from_env, is_main_process, launched_distributed
 from normcore._utils.errors import InputError
 from normcore._utils.progress import Cancelled, Progress
 from normcore.cli.arguments import (
@@ -37,6 +38,11 @@ from normcore.persistence import check_writable_parent
 from normcore.registry import SAVABLE
 from normcore.tabular.io import read_table, write_table_atomic
 from normcore.tabular.params import MIN_TIMESTEPS
+
+DISTRIBUTED_COMMANDS = ("fit", "score", "centiles", "evaluate")
+"""Commands that share their work across the processes of ``torchrun --nproc_per_node N -m normcore ...``
+(fit: data-parallel training; the others: covariate points, see :mod:`normcore._utils.distributed`); only
+rank 0 writes the output, which equals a one-process run's with the same seed."""
 
 
 def _stderr_progress(quiet: bool) -> Progress:
@@ -137,11 +143,14 @@ def cmd_score(args: argparse.Namespace) -> None:
         _warn_duplicate_ids(df, args.id_col, args.data)
     out = model.score(df, n_samples=args.samples, seed=args.seed, progress=_stderr_progress(args.quiet),
                       label=str(args.data))
-    _print_notes(out)
     if pcn:
         from normcore.tabular.pcntoolkit_export import pcntoolkit_tables, write_pcntoolkit_results
 
         tables = pcntoolkit_tables(model, df, out, id_col=args.id_col, n_samples=args.samples, seed=args.seed)
+    if not is_main_process():
+        return
+    _print_notes(out)
+    if pcn:
         paths = write_pcntoolkit_results(tables, args.out, args.pcn_name)
         print(f"scored {len(df)} subjects in PCNtoolkit's layout -> {', '.join(str(p) for p in paths)}")
         return
@@ -163,6 +172,8 @@ def cmd_centiles(args: argparse.Namespace) -> None:
     quantiles = float_list(args.quantiles, "--quantiles")
     out = model.centiles(ages, tuple(quantiles), fixed=fixed, n_samples=args.samples, seed=args.seed,
                          progress=_stderr_progress(args.quiet))
+    if not is_main_process():
+        return
     write_table_atomic(out, args.out)
     free = [c for c in model.covariates_ if c not in fixed]
     note = f" ({', '.join(free)} marginalised over the training distribution)" if free else ""
@@ -323,6 +334,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     train = _read(args.train) if args.train else None
     report = evaluate(model, holdout, truth=truth, group_col=args.group_col, control_value=args.control_value,
                       train=train, n_samples=args.samples, seed=args.seed)
+    if not is_main_process():
+        return
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out, json.dumps(report, indent=1, default=float))
@@ -488,6 +501,13 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     if hasattr(args, "device") and args.device is None:
         args.device = getattr(args, "device_default", None)
+    if launched_distributed():
+        if args.command not in DISTRIBUTED_COMMANDS:
+            print(f"error: {args.command} runs in one process; start it with python, not torchrun "
+                  f"(torchrun serves {', '.join(DISTRIBUTED_COMMANDS)})", file=sys.stderr)
+            return 2
+        init_distributed_from_env(args.device if args.device not in (None, "auto") else None)
+        args.quiet = args.quiet or not is_main_process()  # one progress stream: rank 0's
     try:
         if getattr(args, "wants_progress", False):
             args.func(args, _stderr_progress(args.quiet))
@@ -511,6 +531,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unexpected {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''} "
               f"(details in {log}; please report it)", file=sys.stderr)
         return 1
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
     return 0
 
 

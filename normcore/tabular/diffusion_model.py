@@ -12,6 +12,12 @@ import torch
 from scipy import special
 
 from normcore._utils.device import describe_device, resolve_device
+from normcore._utils.distributed import (
+    distributed_context,
+    init_distributed_from_env,
+    owned_chunks,
+    sum_across_ranks,
+)
 from normcore._utils.errors import InputError
 from normcore._utils.progress import Progress, as_progress
 from normcore.diffusion import SAMPLERS, NoiseSchedule
@@ -29,7 +35,7 @@ from normcore.tabular.scoring import (
     tail_ranks,
     tail_z,
 )
-from normcore.tabular.training import TrainConfig, distributed_context, init_distributed_from_env, train_denoiser
+from normcore.tabular.training import TrainConfig, train_denoiser
 
 
 def _migrate_v1(card: dict, tensors: dict[str, torch.Tensor]) -> None:
@@ -54,6 +60,8 @@ ADAPT_INPUT_LR = 0.05
 # memory bounds of scoring (see _score_core): samples held at once, and per-point correlations kept
 SCORE_SAMPLE_BYTES = 128 * 1024**2
 CORRELATION_BYTES = 1024**3
+# covariate points per chunk at most: the unit of work that `torchrun` ranks share (see _point_chunks)
+POINTS_PER_CHUNK = 256
 
 
 class NormativeDiffusion(NormativeModel):
@@ -315,23 +323,34 @@ class NormativeDiffusion(NormativeModel):
         seed = self.seed if seed is None else seed
         return self._draw(age, codes, n, seed, progress).numpy()
 
+    def _point_chunks(self, n_points: int, m: int, seed: int) -> list[tuple[int, int, int]]:
+        """(start, stop, seed) of the chunks in which ``n_points`` covariate points are sampled, ``m`` samples each.
+
+        A chunk holds at most ``SCORE_SAMPLE_BYTES`` of samples and ``POINTS_PER_CHUNK`` points; the first draws
+        from ``seed``, chunk i from ``seed + 7919 i``. Chunks never depend on the number of processes, so
+        ``torchrun`` ranks can share them (:mod:`normcore._utils.distributed`) and reproduce a one-process run.
+        """
+        per_chunk = max(1, min(POINTS_PER_CHUNK, SCORE_SAMPLE_BYTES // (m * len(self.idps) * 8)))
+        return [(s, min(s + per_chunk, n_points), seed if ci == 0 else seed + 7919 * ci)
+                for ci, s in enumerate(range(0, n_points, per_chunk))]
+
     def _score_core(self, y, age, codes, n_samples, seed, progress):
         """Randomised PIT against M samples shared by rows with identical covariates; copula correlation.
 
-        Distinct covariate points are sampled in chunks of at most ``SCORE_SAMPLE_BYTES`` of samples, so
-        memory stays bounded whatever the table's length. The copula correlation is kept per point while
-        all of them fit in ``CORRELATION_BYTES``; beyond that one correlation pooled over the points serves
-        every row; above ``MAX_MULTIVARIATE_IDPS`` IDPs there is none (both said in the result's note).
+        Distinct covariate points are sampled in chunks (:meth:`_point_chunks`), so memory stays bounded
+        whatever the table's length, and under ``torchrun`` each rank scores its share of the chunks. The
+        copula correlation is kept per point while all of them fit in ``CORRELATION_BYTES``; beyond that one
+        correlation pooled over the points serves every row; above ``MAX_MULTIVARIATE_IDPS`` IDPs there is
+        none (both said in the result's note).
         """
         m = int(n_samples or self.n_samples)
         seed = self.seed if seed is None else seed
         d = len(self.idps)
         u_age, u_codes, inverse = self._unique_points(age, codes)
         n_points = len(u_age)
-        per_chunk = max(1, SCORE_SAMPLE_BYTES // (m * d * 8))
         multivariate = d <= MAX_MULTIVARIATE_IDPS
         pooled = multivariate and n_points * d * d * 8 > CORRELATION_BYTES
-        per_point = np.empty((n_points, d, d)) if multivariate and not pooled else None
+        per_point = np.zeros((n_points, d, d)) if multivariate and not pooled else None
         pooled_sum = np.zeros((d, d)) if pooled else None
         note = None
         if not multivariate:
@@ -342,15 +361,16 @@ class NormativeDiffusion(NormativeModel):
                     "points serves the multivariate score (memory bound)")
         y_t = torch.from_numpy(np.nan_to_num(y, nan=0.0))
         v = torch.from_numpy(np.random.default_rng(seed + 1).random(y.shape))
-        centile = np.empty(y.shape)
-        z = np.empty(y.shape)
-        beyond = np.empty(y.shape, bool)
+        centile = np.zeros(y.shape)  # zeros where another rank scores (see sum_across_ranks)
+        z = np.zeros(y.shape)
+        beyond = np.zeros(y.shape, bool)
         order = np.argsort(inverse, kind="stable")
-        bounds = np.searchsorted(inverse[order], np.arange(0, n_points + per_chunk, per_chunk))
+        chunks = self._point_chunks(n_points, m, seed)
+        bounds = np.searchsorted(inverse[order], [s for s, _, _ in chunks] + [n_points])
         step = max(1, (1 << 22) // (m * d))
-        for ci, s in enumerate(range(0, n_points, per_chunk)):
-            e = min(s + per_chunk, n_points)
-            samples = self._draw(u_age[s:e], u_codes[s:e], m, seed if ci == 0 else seed + 7919 * ci, progress)
+        for ci in owned_chunks(len(chunks)):
+            s, e, chunk_seed = chunks[ci]
+            samples = self._draw(u_age[s:e], u_codes[s:e], m, chunk_seed, progress)
             sorted_s = samples.transpose(1, 2).sort(dim=-1).values.contiguous()  # (points, D, M)
             rows = order[bounds[ci]:bounds[ci + 1]]
             for r in range(0, len(rows), step):
@@ -367,6 +387,7 @@ class NormativeDiffusion(NormativeModel):
                 else:
                     per_point[s:e] = corr
             del samples, sorted_s
+        sum_across_ranks(*(a for a in (centile, z, beyond, per_point, pooled_sum) if a is not None))
         if pooled:
             return centile, z, beyond, PointCorrelations((pooled_sum / n_points)[None], np.zeros_like(inverse), note)
         return centile, z, beyond, PointCorrelations(per_point, inverse, note)
@@ -402,11 +423,19 @@ class NormativeDiffusion(NormativeModel):
             centile[rows[i], j] = special.ndtr(zt)
 
     def _quantile_core(self, ages, codes, quantiles, n_samples, seed, progress) -> np.ndarray:
-        """Sample quantiles; defaults to max(n_samples, 4000) samples per age (quantile error ~ 1/sqrt(M))."""
+        """Sample quantiles; defaults to max(n_samples, 4000) samples per age (quantile error ~ 1/sqrt(M)).
+        Computed chunk by chunk of ages (:meth:`_point_chunks`; shared by ``torchrun`` ranks)."""
         m = int(n_samples or max(self.n_samples, 4000))
-        samples = self._draw(ages, codes, m, self.seed if seed is None else seed, progress)
-        qs = torch.quantile(samples, torch.as_tensor(quantiles, dtype=samples.dtype), dim=1)  # (Q, G, D)
-        return qs.numpy()
+        seed = self.seed if seed is None else seed
+        q = torch.as_tensor(quantiles, dtype=torch.float64)
+        out = np.zeros((len(q), len(ages), len(self.idps)))
+        chunks = self._point_chunks(len(ages), m, seed)
+        for ci in owned_chunks(len(chunks)):
+            s, e, chunk_seed = chunks[ci]
+            samples = self._draw(ages[s:e], codes[s:e], m, chunk_seed, progress)
+            out[:, s:e] = torch.quantile(samples, q, dim=1).numpy()  # (Q, points, D)
+        sum_across_ranks(out)
+        return out
 
     def predict_moments(self, df: pd.DataFrame, n_samples: int | None = None,
                         seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -414,8 +443,14 @@ class NormativeDiffusion(NormativeModel):
         self._check_fitted()
         age, codes = self._covariates_of(df, "table")
         u_age, u_codes, inverse = self._unique_points(age, codes)
-        samples = self._draw(u_age, u_codes, int(n_samples or self.n_samples), self.seed if seed is None else seed)
-        mean, var = samples.mean(dim=1).numpy(), samples.var(dim=1).numpy()
+        m = int(n_samples or self.n_samples)
+        mean, var = np.zeros((2, len(u_age), len(self.idps)))
+        chunks = self._point_chunks(len(u_age), m, self.seed if seed is None else seed)
+        for ci in owned_chunks(len(chunks)):
+            s, e, chunk_seed = chunks[ci]
+            samples = self._draw(u_age[s:e], u_codes[s:e], m, chunk_seed)
+            mean[s:e], var[s:e] = samples.mean(dim=1).numpy(), samples.var(dim=1).numpy()
+        sum_across_ranks(mean, var)
         return mean[inverse], var[inverse]
 
     # ------------------------------------------------------------------ persistence

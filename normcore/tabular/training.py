@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 
@@ -13,6 +12,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from normcore._utils.device import autocast_dtype
+from normcore._utils.distributed import distributed_context
 from normcore._utils.progress import Progress
 from normcore.diffusion.ema import EMA
 from normcore.diffusion.schedule import NoiseSchedule
@@ -35,23 +35,6 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def distributed_context() -> tuple[int, int]:
-    """(rank, world size) of the torch.distributed process group, (0, 1) when not distributed."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-def init_distributed_from_env(device: torch.device) -> bool:
-    """Join the process group when launched by ``torchrun`` (WORLD_SIZE > 1); gloo on CPU, nccl on CUDA."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not torch.distributed.is_available():
-        return False
-    if not torch.distributed.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        torch.distributed.init_process_group(backend=backend)
-    return True
 
 
 def _validation_batch(x: torch.Tensor, c: torch.Tensor, schedule: NoiseSchedule, repeats: int, seed: int):

@@ -163,3 +163,40 @@ def test_adapt_a_new_site_then_score_a_subset_of_idps(workflow, tmp_path):
     few.to_csv(tmp_path / "few.csv", index=False)
     refused = run("adapt", workflow / "model", tmp_path / "few.csv", "--out", tmp_path / "a2", check=False)
     assert refused.returncode == 2 and "at least 5" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def run_torchrun(*args, processes: int = 2):
+    """``torchrun --standalone --nproc_per_node N -m normcore ...`` on the CPU (gloo), one thread per process."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           f"--nproc_per_node={processes}", "-m", "normcore", *map(str, args), "--threads", "1",
+                           "--device", "cpu"], capture_output=True, text=True, env=env, cwd=ROOT)
+    if proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}: {proc.stderr[-3000:]}")
+    return proc
+
+
+def test_torchrun_score_and_centiles_equal_one_process(workflow):
+    # 260 subjects at distinct ages with 50 samples: two chunks of covariate points, one per rank
+    common = ["--samples", 50, "--seed", 5]
+    run("score", workflow / "model", workflow / "data.csv", "--out", workflow / "one.csv", *common)
+    run_torchrun("score", workflow / "model", workflow / "data.csv", "--out", workflow / "two.csv", *common)
+    one, two = pd.read_csv(workflow / "one.csv"), pd.read_csv(workflow / "two.csv")
+    assert one["z:idp_01"].notna().all() and (one["z:idp_01"] != 0).all()  # every row scored (by either rank)
+    pd.testing.assert_frame_equal(one, two, check_exact=True)
+
+    grid = ["--ages", "20:80:0.2", "--quantiles", "0.05,0.5,0.95", *common]
+    run("centiles", workflow / "model", *grid, "--out", workflow / "curves_one.csv")
+    run_torchrun("centiles", workflow / "model", *grid, "--out", workflow / "curves_two.csv")
+    curves_one, curves_two = pd.read_csv(workflow / "curves_one.csv"), pd.read_csv(workflow / "curves_two.csv")
+    assert curves_one.age.nunique() > 256  # more ages than one chunk holds
+    pd.testing.assert_frame_equal(curves_one, curves_two, check_exact=True)
+
+
+def test_torchrun_refuses_single_process_commands(workflow):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "normcore", "sample", workflow / "model", workflow / "data.csv",
+                           "--out", workflow / "s.csv"], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert proc.returncode != 0 and "runs in one process" in proc.stderr
+    assert not (workflow / "s.csv").exists()
