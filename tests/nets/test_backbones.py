@@ -2,6 +2,8 @@ import pytest
 import torch
 
 from normcore.nets import SAINT, FiLMMLP, build_backbone
+from normcore.nets import saint as saint_module
+from normcore.nets.saint import FeatureAttention, reference_attention
 
 
 def make(name):
@@ -93,3 +95,31 @@ def test_backbone_learns_to_denoise(cls):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_saint_feature_attention_equals_multihead_attention_and_the_definition():
+    """The fused feature attention computes nn.MultiheadAttention's function with its parameter layout (saved
+    models load), and both equal softmax(q k^T / sqrt(d)) v written out."""
+    torch.manual_seed(0)
+    fused = FeatureAttention(16, 4)
+    for p in fused.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    mha = torch.nn.MultiheadAttention(16, 4, batch_first=True)
+    mha.load_state_dict(fused.state_dict())  # strict: same names and shapes
+    h = torch.randn(6, 9, 16)
+    out = fused(h)  # with gradients: not MultiheadAttention's inference fast path
+    torch.testing.assert_close(out, mha(h, h, h, need_weights=False)[0], rtol=1e-5, atol=1e-5)
+    q, k, v = torch.nn.functional.linear(h, fused.in_proj_weight, fused.in_proj_bias).chunk(3, dim=-1)
+    heads = lambda a: a.view(6, 9, 4, 4).transpose(1, 2)  # noqa: E731
+    by_definition = reference_attention(heads(q), heads(k), heads(v)).transpose(1, 2).reshape(6, 9, 16)
+    torch.testing.assert_close(out, fused.out_proj(by_definition), rtol=1e-5, atol=1e-5)
+
+
+def test_saint_inference_in_cache_sized_blocks_equals_one_pass(monkeypatch):
+    net = make("saint").eval()
+    x, t, c = inputs(50)
+    whole = net(x, t, c)  # gradients enabled: one pass over all rows
+    monkeypatch.setattr(saint_module, "CPU_BLOCK_ELEMENTS", 1)  # blocks of 8 rows
+    with torch.no_grad():
+        blocked = net(x, t, c)
+    torch.testing.assert_close(blocked, whole.detach(), rtol=1e-5, atol=1e-5)
