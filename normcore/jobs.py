@@ -16,6 +16,7 @@ from typing import Any
 
 from normcore._utils.errors import InputError
 from normcore._utils.progress import Cancelled, Progress
+from normcore._utils.threads import adapt_threads
 
 _RUNNING: weakref.WeakSet[Job] = weakref.WeakSet()
 EXIT_WAIT_S = 10.0
@@ -56,6 +57,7 @@ class Job:
 
     def _run(self) -> None:
         try:
+            adapt_threads()  # the cores other work leaves free now
             result = self._fn(*self._args, progress=self._progress, **self._kwargs)
             with self._lock:
                 self.result, self.status = result, "done"

@@ -23,6 +23,7 @@ from normcore._utils.atomic import write_text_atomic
 from normcore._utils.distributed import init_distributed_from_env, is_main_process, launched_distributed
 from normcore._utils.errors import InputError
 from normcore._utils.progress import Cancelled, Progress
+from normcore._utils.threads import adapt_threads, fix_threads
 from normcore.cli.arguments import (
     COUNT,
     SEED,
@@ -349,7 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(sp: argparse.ArgumentParser, device: bool = True) -> None:
         sp.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-        sp.add_argument("--threads", type=COUNT, default=None, help="CPU threads for torch (default: torch's)")
+        sp.add_argument("--threads", type=COUNT, default=None,
+                        help="CPU threads for torch (default: the cores other processes leave free, re-read "
+                             "during training)")
         if device:
             sp.add_argument("--device", default=None, help="auto|cpu|cuda (default: auto)")
 
@@ -498,7 +501,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "threads", None):
-        torch.set_num_threads(args.threads)
+        fix_threads(args.threads)
+    else:
+        adapt_threads()  # the cores other processes leave free (normcore/_utils/threads.py)
     if hasattr(args, "device") and args.device is None:
         args.device = getattr(args, "device_default", None)
     if launched_distributed():

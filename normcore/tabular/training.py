@@ -14,13 +14,20 @@ from torch.nn.parallel import DistributedDataParallel
 from normcore._utils.device import autocast_dtype
 from normcore._utils.distributed import distributed_context
 from normcore._utils.progress import Progress
+from normcore._utils.threads import adapt_threads
 from normcore.diffusion.ema import EMA
 from normcore.diffusion.schedule import NoiseSchedule
 
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings. ``epochs=None`` picks a step budget of ``auto_steps`` optimiser steps."""
+    """Optimisation settings. ``epochs=None`` picks a step budget of ``auto_steps`` optimiser steps.
+
+    Early stopping scales with the run: the validation loss is evaluated every ``eval_every_steps`` steps
+    (``None``: 1/40 of the planned steps, between 25 and 300), and training stops once the best evaluation is
+    ``patience`` evaluations and ``patience_fraction`` x its own step behind (:func:`patience_steps`), so a
+    run whose best comes early stops early, and one still improving late gets proportionally longer.
+    """
 
     epochs: int | None = None
     auto_steps: int = 6000
@@ -30,11 +37,24 @@ class TrainConfig:
     ema_decay: float = 0.998
     warmup_steps: int = 200
     patience: int = 8
-    eval_every_steps: int = 300
+    eval_every_steps: int | None = None
+    patience_fraction: float = 0.5
     seed: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def evaluation_interval(cfg: TrainConfig, total_steps: int) -> int:
+    """Optimiser steps between validation evaluations (see :class:`TrainConfig`)."""
+    if cfg.eval_every_steps:
+        return cfg.eval_every_steps
+    return int(min(300, max(25, total_steps // 40)))
+
+
+def patience_steps(cfg: TrainConfig, every: int, best_step: int) -> int:
+    """Steps without improvement after which training stops, for a best evaluation at ``best_step``."""
+    return int(max(cfg.patience * every, cfg.patience_fraction * best_step))
 
 
 def _validation_batch(x: torch.Tensor, c: torch.Tensor, schedule: NoiseSchedule, repeats: int, seed: int):
@@ -100,7 +120,8 @@ def train_denoiser(net: nn.Module, x_train: np.ndarray, c_train: np.ndarray, x_v
     report_every = max(1, min(20, total_steps // 100))
 
     history: dict = {"step": [], "epoch": [], "train_loss": [], "val_loss": [], "elapsed_s": []}
-    best_val, best_state, best_step, bad_evals, step = math.inf, None, 0, 0, 0
+    best_val, best_state, best_step, step = math.inf, None, 0, 0
+    every = evaluation_interval(cfg, total_steps)
     running, running_n = 0.0, 0
     start = time.perf_counter()
     stopped_early = False
@@ -124,7 +145,8 @@ def train_denoiser(net: nn.Module, x_train: np.ndarray, c_train: np.ndarray, x_v
             step += 1
             running += float(loss.detach())
             running_n += 1
-            if step % cfg.eval_every_steps == 0 or step == total_steps:
+            if step % every == 0 or step == total_steps:
+                adapt_threads()  # the machine's load may have changed since the last evaluation
                 val_loss = _loss_on(ema.shadow, val, schedule, device)
                 history["step"].append(step)
                 history["epoch"].append(epoch + 1)
@@ -133,13 +155,11 @@ def train_denoiser(net: nn.Module, x_train: np.ndarray, c_train: np.ndarray, x_v
                 history["elapsed_s"].append(time.perf_counter() - start)
                 running, running_n = 0.0, 0
                 if val_loss < best_val - 1e-4:
-                    best_val, best_step, bad_evals = val_loss, step, 0
+                    best_val, best_step = val_loss, step
                     best_state = {k: v.detach().clone() for k, v in ema.shadow.state_dict().items()}
-                else:
-                    bad_evals += 1
                 progress.update("train", step, total_steps, epoch=epoch + 1, train_loss=history["train_loss"][-1],
                                 val_loss=val_loss)
-                if bad_evals >= cfg.patience:
+                if step - best_step >= patience_steps(cfg, every, best_step):
                     stopped_early = True
                     break
             elif step % report_every == 0:
@@ -149,7 +169,8 @@ def train_denoiser(net: nn.Module, x_train: np.ndarray, c_train: np.ndarray, x_v
     if best_state is None:
         best_state = {k: v.detach().clone() for k, v in ema.shadow.state_dict().items()}
         best_val = _loss_on(ema.shadow, val, schedule, device)
-    history.update(best_val_loss=best_val, best_step=best_step, steps=step, epochs_run=epoch + 1,
-                   planned_epochs=epochs, stopped_early=stopped_early, world_size=world,
+    history.update(best_val_loss=best_val, best_step=best_step, steps=step, stop_step=step, planned_steps=total_steps,
+                   eval_every_steps=every, patience_steps=patience_steps(cfg, every, best_step),
+                   epochs_run=epoch + 1, planned_epochs=epochs, stopped_early=stopped_early, world_size=world,
                    batch_size=batch, fit_time_s=time.perf_counter() - start)
     return {k: v.cpu() for k, v in best_state.items()}, history

@@ -1,0 +1,108 @@
+"""Fit and score one tabular model on a train/holdout split: time, early stopping and calibration in one row.
+
+Datasets: ``fcon1000`` (the site-stratified 80/20 split of benchmarks/compare.py, 213 IDPs less constant ones)
+and ``synthetic`` (5000 training controls, D IDPs, 2000 fresh held-out controls from the exact truth).
+Reports fit seconds, planned/best/stop step, holdout scoring seconds at M samples, mean coverage of the
+central 95% interval, the share of IDPs passing a KS test of uniform PIT (alpha 0.01) and, for the
+synthetic truth, the median |z error| against the exact z and the mean absolute centile error.
+
+``--root DIR`` imports normcore from another checkout (e.g. a worktree of an earlier commit), so "before" and
+"after" run the same script; ``--set key=value`` overrides a model parameter (e.g. sampling_steps=15).
+
+    .venv/bin/python benchmarks/fit_score.py --data fcon1000,synthetic [--root /tmp/before] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import special, stats
+
+HERE = Path(__file__).resolve().parent
+
+
+def parse_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def split(name: str, d: int, seed: int):
+    """(train, holdout, idps, covariates, truth or None)."""
+    if name == "fcon1000":
+        from compare import fcon_split  # benchmarks/compare.py
+
+        train, test, idps = fcon_split(seed)
+        return train, test, idps, ["sex", "site"], None
+    from normcore import make_synthetic
+
+    train, truth = make_synthetic(5000, d=d, seed=seed)
+    holdout = truth.sample(2000, seed=seed + 1000)
+    return train, holdout, truth.idp_names, ["sex"], truth
+
+
+def run(name: str, d: int, seed: int, samples: int, overrides: dict) -> dict:
+    from normcore import NormativeDiffusion
+
+    train, holdout, idps, covs, truth = split(name, d, seed)
+    model = NormativeDiffusion(seed=seed, **overrides)
+    start = time.perf_counter()
+    model.fit(train, age="age", covariates=covs, idps=idps)
+    fit_s = time.perf_counter() - start
+    start = time.perf_counter()
+    scores = model.score(holdout, n_samples=samples, seed=seed)
+    score_s = time.perf_counter() - start
+    cov, ks = [], []
+    for c in idps:
+        u = scores[f"centile:{c}"].dropna().to_numpy()
+        cov.append(np.mean((u > 0.025) & (u < 0.975)))
+        ks.append(stats.kstest(u, "uniform").pvalue)
+    h = model.history_
+    row = {"data": name if truth is None else f"synthetic D={d}", "n_train": len(train), "n_holdout": len(holdout),
+           "idps": len(idps), "params": overrides, "samples": samples, "fit_s": round(fit_s, 1),
+           "planned_steps": h.get("planned_steps"), "best_step": h["best_step"], "stop_step": h["steps"],
+           "score_s": round(score_s, 1), "coverage95": round(float(np.mean(cov)), 4),
+           "pit_ks_pass": round(float(np.mean(np.asarray(ks) > 0.01)), 3)}
+    if truth is not None:
+        u_true = np.column_stack([truth.cdf(holdout[c].to_numpy(), holdout["age"].to_numpy(),
+                                            holdout["sex"].to_numpy(), c) for c in idps])
+        u_model = scores[[f"centile:{c}" for c in idps]].to_numpy()
+        z_err = np.abs(special.ndtri(np.clip(u_true, 1e-12, 1 - 1e-12)) - scores[[f"z:{c}" for c in idps]].to_numpy())
+        row.update(median_abs_z_error=round(float(np.median(z_err)), 4),
+                   mean_abs_centile_error=round(float(np.mean(np.abs(u_true - u_model))), 4))
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default="fcon1000,synthetic")
+    ap.add_argument("--d", type=int, default=10, help="IDPs of the synthetic truth")
+    ap.add_argument("--samples", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--root", default=str(HERE.parent), help="checkout whose normcore is imported")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model parameter")
+    ap.add_argument("--out", default=None, help="append the rows to this JSON-lines file")
+    args = ap.parse_args()
+    sys.path.insert(0, str(HERE))
+    sys.path.insert(0, str(Path(args.root).resolve()))
+    import normcore  # noqa: F401  (cached now: benchmarks/compare.py's own path insertion cannot override it)
+    torch.set_num_threads(args.threads)
+    overrides = {k: parse_value(v) for k, v in (s.split("=", 1) for s in args.set)}
+    for name in args.data.split(","):
+        row = {"root": args.root, **run(name, args.d, args.seed, args.samples, overrides)}
+        print(json.dumps(row), flush=True)
+        if args.out:
+            with open(args.out, "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()

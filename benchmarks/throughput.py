@@ -1,0 +1,104 @@
+"""Sampler throughput of the tabular denoisers as a share of the machine's matmul peak (issue: scale).
+
+For each backbone (default parameters) and number of IDPs D, times the default sampler (SDE-DPM-Solver++(2M),
+25 steps) drawing ``m`` samples at ``points`` covariate points, the shape scoring uses, and counts the
+network's floating-point operations per call with torch's FLOP counter (matrix products and attention).
+The float32 matmul throughput of the same machine is measured in the same run. Untrained networks with their
+output layers re-initialised: the cost does not depend on the weights.
+
+    .venv/bin/python benchmarks/throughput.py [--backbones film-mlp,saint] [--d 10,50,213] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from normcore.diffusion import NoiseSchedule  # noqa: E402
+from normcore.diffusion import sample as run_sampler  # noqa: E402
+from normcore.diffusion.parameterisation import wrap_denoiser  # noqa: E402
+from normcore.nets import build_backbone  # noqa: E402
+
+STEPS = 25
+D_COND = 3
+
+
+def matmul_gflops(device: torch.device, n: int = 2048, reps: int = 10) -> float:
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return 2 * n**3 * reps / (time.perf_counter() - start) / 1e9
+
+
+def measure(backbone: str, d: int, points: int, m: int, device: torch.device) -> dict:
+    torch.manual_seed(0)
+    net = build_backbone(backbone, d, D_COND)
+    for p in net.parameters():
+        if p.dim() and not p.abs().sum():
+            torch.nn.init.normal_(p, std=0.02)  # zero-initialised output layers: keep the work realistic
+    schedule = NoiseSchedule("cosine", 1000)
+    eps_fn = wrap_denoiser(net, schedule, "gaussian-residual").to(device).eval()
+    cond = torch.randn(points, D_COND, device=device)
+    x = torch.randn(points, m, d, device=device)
+    t = torch.full((points,), 500, device=device)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        eps_fn(x, t, cond)
+    flops_per_call = counter.get_total_flops()
+    gen = torch.Generator(device=device).manual_seed(0)
+    with torch.no_grad():
+        run_sampler(eps_fn, schedule, cond, (points, min(m, 64), d), "dpm++2m-sde", 2, 0.0, gen, 10.0)  # warm-up
+        start = time.perf_counter()
+        run_sampler(eps_fn, schedule, cond, (points, m, d), "dpm++2m-sde", STEPS, 0.0, gen, 10.0)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+    rows = points * m
+    return {"backbone": backbone, "d": d, "rows": rows, "steps": STEPS, "seconds": round(seconds, 2),
+            "us_per_row_step": round(seconds / (rows * STEPS) * 1e6, 2),
+            "mflop_per_row": round(flops_per_call / rows / 1e6, 3),
+            "gflop_per_s": round(flops_per_call * STEPS / seconds / 1e9, 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--backbones", default="film-mlp,saint")
+    ap.add_argument("--d", default="10,50,213")
+    ap.add_argument("--points", type=int, default=4, help="covariate points per sampler call")
+    ap.add_argument("--samples", type=int, default=1000, help="samples per point (M)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    peak = matmul_gflops(device)
+    results = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+                          f"{device.type}", "torch": torch.__version__, "matmul_gflop_per_s": round(peak, 1),
+               "runs": []}
+    print(json.dumps({k: v for k, v in results.items() if k != "runs"}), flush=True)
+    for backbone in args.backbones.split(","):
+        for d in map(int, args.d.split(",")):
+            r = measure(backbone, d, args.points, args.samples, device)
+            r["fraction_of_matmul_peak"] = round(r["gflop_per_s"] / peak, 3)
+            results["runs"].append(r)
+            print(json.dumps(r), flush=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

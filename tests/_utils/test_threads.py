@@ -1,0 +1,50 @@
+"""Threads chosen from the machine's load; OpenMP threads wait passively."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from normcore._utils import threads
+from tests.conftest import ROOT
+
+
+def test_threads_are_the_cores_others_leave_free(monkeypatch):
+    monkeypatch.setattr(threads, "usable_cores", lambda: 4)
+    monkeypatch.setattr(threads, "_maximum", 4)
+    for busy, expected in ((0.0, 4), (1.0, 3), (2.6, 1), (7.0, 1)):
+        monkeypatch.setattr(threads, "busy_cores", lambda b=busy: b)
+        assert threads.choose_threads() == expected
+
+
+def test_adapting_changes_only_counts_this_module_chose(monkeypatch):
+    monkeypatch.setattr(threads, "choose_threads", lambda: 2)
+    monkeypatch.setattr(threads, "_fixed", None)
+    monkeypatch.setattr(threads, "_last_set", 3)
+    before = torch.get_num_threads()  # 1: set by the test suite itself, not by this module
+    try:
+        assert threads.adapt_threads() == before and torch.get_num_threads() == before
+        monkeypatch.setattr(threads, "_last_set", before)  # now it is this module's choice: adapted
+        assert threads.adapt_threads() == 2 and torch.get_num_threads() == 2
+        threads.fix_threads(1)  # the user's --threads: never adapted
+        assert threads.adapt_threads() == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="runnable-task count is read from Linux /proc/stat")
+def test_busy_cores_reads_the_run_queue():
+    assert threads._running_tasks() >= 1  # this process at least
+    assert threads.busy_cores(samples=3, interval_s=0.0) >= 0
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_importing_normcore_makes_openmp_wait_passively_unless_the_user_chose(given, expected):
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | {"PYTHONPATH": str(ROOT)}
+    if given:
+        env["OMP_WAIT_POLICY"] = given
+    out = subprocess.run([sys.executable, "-c", "import os, normcore; print(os.environ['OMP_WAIT_POLICY'])"],
+                         capture_output=True, text=True, env=env, check=True).stdout.strip()
+    assert out == expected

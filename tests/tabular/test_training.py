@@ -1,0 +1,32 @@
+"""Early stopping whose patience scales with the run."""
+
+import numpy as np
+import torch
+
+from normcore._utils.progress import Progress
+from normcore.diffusion import NoiseSchedule
+from normcore.nets import build_backbone
+from normcore.tabular.training import TrainConfig, evaluation_interval, patience_steps, train_denoiser
+
+
+def test_interval_and_patience_scale_with_the_run():
+    cfg = TrainConfig()
+    assert [evaluation_interval(cfg, n) for n in (100, 6000, 100_000)] == [25, 150, 300]
+    assert evaluation_interval(TrainConfig(eval_every_steps=70), 6000) == 70  # explicit interval kept
+    assert patience_steps(cfg, 150, 600) == 1200  # early best: patience evaluations
+    assert patience_steps(cfg, 150, 4000) == 2000  # late best: half its own step
+
+
+def test_a_run_that_stops_improving_stops_after_its_patience():
+    g = np.random.default_rng(0)
+    x = g.normal(size=(600, 3)).astype(np.float32)
+    c = g.normal(size=(600, 2)).astype(np.float32)
+    torch.manual_seed(0)
+    net = build_backbone("film-mlp", 3, 2, width=16, depth=1, emb_dim=8)
+    cfg = TrainConfig(epochs=400, batch_size=64, lr=1e-12, warmup_steps=1, patience=3)  # nothing can be learnt
+    _, history = train_denoiser(net, x[:500], c[:500], x[500:], c[500:], NoiseSchedule("cosine", 100), cfg,
+                                torch.device("cpu"), Progress())
+    every = history["eval_every_steps"]
+    assert history["planned_steps"] == 400 * 7 and every == 70
+    assert history["stopped_early"] and history["best_step"] == every  # the first evaluation stays the best
+    assert history["stop_step"] == history["best_step"] + history["patience_steps"] == every + 3 * every
