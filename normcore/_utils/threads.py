@@ -3,10 +3,10 @@
 torch's CPU kernels run on an OpenMP pool with one thread per core. When other jobs occupy the cores, every
 parallel region waits at its barrier for a thread that is not running, and spinning threads take the CPU from
 the ones doing the work: a dashboard fit measured 41 minutes on a 2-core box with 5 other jobs against about
-1 minute idle. Two remedies, both here: OpenMP threads wait passively (set in :mod:`normcore` before torch is
-imported, unless the user set ``OMP_WAIT_POLICY``), and the number of threads is the number of cores that
-other processes leave free (at least one), re-read during training (``adapt_threads``). A thread count the
-user chose (``--threads``, :func:`fix_threads`) is kept as it is.
+1 minute idle. So the number of threads is the number of cores other processes leave free (at least one),
+re-read during training (``adapt_threads``); a thread count the user chose (``--threads``,
+:func:`fix_threads`, or ``torch.set_num_threads``) is kept as it is. OpenMP's wait policy is left at its
+default: passive waiting fixed the busy case too but made idle fits 2.4x slower (BENCHMARKS.md).
 """
 
 from __future__ import annotations

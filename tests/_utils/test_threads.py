@@ -1,14 +1,11 @@
-"""Threads chosen from the machine's load; OpenMP threads wait passively."""
+"""Threads chosen from the machine's load."""
 
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
 from normcore._utils import threads
-from tests.conftest import ROOT
 
 
 def test_threads_are_the_cores_others_leave_free(monkeypatch):
@@ -38,13 +35,3 @@ def test_adapting_changes_only_counts_this_module_chose(monkeypatch):
 def test_busy_cores_reads_the_run_queue():
     assert threads._running_tasks() >= 1  # this process at least
     assert threads.busy_cores(samples=3, interval_s=0.0) >= 0
-
-
-@pytest.mark.parametrize(("given", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
-def test_importing_normcore_makes_openmp_wait_passively_unless_the_user_chose(given, expected):
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | {"PYTHONPATH": str(ROOT)}
-    if given:
-        env["OMP_WAIT_POLICY"] = given
-    out = subprocess.run([sys.executable, "-c", "import os, normcore; print(os.environ['OMP_WAIT_POLICY'])"],
-                         capture_output=True, text=True, env=env, check=True).stdout.strip()
-    assert out == expected
