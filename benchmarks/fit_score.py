@@ -7,7 +7,8 @@ central 95% interval, the share of IDPs passing a KS test of uniform PIT (alpha 
 synthetic truth, the median |z error| against the exact z and the mean absolute centile error.
 
 ``--root DIR`` imports normcore from another checkout (e.g. a worktree of an earlier commit), so "before" and
-"after" run the same script; ``--set key=value`` overrides a model parameter (e.g. sampling_steps=15).
+"after" run the same script; ``--set key=value`` overrides a model parameter (e.g. sampling_steps=15);
+``--vary key=v1,v2`` scores the one fitted model once per value of a scoring parameter.
 
     .venv/bin/python benchmarks/fit_score.py --data fcon1000,synthetic [--root /tmp/before] [--threads 2]
 """
@@ -34,7 +35,7 @@ def parse_value(text: str):
         return text
 
 
-def split(name: str, d: int, seed: int):
+def split(name: str, d: int, seed: int, holdout_n: int = 2000):
     """(train, holdout, idps, covariates, truth or None)."""
     if name == "fcon1000":
         from compare import fcon_split  # benchmarks/compare.py
@@ -44,18 +45,29 @@ def split(name: str, d: int, seed: int):
     from normcore import make_synthetic
 
     train, truth = make_synthetic(5000, d=d, seed=seed)
-    holdout = truth.sample(2000, seed=seed + 1000)
+    holdout = truth.sample(holdout_n, seed=seed + 1000)
     return train, holdout, truth.idp_names, ["sex"], truth
 
 
-def run(name: str, d: int, seed: int, samples: int, overrides: dict) -> dict:
+def run(name: str, d: int, seed: int, samples: int, overrides: dict, vary: tuple[str, list] | None,
+        holdout_n: int = 2000) -> list[dict]:
     from normcore import NormativeDiffusion
 
-    train, holdout, idps, covs, truth = split(name, d, seed)
+    train, holdout, idps, covs, truth = split(name, d, seed, holdout_n)
     model = NormativeDiffusion(seed=seed, **overrides)
     start = time.perf_counter()
     model.fit(train, age="age", covariates=covs, idps=idps)
     fit_s = time.perf_counter() - start
+    rows = []
+    for value in (vary[1] if vary else [None]):
+        if vary:
+            model.set_params(**{vary[0]: value})
+        rows.append(score_row(model, name, d, train, holdout, idps, truth, fit_s, seed, samples,
+                              {**overrides, **({vary[0]: value} if vary else {})}))
+    return rows
+
+
+def score_row(model, name, d, train, holdout, idps, truth, fit_s, seed, samples, overrides) -> dict:
     start = time.perf_counter()
     scores = model.score(holdout, n_samples=samples, seed=seed)
     score_s = time.perf_counter() - start
@@ -85,10 +97,13 @@ def main() -> None:
     ap.add_argument("--data", default="fcon1000,synthetic")
     ap.add_argument("--d", type=int, default=10, help="IDPs of the synthetic truth")
     ap.add_argument("--samples", type=int, default=1000)
+    ap.add_argument("--holdout", type=int, default=2000, help="fresh held-out controls of the synthetic truth")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--root", default=str(HERE.parent), help="checkout whose normcore is imported")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model parameter")
+    ap.add_argument("--vary", default=None, metavar="KEY=V1,V2",
+                    help="score the fitted model once per value of a scoring parameter (e.g. sampling_steps=10,25)")
     ap.add_argument("--out", default=None, help="append the rows to this JSON-lines file")
     args = ap.parse_args()
     sys.path.insert(0, str(HERE))
@@ -96,12 +111,17 @@ def main() -> None:
     import normcore  # noqa: F401  (cached now: benchmarks/compare.py's own path insertion cannot override it)
     torch.set_num_threads(args.threads)
     overrides = {k: parse_value(v) for k, v in (s.split("=", 1) for s in args.set)}
+    vary = None
+    if args.vary:
+        key, values = args.vary.split("=", 1)
+        vary = (key, [parse_value(v) for v in values.split(",")])
     for name in args.data.split(","):
-        row = {"root": args.root, **run(name, args.d, args.seed, args.samples, overrides)}
-        print(json.dumps(row), flush=True)
-        if args.out:
-            with open(args.out, "a") as fh:
-                fh.write(json.dumps(row) + "\n")
+        for row in run(name, args.d, args.seed, args.samples, overrides, vary, args.holdout):
+            row = {"root": args.root, **row}
+            print(json.dumps(row), flush=True)
+            if args.out:
+                with open(args.out, "a") as fh:
+                    fh.write(json.dumps(row) + "\n")
 
 
 if __name__ == "__main__":

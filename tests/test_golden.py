@@ -3,7 +3,9 @@
 The reference outputs were written by ``tests/fixtures/golden/make_golden.py`` before the architecture
 redesign; the same calls (fixed seeds, CPU) must reproduce them. One change since is by design: the diffusion
 models' tail model (normcore.tabular.scoring.tail_z) scores values beyond the k-th most extreme sample, so those
-entries (and the multivariate scores of their rows) are checked for direction, not equality. The shipped imaging
+entries (and the multivariate scores of their rows) are checked for direction, not equality; and scoring now
+shares samples within age bins by default (score_age_resolution), so the reference is reproduced with bins of
+zero width (each subject's own age, as before). The shipped imaging
 model was recalibrated on 2026-12-02 (z-map settings error_scale/edge_erosion, benchmarks/mri_recalibrate.py);
 its reference was regenerated then (restorations moved by at most 0.004 through the recomputed KL thresholds;
 index and centile changed by design).

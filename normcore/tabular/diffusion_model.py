@@ -62,6 +62,8 @@ SCORE_SAMPLE_BYTES = 128 * 1024**2
 CORRELATION_BYTES = 1024**3
 # covariate points per chunk at most: the unit of work that `torchrun` ranks share (see _point_chunks)
 POINTS_PER_CHUNK = 256
+# default age bin within which scoring shares samples, as a share of the training age range (see _score_points)
+SCORE_AGE_RESOLUTION = 0.01
 
 
 class NormativeDiffusion(NormativeModel):
@@ -88,6 +90,9 @@ class NormativeDiffusion(NormativeModel):
     allow_unseen : score categories unseen in training by marginalising over the training levels
       (e.g. a new site treated as a random training site); otherwise they are an error.
     device : ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+    score_age_resolution : years; scoring shares one set of samples between subjects of the same levels whose
+      ages round to the same multiple (``None``: ``SCORE_AGE_RESOLUTION`` of the training age range; 0: only
+      identical ages share; see ``_score_points``).
     """
 
     PARAM_RULES: ClassVar[dict[str, Rule]] = {
@@ -99,7 +104,7 @@ class NormativeDiffusion(NormativeModel):
         "val_fraction": number(0, 0.9, lo_open=True), "patience": integer(1), "seed": integer(0, 2**32 - 1),
         "device": choice("auto", "cpu", "cuda", *(f"cuda:{i}" for i in range(16))), "allow_unseen": boolean,
         "clip_x0": optional(number(0, float("inf"), lo_open=True)), "location_scale": boolean,
-        "parameterisation": choice(*PARAMETERISATIONS),
+        "parameterisation": choice(*PARAMETERISATIONS), "score_age_resolution": optional(number(0, float("inf"))),
     }
 
     def __init__(self, backbone: str = "film-mlp", transform: str = "quantile", schedule: str = "cosine",
@@ -108,7 +113,8 @@ class NormativeDiffusion(NormativeModel):
                  weight_decay: float = 1e-4, ema_decay: float = 0.998, val_fraction: float = 0.1,
                  patience: int = 8, seed: int = 0, device: str = "auto", allow_unseen: bool = False,
                  backbone_params: dict | None = None, clip_x0: float | None = 10.0,
-                 location_scale: bool = True, parameterisation: str = "gaussian-residual"):
+                 location_scale: bool = True, parameterisation: str = "gaussian-residual",
+                 score_age_resolution: float | None = None):
         self.backbone = backbone
         self.transform = transform
         self.schedule = schedule
@@ -131,6 +137,7 @@ class NormativeDiffusion(NormativeModel):
         self.clip_x0 = clip_x0
         self.location_scale = location_scale
         self.parameterisation = parameterisation
+        self.score_age_resolution = score_age_resolution
 
     FORMAT = "normcore-tabular-diffusion"
     FORMAT_VERSION = 2
@@ -221,8 +228,10 @@ class NormativeDiffusion(NormativeModel):
 
     @torch.no_grad()
     def _draw(self, age: np.ndarray, codes: np.ndarray, m: int, seed: int,
-              progress: Progress | None = None) -> torch.Tensor:
-        """(U, m, D) samples in original IDP units at U covariate points (codes may marginalise)."""
+              progress: Progress | None = None, to_values: bool = True) -> torch.Tensor:
+        """(U, m, D) samples in original IDP units at U covariate points (codes may marginalise); with
+        ``to_values=False`` on the Gaussianised scale instead (only meaningful where no code marginalises: the
+        map to IDP units is then the same for all of a point's samples)."""
         self._check_fitted()
         progress = as_progress(progress)
         gen_np = np.random.default_rng(seed)
@@ -252,7 +261,8 @@ class NormativeDiffusion(NormativeModel):
                 cond = torch.from_numpy(self.encoder_.encode(rep_age, net_codes)).to(device)
                 x = run_sampler(eps_fn, self.schedule_, cond, ((e - s) * m, 1, d), self.sampler,
                                 self.sampling_steps, self.eta, gen, self.clip_x0)
-            values = self._to_values(x.reshape(-1, d).double().cpu().numpy(), rep_age, rep_codes)
+            x = x.reshape(-1, d).double().cpu().numpy()
+            values = self._to_values(x, rep_age, rep_codes) if to_values else x
             out[s:e] = torch.from_numpy(values).reshape(e - s, m, d)
             progress.update("sample", done + 1, len(chunks))
         return out
@@ -323,16 +333,41 @@ class NormativeDiffusion(NormativeModel):
         seed = self.seed if seed is None else seed
         return self._draw(age, codes, n, seed, progress).numpy()
 
-    def _point_chunks(self, n_points: int, m: int, seed: int) -> list[tuple[int, int, int]]:
+    def _point_chunks(self, n_points: int, m: int, seed: int,
+                      breaks: tuple[int, ...] = ()) -> list[tuple[int, int, int]]:
         """(start, stop, seed) of the chunks in which ``n_points`` covariate points are sampled, ``m`` samples each.
 
-        A chunk holds at most ``SCORE_SAMPLE_BYTES`` of samples and ``POINTS_PER_CHUNK`` points; the first draws
-        from ``seed``, chunk i from ``seed + 7919 i``. Chunks never depend on the number of processes, so
-        ``torchrun`` ranks can share them (:mod:`normcore._utils.distributed`) and reproduce a one-process run.
+        A chunk holds at most ``SCORE_SAMPLE_BYTES`` of samples and ``POINTS_PER_CHUNK`` points and never spans
+        one of ``breaks``; the first draws from ``seed``, chunk i from ``seed + 7919 i``. Chunks never depend on
+        the number of processes, so ``torchrun`` ranks can share them (:mod:`normcore._utils.distributed`) and
+        reproduce a one-process run.
         """
         per_chunk = max(1, min(POINTS_PER_CHUNK, SCORE_SAMPLE_BYTES // (m * len(self.idps) * 8)))
-        return [(s, min(s + per_chunk, n_points), seed if ci == 0 else seed + 7919 * ci)
-                for ci, s in enumerate(range(0, n_points, per_chunk))]
+        edges = sorted({0, n_points, *(b for b in breaks if 0 < b < n_points)})
+        spans = [(s, min(s + per_chunk, hi))
+                 for lo, hi in zip(edges, edges[1:], strict=False) for s in range(lo, hi, per_chunk)]
+        return [(s, e, seed if ci == 0 else seed + 7919 * ci) for ci, (s, e) in enumerate(spans)]
+
+    def _score_points(self, age: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """The covariate points scoring samples at: (ages, codes, each row's point, number of latent points).
+
+        Rows whose covariates all name a level are compared with samples on the Gaussianised scale, where their
+        own value is mapped at their exact age, so they can share samples drawn at their age rounded to
+        ``score_age_resolution`` years (by default 1% of the training age range: the age effect on location
+        and scale stays exact, only the network's residual shape is shared over the bin; no effect was measured
+        up to 2 years on the synthetic truth and fcon1000, BENCHMARKS.md). These "latent" points come first.
+        Rows with a marginalised covariate keep their exact age and are compared in IDP units (each sample maps
+        with its own level).
+        """
+        latent_row = ~(codes == MARGINALISE).any(axis=1) if codes.size else np.ones(len(age), bool)
+        step = self.score_age_resolution
+        if step is None:
+            lo, hi = self.age_range_
+            step = SCORE_AGE_RESOLUTION * (hi - lo)
+        key_age = np.where(latent_row, np.round(age / step) * step, age) if step > 0 else age
+        keys = np.column_stack([~latent_row, key_age, codes]) if codes.size else np.column_stack([~latent_row, key_age])
+        uniq, inverse = np.unique(keys, axis=0, return_inverse=True)  # latent points (flag 0) sort first
+        return uniq[:, 1], uniq[:, 2:].astype(np.int64), inverse.reshape(-1), int((uniq[:, 0] == 0).sum())
 
     def _score_core(self, y, age, codes, n_samples, seed, progress):
         """Randomised PIT against M samples shared by rows with identical covariates; copula correlation.
@@ -346,8 +381,12 @@ class NormativeDiffusion(NormativeModel):
         m = int(n_samples or self.n_samples)
         seed = self.seed if seed is None else seed
         d = len(self.idps)
-        u_age, u_codes, inverse = self._unique_points(age, codes)
+        u_age, u_codes, inverse, n_latent = self._score_points(age, codes)
         n_points = len(u_age)
+        latent_rows = inverse < n_latent
+        observed = y.copy()  # each row's values on the scale of its point's samples
+        if latent_rows.any():
+            observed[latent_rows] = self._to_latent(y[latent_rows], age[latent_rows], codes[latent_rows])
         multivariate = d <= MAX_MULTIVARIATE_IDPS
         pooled = multivariate and n_points * d * d * 8 > CORRELATION_BYTES
         per_point = np.zeros((n_points, d, d)) if multivariate and not pooled else None
@@ -359,18 +398,19 @@ class NormativeDiffusion(NormativeModel):
         elif pooled:
             note = (f"{n_points} distinct covariate points x {d} IDPs: one copula correlation pooled over the "
                     "points serves the multivariate score (memory bound)")
-        y_t = torch.from_numpy(np.nan_to_num(y, nan=0.0))
+        y_t = torch.from_numpy(np.nan_to_num(observed, nan=0.0))
         v = torch.from_numpy(np.random.default_rng(seed + 1).random(y.shape))
         centile = np.zeros(y.shape)  # zeros where another rank scores (see sum_across_ranks)
         z = np.zeros(y.shape)
         beyond = np.zeros(y.shape, bool)
         order = np.argsort(inverse, kind="stable")
-        chunks = self._point_chunks(n_points, m, seed)
+        chunks = self._point_chunks(n_points, m, seed, breaks=(n_latent,))
         bounds = np.searchsorted(inverse[order], [s for s, _, _ in chunks] + [n_points])
         step = max(1, (1 << 22) // (m * d))
         for ci in owned_chunks(len(chunks)):
             s, e, chunk_seed = chunks[ci]
-            samples = self._draw(u_age[s:e], u_codes[s:e], m, chunk_seed, progress)
+            latent = s < n_latent
+            samples = self._draw(u_age[s:e], u_codes[s:e], m, chunk_seed, progress, to_values=not latent)
             sorted_s = samples.transpose(1, 2).sort(dim=-1).values.contiguous()  # (points, D, M)
             rows = order[bounds[ci]:bounds[ci + 1]]
             for r in range(0, len(rows), step):
@@ -378,8 +418,8 @@ class NormativeDiffusion(NormativeModel):
                 uu, bb = randomised_pit(sorted_s[inverse[sub] - s].contiguous(), y_t[sub], v[sub])
                 centile[sub], beyond[sub] = uu.numpy(), bb.numpy()
             z[rows] = special.ndtri(centile[rows])
-            self._tail_scores(sorted_s, u_age[s:e], u_codes[s:e], rows, inverse[rows] - s, y, age, codes, z,
-                              centile)
+            self._tail_scores(sorted_s, u_age[s:e], u_codes[s:e], rows, inverse[rows] - s, observed, age, codes,
+                              z, centile, latent)
             if multivariate:
                 corr = copula_correlation(samples).numpy()
                 if pooled:
@@ -394,9 +434,10 @@ class NormativeDiffusion(NormativeModel):
 
     def _tail_scores(self, sorted_s: torch.Tensor, p_age: np.ndarray, p_codes: np.ndarray, rows: np.ndarray,
                      points: np.ndarray, y: np.ndarray, age: np.ndarray, codes: np.ndarray, z: np.ndarray,
-                     centile: np.ndarray) -> None:
+                     centile: np.ndarray, latent: bool = False) -> None:
         """Overwrite z (and centile) of ``rows``' values beyond a tail anchor with the tail model's
-        (:func:`~normcore.tabular.scoring.tail_z`), fitted on the Gaussianised scale of each covariate point."""
+        (:func:`~normcore.tabular.scoring.tail_z`), fitted on the Gaussianised scale of each covariate point
+        (``latent``: samples and values are on that scale already)."""
         m, d = sorted_s.shape[-1], sorted_s.shape[1]
         k, lo_idx, hi_idx = tail_ranks(m)
         if k == 0:
@@ -409,16 +450,18 @@ class NormativeDiffusion(NormativeModel):
         need = np.unique(points[(below | above).any(axis=1)])
         idx = np.concatenate([lo_idx, hi_idx])
         picked = sorted_s[:, :, idx][need].permute(0, 2, 1).reshape(-1, d).numpy()  # (P * J, D)
-        latent = np.empty((points.max() + 1, len(idx), d))
-        latent[need] = self._to_latent(picked, np.repeat(p_age[need], len(idx)),
-                                       np.repeat(p_codes[need], len(idx), axis=0)).reshape(len(need), len(idx), d)
-        x = self._to_latent(yr, age[rows], codes[rows])  # the observed values on the same scale
+        order_stats = np.empty((points.max() + 1, len(idx), d))
+        if not latent:
+            picked = self._to_latent(picked, np.repeat(p_age[need], len(idx)),
+                                     np.repeat(p_codes[need], len(idx), axis=0))
+        order_stats[need] = picked.reshape(len(need), len(idx), d)
+        x = yr if latent else self._to_latent(yr, age[rows], codes[rows])  # the observed values on the same scale
         for mask, part, upper in ((below, slice(0, len(lo_idx)), False), (above, slice(len(lo_idx), None), True)):
             i, j = np.nonzero(mask)
             if not i.size:
                 continue
             ranks = lo_idx if not upper else hi_idx
-            zt = tail_z(latent[points[i], part, j], ranks, m, x[i, j], upper)
+            zt = tail_z(order_stats[points[i], part, j], ranks, m, x[i, j], upper)
             z[rows[i], j] = zt
             centile[rows[i], j] = special.ndtr(zt)
 

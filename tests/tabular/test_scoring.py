@@ -1,9 +1,12 @@
+import copy
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from scipy import special, stats
 
+from normcore.tabular.preprocessing import MARGINALISE
 from normcore.tabular.scoring import copula_correlation, mahalanobis, randomised_pit
 
 
@@ -157,3 +160,30 @@ def test_the_diffusion_model_scores_far_values_beyond_the_sample_cap(tiny_model,
     body = np.abs(z_rank) < 2.0  # inside the 1% anchors
     np.testing.assert_allclose(z_in[body], z_rank[body])
     assert np.all(np.abs(tiny_model.score(far, seed=0)[f"z:{idp}"]) <= cap + 1e-9)  # off: the old cap
+
+
+def test_latent_scale_scoring_equals_scoring_in_idp_units(tiny_model, cohort, monkeypatch):
+    """Rows of named levels are compared with samples on the Gaussianised scale: the map is increasing per IDP,
+    so their centiles equal the comparison in IDP units (rows beyond the tail anchors aside)."""
+    df, _ = cohort
+    model = copy.deepcopy(tiny_model).set_params(score_age_resolution=0)  # the same points either way
+    latent = model.score(df, n_samples=200, seed=3)
+    points = model._score_points
+    monkeypatch.setattr(model, "_score_points", lambda a, c: (*points(a, c)[:3], 0))  # no latent points
+    in_units = model.score(df, n_samples=200, seed=3)
+    cols = [c for c in latent.columns if c.startswith("centile:")]
+    inside = (latent[cols] > 0.011) & (latent[cols] < 0.989)  # the randomised PIT's range, not the tail model's
+    assert inside.to_numpy().mean() > 0.9
+    np.testing.assert_allclose(latent[cols].to_numpy()[inside.to_numpy()], in_units[cols].to_numpy()[inside.to_numpy()],
+                               rtol=0, atol=1e-9)
+
+
+def test_score_points_share_samples_within_an_age_bin(tiny_model):
+    model = copy.deepcopy(tiny_model).set_params(score_age_resolution=1.0)
+    age = np.array([30.1, 30.4, 30.6, 30.1, 30.2])
+    codes = np.array([[0, 1], [0, 1], [0, 1], [1, 1], [MARGINALISE, 1]])
+    u_age, u_codes, inverse, n_latent = model._score_points(age, codes)
+    assert inverse[0] == inverse[1] != inverse[2]  # 30.1 and 30.4 round to 30; 30.6 to 31
+    assert inverse[3] not in inverse[:3]  # another level: its own samples
+    assert n_latent == 3 and inverse[4] == 3 and u_age[3] == 30.2  # marginalised: exact age, in IDP units, last
+    assert u_age[inverse[0]] == 30.0 and u_age[inverse[2]] == 31.0 and u_codes[inverse[3]].tolist() == [1, 1]
