@@ -62,15 +62,25 @@ class MarginalPath(nn.Module):
         slope = (self.value * (1 + gamma)).unsqueeze(-2)
         offset = self.idp * (1 + gamma).unsqueeze(-2) + beta.unsqueeze(-2)  # (n, d, width)
         slope, offset = broadcast_rows(slope, x, keep=2), broadcast_rows(offset, x, keep=2)
-        x_rows = x.shape[1] if x.dim() == 3 else 1
-        # on a GPU one launch per layer is faster than cache-sized blocks of rows
-        step = x.shape[0] if x.is_cuda else max(1, self.block_elements // (x.shape[-1] * self.idp.shape[1] * x_rows))
         out = torch.empty_like(x)
+        per_row = x.shape[-1] * self.idp.shape[1]  # activations of one row
+        x_rows = x.shape[1] if x.dim() == 3 else 1
+        if not x.is_cuda and x_rows * per_row > self.block_elements:  # one condition's samples exceed a block
+            rows = max(1, self.block_elements // per_row)
+            for s in range(x.shape[0]):
+                for r in range(0, x_rows, rows):
+                    out[s, r:r + rows] = self._layers(x[s, r:r + rows], offset[s], slope[s])
+            return out
+        # on a GPU one launch per layer is faster than cache-sized blocks of rows
+        step = x.shape[0] if x.is_cuda else max(1, self.block_elements // (per_row * x_rows))
         for s in range(0, x.shape[0], step):
-            h = torch.addcmul(offset[s:s + step], x[s:s + step].unsqueeze(-1), slope[s:s + step])
-            h = nn.functional.silu(self.hidden(nn.functional.silu(h)))
-            out[s:s + step] = self.out(h).squeeze(-1)
+            out[s:s + step] = self._layers(x[s:s + step], offset[s:s + step], slope[s:s + step])
         return out
+
+    def _layers(self, x: torch.Tensor, offset: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
+        h = torch.addcmul(offset, x.unsqueeze(-1), slope)
+        h = nn.functional.silu(self.hidden(nn.functional.silu(h)))
+        return self.out(h).squeeze(-1)
 
 
 class FiLMMLP(nn.Module):
