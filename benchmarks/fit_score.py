@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
 import time
 from pathlib import Path
@@ -35,7 +36,7 @@ def parse_value(text: str):
         return text
 
 
-def split(name: str, d: int, seed: int, holdout_n: int = 2000):
+def split(name: str, d: int, seed: int, holdout_n: int = 2000, n_train: int = 5000):
     """(train, holdout, idps, covariates, truth or None)."""
     if name == "fcon1000":
         from compare import fcon_split  # benchmarks/compare.py
@@ -44,17 +45,28 @@ def split(name: str, d: int, seed: int, holdout_n: int = 2000):
         return train, test, idps, ["sex", "site"], None
     from normcore import make_synthetic
 
-    train, truth = make_synthetic(5000, d=d, seed=seed)
+    train, truth = make_synthetic(n_train, d=d, seed=seed)
     holdout = truth.sample(holdout_n, seed=seed + 1000)
     return train, holdout, truth.idp_names, ["sex"], truth
 
 
-def run(name: str, d: int, seed: int, samples: int, overrides: dict, vary: tuple[str, list] | None,
-        holdout_n: int = 2000) -> list[dict]:
-    from normcore import NormativeDiffusion
+def build(overrides: dict, seed: int):
+    """The model named by ``overrides["backbone"]`` (default film-mlp; any registry name or pcntoolkit-blr)."""
+    from normcore.registry import make_model
 
-    train, holdout, idps, covs, truth = split(name, d, seed, holdout_n)
-    model = NormativeDiffusion(seed=seed, **overrides)
+    params = dict(overrides)
+    name = params.pop("backbone", "film-mlp")
+    if name == "pcntoolkit-blr":
+        from normcore.tabular.baselines.pcntoolkit_blr import PCNToolkitBLR
+
+        return PCNToolkitBLR(seed=seed)
+    return make_model(name, seed=seed, **params)
+
+
+def run(name: str, d: int, seed: int, samples: int, overrides: dict, vary: tuple[str, list] | None,
+        holdout_n: int = 2000, n_train: int = 5000) -> list[dict]:
+    train, holdout, idps, covs, truth = split(name, d, seed, holdout_n, n_train)
+    model = build(overrides, seed)
     start = time.perf_counter()
     model.fit(train, age="age", covariates=covs, idps=idps)
     fit_s = time.perf_counter() - start
@@ -76,11 +88,16 @@ def score_row(model, name, d, train, holdout, idps, truth, fit_s, seed, samples,
         u = scores[f"centile:{c}"].dropna().to_numpy()
         cov.append(np.mean((u > 0.025) & (u < 0.975)))
         ks.append(stats.kstest(u, "uniform").pvalue)
-    h = model.history_
+    h = getattr(model, "history_", {}) or {}
+    points = None
+    if hasattr(model, "_score_points"):
+        points = len(model._score_points(*model._covariates_of(holdout, "table"))[0])
     row = {"data": name if truth is None else f"synthetic D={d}", "n_train": len(train), "n_holdout": len(holdout),
            "idps": len(idps), "params": overrides, "samples": samples, "fit_s": round(fit_s, 1),
-           "planned_steps": h.get("planned_steps"), "best_step": h["best_step"], "stop_step": h["steps"],
-           "score_s": round(score_s, 1), "coverage95": round(float(np.mean(cov)), 4),
+           "planned_steps": h.get("planned_steps"), "best_step": h.get("best_step"), "stop_step": h.get("steps"),
+           "score_s": round(score_s, 1), "score_points": points,
+           "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+           "coverage95": round(float(np.mean(cov)), 4),
            "pit_ks_pass": round(float(np.mean(np.asarray(ks) > 0.01)), 3)}
     if truth is not None:
         u_true = np.column_stack([truth.cdf(holdout[c].to_numpy(), holdout["age"].to_numpy(),
@@ -98,6 +115,7 @@ def main() -> None:
     ap.add_argument("--d", type=int, default=10, help="IDPs of the synthetic truth")
     ap.add_argument("--samples", type=int, default=1000)
     ap.add_argument("--holdout", type=int, default=2000, help="fresh held-out controls of the synthetic truth")
+    ap.add_argument("--n-train", type=int, default=5000, help="training controls of the synthetic truth")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--root", default=str(HERE.parent), help="checkout whose normcore is imported")
@@ -116,7 +134,7 @@ def main() -> None:
         key, values = args.vary.split("=", 1)
         vary = (key, [parse_value(v) for v in values.split(",")])
     for name in args.data.split(","):
-        for row in run(name, args.d, args.seed, args.samples, overrides, vary, args.holdout):
+        for row in run(name, args.d, args.seed, args.samples, overrides, vary, args.holdout, args.n_train):
             row = {"root": args.root, **row}
             print(json.dumps(row), flush=True)
             if args.out:

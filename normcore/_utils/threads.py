@@ -19,6 +19,8 @@ import torch
 _fixed: int | None = None
 _maximum = torch.get_num_threads()  # torch's default: the cores this process may use
 _last_set = _maximum  # the count this module last chose; any other count was set by the user (kept)
+_last_read = -float("inf")  # time.monotonic() of the last reading of the load
+REREAD_AFTER_S = 5.0  # a reading costs ~40 ms: the load is read again only after this long
 
 
 def usable_cores() -> int:
@@ -76,10 +78,11 @@ def fix_threads(n: int) -> None:
 def adapt_threads() -> int:
     """Set torch's thread count from the current load and return the count in use; a count the user fixed, or
     set with ``torch.set_num_threads`` themselves, is left alone."""
-    global _last_set
+    global _last_set, _last_read
     current = torch.get_num_threads()
-    if _fixed is not None or current != _last_set:
+    if _fixed is not None or current != _last_set or time.monotonic() - _last_read < REREAD_AFTER_S:
         return current
+    _last_read = time.monotonic()
     n = choose_threads()
     if n != current:
         torch.set_num_threads(n)

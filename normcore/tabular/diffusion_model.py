@@ -370,7 +370,8 @@ class NormativeDiffusion(NormativeModel):
         return uniq[:, 1], uniq[:, 2:].astype(np.int64), inverse.reshape(-1), int((uniq[:, 0] == 0).sum())
 
     def _score_core(self, y, age, codes, n_samples, seed, progress):
-        """Randomised PIT against M samples shared by rows with identical covariates; copula correlation.
+        """Randomised PIT against M samples shared by the rows of a covariate point (:meth:`_score_points`: same
+        levels and age bin, compared on the Gaussianised scale); copula correlation.
 
         Distinct covariate points are sampled in chunks (:meth:`_point_chunks`), so memory stays bounded
         whatever the table's length, and under ``torchrun`` each rank scores its share of the chunks. The

@@ -20,6 +20,7 @@ def test_adapting_changes_only_counts_this_module_chose(monkeypatch):
     monkeypatch.setattr(threads, "choose_threads", lambda: 2)
     monkeypatch.setattr(threads, "_fixed", None)
     monkeypatch.setattr(threads, "_last_set", 3)
+    monkeypatch.setattr(threads, "REREAD_AFTER_S", 0.0)
     before = torch.get_num_threads()  # 1: set by the test suite itself, not by this module
     try:
         assert threads.adapt_threads() == before and torch.get_num_threads() == before

@@ -1,0 +1,106 @@
+"""How cost and calibration grow with the number of IDPs D and subjects N (issue: scale and extremes, item 2).
+
+Runs ``benchmarks/fit_score.py`` once per (model, D, N) on the synthetic truth, each in its own process (so its
+peak memory is its own): fit on N controls, score ``--holdout`` fresh controls with M samples, and measure
+against the exact truth (mean |centile error|, median |z error|), coverage of the central 95%, PIT-KS pass
+share, fit and score seconds, steps, covariate points scored, peak memory. Rows go to
+``benchmarks/results/scale.jsonl``; then a cost model is fitted and printed and ``scale.png`` is drawn:
+
+    fit seconds   ~ steps x (f0 + f1 D)            (per optimiser step, batch 256)
+    score seconds ~ points x M x S x (c0 + c1 D)   (per row and sampler step; S = 25)
+
+    .venv/bin/python benchmarks/scale.py [--models film-mlp,shash-baseline] [--d 2,10,50,100,200]
+        [--n 1000,5000,20000] [--holdout 1000] [--samples 1000] [--threads 2] [--plot-only]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "scale.jsonl"
+STEPS = 25
+
+
+def run_grid(models: list[str], ds: list[int], ns: list[int], holdout: int, samples: int, threads: int) -> None:
+    for model in models:
+        for d in ds:
+            for n in ns:
+                cmd = [sys.executable, str(HERE / "fit_score.py"), "--data", "synthetic", "--d", str(d),
+                       "--n-train", str(n), "--holdout", str(holdout), "--samples", str(samples),
+                       "--threads", str(threads), "--set", f"backbone={model}", "--out", str(RESULTS)]
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                print(proc.stdout.strip() or f"{model} D={d} N={n} failed: {proc.stderr[-500:]}", flush=True)
+
+
+def cost_model(rows: list[dict]) -> dict:
+    """Least-squares fits of the per-step fit cost and the per-row-step score cost as linear in D."""
+    out = {}
+    diff = [r for r in rows if r.get("stop_step") and r.get("score_points")]
+    if len(diff) >= 2:
+        d = np.array([r["idps"] for r in diff], float)
+        per_step = np.array([r["fit_s"] / r["stop_step"] for r in diff])
+        per_row_step = np.array([r["score_s"] / (r["score_points"] * r["samples"] * STEPS) for r in diff])
+        design = np.column_stack([np.ones_like(d), d])
+        f0, f1 = np.linalg.lstsq(design, per_step, rcond=None)[0]
+        c0, c1 = np.linalg.lstsq(design, per_row_step, rcond=None)[0]
+        out = {"fit_s_per_step": {"f0_ms": round(f0 * 1e3, 3), "f1_ms_per_idp": round(f1 * 1e3, 4)},
+               "score_s_per_row_step": {"c0_us": round(c0 * 1e6, 3), "c1_us_per_idp": round(c1 * 1e6, 4)}}
+    return out
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    models = sorted({r["params"].get("backbone", "film-mlp") for r in rows})
+    for model in models:
+        mine = [r for r in rows if r["params"].get("backbone", "film-mlp") == model]
+        for d in sorted({r["idps"] for r in mine}):
+            sel = sorted((r for r in mine if r["idps"] == d), key=lambda r: r["n_train"])
+            n = [r["n_train"] for r in sel]
+            axes[0].plot(n, [r["mean_abs_centile_error"] for r in sel], marker="o", label=f"{model} D={d}")
+        for key, ax in (("fit_s", axes[1]), ("score_s", axes[2])):
+            for n in sorted({r["n_train"] for r in mine}):
+                sel = sorted((r for r in mine if r["n_train"] == n), key=lambda r: r["idps"])
+                ax.plot([r["idps"] for r in sel], [r[key] for r in sel], marker="o", label=f"{model} N={n}")
+    axes[0].set(xscale="log", xlabel="training subjects N", ylabel="mean |centile error| vs truth",
+                title="calibration against the exact truth")
+    axes[1].set(xlabel="IDPs D", ylabel="seconds", title="fit time")
+    axes[2].set(xlabel="IDPs D", ylabel="seconds", title="score time (held-out controls)")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", default="film-mlp,shash-baseline")
+    ap.add_argument("--d", default="2,10,50,100,200")
+    ap.add_argument("--n", default="1000,5000,20000")
+    ap.add_argument("--holdout", type=int, default=1000)
+    ap.add_argument("--samples", type=int, default=1000)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--plot-only", action="store_true", help="only refit the cost model and redraw the figure")
+    args = ap.parse_args()
+    if not args.plot_only:
+        run_grid(args.models.split(","), [int(v) for v in args.d.split(",")], [int(v) for v in args.n.split(",")],
+                 args.holdout, args.samples, args.threads)
+    rows = [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]
+    print(json.dumps(cost_model([r for r in rows if r["params"].get("backbone", "film-mlp") == "film-mlp"])))
+    plot(rows, RESULTS.with_suffix(".png"))
+
+
+if __name__ == "__main__":
+    main()
