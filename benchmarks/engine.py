@@ -40,6 +40,16 @@ def matmul_gflops(device: torch.device, n: int = 2048, reps: int = 10) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - start) / 1e9
 
 
+def machine_record(threads: int) -> tuple[torch.device, float, dict]:
+    """Set torch's CPU threads; return the device, its float32 matmul GFLOP/s and a results header naming both."""
+    torch.set_num_threads(threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    peak = matmul_gflops(device)
+    return device, peak, {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} "
+                                     f"threads, {device.type}", "torch": torch.__version__,
+                          "matmul_gflop_per_s": round(peak, 1), "runs": []}
+
+
 def ace_against_truth(model: NormativeDiffusion, truth, ages: np.ndarray, qs: np.ndarray) -> tuple[float, list]:
     errs = []
     for sex in (0, 1):
@@ -105,12 +115,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    peak = matmul_gflops(device)
-    results = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-                          f"{device.type}", "torch": torch.__version__, "matmul_gflop_per_s": round(peak, 1),
-               "runs": []}
+    device, peak, results = machine_record(args.threads)
     for backbone in args.backbones.split(","):
         r = run(backbone, args.n, args.d, args.seed)
         r["fraction_of_matmul_peak"] = round(r["network_gflop_per_s"] / peak, 3)

@@ -55,6 +55,21 @@ def cost_model(rows: list[dict]) -> dict:
     return out
 
 
+def markdown_table(rows: list[dict]) -> str:
+    """The rows as the table BENCHMARKS.md shows, sorted by model, D and N."""
+    head = ("| model | D | N | fit s (steps) | score s (points) | peak MB | coverage95 | PIT-KS pass | "
+            "median \\|z err\\| | mean \\|centile err\\| |")
+    lines = [head, "|" + "---|" * 10]
+    key = lambda r: (r["params"].get("backbone", "film-mlp"), r["idps"], r["n_train"])  # noqa: E731
+    for r in sorted(rows, key=key):
+        steps = f" ({r['stop_step']})" if r.get("stop_step") else ""
+        points = f" ({r['score_points']})" if r.get("score_points") else ""
+        lines.append(f"| {key(r)[0]} | {r['idps']} | {r['n_train']} | {r['fit_s']}{steps} | {r['score_s']}{points} | "
+                     f"{r['peak_rss_mb']} | {r['coverage95']} | {r['pit_ks_pass']} | {r['median_abs_z_error']} | "
+                     f"{r['mean_abs_centile_error']} |")
+    return "\n".join(lines)
+
+
 def plot(rows: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -98,6 +113,7 @@ def main() -> None:
         run_grid(args.models.split(","), [int(v) for v in args.d.split(",")], [int(v) for v in args.n.split(",")],
                  args.holdout, args.samples, args.threads)
     rows = [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]
+    print(markdown_table(rows))
     print(json.dumps(cost_model([r for r in rows if r["params"].get("backbone", "film-mlp") == "film-mlp"])))
     plot(rows, RESULTS.with_suffix(".png"))
 

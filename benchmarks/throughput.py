@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -22,6 +21,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from engine import machine_record  # noqa: E402  (benchmarks/engine.py: the matmul peak, measured alike)
 
 from normcore.diffusion import NoiseSchedule  # noqa: E402
 from normcore.diffusion import sample as run_sampler  # noqa: E402
@@ -30,19 +32,6 @@ from normcore.nets import build_backbone  # noqa: E402
 
 STEPS = 25
 D_COND = 3
-
-
-def matmul_gflops(device: torch.device, n: int = 2048, reps: int = 10) -> float:
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    a @ b
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return 2 * n**3 * reps / (time.perf_counter() - start) / 1e9
 
 
 def measure(backbone: str, d: int, points: int, m: int, device: torch.device) -> dict:
@@ -83,12 +72,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    peak = matmul_gflops(device)
-    results = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-                          f"{device.type}", "torch": torch.__version__, "matmul_gflop_per_s": round(peak, 1),
-               "runs": []}
+    device, peak, results = machine_record(args.threads)
     print(json.dumps({k: v for k, v in results.items() if k != "runs"}), flush=True)
     for backbone in args.backbones.split(","):
         for d in map(int, args.d.split(",")):
