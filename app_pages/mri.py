@@ -30,6 +30,7 @@ from normcore.plotting.imaging import (
     most_abnormal_slice,
     native_planes_figure,
     overlay_figure,
+    quality_table,
     triptych_figure,
 )
 from normcore.tabular.io import table_csv_bytes
@@ -231,8 +232,14 @@ def results_section(model) -> None:
              "the model's healthy validation scans")
     st.caption(facts + f", {result.seconds:.1f} s. The centile is the scan's rank among {among} (100 = more "
                "abnormal than all of them).")
+    if not result.index_reliable:
+        failed = ", ".join(g["gate"] for g in result.quality if not g["passed"])
+        st.warning(f"**Index unreliable**: this scan fails the quality gate(s) {failed} (see the table); the "
+                   "index and its centile are not calibrated for it.")
     for warning in result.warnings:
         st.warning(warning)
+    with st.expander("Quality gates", expanded=not result.index_reliable):
+        st.dataframe(quality_table(result.quality), hide_index=True, width="stretch")
 
     st.subheader("Slices")
     a1, a2 = st.columns([1, 3])

@@ -64,6 +64,9 @@ def cmd_mri_score(args: argparse.Namespace, progress: Progress) -> None:
           f"among healthy validation scans; maps -> {args.out} ({result.seconds:.1f} s)")
     for w in result.warnings:
         print(f"warning: {w}")
+    if not result.index_reliable:
+        failed = ", ".join(g["gate"] for g in result.quality if not g["passed"])
+        print(f"warning: index unreliable: the scan fails the quality gate(s) {failed} (result.json: quality)")
     if args.report:
         from normcore.reports import write_html, write_pdf
         from normcore.reports.mri import findings_from_result

@@ -38,25 +38,45 @@ def envelope(facts: list[dict]) -> dict:
             "source": "the model's training scans"}
 
 
-def check(facts: dict, env: dict | None, grid_mm: float = 0.0) -> list[str]:
-    """Warnings for a scan outside the envelope ``env`` (``DEFAULT_ENVELOPE`` when the model has none).
+def gates(facts: dict, env: dict | None, grid_mm: float = 0.0) -> list[dict]:
+    """The quality gates of a prepared scan against the envelope ``env`` (``DEFAULT_ENVELOPE`` when the model
+    has none): one entry per gate with ``gate``, the scan's ``value``, the ``limit`` it is held to, ``passed``
+    and, for a failed gate, the ``message`` to show. The index of a scan failing any gate is unreliable.
 
     Voxels no coarser than the model grid's (``grid_mm``) lose nothing the model uses, so the voxel limit is
-    the larger of ``VOXEL_SLACK`` x the training scans' coarsest and the grid's voxel size."""
+    the larger of ``VOXEL_SLACK`` x the training scans' coarsest and the grid's voxel size. A brain taken from
+    the registered template (no mask, scan not skull-stripped) fails its gate: healthy whole-head scans scored
+    that way sat near the top of the healthy range."""
     env = env or DEFAULT_ENVELOPE
     out = []
+
+    def gate(name: str, value, limit: str, passed: bool, message: str) -> None:
+        out.append({"gate": name, "value": value, "limit": limit, "passed": bool(passed),
+                    "message": None if passed else message})
+
+    source = facts.get("mask_source")
+    gate("brain mask", source or "not recorded", "a mask or a skull-stripped scan", source != "template",
+         "no brain mask and the scan is not skull-stripped: the brain is the registered template's, and healthy "
+         "whole-head scans scored this way sit near the top of the healthy range")
     limit = max(VOXEL_SLACK * env["voxel_mm_max"], grid_mm)
-    if facts["voxel_mm"] > limit:
-        out.append(f"voxels of {facts['voxel_mm']:g} mm are much coarser than the model's training scans (up to "
-                   f"{env['voxel_mm_max']:g} mm) and its {grid_mm:g} mm grid: the index is not calibrated for such "
-                   "scans")
+    gate("voxel size (mm)", facts["voxel_mm"], f"<= {limit:g}", facts["voxel_mm"] <= limit,
+         f"voxels of {facts['voxel_mm']:g} mm are much coarser than the model's training scans (up to "
+         f"{env['voxel_mm_max']:g} mm) and its {grid_mm:g} mm grid: the index is not calibrated for such scans")
     floor = env["brain_coverage_min"] - COVERAGE_SLACK
-    if facts["brain_coverage"] < floor:
-        out.append(f"the brain mask covers {100 * facts['brain_coverage']:.0f}% of the template brain (training "
-                   f"scans: at least {100 * env['brain_coverage_min']:.0f}%): a partial brain, or a mask from "
-                   "another scan? The index is not calibrated for it")
-    if facts.get("template_dice") is not None and env.get("template_dice_min") is not None \
-            and facts["template_dice"] < env["template_dice_min"] - DICE_SLACK:
-        out.append(f"the brain overlaps the template brain less (Dice {facts['template_dice']:.2f}) than any "
-                   f"training scan did ({env['template_dice_min']:.2f}): check the registration")
+    gate("brain coverage", facts["brain_coverage"], f">= {floor:.2f}", facts["brain_coverage"] >= floor,
+         f"the brain mask covers {100 * facts['brain_coverage']:.0f}% of the template brain (training scans: at "
+         f"least {100 * env['brain_coverage_min']:.0f}%): a partial brain, or a mask from another scan? The index "
+         "is not calibrated for it")
+    dice_min = env.get("template_dice_min")
+    if facts.get("template_dice") is not None and dice_min is not None:
+        gate("registration (Dice with the template brain)", facts["template_dice"], f">= {dice_min - DICE_SLACK:.2f}",
+             facts["template_dice"] >= dice_min - DICE_SLACK,
+             f"the brain overlaps the template brain less (Dice {facts['template_dice']:.2f}) than any training "
+             f"scan did ({dice_min:.2f}): check the registration")
     return out
+
+
+def check(facts: dict, env: dict | None, grid_mm: float = 0.0) -> list[str]:
+    """Warnings for a scan outside the envelope (the messages of its failed :func:`gates`; the brain-mask gate's
+    warning is given by the preprocessing itself, so it is not repeated here)."""
+    return [g["message"] for g in gates(facts, env, grid_mm) if not g["passed"] and g["gate"] != "brain mask"]

@@ -7,7 +7,7 @@ import io
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
@@ -17,6 +17,7 @@ from normcore._utils.errors import InputError
 from normcore._utils.plausibility import check_ages
 from normcore._utils.progress import Progress, as_progress
 from normcore.imaging.acquisition import check as check_acquisition
+from normcore.imaging.acquisition import gates as quality_gates
 from normcore.imaging.io import load_mask, load_volume, save_nifti
 from normcore.imaging.model import ImagingNormativeModel, ImagingScore, parse_sex
 from normcore.imaging.preprocess import PreparedScan, prepare_scan, to_native
@@ -34,10 +35,16 @@ class ScanResult:
     prepared: PreparedScan
     score: ImagingScore
     seconds: float
+    quality: list[dict] = field(default_factory=list)  # quality gates (normcore.imaging.acquisition.gates)
 
     @property
     def warnings(self) -> list[str]:
         return self.prepared.warnings + self.score.warnings
+
+    @property
+    def index_reliable(self) -> bool:
+        """False when the scan fails a quality gate: its index and centile are then not to be trusted."""
+        return all(g["passed"] for g in self.quality)
 
     def native_maps(self) -> dict[str, nib.Nifti1Image]:
         """Restoration, anomaly map and z-map in the original scan's voxel space."""
@@ -50,6 +57,7 @@ class ScanResult:
                 "healthy_reference_n": self.score.n_reference,
                 "latent_mask_share": self.score.latent_mask_share,
                 "registration_metric": self.prepared.registration_metric, "acquisition": self.prepared.facts,
+                "quality": self.quality, "index_reliable": self.index_reliable,
                 "warnings": self.warnings,
                 "seconds": round(self.seconds, 2)}
 
@@ -70,10 +78,11 @@ def score_scan(model: ImagingNormativeModel, scan, age: float, sex, mask=None, n
     img = load_volume(scan, name=name)
     brain = load_mask(mask, img) if mask is not None else None
     prepared = prepare_scan(img, model.grid, mask=brain, register=register, progress=progress)
-    prepared.warnings += check_acquisition(prepared.facts, getattr(model, "acquisition_", None),
-                                           float(model.grid.spacing_mm))
+    envelope, grid_mm = getattr(model, "acquisition_", None), float(model.grid.spacing_mm)
+    prepared.warnings += check_acquisition(prepared.facts, envelope, grid_mm)
     score = model.score(prepared.volume, prepared.brain, age, sex_code, method=method, seed=seed, progress=progress)
-    return ScanResult(name, age, "M" if sex_code else "F", prepared, score, time.perf_counter() - start)
+    return ScanResult(name, age, "M" if sex_code else "F", prepared, score, time.perf_counter() - start,
+                      quality_gates(prepared.facts, envelope, grid_mm))
 
 
 def score_many(model: ImagingNormativeModel, items: list[dict], method: str = "kl-inpaint", out: dict | None = None,

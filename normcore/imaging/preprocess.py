@@ -373,6 +373,7 @@ def prepare_scan(img: nib.Nifti1Image, grid: ModelGrid, mask: np.ndarray | None 
         warnings.append(f"brain overlaps the MNI template brain poorly (Dice {overlap:.2f}): {hint}")
     zooms = tuple(float(z) for z in np.linalg.norm(affine[:3, :3], axis=0))
     facts = scan_facts(zooms, grid_brain, tpl_brain, overlap)
+    facts["mask_source"] = "template" if head else ("given" if mask is not None else "skull-stripped")
     prog.update("done", total, total)
     return PreparedScan(volume=volume.astype(np.float32), brain=grid_brain, grid=grid, native=img, native_brain=brain,
                         matrix=matrix, warnings=warnings, registration_metric=metric, template_dice=overlap,

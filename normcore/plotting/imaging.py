@@ -173,6 +173,14 @@ def native_planes_figure(view: NativeView, voxel, threshold: float = 3.0, opacit
     return fig
 
 
+def quality_table(gates: list[dict]) -> pd.DataFrame:
+    """The quality gates of a scan (:func:`normcore.imaging.acquisition.gates`) as a table to show beside its
+    index: gate, the scan's value, what the model's training scans require, passed."""
+    return pd.DataFrame([{"quality gate": g["gate"], "this scan": str(g["value"]), "required": g["limit"],
+                          "passed": "yes" if g["passed"] else "NO"} for g in gates],
+                        columns=["quality gate", "this scan", "required", "passed"])
+
+
 def cohort_table(summaries: list[dict]) -> pd.DataFrame:
     """One row per scored scan from :meth:`ScanResult.summary` dicts (indices, centiles, warnings)."""
     rows = []
@@ -182,6 +190,7 @@ def cohort_table(summaries: list[dict]) -> pd.DataFrame:
                      "index top1": index.get("top1"), "centile top1": centile.get("top1"),
                      "index top5": index.get("top5"), "centile top5": centile.get("top5"),
                      "latent mask share": s.get("latent_mask_share"),
+                     "index reliable": s.get("index_reliable"),
                      "warnings": "; ".join(s.get("warnings") or [])})
     return pd.DataFrame(rows, columns=["scan", "age", "sex", "method", "index top1", "centile top1", "index top5",
-                                       "centile top5", "latent mask share", "warnings"])
+                                       "centile top5", "latent mask share", "index reliable", "warnings"])

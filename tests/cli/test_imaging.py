@@ -66,6 +66,8 @@ def test_mri_fit_then_score_writes_maps_in_scan_space(scan_folder, tmp_path, cap
     env = card["acquisition"]
     assert env["n_scans"] == len(card["data"]["train_ids"]) and 0 < env["brain_coverage_min"] <= 1
     assert "brain_coverage" in result["acquisition"] and result["warnings"] == []
+    assert result["index_reliable"] is True and result["acquisition"]["mask_source"] == "skull-stripped"
+    assert {g["gate"] for g in result["quality"]} >= {"brain mask", "voxel size (mm)", "brain coverage"}
     data = native.get_fdata()
     mask = (data > np.percentile(data, 60)).astype(np.uint8)
     mask[:, :, : mask.shape[2] * 2 // 3] = 0  # only the top third of the head
@@ -74,7 +76,11 @@ def test_mri_fit_then_score_writes_maps_in_scan_space(scan_folder, tmp_path, cap
     rc = main(["mri-score", str(model_dir), str(scan), "--age", "40", "--sex", "F", "--mask",
                str(tmp_path / "partial_mask.nii.gz"), "--out", str(out / "p"), "--quiet", "--device", "cpu"])
     assert rc == 0 and "of the template brain (training scans" in capsys.readouterr().out
-    assert any("partial brain" in w for w in json.loads((out / "p" / "result.json").read_text())["warnings"])
+    partial = json.loads((out / "p" / "result.json").read_text())
+    assert any("partial brain" in w for w in partial["warnings"])
+    assert partial["index_reliable"] is False and partial["acquisition"]["mask_source"] == "given"
+    failed = [g["gate"] for g in partial["quality"] if not g["passed"]]
+    assert "brain coverage" in failed and "brain mask" not in failed and "voxel size (mm)" not in failed
 
 
 def test_mri_score_refuses_bad_inputs_with_messages(scan_folder, tmp_path, capsys):

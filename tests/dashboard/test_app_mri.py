@@ -248,6 +248,11 @@ def test_upload_with_ages_runs(mri_env):
     result = at.session_state["mri_results"]["sub-01_T1w.nii.gz"]
     assert (result.age, result.sex) == (52.0, "M")
     assert len(at.metric) == 4 and len(charts(at)) == 3  # slices, overlay, the scan at its own resolution
+    # the quality gates beside the index; a failed gate labels the index unreliable
+    gates = next(d for d in at.dataframe if "quality gate" in d.value.columns).value
+    assert list(gates["quality gate"])[:3] == ["brain mask", "voxel size (mm)", "brain coverage"]
+    unreliable = any("Index unreliable" in w.value for w in at.warning)
+    assert result.quality and unreliable == (not result.index_reliable) == ("NO" in set(gates["passed"]))
 
 
 def test_without_a_model_the_page_says_how_to_train_one(mri_setup, monkeypatch):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from normcore.imaging.acquisition import DEFAULT_ENVELOPE, check, envelope, scan_facts
+from normcore.imaging.acquisition import DEFAULT_ENVELOPE, check, envelope, gates, scan_facts
 
 
 def test_facts_and_envelope_of_training_scans():
@@ -33,3 +33,19 @@ def test_scans_outside_the_envelope_get_warnings():
     assert check({"voxel_mm": 1.0, "brain_coverage": 0.95, "template_dice": None}, env) == []  # template used
     assert check({"voxel_mm": 3.5, "brain_coverage": 0.95, "template_dice": None}, None)  # default envelope
     assert DEFAULT_ENVELOPE["voxel_mm_max"] * 1.5 < 3.5
+
+
+def test_quality_gates_say_which_gate_a_scan_fails():
+    env = {"voxel_mm_max": 1.2, "brain_coverage_min": 0.93, "template_dice_min": 0.9, "n_scans": 99}
+    good = {"voxel_mm": 1.0, "brain_coverage": 0.95, "template_dice": 0.92, "mask_source": "given"}
+    assert [g["gate"] for g in gates(good, env)] == ["brain mask", "voxel size (mm)", "brain coverage",
+                                                   "registration (Dice with the template brain)"]
+    assert all(g["passed"] and g["message"] is None for g in gates(good, env))
+    failed = {g["gate"]: g for g in gates({**good, "voxel_mm": 10.0, "template_dice": 0.6}, env) if not g["passed"]}
+    assert set(failed) == {"voxel size (mm)", "registration (Dice with the template brain)"}
+    assert failed["voxel size (mm)"]["value"] == 10.0 and failed["voxel size (mm)"]["limit"] == "<= 1.8"
+    # a brain taken from the template fails its gate; its warning comes from the preprocessing, not from check()
+    head = {**good, "template_dice": None, "mask_source": "template"}
+    assert [g["gate"] for g in gates(head, env) if not g["passed"]] == ["brain mask"]
+    assert check(head, env) == []
+    assert all(g["passed"] for g in gates({"voxel_mm": 1.0, "brain_coverage": 0.95}, env))  # facts of older scans

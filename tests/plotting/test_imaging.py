@@ -12,6 +12,7 @@ from normcore.plotting.imaging import (
     cohort_table,
     most_abnormal_slice,
     overlay_figure,
+    quality_table,
     triptych_figure,
 )
 
@@ -175,3 +176,14 @@ def test_native_planes_figure_shows_the_scan_voxels_at_their_aspect_with_a_cross
     assert vertical[0]["x0"] == 5 and vertical[2]["x0"] == 6  # axial and sagittal columns of the voxel
     z_axial = values(heat[1]["z"])
     assert z_axial[24 - 1 - 6, 5] == 50.0  # the extreme voxel sits under the crosshair
+
+
+def test_quality_table_marks_the_failed_gates():
+    from normcore.imaging.acquisition import gates
+
+    env = {"voxel_mm_max": 1.2, "brain_coverage_min": 0.93, "template_dice_min": None, "n_scans": 9}
+    table = quality_table(gates({"voxel_mm": 1.0, "brain_coverage": 0.5, "mask_source": "given"}, env))
+    assert list(table.columns) == ["quality gate", "this scan", "required", "passed"]
+    assert table.set_index("quality gate")["passed"].to_dict() == {"brain mask": "yes", "voxel size (mm)": "yes",
+                                                                  "brain coverage": "NO"}
+    assert table.set_index("quality gate").loc["brain coverage", "required"] == ">= 0.88"
