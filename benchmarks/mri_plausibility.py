@@ -4,8 +4,9 @@ resampled to coarse voxels, and with a brain mask covering only part of the brai
     .venv/bin/python benchmarks/mri_plausibility.py [--model models/mri-ixi-cpu] [--n 5] [--threads 2]
 
 For the first ``--n`` held-out scans of the model's card: the index's healthy centile (top 1%) and the
-warnings, for (a) the scan and its brain mask, (b) the scan resampled to 10 mm voxels (mask likewise),
-(c) the scan with its mask cut to the upper 40% of the brain. Prints a JSON line per scan and condition.
+warnings and whether the index is labelled reliable (quality gates), for (a) the scan and its brain mask, (b) the
+scan resampled to 10 mm voxels (mask likewise), (c) the scan with its mask cut to the upper 40% of the brain,
+(d) the whole-head scan without a mask. Prints a JSON line per scan and condition.
 """
 
 from __future__ import annotations
@@ -55,10 +56,13 @@ def main() -> None:
         k = np.flatnonzero(brain.any(axis=(0, 1)))
         top[:, :, : k[0] + int(0.6 * (k[-1] - k[0]))] = 0
         cases = {"as is": (img, nib.Nifti1Image(brain, img.affine)), "10 mm voxels": (coarse, coarse_brain),
-                 "mask of the upper 40%": (img, nib.Nifti1Image(top, img.affine))}
+                 "mask of the upper 40%": (img, nib.Nifti1Image(top, img.affine)), "whole head, no mask": (img, None)}
         for label, (scan, mask) in cases.items():
-            r = score_scan(model, nifti_bytes(scan), age, sex, mask=nifti_bytes(mask), name=f"{sid} {label}")
+            r = score_scan(model, nifti_bytes(scan), age, sex, mask=None if mask is None else nifti_bytes(mask),
+                           name=f"{sid} {label}")
             print(json.dumps({"scan": sid, "case": label, "centile_top1": round(r.score.centile["top1"], 1),
+                              "index_reliable": r.index_reliable,
+                              "failed_gates": [g["gate"] for g in r.quality if not g["passed"]],
                               "facts": r.prepared.facts, "warnings": r.warnings}), flush=True)
 
 

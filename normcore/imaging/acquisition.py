@@ -46,7 +46,7 @@ def gates(facts: dict, env: dict | None, grid_mm: float = 0.0) -> list[dict]:
     Voxels no coarser than the model grid's (``grid_mm``) lose nothing the model uses, so the voxel limit is
     the larger of ``VOXEL_SLACK`` x the training scans' coarsest and the grid's voxel size. A brain taken from
     the registered template (no mask, scan not skull-stripped) fails its gate: healthy whole-head scans scored
-    that way sat near the top of the healthy range."""
+    that way landed far from their masked centiles (BENCHMARKS.md)."""
     env = env or DEFAULT_ENVELOPE
     out = []
 
@@ -57,7 +57,7 @@ def gates(facts: dict, env: dict | None, grid_mm: float = 0.0) -> list[dict]:
     source = facts.get("mask_source")
     gate("brain mask", source or "not recorded", "a mask or a skull-stripped scan", source != "template",
          "no brain mask and the scan is not skull-stripped: the brain is the registered template's, and healthy "
-         "whole-head scans scored this way sit near the top of the healthy range")
+         "whole-head scans scored this way landed far from their centiles with a mask")
     limit = max(VOXEL_SLACK * env["voxel_mm_max"], grid_mm)
     gate("voxel size (mm)", facts["voxel_mm"], f"<= {limit:g}", facts["voxel_mm"] <= limit,
          f"voxels of {facts['voxel_mm']:g} mm are much coarser than the model's training scans (up to "
