@@ -359,12 +359,14 @@ def prepare_scan(img: nib.Nifti1Image, grid: ModelGrid, mask: np.ndarray | None 
 
     prog.update("resample", 4, total)
     tpl_brain = template_on_grid(grid)[1]
-    if head:
+    if head:  # the registered template's brain becomes the scan's mask, and the brain alone is registered again,
+        # as a scan with a mask is: healthy whole-head scans then score nearer their masked index (BENCHMARKS.md)
         brain = _template_brain_native(data, affine, matrix)
         norm = normalise_intensity(data, brain)
-        grid_brain = tpl_brain.copy()
-    else:
-        grid_brain = pull(brain, affine, grid.shape, grid.affine, matrix) > 0.5
+        if register:
+            matrix, metric = register_to_template(*_to_ras(norm * brain, affine), head=False, threads=threads,
+                                                  progress=prog)
+    grid_brain = pull(brain, affine, grid.shape, grid.affine, matrix) > 0.5
     volume = _on_grid(norm, brain, affine, grid, matrix) * grid_brain
 
     overlap = None if head else dice(grid_brain, tpl_brain)

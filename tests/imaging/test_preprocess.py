@@ -158,7 +158,8 @@ def test_whole_head_scan_warns_and_uses_template_brain(native):
     assert not looks_skull_stripped(head.get_fdata(), (2, 2, 2))
     out = prepare_scan(head, CPU_GRID, threads=1)
     assert out.warnings[0] == NOT_STRIPPED_WARNING
-    np.testing.assert_array_equal(out.brain, template_on_grid(CPU_GRID)[1])
+    # the registered template's brain, carried through the second (brain-only) registration onto the grid
+    assert dice(out.brain, template_on_grid(CPU_GRID)[1]) > 0.9
     assert out.template_dice is None and not out.volume[~out.brain].any()
     error = np.linalg.norm((out.matrix - matrix) @ POINTS, axis=0)
     assert error.max() < 6.0, error
