@@ -18,17 +18,14 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from normcore.imaging.cohort import find_file, read_participants  # noqa: E402
+from normcore.imaging.cohort import load_cohort  # noqa: E402
 from normcore.imaging.config import ImagingConfig  # noqa: E402
-from normcore.imaging.io import load_mask, load_volume  # noqa: E402
 from normcore.imaging.model import ImagingNormativeModel  # noqa: E402
-from normcore.imaging.preprocess import prepare_scan  # noqa: E402
 
 WRITTEN_BY_SAVE = {"format", "format_version", "config_name", "config", "seed", "age_mean", "age_std", "age_range",
                    "sex_coding", "training", "history"}
@@ -48,21 +45,13 @@ def main() -> None:
     images, masks = ROOT / data["images"], ROOT / data["masks"] if data.get("masks") else None
     if not images.is_dir():
         sys.exit(f"{images} is absent (it lives in ../shared/data)")
-    table = read_participants(ROOT / data["participants"]).set_index("id")
     start = time.perf_counter()
-    vols, brains, ages, sexes = [], [], [], []
-    for sid in data["validation_ids"]:
-        img = load_volume(find_file(images, sid))
-        prep = prepare_scan(img, model.grid, mask=load_mask(find_file(masks, sid), img) if masks else None)
-        vols.append(prep.volume)
-        brains.append(prep.brain)
-        ages.append(float(table.loc[sid, "age"]))
-        sexes.append(table.loc[sid, "sex"])
+    val = load_cohort(images, ROOT / data["participants"], model.grid, masks=masks, ids=data["validation_ids"])
     model.config = model.config.replace(error_scale=args.error_scale, edge_erosion=args.edge_erosion)
-    model.calibrate(np.stack(vols), np.stack(brains), ages, sexes)
+    model.calibrate(val.volumes, val.brains, val.ages.tolist(), val.sexes)
     extra = {k: v for k, v in card.items() if k not in WRITTEN_BY_SAVE}
     extra["recalibration"] = {"date": datetime.now(UTC).strftime("%Y-%m-%d"), "error_scale": args.error_scale,
-                              "edge_erosion": args.edge_erosion, "n_validation": len(vols),
+                              "edge_erosion": args.edge_erosion, "n_validation": len(val.ids),
                               "seconds": round(time.perf_counter() - start, 1),
                               "why": "quieter healthy z-maps and a better index (BENCHMARKS.md: quiet z-maps)"}
     model.save(args.model, card_extra=extra)

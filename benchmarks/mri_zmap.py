@@ -35,10 +35,8 @@ from normcore.imaging.anomaly import (  # noqa: E402
     leave_one_out_indices,
     voxel_zmap,
 )
-from normcore.imaging.cohort import find_file, read_participants  # noqa: E402
-from normcore.imaging.io import load_mask, load_volume  # noqa: E402
+from normcore.imaging.cohort import load_cohort  # noqa: E402
 from normcore.imaging.model import ImagingNormativeModel  # noqa: E402
-from normcore.imaging.preprocess import prepare_scan  # noqa: E402
 from normcore.imaging.synthetic import implant_lesion, lesion_volume_ml, real_lesion_masks  # noqa: E402
 from normcore.metrics.imaging import subject_auc, voxel_auprc  # noqa: E402
 
@@ -47,16 +45,10 @@ IXI = SHARED / "ixi"
 LESIONS = SHARED / "lesion_masks_mni"
 
 
-def prepared(model, ids, table):
-    vols, brains, ages, sexes = [], [], [], []
-    for sid in ids:
-        img = load_volume(find_file(IXI / "t1", sid))
-        prep = prepare_scan(img, model.grid, mask=load_mask(find_file(IXI / "brainmask_labels", sid), img))
-        vols.append(prep.volume)
-        brains.append(prep.brain)
-        ages.append(float(table.loc[sid, "age"]))
-        sexes.append(table.loc[sid, "sex"])
-    return np.stack(vols), np.stack(brains), ages, sexes
+def prepared(model, ids):
+    """(volumes, brains, ages, sexes) of the listed IXI scans with their label-map masks."""
+    c = load_cohort(IXI / "t1", IXI / "participants.csv", model.grid, masks=IXI / "brainmask_labels", ids=ids)
+    return c.volumes, c.brains, c.ages.tolist(), c.sexes
 
 
 def variant_maps(errors: np.ndarray, brains: np.ndarray, smooth_mm: float, median: bool, spacing: float,
@@ -83,10 +75,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model = ImagingNormativeModel.load(args.model)
     data = model.card_["data"]
-    table = read_participants(IXI / "participants.csv").set_index("id")
     start = time.perf_counter()
-    val = prepared(model, data["validation_ids"], table)
-    test = prepared(model, data["test_ids"], table)
+    val = prepared(model, data["validation_ids"])
+    test = prepared(model, data["test_ids"])
     masks = real_lesion_masks(model.grid, LESIONS)
     lesioned, truth = [], []
     for i, vol in enumerate(test[0]):

@@ -64,13 +64,19 @@ def find_file(folder: Path, subject_id: str) -> Path | None:
 
 
 def load_cohort(images: str | Path, participants: str | Path, grid: ModelGrid, masks: str | Path | None = None,
-                progress: Progress | None = None) -> Cohort:
-    """Load, validate, register and resample every participant's scan (and mask, when a mask folder is given)."""
+                progress: Progress | None = None, ids: list[str] | None = None) -> Cohort:
+    """Load, validate, register and resample every participant's scan (and mask, when a mask folder is given);
+    with ``ids``, only those participants, in that order (e.g. a model card's validation or test ids)."""
     progress = as_progress(progress)
     images = Path(images)
     if not images.is_dir():
         raise InputError(f"{images}: not a folder of NIfTI scans")
     table = read_participants(participants)
+    if ids is not None:
+        unknown = sorted(set(ids) - set(table.id))
+        if unknown:
+            raise InputError(f"{participants}: no row for subject id(s) {', '.join(unknown[:5])}")
+        table = table.set_index("id", drop=False).loc[list(ids)].reset_index(drop=True)
     rows, missing = [], []
     for row in table.itertuples():
         path = find_file(images, row.id)

@@ -11,7 +11,7 @@ import pytest
 
 from normcore._utils.errors import InputError
 from normcore.cli import main
-from normcore.imaging.cohort import read_participants, split_indices
+from normcore.imaging.cohort import load_cohort, read_participants, split_indices
 from normcore.imaging.grid import ModelGrid, template_on_grid
 
 GRID_2MM = ModelGrid(6.0, (32, 36, 32))  # the "native" scans: coarse, for speed
@@ -124,3 +124,12 @@ def test_misspelt_config_override_is_refused(scan_folder, tmp_path, capsys):
     rc = main(["mri-fit", "--images", str(scan_folder / "t1"), "--participants", str(scan_folder / "participants.csv"),
                "--out", str(tmp_path / "m"), "--config", "tiny", "--config-overrides", "{dit_steps: 5"])
     assert rc == 2 and "not valid JSON" in capsys.readouterr().err
+
+
+def test_load_cohort_of_listed_ids_keeps_their_order(scan_folder):
+    grid = ModelGrid(12.0, (16, 18, 16))
+    cohort = load_cohort(scan_folder / "t1", scan_folder / "participants.csv", grid, ids=["s03", "s01"])
+    assert cohort.ids == ["s03", "s01"] and list(cohort.ages) == [35.0, 25.0] and cohort.sexes == ["F", "F"]
+    assert cohort.volumes.shape == (2, *grid.shape)
+    with pytest.raises(InputError, match="s99"):
+        load_cohort(scan_folder / "t1", scan_folder / "participants.csv", grid, ids=["s01", "s99"])
