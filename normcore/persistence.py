@@ -36,18 +36,23 @@ DESCRIPTIVE_SECTIONS = ("training", "training_data", "info", "adaptation", "fit_
                         "evaluation", "held_out", "created")
 
 
+def _is_model_dir(path: Path) -> bool:
+    """A folder holding only a model's weights and card (a model nested in another, see ``save_model_dir``)."""
+    return path.is_dir() and {p.name for p in path.iterdir()} <= {WEIGHTS, CARD}
+
+
 def check_model_destination(path: str | Path, flag: str = "output") -> Path:
     """Refuse, before any work, a destination a model folder cannot be saved to without harm.
 
     A model folder is replaced as a whole, so ``path`` must be new, empty or a model folder (only the weights
-    and card, possibly a swap left over): never a file, never a folder holding anything else (a user's data).
+    and card, and model folders nested in it): never a file, never a folder holding anything else (a user's data).
     Its parent must be writable.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise InputError(f"{flag} {path}: is a file; name a new folder for the model")
     if path.is_dir():
-        others = sorted(p.name for p in path.iterdir() if p.name not in (WEIGHTS, CARD))
+        others = sorted(p.name for p in path.iterdir() if p.name not in (WEIGHTS, CARD) and not _is_model_dir(p))
         if others:
             raise InputError(f"{flag} {path}: the folder holds other files ({', '.join(others[:3])}); a model "
                              "folder is replaced as a whole, so name a new or empty folder")
@@ -93,15 +98,20 @@ def check_card_numbers(card: dict, tensors: dict[str, torch.Tensor], path: str |
             raise InputError(f"{path}: the weights tensor {name!r} holds non-finite values; the model is damaged")
 
 
-def save_model_dir(path: str | Path, tensors: dict[str, torch.Tensor], card: dict) -> Path:
+def save_model_dir(path: str | Path, tensors: dict[str, torch.Tensor], card: dict,
+                   nested: dict[str, Callable[[Path], object]] | None = None) -> Path:
     """Write ``tensors`` and ``card`` into folder ``path`` atomically (the old model stays until the new is whole).
 
-    ``path`` is checked first (:func:`check_model_destination`).
+    ``path`` is checked first (:func:`check_model_destination`). ``nested`` maps a subfolder name to a writer
+    (e.g. another model's ``save``) called with that subfolder inside the folder being written, so the whole
+    appears at once.
     """
     check_model_destination(path, "model folder")
     with folder_atomic(path) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / WEIGHTS))
         (tmp / CARD).write_text(json.dumps(card, indent=1, allow_nan=True))
+        for name, write in (nested or {}).items():
+            write(tmp / name)
     return Path(path)
 
 

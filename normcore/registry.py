@@ -70,21 +70,28 @@ def _formats() -> dict[str, type]:
 def load_model(path: str | Path, device: str | None = None, kind: str | None = None):
     """Load a saved model folder of any type, dispatching on the format tag of its card.
 
-    ``kind="tabular"`` or ``"imaging"`` refuses the other kind with a message naming it. The imaging
-    package is imported only for an imaging card.
+    ``kind`` (``"tabular"``, ``"imaging"``: the restoration model, or ``"diffae"``: the diffusion autoencoder)
+    refuses the other kinds with a message naming them. The imaging package is imported only for an imaging card.
     """
     fmt = read_card(path).get("format")
     tabular = _formats()
     if fmt in tabular:
         found, cls = "tabular", tabular[fmt]
     else:
+        from normcore.imaging.diffae import FORMAT as DIFFAE_FORMAT
+        from normcore.imaging.diffae import NormativeDiffusionAutoencoder
         from normcore.imaging.model import FORMAT as IMAGING_FORMAT
         from normcore.imaging.model import ImagingNormativeModel
 
-        if fmt != IMAGING_FORMAT:
+        if fmt == IMAGING_FORMAT:
+            found, cls = "imaging", ImagingNormativeModel
+        elif fmt == DIFFAE_FORMAT:
+            found, cls = "diffae", NormativeDiffusionAutoencoder
+        else:
             raise InputError(f"{path}: unknown model format {fmt!r}")
-        found, cls = "imaging", ImagingNormativeModel
-    if kind is not None and kind != found:
-        article = {"tabular": "a tabular", "imaging": "an imaging"}
-        raise InputError(f"{path}: this is {article[found]} model, not {article[kind]} one")
-    return cls.load(path, device=device or "auto") if found == "imaging" else cls.load(path, device=device)
+    kinds = (kind,) if isinstance(kind, str) else tuple(kind or ())
+    if kinds and found not in kinds:
+        article = {"tabular": "a tabular model", "imaging": "an imaging restoration model (for mri-score)",
+                   "diffae": "a diffusion autoencoder (for mri-latent)"}
+        raise InputError(f"{path}: this is {article[found]}, not {' or '.join(article[k] for k in kinds)}")
+    return cls.load(path, device=device) if found == "tabular" else cls.load(path, device=device or "auto")

@@ -18,6 +18,7 @@ from normcore.imaging.config import PRESETS
 def cmd_mri_fit(args: argparse.Namespace, progress: Progress) -> None:
     from normcore.imaging.acquisition import envelope
     from normcore.imaging.cohort import load_cohort, split_indices
+    from normcore.imaging.diffae import NormativeDiffusionAutoencoder
     from normcore.imaging.model import ImagingNormativeModel
     from normcore.persistence import check_model_destination
     from normcore.registry import load_model
@@ -25,12 +26,17 @@ def cmd_mri_fit(args: argparse.Namespace, progress: Progress) -> None:
     start = time.perf_counter()
     check_model_destination(args.out, "--out")
     overrides = json_object(args.config_overrides, "--config-overrides")
-    model = ImagingNormativeModel(args.config, seed=args.seed, device=args.device or "auto", **overrides)
+    if args.method == "diffae":
+        model = NormativeDiffusionAutoencoder(args.config, semantic_dim=args.semantic_dim, seed=args.seed,
+                                              device=args.device or "auto", **overrides)
+    else:
+        model = ImagingNormativeModel(args.config, seed=args.seed, device=args.device or "auto", **overrides)
     cohort = load_cohort(args.images, args.participants, model.grid, masks=args.masks, progress=progress)
     prep_s = time.perf_counter() - start
     tr, va, te = split_indices(len(cohort.ids), args.validation, args.holdout, args.seed)
     train, val = cohort.subset(tr), cohort.subset(va)
-    reuse = load_model(args.autoencoder_from, device="cpu", kind="imaging") if args.autoencoder_from else None
+    reuse = load_model(args.autoencoder_from, device="cpu", kind=("imaging", "diffae")) if args.autoencoder_from \
+        else None
     if reuse is not None:
         reuse.ae_.to(model.device)
     model.fit(train.volumes, train.brains, train.ages, train.sexes, val.volumes, val.brains, val.ages, val.sexes,
@@ -43,9 +49,13 @@ def cmd_mri_fit(args: argparse.Namespace, progress: Progress) -> None:
             "attribution": args.attribution, "configs_available": sorted(PRESETS),
             "acquisition": envelope(train.facts)}
     model.save(args.out, card_extra=card)
-    ref = model.reference_["kl-inpaint"]["top1"]
-    print(f"trained on {len(train.ids)} scans ({len(val.ids)} validation, {len(te)} held out) in "
-          f"{time.perf_counter() - start:.0f} s; healthy index (top 1%) median {np.median(ref):.2f} -> {args.out}")
+    trained = (f"trained on {len(train.ids)} scans ({len(val.ids)} validation, {len(te)} held out) in "
+               f"{time.perf_counter() - start:.0f} s")
+    if args.method == "diffae":
+        print(f"{trained}; diffusion autoencoder with a {model.semantic_dim}-dimensional semantic latent -> {args.out}")
+    else:
+        ref = model.reference_["kl-inpaint"]["top1"]
+        print(f"{trained}; healthy index (top 1%) median {np.median(ref):.2f} -> {args.out}")
 
 
 def cmd_mri_score(args: argparse.Namespace, progress: Progress) -> None:
@@ -78,6 +88,26 @@ def cmd_mri_score(args: argparse.Namespace, progress: Progress) -> None:
         print(f"report -> {args.report}")
 
 
+def cmd_mri_latent(args: argparse.Namespace, progress: Progress) -> None:
+    from normcore.imaging.latent_pipeline import analyse_scan, export_latent, parse_ages
+    from normcore.registry import load_model
+
+    ages = parse_ages(args.at_ages)  # refused before the model loads
+    model = load_model(args.model, device=args.device or "auto", kind="diffae")
+    result = analyse_scan(model, args.scan, args.age, args.sex, mask=args.mask, name=str(args.scan),
+                          register=not args.no_register, at_ages=ages, mode=args.mode, progress=progress)
+    export_latent(result, args.out)
+    d = result.deviation
+    print(f"whole-brain latent deviation: centile {d.centile:.2f} among {d.n_reference} healthy validation scans, "
+          f"multivariate z {d.multivariate_z:.2f}, cosine similarity {d.cosine_similarity:.3f}; "
+          f"{len(ages)} counterfactual(s); latent.json -> {args.out} ({result.seconds:.1f} s)")
+    for w in result.warnings:
+        print(f"warning: {w}")
+    if not result.reliable:
+        failed = ", ".join(g["gate"] for g in result.scan.quality if not g["passed"])
+        print(f"warning: scores unreliable: the scan fails the quality gate(s) {failed} (latent.json: quality)")
+
+
 def add_parsers(sub, common) -> None:
     """Register the imaging subcommands on the main parser's subparsers."""
     f = sub.add_parser("mri-fit", help="train the imaging model on healthy T1 scans")
@@ -95,6 +125,11 @@ def add_parsers(sub, common) -> None:
     f.add_argument("--autoencoder-from", default=None, metavar="MODEL_DIR",
                    help="reuse the first stage (autoencoder) of a fitted model of the same configuration and train "
                         "only the latent diffusion model")
+    f.add_argument("--method", default="ldm", choices=["ldm", "diffae"],
+                   help="ldm: the restoration model for mri-score (default); diffae: the normative diffusion "
+                        "autoencoder for mri-latent (semantic latent, whole-brain deviation, counterfactual age)")
+    f.add_argument("--semantic-dim", type=int_at_least(2), default=32,
+                   help="length of the diffusion autoencoder's semantic vector (--method diffae)")
     f.add_argument("--seed", type=SEED, default=0)
     common(f)
     f.set_defaults(func=cmd_mri_fit, wants_progress=True)
@@ -114,3 +149,20 @@ def add_parsers(sub, common) -> None:
     common(s)
     s.set_defaults(func=cmd_mri_score, wants_progress=True)
 
+    lat = sub.add_parser("mri-latent", help="whole-brain latent deviation and counterfactual ageing of a scan "
+                                            "(a diffusion autoencoder from mri-fit --method diffae)")
+    lat.add_argument("model")
+    lat.add_argument("scan")
+    lat.add_argument("--age", type=float_between(*AGE_LIMITS), required=True, help="years")
+    lat.add_argument("--sex", required=True, help="M or F (or the model's coding: 1 = male, 0 = female)")
+    lat.add_argument("--mask", default=None, help="brain mask or label map (nonzero = brain) on the scan's grid")
+    lat.add_argument("--at-ages", default=None, metavar="A,B,...",
+                     help="counterfactual ages, e.g. 40,60,80: writes counterfactual_age-<A>.nii.gz (and its "
+                          "_difference from the reconstruction at the scan's own age) for each")
+    lat.add_argument("--mode", default="both", choices=["both", "condition", "semantic"],
+                     help="how the age changes: the age condition and the semantic vector along the healthy age "
+                          "trend (both), or only one of them")
+    lat.add_argument("--no-register", action="store_true", help="the scan is already in MNI space")
+    lat.add_argument("--out", required=True)
+    common(lat)
+    lat.set_defaults(func=cmd_mri_latent, wants_progress=True)

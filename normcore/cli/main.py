@@ -1,5 +1,5 @@
 """Command line: ``python -m normcore COMMAND ...`` (fit, score, centiles, sample, adapt, change, report, evaluate,
-synth, mri-fit, mri-score).
+synth, mri-fit, mri-score, mri-latent).
 
 A stable public contract: commands, flags and output columns are extended, never renamed.
 """

@@ -14,11 +14,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from normcore._utils.device import resolve_device
 from normcore._utils.errors import InputError
 from normcore._utils.progress import Progress, as_progress
 from normcore.diffusion.parameterisation import GaussianPriorResidual
-from normcore.diffusion.schedule import NoiseSchedule
 from normcore.imaging.anomaly import (
     abnormality_index,
     anomaly_map,
@@ -29,10 +27,9 @@ from normcore.imaging.anomaly import (
     voxel_zmap,
 )
 from normcore.imaging.config import ImagingConfig
-from normcore.imaging.grid import ModelGrid
+from normcore.imaging.latent_space import LatentSpaceModel
 from normcore.imaging.restoration import healthy_kl_quantile, kl_guided_inpaint, plain_restore
-from normcore.imaging.training import train_autoencoder, train_denoiser
-from normcore.nets.autoencoder3d import KLAutoencoder3d
+from normcore.imaging.training import train_denoiser
 from normcore.nets.latent_transformer import LatentTransformer
 from normcore.persistence import load_model_dir, save_model_dir
 
@@ -49,16 +46,6 @@ MIGRATIONS = {1: _migrate_v1}
 METHODS = ("kl-inpaint", "plain", "autoencoder")
 TOPS = {"top1": 0.01, "top5": 0.05}
 
-def parse_sex(value) -> int:
-    """1 = male, 0 = female; accepts M/F, male/female and the 0/1 coding (0 = female, 1 = male)."""
-    text = str(value).strip().lower()
-    if text in ("m", "male", "1", "1.0"):
-        return 1
-    if text in ("f", "female", "0", "0.0"):
-        return 0
-    raise InputError(f"sex {value!r} not understood: use M or F (or 1 = male, 0 = female)")
-
-
 @dataclass
 class ImagingScore:
     """Result of scoring one scan on the model grid."""
@@ -74,65 +61,17 @@ class ImagingScore:
     n_reference: int | None = None  # healthy scans the centile ranks among (its resolution is 100 / n_reference)
 
 
-class ImagingNormativeModel:
+class ImagingNormativeModel(LatentSpaceModel):
     """Pseudo-healthy restoration model of T1 scans on an MNI grid, conditioned on age and sex."""
-
-    def __init__(self, config: str | dict | ImagingConfig = "cpu", seed: int = 0, device: str = "auto", **overrides):
-        if isinstance(config, ImagingConfig):
-            base, self.config_name = config, "custom"
-        elif isinstance(config, str):
-            base, self.config_name = ImagingConfig.preset(config), config
-        else:
-            base, self.config_name = ImagingConfig.from_dict(dict(config)), "custom"
-        self.config = base.replace(**overrides) if overrides else base
-        self.seed = seed
-        self.device = resolve_device(device)
-        self.grid = ModelGrid.from_dict(self.config.grid)
-        self.schedule = NoiseSchedule("cosine", self.config.timesteps)
 
     # ----------------------------------------------------------------------------------------- build
     def _build(self) -> None:
         cfg = self.config
-        torch.manual_seed(self.seed)
-        self.ae_ = KLAutoencoder3d(tuple(cfg.ae_channels), cfg.latent_channels).to(self.device)
-        f = self.ae_.factor
-        if any(s % f for s in self.grid.shape):
-            raise ValueError(f"grid {self.grid.shape} is not divisible by the autoencoder factor {f}")
-        self.latent_shape_ = (cfg.latent_channels, *(s // f for s in self.grid.shape))
+        self._build_first_stage()
         net = LatentTransformer(self.latent_shape_, 2, cfg.patch, cfg.dim, cfg.depth, cfg.heads)
         if cfg.prior_residual:
             net = GaussianPriorResidual(net, self.schedule, self.latent_shape_)
         self.denoiser_ = net.to(self.device)
-
-    def _cond(self, ages, sexes) -> torch.Tensor:
-        age = (np.asarray(ages, float) - self.age_mean_) / self.age_std_
-        sex = np.array([2.0 * parse_sex(s) - 1.0 for s in np.atleast_1d(sexes)])
-        return torch.tensor(np.stack([np.atleast_1d(age), sex], 1), dtype=torch.float32, device=self.device)
-
-    def _volumes(self, volumes: np.ndarray) -> torch.Tensor:
-        arr = np.asarray(volumes, np.float32)
-        if arr.ndim == 3:
-            arr = arr[None]
-        if arr.shape[1:] != self.grid.shape:
-            raise InputError(f"volumes of shape {arr.shape[1:]} do not match the model grid {self.grid.shape}")
-        return torch.from_numpy(arr).unsqueeze(1).to(self.device)
-
-    @torch.no_grad()
-    def encode(self, volumes: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scaled posterior mean and log-variance of the latents, (N, C, x, y, z)."""
-        means, logvars = [], []
-        x = self._volumes(volumes)
-        for i in range(0, len(x), self.config.chunk):
-            m, lv = self.ae_.encode(x[i:i + self.config.chunk])
-            means.append((m - self.latent_mu_) / self.latent_sd_)
-            logvars.append(lv - 2 * torch.log(self.latent_sd_))
-        return torch.cat(means), torch.cat(logvars)
-
-    @torch.no_grad()
-    def decode(self, z: torch.Tensor) -> np.ndarray:
-        out = [self.ae_.decode(z[i:i + self.config.chunk] * self.latent_sd_ + self.latent_mu_)
-               for i in range(0, len(z), self.config.chunk)]
-        return torch.cat(out)[:, 0].clamp(0, 1).cpu().numpy()
 
     # ------------------------------------------------------------------------------------------- fit
     def fit(self, volumes: np.ndarray, brains: np.ndarray, ages, sexes, val_volumes: np.ndarray,
@@ -150,27 +89,8 @@ class ImagingNormativeModel:
                              f"{len(val_volumes)})")
         cfg, start = self.config, time.perf_counter()
         self._build()
-        ages = np.asarray(ages, float)
-        self.age_mean_, self.age_std_ = float(ages.mean()), float(max(ages.std(), 1.0))
-        self.age_range_ = (float(ages.min()), float(ages.max()))
-        x = self._volumes(volumes)
-        if autoencoder_from is not None:
-            same = ("grid", "ae_channels", "latent_channels")
-            if any(getattr(autoencoder_from.config, k) != getattr(cfg, k) for k in same):
-                raise InputError(f"the autoencoder to reuse has a different {'/'.join(same)} than this configuration")
-            self.ae_.load_state_dict(autoencoder_from.ae_.state_dict())
-            self.ae_.eval()
-            self.history_ = {"ae_loss": [], "autoencoder_reused": True}
-        else:
-            self.history_ = {"ae_loss": train_autoencoder(self.ae_, x, cfg.ae_epochs, cfg.ae_batch,
-                                                          cfg.ae_lr, cfg.kl_weight, self.seed, progress)}
+        mean, logvar = self._fit_first_stage(volumes, ages, progress, autoencoder_from)
         ae_s = time.perf_counter() - start
-        self.latent_mu_ = torch.zeros(1, cfg.latent_channels, 1, 1, 1, device=self.device)
-        self.latent_sd_ = torch.ones_like(self.latent_mu_)
-        mean, logvar = self.encode(volumes)
-        self.latent_mu_ = mean.mean(dim=(0, 2, 3, 4), keepdim=True)
-        self.latent_sd_ = mean.std(dim=(0, 2, 3, 4), keepdim=True).clamp(min=1e-4)
-        mean, logvar = (mean - self.latent_mu_) / self.latent_sd_, logvar - 2 * torch.log(self.latent_sd_)
         if isinstance(self.denoiser_, GaussianPriorResidual):
             self.denoiser_.fit_prior(mean)
         self.denoiser_, self.history_["dit_loss"] = train_denoiser(

@@ -19,7 +19,8 @@ from normcore._utils.progress import Progress, as_progress
 from normcore.imaging.acquisition import check as check_acquisition
 from normcore.imaging.acquisition import gates as quality_gates
 from normcore.imaging.io import load_mask, load_volume, save_nifti
-from normcore.imaging.model import ImagingNormativeModel, ImagingScore, parse_sex
+from normcore.imaging.latent_space import LatentSpaceModel, parse_sex
+from normcore.imaging.model import ImagingNormativeModel, ImagingScore
 from normcore.imaging.preprocess import PreparedScan, prepare_scan, to_native
 
 MAPS = ("restoration", "anomaly", "zmap")
@@ -62,12 +63,25 @@ class ScanResult:
                 "seconds": round(self.seconds, 2)}
 
 
-def score_scan(model: ImagingNormativeModel, scan, age: float, sex, mask=None, name: str | None = None,
-               register: bool = True, method: str = "kl-inpaint", seed: int | None = None,
-               progress: Progress | None = None) -> ScanResult:
-    """Score one scan (path or bytes; optional brain mask or label map, path or bytes)."""
-    progress = as_progress(progress)
-    start = time.perf_counter()
+@dataclass
+class ScanInput:
+    """A validated, preprocessed scan with its age and sex and the quality gates of the model it is for."""
+
+    name: str
+    age: float
+    sex_code: int
+    prepared: PreparedScan
+    quality: list[dict]
+
+    @property
+    def sex(self) -> str:
+        return "M" if self.sex_code else "F"
+
+
+def prepare_input(model: LatentSpaceModel, scan, age: float, sex, mask=None, name: str | None = None,
+                  register: bool = True, progress: Progress | None = None) -> ScanInput:
+    """Validate age and sex, load the scan (path or bytes) and its optional mask, preprocess it onto the model's
+    grid, and check it against the model's training acquisitions (warnings and quality gates)."""
     try:
         age = float(age)
     except (TypeError, ValueError):
@@ -77,12 +91,23 @@ def score_scan(model: ImagingNormativeModel, scan, age: float, sex, mask=None, n
     name = name or (Path(scan).name if isinstance(scan, str | Path) else "uploaded scan")
     img = load_volume(scan, name=name)
     brain = load_mask(mask, img) if mask is not None else None
-    prepared = prepare_scan(img, model.grid, mask=brain, register=register, progress=progress)
+    prepared = prepare_scan(img, model.grid, mask=brain, register=register, progress=as_progress(progress))
     envelope, grid_mm = getattr(model, "acquisition_", None), float(model.grid.spacing_mm)
     prepared.warnings += check_acquisition(prepared.facts, envelope, grid_mm)
-    score = model.score(prepared.volume, prepared.brain, age, sex_code, method=method, seed=seed, progress=progress)
-    return ScanResult(name, age, "M" if sex_code else "F", prepared, score, time.perf_counter() - start,
-                      quality_gates(prepared.facts, envelope, grid_mm))
+    return ScanInput(name, age, sex_code, prepared, quality_gates(prepared.facts, envelope, grid_mm))
+
+
+def score_scan(model: ImagingNormativeModel, scan, age: float, sex, mask=None, name: str | None = None,
+               register: bool = True, method: str = "kl-inpaint", seed: int | None = None,
+               progress: Progress | None = None) -> ScanResult:
+    """Score one scan (path or bytes; optional brain mask or label map, path or bytes)."""
+    progress = as_progress(progress)
+    start = time.perf_counter()
+    scan_input = prepare_input(model, scan, age, sex, mask, name, register, progress)
+    score = model.score(scan_input.prepared.volume, scan_input.prepared.brain, scan_input.age, scan_input.sex_code,
+                        method=method, seed=seed, progress=progress)
+    return ScanResult(scan_input.name, scan_input.age, scan_input.sex, scan_input.prepared, score,
+                      time.perf_counter() - start, scan_input.quality)
 
 
 def score_many(model: ImagingNormativeModel, items: list[dict], method: str = "kl-inpaint", out: dict | None = None,

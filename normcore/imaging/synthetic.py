@@ -225,6 +225,19 @@ def _wm_cached(grid: ModelGrid) -> np.ndarray:
     return out
 
 
+@lru_cache(maxsize=4)
+def _ventricles_cached(grid: ModelGrid) -> np.ndarray:
+    a = _anatomy_1mm()
+    out = _resample((a["vent"], a["affine"]), grid.affine[:3, 3], grid.spacing_mm, grid.shape) > 0.25
+    out.setflags(write=False)
+    return out
+
+
+def ventricles_on_grid(grid: ModelGrid) -> np.ndarray:
+    """The template's lateral ventricles on ``grid``: voxels at least a quarter covered by them (bool)."""
+    return _ventricles_cached(grid).copy()
+
+
 def white_matter_on_grid(grid: ModelGrid) -> np.ndarray:
     """Template white matter on ``grid``: the MNI152 2009 WM probability (voxel average) > 0.5, inside the brain."""
     return _wm_cached(grid).copy()

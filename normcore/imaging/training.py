@@ -62,7 +62,11 @@ def hybrid_loss(schedule: NoiseSchedule, denoiser, z0: torch.Tensor, cond: torch
 def train_denoiser(denoiser, schedule: NoiseSchedule, mean: torch.Tensor, logvar: torch.Tensor, cond: torch.Tensor,
                    steps: int, batch_size: int, lr: float, ema_decay: float, vlb_weight: float, clip_x0: float,
                    seed: int, progress: Progress) -> tuple[torch.nn.Module, list[float]]:
-    """Fit the latent denoiser on posterior samples of the (scaled) training latents; returns EMA weights."""
+    """Fit the latent denoiser on posterior samples of the (scaled) training latents; returns EMA weights.
+
+    A denoiser with a ``condition(cond, z0)`` method (a diffusion autoencoder) gets the covariates joined with
+    what it derives from the clean latent being denoised, so its encoder is trained by the same loss.
+    """
     gen = torch.Generator().manual_seed(seed)
     device = mean.device
     opt = torch.optim.AdamW(denoiser.parameters(), lr=lr, weight_decay=0.0)
@@ -71,12 +75,14 @@ def train_denoiser(denoiser, schedule: NoiseSchedule, mean: torch.Tensor, logvar
     ema = EMA(denoiser, ema_decay)
     n, losses, window = mean.shape[0], [], []
     denoiser.train()
+    semantic = hasattr(denoiser, "condition")
     for step in range(steps):
         idx = torch.randint(0, n, (batch_size,), generator=gen).to(device)
         z0 = mean[idx] + (0.5 * logvar[idx]).exp() * torch.randn(mean[idx].shape, generator=gen).to(device)
         t = torch.randint(0, schedule.timesteps, (batch_size,), generator=gen).to(device)
         noise = torch.randn(z0.shape, generator=gen).to(device)
-        loss = hybrid_loss(schedule, denoiser, z0, cond[idx], t, noise, vlb_weight, clip_x0)
+        c = denoiser.condition(cond[idx], z0) if semantic else cond[idx]
+        loss = hybrid_loss(schedule, denoiser, z0, c, t, noise, vlb_weight, clip_x0)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(denoiser.parameters(), 1.0)

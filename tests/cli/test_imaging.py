@@ -17,11 +17,9 @@ from normcore.imaging.grid import ModelGrid, template_on_grid
 GRID_2MM = ModelGrid(6.0, (32, 36, 32))  # the "native" scans: coarse, for speed
 
 
-@pytest.fixture(scope="module")
-def scan_folder(tmp_path_factory):
-    """12 skull-stripped scans in MNI space (a 6 mm grid, LPS-flipped storage) + participants.csv."""
-    root = tmp_path_factory.mktemp("scans")
-    (root / "t1").mkdir()
+def write_scans(root, n: int):
+    """``n`` skull-stripped scans in MNI space (a 6 mm grid, LPS-flipped storage) + participants.csv."""
+    (root / "t1").mkdir(parents=True)
     template, brain = template_on_grid(GRID_2MM)
     rng = np.random.default_rng(0)
     flip = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -29,13 +27,19 @@ def scan_folder(tmp_path_factory):
     aff[:, :3] = aff[:, :3] @ flip[:3, :3]  # stored with the x and y axes reversed (LPS)
     aff[:3, 3] = GRID_2MM.affine[:3, :3] @ (np.array(GRID_2MM.shape) - 1) * np.array([1, 1, 0]) + GRID_2MM.affine[:3, 3]
     rows = []
-    for i in range(12):
+    for i in range(n):
         vol = np.clip(template * (1 + 0.05 * rng.standard_normal()) + 0.02 * rng.standard_normal(template.shape), 0,
                       1) * brain
         nib.save(nib.Nifti1Image((vol[::-1, ::-1] * 1000).astype(np.float32), aff), root / "t1" / f"s{i:02d}_T1.nii.gz")
-        rows.append({"subject_id": f"s{i:02d}", "age": 20 + 5 * i, "sex": "MF"[i % 2]})
+        rows.append({"subject_id": f"s{i:02d}", "age": 20 + 55 * i / max(n - 1, 1), "sex": "MF"[i % 2]})
     pd.DataFrame(rows).to_csv(root / "participants.csv", index=False)
     return root
+
+
+@pytest.fixture(scope="module")
+def scan_folder(tmp_path_factory):
+    """12 scans (see ``write_scans``)."""
+    return write_scans(tmp_path_factory.mktemp("scans"), 12)
 
 
 def test_mri_fit_then_score_writes_maps_in_scan_space(scan_folder, tmp_path, capsys):
@@ -133,3 +137,39 @@ def test_load_cohort_of_listed_ids_keeps_their_order(scan_folder):
     assert cohort.volumes.shape == (2, *grid.shape)
     with pytest.raises(InputError, match="s99"):
         load_cohort(scan_folder / "t1", scan_folder / "participants.csv", grid, ids=["s01", "s99"])
+
+
+def test_mri_fit_diffae_then_mri_latent_writes_counterfactuals_in_scan_space(tmp_path, capsys):
+    """The diffusion autoencoder end to end: 28 scans (its latent model needs 20 training rows), 2 held out."""
+    folder = write_scans(tmp_path / "scans", 28)
+    model_dir = tmp_path / "dae"
+    rc = main(["mri-fit", "--method", "diffae", "--semantic-dim", "4", "--images", str(folder / "t1"),
+               "--participants", str(folder / "participants.csv"), "--config", "tiny", "--holdout", "2",
+               "--out", str(model_dir), "--quiet", "--device", "cpu"])
+    assert rc == 0, capsys.readouterr().err
+    card = json.loads((model_dir / "model.json").read_text())
+    assert card["format"] == "normcore-mri-diffae/1" and len(card["data"]["train_ids"]) == 22
+    scan = folder / "t1" / f"{card['data']['test_ids'][0]}_T1.nii.gz"
+    out = tmp_path / "latent"
+    capsys.readouterr()
+    rc = main(["mri-latent", str(model_dir), str(scan), "--age", "50", "--sex", "F", "--at-ages", "30,70.5",
+               "--out", str(out), "--quiet", "--device", "cpu"])
+    assert rc == 0, capsys.readouterr().err
+    assert "whole-brain latent deviation: centile" in capsys.readouterr().out
+    native = nib.load(scan)
+    for name in ("counterfactual_age-30", "counterfactual_age-70.5", "counterfactual_age-30_difference"):
+        img = nib.load(out / f"{name}.nii.gz")
+        assert img.shape == native.shape and np.allclose(img.affine, native.affine)
+    result = json.loads((out / "latent.json").read_text())
+    dev = result["latent_deviation"]
+    assert 0 <= dev["centile"] <= 1 and len(dev["per_dimension_z"]) == 4 and dev["n_reference"] == 4
+    assert {"multivariate_z", "cosine_similarity"} <= set(dev) and result["scores_reliable"] is True
+    assert [v["age"] for v in result["volumes_ml"]] == [50, 30, 70.5]
+    # each model answers its own command, and says which to use
+    capsys.readouterr()
+    assert main(["mri-score", str(model_dir), str(scan), "--age", "50", "--sex", "F", "--out",
+                 str(tmp_path / "x"), "--quiet"]) == 2
+    assert "diffusion autoencoder (for mri-latent)" in capsys.readouterr().err
+    assert main(["mri-latent", str(model_dir), str(scan), "--age", "50", "--sex", "F", "--at-ages", "40,abc",
+                 "--out", str(tmp_path / "y"), "--quiet"]) == 2
+    assert "give numbers of years" in capsys.readouterr().err

@@ -31,3 +31,30 @@ def tiny_imaging_model(tiny_cohort):
     return ImagingNormativeModel("tiny", device="cpu").fit(
         c["volumes"][:8], c["brains"][:8], c["ages"][:8], c["sexes"][:8],
         c["volumes"][8:12], c["brains"][8:12], c["ages"][8:12], c["sexes"][8:12])
+
+
+@pytest.fixture(scope="session")
+def diffae_cohort():
+    """28 noisy, rescaled copies of the MNI template on the tiny grid (the semantic latent's normative model needs
+    20 training rows), ages 20-80, both sexes."""
+    grid = ImagingNormativeModel("tiny").grid
+    template, brain = template_on_grid(grid)
+    rng = np.random.default_rng(1)
+    n = 28
+    scale = 1 + 0.05 * rng.standard_normal((n, 1, 1, 1))
+    vols = np.clip(template[None] * scale + 0.02 * rng.standard_normal((n, *grid.shape)), 0, 1) * brain
+    return {"grid": grid, "volumes": vols.astype(np.float32), "brains": np.repeat(brain[None], n, 0),
+            "ages": rng.uniform(20, 80, n), "sexes": list(rng.choice(["M", "F"], n))}
+
+
+@pytest.fixture(scope="session")
+def tiny_diffae(diffae_cohort):
+    """A tiny diffusion autoencoder: 22 training and 6 validation scans, a 4-dimensional semantic latent."""
+    from normcore.imaging.diffae import NormativeDiffusionAutoencoder
+
+    c, tr = diffae_cohort, slice(0, 22)
+    va = slice(22, None)
+    model = NormativeDiffusionAutoencoder("tiny", semantic_dim=4, inversion_steps=20, matched_k=3, device="cpu",
+                                          latent_model_params={"epochs": 3, "n_samples": 100, "sampling_steps": 8})
+    return model.fit(c["volumes"][tr], c["brains"][tr], c["ages"][tr], c["sexes"][tr], c["volumes"][va],
+                     c["brains"][va], c["ages"][va], c["sexes"][va])

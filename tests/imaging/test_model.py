@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from normcore._utils.errors import InputError
-from normcore.imaging.model import METHODS, ImagingNormativeModel, parse_sex
+from normcore.imaging.latent_space import parse_sex
+from normcore.imaging.model import METHODS, ImagingNormativeModel
 
 
 def test_parse_sex_codings():

@@ -186,5 +186,5 @@ def test_persistence(name, fitted, data, tmp_path):
     assert type(loaded) is type(model) and loaded.get_params() == model.get_params()
     pd.testing.assert_frame_equal(loaded.score(df.head(5), n_samples=200, seed=3),
                                   model.score(df.head(5), n_samples=200, seed=3))
-    with pytest.raises(InputError, match="a tabular model, not an imaging one"):
+    with pytest.raises(InputError, match="a tabular model, not an imaging restoration model"):
         load_model(tmp_path / "m", kind="imaging")

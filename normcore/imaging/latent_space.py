@@ -1,0 +1,117 @@
+"""What every latent model of T1 scans shares: the grid, the first-stage autoencoder, scaled latents, covariates.
+
+:class:`LatentSpaceModel` holds the configuration, device and noise schedule, encodes volumes on the model grid to
+latents scaled to unit variance per channel (and decodes them back), codes age and sex as network conditions, and
+fits the first stage (trained, or reused from a fitted model of the same grid). The restoration model
+(:mod:`.model`) and the diffusion autoencoder (:mod:`.diffae`) build their latent diffusion on it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from normcore._utils.device import resolve_device
+from normcore._utils.errors import InputError
+from normcore._utils.progress import Progress
+from normcore.diffusion.schedule import NoiseSchedule
+from normcore.imaging.config import ImagingConfig
+from normcore.imaging.grid import ModelGrid
+from normcore.imaging.training import train_autoencoder
+from normcore.nets.autoencoder3d import KLAutoencoder3d
+
+
+def parse_sex(value) -> int:
+    """1 = male, 0 = female; accepts M/F, male/female and the 0/1 coding (0 = female, 1 = male)."""
+    text = str(value).strip().lower()
+    if text in ("m", "male", "1", "1.0"):
+        return 1
+    if text in ("f", "female", "0", "0.0"):
+        return 0
+    raise InputError(f"sex {value!r} not understood: use M or F (or 1 = male, 0 = female)")
+
+
+class LatentSpaceModel:
+    """Configuration, first-stage autoencoder and latent scaling of an imaging model (see the module docstring)."""
+
+    def __init__(self, config: str | dict | ImagingConfig = "cpu", seed: int = 0, device: str = "auto", **overrides):
+        if isinstance(config, ImagingConfig):
+            base, self.config_name = config, "custom"
+        elif isinstance(config, str):
+            base, self.config_name = ImagingConfig.preset(config), config
+        else:
+            base, self.config_name = ImagingConfig.from_dict(dict(config)), "custom"
+        self.config = base.replace(**overrides) if overrides else base
+        self.seed = seed
+        self.device = resolve_device(device)
+        self.grid = ModelGrid.from_dict(self.config.grid)
+        self.schedule = NoiseSchedule("cosine", self.config.timesteps)
+
+    def _build_first_stage(self) -> None:
+        cfg = self.config
+        torch.manual_seed(self.seed)
+        self.ae_ = KLAutoencoder3d(tuple(cfg.ae_channels), cfg.latent_channels).to(self.device)
+        f = self.ae_.factor
+        if any(s % f for s in self.grid.shape):
+            raise ValueError(f"grid {self.grid.shape} is not divisible by the autoencoder factor {f}")
+        self.latent_shape_ = (cfg.latent_channels, *(s // f for s in self.grid.shape))
+
+    def _cond(self, ages, sexes) -> torch.Tensor:
+        """(N, 2) network conditions: standardised age, and sex as -1 (female) / +1 (male)."""
+        age = (np.asarray(ages, float) - self.age_mean_) / self.age_std_
+        sex = np.array([2.0 * parse_sex(s) - 1.0 for s in np.atleast_1d(sexes)])
+        return torch.tensor(np.stack([np.atleast_1d(age), sex], 1), dtype=torch.float32, device=self.device)
+
+    def _volumes(self, volumes: np.ndarray) -> torch.Tensor:
+        arr = np.asarray(volumes, np.float32)
+        if arr.ndim == 3:
+            arr = arr[None]
+        if arr.shape[1:] != self.grid.shape:
+            raise InputError(f"volumes of shape {arr.shape[1:]} do not match the model grid {self.grid.shape}")
+        return torch.from_numpy(arr).unsqueeze(1).to(self.device)
+
+    @torch.no_grad()
+    def encode(self, volumes: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scaled posterior mean and log-variance of the latents, (N, C, x, y, z)."""
+        means, logvars = [], []
+        x = self._volumes(volumes)
+        for i in range(0, len(x), self.config.chunk):
+            m, lv = self.ae_.encode(x[i:i + self.config.chunk])
+            means.append((m - self.latent_mu_) / self.latent_sd_)
+            logvars.append(lv - 2 * torch.log(self.latent_sd_))
+        return torch.cat(means), torch.cat(logvars)
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> np.ndarray:
+        out = [self.ae_.decode(z[i:i + self.config.chunk] * self.latent_sd_ + self.latent_mu_)
+               for i in range(0, len(z), self.config.chunk)]
+        return torch.cat(out)[:, 0].clamp(0, 1).cpu().numpy()
+
+    def _fit_first_stage(self, volumes: np.ndarray, ages, progress: Progress,
+                         autoencoder_from: LatentSpaceModel | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Age scaling, the autoencoder (trained, or copied from ``autoencoder_from``) and the latent scaling.
+
+        Sets ``history_`` and returns the scaled training latents (mean, log-variance). A reused first stage must
+        have this configuration's grid, autoencoder widths and latent channels.
+        """
+        cfg = self.config
+        ages = np.asarray(ages, float)
+        self.age_mean_, self.age_std_ = float(ages.mean()), float(max(ages.std(), 1.0))
+        self.age_range_ = (float(ages.min()), float(ages.max()))
+        if autoencoder_from is not None:
+            same = ("grid", "ae_channels", "latent_channels")
+            if any(getattr(autoencoder_from.config, k) != getattr(cfg, k) for k in same):
+                raise InputError(f"the autoencoder to reuse has a different {'/'.join(same)} than this configuration")
+            self.ae_.load_state_dict(autoencoder_from.ae_.state_dict())
+            self.ae_.eval()
+            self.history_ = {"ae_loss": [], "autoencoder_reused": True}
+        else:
+            self.history_ = {"ae_loss": train_autoencoder(self.ae_, self._volumes(volumes), cfg.ae_epochs,
+                                                          cfg.ae_batch, cfg.ae_lr, cfg.kl_weight, self.seed,
+                                                          progress)}
+        self.latent_mu_ = torch.zeros(1, cfg.latent_channels, 1, 1, 1, device=self.device)
+        self.latent_sd_ = torch.ones_like(self.latent_mu_)
+        mean, logvar = self.encode(volumes)
+        self.latent_mu_ = mean.mean(dim=(0, 2, 3, 4), keepdim=True)
+        self.latent_sd_ = mean.std(dim=(0, 2, 3, 4), keepdim=True).clamp(min=1e-4)
+        return (mean - self.latent_mu_) / self.latent_sd_, logvar - 2 * torch.log(self.latent_sd_)

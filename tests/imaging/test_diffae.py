@@ -1,0 +1,84 @@
+"""The normative diffusion autoencoder at the tiny configuration: inversion, counterfactuals, latent scores, saving."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from normcore._utils.errors import InputError
+from normcore.diffusion.samplers import ddim_decode
+from normcore.imaging.diffae import COUNTERFACTUAL_MODES, NormativeDiffusionAutoencoder
+
+
+def test_inversion_round_trip_reproduces_the_latent_and_the_autoencoder_image(tiny_diffae, diffae_cohort):
+    m, c = tiny_diffae, diffae_cohort
+    vols, ages, sexes = c["volumes"][22:25], c["ages"][22:25], c["sexes"][22:25]
+    z0, semantic, code = m.invert(vols, ages, sexes)
+    assert semantic.shape == (3, 4) and code.shape == z0.shape
+    cond = torch.cat([m._cond(ages, sexes), semantic], 1)
+    z_back = ddim_decode(m._eps, m.schedule, code, cond, m.inversion_steps)
+    assert float((z_back - z0).abs().mean()) < 0.03 * float(z0.abs().mean())
+    recon = m.reconstruct(vols, ages, sexes)
+    assert np.abs(recon - m.decode(z0)).mean() < 0.01  # the autoencoder's own image, to within 1% of the range
+
+
+@pytest.mark.parametrize("mode", COUNTERFACTUAL_MODES)
+def test_counterfactual_at_own_age_is_the_reconstruction(tiny_diffae, diffae_cohort, mode):
+    m, c = tiny_diffae, diffae_cohort
+    vol, age, sex = c["volumes"][23], float(c["ages"][23]), c["sexes"][23]
+    cf = m.counterfactual(vol, age, sex, [age, age + 30], mode)
+    np.testing.assert_allclose(cf.volumes[0], cf.reconstruction, atol=1e-5)
+    np.testing.assert_allclose(cf.reconstruction, m.reconstruct(vol, [age], [sex])[0], atol=1e-5)
+    assert cf.ages == [age, age + 30] and cf.differences().shape == (2, *m.grid.shape)
+
+
+def test_counterfactual_refuses_unknown_modes_and_no_ages(tiny_diffae, diffae_cohort):
+    vol = diffae_cohort["volumes"][0]
+    with pytest.raises(InputError, match="mode"):
+        tiny_diffae.counterfactual(vol, 40, "F", [50], "sideways")
+    with pytest.raises(InputError, match="no counterfactual age"):
+        tiny_diffae.counterfactual(vol, 40, "F", [], "both")
+
+
+def test_semantic_trend_fits_the_training_vectors(tiny_diffae):
+    m = tiny_diffae
+    fitted = m.semantic_trend(m.train_ages_, m.train_sexes_)
+    resid = m.train_semantic_ - fitted
+    assert np.abs(resid.mean(0)).max() < 1e-6 * max(1.0, np.abs(m.train_semantic_).max())  # least squares
+
+
+def test_latent_deviation_scores_and_save_load_round_trip(tiny_diffae, diffae_cohort, tmp_path):
+    m, c = tiny_diffae, diffae_cohort
+    semantic = m.semantic(c["volumes"][22:])
+    devs = m.latent_deviation(semantic, c["ages"][22:], c["sexes"][22:])
+    assert len(devs) == 6 and all(0 <= d.centile <= 1 and len(d.per_dimension_z) == 4 for d in devs)
+    assert all(d.n_reference == 6 and -1 <= d.cosine_similarity <= 1 for d in devs)
+    # the validation scans are the reference: their own centiles are spread over the ranks, mid-rank each
+    assert sorted(round(d.centile * 12) for d in devs) == [1, 3, 5, 7, 9, 11]
+    d2 = np.array([d.multivariate_d2 for d in devs])
+    np.testing.assert_allclose(np.sort(d2), np.sort(m.reference_d2_))
+    # a far-off vector is more deviant than every healthy validation scan
+    far = m.latent_deviation(semantic[:1] + 50 * semantic.std(0), c["ages"][22:23], c["sexes"][22:23])[0]
+    assert far.centile == 1.0 and far.multivariate_d2 > d2.max()
+    m.save(tmp_path / "dae")
+    assert (tmp_path / "dae" / "latent-norms" / "model.json").is_file()
+    m.save(tmp_path / "dae")  # a model folder with its nested latent model may be replaced
+    loaded = NormativeDiffusionAutoencoder.load(tmp_path / "dae", device="cpu")
+    again = loaded.latent_deviation(semantic, c["ages"][22:], c["sexes"][22:])
+    assert [d.to_dict() for d in again] == [d.to_dict() for d in devs]
+    np.testing.assert_allclose(loaded.reconstruct(c["volumes"][:1], c["ages"][:1], c["sexes"][:1]),
+                               m.reconstruct(c["volumes"][:1], c["ages"][:1], c["sexes"][:1]), atol=1e-6)
+    card = json.loads((tmp_path / "dae" / "model.json").read_text())
+    assert card["format"] == "normcore-mri-diffae/1" and card["semantic_dim"] == 4
+    assert set(loaded.healthy_volumes().columns) == {"age", "sex", "ventricle_ml", "tissue_ml"}
+
+
+def test_fit_refuses_too_few_scans(diffae_cohort):
+    c = diffae_cohort
+    with pytest.raises(InputError, match="at least 8 training"):
+        NormativeDiffusionAutoencoder("tiny", device="cpu").fit(
+            c["volumes"][:5], c["brains"][:5], c["ages"][:5], c["sexes"][:5], c["volumes"][5:9], c["brains"][5:9],
+            c["ages"][5:9], c["sexes"][5:9])
