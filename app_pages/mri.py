@@ -5,18 +5,23 @@ from __future__ import annotations
 import functools
 import json
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard.demo import demo_model_dir, demo_scans
+from dashboard.demo import demo_model_dir, demo_scans, latent_model_dir
 from dashboard.reports import download_panel, make_mri_report
 from dashboard.state import (
     clear_mri_results,
+    collect_latent_job,
     collect_mri_job,
     imaging_model,
     init_mri_state,
+    latent_model,
+    latent_result_of,
     native_view_of,
     show_error,
+    start_latent_job,
     start_mri_job,
 )
 from normcore import InputError
@@ -32,6 +37,12 @@ from normcore.plotting.imaging import (
     overlay_figure,
     quality_table,
     triptych_figure,
+)
+from normcore.plotting.latent import (
+    counterfactual_figure,
+    counterfactual_volumes_figure,
+    latent_position_figure,
+    latent_profile_figure,
 )
 from normcore.tabular.io import table_csv_bytes
 
@@ -261,6 +272,7 @@ def results_section(model) -> None:
                     width="stretch")
 
     native_section(name)
+    whole_brain_section(name)
 
     st.subheader("Downloads (in the scan's own space)")
     stem = name.removesuffix(".gz").removesuffix(".nii").replace(" ", "_")
@@ -300,6 +312,107 @@ def native_section(name: str) -> None:
                f"resampling); the z-map is computed on the model grid and interpolated onto the scan's voxels for "
                f"display. It opens on the most anomalous region; {100 * view.share_above():.2f}% of brain voxels "
                f"have z > 3. Colours are clipped at z = {Z_DISPLAY_MAX:g}.")
+
+
+def latent_job_panel() -> None:
+    job = ss.get("mri_latent_job")
+    if job is None:
+        return
+    snap = job.snapshot()
+    if snap["status"] == "running":
+        last = snap["last"] or {}
+        st.progress(snap["fraction"], text=f"Diffusion autoencoder: {last.get('stage', 'starting')}")
+        if st.button("Cancel", key="mri_latent_cancel"):
+            job.cancel()
+    elif collect_latent_job():
+        st.rerun()
+    elif snap["status"] == "failed":
+        st.error(snap["error"])
+    elif snap["status"] == "cancelled":
+        st.warning("The whole-brain analysis was cancelled.")
+
+
+def safe_latent_job_panel() -> None:
+    try:
+        latent_job_panel()
+    except Exception as exc:  # a message, never a traceback
+        show_error(exc)
+
+
+def whole_brain_section(name: str) -> None:
+    """The diffusion autoencoder's panels: whole-brain deviation and counterfactual age (after a button)."""
+    folder = latent_model_dir()
+    st.subheader("Whole-brain deviation")
+    if folder is None:
+        st.info("No diffusion autoencoder is available for the whole-brain panels. Train one with "
+                "`python -m normcore mri-fit --method diffae ... --out models/mri-ixi-diffae-cpu` (the dashboard "
+                "loads `models/mri-ixi-diffae-cpu`; `NORMDIFF_MRI_LATENT_MODEL` points it to another folder).")
+        return
+    model = latent_model(str(folder), (folder / "model.json").stat().st_mtime_ns)
+    if model.grid != ss.mri_results[name].prepared.grid:
+        st.info(f"The diffusion autoencoder {folder.name} works on another grid than the restoration model, so it "
+                "cannot reuse this scan's preprocessing; use `python -m normcore mri-latent` on the scan.")
+        return
+    st.caption("A diffusion autoencoder gives the scan a compact semantic vector (what the brain looks like as a "
+               "whole); a normative model of healthy people's vectors given age and sex says how far this one is "
+               "from theirs, a global deviation that voxel maps miss (e.g. diffuse atrophy). The same model shows "
+               "the brain at other ages.")
+    job = ss.get("mri_latent_job")
+    running = job is not None and job.running
+    latent = latent_result_of(name)
+    if latent is None and st.button(f"Analyse {name} with the diffusion autoencoder", disabled=running,
+                                    key="mri_latent_button"):
+        start_latent_job(model, name)
+        st.rerun()
+    st.fragment(run_every=1.0 if running else None)(safe_latent_job_panel)()
+    if latent is None:
+        return
+    d = latent.deviation
+    m = st.columns(3)
+    m[0].metric("Whole-brain deviation centile", f"{100 * d.centile:.0f}",
+                help=f"Rank of the scan's multivariate deviation among {d.n_reference} healthy validation scans "
+                     "(100 = more deviant than all of them).")
+    m[1].metric("Multivariate z", f"{d.multivariate_z:.2f}",
+                help="The per-dimension z combined (Mahalanobis distance on the normal scale).")
+    m[2].metric("Cosine similarity to matched healthy", f"{d.cosine_similarity:.3f}",
+                help=f"Ijishakin et al.'s score: cosine of the vector with the mean of the {model.matched_k} "
+                     "same-sex healthy training scans nearest in age (lower = more deviant).")
+    if not latent.reliable:
+        st.warning("The scan fails a quality gate (see above): its whole-brain scores are not calibrated for it.")
+    c1, c2 = st.columns(2)
+    c1.plotly_chart(latent_profile_figure(d.per_dimension_z), width="stretch", key="mri_latent_profile")
+    position = model.healthy_position(latent.counterfactuals.semantic, latent.scan.age, latent.scan.sex)
+    c2.plotly_chart(latent_position_figure(position), width="stretch", key="mri_latent_position")
+
+    st.subheader("Counterfactual age")
+    cf = latent.counterfactuals
+    a1, a2, a3 = st.columns([2, 1, 2])
+    later = min(cf.ages, key=lambda a: abs(a - (cf.age + 20)))  # opens on the brain about 20 years on
+    age = a1.select_slider("Show the brain at age", options=cf.ages, value=later, key=f"mri_cf_age:{name}",
+                           format_func=lambda a: f"{a:g}")
+    axis = a2.radio("View ", ["axial", "coronal", "sagittal"], horizontal=True, key="mri_cf_axis")
+    ax = {"sagittal": 0, "coronal": 1, "axial": 2}[axis]
+    n = cf.reconstruction.shape[ax]
+    index = a3.slider("Slice ", 0, n - 1, n // 2, key=f"mri_cf_slice:{name}:{axis}")
+    volume = cf.volumes[cf.ages.index(age)]
+    diff_max = float(np.abs(cf.differences()).max())
+    st.plotly_chart(counterfactual_figure(cf.reconstruction, volume, cf.age, age, axis, index, diff_max=diff_max),
+                    width="stretch", key="mri_cf_slices")
+    st.caption(f"The scan's stochastic code and semantic vector are kept; the age condition changes and the vector "
+               f"moves along the healthy age trend. Differences are against the reconstruction at the scan's own "
+               f"age ({cf.age:g}), so the autoencoder's blur cancels; the colour scale is fixed over all ages "
+               f"(+-{diff_max:.2f}).")
+    v1, v2 = st.columns(2)
+    healthy = model.healthy_volumes()
+    vols = latent.volumes_ml()
+    v1.plotly_chart(counterfactual_volumes_figure(healthy, vols, latent.scan.sex, "ventricle_ml"), width="stretch",
+                    key="mri_cf_ventricles")
+    v2.plotly_chart(counterfactual_volumes_figure(healthy, vols, latent.scan.sex, "tissue_ml"), width="stretch",
+                    key="mri_cf_tissue")
+    stem = name.removesuffix(".gz").removesuffix(".nii").replace(" ", "_")
+    st.download_button("whole-brain result (.json)", json.dumps(latent.summary(), indent=1, default=float),
+                       file_name=f"{stem}_latent.json", mime="application/json", key="mri_dl_latent",
+                       on_click="ignore")
 
 
 def native_map_bytes(result, key: str) -> bytes:

@@ -24,6 +24,7 @@ DEMO_TRUTH = MODELS_DIR / "demo-cohort.truth.json"
 DEMO_N, DEMO_PATIENTS, DEMO_SEED = 600, 60, 1  # small enough that every page scores it in seconds
 DEMO_MRI_MODEL = MODELS_DIR / "mri-ixi-cpu"
 DEMO_MRI_SCANS = MODELS_DIR / "mri-demo-scans"
+DEMO_MRI_LATENT_MODEL = MODELS_DIR / "mri-ixi-diffae-cpu"
 
 
 def demo_truth() -> SyntheticTruth:
@@ -53,6 +54,13 @@ def available_reference_models(saved: dict[str, Path] | None = None) -> dict[str
 def demo_model_dir() -> Path | None:
     """The imaging model the dashboard starts with (``NORMDIFF_MRI_MODEL`` overrides); None if absent."""
     path = Path(os.environ.get("NORMDIFF_MRI_MODEL", DEMO_MRI_MODEL))
+    return path if (path / "model.json").is_file() else None
+
+
+def latent_model_dir() -> Path | None:
+    """The diffusion autoencoder of the MRI page's whole-brain panels (``NORMDIFF_MRI_LATENT_MODEL`` overrides);
+    None if absent."""
+    path = Path(os.environ.get("NORMDIFF_MRI_LATENT_MODEL", DEMO_MRI_LATENT_MODEL))
     return path if (path / "model.json").is_file() else None
 
 

@@ -331,8 +331,15 @@ def imaging_model(path: str, stamp: int = 0):
     return load_model(path, device="auto", kind="imaging")
 
 
+@st.cache_resource(max_entries=2, show_spinner="Loading the diffusion autoencoder…")
+def latent_model(path: str, stamp: int = 0):
+    """One loaded diffusion autoencoder per folder version and process (read-only at inference)."""
+    return load_model(path, device="auto", kind="diffae")
+
+
 def init_mri_state() -> None:
     ss = st.session_state
+    ss.setdefault("mri_latent", {})
     ss.setdefault("mri_results", {})
     ss.setdefault("mri_lesions", {})
     ss.setdefault("mri_errors", {})
@@ -378,6 +385,43 @@ def collect_mri_job() -> bool:
     return True
 
 
+def start_latent_job(model, name: str) -> Job:
+    """Whole-brain deviation and counterfactuals (every 5 years of the training range) of the scored scan ``name``,
+    from its preprocessed volume, in a background job (see collect_latent_job)."""
+    from normcore.imaging.latent_pipeline import analyse_prepared
+    from normcore.imaging.pipeline import ScanInput
+
+    ss = st.session_state
+    result = ss.mri_results[name]
+    scan_input = ScanInput(result.name, result.age, 1 if result.sex == "M" else 0, result.prepared, result.quality)
+    ss.mri_latent_job = Job(analyse_prepared, model, scan_input, model.counterfactual_age_grid(), "both",
+                            name="mri-latent").start()
+    ss.mri_latent_job_for = (name, result)
+    return ss.mri_latent_job
+
+
+def collect_latent_job() -> bool:
+    """Keep a finished whole-brain analysis under its scan (for the result it was made from), once."""
+    ss = st.session_state
+    job = ss.get("mri_latent_job")
+    if job is None or job.status != "done" or ss.get("mri_latent_collected") is job:
+        return False
+    name, scored = ss.mri_latent_job_for
+    ss.mri_latent[name] = (scored, job.result)
+    ss.mri_latent_collected = job
+    return True
+
+
+def latent_result_of(name: str):
+    """The whole-brain analysis of the scan ``name`` as it is now shown (None if not made, or made for an earlier
+    result of the same name)."""
+    ss = st.session_state
+    kept = ss.get("mri_latent", {}).get(name)
+    result = ss.mri_results.get(name)
+    return kept[1] if kept is not None and result is not None and kept[0] is result else None
+
+
 def clear_mri_results() -> None:
     st.session_state.mri_results, st.session_state.mri_lesions, st.session_state.mri_errors = {}, {}, {}
     st.session_state.mri_views = {}
+    st.session_state.mri_latent = {}

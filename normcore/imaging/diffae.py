@@ -277,6 +277,35 @@ class NormativeDiffusionAutoencoder(LatentSpaceModel):
         return Counterfactuals(float(age), "M" if parse_sex(sex) else "F", mode,
                                semantic[0].cpu().numpy().astype(float), volumes[0], targets, volumes[1:])
 
+    def principal_axis(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and unit first principal axis of the healthy training vectors (the axis's sign makes it grow
+        with age), for a one-number view of where a scan sits among healthy people."""
+        mean = self.train_semantic_.mean(0)
+        _, _, vt = np.linalg.svd(self.train_semantic_ - mean, full_matrices=False)
+        axis = vt[0]
+        if np.corrcoef((self.train_semantic_ - mean) @ axis, self.train_ages_)[0, 1] < 0:
+            axis = -axis
+        return mean, axis
+
+    def healthy_position(self, semantic: np.ndarray, age: float, sex) -> dict:
+        """Coordinates on the principal axis of the healthy training scans, their healthy trend, and ``semantic``'s,
+        with the ``matched_k`` same-sex training scans nearest in age (the cosine score's comparison group)."""
+        mean, axis = self.principal_axis()
+        code = parse_sex(sex)
+        grid = np.linspace(*self.age_range_, 50)
+        same = np.flatnonzero(self.train_sexes_ == code)
+        pool = same if same.size else np.arange(len(self.train_ages_))
+        near = pool[np.argsort(np.abs(self.train_ages_[pool] - float(age)), kind="stable")[:self.matched_k]]
+        return {"healthy_age": self.train_ages_, "healthy_sex": np.where(self.train_sexes_ == 1, "M", "F"),
+                "healthy_coord": (self.train_semantic_ - mean) @ axis, "matched": near,
+                "trend_age": grid, "trend_coord": (self.semantic_trend(grid, [sex] * len(grid)) - mean) @ axis,
+                "age": float(age), "coord": float((np.ravel(semantic) - mean) @ axis)}
+
+    def counterfactual_age_grid(self, step: float = 5.0) -> list[float]:
+        """Ages every ``step`` years within the training range (the ages the dashboard's slider offers)."""
+        lo, hi = self.age_range_
+        return [float(a) for a in np.arange(np.ceil(lo / step) * step, hi + 1e-9, step)]
+
     def healthy_volumes(self) -> pd.DataFrame:
         """Ventricle and tissue volumes (ml) of the healthy training and validation scans, with age and sex."""
         return pd.DataFrame({k: np.asarray(v, float) for k, v in self.healthy_.items()})

@@ -14,14 +14,14 @@ import numpy as np
 
 from normcore._utils.errors import InputError
 from normcore._utils.plausibility import check_ages
-from normcore._utils.progress import Progress, as_progress
+from normcore._utils.progress import Progress
 from normcore.imaging.diffae import Counterfactuals, LatentDeviation, NormativeDiffusionAutoencoder
 from normcore.imaging.io import save_nifti
 from normcore.imaging.pipeline import ScanInput, prepare_input
 from normcore.imaging.preprocess import to_native
 from normcore.imaging.volumetry import tissue_volume_ml, ventricle_volume_ml
 
-MAX_COUNTERFACTUAL_AGES = 12
+MAX_COUNTERFACTUAL_AGES = 16
 
 
 @dataclass
@@ -90,24 +90,35 @@ def parse_ages(text: str | list | None) -> list[float]:
     return ages
 
 
-def analyse_scan(model: NormativeDiffusionAutoencoder, scan, age: float, sex, mask=None, name: str | None = None,
-                 register: bool = True, at_ages=(), mode: str = "both",
-                 progress: Progress | None = None) -> LatentResult:
-    """Latent deviation of one scan (path or bytes) and its counterfactuals at ``at_ages`` (none when empty)."""
-    progress = as_progress(progress)
-    start = time.perf_counter()
+def analyse_prepared(model: NormativeDiffusionAutoencoder, scan_input: ScanInput, at_ages=(), mode: str = "both",
+                     progress: Progress | None = None) -> LatentResult:
+    """Latent deviation of a preprocessed scan and its counterfactuals at ``at_ages`` (none when empty)."""
+    if scan_input.prepared.grid != model.grid:
+        raise InputError("the scan was preprocessed for another model grid than this diffusion autoencoder's")
     targets = parse_ages(at_ages)
-    scan_input = prepare_input(model, scan, age, sex, mask, name, register, progress)
-    prepared_s = time.perf_counter() - start
+    start = time.perf_counter()
     semantic = model.semantic(scan_input.prepared.volume)
     deviation = model.latent_deviation(semantic, [scan_input.age], [scan_input.sex])[0]
     scored_s = time.perf_counter() - start
     cf = model.counterfactual(scan_input.prepared.volume, scan_input.age, scan_input.sex, targets, mode,
                               progress=progress) if targets else None
     total = time.perf_counter() - start
-    timings = {"preprocessing": round(prepared_s, 2), "latent_scores": round(scored_s - prepared_s, 2),
-               "counterfactuals": round(total - scored_s, 2)}
+    timings = {"latent_scores": round(scored_s, 2), "counterfactuals": round(total - scored_s, 2)}
     return LatentResult(scan_input, deviation, cf, total, timings)
+
+
+def analyse_scan(model: NormativeDiffusionAutoencoder, scan, age: float, sex, mask=None, name: str | None = None,
+                 register: bool = True, at_ages=(), mode: str = "both",
+                 progress: Progress | None = None) -> LatentResult:
+    """Load and preprocess one scan (path or bytes), then :func:`analyse_prepared`."""
+    start = time.perf_counter()
+    parse_ages(at_ages)  # refused before the preprocessing
+    scan_input = prepare_input(model, scan, age, sex, mask, name, register, progress)
+    prepared_s = time.perf_counter() - start
+    result = analyse_prepared(model, scan_input, at_ages, mode, progress)
+    result.seconds += prepared_s
+    result.timings = {"preprocessing": round(prepared_s, 2), **result.timings}
+    return result
 
 
 def age_label(age: float) -> str:

@@ -13,6 +13,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
+from normcore.imaging.diffae import NormativeDiffusionAutoencoder
 from normcore.imaging.grid import ModelGrid, template_on_grid
 from normcore.imaging.model import ImagingNormativeModel
 from normcore.imaging.pipeline import nifti_bytes
@@ -45,6 +46,15 @@ def mri_setup(tmp_path_factory):
     ages, sexes = rng.uniform(20, 80, n), list(rng.choice(["M", "F"], n))
     model.fit(vols[:4], brains[:4], ages[:4], sexes[:4], vols[4:], brains[4:], ages[4:], sexes[4:])
     model.save(root / "model")
+    # the whole-brain panels' diffusion autoencoder on the same grid (its latent model needs 20 training scans)
+    n = 26
+    vols = np.clip(template[None] * (1 + 0.05 * rng.standard_normal((n, 1, 1, 1)))
+                   + 0.02 * rng.standard_normal((n, *model.grid.shape)), 0, 1) * brain
+    brains, ages, sexes = np.repeat(brain[None], n, 0), rng.uniform(20, 80, n), list(rng.choice(["M", "F"], n))
+    dae = NormativeDiffusionAutoencoder("tiny", semantic_dim=4, inversion_steps=10, matched_k=3, device="cpu",
+                                        latent_model_params={"epochs": 3, "n_samples": 100, "sampling_steps": 8})
+    dae.fit(vols[:21], brains[:21], ages[:21], sexes[:21], vols[21:], brains[21:], ages[21:], sexes[21:])
+    dae.save(root / "diffae")
 
     demo = root / "demo"
     demo.mkdir()
@@ -62,13 +72,14 @@ def mri_setup(tmp_path_factory):
     (demo / "demo.json").write_text(json.dumps({"scans": [
         {"name": "healthy demo", "file": "healthy.nii.gz", **entry},
         {"name": "lesion demo", "file": "lesion.nii.gz", **entry, "lesion_mask": "lesion_mask.nii.gz"}]}))
-    return {"model": root / "model", "demo": demo, "scan": scan, "empty": root / "empty"}
+    return {"model": root / "model", "diffae": root / "diffae", "demo": demo, "scan": scan, "empty": root / "empty"}
 
 
 @pytest.fixture
 def mri_env(mri_setup, monkeypatch):
     monkeypatch.setenv("NORMDIFF_MRI_MODEL", str(mri_setup["model"]))
     monkeypatch.setenv("NORMDIFF_MRI_DEMO_SCANS", str(mri_setup["demo"]))
+    monkeypatch.setenv("NORMDIFF_MRI_LATENT_MODEL", str(mri_setup["diffae"]))
     return mri_setup
 
 
@@ -283,3 +294,34 @@ def test_a_scan_scored_here_joins_a_subject_report_on_the_deviations_page(mri_en
     html_text = job.result["html"].decode()
     assert "<h2>MRI</h2>" in html_text and "MRI scan</th><td>lesion demo" in html_text
     assert html_text.count("data:image/png;base64,") == 3  # profile, curves, MRI slices
+
+
+def test_whole_brain_deviation_and_counterfactual_age_panels(mri_env):
+    at = run_and_wait(mri_page())
+    shown = at.session_state["mri_scan"]
+    assert not charts(at)[3:]  # nothing of the diffusion autoencoder before its button
+    button(at, f"Analyse {shown} with the diffusion autoencoder").click().run()
+    job = at.session_state["mri_latent_job"]
+    assert job.wait(TIMEOUT) == "done", job.error
+    at.run()
+    assert not at.exception and not at.error
+    latent = job.result
+    metrics = {m.label: m.value for m in at.metric}
+    assert float(metrics["Whole-brain deviation centile"]) == pytest.approx(100 * latent.deviation.centile, abs=0.5)
+    assert float(metrics["Multivariate z"]) == pytest.approx(latent.deviation.multivariate_z, abs=0.01)
+    profile, position, slices, ventricles, tissue = charts(at)[3:]
+    assert values(profile["data"][0]["y"]).size == 4  # one bar per semantic dimension
+    assert position["data"][-1]["name"] == "this scan"
+    assert sum(t["type"] == "heatmap" for t in slices["data"]) == 3
+    assert [t["name"] for t in ventricles["data"]][-2:] == ["this brain at other ages", "own age"]
+    slider = widget(at.select_slider, "Show the brain at age")
+    ages = latent.counterfactuals.ages
+    assert slider.value in ages and len(ages) > 2 and all(a % 5 == 0 for a in ages)  # every 5 years of training
+    before = values(slices["data"][1]["z"])
+    other = next(a for a in ages if a != slider.value)
+    slider.set_value(other).run()
+    assert not at.exception
+    moved = charts(at)[5]
+    assert f"at {other:g} (counterfactual)" in [a["text"] for a in moved["layout"]["annotations"]]
+    assert not np.array_equal(values(moved["data"][1]["z"]), before)
+    assert "whole-brain result (.json)" in [b.proto.label for b in at.get("download_button")]

@@ -18,10 +18,10 @@ from normcore.plotting.imaging import (
 
 
 def values(z) -> np.ndarray:
-    """A heatmap's z from a plotly JSON spec (plain lists or plotly's base64 typed arrays)."""
+    """An array from a plotly JSON spec (plain lists or plotly's base64 typed arrays, 1-D ones without a shape)."""
     if isinstance(z, dict):
-        shape = tuple(int(s) for s in str(z["shape"]).split(","))
-        return np.frombuffer(base64.b64decode(z["bdata"]), dtype=np.dtype(z["dtype"])).reshape(shape)
+        flat = np.frombuffer(base64.b64decode(z["bdata"]), dtype=np.dtype(z["dtype"]))
+        return flat.reshape(tuple(int(s) for s in str(z["shape"]).split(","))) if "shape" in z else flat
     return np.array(z, dtype=float)
 
 

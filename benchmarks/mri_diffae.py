@@ -1,0 +1,322 @@
+"""Benchmark of the normative diffusion autoencoder: brain age, whole-brain deviation, counterfactual ageing, time.
+
+    .venv/bin/python benchmarks/mri_diffae.py [--model models/mri-ixi-diffae-cpu] [--ldm models/mri-ixi-cpu]
+        [--parts ixi,synthetic] [--threads 2] [--cache /tmp/normdiff-cache] [--update-card]
+
+IXI part (needs ../shared/data): the shipped model's training and held-out test scans (ids in its card),
+preprocessed like any user scan. Brain age: a ridge regression (alpha by cross-validation) from the training scans'
+semantic vectors to age, MAE on the held-out scans, next to the same regression on the flattened first-stage latent
+and the mean-age baseline. Reconstruction: DDIM inversion and decoding against the autoencoder's own image and the
+scan. Whole-brain deviation: its centiles on the held-out healthy scans, and the subject-level AUC of the
+multivariate deviation and of the cosine score when one real MS lesion mask is implanted in each held-out scan,
+next to the restoration model's voxel abnormality index (top 1%). Counterfactual ageing: the ventricle and tissue
+volume of each held-out scan's counterfactuals at 30, 50 and 70 years (three modes) against the healthy cohort's
+cross-sectional trend. Time: ``analyse_scan`` end to end (load, register, scores; and a three-age counterfactual).
+
+Synthetic part: the generator of ``normcore.imaging.synthetic`` has known age effects. A diffusion autoencoder and a
+restoration model (both on the IXI model's first stage) are trained on synthetic healthy brains; held-out healthy
+brains are compared with (a) the same subjects aged 10 years more than their stated age (diffuse atrophy) and (b)
+brains with implanted real MS lesions. Counterfactual validity: for held-out subjects at age A, the generator gives
+the same brain at A + 20 (same deformation and noise); the counterfactual's ventricle change is correlated with the
+true one, and its difference map with the true difference map.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.linear_model import RidgeCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from normcore.imaging.anomaly import abnormality_index, scored_errors, voxel_zmap  # noqa: E402
+from normcore.imaging.cohort import find_file, load_cohort  # noqa: E402
+from normcore.imaging.diffae import COUNTERFACTUAL_MODES, NormativeDiffusionAutoencoder  # noqa: E402
+from normcore.imaging.latent_pipeline import analyse_scan  # noqa: E402
+from normcore.imaging.model import ImagingNormativeModel  # noqa: E402
+from normcore.imaging.synthetic import SyntheticBrains, implant_lesion, make_benchmark, real_lesion_masks  # noqa: E402
+from normcore.imaging.volumetry import tissue_volume_ml, ventricle_volume_ml  # noqa: E402
+from normcore.metrics.imaging import mae, psnr, subject_auc  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "data" / "mri"
+IXI = SHARED / "ixi"
+LESIONS = SHARED / "lesion_masks_mni"
+CF_AGES = (30.0, 50.0, 70.0)
+
+
+def cached_cohort(ids: list[str], grid, cache: Path | None):
+    """IXI scans of ``ids`` on ``grid`` (registered with their label masks), from a cache file when one exists."""
+    key = hashlib.sha256(json.dumps([ids, grid.to_dict()]).encode()).hexdigest()[:16]
+    path = cache / f"ixi-{key}.npz" if cache else None
+    if path is not None and path.is_file():
+        z = np.load(path)
+        return z["volumes"], z["brains"], z["ages"], [str(s) for s in z["sexes"]]
+    c = load_cohort(IXI / "t1", IXI / "participants.csv", grid, masks=IXI / "brainmask_labels", ids=ids)
+    if path is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        np.savez(path, volumes=c.volumes, brains=c.brains, ages=c.ages, sexes=np.array(c.sexes))
+    return c.volumes, c.brains, c.ages, list(c.sexes)
+
+
+def ridge_mae(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray) -> dict:
+    model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 5, 33)))
+    model.fit(x_train, y_train)
+    pred = model.predict(x_test)
+    return {"mae": round(float(np.abs(pred - y_test).mean()), 2),
+            "r": round(float(np.corrcoef(pred, y_test)[0, 1]), 3),
+            "alpha": float(model[-1].alpha_), "n_features": int(x_train.shape[1])}
+
+
+def brain_age(dae: NormativeDiffusionAutoencoder, train, test) -> dict:
+    """Ridge brain age from the semantic latent and from the first-stage latent (same scans, same regression)."""
+    (vtr, atr), (vte, ate) = train, test
+    sem = ridge_mae(dae.semantic(vtr), atr, dae.semantic(vte), ate)
+    first = ridge_mae(dae.encode(vtr)[0].flatten(1).cpu().numpy(), atr, dae.encode(vte)[0].flatten(1).cpu().numpy(),
+                      ate)
+    return {"semantic": sem, "first_stage_latent": first,
+            "mean_age_baseline_mae": round(float(np.abs(ate - atr.mean()).mean()), 2), "n_train": len(atr),
+            "n_test": len(ate)}
+
+
+def voxel_indices(ldm: ImagingNormativeModel, vols, brains, ages, sexes, seed: int) -> np.ndarray:
+    """The restoration model's abnormality index (top 1%, KL-guided inpainting) of each volume."""
+    rest = ldm.restore(vols, ages, sexes, ("kl-inpaint",), seed=seed)["kl-inpaint"]
+    mean, std = ldm.error_stats_["kl-inpaint"]
+    out = []
+    for v, r, b in zip(vols, rest, brains, strict=True):
+        err, scored = scored_errors(v, r, b, ldm.config.error_scale, ldm.config.edge_erosion)
+        out.append(abnormality_index(voxel_zmap(err, mean, std, scored), scored, 0.01))
+    return np.array(out)
+
+
+def deviation_scores(dae: NormativeDiffusionAutoencoder, vols, ages, sexes) -> dict[str, np.ndarray]:
+    devs = dae.latent_deviation(dae.semantic(vols), ages, sexes)
+    return {"multivariate_d2": np.array([d.multivariate_d2 for d in devs]),
+            "negative_cosine": -np.array([d.cosine_similarity for d in devs]),
+            "centile": np.array([d.centile for d in devs])}
+
+
+def aucs(healthy: dict, patients: dict, voxel_h: np.ndarray, voxel_p: np.ndarray) -> dict:
+    labels = np.r_[np.zeros(len(voxel_h)), np.ones(len(voxel_p))]
+    out = {k: round(subject_auc(np.r_[healthy[k], patients[k]], labels), 3) for k in ("multivariate_d2",
+                                                                                       "negative_cosine")}
+    out["voxel_index_top1"] = round(subject_auc(np.r_[voxel_h, voxel_p], labels), 3)
+    return out
+
+
+def reconstruction(dae: NormativeDiffusionAutoencoder, vols, brains, ages, sexes) -> dict:
+    z0, semantic, code = dae.invert(vols, ages, sexes)
+    rec = dae.decode_code(code, ages, sexes, semantic)
+    ae = dae.decode(z0)
+    from normcore.diffusion.samplers import ddim_decode
+
+    cond = torch.cat([dae._cond(ages, sexes), semantic], 1)
+    z_back = ddim_decode(dae._eps, dae.schedule, code, cond, dae.inversion_steps)
+    rel = float((z_back - z0).abs().mean() / z0.abs().mean())
+    return {"latent_round_trip_rel_mae": round(rel, 4),
+            "mae_vs_autoencoder": round(float(np.mean([mae(r, a, b) for r, a, b in zip(rec, ae, brains,
+                                                                                        strict=True)])), 4),
+            "mae_vs_scan": round(float(np.mean([mae(r, v, b) for r, v, b in zip(rec, vols, brains, strict=True)])), 4),
+            "autoencoder_mae_vs_scan": round(float(np.mean([mae(a, v, b) for a, v, b in zip(ae, vols, brains,
+                                                                                             strict=True)])), 4),
+            "psnr_vs_scan": round(float(np.mean([psnr(r, v, b) for r, v, b in zip(rec, vols, brains,
+                                                                                  strict=True)])), 2)}
+
+
+def slope_per_decade(ages: np.ndarray, values: np.ndarray) -> float:
+    return float(np.polyfit(np.asarray(ages, float), np.asarray(values, float), 1)[0] * 10)
+
+
+def counterfactual_trend(dae: NormativeDiffusionAutoencoder, vols, brains, ages, sexes) -> dict:
+    """Per mode: mean within-subject slope (ml per decade) of ventricle and tissue volume over CF_AGES, next to the
+    healthy cohort's cross-sectional slopes and volumes at those ages."""
+    healthy = dae.healthy_volumes()
+    out = {"healthy": {"ventricle_ml_per_decade": round(slope_per_decade(healthy.age, healthy.ventricle_ml), 3),
+                       "tissue_ml_per_decade": round(slope_per_decade(healthy.age, healthy.tissue_ml), 2),
+                       "n": len(healthy)}}
+    for mode in COUNTERFACTUAL_MODES:
+        vent, tissue = [], []
+        for v, b, a, s in zip(vols, brains, ages, sexes, strict=True):
+            cf = dae.counterfactual(v, a, s, CF_AGES, mode)
+            vent.append(slope_per_decade(CF_AGES, ventricle_volume_ml(cf.volumes, dae.grid, b)))
+            tissue.append(slope_per_decade(CF_AGES, tissue_volume_ml(cf.volumes, b[None], dae.grid)))
+        out[mode] = {"ventricle_ml_per_decade": round(float(np.mean(vent)), 3),
+                     "ventricle_slope_sd": round(float(np.std(vent)), 3),
+                     "share_ventricles_growing": round(float(np.mean(np.array(vent) > 0)), 2),
+                     "tissue_ml_per_decade": round(float(np.mean(tissue)), 2)}
+    return out
+
+
+def timings(dae: NormativeDiffusionAutoencoder, ids: list[str], ages, sexes) -> dict:
+    scores, cfs = [], []
+    for sid, age, sex in list(zip(ids, ages, sexes, strict=True))[:5]:
+        scan, mask = find_file(IXI / "t1", sid), find_file(IXI / "brainmask_labels", sid)
+        t = time.perf_counter()
+        analyse_scan(dae, scan, age, sex, mask=mask)
+        scores.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        analyse_scan(dae, scan, age, sex, mask=mask, at_ages=[40, 60, 80])
+        cfs.append(time.perf_counter() - t)
+    return {"latent_scores_s": {"median": round(float(np.median(scores)), 2), "all": [round(x, 2) for x in scores]},
+            "with_three_counterfactuals_s": {"median": round(float(np.median(cfs)), 2),
+                                             "all": [round(x, 2) for x in cfs]}}
+
+
+def ixi_part(model_dir: Path, ldm_dir: Path, seed: int, cache: Path | None) -> dict:
+    dae = NormativeDiffusionAutoencoder.load(model_dir)
+    ldm = ImagingNormativeModel.load(ldm_dir)
+    data = dae.card_.get("data", {})
+    if not data.get("test_ids") or not IXI.is_dir():
+        return {"skipped": "no held-out ids in the model card or ../shared/data/mri/ixi absent"}
+    vtr, _, atr, _ = cached_cohort(data["train_ids"], dae.grid, cache)
+    vte, bte, ate, ste = cached_cohort(data["test_ids"], dae.grid, cache)
+    res = {"model": str(model_dir), "training": dae.training_, "brain_age": brain_age(dae, (vtr, atr), (vte, ate))}
+    print("brain age", res["brain_age"], flush=True)
+    res["reconstruction"] = reconstruction(dae, vte, bte, ate, ste)
+    print("reconstruction", res["reconstruction"], flush=True)
+    healthy = deviation_scores(dae, vte, ate, ste)
+    masks = real_lesion_masks(dae.grid, LESIONS)
+    lesioned = np.stack([implant_lesion(v, masks[i % len(masks)][1] & b, dae.grid, seed=seed + i)
+                         for i, (v, b) in enumerate(zip(vte, bte, strict=True))])
+    patients = deviation_scores(dae, lesioned, ate, ste)
+    vox_h = voxel_indices(ldm, vte, bte, ate, ste, seed)
+    vox_p = voxel_indices(ldm, lesioned, bte, ate, ste, seed)
+    res["healthy_heldout"] = {"centiles": [round(float(c), 3) for c in healthy["centile"]],
+                              "share_above_0.95": round(float(np.mean(healthy["centile"] > 0.95)), 3),
+                              "n_reference": int(np.isfinite(dae.reference_d2_).sum())}
+    res["lesion_auc"] = aucs(healthy, patients, vox_h, vox_p)
+    print("lesion AUC", res["lesion_auc"], flush=True)
+    res["counterfactual_trend"] = counterfactual_trend(dae, vte, bte, ate, ste)
+    print("counterfactual trend", res["counterfactual_trend"], flush=True)
+    res["time_per_scan"] = timings(dae, data["test_ids"], ate, ste)
+    print("time", res["time_per_scan"], flush=True)
+    return res
+
+
+def synthetic_part(ae_dir: Path, seed: int, n_train: int, n_val: int, n_test: int, overrides: dict) -> dict:
+    source = ImagingNormativeModel.load(ae_dir, device="cpu")
+    dae = NormativeDiffusionAutoencoder(source.config_name, seed=seed, **overrides)
+    ldm = ImagingNormativeModel(source.config_name, seed=seed, **overrides)
+    grid = dae.grid
+    gen = SyntheticBrains(grid, seed)
+    rng = np.random.default_rng(seed)
+    ages, sexes = rng.uniform(20, 85, n_train + n_val), rng.integers(0, 2, n_train + n_val)
+    vols, brains = gen.healthy(ages, sexes, seed=seed)
+    tr, va = slice(0, n_train), slice(n_train, None)
+    t = time.perf_counter()
+    dae.fit(vols[tr], brains[tr], ages[tr], sexes[tr], vols[va], brains[va], ages[va], sexes[va],
+            autoencoder_from=source)
+    dae_s = time.perf_counter() - t
+    print(f"synthetic diffae trained in {dae_s:.0f} s", flush=True)
+    ldm.fit(vols[tr], brains[tr], ages[tr], sexes[tr], vols[va], brains[va], ages[va], sexes[va],
+            autoencoder_from=source)
+    # held-out: healthy at A in 20-65, the same brains at A + 20 (truth of the counterfactual), the same brains aged
+    # 10 years more than stated (diffuse atrophy), and other brains with implanted lesions
+    test_ages = rng.uniform(20, 65, n_test)
+    test_sexes = rng.integers(0, 2, n_test)
+    healthy_v, healthy_b = gen.healthy(test_ages, test_sexes, seed=seed + 7)
+    older_v, older_b = gen.healthy(test_ages + 20, test_sexes, seed=seed + 7)
+    atrophy_v, atrophy_b = gen.healthy(test_ages + 10, test_sexes, seed=seed + 7)
+    bench = make_benchmark(grid, 0, n_test, seed + 100, lesion_dir=LESIONS if LESIONS.is_dir() else None)
+    res = {"n_train": n_train, "n_val": n_val, "n_test": n_test, "diffae_training": dae.training_,
+           "lesion_source": bench["lesion_source"]}
+    res["brain_age"] = brain_age(dae, (vols[tr], ages[tr]), (healthy_v, test_ages))
+    print("synthetic brain age", res["brain_age"], flush=True)
+    h = deviation_scores(dae, healthy_v, test_ages, test_sexes)
+    a = deviation_scores(dae, atrophy_v, test_ages, test_sexes)
+    les = deviation_scores(dae, bench["volumes"], bench["ages"], bench["sexes"])
+    vox_h = voxel_indices(ldm, healthy_v, healthy_b, test_ages, test_sexes, seed)
+    vox_a = voxel_indices(ldm, atrophy_v, atrophy_b, test_ages, test_sexes, seed)
+    vox_l = voxel_indices(ldm, bench["volumes"], bench["masks"], bench["ages"], bench["sexes"], seed)
+    res["auc_diffuse_atrophy_10y"] = aucs(h, a, vox_h, vox_a)
+    res["auc_lesions"] = aucs(h, les, vox_h, vox_l)
+    res["healthy_heldout_share_above_0.95"] = round(float(np.mean(h["centile"] > 0.95)), 3)
+    print("synthetic AUC", res["auc_diffuse_atrophy_10y"], res["auc_lesions"], flush=True)
+    true_dv = ventricle_volume_ml(older_v, grid, healthy_b) - ventricle_volume_ml(healthy_v, grid, healthy_b)
+    true_diff = older_v - healthy_v
+    res["counterfactual_validity"] = {"true_ventricle_change_ml_mean": round(float(true_dv.mean()), 3)}
+    for mode in COUNTERFACTUAL_MODES:
+        cf_dv, map_r = [], []
+        for i in range(n_test):
+            cf = dae.counterfactual(healthy_v[i], test_ages[i], test_sexes[i], [test_ages[i] + 20], mode)
+            cf_dv.append(float(ventricle_volume_ml(cf.volumes[0], grid, healthy_b[i])
+                               - ventricle_volume_ml(cf.reconstruction, grid, healthy_b[i])))
+            inside = healthy_b[i]
+            map_r.append(float(np.corrcoef(cf.differences()[0][inside], true_diff[i][inside])[0, 1]))
+        cf_dv = np.array(cf_dv)
+        res["counterfactual_validity"][mode] = {
+            "ventricle_change_ml_mean": round(float(cf_dv.mean()), 3),
+            "ventricle_change_r": round(float(np.corrcoef(cf_dv, true_dv)[0, 1]), 3),
+            "difference_map_r_mean": round(float(np.mean(map_r)), 3)}
+    print("counterfactual validity", res["counterfactual_validity"], flush=True)
+    return res
+
+
+def update_card(model_dir: Path, ixi: dict) -> None:
+    """Write the held-out IXI metrics into the model card (JSON only; the weights are untouched)."""
+    card_path = model_dir / "model.json"
+    card = json.loads(card_path.read_text())
+    card["metrics"] = {"benchmark": "benchmarks/mri_diffae.py --parts ixi (held-out IXI scans)",
+                       **{k: ixi[k] for k in ("brain_age", "reconstruction", "healthy_heldout", "lesion_auc",
+                                              "counterfactual_trend", "time_per_scan")}}
+    tmp = card_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(card, indent=1, allow_nan=True))
+    tmp.replace(card_path)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default=str(ROOT / "models" / "mri-ixi-diffae-cpu"))
+    ap.add_argument("--ldm", default=str(ROOT / "models" / "mri-ixi-cpu"),
+                    help="the restoration model (voxel index) and, for the synthetic part, the first stage")
+    ap.add_argument("--parts", default="ixi,synthetic")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--synthetic-n", default="100,20,20", help="train, validation, test (per group) sizes")
+    ap.add_argument("--synthetic-overrides", default="{}", help="JSON config overrides for the synthetic models")
+    ap.add_argument("--cache", default=None, help="folder for preprocessed IXI volumes (reused between runs)")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "mri_diffae.json"))
+    ap.add_argument("--update-card", action="store_true", help="store the IXI results in the model card's metrics")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    out_path = Path(args.out)
+    result: dict = {}
+    result.update(machine=f"{platform.machine()}, {args.threads} torch threads, "
+                          f"{'cuda: ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu'}",
+                  torch=torch.__version__)
+    parts = args.parts.split(",")
+    cache = Path(args.cache) if args.cache else None
+    if "ixi" in parts:
+        start = time.perf_counter()
+        result["ixi"] = ixi_part(Path(args.model), Path(args.ldm), args.seed, cache)
+        result["ixi"]["wall_s"] = round(time.perf_counter() - start)
+        if args.update_card and "brain_age" in result["ixi"]:
+            update_card(Path(args.model), result["ixi"])
+    if "synthetic" in parts:
+        start = time.perf_counter()
+        n_train, n_val, n_test = (int(x) for x in args.synthetic_n.split(","))
+        result["synthetic"] = synthetic_part(Path(args.ldm), args.seed, n_train, n_val, n_test,
+                                             json.loads(args.synthetic_overrides))
+        result["synthetic"]["wall_s"] = round(time.perf_counter() - start)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    latest = json.loads(out_path.read_text()) if out_path.is_file() else {}  # parts run meanwhile are kept
+    result = {**latest, **result, **{p: result[p] for p in ("ixi", "synthetic") if p in parts}}
+    tmp = out_path.with_suffix(f".{time.time_ns()}.tmp")
+    tmp.write_text(json.dumps(result, indent=1, default=float))
+    tmp.replace(out_path)
+    print(f"wrote {out_path}")
+
+
+if __name__ == "__main__":
+    main()
