@@ -158,33 +158,54 @@ def inputs() -> list[dict]:
             for name, up, row in zip(names, valid, table.itertuples(), strict=True)]
 
 
-def job_panel() -> None:
-    job = ss.get("mri_job")
+def job_status(key: str, label: str, collect, cancelled: str) -> dict | None:
+    """Progress and a Cancel button while the job in ``ss[key]`` runs; once it ends, ``collect()`` moves its results
+    into the session (and the page reruns), or its failure or cancellation is said. Returns its snapshot."""
+    job = ss.get(key)
     if job is None:
-        return
+        return None
     snap = job.snapshot()
     if snap["status"] == "running":
         last = snap["last"] or {}
-        st.progress(snap["fraction"], text=f"Restoring: {last.get('stage', 'starting')}")
-        if st.button("Cancel", key="mri_cancel"):
+        st.progress(snap["fraction"], text=f"{label}: {last.get('stage', 'starting')}")
+        if st.button("Cancel", key=f"{key}_cancel"):
             job.cancel()
-    elif collect_mri_job():
+    elif collect():
         st.rerun()
     elif snap["status"] == "failed":
         st.error(snap["error"])
     elif snap["status"] == "cancelled":
-        st.warning("The restoration was cancelled; scans finished before that are kept.")
-    elif snap["status"] == "done":
+        st.warning(cancelled)
+    return snap
+
+
+def job_panel() -> None:
+    snap = job_status("mri_job", "Restoring", collect_mri_job,
+                      "The restoration was cancelled; scans finished before that are kept.")
+    if snap is not None and snap["status"] == "done":
+        job = ss.mri_job
         scored = len(job.result["results"]) if job.result else 0
         st.caption(f"{scored} scan(s) scored in {job.finished - job.started:.1f} s.")
 
 
-def safe_job_panel() -> None:
-    """The job panel as a fragment that reruns alone every second: its errors are messages too."""
+def latent_job_panel() -> None:
+    job_status("mri_latent_job", "Diffusion autoencoder", collect_latent_job, "The whole-brain analysis was cancelled.")
+
+
+def safe_panel(panel) -> None:
+    """Run a job panel (in a fragment that reruns alone every second): its errors are messages too."""
     try:
-        job_panel()
+        panel()
     except Exception as exc:  # a message, never a traceback
         show_error(exc)
+
+
+def restoration_fragment() -> None:  # one function per fragment: Streamlit tells fragments apart by function
+    safe_panel(job_panel)
+
+
+def latent_fragment() -> None:
+    safe_panel(latent_job_panel)
 
 
 def run_section(model) -> None:
@@ -198,7 +219,7 @@ def run_section(model) -> None:
     if st.button("Run restoration", type="primary", disabled=running or not items):
         start_mri_job(model, items, method)
         st.rerun()
-    st.fragment(run_every=1.0 if running else None)(safe_job_panel)()
+    st.fragment(run_every=1.0 if running else None)(restoration_fragment)()
 
 
 def results_section(model) -> None:
@@ -314,31 +335,6 @@ def native_section(name: str) -> None:
                f"have z > 3. Colours are clipped at z = {Z_DISPLAY_MAX:g}.")
 
 
-def latent_job_panel() -> None:
-    job = ss.get("mri_latent_job")
-    if job is None:
-        return
-    snap = job.snapshot()
-    if snap["status"] == "running":
-        last = snap["last"] or {}
-        st.progress(snap["fraction"], text=f"Diffusion autoencoder: {last.get('stage', 'starting')}")
-        if st.button("Cancel", key="mri_latent_cancel"):
-            job.cancel()
-    elif collect_latent_job():
-        st.rerun()
-    elif snap["status"] == "failed":
-        st.error(snap["error"])
-    elif snap["status"] == "cancelled":
-        st.warning("The whole-brain analysis was cancelled.")
-
-
-def safe_latent_job_panel() -> None:
-    try:
-        latent_job_panel()
-    except Exception as exc:  # a message, never a traceback
-        show_error(exc)
-
-
 def whole_brain_section(name: str) -> None:
     """The diffusion autoencoder's panels: whole-brain deviation and counterfactual age (after a button)."""
     folder = latent_model_dir()
@@ -364,7 +360,7 @@ def whole_brain_section(name: str) -> None:
                                     key="mri_latent_button"):
         start_latent_job(model, name)
         st.rerun()
-    st.fragment(run_every=1.0 if running else None)(safe_latent_job_panel)()
+    st.fragment(run_every=1.0 if running else None)(latent_fragment)()
     if latent is None:
         return
     d = latent.deviation

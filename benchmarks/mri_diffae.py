@@ -290,6 +290,9 @@ def main() -> None:
     ap.add_argument("--update-card", action="store_true", help="store the IXI results in the model card's metrics")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    import SimpleITK as sitk  # registration threads too (two parts may run side by side, one core each)
+
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(args.threads)
     out_path = Path(args.out)
     result: dict = {}
     result.update(machine=f"{platform.machine()}, {args.threads} torch threads, "

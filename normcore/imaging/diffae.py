@@ -145,9 +145,7 @@ class NormativeDiffusionAutoencoder(LatentSpaceModel):
         from normcore.tabular.diffusion_model import NormativeDiffusion
 
         progress = as_progress(progress)
-        if len(volumes) < 8 or len(val_volumes) < 4:
-            raise InputError(f"need at least 8 training and 4 validation scans (got {len(volumes)} and "
-                             f"{len(val_volumes)})")
+        self._check_sizes(len(volumes), len(val_volumes), min_train=20)  # the latent model's 20 training rows
         cfg, start = self.config, time.perf_counter()
         self._build()
         mean, logvar = self._fit_first_stage(volumes, ages, progress, autoencoder_from)
@@ -167,8 +165,8 @@ class NormativeDiffusionAutoencoder(LatentSpaceModel):
         self.latent_model_ = NormativeDiffusion(**params).fit(self._frame(self.train_semantic_, ages, sexes),
                                                              age="age", covariates=["sex"], progress=progress)
         val_semantic = self.semantic(val_volumes)
-        d2, cosine = self._deviation_parts(val_semantic, val_ages, val_sexes)
-        self.reference_d2_, self.reference_cosine_ = d2, cosine
+        self.reference_d2_ = self._latent_scores(val_semantic, val_ages, val_sexes)["multivariate_d2"].to_numpy(float)
+        self.reference_cosine_ = self.cosine_similarity(val_semantic, val_ages, val_sexes)
         all_vols = np.concatenate([np.asarray(volumes), np.asarray(val_volumes)])
         all_brains = np.concatenate([np.asarray(brains, bool), np.asarray(val_brains, bool)])
         self.healthy_ = {"age": np.r_[ages, val_ages],
@@ -207,10 +205,9 @@ class NormativeDiffusionAutoencoder(LatentSpaceModel):
         z0, _ = self.encode(volumes)
         return self.net_.encoder(z0).cpu().numpy().astype(float)
 
-    def _deviation_parts(self, semantic: np.ndarray, ages, sexes) -> tuple[np.ndarray, np.ndarray]:
-        scores = self.latent_model_.score(self._frame(semantic, ages, sexes), seed=self.seed)
-        self._last_scores = scores
-        return scores["multivariate_d2"].to_numpy(float), self.cosine_similarity(semantic, ages, sexes)
+    def _latent_scores(self, semantic: np.ndarray, ages, sexes) -> pd.DataFrame:
+        """The latent model's scores of the vectors (z and centile per dimension, multivariate scores)."""
+        return self.latent_model_.score(self._frame(semantic, ages, sexes), seed=self.seed)
 
     def cosine_similarity(self, semantic: np.ndarray, ages, sexes) -> np.ndarray:
         """Cosine of each vector with the mean vector of the ``matched_k`` same-sex healthy training scans nearest
@@ -226,8 +223,8 @@ class NormativeDiffusionAutoencoder(LatentSpaceModel):
 
     def latent_deviation(self, semantic: np.ndarray, ages, sexes) -> list[LatentDeviation]:
         """Whole-brain deviation of each semantic vector (see :class:`LatentDeviation`)."""
-        d2, cosine = self._deviation_parts(semantic, ages, sexes)
-        scores = self._last_scores
+        scores = self._latent_scores(semantic, ages, sexes)
+        d2, cosine = scores["multivariate_d2"].to_numpy(float), self.cosine_similarity(semantic, ages, sexes)
         zcols = [f"z:{c}" for c in self.semantic_columns]
         n_ref = int(np.isfinite(self.reference_d2_).sum())
         return [LatentDeviation(centile_among(d2[i], self.reference_d2_) / 100.0,

@@ -87,6 +87,12 @@ class LatentSpaceModel:
                for i in range(0, len(z), self.config.chunk)]
         return torch.cat(out)[:, 0].clamp(0, 1).cpu().numpy()
 
+    @staticmethod
+    def _check_sizes(n_train: int, n_val: int, min_train: int = 4, min_val: int = 4) -> None:
+        if n_train < min_train or n_val < min_val:
+            raise InputError(f"need at least {min_train} training and {min_val} validation scans (got {n_train} and "
+                             f"{n_val})")
+
     def _fit_first_stage(self, volumes: np.ndarray, ages, progress: Progress,
                          autoencoder_from: LatentSpaceModel | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Age scaling, the autoencoder (trained, or copied from ``autoencoder_from``) and the latent scaling.

@@ -84,9 +84,7 @@ class ImagingNormativeModel(LatentSpaceModel):
         reused as it is (only the latent diffusion model is trained; its latent scaling is recomputed).
         """
         progress = as_progress(progress)
-        if len(volumes) < 4 or len(val_volumes) < 4:
-            raise InputError(f"need at least 4 training and 4 validation scans (got {len(volumes)} and "
-                             f"{len(val_volumes)})")
+        self._check_sizes(len(volumes), len(val_volumes))
         cfg, start = self.config, time.perf_counter()
         self._build()
         mean, logvar = self._fit_first_stage(volumes, ages, progress, autoencoder_from)

@@ -12,17 +12,21 @@ from normcore.imaging.model import ImagingNormativeModel
 torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="session")
-def tiny_cohort():
-    """14 noisy copies of the MNI template on the tiny grid with ages, sexes and brain masks."""
+def template_copies(n: int, seed: int) -> dict:
+    """``n`` noisy, rescaled copies of the MNI template on the tiny grid with ages 20-80, sexes and brain masks."""
     grid = ImagingNormativeModel("tiny").grid
     template, brain = template_on_grid(grid)
-    rng = np.random.default_rng(0)
-    n = 14
+    rng = np.random.default_rng(seed)
     scale = 1 + 0.05 * rng.standard_normal((n, 1, 1, 1))
     vols = np.clip(template[None] * scale + 0.02 * rng.standard_normal((n, *grid.shape)), 0, 1) * brain
     return {"grid": grid, "volumes": vols.astype(np.float32), "brains": np.repeat(brain[None], n, 0),
             "ages": rng.uniform(20, 80, n), "sexes": list(rng.choice(["M", "F"], n))}
+
+
+@pytest.fixture(scope="session")
+def tiny_cohort():
+    """14 template copies (see ``template_copies``)."""
+    return template_copies(14, 0)
 
 
 @pytest.fixture(scope="session")
@@ -35,16 +39,8 @@ def tiny_imaging_model(tiny_cohort):
 
 @pytest.fixture(scope="session")
 def diffae_cohort():
-    """28 noisy, rescaled copies of the MNI template on the tiny grid (the semantic latent's normative model needs
-    20 training rows), ages 20-80, both sexes."""
-    grid = ImagingNormativeModel("tiny").grid
-    template, brain = template_on_grid(grid)
-    rng = np.random.default_rng(1)
-    n = 28
-    scale = 1 + 0.05 * rng.standard_normal((n, 1, 1, 1))
-    vols = np.clip(template[None] * scale + 0.02 * rng.standard_normal((n, *grid.shape)), 0, 1) * brain
-    return {"grid": grid, "volumes": vols.astype(np.float32), "brains": np.repeat(brain[None], n, 0),
-            "ages": rng.uniform(20, 80, n), "sexes": list(rng.choice(["M", "F"], n))}
+    """28 template copies: the semantic latent's normative model needs 20 training rows."""
+    return template_copies(28, 1)
 
 
 @pytest.fixture(scope="session")

@@ -78,7 +78,7 @@ def test_latent_deviation_scores_and_save_load_round_trip(tiny_diffae, diffae_co
 
 def test_fit_refuses_too_few_scans(diffae_cohort):
     c = diffae_cohort
-    with pytest.raises(InputError, match="at least 8 training"):
+    with pytest.raises(InputError, match="at least 20 training"):
         NormativeDiffusionAutoencoder("tiny", device="cpu").fit(
             c["volumes"][:5], c["brains"][:5], c["ages"][:5], c["sexes"][:5], c["volumes"][5:9], c["brains"][5:9],
             c["ages"][5:9], c["sexes"][5:9])
