@@ -121,7 +121,7 @@ def reconstruction(dae: NormativeDiffusionAutoencoder, vols, brains, ages, sexes
     ae = dae.decode(z0)
     from normcore.diffusion.samplers import ddim_decode
 
-    cond = torch.cat([dae._cond(ages, sexes), semantic], 1)
+    cond = dae.conditions(ages, sexes, semantic)
     z_back = ddim_decode(dae._eps, dae.schedule, code, cond, dae.inversion_steps)
     rel = float((z_back - z0).abs().mean() / z0.abs().mean())
     return {"latent_round_trip_rel_mae": round(rel, 4),
@@ -204,9 +204,11 @@ def ixi_part(model_dir: Path, ldm_dir: Path, seed: int, cache: Path | None) -> d
     return res
 
 
-def synthetic_part(ae_dir: Path, seed: int, n_train: int, n_val: int, n_test: int, overrides: dict) -> dict:
+def synthetic_part(ae_dir: Path, seed: int, n_train: int, n_val: int, n_test: int, overrides: dict,
+                   covariate_dropout: float) -> dict:
     source = ImagingNormativeModel.load(ae_dir, device="cpu")
-    dae = NormativeDiffusionAutoencoder(source.config_name, seed=seed, **overrides)
+    dae = NormativeDiffusionAutoencoder(source.config_name, seed=seed, covariate_dropout=covariate_dropout,
+                                        **overrides)
     ldm = ImagingNormativeModel(source.config_name, seed=seed, **overrides)
     grid = dae.grid
     gen = SyntheticBrains(grid, seed)
@@ -230,6 +232,7 @@ def synthetic_part(ae_dir: Path, seed: int, n_train: int, n_val: int, n_test: in
     atrophy_v, atrophy_b = gen.healthy(test_ages + 10, test_sexes, seed=seed + 7)
     bench = make_benchmark(grid, 0, n_test, seed + 100, lesion_dir=LESIONS if LESIONS.is_dir() else None)
     res = {"n_train": n_train, "n_val": n_val, "n_test": n_test, "diffae_training": dae.training_,
+           "covariate_dropout": covariate_dropout,
            "lesion_source": bench["lesion_source"]}
     res["brain_age"] = brain_age(dae, (vols[tr], ages[tr]), (healthy_v, test_ages))
     print("synthetic brain age", res["brain_age"], flush=True)
@@ -285,6 +288,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--synthetic-n", default="100,20,20", help="train, validation, test (per group) sizes")
     ap.add_argument("--synthetic-overrides", default="{}", help="JSON config overrides for the synthetic models")
+    ap.add_argument("--covariate-dropout", type=float, default=0.5,
+                    help="of the synthetic part's diffusion autoencoder")
+    ap.add_argument("--parts-key", default="",
+                    help="suffix of the result keys (e.g. to keep two variants side by side)")
     ap.add_argument("--cache", default=None, help="folder for preprocessed IXI volumes (reused between runs)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "mri_diffae.json"))
     ap.add_argument("--update-card", action="store_true", help="store the IXI results in the model card's metrics")
@@ -302,19 +309,19 @@ def main() -> None:
     cache = Path(args.cache) if args.cache else None
     if "ixi" in parts:
         start = time.perf_counter()
-        result["ixi"] = ixi_part(Path(args.model), Path(args.ldm), args.seed, cache)
-        result["ixi"]["wall_s"] = round(time.perf_counter() - start)
-        if args.update_card and "brain_age" in result["ixi"]:
-            update_card(Path(args.model), result["ixi"])
+        result["ixi" + args.parts_key] = ixi = ixi_part(Path(args.model), Path(args.ldm), args.seed, cache)
+        ixi["wall_s"] = round(time.perf_counter() - start)
+        if args.update_card and "brain_age" in ixi:
+            update_card(Path(args.model), ixi)
     if "synthetic" in parts:
         start = time.perf_counter()
         n_train, n_val, n_test = (int(x) for x in args.synthetic_n.split(","))
-        result["synthetic"] = synthetic_part(Path(args.ldm), args.seed, n_train, n_val, n_test,
-                                             json.loads(args.synthetic_overrides))
-        result["synthetic"]["wall_s"] = round(time.perf_counter() - start)
+        result["synthetic" + args.parts_key] = synthetic_part(Path(args.ldm), args.seed, n_train, n_val, n_test,
+                                             json.loads(args.synthetic_overrides), args.covariate_dropout)
+        result["synthetic" + args.parts_key]["wall_s"] = round(time.perf_counter() - start)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     latest = json.loads(out_path.read_text()) if out_path.is_file() else {}  # parts run meanwhile are kept
-    result = {**latest, **result, **{p: result[p] for p in ("ixi", "synthetic") if p in parts}}
+    result = {**latest, **result}
     tmp = out_path.with_suffix(f".{time.time_ns()}.tmp")
     tmp.write_text(json.dumps(result, indent=1, default=float))
     tmp.replace(out_path)

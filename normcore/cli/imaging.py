@@ -13,6 +13,7 @@ from normcore._utils.plausibility import AGE_LIMITS
 from normcore._utils.progress import Progress
 from normcore.cli.arguments import SEED, check_output_file, float_between, int_at_least, json_object
 from normcore.imaging.config import PRESETS
+from normcore.imaging.diffae import COVARIATE_DROPOUT
 
 
 def cmd_mri_fit(args: argparse.Namespace, progress: Progress) -> None:
@@ -28,7 +29,8 @@ def cmd_mri_fit(args: argparse.Namespace, progress: Progress) -> None:
     overrides = json_object(args.config_overrides, "--config-overrides")
     if args.method == "diffae":
         model = NormativeDiffusionAutoencoder(args.config, semantic_dim=args.semantic_dim, seed=args.seed,
-                                              device=args.device or "auto", **overrides)
+                                              device=args.device or "auto",
+                                              covariate_dropout=args.covariate_dropout, **overrides)
     else:
         model = ImagingNormativeModel(args.config, seed=args.seed, device=args.device or "auto", **overrides)
     cohort = load_cohort(args.images, args.participants, model.grid, masks=args.masks, progress=progress)
@@ -130,6 +132,9 @@ def add_parsers(sub, common) -> None:
                         "autoencoder for mri-latent (semantic latent, whole-brain deviation, counterfactual age)")
     f.add_argument("--semantic-dim", type=int_at_least(2), default=32,
                    help="length of the diffusion autoencoder's semantic vector (--method diffae)")
+    f.add_argument("--covariate-dropout", type=float_between(0, 1, hi_open=True), default=COVARIATE_DROPOUT,
+                   help="share of training scans whose age and sex the denoiser is not given, so that the semantic "
+                        "vector carries their effects (--method diffae)")
     f.add_argument("--seed", type=SEED, default=0)
     common(f)
     f.set_defaults(func=cmd_mri_fit, wants_progress=True)

@@ -46,19 +46,41 @@ FORMAT_VERSION = 1
 LATENT_MODEL_DIR = "latent-norms"  # the semantic latent's tabular normative model, a model folder inside this one
 COUNTERFACTUAL_MODES = ("both", "condition", "semantic")
 SEMANTIC_PREFIX = "semantic_"
+COVARIATE_DROPOUT = 0.5  # share of training rows whose age and sex are withheld (see SemanticDenoiser)
 
 
 class SemanticDenoiser(nn.Module):
-    """The jointly trained pair: ``condition(cov, z0)`` appends the semantic vector of the clean latent to the
-    covariates; ``forward`` is the conditional latent denoiser (predicted noise and variance interpolation)."""
+    """The jointly trained pair: the semantic encoder and the conditional latent denoiser.
 
-    def __init__(self, encoder: SemanticEncoder3d, denoiser: nn.Module):
+    The denoiser's condition is the covariates (age, sex), then, with ``covariate_dropout`` > 0, a flag saying
+    whether they are given, then the semantic vector. In training the covariates are withheld (zeroed, flag 0)
+    from a ``covariate_dropout`` share of the batch, so the semantic vector must itself carry what age and sex
+    do to the brain (otherwise the encoder has no reason to: the denoiser gets them for free); at inference they
+    are always given. ``condition(cov, z0)`` builds the condition from the clean latent; ``forward`` is the
+    denoiser (predicted noise and variance interpolation).
+    """
+
+    def __init__(self, encoder: SemanticEncoder3d, denoiser: nn.Module, covariate_dropout: float = 0.0):
         super().__init__()
         self.encoder = encoder
         self.denoiser = denoiser
+        self.covariate_dropout = float(covariate_dropout)
+
+    @staticmethod
+    def cond_dim(n_covariates: int, semantic_dim: int, covariate_dropout: float) -> int:
+        return n_covariates + (1 if covariate_dropout > 0 else 0) + semantic_dim
+
+    def join(self, cov: torch.Tensor, semantic: torch.Tensor) -> torch.Tensor:
+        """The denoiser's condition from covariates (N, k) and semantic vectors (N, semantic_dim)."""
+        if self.covariate_dropout > 0:
+            keep = torch.ones(len(cov), 1, device=cov.device)
+            if self.training:
+                keep = (torch.rand(len(cov), 1, device=cov.device) >= self.covariate_dropout).float()
+            cov = torch.cat([cov * keep, keep], dim=1)
+        return torch.cat([cov, semantic], dim=1)
 
     def condition(self, cov: torch.Tensor, z0: torch.Tensor) -> torch.Tensor:
-        return torch.cat([cov, self.encoder(z0)], dim=1)
+        return self.join(cov, self.encoder(z0))
 
     def forward(self, zt: torch.Tensor, t: torch.Tensor, cond: torch.Tensor):
         return self.denoiser(zt, t, cond)
@@ -105,17 +127,21 @@ class Counterfactuals:
 class NormativeDiffusionAutoencoder(LatentSpaceModel):
     """Diffusion autoencoder with a normative model of its semantic latent (see the module docstring).
 
-    ``semantic_dim``: length of the semantic vector; ``inversion_steps``: DDIM steps of inversion and decoding;
+    ``semantic_dim``: length of the semantic vector; ``covariate_dropout``: see :class:`SemanticDenoiser`;
+    ``inversion_steps``: DDIM steps of inversion and decoding;
     ``matched_k``: healthy training scans of the same sex, nearest in age, whose mean vector the cosine score
     compares with. ``latent_model_params``: settings of the latent's ``NormativeDiffusion``.
     """
 
     def __init__(self, config: str | dict | ImagingConfig = "cpu", semantic_dim: int = 32, inversion_steps: int = 50,
                  matched_k: int = 10, seed: int = 0, device: str = "auto", latent_model_params: dict | None = None,
-                 **overrides):
+                 covariate_dropout: float = COVARIATE_DROPOUT, **overrides):
         super().__init__(config, seed=seed, device=device, **overrides)
         if int(semantic_dim) < 2 or int(inversion_steps) < 2 or int(matched_k) < 1:
             raise InputError("semantic_dim and inversion_steps must be at least 2 and matched_k at least 1")
+        if not 0 <= float(covariate_dropout) < 1:
+            raise InputError(f"covariate_dropout {covariate_dropout!r}: a share in [0, 1)")
+        self.covariate_dropout = float(covariate_dropout)
         self.semantic_dim, self.inversion_steps, self.matched_k = int(semantic_dim), int(inversion_steps), \
             int(matched_k)
         self.latent_model_params = dict(latent_model_params or {})
@@ -128,10 +154,15 @@ class NormativeDiffusionAutoencoder(LatentSpaceModel):
     def _build(self) -> None:
         cfg = self.config
         self._build_first_stage()
-        net = LatentTransformer(self.latent_shape_, 2 + self.semantic_dim, cfg.patch, cfg.dim, cfg.depth, cfg.heads)
+        d_cond = SemanticDenoiser.cond_dim(2, self.semantic_dim, self.covariate_dropout)
+        net = LatentTransformer(self.latent_shape_, d_cond, cfg.patch, cfg.dim, cfg.depth, cfg.heads)
         denoiser = GaussianPriorResidual(net, self.schedule, self.latent_shape_)
         encoder = SemanticEncoder3d(cfg.latent_channels, self.semantic_dim)
-        self.net_ = SemanticDenoiser(encoder, denoiser).to(self.device)
+        self.net_ = SemanticDenoiser(encoder, denoiser, self.covariate_dropout).to(self.device)
+
+    def conditions(self, ages, sexes, semantic: torch.Tensor) -> torch.Tensor:
+        """The denoiser's condition at inference: age, sex (given) and the semantic vectors."""
+        return self.net_.join(self._cond(ages, sexes), semantic)
 
     def _eps(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         return self.net_(x, t, cond)[0]
@@ -236,13 +267,13 @@ class NormativeDiffusionAutoencoder(LatentSpaceModel):
         """Clean latents, semantic vectors and stochastic codes (DDIM inversion given age, sex and the vector)."""
         z0, _ = self.encode(volumes)
         semantic = self.net_.encoder(z0)
-        cond = torch.cat([self._cond(ages, sexes), semantic], 1)
+        cond = self.conditions(ages, sexes, semantic)
         return z0, semantic, ddim_invert(self._eps, self.schedule, z0, cond, self.inversion_steps)
 
     @torch.no_grad()
     def decode_code(self, code: torch.Tensor, ages, sexes, semantic: torch.Tensor) -> np.ndarray:
         """Volumes decoded from stochastic codes with the given conditions (deterministic)."""
-        cond = torch.cat([self._cond(ages, sexes), semantic.to(self.device, torch.float32)], 1)
+        cond = self.conditions(ages, sexes, semantic.to(self.device, torch.float32))
         return self.decode(ddim_decode(self._eps, self.schedule, code, cond, self.inversion_steps))
 
     def reconstruct(self, volumes: np.ndarray, ages, sexes) -> np.ndarray:
@@ -321,6 +352,7 @@ class NormativeDiffusionAutoencoder(LatentSpaceModel):
         card = {"format": FORMAT, "format_version": FORMAT_VERSION, "config_name": self.config_name,
                 "config": self.config.to_dict(), "seed": self.seed, "semantic_dim": self.semantic_dim,
                 "inversion_steps": self.inversion_steps, "matched_k": self.matched_k,
+                "covariate_dropout": self.covariate_dropout,
                 "latent_model_params": self.latent_model_params, "latent_model": LATENT_MODEL_DIR,
                 "age_mean": self.age_mean_, "age_std": self.age_std_, "age_range": list(self.age_range_),
                 "sex_coding": {"0": "F", "1": "M"}, "training": getattr(self, "training_", {}),
@@ -336,7 +368,8 @@ class NormativeDiffusionAutoencoder(LatentSpaceModel):
         try:
             model = cls(ImagingConfig.from_dict(card["config"], label=f"{path}: config"), card["semantic_dim"],
                         card["inversion_steps"], card["matched_k"], seed=card["seed"], device=device,
-                        latent_model_params=card.get("latent_model_params"))
+                        latent_model_params=card.get("latent_model_params"),
+                        covariate_dropout=card.get("covariate_dropout", 0.0))
             model.age_mean_, model.age_std_ = card["age_mean"], card["age_std"]
             model.age_range_ = tuple(card["age_range"])
         except (KeyError, TypeError) as exc:

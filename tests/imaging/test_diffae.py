@@ -18,7 +18,7 @@ def test_inversion_round_trip_reproduces_the_latent_and_the_autoencoder_image(ti
     vols, ages, sexes = c["volumes"][22:25], c["ages"][22:25], c["sexes"][22:25]
     z0, semantic, code = m.invert(vols, ages, sexes)
     assert semantic.shape == (3, 4) and code.shape == z0.shape
-    cond = torch.cat([m._cond(ages, sexes), semantic], 1)
+    cond = m.conditions(ages, sexes, semantic)
     z_back = ddim_decode(m._eps, m.schedule, code, cond, m.inversion_steps)
     assert float((z_back - z0).abs().mean()) < 0.03 * float(z0.abs().mean())
     recon = m.reconstruct(vols, ages, sexes)
@@ -82,3 +82,21 @@ def test_fit_refuses_too_few_scans(diffae_cohort):
         NormativeDiffusionAutoencoder("tiny", device="cpu").fit(
             c["volumes"][:5], c["brains"][:5], c["ages"][:5], c["sexes"][:5], c["volumes"][5:9], c["brains"][5:9],
             c["ages"][5:9], c["sexes"][5:9])
+
+
+def test_covariate_dropout_withholds_age_and_sex_in_training_only():
+    from normcore.imaging.diffae import SemanticDenoiser
+
+    net = SemanticDenoiser(torch.nn.Identity(), torch.nn.Identity(), covariate_dropout=0.5)
+    cov, sem = torch.ones(400, 2), torch.full((400, 3), 7.0)
+    net.train()
+    torch.manual_seed(0)
+    out = net.join(cov, sem)
+    assert out.shape == (400, 6) and torch.equal(out[:, 3:], sem)
+    dropped = out[:, 2] == 0
+    assert 0.4 < float(dropped.float().mean()) < 0.6 and torch.all(out[dropped, :2] == 0)
+    assert torch.all(out[~dropped, :3] == 1)
+    net.eval()
+    assert torch.all(net.join(cov, sem)[:, :3] == 1)  # at inference age and sex are always given
+    plain = SemanticDenoiser(torch.nn.Identity(), torch.nn.Identity(), covariate_dropout=0.0).train()
+    assert torch.equal(plain.join(cov, sem), torch.cat([cov, sem], 1))
