@@ -391,9 +391,10 @@ def whole_brain_section(name: str) -> None:
     n = cf.reconstruction.shape[ax]
     index = a3.slider("Slice ", 0, n - 1, n // 2, key=f"mri_cf_slice:{name}:{axis}")
     volume = cf.volumes[cf.ages.index(age)]
-    diff_max = float(np.abs(cf.differences()).max())
-    st.plotly_chart(counterfactual_figure(cf.reconstruction, volume, cf.age, age, axis, index, diff_max=diff_max),
-                    width="stretch", key="mri_cf_slices")
+    brain = latent.scan.prepared.brain
+    diff_max = float(np.abs(cf.differences()[:, brain]).max())
+    st.plotly_chart(counterfactual_figure(cf.reconstruction, volume, cf.age, age, axis, index, diff_max=diff_max,
+                                          brain=brain), width="stretch", key="mri_cf_slices")
     st.caption(f"The scan's stochastic code and semantic vector are kept; the age condition changes and the vector "
                f"moves along the healthy age trend. Differences are against the reconstruction at the scan's own "
                f"age ({cf.age:g}), so the autoencoder's blur cancels; the colour scale is fixed over all ages "

@@ -57,16 +57,19 @@ def latent_position_figure(position: dict, title: str = "Where the scan sits amo
 
 
 def counterfactual_figure(reconstruction: np.ndarray, counterfactual: np.ndarray, own_age: float, age: float,
-                          axis: str | int, index: int, diff_max: float | None = None,
+                          axis: str | int, index: int, diff_max: float | None = None, brain: np.ndarray | None = None,
                           title: str | None = None) -> go.Figure:
     """The reconstruction at the scan's own age, the counterfactual at ``age`` and their difference (one slice).
 
-    The difference (counterfactual minus reconstruction) uses a diverging scale symmetric about 0 over
-    +-``diff_max`` (default: the largest absolute difference in the volume, so the scale stays put while browsing).
+    The difference (counterfactual minus reconstruction; outside ``brain`` left blank) uses a diverging scale
+    symmetric about 0 over +-``diff_max`` (default: the largest absolute difference in the volume, so the scale
+    stays put while browsing).
     """
     ax, n = axis_index(axis), np.asarray(reconstruction).shape[axis_index(axis)]
     diff = np.asarray(counterfactual, float) - np.asarray(reconstruction, float)
-    top = float(np.abs(diff).max()) if diff_max is None else float(diff_max)
+    if brain is not None:
+        diff = np.where(np.asarray(brain, bool), diff, np.nan)
+    top = float(np.nanmax(np.abs(diff))) if diff_max is None and np.isfinite(diff).any() else float(diff_max or 0)
     top = top if np.isfinite(top) and top > 0 else 1.0
     fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.02,
                         subplot_titles=(f"at {own_age:g} (own age, reconstructed)", f"at {age:g} (counterfactual)",

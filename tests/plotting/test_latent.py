@@ -43,6 +43,10 @@ def test_counterfactual_difference_is_the_slice_difference_on_a_symmetric_scale(
                                atol=1e-6)
     assert [a["text"] for a in fig["layout"]["annotations"]][:2] == ["at 40 (own age, reconstructed)",
                                                                      "at 60 (counterfactual)"]
+    brain = np.zeros(recon.shape, bool)
+    brain[1:4] = True
+    masked = values(spec(counterfactual_figure(recon, cf, 40, 60, "axial", 3, brain=brain))["data"][2]["z"])
+    assert np.isnan(masked[:, [0, 4, 5]]).all() and np.isfinite(masked[:, 1:4]).all()  # rows are y, columns x
 
 
 def test_counterfactual_volumes_line_is_in_age_order_with_the_healthy_trend():
