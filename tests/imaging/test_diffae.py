@@ -100,3 +100,28 @@ def test_covariate_dropout_withholds_age_and_sex_in_training_only():
     assert torch.all(net.join(cov, sem)[:, :3] == 1)  # at inference age and sex are always given
     plain = SemanticDenoiser(torch.nn.Identity(), torch.nn.Identity(), covariate_dropout=0.0).train()
     assert torch.equal(plain.join(cov, sem), torch.cat([cov, sem], 1))
+
+
+def test_healthy_position_and_age_grid(tiny_diffae):
+    m = tiny_diffae
+    pos = m.healthy_position(m.train_semantic_[0], 50.0, "F")
+    mean, axis = m.principal_axis()
+    assert abs(np.linalg.norm(axis) - 1) < 1e-9 and pos["coord"] == pytest.approx((m.train_semantic_[0] - mean) @ axis)
+    assert np.corrcoef(pos["healthy_coord"], m.train_ages_)[0, 1] >= 0  # the axis is signed to grow with age
+    matched = pos["matched"]
+    assert len(matched) == m.matched_k and set(pos["healthy_sex"][matched]) == {"F"}
+    lo, hi = m.age_range_
+    grid = m.counterfactual_age_grid()
+    assert grid and all(lo <= a <= hi and a % 5 == 0 for a in grid) and grid == sorted(grid)
+
+
+def test_analysis_refuses_a_scan_prepared_for_another_grid(tiny_diffae, diffae_cohort):
+    from normcore.imaging.grid import ModelGrid
+    from normcore.imaging.latent_pipeline import analyse_prepared
+    from normcore.imaging.pipeline import ScanInput
+
+    class Prepared:  # only the grid is looked at before the refusal
+        grid = ModelGrid(4.0, (40, 48, 40))
+
+    with pytest.raises(InputError, match="another model grid"):
+        analyse_prepared(tiny_diffae, ScanInput("x", 40.0, 0, Prepared(), []))
