@@ -205,7 +205,7 @@ def ixi_part(model_dir: Path, ldm_dir: Path, seed: int, cache: Path | None) -> d
 
 
 def synthetic_part(ae_dir: Path, seed: int, n_train: int, n_val: int, n_test: int, overrides: dict,
-                   covariate_dropout: float) -> dict:
+                   covariate_dropout: float, voxel_index: bool = True) -> dict:
     source = ImagingNormativeModel.load(ae_dir, device="cpu")
     dae = NormativeDiffusionAutoencoder(source.config_name, seed=seed, covariate_dropout=covariate_dropout,
                                         **overrides)
@@ -221,8 +221,9 @@ def synthetic_part(ae_dir: Path, seed: int, n_train: int, n_val: int, n_test: in
             autoencoder_from=source)
     dae_s = time.perf_counter() - t
     print(f"synthetic diffae trained in {dae_s:.0f} s", flush=True)
-    ldm.fit(vols[tr], brains[tr], ages[tr], sexes[tr], vols[va], brains[va], ages[va], sexes[va],
-            autoencoder_from=source)
+    if voxel_index:
+        ldm.fit(vols[tr], brains[tr], ages[tr], sexes[tr], vols[va], brains[va], ages[va], sexes[va],
+                autoencoder_from=source)
     # held-out: healthy at A in 20-65, the same brains at A + 20 (truth of the counterfactual), the same brains aged
     # 10 years more than stated (diffuse atrophy), and other brains with implanted lesions
     test_ages = rng.uniform(20, 65, n_test)
@@ -239,11 +240,17 @@ def synthetic_part(ae_dir: Path, seed: int, n_train: int, n_val: int, n_test: in
     h = deviation_scores(dae, healthy_v, test_ages, test_sexes)
     a = deviation_scores(dae, atrophy_v, test_ages, test_sexes)
     les = deviation_scores(dae, bench["volumes"], bench["ages"], bench["sexes"])
-    vox_h = voxel_indices(ldm, healthy_v, healthy_b, test_ages, test_sexes, seed)
-    vox_a = voxel_indices(ldm, atrophy_v, atrophy_b, test_ages, test_sexes, seed)
-    vox_l = voxel_indices(ldm, bench["volumes"], bench["masks"], bench["ages"], bench["sexes"], seed)
+    if voxel_index:
+        vox_h = voxel_indices(ldm, healthy_v, healthy_b, test_ages, test_sexes, seed)
+        vox_a = voxel_indices(ldm, atrophy_v, atrophy_b, test_ages, test_sexes, seed)
+        vox_l = voxel_indices(ldm, bench["volumes"], bench["masks"], bench["ages"], bench["sexes"], seed)
+    else:  # the restoration model is the same for every variant of the diffusion autoencoder: leave it out
+        vox_h, vox_a, vox_l = np.zeros(n_test), np.ones(n_test), np.ones(n_test)
     res["auc_diffuse_atrophy_10y"] = aucs(h, a, vox_h, vox_a)
     res["auc_lesions"] = aucs(h, les, vox_h, vox_l)
+    if not voxel_index:
+        for key in ("auc_diffuse_atrophy_10y", "auc_lesions"):
+            res[key].pop("voxel_index_top1")
     res["healthy_heldout_share_above_0.95"] = round(float(np.mean(h["centile"] > 0.95)), 3)
     print("synthetic AUC", res["auc_diffuse_atrophy_10y"], res["auc_lesions"], flush=True)
     true_dv = ventricle_volume_ml(older_v, grid, healthy_b) - ventricle_volume_ml(healthy_v, grid, healthy_b)
@@ -290,6 +297,8 @@ def main() -> None:
     ap.add_argument("--synthetic-overrides", default="{}", help="JSON config overrides for the synthetic models")
     ap.add_argument("--covariate-dropout", type=float, default=0.5,
                     help="of the synthetic part's diffusion autoencoder")
+    ap.add_argument("--no-voxel-index", action="store_true",
+                    help="synthetic part: leave out the restoration model (the same for every diffae variant)")
     ap.add_argument("--parts-key", default="",
                     help="suffix of the result keys (e.g. to keep two variants side by side)")
     ap.add_argument("--cache", default=None, help="folder for preprocessed IXI volumes (reused between runs)")
@@ -317,7 +326,8 @@ def main() -> None:
         start = time.perf_counter()
         n_train, n_val, n_test = (int(x) for x in args.synthetic_n.split(","))
         result["synthetic" + args.parts_key] = synthetic_part(Path(args.ldm), args.seed, n_train, n_val, n_test,
-                                             json.loads(args.synthetic_overrides), args.covariate_dropout)
+                                             json.loads(args.synthetic_overrides), args.covariate_dropout,
+                                             not args.no_voxel_index)
         result["synthetic" + args.parts_key]["wall_s"] = round(time.perf_counter() - start)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     latest = json.loads(out_path.read_text()) if out_path.is_file() else {}  # parts run meanwhile are kept
