@@ -325,3 +325,28 @@ def test_whole_brain_deviation_and_counterfactual_age_panels(mri_env):
     assert f"at {other:g} (counterfactual)" in [a["text"] for a in moved["layout"]["annotations"]]
     assert not np.array_equal(values(moved["data"][1]["z"]), before)
     assert "whole-brain result (.json)" in [b.proto.label for b in at.get("download_button")]
+
+
+def test_whole_brain_analysis_can_be_cancelled(mri_env, monkeypatch):
+    from normcore.imaging.diffae import NormativeDiffusionAutoencoder as DAE
+
+    release = threading.Event()
+
+    def slow_counterfactual(self, volume, age, sex, at_ages, mode="both", progress=None):
+        while not release.wait(0.05):  # waits (reporting progress) until the user cancels
+            progress.update("inversion", 0, 2)
+        progress.update("counterfactuals", 1, 2)  # the next step's report is where a cancel takes effect
+
+    monkeypatch.setattr(DAE, "counterfactual", slow_counterfactual)
+    at = run_and_wait(mri_page())
+    shown = at.session_state["mri_scan"]
+    button(at, f"Analyse {shown} with the diffusion autoencoder").click().run()
+    job = at.session_state["mri_latent_job"]
+    assert job.running and at.get("progress")
+    button(at, "Cancel").click().run()
+    release.set()
+    assert job.wait(TIMEOUT) == "cancelled"
+    at.run()
+    assert not at.exception and not at.error
+    assert any("whole-brain analysis was cancelled" in w.value for w in at.warning)
+    assert not button(at, f"Analyse {shown} with the diffusion autoencoder").disabled  # it can be run again
