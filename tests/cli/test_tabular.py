@@ -141,7 +141,7 @@ def test_unknown_backbone_setting_is_refused_before_training(tmp_path):
 def test_tabular_commands_name_an_imaging_model(tmp_path):
     proc = run("score", ROOT / "models" / "mri-ixi-cpu", tmp_path / "none.csv", "--out", tmp_path / "s.csv",
                check=False)
-    assert proc.returncode == 2 and "an imaging model, not a tabular one" in proc.stderr
+    assert proc.returncode == 2 and "an imaging restoration model (for mri-score), not a tabular model" in proc.stderr
 
 
 def test_adapt_a_new_site_then_score_a_subset_of_idps(workflow, tmp_path):
