@@ -2,9 +2,11 @@
 anomaly maps and the abnormality index.
 
 Modules: ``io`` (loading and validation), ``grid`` (model grids, the MNI template), ``preprocess``
-(orientation, brain mask, intensity, registration, resampling), ``config`` (presets), ``model`` (the
-two-stage model), ``training``, ``restoration``, ``anomaly``, ``pipeline`` (one scan end to end),
-``cohort`` (training folders), ``evaluation`` (metrics on labelled test cohorts), ``synthetic``.
+(orientation, brain mask, intensity, registration, resampling), ``config`` (presets), ``latent_space`` (the
+first stage both models share), ``model`` (the restoration model), ``training``, ``restoration``, ``anomaly``,
+``pipeline`` (one scan end to end), ``diffae`` (the normative diffusion autoencoder), ``latent_pipeline`` (one
+scan through it), ``volumetry``, ``cohort`` (training folders), ``evaluation`` (metrics on labelled test cohorts),
+``synthetic``.
 Names below are imported on first use, so ``import normcore.imaging`` stays cheap.
 """
 
@@ -18,7 +20,9 @@ _EXPORTS = {
     "METHODS": "normcore.imaging.model", "ScanResult": "normcore.imaging.pipeline",
     "score_scan": "normcore.imaging.pipeline", "score_many": "normcore.imaging.pipeline",
     "export_maps": "normcore.imaging.pipeline", "evaluate_restoration": "normcore.imaging.evaluation",
-    "load_volume": "normcore.imaging.io", "load_mask": "normcore.imaging.io", "save_nifti": "normcore.imaging.io",
+    "NormativeDiffusionAutoencoder": "normcore.imaging.diffae", "analyse_scan": "normcore.imaging.latent_pipeline",
+    "export_latent": "normcore.imaging.latent_pipeline", "load_volume": "normcore.imaging.io",
+    "load_mask": "normcore.imaging.io", "save_nifti": "normcore.imaging.io",
 }
 __all__ = sorted(_EXPORTS)
 
