@@ -369,7 +369,9 @@ def whole_brain_section(name: str) -> None:
                 help=f"Rank of the scan's multivariate deviation among {d.n_reference} healthy validation scans "
                      "(100 = more deviant than all of them).")
     m[1].metric("Multivariate z", f"{d.multivariate_z:.2f}",
-                help="The per-dimension z combined (Mahalanobis distance on the normal scale).")
+                help="The per-dimension z combined (Mahalanobis distance on the normal scale). With the latent "
+                     "model fitted on about a hundred scans it is not calibrated on its own; the centile (left), "
+                     "the scan's rank among healthy validation scans, is.")
     m[2].metric("Cosine similarity to matched healthy", f"{d.cosine_similarity:.3f}",
                 help=f"Ijishakin et al.'s score: cosine of the vector with the mean of the {model.matched_k} "
                      "same-sex healthy training scans nearest in age (lower = more deviant).")
