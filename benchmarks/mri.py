@@ -101,16 +101,23 @@ def synthetic_part(config: str, seed: int, n_train: int, n_val: int, n_test: int
     return res
 
 
-def update_card(model_dir: Path, ixi: dict) -> None:
-    """Write the held-out IXI metrics into the model card (JSON only; the weights are untouched)."""
+def store_card_metrics(model_dir: Path, metrics: dict) -> None:
+    """Replace the model card's ``metrics`` (JSON only, atomically; the weights are untouched)."""
     card_path = model_dir / "model.json"
     card = json.loads(card_path.read_text())
-    card["metrics"] = {"benchmark": "benchmarks/mri.py --parts ixi (held-out IXI scans, real MS lesions implanted)",
-                       **{k: ixi[k] for k in ("n_healthy", "n_lesion", "lesion_ml", "end_to_end_s_per_scan")},
-                       "methods": ixi["methods"]}
+    card["metrics"] = metrics
     tmp = card_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(card, indent=1, allow_nan=True))
     tmp.replace(card_path)
+
+
+def update_card(model_dir: Path, ixi: dict) -> None:
+    """Write the held-out IXI metrics into the model card."""
+    store_card_metrics(model_dir, {"benchmark": "benchmarks/mri.py --parts ixi (held-out IXI scans, real MS lesions "
+                                                "implanted)",
+                                   **{k: ixi[k] for k in ("n_healthy", "n_lesion", "lesion_ml",
+                                                          "end_to_end_s_per_scan")},
+                                   "methods": ixi["methods"]})
 
 
 def main() -> None:

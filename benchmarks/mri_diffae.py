@@ -40,6 +40,8 @@ from sklearn.preprocessing import StandardScaler
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from mri import store_card_metrics  # noqa: E402  (benchmarks/mri.py)
+
 from normcore.imaging.anomaly import abnormality_index, scored_errors, voxel_zmap  # noqa: E402
 from normcore.imaging.cohort import find_file, load_cohort  # noqa: E402
 from normcore.imaging.diffae import COUNTERFACTUAL_MODES, NormativeDiffusionAutoencoder  # noqa: E402
@@ -275,14 +277,9 @@ def synthetic_part(ae_dir: Path, seed: int, n_train: int, n_val: int, n_test: in
 
 def update_card(model_dir: Path, ixi: dict) -> None:
     """Write the held-out IXI metrics into the model card (JSON only; the weights are untouched)."""
-    card_path = model_dir / "model.json"
-    card = json.loads(card_path.read_text())
-    card["metrics"] = {"benchmark": "benchmarks/mri_diffae.py --parts ixi (held-out IXI scans)",
-                       **{k: ixi[k] for k in ("brain_age", "reconstruction", "healthy_heldout", "lesion_auc",
-                                              "counterfactual_trend", "time_per_scan")}}
-    tmp = card_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(card, indent=1, allow_nan=True))
-    tmp.replace(card_path)
+    store_card_metrics(model_dir, {"benchmark": "benchmarks/mri_diffae.py --parts ixi (held-out IXI scans)",
+                                   **{k: ixi[k] for k in ("brain_age", "reconstruction", "healthy_heldout",
+                                                          "lesion_auc", "counterfactual_trend", "time_per_scan")}})
 
 
 def main() -> None:
