@@ -389,12 +389,10 @@ def start_latent_job(model, name: str) -> Job:
     """Whole-brain deviation and counterfactuals (every 5 years of the training range) of the scored scan ``name``,
     from its preprocessed volume, in a background job (see collect_latent_job)."""
     from normcore.imaging.latent_pipeline import analyse_prepared
-    from normcore.imaging.pipeline import ScanInput
 
     ss = st.session_state
     result = ss.mri_results[name]
-    scan_input = ScanInput(result.name, result.age, 1 if result.sex == "M" else 0, result.prepared, result.quality)
-    ss.mri_latent_job = Job(analyse_prepared, model, scan_input, model.counterfactual_age_grid(), "both",
+    ss.mri_latent_job = Job(analyse_prepared, model, result.as_input(), model.counterfactual_age_grid(), "both",
                             name="mri-latent").start()
     ss.mri_latent_job_for = (name, result)
     return ss.mri_latent_job

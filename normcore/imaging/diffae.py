@@ -240,15 +240,18 @@ class NormativeDiffusionAutoencoder(LatentSpaceModel):
         """The latent model's scores of the vectors (z and centile per dimension, multivariate scores)."""
         return self.latent_model_.score(self._frame(semantic, ages, sexes), seed=self.seed)
 
+    def matched(self, age: float, sex) -> np.ndarray:
+        """Rows of the ``matched_k`` healthy training scans of the same sex nearest in age (all sexes if none)."""
+        same = np.flatnonzero(self.train_sexes_ == parse_sex(sex))
+        pool = same if same.size else np.arange(len(self.train_ages_))
+        return pool[np.argsort(np.abs(self.train_ages_[pool] - float(age)), kind="stable")[:self.matched_k]]
+
     def cosine_similarity(self, semantic: np.ndarray, ages, sexes) -> np.ndarray:
         """Cosine of each vector with the mean vector of the ``matched_k`` same-sex healthy training scans nearest
         in age (Ijishakin et al.'s score)."""
         out = []
         for s, age, sex in zip(np.atleast_2d(semantic), np.atleast_1d(ages), np.atleast_1d(sexes), strict=True):
-            same = np.flatnonzero(self.train_sexes_ == parse_sex(sex))
-            pool = same if same.size else np.arange(len(self.train_ages_))
-            near = pool[np.argsort(np.abs(self.train_ages_[pool] - float(age)), kind="stable")[:self.matched_k]]
-            ref = self.train_semantic_[near].mean(0)
+            ref = self.train_semantic_[self.matched(age, sex)].mean(0)
             out.append(float(s @ ref / max(np.linalg.norm(s) * np.linalg.norm(ref), 1e-12)))
         return np.array(out)
 
@@ -319,13 +322,9 @@ class NormativeDiffusionAutoencoder(LatentSpaceModel):
         """Coordinates on the principal axis of the healthy training scans, their healthy trend, and ``semantic``'s,
         with the ``matched_k`` same-sex training scans nearest in age (the cosine score's comparison group)."""
         mean, axis = self.principal_axis()
-        code = parse_sex(sex)
         grid = np.linspace(*self.age_range_, 50)
-        same = np.flatnonzero(self.train_sexes_ == code)
-        pool = same if same.size else np.arange(len(self.train_ages_))
-        near = pool[np.argsort(np.abs(self.train_ages_[pool] - float(age)), kind="stable")[:self.matched_k]]
         return {"healthy_age": self.train_ages_, "healthy_sex": np.where(self.train_sexes_ == 1, "M", "F"),
-                "healthy_coord": (self.train_semantic_ - mean) @ axis, "matched": near,
+                "healthy_coord": (self.train_semantic_ - mean) @ axis, "matched": self.matched(age, sex),
                 "trend_age": grid, "trend_coord": (self.semantic_trend(grid, [sex] * len(grid)) - mean) @ axis,
                 "age": float(age), "coord": float((np.ravel(semantic) - mean) @ axis)}
 

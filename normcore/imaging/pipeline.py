@@ -42,6 +42,10 @@ class ScanResult:
     def warnings(self) -> list[str]:
         return self.prepared.warnings + self.score.warnings
 
+    def as_input(self) -> ScanInput:
+        """The scan as preprocessed for this model (to analyse it further without preprocessing it again)."""
+        return ScanInput(self.name, self.age, 1 if self.sex == "M" else 0, self.prepared, self.quality)
+
     @property
     def index_reliable(self) -> bool:
         """False when the scan fails a quality gate: its index and centile are then not to be trusted."""

@@ -9,6 +9,8 @@ between images of one brain on one grid (counterfactuals, ageing trends), not ab
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from scipy import ndimage as ndi
 
@@ -25,10 +27,17 @@ def csf_fraction(volume: np.ndarray) -> np.ndarray:
     return np.clip((TISSUE_LEVEL - np.asarray(volume, np.float32)) / (TISSUE_LEVEL - CSF_LEVEL), 0.0, 1.0)
 
 
-def ventricle_region(grid: ModelGrid) -> np.ndarray:
-    """The template's lateral ventricles on ``grid``, dilated by ``VENTRICLE_MARGIN_MM`` (bool)."""
+@lru_cache(maxsize=4)
+def _region_cached(grid: ModelGrid) -> np.ndarray:
     steps = max(1, int(round(VENTRICLE_MARGIN_MM / grid.spacing_mm)))
-    return ndi.binary_dilation(ventricles_on_grid(grid), iterations=steps)
+    out = ndi.binary_dilation(ventricles_on_grid(grid), iterations=steps)
+    out.setflags(write=False)
+    return out
+
+
+def ventricle_region(grid: ModelGrid) -> np.ndarray:
+    """The template's lateral ventricles on ``grid``, dilated by ``VENTRICLE_MARGIN_MM`` (bool; made once per grid)."""
+    return _region_cached(grid).copy()
 
 
 def ventricle_volume_ml(volumes: np.ndarray, grid: ModelGrid, brains: np.ndarray | None = None) -> np.ndarray:
