@@ -110,7 +110,7 @@ def counterfactual_volumes_figure(healthy: pd.DataFrame, volumes: list[dict], se
     fig.add_trace(go.Scatter(x=own["age"], y=own[measure], mode="markers", name="own age",
                              marker=dict(color=SUBJECT_COLOUR, size=15, symbol="star", line=dict(color="black",
                                                                                                  width=1))))
-    fig.update_layout(title=f"{label[0].upper() + label[1:]} of the counterfactuals against healthy scans",
+    fig.update_layout(title=f"{label[0].upper() + label[1:]} at other ages",
                       xaxis_title="age (years)", yaxis_title=label, template="plotly_white", height=360,
                       margin=dict(l=10, r=10, t=50, b=10))
     return fig
