@@ -259,11 +259,8 @@ def results_section(model) -> None:
     if acq:
         facts += (f"; voxels up to {acq['voxel_mm']:g} mm, brain mask covers {acq['brain_coverage']:.0%} of the "
                   "template brain")
-    n_ref = score.n_reference
-    among = (f"{n_ref} healthy validation scans, so it moves in steps of {100 / n_ref:.1f} points" if n_ref else
-             "the model's healthy validation scans")
-    st.caption(facts + f", {result.seconds:.1f} s. The centile is the scan's rank among {among} (100 = more "
-               "abnormal than all of them).")
+    st.caption(facts + f", {result.seconds:.1f} s. The centile is the scan's rank among {score.reference_text()} "
+               "(100 = more abnormal than all of them).")
     if not result.index_reliable:
         failed = ", ".join(g["gate"] for g in result.quality if not g["passed"])
         st.warning(f"**Index unreliable**: this scan fails the quality gate(s) {failed} (see the table); the "

@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from mri import store_card_metrics  # noqa: E402  (benchmarks/mri.py)
 
-from normcore.imaging.anomaly import abnormality_index, scored_errors, voxel_zmap  # noqa: E402
+from normcore.imaging.anomaly import abnormality_index, voxel_zmap  # noqa: E402
 from normcore.imaging.cohort import find_file, load_cohort  # noqa: E402
 from normcore.imaging.diffae import COUNTERFACTUAL_MODES, NormativeDiffusionAutoencoder  # noqa: E402
 from normcore.imaging.latent_pipeline import analyse_scan  # noqa: E402
@@ -96,8 +96,7 @@ def voxel_indices(ldm: ImagingNormativeModel, vols, brains, ages, sexes, seed: i
     rest = ldm.restore(vols, ages, sexes, ("kl-inpaint",), seed=seed)["kl-inpaint"]
     mean, std = ldm.error_stats_["kl-inpaint"]
     out = []
-    for v, r, b in zip(vols, rest, brains, strict=True):
-        err, scored = scored_errors(v, r, b, ldm.config.error_scale, ldm.config.edge_erosion)
+    for err, scored in zip(*ldm.healthy_errors(vols, rest, brains), strict=True):
         out.append(abnormality_index(voxel_zmap(err, mean, std, scored), scored, 0.01))
     return np.array(out)
 

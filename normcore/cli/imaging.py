@@ -26,6 +26,8 @@ def cmd_mri_fit(args: argparse.Namespace, progress: Progress) -> None:
 
     start = time.perf_counter()
     check_model_destination(args.out, "--out")
+    if args.cross_fit and args.method != "ldm":
+        raise InputError("--cross-fit applies to the restoration model (--method ldm) only")
     overrides = json_object(args.config_overrides, "--config-overrides")
     if args.method == "diffae":
         model = NormativeDiffusionAutoencoder(args.config, semantic_dim=args.semantic_dim, seed=args.seed,
@@ -43,6 +45,12 @@ def cmd_mri_fit(args: argparse.Namespace, progress: Progress) -> None:
         reuse.ae_.to(model.device)
     model.fit(train.volumes, train.brains, train.ages, train.sexes, val.volumes, val.brains, val.ages, val.sexes,
               progress=progress, autoencoder_from=reuse)
+    if args.cross_fit:
+        from normcore.imaging.crossfit import use_cross_fitted_reference
+
+        healthy = cohort.subset(np.r_[tr, va])
+        use_cross_fitted_reference(model, healthy.volumes, healthy.brains, healthy.ages, healthy.sexes,
+                                   ids=healthy.ids, folds=args.cross_fit, progress=progress)
     card = {"data": {"images": str(args.images), "participants": str(args.participants),
                      "masks": str(args.masks) if args.masks else None, "n_scans": len(cohort.ids),
                      "train_ids": train.ids, "validation_ids": val.ids, "test_ids": [cohort.ids[i] for i in te],
@@ -57,7 +65,8 @@ def cmd_mri_fit(args: argparse.Namespace, progress: Progress) -> None:
         print(f"{trained}; diffusion autoencoder with a {model.semantic_dim}-dimensional semantic latent -> {args.out}")
     else:
         ref = model.reference_["kl-inpaint"]["top1"]
-        print(f"{trained}; healthy index (top 1%) median {np.median(ref):.2f} -> {args.out}")
+        print(f"{trained}; healthy index (top 1%) median {np.median(ref):.2f} over {len(ref)} "
+              f"{model.reference_info_['scheme']} reference scans -> {args.out}")
 
 
 def cmd_mri_score(args: argparse.Namespace, progress: Progress) -> None:
@@ -73,7 +82,7 @@ def cmd_mri_score(args: argparse.Namespace, progress: Progress) -> None:
                         register=not args.no_register, method=args.method, seed=args.seed, progress=progress)
     export_maps(result, args.out)
     print(f"abnormality index (top 1%) {result.score.index['top1']:.2f}, centile {result.score.centile['top1']:.0f} "
-          f"among healthy validation scans; maps -> {args.out} ({result.seconds:.1f} s)")
+          f"among {result.score.reference_text()}; maps -> {args.out} ({result.seconds:.1f} s)")
     for w in result.warnings:
         print(f"warning: {w}")
     if not result.index_reliable:
@@ -135,6 +144,10 @@ def add_parsers(sub, common) -> None:
     f.add_argument("--covariate-dropout", type=float_between(0, 1, hi_open=True), default=COVARIATE_DROPOUT,
                    help="share of training scans whose age and sex the denoiser is not given, so that the semantic "
                         "vector carries their effects (--method diffae)")
+    f.add_argument("--cross-fit", type=int_at_least(0), default=0, metavar="K",
+                   help="base the voxel z statistics and the index's healthy reference on every training and "
+                        "validation scan, each restored by one of K extra denoisers trained without its fold "
+                        "(K more latent-diffusion trainings; 5 is a good choice; 0: the validation scans only)")
     f.add_argument("--seed", type=SEED, default=0)
     common(f)
     f.set_defaults(func=cmd_mri_fit, wants_progress=True)

@@ -24,7 +24,9 @@ class ImagingConfig:
     error_scale: ``"scan-median"`` divides each anomaly map by the scan's own median error inside the brain before
     the voxel statistics (a scan-wide misfit of intensity or registration is not a lesion), ``"none"`` keeps it;
     edge_erosion: voxels of the brain's edge left out of the z-map and the index (where registration and masking
-    errors live). Both default to the behaviour of models fitted before them (BENCHMARKS.md: quiet z-maps).
+    errors live); error_power: exponent of that (scaled) map before the voxel statistics, 2/3 to make absolute errors
+    nearly Gaussian so that z > 3 flags few healthy voxels (:func:`~normcore.imaging.anomaly.scored_errors`). All three
+    default to the behaviour of models fitted before them (BENCHMARKS.md: quiet z-maps, cross-fitted reference).
     """
 
     grid: dict
@@ -52,6 +54,7 @@ class ImagingConfig:
     clip_x0: float = 6.0
     error_scale: str = "none"
     edge_erosion: int = 0
+    error_power: float = 1.0
 
     ERROR_SCALES = ("none", "scan-median")
 
@@ -60,6 +63,9 @@ class ImagingConfig:
             raise InputError(f"error_scale {self.error_scale!r}: use one of {list(self.ERROR_SCALES)}")
         if not isinstance(self.edge_erosion, int) or isinstance(self.edge_erosion, bool) or self.edge_erosion < 0:
             raise InputError(f"edge_erosion {self.edge_erosion!r}: a number of voxels, 0 or more")
+        if isinstance(self.error_power, bool) or not isinstance(self.error_power, int | float) \
+                or not 0 < self.error_power <= 1:
+            raise InputError(f"error_power {self.error_power!r}: a number in (0, 1]")
 
     @classmethod
     def keys(cls) -> list[str]:
@@ -97,13 +103,13 @@ PRESETS: dict[str, ImagingConfig] = {
                          heads=4, ae_epochs=30, ae_batch=4, ae_lr=2e-3, kl_weight=1e-4, dit_steps=2500, dit_batch=16,
                          dit_lr=3e-4, ema_decay=0.995, vlb_weight=1e-3, timesteps=1000,
                          levels=[50, 100, 150, 200, 250, 300, 350, 400], ddim_steps=8, plain_level=250, chunk=4,
-                         error_scale="scan-median", edge_erosion=1),
+                         error_scale="scan-median", edge_erosion=1, error_power=2 / 3),
     # 2 mm grid, 8 mm latent, 1200 latent tokens: the same code at GPU scale.
     "gpu": ImagingConfig(grid=GPU_GRID.to_dict(), ae_channels=[32, 64, 128], latent_channels=4, patch=2, dim=384,
                          depth=8, heads=6, ae_epochs=200, ae_batch=4, ae_lr=1e-3, kl_weight=1e-4, dit_steps=30000,
                          dit_batch=32, dit_lr=2e-4, ema_decay=0.999, vlb_weight=1e-3, timesteps=1000,
                          levels=[50, 100, 150, 200, 250, 300, 350, 400, 450, 500], ddim_steps=20, plain_level=250,
-                         chunk=8, error_scale="scan-median", edge_erosion=1),
+                         chunk=8, error_scale="scan-median", edge_erosion=1, error_power=2 / 3),
     # For tests only: seconds on a CPU.
     "tiny": ImagingConfig(grid=ModelGrid(10.0, (16, 16, 16)).to_dict(), ae_channels=[4, 8], latent_channels=2, patch=2,
                           dim=32, depth=1, heads=2, ae_epochs=2, ae_batch=4, ae_lr=2e-3, kl_weight=1e-4, dit_steps=20,

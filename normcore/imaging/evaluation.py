@@ -8,10 +8,12 @@ from collections.abc import Callable
 
 import numpy as np
 
-from normcore.imaging.anomaly import abnormality_index, anomaly_map, scored_errors, voxel_zmap
+from normcore.imaging.anomaly import abnormality_index, anomaly_map, centile_among, voxel_zmap
 from normcore.imaging.model import METHODS, ImagingNormativeModel
 from normcore.imaging.synthetic import lesion_volume_ml
 from normcore.metrics.imaging import best_dice, mae, psnr, ssim3d, subject_auc, voxel_auprc
+
+Z_THRESHOLD = 3.0  # a voxel above it counts as abnormal in the healthy false-positive share
 
 
 def evaluate_restoration(model: ImagingNormativeModel, vols: np.ndarray, brains: np.ndarray, ages, sexes,
@@ -42,14 +44,14 @@ def evaluate_restoration(model: ImagingNormativeModel, vols: np.ndarray, brains:
     for method in [m for m in METHODS if m in restored]:
         rest = restored[method]
         err = np.stack([anomaly_map(v, r, b) for v, r, b in zip(vols, rest, brains, strict=True)])
-        pairs = [scored_errors(v, r, b, model.config.error_scale, model.config.edge_erosion)
-                 for v, r, b in zip(vols, rest, brains, strict=True)]
-        scored = np.stack([m for _, m in pairs])
+        maps, scored = model.healthy_errors(vols, rest, brains)
         mean, std = model.error_stats_[method]
-        z = np.stack([voxel_zmap(e, mean, std, b) for (e, _), b in zip(pairs, scored, strict=True)])
+        z = np.stack([voxel_zmap(e, mean, std, b) for e, b in zip(maps, scored, strict=True)])
         index = np.array([abnormality_index(zz, b, 0.01) for zz, b in zip(z, scored, strict=True)])
         index5 = np.array([abnormality_index(zz, b, 0.05) for zz, b in zip(z, scored, strict=True)])
         les = ~healthy
+        above = np.array([(zz[b] > Z_THRESHOLD).mean() for zz, b in zip(z[healthy], scored[healthy], strict=True)])
+        centiles = np.array([centile_among(v, model.reference_[method]["top1"]) for v in index[healthy]])
         row = {
             "healthy_mae": float(np.mean([mae(v, r, b) for v, r, b in zip(vols[healthy], rest[healthy],
                                                                           brains[healthy], strict=True)])),
@@ -65,6 +67,9 @@ def evaluate_restoration(model: ImagingNormativeModel, vols: np.ndarray, brains:
             "best_dice_z": best_dice(z[les], truth[les], brains[les])[0],
             "index_healthy_median": float(np.median(index[healthy])),
             "index_lesion_median": float(np.median(index[les])),
+            "healthy_share_z_above_3": float(above.mean()), "healthy_share_z_above_3_max": float(above.max()),
+            "healthy_centile_median": float(np.median(centiles)),
+            "healthy_centile_share_above_95": float((centiles > 95).mean()),
         }
         if healthy_of is not None:
             pairs = [(i, int(h)) for i, h in enumerate(healthy_of) if h >= 0]

@@ -3,7 +3,8 @@
 Stage 1 is a 3D KL autoencoder; stage 2 a transformer denoiser with adaptive layer norm over latent
 patches, conditioned on timestep, age and sex, with learned variance. A healthy validation cohort
 calibrates the KL mask (per-element 95th percentiles), the voxel z-maps (per-voxel error mean and
-standard deviation) and the reference distribution of the abnormality index (leave-one-out).
+standard deviation) and the reference distribution of the abnormality index (leave-one-out); the last two
+can instead rest on every healthy scan through cross-fitting (:mod:`.crossfit`).
 """
 
 from __future__ import annotations
@@ -59,6 +60,16 @@ class ImagingScore:
     latent_mask_share: float | None = None
     warnings: list[str] = field(default_factory=list)
     n_reference: int | None = None  # healthy scans the centile ranks among (its resolution is 100 / n_reference)
+    reference_scheme: str = "validation"  # how they were restored: "validation" or "cross-fitted" (crossfit.py)
+
+    def reference_text(self) -> str:
+        """The healthy reference of the centile in words, with its size and resolution."""
+        if not self.n_reference:
+            return "the model's healthy reference scans"
+        what = (f"{self.n_reference} healthy scans, each restored by a denoiser that never trained on it "
+                "(cross-fitted)" if self.reference_scheme == "cross-fitted" else
+                f"{self.n_reference} healthy validation scans")
+        return f"{what}, in steps of {100 / self.n_reference:.1f} centile points"
 
 
 class ImagingNormativeModel(LatentSpaceModel):
@@ -85,6 +96,19 @@ class ImagingNormativeModel(LatentSpaceModel):
         """
         progress = as_progress(progress)
         self._check_sizes(len(volumes), len(val_volumes))
+        start = time.perf_counter()
+        ae_s, dit_s = self.fit_stages(volumes, ages, sexes, progress, autoencoder_from)
+        self.calibrate(val_volumes, val_brains, val_ages, val_sexes, progress)
+        self.training_ = {"n_train": int(len(volumes)), "n_validation": int(len(val_volumes)),
+                          "autoencoder_s": round(ae_s, 1), "diffusion_s": round(dit_s, 1),
+                          "total_s": round(time.perf_counter() - start, 1), "device": str(self.device)}
+        return self
+
+    def fit_stages(self, volumes: np.ndarray, ages, sexes, progress: Progress | None = None,
+                   autoencoder_from: ImagingNormativeModel | None = None) -> tuple[float, float]:
+        """Train the first stage (or reuse ``autoencoder_from``'s) and the latent denoiser, without calibrating;
+        returns the seconds of each stage."""
+        progress = as_progress(progress)
         cfg, start = self.config, time.perf_counter()
         self._build()
         mean, logvar = self._fit_first_stage(volumes, ages, progress, autoencoder_from)
@@ -94,34 +118,50 @@ class ImagingNormativeModel(LatentSpaceModel):
         self.denoiser_, self.history_["dit_loss"] = train_denoiser(
             self.denoiser_, self.schedule, mean, logvar, self._cond(ages, sexes), cfg.dit_steps, cfg.dit_batch,
             cfg.dit_lr, cfg.ema_decay, cfg.vlb_weight, cfg.clip_x0, self.seed, progress)
-        dit_s = time.perf_counter() - start - ae_s
-        self.calibrate(val_volumes, val_brains, val_ages, val_sexes, progress)
-        self.training_ = {"n_train": int(len(volumes)), "n_validation": int(len(val_volumes)),
-                          "autoencoder_s": round(ae_s, 1), "diffusion_s": round(dit_s, 1),
-                          "total_s": round(time.perf_counter() - start, 1), "device": str(self.device)}
-        return self
+        return ae_s, time.perf_counter() - start - ae_s
 
     @torch.no_grad()
     def calibrate(self, volumes: np.ndarray, brains: np.ndarray, ages, sexes, progress: Progress | None = None) -> None:
-        """KL-mask thresholds, voxel error statistics and reference indices from healthy scans."""
+        """KL-mask thresholds, voxel error statistics and leave-one-out reference indices from one healthy cohort."""
         progress = as_progress(progress)
+        progress.update("calibration", 0, 2)
+        self.calibrate_kl(volumes, ages, sexes)
+        restored = self.restore(volumes, ages, sexes, METHODS, progress=progress)
+        self.set_reference({m: self.healthy_errors(volumes, restored[m], brains) for m in METHODS},
+                           {"scheme": "validation", "n": int(len(volumes))})
+        progress.update("calibration", 2, 2)
+
+    @torch.no_grad()
+    def calibrate_kl(self, volumes: np.ndarray, ages, sexes) -> None:
+        """Per-level, per-element 95th percentiles of the step KL over healthy scans the denoiser did not train on
+        (the healthy side of the KL-guided inpainting mask)."""
         z0, _ = self.encode(volumes)
         gen = torch.Generator(device=self.device).manual_seed(self.seed + 1)
-        progress.update("calibration", 0, 2)
         self.kl_p95_ = healthy_kl_quantile(self.schedule, self.denoiser_, z0, self._cond(ages, sexes),
-                                           self.config.levels, self.config.clip_x0, 0.95, gen)
-        self.kl_p95_ = self.kl_p95_.to(self.device)
-        brains = np.asarray(brains, bool)
-        restored = self.restore(volumes, ages, sexes, METHODS, progress=progress)
-        self.error_stats_, self.reference_ = {}, {}
+                                           self.config.levels, self.config.clip_x0, 0.95, gen).to(self.device)
+
+    def healthy_errors(self, volumes: np.ndarray, restorations: np.ndarray, brains: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """Scored error maps and scored voxels (both (N, X, Y, Z)) of scans and their restorations
+        (:func:`~normcore.imaging.anomaly.scored_errors` with this model's configuration)."""
         cfg = self.config
+        pairs = [scored_errors(v, r, b, cfg.error_scale, cfg.edge_erosion, cfg.error_power)
+                 for v, r, b in zip(volumes, restorations, np.asarray(brains, bool), strict=True)]
+        return np.stack([e for e, _ in pairs]), np.stack([m for _, m in pairs])
+
+    def set_reference(self, errors: dict[str, tuple[np.ndarray, np.ndarray]], info: dict) -> None:
+        """Voxel error statistics and the index's healthy reference from healthy error maps, per method.
+
+        ``errors[method]`` = (scored error maps, scored voxels) of healthy scans restored by a denoiser that did
+        not train on them; each scan's reference index uses the other scans' statistics (leave-one-out), so no scan
+        is its own reference. ``info`` describes the reference (``scheme``, ``n``, ...) for the model card.
+        """
+        self.error_stats_, self.reference_ = {}, {}
         for method in METHODS:
-            pairs = [scored_errors(v, r, b, cfg.error_scale, cfg.edge_erosion) for v, r, b in
-                     zip(volumes, restored[method], brains, strict=True)]
-            errors, scored = np.stack([e for e, _ in pairs]), np.stack([m for _, m in pairs])
-            self.error_stats_[method] = healthy_error_stats(errors, scored)
-            self.reference_[method] = {k: leave_one_out_indices(errors, scored, top) for k, top in TOPS.items()}
-        progress.update("calibration", 2, 2)
+            maps, scored = errors[method]
+            self.error_stats_[method] = healthy_error_stats(maps, scored)
+            self.reference_[method] = {k: leave_one_out_indices(maps, scored, top) for k, top in TOPS.items()}
+        self.reference_info_ = dict(info)
 
     # ------------------------------------------------------------------------------------ inference
     @torch.no_grad()
@@ -167,14 +207,14 @@ class ImagingNormativeModel(LatentSpaceModel):
         restored = self.restore(volume, [age], [sex], (method,), seed=seed, progress=progress)
         brain = np.asarray(brain, bool)
         err = anomaly_map(volume, restored[method][0], brain)
-        scaled, scored = scored_errors(volume, restored[method][0], brain, self.config.error_scale,
-                                       self.config.edge_erosion)
+        (scaled,), (scored,) = self.healthy_errors(np.asarray(volume)[None], restored[method], brain[None])
         z = voxel_zmap(scaled, *self.error_stats_[method], scored)
         index = {k: abnormality_index(z, scored, top) for k, top in TOPS.items()}
         centile = {k: centile_among(v, self.reference_[method][k]) for k, v in index.items()}
         share = float(restored["kl-inpaint_mask"][0]) if method == "kl-inpaint" else None
         n_reference = int(np.isfinite(np.asarray(self.reference_[method]["top1"], float)).sum())
-        return ImagingScore(method, restored[method][0], err, z, index, centile, share, warnings, n_reference)
+        return ImagingScore(method, restored[method][0], err, z, index, centile, share, warnings, n_reference,
+                            self.reference_info_.get("scheme", "validation"))
 
     # ----------------------------------------------------------------------------------- persistence
     def save(self, path, card_extra: dict | None = None):
@@ -192,7 +232,8 @@ class ImagingNormativeModel(LatentSpaceModel):
                 "config": self.config.to_dict(), "seed": self.seed,
                 "age_mean": self.age_mean_, "age_std": self.age_std_, "age_range": list(self.age_range_),
                 "sex_coding": {"0": "F", "1": "M"}, "training": getattr(self, "training_", {}),
-                "history": getattr(self, "history_", {}), **(card_extra or {})}
+                "history": getattr(self, "history_", {}), "reference": getattr(self, "reference_info_", {}),
+                **(card_extra or {})}
         return save_model_dir(path, tensors, card)
 
     @classmethod
@@ -218,6 +259,8 @@ class ImagingNormativeModel(LatentSpaceModel):
         model.age_mean_, model.age_std_ = card["age_mean"], card["age_std"]
         model.age_range_ = tuple(card["age_range"])
         model.training_, model.history_ = card.get("training", {}), card.get("history", {})
+        model.reference_info_ = card.get("reference") or {  # cards before cross-fitting: the validation cohort
+            "scheme": "validation", "n": int(np.isfinite(model.reference_["kl-inpaint"]["top1"]).sum())}
         model.acquisition_ = card.get("acquisition")  # the training scans' envelope (None: cards before it)
         model.card_ = card
         return model

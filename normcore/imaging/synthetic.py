@@ -463,6 +463,29 @@ def lesion_masks(grid: ModelGrid, n: int, seed: int, lesion_dir: str | Path | No
     return [_synthetic_lesion(grid, wm, rng, lo, hi) for _ in range(n)]
 
 
+def spherical_lesions(grid: ModelGrid, brains: np.ndarray, volume_ml: float, seed: int) -> list[np.ndarray]:
+    """One ball of ``volume_ml`` per brain mask in ``brains`` (N, X, Y, Z), centred in template white matter.
+
+    The centre is a random voxel of the template's white matter (WM probability > 0.5 on the grid) at least the
+    ball's radius inside the subject's brain; the ball is the grid voxels whose centres lie within the radius
+    ``(3 V / 4 pi)^(1/3)`` of it (so its volume on the grid is ``volume_ml`` up to the voxel discretisation),
+    intersected with the brain. Raises when no white-matter voxel is that deep inside a brain.
+    """
+    rng = np.random.default_rng(seed)
+    radius_vox = (3 * volume_ml * 1000.0 / (4 * np.pi)) ** (1 / 3) / grid.spacing_mm
+    wm = _wm_cached(grid)
+    coords = np.indices(grid.shape, dtype=np.float32)
+    out = []
+    for brain in np.asarray(brains, bool):
+        depth = ndi.distance_transform_edt(brain)
+        centres = np.argwhere(wm & (depth >= radius_vox))
+        if not len(centres):
+            raise InputError(f"no white-matter voxel lies {radius_vox * grid.spacing_mm:.0f} mm inside a brain mask")
+        c = centres[rng.integers(len(centres))].reshape(3, 1, 1, 1)
+        out.append((((coords - c) ** 2).sum(0) <= radius_vox ** 2) & brain)
+    return out
+
+
 def implant_lesion(volume: np.ndarray, lesion: np.ndarray, grid: ModelGrid, contrast: float = 0.5,
                    seed: int | None = None) -> np.ndarray:
     """A copy of ``volume`` with a T1-hypointense lesion: intensity pulled down towards ``contrast`` x WM level.

@@ -46,10 +46,14 @@ def test_mri_fit_then_score_writes_maps_in_scan_space(scan_folder, tmp_path, cap
     model_dir = tmp_path / "model"
     rc = main(["mri-fit", "--images", str(scan_folder / "t1"), "--participants", str(scan_folder / "participants.csv"),
                "--config", "tiny", "--holdout", "2", "--validation", "0.4", "--out", str(model_dir), "--quiet",
-               "--device", "cpu"])
+               "--device", "cpu", "--cross-fit", "2"])
     assert rc == 0 and (model_dir / "model.safetensors").is_file()
     card = json.loads((model_dir / "model.json").read_text())
     assert len(card["data"]["test_ids"]) == 2 and not set(card["data"]["test_ids"]) & set(card["data"]["train_ids"])
+    # the reference rests on every healthy scan that is not held out, each restored out of fold
+    healthy = card["data"]["train_ids"] + card["data"]["validation_ids"]
+    assert card["reference"]["scheme"] == "cross-fitted" and card["reference"]["n"] == 10
+    assert sorted(card["reference"]["ids"]) == sorted(healthy) and card["reference"]["folds"] == 2
     scan = scan_folder / "t1" / f"{card['data']['test_ids'][0]}_T1.nii.gz"
     out = tmp_path / "out"
     rc = main(["mri-score", str(model_dir), str(scan), "--age", "40", "--sex", "F", "--out", str(out), "--quiet",
@@ -62,6 +66,7 @@ def test_mri_fit_then_score_writes_maps_in_scan_space(scan_folder, tmp_path, cap
         assert img.shape == native.shape and np.allclose(img.affine, native.affine)
     result = json.loads((out / "result.json").read_text())
     assert set(result["abnormality_index"]) == {"top1", "top5"} and result["sex"] == "F"
+    assert result["healthy_reference_n"] == 10 and result["healthy_reference_scheme"] == "cross-fitted"
     assert 0 <= result["healthy_centile"]["top1"] <= 100
     rc = main(["mri-score", str(model_dir), str(scan), "--age", "40", "--sex", "1", "--out", str(out / "m"),
                "--method", "autoencoder", "--quiet", "--device", "cpu"])
@@ -99,6 +104,9 @@ def test_mri_score_refuses_bad_inputs_with_messages(scan_folder, tmp_path, capsy
     rc = main(["mri-fit", "--images", str(tmp_path), "--participants", str(scan_folder / "participants.csv"),
                "--out", str(tmp_path / "m"), "--config", "tiny"])
     assert rc == 2 and "no scan in" in capsys.readouterr().err
+    rc = main(["mri-fit", "--images", str(scan_folder / "t1"), "--participants", str(scan_folder / "participants.csv"),
+               "--out", str(tmp_path / "m"), "--config", "tiny", "--method", "diffae", "--cross-fit", "3"])
+    assert rc == 2 and "--cross-fit applies to the restoration model" in capsys.readouterr().err
 
 
 def test_participants_table_validation(tmp_path):

@@ -51,9 +51,13 @@ def test_z_map_settings_are_checked_and_old_cards_keep_their_behaviour():
     from normcore.imaging.config import ImagingConfig
 
     cpu = ImagingConfig.preset("cpu")
-    assert (cpu.error_scale, cpu.edge_erosion) == ("scan-median", 1)  # new fits
-    old = {k: v for k, v in cpu.to_dict().items() if k not in ("error_scale", "edge_erosion")}
-    assert (ImagingConfig.from_dict(old).error_scale, ImagingConfig.from_dict(old).edge_erosion) == ("none", 0)
+    assert (cpu.error_scale, cpu.edge_erosion, cpu.error_power) == ("scan-median", 1, 2 / 3)  # new fits
+    old = ImagingConfig.from_dict({k: v for k, v in cpu.to_dict().items()
+                                   if k not in ("error_scale", "edge_erosion", "error_power")})
+    assert (old.error_scale, old.edge_erosion, old.error_power) == ("none", 0, 1.0)
+    for bad in (0, 1.5, True, "2/3"):
+        with pytest.raises(InputError, match="error_power"):
+            cpu.replace(error_power=bad)
     with pytest.raises(InputError, match="error_scale"):
         cpu.replace(error_scale="scan-mean")
     with pytest.raises(InputError, match="edge_erosion"):

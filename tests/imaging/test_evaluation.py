@@ -30,4 +30,6 @@ def test_every_method_gets_every_metric_on_a_labelled_cohort(tiny_imaging_model,
         for key in ("healthy_mae", "auc_top1", "voxel_auprc_anomaly", "best_dice_z", "pseudo_healthy_mae_lesion"):
             assert np.isfinite(row[key]), (method, key)
         assert 0 <= row["auc_top1"] <= 1 and 0 <= row["voxel_auprc_z"] <= 1
+        assert 0 <= row["healthy_share_z_above_3"] <= row["healthy_share_z_above_3_max"] <= 1
+        assert 0 <= row["healthy_centile_median"] <= 100 and row["healthy_centile_share_above_95"] in (0, 0.5, 1)
     assert out["methods"]["kl-inpaint"]["latent_mask_share_lesion"] >= 0

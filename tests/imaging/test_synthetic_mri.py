@@ -17,6 +17,7 @@ from normcore.imaging.synthetic import (
     lesion_volume_ml,
     make_benchmark,
     real_lesion_masks,
+    spherical_lesions,
     white_matter_on_grid,
 )
 
@@ -182,3 +183,18 @@ def test_real_lesion_masks_on_the_grid():
     b = make_benchmark(GRID, 0, 1, seed=0, lesion_dir=LESION_DIR)
     assert b["lesion_source"] == "real"
 
+
+
+def test_spherical_lesions_have_the_volume_asked_for_inside_the_brain():
+    grid = GRID
+    _, brain = template_on_grid(grid)
+    masks = spherical_lesions(grid, np.stack([brain, brain]), 5.0, seed=0)
+    wm = white_matter_on_grid(grid)
+    for m in masks:
+        assert 4.0 <= lesion_volume_ml(m, grid) <= 6.0  # 78 voxels of 64 ul, up to the discretisation
+        assert not (m & ~brain).any()
+        centre = np.round(np.argwhere(m).mean(0)).astype(int)
+        assert wm[tuple(centre)] and ndi.label(m)[1] == 1  # one compact ball centred in white matter
+    assert not np.array_equal(masks[0], masks[1])
+    with pytest.raises(InputError, match="inside a brain mask"):
+        spherical_lesions(grid, np.zeros((1, *grid.shape), bool), 5.0, seed=0)
