@@ -57,6 +57,12 @@ LESIONS = SHARED / "lesion_masks_mni"
 CF_AGES = (30.0, 50.0, 70.0)
 
 
+def cf_variants(guidances: tuple[float, ...]) -> list[tuple[str, str, float]]:
+    """(result key, mode, age guidance): every mode plainly, then mode "both" at each other guidance scale."""
+    return [(mode, mode, 1.0) for mode in COUNTERFACTUAL_MODES] + [(f"both_guidance_{w:g}", "both", w)
+                                                                   for w in guidances if w != 1.0]
+
+
 def cached_cohort(ids: list[str], grid, cache: Path | None):
     """IXI scans of ``ids`` on ``grid`` (registered with their label masks), from a cache file when one exists."""
     key = hashlib.sha256(json.dumps([ids, grid.to_dict()]).encode()).hexdigest()[:16]
@@ -139,20 +145,21 @@ def slope_per_decade(ages: np.ndarray, values: np.ndarray) -> float:
     return float(np.polyfit(np.asarray(ages, float), np.asarray(values, float), 1)[0] * 10)
 
 
-def counterfactual_trend(dae: NormativeDiffusionAutoencoder, vols, brains, ages, sexes) -> dict:
+def counterfactual_trend(dae: NormativeDiffusionAutoencoder, vols, brains, ages, sexes,
+                         guidances: tuple[float, ...] = ()) -> dict:
     """Per mode: mean within-subject slope (ml per decade) of ventricle and tissue volume over CF_AGES, next to the
     healthy cohort's cross-sectional slopes and volumes at those ages."""
     healthy = dae.healthy_volumes()
     out = {"healthy": {"ventricle_ml_per_decade": round(slope_per_decade(healthy.age, healthy.ventricle_ml), 3),
                        "tissue_ml_per_decade": round(slope_per_decade(healthy.age, healthy.tissue_ml), 2),
                        "n": len(healthy)}}
-    for mode in COUNTERFACTUAL_MODES:
+    for key, mode, w in cf_variants(guidances):
         vent, tissue = [], []
         for v, b, a, s in zip(vols, brains, ages, sexes, strict=True):
-            cf = dae.counterfactual(v, a, s, CF_AGES, mode)
+            cf = dae.counterfactual(v, a, s, CF_AGES, mode, age_guidance=w)
             vent.append(slope_per_decade(CF_AGES, ventricle_volume_ml(cf.volumes, dae.grid, b)))
             tissue.append(slope_per_decade(CF_AGES, tissue_volume_ml(cf.volumes, b[None], dae.grid)))
-        out[mode] = {"ventricle_ml_per_decade": round(float(np.mean(vent)), 3),
+        out[key] = {"ventricle_ml_per_decade": round(float(np.mean(vent)), 3),
                      "ventricle_slope_sd": round(float(np.std(vent)), 3),
                      "share_ventricles_growing": round(float(np.mean(np.array(vent) > 0)), 2),
                      "tissue_ml_per_decade": round(float(np.mean(tissue)), 2)}
@@ -174,7 +181,8 @@ def timings(dae: NormativeDiffusionAutoencoder, ids: list[str], ages, sexes) -> 
                                              "all": [round(x, 2) for x in cfs]}}
 
 
-def ixi_part(model_dir: Path, ldm_dir: Path, seed: int, cache: Path | None) -> dict:
+def ixi_part(model_dir: Path, ldm_dir: Path, seed: int, cache: Path | None, guidances: tuple[float, ...] = ()
+             ) -> dict:
     dae = NormativeDiffusionAutoencoder.load(model_dir)
     ldm = ImagingNormativeModel.load(ldm_dir)
     data = dae.card_.get("data", {})
@@ -198,7 +206,7 @@ def ixi_part(model_dir: Path, ldm_dir: Path, seed: int, cache: Path | None) -> d
                               "n_reference": int(np.isfinite(dae.reference_d2_).sum())}
     res["lesion_auc"] = aucs(healthy, patients, vox_h, vox_p)
     print("lesion AUC", res["lesion_auc"], flush=True)
-    res["counterfactual_trend"] = counterfactual_trend(dae, vte, bte, ate, ste)
+    res["counterfactual_trend"] = counterfactual_trend(dae, vte, bte, ate, ste, guidances)
     print("counterfactual trend", res["counterfactual_trend"], flush=True)
     res["time_per_scan"] = timings(dae, data["test_ids"], ate, ste)
     print("time", res["time_per_scan"], flush=True)
@@ -206,7 +214,8 @@ def ixi_part(model_dir: Path, ldm_dir: Path, seed: int, cache: Path | None) -> d
 
 
 def synthetic_part(ae_dir: Path, seed: int, n_train: int, n_val: int, n_test: int, overrides: dict,
-                   covariate_dropout: float, voxel_index: bool = True) -> dict:
+                   covariate_dropout: float, voxel_index: bool = True, guidances: tuple[float, ...] = (),
+                   save: Path | None = None, reuse: Path | None = None) -> dict:
     source = ImagingNormativeModel.load(ae_dir, device="cpu")
     dae = NormativeDiffusionAutoencoder(source.config_name, seed=seed, covariate_dropout=covariate_dropout,
                                         **overrides)
@@ -218,10 +227,17 @@ def synthetic_part(ae_dir: Path, seed: int, n_train: int, n_val: int, n_test: in
     vols, brains = gen.healthy(ages, sexes, seed=seed)
     tr, va = slice(0, n_train), slice(n_train, None)
     t = time.perf_counter()
-    dae.fit(vols[tr], brains[tr], ages[tr], sexes[tr], vols[va], brains[va], ages[va], sexes[va],
-            autoencoder_from=source)
-    dae_s = time.perf_counter() - t
-    print(f"synthetic diffae trained in {dae_s:.0f} s", flush=True)
+    if reuse is not None:  # a synthetic diffae saved by an earlier run with the same seed and sizes
+        dae = NormativeDiffusionAutoencoder.load(reuse)
+        if dae.training_.get("n_train") != n_train:
+            sys.exit(f"{reuse} was trained on {dae.training_.get('n_train')} synthetic scans, not {n_train}")
+    else:
+        dae.fit(vols[tr], brains[tr], ages[tr], sexes[tr], vols[va], brains[va], ages[va], sexes[va],
+                autoencoder_from=source)
+        print(f"synthetic diffae trained in {time.perf_counter() - t:.0f} s", flush=True)
+        if save is not None:
+            dae.save(save, card_extra={"data": {"synthetic": "benchmarks/mri_diffae.py", "seed": seed,
+                                                "n_train": n_train, "n_val": n_val}})
     if voxel_index:
         ldm.fit(vols[tr], brains[tr], ages[tr], sexes[tr], vols[va], brains[va], ages[va], sexes[va],
                 autoencoder_from=source)
@@ -257,16 +273,17 @@ def synthetic_part(ae_dir: Path, seed: int, n_train: int, n_val: int, n_test: in
     true_dv = ventricle_volume_ml(older_v, grid, healthy_b) - ventricle_volume_ml(healthy_v, grid, healthy_b)
     true_diff = older_v - healthy_v
     res["counterfactual_validity"] = {"true_ventricle_change_ml_mean": round(float(true_dv.mean()), 3)}
-    for mode in COUNTERFACTUAL_MODES:
+    for key, mode, w in cf_variants(guidances):
         cf_dv, map_r = [], []
         for i in range(n_test):
-            cf = dae.counterfactual(healthy_v[i], test_ages[i], test_sexes[i], [test_ages[i] + 20], mode)
+            cf = dae.counterfactual(healthy_v[i], test_ages[i], test_sexes[i], [test_ages[i] + 20], mode,
+                                    age_guidance=w)
             cf_dv.append(float(ventricle_volume_ml(cf.volumes[0], grid, healthy_b[i])
                                - ventricle_volume_ml(cf.reconstruction, grid, healthy_b[i])))
             inside = healthy_b[i]
             map_r.append(float(np.corrcoef(cf.differences()[0][inside], true_diff[i][inside])[0, 1]))
         cf_dv = np.array(cf_dv)
-        res["counterfactual_validity"][mode] = {
+        res["counterfactual_validity"][key] = {
             "ventricle_change_ml_mean": round(float(cf_dv.mean()), 3),
             "ventricle_change_r": round(float(np.corrcoef(cf_dv, true_dv)[0, 1]), 3),
             "difference_map_r_mean": round(float(np.mean(map_r)), 3)}
@@ -298,6 +315,9 @@ def main() -> None:
     ap.add_argument("--parts-key", default="",
                     help="suffix of the result keys (e.g. to keep two variants side by side)")
     ap.add_argument("--cache", default=None, help="folder for preprocessed IXI volumes (reused between runs)")
+    ap.add_argument("--guidance", default="1", help="age-guidance scales (mode both), e.g. 1,3,6")
+    ap.add_argument("--save-synthetic", default=None, help="save the synthetic part's diffusion autoencoder here")
+    ap.add_argument("--synthetic-from", default=None, help="reuse a diffusion autoencoder saved by --save-synthetic")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "mri_diffae.json"))
     ap.add_argument("--update-card", action="store_true", help="store the IXI results in the model card's metrics")
     args = ap.parse_args()
@@ -312,9 +332,11 @@ def main() -> None:
                   torch=torch.__version__)
     parts = args.parts.split(",")
     cache = Path(args.cache) if args.cache else None
+    guidances = tuple(float(w) for w in args.guidance.split(","))
     if "ixi" in parts:
         start = time.perf_counter()
-        result["ixi" + args.parts_key] = ixi = ixi_part(Path(args.model), Path(args.ldm), args.seed, cache)
+        result["ixi" + args.parts_key] = ixi = ixi_part(Path(args.model), Path(args.ldm), args.seed, cache,
+                                                        guidances)
         ixi["wall_s"] = round(time.perf_counter() - start)
         if args.update_card and "brain_age" in ixi:
             update_card(Path(args.model), ixi)
@@ -323,7 +345,9 @@ def main() -> None:
         n_train, n_val, n_test = (int(x) for x in args.synthetic_n.split(","))
         result["synthetic" + args.parts_key] = synthetic_part(Path(args.ldm), args.seed, n_train, n_val, n_test,
                                              json.loads(args.synthetic_overrides), args.covariate_dropout,
-                                             not args.no_voxel_index)
+                                             not args.no_voxel_index, guidances,
+                                             Path(args.save_synthetic) if args.save_synthetic else None,
+                                             Path(args.synthetic_from) if args.synthetic_from else None)
         result["synthetic" + args.parts_key]["wall_s"] = round(time.perf_counter() - start)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     latest = json.loads(out_path.read_text()) if out_path.is_file() else {}  # parts run meanwhile are kept

@@ -100,13 +100,17 @@ def cmd_mri_score(args: argparse.Namespace, progress: Progress) -> None:
 
 
 def cmd_mri_latent(args: argparse.Namespace, progress: Progress) -> None:
+    from normcore.imaging.diffae import check_guidance
     from normcore.imaging.latent_pipeline import analyse_scan, export_latent, parse_ages
     from normcore.registry import load_model
 
     ages = parse_ages(args.at_ages)  # refused before the model loads
+    if args.age_guidance is not None:
+        check_guidance(args.age_guidance)
     model = load_model(args.model, device=args.device or "auto", kind="diffae")
     result = analyse_scan(model, args.scan, args.age, args.sex, mask=args.mask, name=str(args.scan),
-                          register=not args.no_register, at_ages=ages, mode=args.mode, progress=progress)
+                          register=not args.no_register, at_ages=ages, mode=args.mode, progress=progress,
+                          age_guidance=args.age_guidance)
     export_latent(result, args.out)
     d = result.deviation
     print(f"whole-brain latent deviation: centile {d.centile:.2f} among {d.n_reference} healthy validation scans, "
@@ -180,6 +184,9 @@ def add_parsers(sub, common) -> None:
     lat.add_argument("--mode", default="both", choices=["both", "condition", "semantic"],
                      help="how the age changes: the age condition and the semantic vector along the healthy age "
                           "trend (both), or only one of them")
+    lat.add_argument("--age-guidance", type=float, default=None, metavar="W",
+                     help="amplify the change of age at each decoding step by W (1 to 20; 1: none; default: the "
+                          "model's); the scan's own age is reproduced exactly at any W")
     lat.add_argument("--no-register", action="store_true", help="the scan is already in MNI space")
     lat.add_argument("--out", required=True)
     common(lat)

@@ -47,6 +47,18 @@ LATENT_MODEL_DIR = "latent-norms"  # the semantic latent's tabular normative mod
 COUNTERFACTUAL_MODES = ("both", "condition", "semantic")
 SEMANTIC_PREFIX = "semantic_"
 COVARIATE_DROPOUT = 0.5  # share of training rows whose age and sex are withheld (see SemanticDenoiser)
+MAX_AGE_GUIDANCE = 20.0
+
+
+def check_guidance(value) -> float:
+    """An age-guidance scale: a number in [1, MAX_AGE_GUIDANCE] (1: decode with the new conditions as they are)."""
+    try:
+        scale = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"age guidance {value!r}: a number from 1 to {MAX_AGE_GUIDANCE:g}") from None
+    if not 1.0 <= scale <= MAX_AGE_GUIDANCE:
+        raise InputError(f"age guidance {value!r}: a number from 1 to {MAX_AGE_GUIDANCE:g}")
+    return scale
 
 
 class SemanticDenoiser(nn.Module):
@@ -114,6 +126,7 @@ class Counterfactuals:
     age: float
     sex: str
     mode: str
+    guidance: float  # the age-guidance scale they were decoded with (1: none)
     semantic: np.ndarray
     reconstruction: np.ndarray
     ages: list[float]
@@ -130,13 +143,15 @@ class NormativeDiffusionAutoencoder(LatentSpaceModel):
     ``semantic_dim``: length of the semantic vector; ``covariate_dropout``: see :class:`SemanticDenoiser`;
     ``inversion_steps``: DDIM steps of inversion and decoding;
     ``matched_k``: healthy training scans of the same sex, nearest in age, whose mean vector the cosine score
-    compares with. ``latent_model_params``: settings of the latent's ``NormativeDiffusion``.
+    compares with. ``latent_model_params``: settings of the latent's ``NormativeDiffusion``. ``age_guidance``: the
+    default scale of :meth:`counterfactual`'s age guidance (1: none; stored in the card).
     """
 
     def __init__(self, config: str | dict | ImagingConfig = "cpu", semantic_dim: int = 32, inversion_steps: int = 50,
                  matched_k: int = 10, seed: int = 0, device: str = "auto", latent_model_params: dict | None = None,
-                 covariate_dropout: float = COVARIATE_DROPOUT, **overrides):
+                 covariate_dropout: float = COVARIATE_DROPOUT, age_guidance: float = 1.0, **overrides):
         super().__init__(config, seed=seed, device=device, **overrides)
+        self.age_guidance = check_guidance(age_guidance)
         if int(semantic_dim) < 2 or int(inversion_steps) < 2 or int(matched_k) < 1:
             raise InputError("semantic_dim and inversion_steps must be at least 2 and matched_k at least 1")
         if not 0 <= float(covariate_dropout) < 1:
@@ -274,10 +289,23 @@ class NormativeDiffusionAutoencoder(LatentSpaceModel):
         return z0, semantic, ddim_invert(self._eps, self.schedule, z0, cond, self.inversion_steps)
 
     @torch.no_grad()
-    def decode_code(self, code: torch.Tensor, ages, sexes, semantic: torch.Tensor) -> np.ndarray:
-        """Volumes decoded from stochastic codes with the given conditions (deterministic)."""
+    def decode_code(self, code: torch.Tensor, ages, sexes, semantic: torch.Tensor,
+                    guided_from: torch.Tensor | None = None, guidance: float = 1.0) -> np.ndarray:
+        """Volumes decoded from stochastic codes with the given conditions (deterministic).
+
+        With ``guided_from`` (conditions, one row per code) and ``guidance`` w, each step's noise prediction is
+        eps(from) + w * (eps(given) - eps(from)): w = 1 is plain decoding with the given conditions, w > 1 moves
+        further in the direction the change of condition points (classifier-free guidance between two conditions),
+        and a row whose conditions equal its ``guided_from`` decodes exactly as without guidance.
+        """
         cond = self.conditions(ages, sexes, semantic.to(self.device, torch.float32))
-        return self.decode(ddim_decode(self._eps, self.schedule, code, cond, self.inversion_steps))
+        eps_fn = self._eps
+        if guided_from is not None and guidance != 1.0:
+            def eps_fn(x: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+                both = self._eps(torch.cat([x, x]), torch.cat([t, t]), torch.cat([guided_from, c]))
+                base, moved = both.chunk(2)
+                return base + guidance * (moved - base)
+        return self.decode(ddim_decode(eps_fn, self.schedule, code, cond, self.inversion_steps))
 
     def reconstruct(self, volumes: np.ndarray, ages, sexes) -> np.ndarray:
         """Inversion then decoding with the scan's own conditions."""
@@ -285,9 +313,15 @@ class NormativeDiffusionAutoencoder(LatentSpaceModel):
         return self.decode_code(code, ages, sexes, semantic)
 
     def counterfactual(self, volume: np.ndarray, age: float, sex, at_ages, mode: str = "both",
-                       progress: Progress | None = None) -> Counterfactuals:
-        """The scan at other ages: its code and semantic vector kept, the age changed as ``mode`` says."""
+                       age_guidance: float | None = None, progress: Progress | None = None) -> Counterfactuals:
+        """The scan at other ages: its code and semantic vector kept, the age changed as ``mode`` says.
+
+        ``age_guidance`` (default: the model's ``age_guidance``) scales the change of condition at every decoding
+        step (:meth:`decode_code`): 1 decodes with the new conditions as they are; larger values amplify what the
+        denoiser associates with the change of age. The subject's own age is reproduced exactly at any scale.
+        """
         progress = as_progress(progress)
+        guidance = self.age_guidance if age_guidance is None else check_guidance(age_guidance)
         if mode not in COUNTERFACTUAL_MODES:
             raise InputError(f"counterfactual mode {mode!r}: use one of {list(COUNTERFACTUAL_MODES)}")
         targets = [float(a) for a in np.atleast_1d(at_ages)]
@@ -303,9 +337,10 @@ class NormativeDiffusionAutoencoder(LatentSpaceModel):
             shift = self.semantic_trend(ages, [sex] * n) - self.semantic_trend([age] * n, [sex] * n)
             moved = moved + torch.tensor(shift, dtype=torch.float32, device=self.device)
         cond_ages = ages if mode in ("condition", "both") else np.full(n, float(age))
-        volumes = self.decode_code(code.repeat(n, 1, 1, 1, 1), cond_ages, [sex] * n, moved)
+        own = self.conditions([age] * n, [sex] * n, semantic.repeat(n, 1))
+        volumes = self.decode_code(code.repeat(n, 1, 1, 1, 1), cond_ages, [sex] * n, moved, own, guidance)
         progress.update("counterfactuals", 2, 2)
-        return Counterfactuals(float(age), "M" if parse_sex(sex) else "F", mode,
+        return Counterfactuals(float(age), "M" if parse_sex(sex) else "F", mode, guidance,
                                semantic[0].cpu().numpy().astype(float), volumes[0], targets, volumes[1:])
 
     def principal_axis(self) -> tuple[np.ndarray, np.ndarray]:
@@ -351,7 +386,7 @@ class NormativeDiffusionAutoencoder(LatentSpaceModel):
         card = {"format": FORMAT, "format_version": FORMAT_VERSION, "config_name": self.config_name,
                 "config": self.config.to_dict(), "seed": self.seed, "semantic_dim": self.semantic_dim,
                 "inversion_steps": self.inversion_steps, "matched_k": self.matched_k,
-                "covariate_dropout": self.covariate_dropout,
+                "covariate_dropout": self.covariate_dropout, "age_guidance": self.age_guidance,
                 "latent_model_params": self.latent_model_params, "latent_model": LATENT_MODEL_DIR,
                 "age_mean": self.age_mean_, "age_std": self.age_std_, "age_range": list(self.age_range_),
                 "sex_coding": {"0": "F", "1": "M"}, "training": getattr(self, "training_", {}),
@@ -368,7 +403,8 @@ class NormativeDiffusionAutoencoder(LatentSpaceModel):
             model = cls(ImagingConfig.from_dict(card["config"], label=f"{path}: config"), card["semantic_dim"],
                         card["inversion_steps"], card["matched_k"], seed=card["seed"], device=device,
                         latent_model_params=card.get("latent_model_params"),
-                        covariate_dropout=card.get("covariate_dropout", 0.0))
+                        covariate_dropout=card.get("covariate_dropout", 0.0),
+                        age_guidance=card.get("age_guidance", 1.0))
             model.age_mean_, model.age_std_ = card["age_mean"], card["age_std"]
             model.age_range_ = tuple(card["age_range"])
         except (KeyError, TypeError) as exc:

@@ -15,7 +15,7 @@ import numpy as np
 from normcore._utils.errors import InputError
 from normcore._utils.plausibility import check_ages
 from normcore._utils.progress import Progress
-from normcore.imaging.diffae import Counterfactuals, LatentDeviation, NormativeDiffusionAutoencoder
+from normcore.imaging.diffae import Counterfactuals, LatentDeviation, NormativeDiffusionAutoencoder, check_guidance
 from normcore.imaging.io import save_nifti
 from normcore.imaging.pipeline import ScanInput, prepare_input
 from normcore.imaging.preprocess import to_native
@@ -70,6 +70,7 @@ class LatentResult:
         return {"scan": s.name, "age": s.age, "sex": s.sex, "latent_deviation": self.deviation.to_dict(),
                 "semantic": [float(v) for v in self.counterfactuals.semantic] if self.counterfactuals else None,
                 "counterfactual_mode": self.counterfactuals.mode if self.counterfactuals else None,
+                "counterfactual_age_guidance": self.counterfactuals.guidance if self.counterfactuals else None,
                 "volumes_ml": self.volumes_ml(), "registration_metric": s.prepared.registration_metric,
                 "acquisition": s.prepared.facts, "quality": s.quality, "scores_reliable": self.reliable,
                 "warnings": self.warnings, "timings_s": self.timings, "seconds": round(self.seconds, 2)}
@@ -91,8 +92,9 @@ def parse_ages(text: str | list | None) -> list[float]:
 
 
 def analyse_prepared(model: NormativeDiffusionAutoencoder, scan_input: ScanInput, at_ages=(), mode: str = "both",
-                     progress: Progress | None = None) -> LatentResult:
-    """Latent deviation of a preprocessed scan and its counterfactuals at ``at_ages`` (none when empty)."""
+                     progress: Progress | None = None, age_guidance: float | None = None) -> LatentResult:
+    """Latent deviation of a preprocessed scan and its counterfactuals at ``at_ages`` (none when empty), decoded with
+    ``age_guidance`` (default: the model's; see ``NormativeDiffusionAutoencoder.counterfactual``)."""
     if scan_input.prepared.grid != model.grid:
         raise InputError("the scan was preprocessed for another model grid than this diffusion autoencoder's")
     targets = parse_ages(at_ages)
@@ -101,7 +103,7 @@ def analyse_prepared(model: NormativeDiffusionAutoencoder, scan_input: ScanInput
     deviation = model.latent_deviation(semantic, [scan_input.age], [scan_input.sex])[0]
     scored_s = time.perf_counter() - start
     cf = model.counterfactual(scan_input.prepared.volume, scan_input.age, scan_input.sex, targets, mode,
-                              progress=progress) if targets else None
+                              age_guidance, progress=progress) if targets else None
     total = time.perf_counter() - start
     timings = {"latent_scores": round(scored_s, 2), "counterfactuals": round(total - scored_s, 2)}
     return LatentResult(scan_input, deviation, cf, total, timings)
@@ -109,13 +111,15 @@ def analyse_prepared(model: NormativeDiffusionAutoencoder, scan_input: ScanInput
 
 def analyse_scan(model: NormativeDiffusionAutoencoder, scan, age: float, sex, mask=None, name: str | None = None,
                  register: bool = True, at_ages=(), mode: str = "both",
-                 progress: Progress | None = None) -> LatentResult:
+                 progress: Progress | None = None, age_guidance: float | None = None) -> LatentResult:
     """Load and preprocess one scan (path or bytes), then :func:`analyse_prepared`."""
     start = time.perf_counter()
     parse_ages(at_ages)  # refused before the preprocessing
+    if age_guidance is not None:
+        check_guidance(age_guidance)
     scan_input = prepare_input(model, scan, age, sex, mask, name, register, progress)
     prepared_s = time.perf_counter() - start
-    result = analyse_prepared(model, scan_input, at_ages, mode, progress)
+    result = analyse_prepared(model, scan_input, at_ages, mode, progress, age_guidance)
     result.seconds += prepared_s
     result.timings = {"preprocessing": round(prepared_s, 2), **result.timings}
     return result

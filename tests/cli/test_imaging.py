@@ -161,7 +161,7 @@ def test_mri_fit_diffae_then_mri_latent_writes_counterfactuals_in_scan_space(tmp
     out = tmp_path / "latent"
     capsys.readouterr()
     rc = main(["mri-latent", str(model_dir), str(scan), "--age", "50", "--sex", "F", "--at-ages", "30,70.5",
-               "--out", str(out), "--quiet", "--device", "cpu"])
+               "--out", str(out), "--quiet", "--device", "cpu", "--age-guidance", "3"])
     assert rc == 0, capsys.readouterr().err
     assert "whole-brain latent deviation: centile" in capsys.readouterr().out
     native = nib.load(scan)
@@ -173,6 +173,7 @@ def test_mri_fit_diffae_then_mri_latent_writes_counterfactuals_in_scan_space(tmp
     assert 0 <= dev["centile"] <= 1 and len(dev["per_dimension_z"]) == 4 and dev["n_reference"] == 4
     assert {"multivariate_z", "cosine_similarity"} <= set(dev) and result["scores_reliable"] is True
     assert [v["age"] for v in result["volumes_ml"]] == [50, 30, 70.5]
+    assert result["counterfactual_age_guidance"] == 3.0 and result["counterfactual_mode"] == "both"
     # each model answers its own command, and says which to use
     capsys.readouterr()
     assert main(["mri-score", str(model_dir), str(scan), "--age", "50", "--sex", "F", "--out",
@@ -181,3 +182,6 @@ def test_mri_fit_diffae_then_mri_latent_writes_counterfactuals_in_scan_space(tmp
     assert main(["mri-latent", str(model_dir), str(scan), "--age", "50", "--sex", "F", "--at-ages", "40,abc",
                  "--out", str(tmp_path / "y"), "--quiet"]) == 2
     assert "give numbers of years" in capsys.readouterr().err
+    assert main(["mri-latent", str(model_dir), str(scan), "--age", "50", "--sex", "F", "--at-ages", "40",
+                 "--age-guidance", "0", "--out", str(tmp_path / "z"), "--quiet"]) == 2
+    assert "age guidance 0.0: a number from 1 to 20" in capsys.readouterr().err

@@ -41,6 +41,24 @@ def test_counterfactual_refuses_unknown_modes_and_no_ages(tiny_diffae, diffae_co
         tiny_diffae.counterfactual(vol, 40, "F", [50], "sideways")
     with pytest.raises(InputError, match="no counterfactual age"):
         tiny_diffae.counterfactual(vol, 40, "F", [], "both")
+    for bad in (0.5, 25, "strong"):
+        with pytest.raises(InputError, match="age guidance"):
+            tiny_diffae.counterfactual(vol, 40, "F", [50], "both", age_guidance=bad)
+
+
+def test_age_guidance_scales_the_change_and_keeps_the_own_age_exact(tiny_diffae, diffae_cohort):
+    """Guidance w decodes with eps(own) + w (eps(new) - eps(own)): the own-age row stays the reconstruction, w = 1 is
+    the plain counterfactual, and a larger w moves the counterfactual further from the reconstruction."""
+    m, c = tiny_diffae, diffae_cohort
+    vol, age, sex = c["volumes"][24], float(c["ages"][24]), c["sexes"][24]
+    plain = m.counterfactual(vol, age, sex, [age, age + 30], "condition")
+    same = m.counterfactual(vol, age, sex, [age, age + 30], "condition", age_guidance=1.0)
+    strong = m.counterfactual(vol, age, sex, [age, age + 30], "condition", age_guidance=4.0)
+    np.testing.assert_array_equal(same.volumes, plain.volumes)
+    np.testing.assert_allclose(strong.volumes[0], strong.reconstruction, atol=1e-5)
+    np.testing.assert_allclose(strong.reconstruction, plain.reconstruction, atol=1e-6)
+    change = [np.abs(cf.differences()[1]).mean() for cf in (plain, strong)]
+    assert change[1] > 1.5 * change[0] > 0 and strong.guidance == 4.0 and plain.guidance == m.age_guidance == 1.0
 
 
 def test_semantic_trend_fits_the_training_vectors(tiny_diffae):
