@@ -103,7 +103,7 @@ def analyse_prepared(model: NormativeDiffusionAutoencoder, scan_input: ScanInput
     deviation = model.latent_deviation(semantic, [scan_input.age], [scan_input.sex])[0]
     scored_s = time.perf_counter() - start
     cf = model.counterfactual(scan_input.prepared.volume, scan_input.age, scan_input.sex, targets, mode,
-                              age_guidance, progress=progress) if targets else None
+                              age_guidance=age_guidance, progress=progress) if targets else None
     total = time.perf_counter() - start
     timings = {"latent_scores": round(scored_s, 2), "counterfactuals": round(total - scored_s, 2)}
     return LatentResult(scan_input, deviation, cf, total, timings)

@@ -332,7 +332,7 @@ def test_whole_brain_analysis_can_be_cancelled(mri_env, monkeypatch):
 
     release = threading.Event()
 
-    def slow_counterfactual(self, volume, age, sex, at_ages, mode="both", progress=None):
+    def slow_counterfactual(self, volume, age, sex, at_ages, mode="both", age_guidance=None, progress=None):
         while not release.wait(0.05):  # waits (reporting progress) until the user cancels
             progress.update("inversion", 0, 2)
         progress.update("counterfactuals", 1, 2)  # the next step's report is where a cancel takes effect
