@@ -217,10 +217,8 @@ def synthetic_part(ae_dir: Path, seed: int, n_train: int, n_val: int, n_test: in
                    covariate_dropout: float, voxel_index: bool = True, guidances: tuple[float, ...] = (),
                    save: Path | None = None, reuse: Path | None = None) -> dict:
     source = ImagingNormativeModel.load(ae_dir, device="cpu")
-    dae = NormativeDiffusionAutoencoder(source.config_name, seed=seed, covariate_dropout=covariate_dropout,
-                                        **overrides)
     ldm = ImagingNormativeModel(source.config_name, seed=seed, **overrides)
-    grid = dae.grid
+    grid = ldm.grid  # the same configuration as the diffusion autoencoder's
     gen = SyntheticBrains(grid, seed)
     rng = np.random.default_rng(seed)
     ages, sexes = rng.uniform(20, 85, n_train + n_val), rng.integers(0, 2, n_train + n_val)
@@ -232,6 +230,8 @@ def synthetic_part(ae_dir: Path, seed: int, n_train: int, n_val: int, n_test: in
         if dae.training_.get("n_train") != n_train:
             sys.exit(f"{reuse} was trained on {dae.training_.get('n_train')} synthetic scans, not {n_train}")
     else:
+        dae = NormativeDiffusionAutoencoder(source.config_name, seed=seed, covariate_dropout=covariate_dropout,
+                                            **overrides)
         dae.fit(vols[tr], brains[tr], ages[tr], sexes[tr], vols[va], brains[va], ages[va], sexes[va],
                 autoencoder_from=source)
         print(f"synthetic diffae trained in {time.perf_counter() - t:.0f} s", flush=True)

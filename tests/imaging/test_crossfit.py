@@ -26,35 +26,27 @@ def test_folds_are_balanced_and_age_stratified():
 
 
 @pytest.fixture(scope="module")
-def traced_cross_fit(tiny_imaging_model, tiny_cohort, monkeypatch_module):
+def traced_cross_fit(tiny_imaging_model, tiny_cohort):
     """Cross-fit 12 tiny scans in 2 folds, recording which scans each fold denoiser trained on, took its KL
-    thresholds from and restored (scans are told apart by their first voxel values)."""
+    thresholds from and restored (scans are told apart by their voxel values)."""
     c = tiny_cohort
     vols, brains = c["volumes"][:12], c["brains"][:12]
     key = {vols[i].tobytes(): i for i in range(12)}
     events: list[tuple[int, str, set[int]]] = []
 
-    def ids(volumes):
-        return {key[np.asarray(v, np.float32).tobytes()] for v in volumes}
+    def traced(method: str, what: str):
+        real = getattr(ImagingNormativeModel, method)
 
-    real_fit, real_kl, real_restore = (ImagingNormativeModel.fit_stages, ImagingNormativeModel.calibrate_kl,
-                                       ImagingNormativeModel.restore)
-    monkeypatch_module.setattr(ImagingNormativeModel, "fit_stages", lambda self, v, *a, **k: (
-        events.append((id(self), "train", ids(v))), real_fit(self, v, *a, **k))[1])
-    monkeypatch_module.setattr(ImagingNormativeModel, "calibrate_kl", lambda self, v, *a, **k: (
-        events.append((id(self), "kl", ids(v))), real_kl(self, v, *a, **k))[1])
-    monkeypatch_module.setattr(ImagingNormativeModel, "restore", lambda self, v, *a, **k: (
-        events.append((id(self), "restore", ids(v))), real_restore(self, v, *a, **k))[1])
-    ref = cross_fit(tiny_imaging_model, vols, brains, c["ages"][:12], c["sexes"][:12], folds=2)
-    monkeypatch_module.undo()
+        def wrapper(self, volumes, *args, **kwargs):
+            events.append((id(self), what, {key[np.asarray(v, np.float32).tobytes()] for v in volumes}))
+            return real(self, volumes, *args, **kwargs)
+        return wrapper
+
+    with pytest.MonkeyPatch.context() as mp:
+        for method, what in (("fit_stages", "train"), ("calibrate_kl", "kl"), ("restore", "restore")):
+            mp.setattr(ImagingNormativeModel, method, traced(method, what))
+        ref = cross_fit(tiny_imaging_model, vols, brains, c["ages"][:12], c["sexes"][:12], folds=2)
     return ref, events, vols, brains
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    mp = pytest.MonkeyPatch()
-    yield mp
-    mp.undo()
 
 
 def test_no_scan_is_restored_by_a_denoiser_that_saw_it(traced_cross_fit):
