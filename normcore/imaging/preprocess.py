@@ -11,7 +11,8 @@ intensities onto the grid, and its inverse pulls grid values back into the nativ
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -223,7 +224,7 @@ def _top_slab_centroid(data: np.ndarray, affine: np.ndarray, threshold: float = 
 
 
 def _run_stage(fixed: sitk.Image, moving: sitk.Image, tx: sitk.Transform, stage: Stage, seed: int,
-               threads: int | None, progress: Progress) -> float:
+               threads: int, progress: Progress) -> float:
     reg = sitk.ImageRegistrationMethod()
     reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
     reg.SetMetricSamplingStrategy(reg.RANDOM)
@@ -236,12 +237,23 @@ def _run_stage(fixed: sitk.Image, moving: sitk.Image, tx: sitk.Transform, stage:
     reg.SetSmoothingSigmasPerLevel(list(stage.sigmas_mm))
     reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
     reg.SetInitialTransform(tx, inPlace=True)
-    if threads is not None:
-        reg.SetNumberOfThreads(int(threads))
+    reg.SetNumberOfThreads(int(threads))
     reg.AddCommand(sitk.sitkIterationEvent, lambda: progress.cancel_event.is_set() and reg.StopRegistration())
     reg.Execute(fixed, moving)
     progress.check()
     return float(reg.GetMetricValue())
+
+
+@contextmanager
+def _sitk_threads(threads: int) -> Iterator[None]:
+    """SimpleITK's default thread count set to ``threads`` for the duration (the registration metric's own
+    threader follows the default, not the registration method's setting)."""
+    before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(int(threads))
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(before)
 
 
 def register_to_template(data: np.ndarray, affine: np.ndarray, head: bool = False, threads: int | None = None,
@@ -251,8 +263,18 @@ def register_to_template(data: np.ndarray, affine: np.ndarray, head: bool = Fals
     Moments-centred similarity stage (12 -> 6 mm), then affine (6 -> 3 mm); Mattes MI on a fixed random sample
     (``seed``). ``head=True`` registers a whole-head scan to the template with a pseudo skull and scalp around it.
     Returns (4x4 RAS matrix MNI mm -> scan mm, final metric value).
+
+    ``threads=None`` registers in one thread, so the same scan gets the same matrix in every run and process (the
+    multi-threaded Mattes metric sums its samples in an order that varies from run to run, which moves the matrix
+    and, through it, the index); more threads are faster on many cores but reproducible only to a few hundredths
+    of a millimetre.
     """
-    prog = as_progress(progress)
+    with _sitk_threads(threads or 1):
+        return _register(data, affine, head, threads or 1, seed, as_progress(progress))
+
+
+def _register(data: np.ndarray, affine: np.ndarray, head: bool, threads: int, seed: int,
+              prog: Progress) -> tuple[np.ndarray, float]:
     data, affine = registration_copy(data, affine)
     fixed_data, fixed_affine = work_template(head)
     fixed = to_sitk(fixed_data, fixed_affine)
@@ -330,8 +352,9 @@ def prepare_scan(img: nib.Nifti1Image, grid: ModelGrid, mask: np.ndarray | None 
 
     ``mask`` is a brain mask in the scan's voxel array; without one a skull-stripped scan's nonzero voxels are the
     brain, and a whole-head scan gets the registered template brain (with a warning). ``register=False`` takes the
-    scan as already in MNI space. ``threads`` caps SimpleITK's threads for the registration. ``progress`` is a
-    :class:`~normcore._utils.progress.Progress` or callback; cancelling stops the registration between iterations.
+    scan as already in MNI space. ``threads`` sets SimpleITK's threads for the registration (default one, which makes
+    it reproducible: :func:`register_to_template`). ``progress`` is a :class:`~normcore._utils.progress.Progress` or
+    callback; cancelling stops the registration between iterations.
     """
     prog = as_progress(progress)
     total = 5
