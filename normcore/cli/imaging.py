@@ -123,6 +123,29 @@ def cmd_mri_latent(args: argparse.Namespace, progress: Progress) -> None:
         print(f"warning: scores unreliable: the scan fails the quality gate(s) {failed} (latent.json: quality)")
 
 
+def cmd_mri_cohort(args: argparse.Namespace, progress: Progress) -> None:
+    from normcore._utils.distributed import is_main_process
+    from normcore.imaging.cohort_scores import score_cohort
+    from normcore.registry import load_model
+    from normcore.tabular.io import write_table_atomic
+
+    check_output_file(args.out, inputs=(args.participants,))
+    model = load_model(args.model, device=args.device or "auto", kind="imaging")
+    start = time.perf_counter()
+    table = score_cohort(model, args.images, args.participants, masks=args.masks, method=args.method,
+                         seed=args.seed, register=not args.no_register, maps_dir=args.maps, progress=progress)
+    if not is_main_process():
+        return
+    write_table_atomic(table, args.out)
+    scored = table[table.error == ""]
+    unreliable = int((scored.index_reliable == False).sum())  # noqa: E712 (a column of booleans and NaN)
+    print(f"scored {len(scored)} of {len(table)} scans in {time.perf_counter() - start:.0f} s: median abnormality "
+          f"index (top 1%) {scored.abnormality_index.median():.2f}, {int((scored.healthy_centile > 95).sum())} above "
+          f"the 95th healthy centile, {unreliable} labelled unreliable -> {args.out}")
+    for row in table[table.error != ""].itertuples():
+        print(f"warning: {row.subject_id}: not scored: {row.error}")
+
+
 def add_parsers(sub, common) -> None:
     """Register the imaging subcommands on the main parser's subparsers."""
     f = sub.add_parser("mri-fit", help="train the imaging model on healthy T1 scans")
@@ -170,6 +193,21 @@ def add_parsers(sub, common) -> None:
                    help="also write a report of the scan (index, centile, quality, slices): report.html or report.pdf")
     common(s)
     s.set_defaults(func=cmd_mri_score, wants_progress=True)
+
+    co = sub.add_parser("mri-cohort", help="score every scan of a folder into one table (mri-score per scan; "
+                                           "shares the scans across torchrun processes)")
+    co.add_argument("model")
+    co.add_argument("--images", required=True, help="folder of NIfTI scans, names starting with the subject id")
+    co.add_argument("--participants", required=True, help="CSV with subject id, age, sex")
+    co.add_argument("--masks", default=None, help="folder of brain masks or label maps (nonzero = brain), same naming")
+    co.add_argument("--method", default="kl-inpaint", choices=["kl-inpaint", "plain", "autoencoder"])
+    co.add_argument("--no-register", action="store_true", help="the scans are already in MNI space")
+    co.add_argument("--seed", type=SEED, default=0, help="each scan's seed (as mri-score --seed)")
+    co.add_argument("--maps", default=None, metavar="DIR",
+                    help="also write each scan's maps and result.json into DIR/<subject id>/ (as mri-score --out)")
+    co.add_argument("--out", required=True, help="the table (CSV), one row per participant")
+    common(co)
+    co.set_defaults(func=cmd_mri_cohort, wants_progress=True)
 
     lat = sub.add_parser("mri-latent", help="whole-brain latent deviation and counterfactual ageing of a scan "
                                             "(a diffusion autoencoder from mri-fit --method diffae)")

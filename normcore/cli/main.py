@@ -40,10 +40,11 @@ from normcore.registry import SAVABLE
 from normcore.tabular.io import read_table, write_table_atomic
 from normcore.tabular.params import MIN_TIMESTEPS
 
-DISTRIBUTED_COMMANDS = ("fit", "score", "centiles", "evaluate")
+DISTRIBUTED_COMMANDS = ("fit", "score", "centiles", "evaluate", "mri-cohort")
 """Commands that share their work across the processes of ``torchrun --nproc_per_node N -m normcore ...``
-(fit: data-parallel training; the others: covariate points, see :mod:`normcore._utils.distributed`); only
-rank 0 writes the output, which equals a one-process run's with the same seed."""
+(fit: data-parallel training; mri-cohort: scans; the others: covariate points, see
+:mod:`normcore._utils.distributed`); only rank 0 writes the output, which equals a one-process run's with the same
+seed."""
 
 
 def _stderr_progress(quiet: bool) -> Progress:

@@ -1,0 +1,93 @@
+"""A folder of scans scored into one table: rows as mri-score gives them alone, bad scans recorded, and the same
+table from one process or two torchrun processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from normcore._utils.errors import InputError
+from normcore.imaging.cohort_scores import COLUMNS, map_folder, score_cohort
+from normcore.imaging.pipeline import score_scan
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def cohort_folder(tmp_path_factory, tiny_cohort):
+    """Five scans already in MNI space on the tiny grid (the cohort's last two unseen by the model), a participant
+    without a scan, one whose file is not a NIfTI, and one whose id would climb out of the maps folder."""
+    root = tmp_path_factory.mktemp("cohort")
+    (root / "t1").mkdir()
+    grid, c = tiny_cohort["grid"], tiny_cohort
+    rows = []
+    for k, i in enumerate([12, 13, 0, 5, 9]):
+        sid = f"sub-{k:02d}" if k < 4 else "../escape"
+        name = f"sub-{k:02d}_T1w.nii.gz" if k < 4 else "..escape_T1w.nii.gz"
+        nib.save(nib.Nifti1Image(c["volumes"][i] * 1000, grid.affine), root / "t1" / name)
+        rows.append({"participant_id": sid, "age": round(float(c["ages"][i]), 1), "sex": c["sexes"][i]})
+    rows[4]["participant_id"] = "..escape"  # files are found by id prefix; the maps folder must stay inside
+    (root / "t1" / "sub-05_T1w.nii.gz").write_bytes(b"not a nifti")
+    rows += [{"participant_id": "sub-05", "age": 50, "sex": "F"}, {"participant_id": "sub-06", "age": 60, "sex": "M"}]
+    pd.DataFrame(rows).to_csv(root / "participants.csv", index=False)
+    return root
+
+
+def test_rows_equal_single_scan_scores_and_bad_scans_are_recorded(tiny_imaging_model, cohort_folder, tmp_path):
+    table = score_cohort(tiny_imaging_model, cohort_folder / "t1", cohort_folder / "participants.csv", seed=3,
+                         register=False, maps_dir=tmp_path / "maps")
+    assert list(table.columns) == list(COLUMNS)
+    assert table.subject_id.tolist() == ["sub-00", "sub-01", "sub-02", "sub-03", "..escape", "sub-05", "sub-06"]
+    scored = table[table.error == ""]
+    assert len(scored) == 5 and scored.abnormality_index.notna().all()
+    assert ((scored.healthy_centile >= 0) & (scored.healthy_centile <= 100)).all()
+    assert "NIfTI" in table.error[5] or "nifti" in table.error[5].lower()
+    assert "no scan" in table.error[6] and np.isnan(table.abnormality_index[6])
+    # a row is what mri-score gives the scan alone with the same seed
+    alone = score_scan(tiny_imaging_model, cohort_folder / "t1" / "sub-01_T1w.nii.gz", table.age[1], table.sex[1],
+                       register=False, seed=3)
+    assert table.abnormality_index[1] == alone.score.index["top1"]
+    assert table.healthy_centile_top5[1] == alone.score.centile["top5"]
+    # each scan's maps in its own folder, inside the maps folder whatever its id
+    for sid, folder in zip(scored.subject_id, scored.maps, strict=True):
+        assert Path(folder) == map_folder(tmp_path / "maps", sid)
+        assert Path(folder).resolve().parent == (tmp_path / "maps").resolve()
+        assert json.loads((Path(folder) / "result.json").read_text())["abnormality_index"]["top1"] == \
+            table.set_index("subject_id").abnormality_index[sid]
+
+
+def test_whole_cohort_problems_are_refused(tiny_imaging_model, cohort_folder, tmp_path):
+    with pytest.raises(InputError, match="not a folder"):
+        score_cohort(tiny_imaging_model, tmp_path / "absent", cohort_folder / "participants.csv")
+    dup = pd.read_csv(cohort_folder / "participants.csv")
+    pd.concat([dup, dup.iloc[:1]]).to_csv(tmp_path / "dup.csv", index=False)
+    with pytest.raises(InputError, match="more than once"):
+        score_cohort(tiny_imaging_model, cohort_folder / "t1", tmp_path / "dup.csv")
+
+
+def test_torchrun_table_equals_one_process(tiny_imaging_model, cohort_folder, tmp_path):
+    model_dir = tmp_path / "model"
+    tiny_imaging_model.save(model_dir)
+    common = ["mri-cohort", str(model_dir), "--images", str(cohort_folder / "t1"), "--participants",
+              str(cohort_folder / "participants.csv"), "--no-register", "--seed", "4", "--threads", "1", "--device",
+              "cpu", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    one = subprocess.run([sys.executable, "-m", "normcore", *common, "--out", str(tmp_path / "one.csv")],
+                         capture_output=True, text=True, env=env, cwd=ROOT)
+    assert one.returncode == 0, one.stderr[-2000:]
+    assert "scored 5 of 7 scans" in one.stdout and "warning: sub-06: not scored" in one.stdout
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "-m", "normcore", *common, "--out", str(tmp_path / "two.csv")],
+                         capture_output=True, text=True, env=env, cwd=ROOT)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = pd.read_csv(tmp_path / "one.csv"), pd.read_csv(tmp_path / "two.csv")
+    assert a.abnormality_index.notna().sum() == 5
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
