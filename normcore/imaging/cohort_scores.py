@@ -55,9 +55,20 @@ def _scored_row(row: dict, result: ScanResult) -> dict:
 
 
 def map_folder(maps_dir: str | Path, subject_id: str) -> Path:
-    """The folder of a participant's maps: its id with anything but letters, digits, '-', '_' and '.' replaced."""
+    """The folder of a participant's maps: its id with anything but letters, digits, '-', '_' and '.' replaced
+    (and no leading dots), so it always lies inside ``maps_dir``."""
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", subject_id).lstrip(".") or "_"
     return Path(maps_dir) / safe
+
+
+def map_folders(maps_dir: str | Path, subject_ids: list[str]) -> list[Path]:
+    """:func:`map_folder` of each id; ids that would share a folder (e.g. ``a/1`` and ``a_1``) get their row number
+    appended, so no participant's maps overwrite another's."""
+    folders = [map_folder(maps_dir, sid) for sid in subject_ids]
+    seen: dict[Path, int] = {}
+    for f in folders:
+        seen[f] = seen.get(f, 0) + 1
+    return [f.with_name(f"{f.name}-row{i + 1}") if seen[f] > 1 else f for i, f in enumerate(folders)]
 
 
 def _gather(rows: dict[int, dict]) -> dict[int, dict]:
@@ -77,7 +88,8 @@ def score_cohort(model: ImagingNormativeModel, images: str | Path, participants:
                  progress: Progress | None = None) -> pd.DataFrame:
     """Score every participant's scan (files in ``images`` whose names start with the id) into a table of
     :data:`COLUMNS`, in the participants table's order; with ``masks``, each scan's brain mask or label map (same
-    naming); with ``maps_dir``, each scan's maps and ``result.json`` in ``maps_dir/<id>/`` (as ``mri-score --out``).
+    naming); with ``maps_dir``, each scan's maps and ``result.json`` in ``maps_dir/<id>/`` (as ``mri-score --out``;
+    :func:`map_folders`).
     Raises :class:`InputError` only for problems of the whole cohort (no such folder, unreadable table)."""
     progress = as_progress(progress)
     images = Path(images)
@@ -90,6 +102,7 @@ def score_cohort(model: ImagingNormativeModel, images: str | Path, participants:
         dup = table.id[table.id.duplicated()].iloc[0]
         raise InputError(f"{participants}: subject id {dup} appears more than once")
     n = len(table)
+    folders = map_folders(maps_dir, list(table.id)) if maps_dir is not None else None
     owned = list(owned_chunks(n))
     rows: dict[int, dict] = {}
     for done, i in enumerate(owned):
@@ -118,8 +131,8 @@ def score_cohort(model: ImagingNormativeModel, images: str | Path, participants:
             row["error"] = str(exc)
         else:
             _scored_row(row, result)
-            if maps_dir is not None:
-                folder = map_folder(maps_dir, sid)
+            if folders is not None:
+                folder = folders[i]
                 export_maps(result, folder)
                 row["maps"] = str(folder)
         rows[i] = row

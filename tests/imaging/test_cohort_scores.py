@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from normcore._utils.errors import InputError
-from normcore.imaging.cohort_scores import COLUMNS, map_folder, score_cohort
+from normcore.imaging.cohort_scores import COLUMNS, map_folder, map_folders, score_cohort
 from normcore.imaging.pipeline import score_scan
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,6 +62,12 @@ def test_rows_equal_single_scan_scores_and_bad_scans_are_recorded(tiny_imaging_m
         assert Path(folder).resolve().parent == (tmp_path / "maps").resolve()
         assert json.loads((Path(folder) / "result.json").read_text())["abnormality_index"]["top1"] == \
             table.set_index("subject_id").abnormality_index[sid]
+
+
+def test_map_folders_stay_inside_and_never_collide(tmp_path):
+    folders = map_folders(tmp_path, ["a/1", "a_1", "../../etc", "..", "b"])
+    assert len(set(folders)) == 5 and all(f.parent == tmp_path for f in folders)
+    assert [f.name for f in folders] == ["a_1-row1", "a_1-row2", "_.._etc", "_", "b"]
 
 
 def test_whole_cohort_problems_are_refused(tiny_imaging_model, cohort_folder, tmp_path):
