@@ -215,7 +215,7 @@ def ixi_part(model_dir: Path, ldm_dir: Path, seed: int, cache: Path | None, guid
 
 def synthetic_part(ae_dir: Path, seed: int, n_train: int, n_val: int, n_test: int, overrides: dict,
                    covariate_dropout: float, voxel_index: bool = True, guidances: tuple[float, ...] = (),
-                   save: Path | None = None, reuse: Path | None = None) -> dict:
+                   save: Path | None = None, reuse: Path | None = None, age_supervision: float = 0.0) -> dict:
     source = ImagingNormativeModel.load(ae_dir, device="cpu")
     ldm = ImagingNormativeModel(source.config_name, seed=seed, **overrides)
     grid = ldm.grid  # the same configuration as the diffusion autoencoder's
@@ -231,7 +231,7 @@ def synthetic_part(ae_dir: Path, seed: int, n_train: int, n_val: int, n_test: in
             sys.exit(f"{reuse} was trained on {dae.training_.get('n_train')} synthetic scans, not {n_train}")
     else:
         dae = NormativeDiffusionAutoencoder(source.config_name, seed=seed, covariate_dropout=covariate_dropout,
-                                            **overrides)
+                                            age_supervision=age_supervision, **overrides)
         dae.fit(vols[tr], brains[tr], ages[tr], sexes[tr], vols[va], brains[va], ages[va], sexes[va],
                 autoencoder_from=source)
         print(f"synthetic diffae trained in {time.perf_counter() - t:.0f} s", flush=True)
@@ -250,7 +250,7 @@ def synthetic_part(ae_dir: Path, seed: int, n_train: int, n_val: int, n_test: in
     atrophy_v, atrophy_b = gen.healthy(test_ages + 10, test_sexes, seed=seed + 7)
     bench = make_benchmark(grid, 0, n_test, seed + 100, lesion_dir=LESIONS if LESIONS.is_dir() else None)
     res = {"n_train": n_train, "n_val": n_val, "n_test": n_test, "diffae_training": dae.training_,
-           "covariate_dropout": covariate_dropout,
+           "covariate_dropout": covariate_dropout, "age_supervision": dae.age_supervision,
            "lesion_source": bench["lesion_source"]}
     res["brain_age"] = brain_age(dae, (vols[tr], ages[tr]), (healthy_v, test_ages))
     print("synthetic brain age", res["brain_age"], flush=True)
@@ -310,6 +310,8 @@ def main() -> None:
     ap.add_argument("--synthetic-overrides", default="{}", help="JSON config overrides for the synthetic models")
     ap.add_argument("--covariate-dropout", type=float, default=0.5,
                     help="of the synthetic part's diffusion autoencoder")
+    ap.add_argument("--age-supervision", type=float, default=0.0,
+                    help="weight of the semantic vector's age read-out loss for the synthetic model (0: none)")
     ap.add_argument("--no-voxel-index", action="store_true",
                     help="synthetic part: leave out the restoration model (the same for every diffae variant)")
     ap.add_argument("--parts-key", default="",
@@ -347,7 +349,8 @@ def main() -> None:
                                              json.loads(args.synthetic_overrides), args.covariate_dropout,
                                              not args.no_voxel_index, guidances,
                                              Path(args.save_synthetic) if args.save_synthetic else None,
-                                             Path(args.synthetic_from) if args.synthetic_from else None)
+                                             Path(args.synthetic_from) if args.synthetic_from else None,
+                                             args.age_supervision)
         result["synthetic" + args.parts_key]["wall_s"] = round(time.perf_counter() - start)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     latest = json.loads(out_path.read_text()) if out_path.is_file() else {}  # parts run meanwhile are kept

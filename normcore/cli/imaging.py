@@ -28,11 +28,14 @@ def cmd_mri_fit(args: argparse.Namespace, progress: Progress) -> None:
     check_model_destination(args.out, "--out")
     if args.cross_fit and args.method != "ldm":
         raise InputError("--cross-fit applies to the restoration model (--method ldm) only")
+    if args.age_supervision and args.method != "diffae":
+        raise InputError("--age-supervision applies to the diffusion autoencoder (--method diffae) only")
     overrides = json_object(args.config_overrides, "--config-overrides")
     if args.method == "diffae":
         model = NormativeDiffusionAutoencoder(args.config, semantic_dim=args.semantic_dim, seed=args.seed,
                                               device=args.device or "auto",
-                                              covariate_dropout=args.covariate_dropout, **overrides)
+                                              covariate_dropout=args.covariate_dropout,
+                                              age_supervision=args.age_supervision, **overrides)
     else:
         model = ImagingNormativeModel(args.config, seed=args.seed, device=args.device or "auto", **overrides)
     cohort = load_cohort(args.images, args.participants, model.grid, masks=args.masks, progress=progress)
@@ -171,6 +174,9 @@ def add_parsers(sub, common) -> None:
     f.add_argument("--covariate-dropout", type=float_between(0, 1, hi_open=True), default=COVARIATE_DROPOUT,
                    help="share of training scans whose age and sex the denoiser is not given, so that the semantic "
                         "vector carries their effects (--method diffae)")
+    f.add_argument("--age-supervision", type=float_between(0, 100), default=0.0, metavar="W",
+                   help="train a read-out of age from the semantic vector beside the denoiser, with weight W on its "
+                        "squared error, so the vector carries age explicitly (--method diffae; 0: none, the default)")
     f.add_argument("--cross-fit", type=int_at_least(0), default=0, metavar="K",
                    help="base the voxel z statistics and the index's healthy reference on every training and "
                         "validation scan, each restored by one of K extra denoisers trained without its fold "

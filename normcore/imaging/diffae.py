@@ -48,6 +48,8 @@ COUNTERFACTUAL_MODES = ("both", "condition", "semantic")
 SEMANTIC_PREFIX = "semantic_"
 COVARIATE_DROPOUT = 0.5  # share of training rows whose age and sex are withheld (see SemanticDenoiser)
 MAX_AGE_GUIDANCE = 20.0
+MAX_AGE_SUPERVISION = 100.0
+"""Largest weight of the semantic vector's age read-out loss (:class:`SemanticDenoiser`); the denoising loss is ~0.2."""
 
 
 def check_guidance(value) -> float:
@@ -70,13 +72,23 @@ class SemanticDenoiser(nn.Module):
     do to the brain (otherwise the encoder has no reason to: the denoiser gets them for free); at inference they
     are always given. ``condition(cov, z0)`` builds the condition from the clean latent; ``forward`` is the
     denoiser (predicted noise and variance interpolation).
+
+    ``age_supervision`` > 0 adds a linear read-out of the (standardised) age from the semantic vector, trained with
+    weight ``age_supervision`` on its squared error beside the denoising loss (:meth:`training_condition`), so the
+    vector has to carry age explicitly; 0 (the default, and every model saved before it existed) has no read-out.
     """
 
-    def __init__(self, encoder: SemanticEncoder3d, denoiser: nn.Module, covariate_dropout: float = 0.0):
+    def __init__(self, encoder: SemanticEncoder3d, denoiser: nn.Module, covariate_dropout: float = 0.0,
+                 age_supervision: float = 0.0, semantic_dim: int | None = None):
         super().__init__()
         self.encoder = encoder
         self.denoiser = denoiser
         self.covariate_dropout = float(covariate_dropout)
+        self.age_supervision = float(age_supervision)
+        if self.age_supervision > 0:
+            if semantic_dim is None:
+                raise ValueError("age_supervision needs the semantic vector's length (semantic_dim)")
+            self.age_head = nn.Linear(int(semantic_dim), 1)
 
     @staticmethod
     def cond_dim(n_covariates: int, semantic_dim: int, covariate_dropout: float) -> int:
@@ -93,6 +105,16 @@ class SemanticDenoiser(nn.Module):
 
     def condition(self, cov: torch.Tensor, z0: torch.Tensor) -> torch.Tensor:
         return self.join(cov, self.encoder(z0))
+
+    def training_condition(self, cov: torch.Tensor, z0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The condition (as :meth:`condition`) and the auxiliary loss added to the denoising loss: the weighted
+        squared error of the age read out from the semantic vector (0 without age supervision). ``cov[:, 0]`` is
+        the standardised age."""
+        semantic = self.encoder(z0)
+        aux = torch.zeros((), device=z0.device)
+        if self.age_supervision > 0:
+            aux = self.age_supervision * (self.age_head(semantic)[:, 0] - cov[:, 0]).pow(2).mean()
+        return self.join(cov, semantic), aux
 
     def forward(self, zt: torch.Tensor, t: torch.Tensor, cond: torch.Tensor):
         return self.denoiser(zt, t, cond)
@@ -140,7 +162,8 @@ class Counterfactuals:
 class NormativeDiffusionAutoencoder(LatentSpaceModel):
     """Diffusion autoencoder with a normative model of its semantic latent (see the module docstring).
 
-    ``semantic_dim``: length of the semantic vector; ``covariate_dropout``: see :class:`SemanticDenoiser`;
+    ``semantic_dim``: length of the semantic vector; ``covariate_dropout`` and ``age_supervision``: see
+    :class:`SemanticDenoiser`;
     ``inversion_steps``: DDIM steps of inversion and decoding;
     ``matched_k``: healthy training scans of the same sex, nearest in age, whose mean vector the cosine score
     compares with. ``latent_model_params``: settings of the latent's ``NormativeDiffusion``. ``age_guidance``: the
@@ -149,7 +172,8 @@ class NormativeDiffusionAutoencoder(LatentSpaceModel):
 
     def __init__(self, config: str | dict | ImagingConfig = "cpu", semantic_dim: int = 32, inversion_steps: int = 50,
                  matched_k: int = 10, seed: int = 0, device: str = "auto", latent_model_params: dict | None = None,
-                 covariate_dropout: float = COVARIATE_DROPOUT, age_guidance: float = 1.0, **overrides):
+                 covariate_dropout: float = COVARIATE_DROPOUT, age_guidance: float = 1.0,
+                 age_supervision: float = 0.0, **overrides):
         super().__init__(config, seed=seed, device=device, **overrides)
         self.age_guidance = check_guidance(age_guidance)
         if int(semantic_dim) < 2 or int(inversion_steps) < 2 or int(matched_k) < 1:
@@ -157,6 +181,9 @@ class NormativeDiffusionAutoencoder(LatentSpaceModel):
         if not 0 <= float(covariate_dropout) < 1:
             raise InputError(f"covariate_dropout {covariate_dropout!r}: a share in [0, 1)")
         self.covariate_dropout = float(covariate_dropout)
+        if not 0 <= float(age_supervision) <= MAX_AGE_SUPERVISION:
+            raise InputError(f"age supervision {age_supervision!r}: a weight from 0 to {MAX_AGE_SUPERVISION:g}")
+        self.age_supervision = float(age_supervision)
         self.semantic_dim, self.inversion_steps, self.matched_k = int(semantic_dim), int(inversion_steps), \
             int(matched_k)
         self.latent_model_params = dict(latent_model_params or {})
@@ -173,7 +200,8 @@ class NormativeDiffusionAutoencoder(LatentSpaceModel):
         net = LatentTransformer(self.latent_shape_, d_cond, cfg.patch, cfg.dim, cfg.depth, cfg.heads)
         denoiser = GaussianPriorResidual(net, self.schedule, self.latent_shape_)
         encoder = SemanticEncoder3d(cfg.latent_channels, self.semantic_dim)
-        self.net_ = SemanticDenoiser(encoder, denoiser, self.covariate_dropout).to(self.device)
+        self.net_ = SemanticDenoiser(encoder, denoiser, self.covariate_dropout, self.age_supervision,
+                                     self.semantic_dim).to(self.device)
 
     def conditions(self, ages, sexes, semantic: torch.Tensor) -> torch.Tensor:
         """The denoiser's condition at inference: age, sex (given) and the semantic vectors."""
@@ -387,6 +415,7 @@ class NormativeDiffusionAutoencoder(LatentSpaceModel):
                 "config": self.config.to_dict(), "seed": self.seed, "semantic_dim": self.semantic_dim,
                 "inversion_steps": self.inversion_steps, "matched_k": self.matched_k,
                 "covariate_dropout": self.covariate_dropout, "age_guidance": self.age_guidance,
+                "age_supervision": self.age_supervision,
                 "latent_model_params": self.latent_model_params, "latent_model": LATENT_MODEL_DIR,
                 "age_mean": self.age_mean_, "age_std": self.age_std_, "age_range": list(self.age_range_),
                 "sex_coding": {"0": "F", "1": "M"}, "training": getattr(self, "training_", {}),
@@ -404,7 +433,8 @@ class NormativeDiffusionAutoencoder(LatentSpaceModel):
                         card["inversion_steps"], card["matched_k"], seed=card["seed"], device=device,
                         latent_model_params=card.get("latent_model_params"),
                         covariate_dropout=card.get("covariate_dropout", 0.0),
-                        age_guidance=card.get("age_guidance", 1.0))
+                        age_guidance=card.get("age_guidance", 1.0),
+                        age_supervision=card.get("age_supervision", 0.0))
             model.age_mean_, model.age_std_ = card["age_mean"], card["age_std"]
             model.age_range_ = tuple(card["age_range"])
         except (KeyError, TypeError) as exc:

@@ -64,8 +64,9 @@ def train_denoiser(denoiser, schedule: NoiseSchedule, mean: torch.Tensor, logvar
                    seed: int, progress: Progress) -> tuple[torch.nn.Module, list[float]]:
     """Fit the latent denoiser on posterior samples of the (scaled) training latents; returns EMA weights.
 
-    A denoiser with a ``condition(cond, z0)`` method (a diffusion autoencoder) gets the covariates joined with
-    what it derives from the clean latent being denoised, so its encoder is trained by the same loss.
+    A denoiser with a ``training_condition(cond, z0)`` method (a diffusion autoencoder) gets the covariates joined
+    with what it derives from the clean latent being denoised, so its encoder is trained by the same loss (plus the
+    auxiliary loss that method returns).
     """
     gen = torch.Generator().manual_seed(seed)
     device = mean.device
@@ -75,14 +76,14 @@ def train_denoiser(denoiser, schedule: NoiseSchedule, mean: torch.Tensor, logvar
     ema = EMA(denoiser, ema_decay)
     n, losses, window = mean.shape[0], [], []
     denoiser.train()
-    semantic = hasattr(denoiser, "condition")
+    semantic = hasattr(denoiser, "training_condition")
     for step in range(steps):
         idx = torch.randint(0, n, (batch_size,), generator=gen).to(device)
         z0 = mean[idx] + (0.5 * logvar[idx]).exp() * torch.randn(mean[idx].shape, generator=gen).to(device)
         t = torch.randint(0, schedule.timesteps, (batch_size,), generator=gen).to(device)
         noise = torch.randn(z0.shape, generator=gen).to(device)
-        c = denoiser.condition(cond[idx], z0) if semantic else cond[idx]
-        loss = hybrid_loss(schedule, denoiser, z0, c, t, noise, vlb_weight, clip_x0)
+        c, aux = denoiser.training_condition(cond[idx], z0) if semantic else (cond[idx], 0.0)
+        loss = hybrid_loss(schedule, denoiser, z0, c, t, noise, vlb_weight, clip_x0) + aux
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(denoiser.parameters(), 1.0)

@@ -143,3 +143,35 @@ def test_analysis_refuses_a_scan_prepared_for_another_grid(tiny_diffae, diffae_c
 
     with pytest.raises(InputError, match="another model grid"):
         analyse_prepared(tiny_diffae, ScanInput("x", 40.0, 0, Prepared(), []))
+
+
+def test_age_supervision_reads_age_from_the_semantic_vector_and_trains_the_encoder():
+    from normcore.imaging.diffae import SemanticDenoiser
+
+    encoder = torch.nn.Linear(5, 3)
+    cov, z0 = torch.randn(64, 2), torch.randn(64, 5)
+    plain = SemanticDenoiser(encoder, torch.nn.Identity())
+    cond, aux = plain.training_condition(cov, z0)
+    assert float(aux) == 0.0 and not hasattr(plain, "age_head") and torch.equal(cond, plain.condition(cov, z0))
+    net = SemanticDenoiser(encoder, torch.nn.Identity(), age_supervision=2.0, semantic_dim=3)
+    cond, aux = net.training_condition(cov, z0)
+    expected = 2.0 * (net.age_head(encoder(z0))[:, 0] - cov[:, 0]).pow(2).mean()
+    assert torch.equal(cond, net.condition(cov, z0)) and float(aux.detach()) == pytest.approx(float(expected.detach()))
+    aux.backward()
+    assert encoder.weight.grad is not None and float(encoder.weight.grad.abs().sum()) > 0
+    with pytest.raises(InputError, match="age supervision"):
+        NormativeDiffusionAutoencoder("tiny", age_supervision=-1)
+
+
+def test_age_supervised_model_saves_and_loads(diffae_cohort, tmp_path):
+    c, tr, va = diffae_cohort, slice(0, 22), slice(22, None)
+    model = NormativeDiffusionAutoencoder("tiny", semantic_dim=4, inversion_steps=10, matched_k=3, device="cpu",
+                                          age_supervision=1.0, dit_steps=20,
+                                          latent_model_params={"epochs": 2, "n_samples": 50, "sampling_steps": 8})
+    model.fit(c["volumes"][tr], c["brains"][tr], c["ages"][tr], c["sexes"][tr], c["volumes"][va], c["brains"][va],
+              c["ages"][va], c["sexes"][va])
+    model.save(tmp_path / "m")
+    back = NormativeDiffusionAutoencoder.load(tmp_path / "m", device="cpu")
+    assert back.age_supervision == 1.0 and json.loads((tmp_path / "m" / "model.json").read_text())["age_supervision"]
+    torch.testing.assert_close(back.net_.age_head.weight, model.net_.age_head.weight)
+    np.testing.assert_allclose(back.semantic(c["volumes"][va]), model.semantic(c["volumes"][va]), atol=1e-6)
