@@ -13,7 +13,7 @@ from normcore._utils.plausibility import AGE_LIMITS
 from normcore._utils.progress import Progress
 from normcore.cli.arguments import SEED, check_output_file, float_between, int_at_least, json_object
 from normcore.imaging.config import PRESETS
-from normcore.imaging.diffae import COVARIATE_DROPOUT
+from normcore.imaging.diffae import COVARIATE_DROPOUT, MAX_AGE_SUPERVISION
 
 
 def cmd_mri_fit(args: argparse.Namespace, progress: Progress) -> None:
@@ -174,7 +174,7 @@ def add_parsers(sub, common) -> None:
     f.add_argument("--covariate-dropout", type=float_between(0, 1, hi_open=True), default=COVARIATE_DROPOUT,
                    help="share of training scans whose age and sex the denoiser is not given, so that the semantic "
                         "vector carries their effects (--method diffae)")
-    f.add_argument("--age-supervision", type=float_between(0, 100), default=0.0, metavar="W",
+    f.add_argument("--age-supervision", type=float_between(0, MAX_AGE_SUPERVISION), default=0.0, metavar="W",
                    help="train a read-out of age from the semantic vector beside the denoiser, with weight W on its "
                         "squared error, so the vector carries age explicitly (--method diffae; 0: none, the default)")
     f.add_argument("--cross-fit", type=int_at_least(0), default=0, metavar="K",

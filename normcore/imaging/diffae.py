@@ -49,7 +49,7 @@ SEMANTIC_PREFIX = "semantic_"
 COVARIATE_DROPOUT = 0.5  # share of training rows whose age and sex are withheld (see SemanticDenoiser)
 MAX_AGE_GUIDANCE = 20.0
 MAX_AGE_SUPERVISION = 100.0
-"""Largest weight of the semantic vector's age read-out loss (:class:`SemanticDenoiser`); the denoising loss is ~0.2."""
+"""Largest weight of the semantic vector's age read-out loss (:class:`SemanticDenoiser`)."""
 
 
 def check_guidance(value) -> float:
