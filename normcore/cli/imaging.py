@@ -142,9 +142,10 @@ def cmd_mri_cohort(args: argparse.Namespace, progress: Progress) -> None:
     write_table_atomic(table, args.out)
     scored = table[table.error == ""]
     unreliable = int((scored.index_reliable == False).sum())  # noqa: E712 (a column of booleans and NaN)
-    print(f"scored {len(scored)} of {len(table)} scans in {time.perf_counter() - start:.0f} s: median abnormality "
-          f"index (top 1%) {scored.abnormality_index.median():.2f}, {int((scored.healthy_centile > 95).sum())} above "
-          f"the 95th healthy centile, {unreliable} labelled unreliable -> {args.out}")
+    summary = (f": median abnormality index (top 1%) {scored.abnormality_index.median():.2f}, "
+               f"{int((scored.healthy_centile > 95).sum())} above the 95th healthy centile, {unreliable} labelled "
+               "unreliable" if len(scored) else " (see the warnings below and the table's error column)")
+    print(f"scored {len(scored)} of {len(table)} scans in {time.perf_counter() - start:.0f} s{summary} -> {args.out}")
     for row in table[table.error != ""].itertuples():
         print(f"warning: {row.subject_id}: not scored: {row.error}")
 

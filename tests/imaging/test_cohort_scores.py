@@ -90,6 +90,12 @@ def test_torchrun_table_equals_one_process(tiny_imaging_model, cohort_folder, tm
                          capture_output=True, text=True, env=env, cwd=ROOT)
     assert one.returncode == 0, one.stderr[-2000:]
     assert "scored 5 of 7 scans" in one.stdout and "warning: sub-06: not scored" in one.stdout
+    only_bad = tmp_path / "bad.csv"
+    pd.read_csv(cohort_folder / "participants.csv").iloc[5:].to_csv(only_bad, index=False)
+    none = subprocess.run([sys.executable, "-m", "normcore", *common[:5], str(only_bad), *common[6:], "--out",
+                           str(tmp_path / "none.csv")], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert none.returncode == 0 and "scored 0 of 2 scans" in none.stdout and "nan" not in none.stdout
+    assert pd.read_csv(tmp_path / "none.csv").error.notna().all()
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                           "-m", "normcore", *common, "--out", str(tmp_path / "two.csv")],
                          capture_output=True, text=True, env=env, cwd=ROOT)
