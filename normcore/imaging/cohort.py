@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,10 +58,23 @@ def read_participants(path: str | Path) -> pd.DataFrame:
     return out
 
 
+class NiftiFolder:
+    """The NIfTI files of a folder, listed once, found by subject id (the first file, in name order, whose name
+    starts with the id): a cohort of N participants costs one listing and N binary searches, not N listings."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.names = sorted(p.name for p in self.folder.iterdir() if p.name.endswith(NIFTI_SUFFIXES))
+
+    def find(self, subject_id: str) -> Path | None:
+        i = bisect.bisect_left(self.names, subject_id)
+        return self.folder / self.names[i] if i < len(self.names) and self.names[i].startswith(subject_id) else None
+
+
 def find_file(folder: Path, subject_id: str) -> Path | None:
-    """The NIfTI file in ``folder`` whose name starts with ``subject_id`` (None if absent)."""
-    hits = sorted(p for p in folder.iterdir() if p.name.startswith(subject_id) and p.name.endswith(NIFTI_SUFFIXES))
-    return hits[0] if hits else None
+    """The NIfTI file in ``folder`` whose name starts with ``subject_id`` (None if absent; see :class:`NiftiFolder`
+    for many ids)."""
+    return NiftiFolder(folder).find(subject_id)
 
 
 def load_cohort(images: str | Path, participants: str | Path, grid: ModelGrid, masks: str | Path | None = None,
@@ -78,8 +92,10 @@ def load_cohort(images: str | Path, participants: str | Path, grid: ModelGrid, m
             raise InputError(f"{participants}: no row for subject id(s) {', '.join(unknown[:5])}")
         table = table.set_index("id", drop=False).loc[list(ids)].reset_index(drop=True)
     rows, missing = [], []
+    scans = NiftiFolder(images)
+    mask_files = NiftiFolder(masks) if masks is not None else None
     for row in table.itertuples():
-        path = find_file(images, row.id)
+        path = scans.find(row.id)
         (rows if path else missing).append((row, path))
     if not rows:
         raise InputError(f"no scan in {images} matches a subject id of {participants}")
@@ -90,8 +106,8 @@ def load_cohort(images: str | Path, participants: str | Path, grid: ModelGrid, m
         progress.update("preprocessing", i, len(rows))
         img = load_volume(path)
         mask = None
-        if masks is not None:
-            mpath = find_file(Path(masks), row.id)
+        if mask_files is not None:
+            mpath = mask_files.find(row.id)
             if mpath is None:
                 raise InputError(f"no mask for {row.id} in {masks}")
             mask = load_mask(mpath, img)

@@ -20,7 +20,7 @@ import pandas as pd
 from normcore._utils.distributed import distributed_context, owned_chunks
 from normcore._utils.errors import InputError
 from normcore._utils.progress import Progress, as_progress
-from normcore.imaging.cohort import find_file, read_participants
+from normcore.imaging.cohort import NiftiFolder, read_participants
 from normcore.imaging.model import TOPS, ImagingNormativeModel
 from normcore.imaging.pipeline import ScanResult, export_maps, score_scan
 
@@ -102,6 +102,7 @@ def score_cohort(model: ImagingNormativeModel, images: str | Path, participants:
         dup = table.id[table.id.duplicated()].iloc[0]
         raise InputError(f"{participants}: subject id {dup} appears more than once")
     n = len(table)
+    scans, mask_files = NiftiFolder(images), NiftiFolder(masks) if masks is not None else None
     folders = map_folders(maps_dir, list(table.id)) if maps_dir is not None else None
     owned = list(owned_chunks(n))
     rows: dict[int, dict] = {}
@@ -117,12 +118,12 @@ def score_cohort(model: ImagingNormativeModel, images: str | Path, participants:
         age, sex = float(table.age[i]), table.sex[i]
         row = _row(sid, age, sex, method)
         try:
-            scan = find_file(images, sid)
+            scan = scans.find(sid)
             if scan is None:
                 raise InputError(f"no scan in {images} whose name starts with {sid}")
             mask = None
-            if masks is not None:
-                mask = find_file(Path(masks), sid)
+            if mask_files is not None:
+                mask = mask_files.find(sid)
                 if mask is None:
                     raise InputError(f"no mask in {masks} whose name starts with {sid}")
             result = score_scan(model, scan, age, sex, mask=mask, name=scan.name, register=register, method=method,
