@@ -412,7 +412,8 @@ class NormativeDiffusion(NormativeModel):
             s, e, chunk_seed = chunks[ci]
             latent = s < n_latent
             samples = self._draw(u_age[s:e], u_codes[s:e], m, chunk_seed, progress, to_values=not latent)
-            sorted_s = samples.transpose(1, 2).sort(dim=-1).values.contiguous()  # (points, D, M)
+            sorted_s, sort_order = samples.transpose(1, 2).sort(dim=-1)  # (points, D, M)
+            sorted_s = sorted_s.contiguous()
             rows = order[bounds[ci]:bounds[ci + 1]]
             for r in range(0, len(rows), step):
                 sub = rows[r:r + step]
@@ -422,12 +423,12 @@ class NormativeDiffusion(NormativeModel):
             self._tail_scores(sorted_s, u_age[s:e], u_codes[s:e], rows, inverse[rows] - s, observed, age, codes,
                               z, centile, latent)
             if multivariate:
-                corr = copula_correlation(samples).numpy()
+                corr = copula_correlation(samples, sort_order).numpy()
                 if pooled:
                     pooled_sum += corr.sum(axis=0)
                 else:
                     per_point[s:e] = corr
-            del samples, sorted_s
+            del samples, sorted_s, sort_order
         sum_across_ranks(*(a for a in (centile, z, beyond, per_point, pooled_sum) if a is not None))
         if pooled:
             return centile, z, beyond, PointCorrelations((pooled_sum / n_points)[None], np.zeros_like(inverse), note)

@@ -85,17 +85,25 @@ def tail_z(latent_order: np.ndarray, ranks: np.ndarray, m: int, x: np.ndarray, u
     return np.minimum(z, q[anchor]) if not upper else np.maximum(z, q[anchor])
 
 
-def normal_scores(samples: torch.Tensor) -> torch.Tensor:
-    """Rank-based normal scores of samples (n, M, D) within each (n, ., D) slice."""
+def normal_scores(samples: torch.Tensor, order: torch.Tensor | None = None) -> torch.Tensor:
+    """Rank-based normal scores Phi^-1((rank + 0.5) / M) of samples (n, M, D) within each (n, ., D) slice (float64).
+
+    One sort per slice along its contiguous axis (or ``order``, the (n, D, M) indices of a sort already done), then
+    the M normal scores are scattered to the sorted positions."""
     m = samples.shape[1]
-    ranks = samples.argsort(dim=1).argsort(dim=1).double()
-    return torch.from_numpy(special.ndtri(((ranks + 0.5) / m).numpy()))
+    if order is None:
+        order = samples.transpose(1, 2).argsort(dim=-1)  # (n, D, M)
+    scores = torch.from_numpy(special.ndtri((np.arange(m) + 0.5) / m))
+    out = torch.empty(order.shape, dtype=torch.float64)
+    out.scatter_(-1, order, scores.expand(order.shape))
+    return out.transpose(1, 2)
 
 
-def copula_correlation(samples: torch.Tensor) -> torch.Tensor:
-    """Per-condition Gaussian-copula correlation (n, D, D) from samples (n, M, D), shrunk to identity."""
+def copula_correlation(samples: torch.Tensor, order: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-condition Gaussian-copula correlation (n, D, D) from samples (n, M, D), shrunk to identity (``order``:
+    as :func:`normal_scores`)."""
     n, m, d = samples.shape
-    s = normal_scores(samples)
+    s = normal_scores(samples, order)
     s = s - s.mean(dim=1, keepdim=True)
     cov = s.transpose(1, 2) @ s / m
     sd = cov.diagonal(dim1=1, dim2=2).clamp(min=1e-12).sqrt()

@@ -7,7 +7,7 @@ import torch
 from scipy import special, stats
 
 from normcore.tabular.preprocessing import MARGINALISE
-from normcore.tabular.scoring import copula_correlation, mahalanobis, randomised_pit
+from normcore.tabular.scoring import copula_correlation, mahalanobis, normal_scores, randomised_pit
 
 
 def test_randomised_pit_counts_ranks_and_ties():
@@ -44,6 +44,12 @@ def test_copula_correlation_recovers_a_known_correlation():
     samples = torch.exp(z)  # monotone margins do not change the copula
     r = copula_correlation(samples)
     assert abs(float(r[0, 0, 1]) - 0.8) < 0.03 and float(r[0, 0, 0]) == 1.0
+
+
+def test_normal_scores_are_the_normal_quantiles_of_the_within_slice_ranks():
+    samples = torch.randn(3, 50, 4, generator=torch.Generator().manual_seed(2))
+    ranks = samples.numpy().argsort(axis=1).argsort(axis=1)
+    np.testing.assert_allclose(normal_scores(samples).numpy(), stats.norm.ppf((ranks + 0.5) / 50), rtol=0, atol=1e-12)
 
 
 def test_mahalanobis_matches_hand_computation_and_handles_missing():
