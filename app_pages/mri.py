@@ -394,9 +394,11 @@ def whole_brain_section(name: str) -> None:
     diff_max = float(np.abs(cf.differences()[:, brain]).max())
     st.plotly_chart(counterfactual_figure(cf.reconstruction, volume, cf.age, age, axis, index, diff_max=diff_max,
                                           brain=brain), width="stretch", key="mri_cf_slices")
+    prior = (" The denoiser's Gaussian prior carries the healthy latents' age trend, so the change follows it."
+             if model.latent_prior == "age-trend" else "")
     st.caption(f"The scan's stochastic code and semantic vector are kept; the age condition changes and the vector "
-               f"moves along the healthy age trend. Differences are against the reconstruction at the scan's own "
-               f"age ({cf.age:g}), so the autoencoder's blur cancels; the colour scale is fixed over all ages "
+               f"moves along the healthy age trend.{prior} Differences are against the reconstruction at the scan's "
+               f"own age ({cf.age:g}), so the autoencoder's blur cancels; the colour scale is fixed over all ages "
                f"(+-{diff_max:.2f}).")
     v1, v2 = st.columns(2)
     healthy = model.healthy_volumes()

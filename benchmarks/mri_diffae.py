@@ -44,7 +44,7 @@ from mri import store_card_metrics  # noqa: E402  (benchmarks/mri.py)
 
 from normcore.imaging.anomaly import abnormality_index, voxel_zmap  # noqa: E402
 from normcore.imaging.cohort import find_file, load_cohort  # noqa: E402
-from normcore.imaging.diffae import COUNTERFACTUAL_MODES, NormativeDiffusionAutoencoder  # noqa: E402
+from normcore.imaging.diffae import COUNTERFACTUAL_MODES, LATENT_PRIORS, NormativeDiffusionAutoencoder  # noqa: E402
 from normcore.imaging.latent_pipeline import analyse_scan  # noqa: E402
 from normcore.imaging.model import ImagingNormativeModel  # noqa: E402
 from normcore.imaging.synthetic import SyntheticBrains, implant_lesion, make_benchmark, real_lesion_masks  # noqa: E402
@@ -190,7 +190,8 @@ def ixi_part(model_dir: Path, ldm_dir: Path, seed: int, cache: Path | None, guid
         return {"skipped": "no held-out ids in the model card or ../shared/data/mri/ixi absent"}
     vtr, _, atr, _ = cached_cohort(data["train_ids"], dae.grid, cache)
     vte, bte, ate, ste = cached_cohort(data["test_ids"], dae.grid, cache)
-    res = {"model": str(model_dir), "training": dae.training_, "brain_age": brain_age(dae, (vtr, atr), (vte, ate))}
+    res = {"model": str(model_dir), "training": dae.training_, "latent_prior": dae.latent_prior,
+           "brain_age": brain_age(dae, (vtr, atr), (vte, ate))}
     print("brain age", res["brain_age"], flush=True)
     res["reconstruction"] = reconstruction(dae, vte, bte, ate, ste)
     print("reconstruction", res["reconstruction"], flush=True)
@@ -215,7 +216,8 @@ def ixi_part(model_dir: Path, ldm_dir: Path, seed: int, cache: Path | None, guid
 
 def synthetic_part(ae_dir: Path, seed: int, n_train: int, n_val: int, n_test: int, overrides: dict,
                    covariate_dropout: float, voxel_index: bool = True, guidances: tuple[float, ...] = (),
-                   save: Path | None = None, reuse: Path | None = None, age_supervision: float = 0.0) -> dict:
+                   save: Path | None = None, reuse: Path | None = None, age_supervision: float = 0.0,
+                   latent_prior: str = LATENT_PRIORS[0]) -> dict:
     source = ImagingNormativeModel.load(ae_dir, device="cpu")
     ldm = ImagingNormativeModel(source.config_name, seed=seed, **overrides)
     grid = ldm.grid  # the same configuration as the diffusion autoencoder's
@@ -231,7 +233,8 @@ def synthetic_part(ae_dir: Path, seed: int, n_train: int, n_val: int, n_test: in
             sys.exit(f"{reuse} was trained on {dae.training_.get('n_train')} synthetic scans, not {n_train}")
     else:
         dae = NormativeDiffusionAutoencoder(source.config_name, seed=seed, covariate_dropout=covariate_dropout,
-                                            age_supervision=age_supervision, **overrides)
+                                            age_supervision=age_supervision, latent_prior=latent_prior,
+                                            **overrides)
         dae.fit(vols[tr], brains[tr], ages[tr], sexes[tr], vols[va], brains[va], ages[va], sexes[va],
                 autoencoder_from=source)
         print(f"synthetic diffae trained in {time.perf_counter() - t:.0f} s", flush=True)
@@ -251,6 +254,7 @@ def synthetic_part(ae_dir: Path, seed: int, n_train: int, n_val: int, n_test: in
     bench = make_benchmark(grid, 0, n_test, seed + 100, lesion_dir=LESIONS if LESIONS.is_dir() else None)
     res = {"n_train": n_train, "n_val": n_val, "n_test": n_test, "diffae_training": dae.training_,
            "covariate_dropout": covariate_dropout, "age_supervision": dae.age_supervision,
+           "latent_prior": dae.latent_prior,
            "lesion_source": bench["lesion_source"]}
     res["brain_age"] = brain_age(dae, (vols[tr], ages[tr]), (healthy_v, test_ages))
     print("synthetic brain age", res["brain_age"], flush=True)
@@ -312,6 +316,8 @@ def main() -> None:
                     help="of the synthetic part's diffusion autoencoder")
     ap.add_argument("--age-supervision", type=float, default=0.0,
                     help="weight of the semantic vector's age read-out loss for the synthetic model (0: none)")
+    ap.add_argument("--latent-prior", default=LATENT_PRIORS[0], choices=LATENT_PRIORS,
+                    help="the synthetic model's latent prior (the IXI part reads it from the model's card)")
     ap.add_argument("--no-voxel-index", action="store_true",
                     help="synthetic part: leave out the restoration model (the same for every diffae variant)")
     ap.add_argument("--parts-key", default="",
@@ -350,7 +356,7 @@ def main() -> None:
                                              not args.no_voxel_index, guidances,
                                              Path(args.save_synthetic) if args.save_synthetic else None,
                                              Path(args.synthetic_from) if args.synthetic_from else None,
-                                             args.age_supervision)
+                                             args.age_supervision, args.latent_prior)
         result["synthetic" + args.parts_key]["wall_s"] = round(time.perf_counter() - start)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     latest = json.loads(out_path.read_text()) if out_path.is_file() else {}  # parts run meanwhile are kept

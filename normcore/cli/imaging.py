@@ -13,7 +13,7 @@ from normcore._utils.plausibility import AGE_LIMITS
 from normcore._utils.progress import Progress
 from normcore.cli.arguments import SEED, check_output_file, float_between, int_at_least, json_object
 from normcore.imaging.config import PRESETS
-from normcore.imaging.diffae import COVARIATE_DROPOUT, MAX_AGE_SUPERVISION
+from normcore.imaging.diffae import COVARIATE_DROPOUT, LATENT_PRIORS, MAX_AGE_SUPERVISION
 
 
 def cmd_mri_fit(args: argparse.Namespace, progress: Progress) -> None:
@@ -30,12 +30,15 @@ def cmd_mri_fit(args: argparse.Namespace, progress: Progress) -> None:
         raise InputError("--cross-fit applies to the restoration model (--method ldm) only")
     if args.age_supervision and args.method != "diffae":
         raise InputError("--age-supervision applies to the diffusion autoencoder (--method diffae) only")
+    if args.latent_prior is not None and args.method != "diffae":
+        raise InputError("--latent-prior applies to the diffusion autoencoder (--method diffae) only")
     overrides = json_object(args.config_overrides, "--config-overrides")
     if args.method == "diffae":
         model = NormativeDiffusionAutoencoder(args.config, semantic_dim=args.semantic_dim, seed=args.seed,
                                               device=args.device or "auto",
                                               covariate_dropout=args.covariate_dropout,
-                                              age_supervision=args.age_supervision, **overrides)
+                                              age_supervision=args.age_supervision,
+                                              latent_prior=args.latent_prior or LATENT_PRIORS[0], **overrides)
     else:
         model = ImagingNormativeModel(args.config, seed=args.seed, device=args.device or "auto", **overrides)
     cohort = load_cohort(args.images, args.participants, model.grid, masks=args.masks, progress=progress)
@@ -178,6 +181,10 @@ def add_parsers(sub, common) -> None:
     f.add_argument("--age-supervision", type=float_between(0, MAX_AGE_SUPERVISION), default=0.0, metavar="W",
                    help="train a read-out of age from the semantic vector beside the denoiser, with weight W on its "
                         "squared error, so the vector carries age explicitly (--method diffae; 0: none, the default)")
+    f.add_argument("--latent-prior", default=None, choices=LATENT_PRIORS,
+                   help="Gaussian prior under the latent denoiser (--method diffae): age-trend (default) moves its "
+                        "mean with age and sex, so generation and counterfactual ageing follow the healthy trend; "
+                        "constant: one mean for all ages (models before this option)")
     f.add_argument("--cross-fit", type=int_at_least(0), default=0, metavar="K",
                    help="base the voxel z statistics and the index's healthy reference on every training and "
                         "validation scan, each restored by one of K extra denoisers trained without its fold "

@@ -8,7 +8,7 @@ EMA of weights (:mod:`.ema`).
 
 from normcore.diffusion.ema import EMA
 from normcore.diffusion.likelihood import gaussian_kl, reverse_step, step_kl, x0_from_eps
-from normcore.diffusion.parameterisation import GaussianPriorResidual, GaussianResidual, wrap_denoiser
+from normcore.diffusion.parameterisation import CovariateTrend, GaussianPriorResidual, GaussianResidual, wrap_denoiser
 from normcore.diffusion.samplers import (
     SAMPLERS,
     ddim_decode,
@@ -20,6 +20,6 @@ from normcore.diffusion.samplers import (
 )
 from normcore.diffusion.schedule import NoiseSchedule
 
-__all__ = ["EMA", "SAMPLERS", "GaussianPriorResidual", "GaussianResidual", "NoiseSchedule", "ddim_decode",
-           "ddim_from_levels", "ddim_invert", "ddim_sample", "ddpm_sample", "gaussian_kl", "reverse_step", "sample",
-           "step_kl", "wrap_denoiser", "x0_from_eps"]
+__all__ = ["EMA", "SAMPLERS", "CovariateTrend", "GaussianPriorResidual", "GaussianResidual", "NoiseSchedule",
+           "ddim_decode", "ddim_from_levels", "ddim_invert", "ddim_sample", "ddpm_sample", "gaussian_kl",
+           "reverse_step", "sample", "step_kl", "wrap_denoiser", "x0_from_eps"]

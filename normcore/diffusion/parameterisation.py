@@ -10,6 +10,39 @@ from normcore.diffusion.schedule import NoiseSchedule
 PARAMETERISATIONS = ("gaussian-residual", "eps")
 
 
+class CovariateTrend(nn.Module):
+    """Centred covariate features of a denoiser's condition for a prior mean that moves with age and sex.
+
+    From a condition row it takes the standardised age (column ``age``) and the sex code (column ``sex``) and
+    returns (age, age^2, sex) minus their training means (:meth:`fit`), so the features are 0 on average over the
+    training rows. ``given`` is the column of the flag saying whether the covariates are given (a diffusion
+    autoencoder's covariate dropout): rows whose flag is 0 get all-zero features, i.e. the unconditional mean.
+    """
+
+    n_features = 3
+
+    def __init__(self, age: int = 0, sex: int = 1, given: int | None = None):
+        super().__init__()
+        self.age, self.sex, self.given = int(age), int(sex), None if given is None else int(given)
+        self.register_buffer("centre", torch.zeros(self.n_features))
+
+    def raw(self, cond: torch.Tensor) -> torch.Tensor:
+        a = cond[:, self.age]
+        return torch.stack([a, a * a, cond[:, self.sex]], dim=1)
+
+    @torch.no_grad()
+    def fit(self, cond: torch.Tensor) -> CovariateTrend:
+        """Centre the features on training conditions (all with their covariates given)."""
+        self.centre.copy_(self.raw(cond.float()).mean(0))
+        return self
+
+    def forward(self, cond: torch.Tensor) -> torch.Tensor:
+        features = self.raw(cond) - self.centre
+        if self.given is not None:
+            features = features * cond[:, self.given:self.given + 1]
+        return features
+
+
 class GaussianPriorResidual(nn.Module):
     """eps(x_t, t, c) = exact posterior-mean noise under a Gaussian prior + net(x_t, t, c).
 
@@ -20,41 +53,82 @@ class GaussianPriorResidual(nn.Module):
     ``prior_shape=None`` is the standard-normal prior (mu = 0, s = 1: the term is sqrt(1 - abar) x_t) with
     no state of its own: the wrapper's state is the network's under ``net.``. With a ``prior_shape`` the
     prior is per element, held in the buffers ``prior_mean`` and ``prior_var`` and set by :meth:`fit_prior`.
+    With a ``trend`` (:class:`CovariateTrend`) as well, the prior mean moves with the condition's covariates:
+    mu(c) = prior_mean + trend(c) @ prior_trend, a per-element linear regression on centred age, age^2 and sex
+    whose residual variance is ``prior_var``, so even an untrained network carries the healthy age trend and a
+    fixed noise code decoded at two ages differs by the trend's difference (the flow map of a Gaussian prior is
+    mu(c) + s * code).
     Networks that return a tuple (noise, extra outputs such as a learned variance) keep the extras as they are.
     """
 
-    def __init__(self, net: nn.Module, schedule: NoiseSchedule, prior_shape: tuple[int, ...] | None = None):
+    def __init__(self, net: nn.Module, schedule: NoiseSchedule, prior_shape: tuple[int, ...] | None = None,
+                 trend: CovariateTrend | None = None):
         super().__init__()
         self.net = net
         self.standard = prior_shape is None
+        if trend is not None and self.standard:
+            raise ValueError("a covariate trend needs a per-element prior (prior_shape)")
         self.register_buffer("abar", schedule.alphas_cumprod.float(), persistent=False)
         self.register_buffer("skip", (1 - schedule.alphas_cumprod).sqrt().float(), persistent=False)
         if not self.standard:
             self.register_buffer("prior_mean", torch.zeros(prior_shape))
             self.register_buffer("prior_var", torch.ones(prior_shape))
+        self.trend = trend
+        if trend is not None:
+            self.register_buffer("prior_trend", torch.zeros(trend.n_features, *prior_shape))
 
     @torch.no_grad()
-    def fit_prior(self, data: torch.Tensor, min_var: float = 1e-4) -> GaussianPriorResidual:
-        """Per-element mean and variance of clean training data (N, *prior_shape)."""
+    def fit_prior(self, data: torch.Tensor, cond: torch.Tensor | None = None,
+                  min_var: float = 1e-4) -> GaussianPriorResidual:
+        """Per-element mean and variance of clean training data (N, *prior_shape); with a trend, the least-squares
+        regression of every element on the trend's features of the training conditions ``cond`` (N, ...), all with
+        their covariates given, and the residual variance (degrees of freedom N - 1 - features)."""
         if self.standard:
             raise ValueError("the standard-normal prior has nothing to fit")
-        self.prior_mean.copy_(data.mean(0))
-        self.prior_var.copy_(data.var(0).clamp_min(min_var))
+        if self.trend is None:
+            self.prior_mean.copy_(data.mean(0))
+            self.prior_var.copy_(data.var(0).clamp_min(min_var))
+            return self
+        if cond is None or len(cond) != len(data):
+            raise ValueError("a prior with a covariate trend is fitted with one condition row per training row")
+        n, k = len(data), self.trend.n_features
+        if n <= k + 1:
+            raise ValueError(f"a prior with a covariate trend needs more than {k + 1} training rows, got {n}")
+        design = torch.cat([torch.ones(n, 1, dtype=torch.float64),
+                            self.trend.fit(cond).forward(cond.float()).double().cpu()], dim=1)
+        y = data.reshape(n, -1).double().cpu()
+        coef = torch.linalg.lstsq(design, y).solution  # (1 + k, elements)
+        resid = y - design @ coef
+        shape = self.prior_mean.shape
+        device = self.prior_mean.device
+        self.prior_mean.copy_(coef[0].view(shape).float().to(device))
+        self.prior_trend.copy_(coef[1:].view(k, *shape).float().to(device))
+        self.prior_var.copy_((resid.pow(2).sum(0) / (n - 1 - k)).view(shape).float().to(device).clamp_min(min_var))
         return self
 
-    def reference_eps(self, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The exact denoiser of the prior alone."""
+    def mean_at(self, cond: torch.Tensor) -> torch.Tensor:
+        """The prior mean of each condition row, (n, *prior_shape) (the constant mean broadcast without a trend)."""
+        if self.standard:
+            raise ValueError("the standard-normal prior has mean 0")
+        if self.trend is None:
+            return self.prior_mean.expand(len(cond), *self.prior_mean.shape)
+        return self.prior_mean + torch.tensordot(self.trend(cond.float()), self.prior_trend, dims=1)
+
+    def reference_eps(self, xt: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """The exact denoiser of the prior alone (at the condition rows ``cond`` when the prior has a trend)."""
         shape = (-1, *([1] * (xt.dim() - 1)))
         if self.standard:
             return self.skip[t.long()].view(shape) * xt
         a = self.abar[t.long()].view(shape)
-        return (1 - a).sqrt() * (xt - a.sqrt() * self.prior_mean) / (a * self.prior_var + 1 - a)
+        mean = self.prior_mean if self.trend is None else self.mean_at(cond)
+        return (1 - a).sqrt() * (xt - a.sqrt() * mean) / (a * self.prior_var + 1 - a)
 
     def forward(self, xt: torch.Tensor, t: torch.Tensor, cond: torch.Tensor):
         out = self.net(xt, t, cond)
+        reference = self.reference_eps(xt, t, cond)
         if isinstance(out, tuple):
-            return (self.reference_eps(xt, t) + out[0], *out[1:])
-        return self.reference_eps(xt, t) + out
+            return (reference + out[0], *out[1:])
+        return reference + out
 
 
 class GaussianResidual(GaussianPriorResidual):

@@ -30,7 +30,7 @@ from torch import nn
 
 from normcore._utils.errors import InputError
 from normcore._utils.progress import Progress, as_progress
-from normcore.diffusion.parameterisation import GaussianPriorResidual
+from normcore.diffusion.parameterisation import CovariateTrend, GaussianPriorResidual
 from normcore.diffusion.samplers import ddim_decode, ddim_invert
 from normcore.imaging.anomaly import centile_among
 from normcore.imaging.config import ImagingConfig
@@ -50,6 +50,10 @@ COVARIATE_DROPOUT = 0.5  # share of training rows whose age and sex are withheld
 MAX_AGE_GUIDANCE = 20.0
 MAX_AGE_SUPERVISION = 100.0
 """Largest weight of the semantic vector's age read-out loss (:class:`SemanticDenoiser`)."""
+LATENT_PRIORS = ("age-trend", "constant")
+"""The Gaussian prior under the latent denoiser's residual: ``age-trend`` (default) has a per-element mean that
+moves with age and sex (:class:`~normcore.diffusion.parameterisation.CovariateTrend`); ``constant`` (every model
+saved before the option existed) has one mean for all ages."""
 
 
 def check_guidance(value) -> float:
@@ -167,14 +171,19 @@ class NormativeDiffusionAutoencoder(LatentSpaceModel):
     ``inversion_steps``: DDIM steps of inversion and decoding;
     ``matched_k``: healthy training scans of the same sex, nearest in age, whose mean vector the cosine score
     compares with. ``latent_model_params``: settings of the latent's ``NormativeDiffusion``. ``age_guidance``: the
-    default scale of :meth:`counterfactual`'s age guidance (1: none; stored in the card).
+    default scale of :meth:`counterfactual`'s age guidance (1: none; stored in the card). ``latent_prior``: one of
+    :data:`LATENT_PRIORS`; with ``age-trend`` the healthy latent's age trend is part of the denoiser itself, so
+    generation and counterfactuals follow it even where the network learnt little of age from ~100 scans.
     """
 
     def __init__(self, config: str | dict | ImagingConfig = "cpu", semantic_dim: int = 32, inversion_steps: int = 50,
                  matched_k: int = 10, seed: int = 0, device: str = "auto", latent_model_params: dict | None = None,
                  covariate_dropout: float = COVARIATE_DROPOUT, age_guidance: float = 1.0,
-                 age_supervision: float = 0.0, **overrides):
+                 age_supervision: float = 0.0, latent_prior: str = "age-trend", **overrides):
         super().__init__(config, seed=seed, device=device, **overrides)
+        if latent_prior not in LATENT_PRIORS:
+            raise InputError(f"latent prior {latent_prior!r}: use one of {list(LATENT_PRIORS)}")
+        self.latent_prior = latent_prior
         self.age_guidance = check_guidance(age_guidance)
         if int(semantic_dim) < 2 or int(inversion_steps) < 2 or int(matched_k) < 1:
             raise InputError("semantic_dim and inversion_steps must be at least 2 and matched_k at least 1")
@@ -198,7 +207,10 @@ class NormativeDiffusionAutoencoder(LatentSpaceModel):
         self._build_first_stage()
         d_cond = SemanticDenoiser.cond_dim(2, self.semantic_dim, self.covariate_dropout)
         net = LatentTransformer(self.latent_shape_, d_cond, cfg.patch, cfg.dim, cfg.depth, cfg.heads)
-        denoiser = GaussianPriorResidual(net, self.schedule, self.latent_shape_)
+        trend = None
+        if self.latent_prior == "age-trend":  # condition columns: age, sex, [given flag], semantic vector
+            trend = CovariateTrend(age=0, sex=1, given=2 if self.covariate_dropout > 0 else None)
+        denoiser = GaussianPriorResidual(net, self.schedule, self.latent_shape_, trend)
         encoder = SemanticEncoder3d(cfg.latent_channels, self.semantic_dim)
         self.net_ = SemanticDenoiser(encoder, denoiser, self.covariate_dropout, self.age_supervision,
                                      self.semantic_dim).to(self.device)
@@ -224,7 +236,8 @@ class NormativeDiffusionAutoencoder(LatentSpaceModel):
         self._build()
         mean, logvar = self._fit_first_stage(volumes, ages, progress, autoencoder_from)
         ae_s = time.perf_counter() - start
-        self.net_.denoiser.fit_prior(mean)
+        self.net_.eval()  # conditions with the covariates given (no dropout) for the prior's trend
+        self.net_.denoiser.fit_prior(mean, self.conditions(ages, sexes, mean.new_zeros(len(mean), self.semantic_dim)))
         self.net_, self.history_["dit_loss"] = train_denoiser(
             self.net_, self.schedule, mean, logvar, self._cond(ages, sexes), cfg.dit_steps, cfg.dit_batch,
             cfg.dit_lr, cfg.ema_decay, cfg.vlb_weight, cfg.clip_x0, self.seed, progress)
@@ -415,7 +428,7 @@ class NormativeDiffusionAutoencoder(LatentSpaceModel):
                 "config": self.config.to_dict(), "seed": self.seed, "semantic_dim": self.semantic_dim,
                 "inversion_steps": self.inversion_steps, "matched_k": self.matched_k,
                 "covariate_dropout": self.covariate_dropout, "age_guidance": self.age_guidance,
-                "age_supervision": self.age_supervision,
+                "age_supervision": self.age_supervision, "latent_prior": self.latent_prior,
                 "latent_model_params": self.latent_model_params, "latent_model": LATENT_MODEL_DIR,
                 "age_mean": self.age_mean_, "age_std": self.age_std_, "age_range": list(self.age_range_),
                 "sex_coding": {"0": "F", "1": "M"}, "training": getattr(self, "training_", {}),
@@ -434,7 +447,8 @@ class NormativeDiffusionAutoencoder(LatentSpaceModel):
                         latent_model_params=card.get("latent_model_params"),
                         covariate_dropout=card.get("covariate_dropout", 0.0),
                         age_guidance=card.get("age_guidance", 1.0),
-                        age_supervision=card.get("age_supervision", 0.0))
+                        age_supervision=card.get("age_supervision", 0.0),
+                        latent_prior=card.get("latent_prior", "constant"))
             model.age_mean_, model.age_std_ = card["age_mean"], card["age_std"]
             model.age_range_ = tuple(card["age_range"])
         except (KeyError, TypeError) as exc:

@@ -110,6 +110,9 @@ def test_mri_score_refuses_bad_inputs_with_messages(scan_folder, tmp_path, capsy
     rc = main(["mri-fit", "--images", str(scan_folder / "t1"), "--participants", str(scan_folder / "participants.csv"),
                "--out", str(tmp_path / "m"), "--config", "tiny", "--age-supervision", "1"])
     assert rc == 2 and "--age-supervision applies to the diffusion autoencoder" in capsys.readouterr().err
+    rc = main(["mri-fit", "--images", str(scan_folder / "t1"), "--participants", str(scan_folder / "participants.csv"),
+               "--out", str(tmp_path / "m"), "--config", "tiny", "--latent-prior", "constant"])
+    assert rc == 2 and "--latent-prior applies to the diffusion autoencoder" in capsys.readouterr().err
 
 
 def test_participants_table_validation(tmp_path):

@@ -175,3 +175,29 @@ def test_age_supervised_model_saves_and_loads(diffae_cohort, tmp_path):
     assert back.age_supervision == 1.0 and json.loads((tmp_path / "m" / "model.json").read_text())["age_supervision"]
     torch.testing.assert_close(back.net_.age_head.weight, model.net_.age_head.weight)
     np.testing.assert_allclose(back.semantic(c["volumes"][va]), model.semantic(c["volumes"][va]), atol=1e-6)
+
+
+def test_age_trend_prior_is_the_default_carries_the_training_trend_and_is_in_the_card(tiny_diffae, diffae_cohort,
+                                                                                       tmp_path):
+    """The prior's mean is the per-element regression of the training latents on age, age^2 and sex (the
+    mechanism: tests/diffusion/test_parameterisation.py); a card without the key means the constant prior."""
+    c, tr = diffae_cohort, slice(0, 22)
+    wrap = tiny_diffae.net_.denoiser
+    assert tiny_diffae.latent_prior == "age-trend" and wrap.trend is not None
+    latents = tiny_diffae.encode(c["volumes"][tr])[0]
+    given = tiny_diffae.conditions(c["ages"][tr], c["sexes"][tr], latents.new_zeros(22, tiny_diffae.semantic_dim))
+    fitted = wrap.mean_at(given)
+    residual = (latents - fitted).pow(2).mean()
+    assert float(residual) < float((latents - latents.mean(0)).pow(2).mean())  # the trend explains part of it
+    tiny_diffae.save(tmp_path / "m")
+    card_path = tmp_path / "m" / "model.json"
+    assert json.loads(card_path.read_text())["latent_prior"] == "age-trend"
+    back = NormativeDiffusionAutoencoder.load(tmp_path / "m", device="cpu")
+    torch.testing.assert_close(back.net_.denoiser.prior_trend, wrap.prior_trend)
+    card = json.loads(card_path.read_text())
+    del card["latent_prior"]  # a card from before the option: constant prior, so these weights do not fit it
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(InputError, match="weights do not match"):
+        NormativeDiffusionAutoencoder.load(tmp_path / "m", device="cpu")
+    with pytest.raises(InputError, match="latent prior"):
+        NormativeDiffusionAutoencoder("tiny", latent_prior="linear")
