@@ -93,8 +93,8 @@ def normal_scores(samples: torch.Tensor, order: torch.Tensor | None = None) -> t
     m = samples.shape[1]
     if order is None:
         order = samples.transpose(1, 2).argsort(dim=-1)  # (n, D, M)
-    scores = torch.from_numpy(special.ndtri((np.arange(m) + 0.5) / m))
-    out = torch.empty(order.shape, dtype=torch.float64)
+    scores = torch.from_numpy(special.ndtri((np.arange(m) + 0.5) / m)).to(order.device)
+    out = torch.empty(order.shape, dtype=torch.float64, device=order.device)
     out.scatter_(-1, order, scores.expand(order.shape))
     return out.transpose(1, 2)
 
