@@ -58,29 +58,45 @@ class MarginalPath(nn.Module):
 
     def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         gamma, beta = self.film(e).chunk(2, dim=-1)  # (n, width): per condition, shared by its samples
-        # first layer folded per condition: (x v + E_j)(1 + gamma) + beta = x A + B_j
-        slope = (self.value * (1 + gamma)).unsqueeze(-2)
-        offset = self.idp * (1 + gamma).unsqueeze(-2) + beta.unsqueeze(-2)  # (n, d, width)
-        slope, offset = broadcast_rows(slope, x, keep=2), broadcast_rows(offset, x, keep=2)
+        # first layer folded per condition: (x v + E_j)(1 + gamma) + beta = x A + B_j, laid out width-major
+        scale = (1 + gamma).t()  # (width, n)
+        offset = self.idp.t().unsqueeze(1) * scale.unsqueeze(2) + beta.t().unsqueeze(2)  # (width, n, d)
+        slope = (self.value.unsqueeze(1) * scale).unsqueeze(2)  # (width, n, 1)
+        if x.dim() == 3:  # (n, m, d): a condition's m samples share its offset and slope
+            offset, slope = offset.unsqueeze(2), slope.unsqueeze(2)
         out = torch.empty_like(x)
+        write = not torch.is_grad_enabled()  # results go straight into ``out`` (not possible under autograd)
         per_row = x.shape[-1] * self.idp.shape[1]  # activations of one row
         x_rows = x.shape[1] if x.dim() == 3 else 1
         if not x.is_cuda and x_rows * per_row > self.block_elements:  # one condition's samples exceed a block
             rows = max(1, self.block_elements // per_row)
-            for s in range(x.shape[0]):
-                for r in range(0, x_rows, rows):
-                    out[s, r:r + rows] = self._layers(x[s, r:r + rows], offset[s], slope[s])
-            return out
-        # on a GPU one launch per layer is faster than cache-sized blocks of rows
-        step = x.shape[0] if x.is_cuda else max(1, self.block_elements // (per_row * x_rows))
-        for s in range(0, x.shape[0], step):
-            out[s:s + step] = self._layers(x[s:s + step], offset[s:s + step], slope[s:s + step])
+            blocks = [((s, slice(r, r + rows)), (slice(None), s)) for s in range(x.shape[0])
+                      for r in range(0, x_rows, rows)]
+        else:  # on a GPU one launch per layer is faster than cache-sized blocks of rows
+            step = x.shape[0] if x.is_cuda else max(1, self.block_elements // (per_row * x_rows))
+            blocks = [((slice(s, s + step),), (slice(None), slice(s, s + step))) for s in range(0, x.shape[0], step)]
+        for rows_of_x, conditions in blocks:
+            if write:
+                self._layers(x[rows_of_x], offset[conditions], slope[conditions], into=out[rows_of_x])
+            else:
+                out[rows_of_x] = self._layers(x[rows_of_x], offset[conditions], slope[conditions])
         return out
 
-    def _layers(self, x: torch.Tensor, offset: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
-        h = torch.addcmul(offset, x.unsqueeze(-1), slope)
-        h = nn.functional.silu(self.hidden(nn.functional.silu(h)))
-        return self.out(h).squeeze(-1)
+    def _layers(self, x: torch.Tensor, offset: torch.Tensor, slope: torch.Tensor,
+                into: torch.Tensor | None = None) -> torch.Tensor:
+        """The path on rows ``x`` (..., D) given the first layer's ``offset`` (width, ..., D) and ``slope``
+        (width, ..., 1), which broadcast against them; the result (shaped like ``x``) is written to the contiguous
+        ``into`` when given (outside autograd). Computed width-major, (width, ..., D), so the width-sized products
+        run over long contiguous rows and the biases broadcast along them (1.4x faster than a width-sized inner
+        axis at 213 IDPs on a CPU; BENCHMARKS.md)."""
+        h = torch.addcmul(offset.contiguous(), x.unsqueeze(0), slope.contiguous())
+        inplace = not torch.is_grad_enabled()
+        h = nn.functional.silu(h, inplace=inplace).reshape(len(h), -1)
+        h = nn.functional.silu(torch.addmm(self.hidden.bias.unsqueeze(1), self.hidden.weight, h), inplace=inplace)
+        if into is None:
+            return torch.addmm(self.out.bias.unsqueeze(1), self.out.weight, h).view(x.shape)
+        torch.addmm(self.out.bias.unsqueeze(1), self.out.weight, h, out=into.view(1, -1))
+        return into
 
 
 class FiLMMLP(nn.Module):
