@@ -76,24 +76,25 @@ class MarginalPath(nn.Module):
             step = x.shape[0] if x.is_cuda else max(1, self.block_elements // (per_row * x_rows))
             blocks = [((slice(s, s + step),), (slice(None), slice(s, s + step))) for s in range(0, x.shape[0], step)]
         for rows_of_x, conditions in blocks:
-            if write:
-                self._layers(x[rows_of_x], offset[conditions], slope[conditions], into=out[rows_of_x])
-            else:
-                out[rows_of_x] = self._layers(x[rows_of_x], offset[conditions], slope[conditions])
+            target = out[rows_of_x]
+            result = self._layers(x[rows_of_x], offset[conditions], slope[conditions], into=target if write else None)
+            if result is not target:
+                out[rows_of_x] = result
         return out
 
     def _layers(self, x: torch.Tensor, offset: torch.Tensor, slope: torch.Tensor,
                 into: torch.Tensor | None = None) -> torch.Tensor:
         """The path on rows ``x`` (..., D) given the first layer's ``offset`` (width, ..., D) and ``slope``
-        (width, ..., 1), which broadcast against them; the result (shaped like ``x``) is written to the contiguous
-        ``into`` when given (outside autograd). Computed width-major, (width, ..., D), so the width-sized products
-        run over long contiguous rows and the biases broadcast along them (1.4x faster than a width-sized inner
-        axis at 213 IDPs on a CPU; BENCHMARKS.md)."""
+        (width, ..., 1), which broadcast against them. The result (shaped like ``x``) is written to the contiguous
+        ``into`` when one is given (outside autograd) of the computation's dtype (under autocast it is not), else
+        returned. Computed width-major, (width, ..., D), so the width-sized products run over long contiguous rows
+        and the biases broadcast along them (1.4x faster than a width-sized inner axis at 213 IDPs on a CPU;
+        BENCHMARKS.md)."""
         h = torch.addcmul(offset.contiguous(), x.unsqueeze(0), slope.contiguous())
         inplace = not torch.is_grad_enabled()
         h = nn.functional.silu(h, inplace=inplace).reshape(len(h), -1)
         h = nn.functional.silu(torch.addmm(self.hidden.bias.unsqueeze(1), self.hidden.weight, h), inplace=inplace)
-        if into is None:
+        if into is None or into.dtype != h.dtype:
             return torch.addmm(self.out.bias.unsqueeze(1), self.out.weight, h).view(x.shape)
         torch.addmm(self.out.bias.unsqueeze(1), self.out.weight, h, out=into.view(1, -1))
         return into
