@@ -88,8 +88,7 @@ class MarginalPath(nn.Module):
         (width, ..., 1), which broadcast against them. The result (shaped like ``x``) is written to the contiguous
         ``into`` when one is given (outside autograd) of the computation's dtype (under autocast it is not), else
         returned. Computed width-major, (width, ..., D), so the width-sized products run over long contiguous rows
-        and the biases broadcast along them (1.4x faster than a width-sized inner axis at 213 IDPs on a CPU;
-        BENCHMARKS.md)."""
+        and the biases broadcast along them rather than over a width-sized inner axis (speed: BENCHMARKS.md)."""
         h = torch.addcmul(offset.contiguous(), x.unsqueeze(0), slope.contiguous())
         inplace = not torch.is_grad_enabled()
         h = nn.functional.silu(h, inplace=inplace).reshape(len(h), -1)
