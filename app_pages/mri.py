@@ -259,8 +259,10 @@ def results_section(model) -> None:
     if acq:
         facts += (f"; voxels up to {acq['voxel_mm']:g} mm, brain mask covers {acq['brain_coverage']:.0%} of the "
                   "template brain")
+    inset = (f" The index is the mean of the top 1% (5%) of voxel z at least {score.index_inset_mm:g} mm inside the "
+             "brain's edge." if score.index_inset_mm else "")
     st.caption(facts + f", {result.seconds:.1f} s. The centile is the scan's rank among {score.reference_text()} "
-               "(100 = more abnormal than all of them).")
+               "(100 = more abnormal than all of them)." + inset)
     if not result.index_reliable:
         failed = ", ".join(g["gate"] for g in result.quality if not g["passed"])
         st.warning(f"**Index unreliable**: this scan fails the quality gate(s) {failed} (see the table); the "

@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/mri_recalibrate.py models/mri-ixi-cpu --error-scale scan-median --edge-erosion 1
     .venv/bin/python benchmarks/mri_recalibrate.py models/mri-ixi-cpu --cross-fit 5 [--keep /tmp/oof.npz]
     .venv/bin/python benchmarks/mri_recalibrate.py models/mri-ixi-cpu --error-power 0.6667 --from-kept /tmp/oof.npz
+    .venv/bin/python benchmarks/mri_recalibrate.py models/mri-ixi-cpu --index-margin 1 --from-kept /tmp/oof.npz
 
 Sets the configuration's ``error_scale`` and ``edge_erosion`` (normcore.imaging.config), re-runs the preprocessing
 of the card's validation scans (paths relative to the repository, as mri-fit recorded them) and the model's own
@@ -16,7 +17,9 @@ validation ids; normcore.imaging.crossfit), each fold denoiser trained on the ot
 stage. ``--keep`` saves the out-of-fold error maps (npz) for analysis. ``--error-power`` sets the exponent of the
 scaled error maps (config ``error_power``); ``--from-kept`` rebuilds the reference from kept out-of-fold maps instead
 of cross-fitting again (the restorations do not depend on the exponent, so this equals a new cross-fit). Used for the
-shipped CPU model (BENCHMARKS.md: cross-fitted reference).
+shipped CPU model (BENCHMARKS.md: cross-fitted reference). ``--index-margin`` sets how many more voxels of the brain's
+edge the index leaves out (config ``index_margin``), with ``--cross-fit`` or ``--from-kept`` (BENCHMARKS.md: an index
+that does not follow the mask's edge).
 """
 
 from __future__ import annotations
@@ -93,6 +96,7 @@ def main() -> None:
                     help="rebuild the reference from K-fold out-of-fold restorations of all healthy scans (0: no)")
     ap.add_argument("--keep", default=None, help="with --cross-fit: save the out-of-fold error maps here (.npz)")
     ap.add_argument("--error-power", type=float, default=None, help="exponent of the scaled error maps (config)")
+    ap.add_argument("--index-margin", type=int, default=None, help="edge voxels left out of the index (config)")
     ap.add_argument("--from-kept", default=None, help="rebuild the cross-fitted reference from a --keep file")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
@@ -107,6 +111,10 @@ def main() -> None:
     extra = {k: v for k, v in card.items() if k not in WRITTEN_BY_SAVE}
     if args.error_power is not None:
         model.config = model.config.replace(error_power=args.error_power)
+    if args.index_margin is not None:
+        if not (args.cross_fit or args.from_kept):
+            sys.exit("--index-margin needs --cross-fit or --from-kept (the index reference is rebuilt from them)")
+        model.config = model.config.replace(index_margin=args.index_margin)
     if args.cross_fit or args.from_kept:
         if args.from_kept:
             reference_from_kept(model, args.from_kept)

@@ -24,9 +24,11 @@ class ImagingConfig:
     error_scale: ``"scan-median"`` divides each anomaly map by the scan's own median error inside the brain before
     the voxel statistics (a scan-wide misfit of intensity or registration is not a lesion), ``"none"`` keeps it;
     edge_erosion: voxels of the brain's edge left out of the z-map and the index (where registration and masking
-    errors live); error_power: exponent of that (scaled) map before the voxel statistics, 2/3 to make absolute errors
-    nearly Gaussian so that z > 3 flags few healthy voxels (:func:`~normcore.imaging.anomaly.scored_errors`). All three
-    default to the behaviour of models fitted before them (BENCHMARKS.md: quiet z-maps, cross-fitted reference).
+    errors live); index_margin: further voxels of the scored region's edge left out of the abnormality index only
+    (the z-map keeps them; :func:`~normcore.imaging.anomaly.index_region`); error_power: exponent of that (scaled)
+    map before the voxel statistics, 2/3 to make absolute errors nearly Gaussian so that z > 3 flags few healthy
+    voxels (:func:`~normcore.imaging.anomaly.scored_errors`). All four default to the behaviour of models fitted
+    before them (BENCHMARKS.md: quiet z-maps, cross-fitted reference, an index that does not follow the mask's edge).
     """
 
     grid: dict
@@ -55,6 +57,7 @@ class ImagingConfig:
     error_scale: str = "none"
     edge_erosion: int = 0
     error_power: float = 1.0
+    index_margin: int = 0
 
     ERROR_SCALES = ("none", "scan-median")
 
@@ -63,6 +66,8 @@ class ImagingConfig:
             raise InputError(f"error_scale {self.error_scale!r}: use one of {list(self.ERROR_SCALES)}")
         if not isinstance(self.edge_erosion, int) or isinstance(self.edge_erosion, bool) or self.edge_erosion < 0:
             raise InputError(f"edge_erosion {self.edge_erosion!r}: a number of voxels, 0 or more")
+        if not isinstance(self.index_margin, int) or isinstance(self.index_margin, bool) or self.index_margin < 0:
+            raise InputError(f"index_margin {self.index_margin!r}: a number of voxels, 0 or more")
         if isinstance(self.error_power, bool) or not isinstance(self.error_power, int | float) \
                 or not 0 < self.error_power <= 1:
             raise InputError(f"error_power {self.error_power!r}: a number in (0, 1]")

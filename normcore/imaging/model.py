@@ -23,6 +23,7 @@ from normcore.imaging.anomaly import (
     anomaly_map,
     centile_among,
     healthy_error_stats,
+    index_region,
     leave_one_out_indices,
     scored_errors,
     voxel_zmap,
@@ -61,6 +62,7 @@ class ImagingScore:
     warnings: list[str] = field(default_factory=list)
     n_reference: int | None = None  # healthy scans the centile ranks among (its resolution is 100 / n_reference)
     reference_scheme: str = "validation"  # how they were restored: "validation" or "cross-fitted" (crossfit.py)
+    index_inset_mm: float = 0.0  # the index ranks voxels at least this far inside the brain's edge (config)
 
     def reference_text(self) -> str:
         """The healthy reference of the centile in words, with its size and resolution."""
@@ -160,7 +162,8 @@ class ImagingNormativeModel(LatentSpaceModel):
         for method in METHODS:
             maps, scored = errors[method]
             self.error_stats_[method] = healthy_error_stats(maps, scored)
-            self.reference_[method] = {k: leave_one_out_indices(maps, scored, top) for k, top in TOPS.items()}
+            self.reference_[method] = {k: leave_one_out_indices(maps, scored, top, self.config.index_margin)
+                                       for k, top in TOPS.items()}
         self.reference_info_ = dict(info)
 
     # ------------------------------------------------------------------------------------ inference
@@ -209,12 +212,14 @@ class ImagingNormativeModel(LatentSpaceModel):
         err = anomaly_map(volume, restored[method][0], brain)
         (scaled,), (scored,) = self.healthy_errors(np.asarray(volume)[None], restored[method], brain[None])
         z = voxel_zmap(scaled, *self.error_stats_[method], scored)
-        index = {k: abnormality_index(z, scored, top) for k, top in TOPS.items()}
+        ranked = index_region(scored, self.config.index_margin)
+        index = {k: abnormality_index(z, ranked, top) for k, top in TOPS.items()}
         centile = {k: centile_among(v, self.reference_[method][k]) for k, v in index.items()}
         share = float(restored["kl-inpaint_mask"][0]) if method == "kl-inpaint" else None
         n_reference = int(np.isfinite(np.asarray(self.reference_[method]["top1"], float)).sum())
+        inset = (self.config.edge_erosion + self.config.index_margin) * float(self.grid.spacing_mm)
         return ImagingScore(method, restored[method][0], err, z, index, centile, share, warnings, n_reference,
-                            self.reference_info_.get("scheme", "validation"))
+                            self.reference_info_.get("scheme", "validation"), inset)
 
     # ----------------------------------------------------------------------------------- persistence
     def save(self, path, card_extra: dict | None = None):

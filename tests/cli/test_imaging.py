@@ -67,6 +67,7 @@ def test_mri_fit_then_score_writes_maps_in_scan_space(scan_folder, tmp_path, cap
     result = json.loads((out / "result.json").read_text())
     assert set(result["abnormality_index"]) == {"top1", "top5"} and result["sex"] == "F"
     assert result["healthy_reference_n"] == 10 and result["healthy_reference_scheme"] == "cross-fitted"
+    assert result["index_inset_mm"] == 0.0  # the tiny configuration ranks every brain voxel
     assert 0 <= result["healthy_centile"]["top1"] <= 100
     rc = main(["mri-score", str(model_dir), str(scan), "--age", "40", "--sex", "1", "--out", str(out / "m"),
                "--method", "autoencoder", "--quiet", "--device", "cpu"])

@@ -10,6 +10,7 @@ from normcore.imaging.anomaly import (
     anomaly_map,
     centile_among,
     healthy_error_stats,
+    index_region,
     leave_one_out_indices,
     scored_errors,
     voxel_zmap,
@@ -31,6 +32,22 @@ def test_index_is_the_mean_of_the_top_share():
     assert abnormality_index(z, brain, 0.01) == (149 + 148) / 2
 
 
+def test_index_region_leaves_out_the_edge_and_the_index_ignores_an_edge_artefact():
+    brain = np.zeros((12, 12, 12), bool)
+    brain[1:11, 1:11, 1:11] = True
+    assert np.array_equal(index_region(brain, 0), brain)
+    inner = index_region(brain, 2)
+    assert inner.sum() == 6**3 and inner[3:9, 3:9, 3:9].all()  # two voxels of the edge left out on every side
+    z = np.zeros(brain.shape)
+    z[1, 1:11, 1:11] = 9.0  # a bright rim, as a mask one voxel too wide leaves it
+    z[5, 5, 5] = 4.0
+    assert abnormality_index(z, brain, 0.01) == 9.0
+    assert abnormality_index(z, inner, 0.01) == 4.0 / 3  # top 1% of 216 voxels = 3 voxels: 4, 0, 0
+    thin = np.zeros_like(brain)
+    thin[5, 5, 2:9] = True
+    assert np.array_equal(index_region(thin, 1), thin)  # nothing left after the margin: keep the scored voxels
+
+
 def test_error_stats_and_zmap():
     errors = np.array([[1.0, 2.0], [3.0, 2.0], [5.0, 2.0]])
     brains = np.ones_like(errors, bool)
@@ -50,6 +67,11 @@ def test_leave_one_out_indices_do_not_use_the_subject_itself():
     mean, std = healthy_error_stats(errors[1:], brains[1:])
     assert loo[0] == abnormality_index(voxel_zmap(errors[0], mean, std, brains[0]), brains[0], 0.1)
     assert loo[0] == loo.max()
+    cube = rng.random((6, 8, 8, 8))
+    cubes = np.ones_like(cube, bool)
+    loo_inner = leave_one_out_indices(cube, cubes, 0.1, margin=1)
+    mean, std = healthy_error_stats(cube[1:], cubes[1:])
+    assert loo_inner[0] == abnormality_index(voxel_zmap(cube[0], mean, std, cubes[0]), index_region(cubes[0], 1), 0.1)
 
 
 def test_centile_among_reference():

@@ -53,8 +53,8 @@ def test_z_map_settings_are_checked_and_old_cards_keep_their_behaviour():
     cpu = ImagingConfig.preset("cpu")
     assert (cpu.error_scale, cpu.edge_erosion, cpu.error_power) == ("scan-median", 1, 2 / 3)  # new fits
     old = ImagingConfig.from_dict({k: v for k, v in cpu.to_dict().items()
-                                   if k not in ("error_scale", "edge_erosion", "error_power")})
-    assert (old.error_scale, old.edge_erosion, old.error_power) == ("none", 0, 1.0)
+                                   if k not in ("error_scale", "edge_erosion", "error_power", "index_margin")})
+    assert (old.error_scale, old.edge_erosion, old.error_power, old.index_margin) == ("none", 0, 1.0, 0)
     for bad in (0, 1.5, True, "2/3"):
         with pytest.raises(InputError, match="error_power"):
             cpu.replace(error_power=bad)
@@ -62,3 +62,6 @@ def test_z_map_settings_are_checked_and_old_cards_keep_their_behaviour():
         cpu.replace(error_scale="scan-mean")
     with pytest.raises(InputError, match="edge_erosion"):
         cpu.replace(edge_erosion=-1)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(InputError, match="index_margin"):
+            cpu.replace(index_margin=bad)

@@ -79,3 +79,26 @@ def test_gpu_and_cpu_configurations_build_from_the_same_code():
         sizes[name] = (model.latent_shape_, len(model.denoiser_.net.pos[0]))
     assert sizes["cpu"] == ((4, 20, 24, 20), 150)  # 4 mm grid, 8 mm latent, 4^3 patches
     assert sizes["gpu"] == ((4, 20, 24, 20), 1200)  # 2 mm grid, 8 mm latent, 2^3 patches
+
+
+def test_index_margin_keeps_an_artefact_at_the_brain_edge_out_of_the_index(tiny_imaging_model, tiny_cohort):
+    import copy
+
+    from scipy import ndimage
+
+    c = tiny_cohort
+    vol, brain = c["volumes"][12], c["brains"][12]
+    rim = brain & ~ndimage.binary_erosion(brain)  # the outer voxel layer, as a mask a voxel too wide adds it
+    edged = vol.copy()
+    edged[rim] = np.where(np.random.default_rng(2).random(rim.sum()) < 0.3, 1.0, edged[rim])
+    model = copy.deepcopy(tiny_imaging_model)
+    shift = {}
+    for margin in (0, 2):
+        model.config = model.config.replace(index_margin=margin)
+        clean = model.score(vol, brain, 45.0, "F", method="autoencoder")
+        art = model.score(edged, brain, 45.0, "F", method="autoencoder")
+        np.testing.assert_array_equal(art.zmap, model.score(edged, brain, 45.0, "F", method="autoencoder").zmap)
+        shift[margin] = art.index["top1"] - clean.index["top1"]
+        assert art.index_inset_mm == (model.config.edge_erosion + margin) * model.grid.spacing_mm
+    assert shift[0] > 1.0  # the rim dominates the index without a margin
+    assert abs(shift[2]) < 0.5 * shift[0]  # and hardly moves it with one
