@@ -84,7 +84,8 @@ def main() -> None:
                               "failed_gates": [g["gate"] for g in r.quality if not g["passed"]],
                               "facts": r.prepared.facts, "warnings": r.warnings}), flush=True)
             centiles[label].append(r.score.centile["top1"])
-    for label in [c for c in wanted if c != "as is"] if "as is" in wanted else []:
+    compared = [c for c in wanted if c != "as is"] if "as is" in wanted else []
+    for label in compared:
         gap = np.abs(np.subtract(centiles["as is"], centiles[label]))
         key = "unmasked_vs_masked" if label == "whole head, no mask" else f"{label} vs as is"
         print(json.dumps({key: {"mean_abs_gap": round(float(gap.mean()), 1), "within_15": int((gap <= 15).sum()),

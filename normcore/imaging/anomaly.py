@@ -62,8 +62,8 @@ def index_region(scored: np.ndarray, margin: int = 0) -> np.ndarray:
     """The voxels the abnormality index ranks: the scored voxels less ``margin`` more voxels of their edge.
 
     The z-map itself keeps the edge (it is shown); the index leaves it out because within a few voxels of the brain's
-    edge the restoration error follows the mask's exact boundary (a mask one native voxel wider moved healthy indices
-    by up to 2 z units, BENCHMARKS.md), not the anatomy. A brain thinner than the margin keeps its scored voxels.
+    edge the restoration error follows the mask's exact boundary, not the anatomy (BENCHMARKS.md: an index that does
+    not follow the mask's edge). A brain thinner than the margin keeps its scored voxels.
     """
     scored = np.asarray(scored, bool)
     if not margin:
