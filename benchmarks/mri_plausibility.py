@@ -44,7 +44,8 @@ def main() -> None:
     ap.add_argument("--model", default=str(ROOT / "models" / "mri-ixi-cpu"))
     ap.add_argument("--n", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--cases", default=",".join(CASES), help=f"comma-separated subset of: {', '.join(CASES)}"
+    listed = ", ".join(CASES).replace("%", "%%")  # argparse formats help with %
+    ap.add_argument("--cases", default=",".join(CASES), help=f"comma-separated subset of: {listed}"
                     " (split on ',' followed by a case name)")
     args = ap.parse_args()
     wanted = [c for c in CASES if c in args.cases]

@@ -9,7 +9,9 @@ zero width (each subject's own age, as before). The shipped imaging
 model was recalibrated on 2026-12-02 (z-map settings error_scale/edge_erosion, benchmarks/mri_recalibrate.py);
 its reference was regenerated then (restorations moved by at most 0.004 through the recomputed KL thresholds;
 index and centile changed by design), and again on 2026-12-03 for its cross-fitted healthy reference and
-error_power 2/3 (restorations identical; index, centile and z-map changed by design).
+error_power 2/3 (restorations identical; index, centile and z-map changed by design), and once more later on
+2026-12-03 for index_margin 1 with a re-run cross-fit (restorations within 1e-6; index, centile and z-map changed
+by design).
 """
 
 from __future__ import annotations

@@ -108,13 +108,13 @@ PRESETS: dict[str, ImagingConfig] = {
                          heads=4, ae_epochs=30, ae_batch=4, ae_lr=2e-3, kl_weight=1e-4, dit_steps=2500, dit_batch=16,
                          dit_lr=3e-4, ema_decay=0.995, vlb_weight=1e-3, timesteps=1000,
                          levels=[50, 100, 150, 200, 250, 300, 350, 400], ddim_steps=8, plain_level=250, chunk=4,
-                         error_scale="scan-median", edge_erosion=1, error_power=2 / 3),
+                         error_scale="scan-median", edge_erosion=1, error_power=2 / 3, index_margin=1),
     # 2 mm grid, 8 mm latent, 1200 latent tokens: the same code at GPU scale.
     "gpu": ImagingConfig(grid=GPU_GRID.to_dict(), ae_channels=[32, 64, 128], latent_channels=4, patch=2, dim=384,
                          depth=8, heads=6, ae_epochs=200, ae_batch=4, ae_lr=1e-3, kl_weight=1e-4, dit_steps=30000,
                          dit_batch=32, dit_lr=2e-4, ema_decay=0.999, vlb_weight=1e-3, timesteps=1000,
                          levels=[50, 100, 150, 200, 250, 300, 350, 400, 450, 500], ddim_steps=20, plain_level=250,
-                         chunk=8, error_scale="scan-median", edge_erosion=1, error_power=2 / 3),
+                         chunk=8, error_scale="scan-median", edge_erosion=1, error_power=2 / 3, index_margin=1),
     # For tests only: seconds on a CPU.
     "tiny": ImagingConfig(grid=ModelGrid(10.0, (16, 16, 16)).to_dict(), ae_channels=[4, 8], latent_channels=2, patch=2,
                           dim=32, depth=1, heads=2, ae_epochs=2, ae_batch=4, ae_lr=2e-3, kl_weight=1e-4, dit_steps=20,

@@ -51,7 +51,8 @@ def test_z_map_settings_are_checked_and_old_cards_keep_their_behaviour():
     from normcore.imaging.config import ImagingConfig
 
     cpu = ImagingConfig.preset("cpu")
-    assert (cpu.error_scale, cpu.edge_erosion, cpu.error_power) == ("scan-median", 1, 2 / 3)  # new fits
+    new_fits = (cpu.error_scale, cpu.edge_erosion, cpu.error_power, cpu.index_margin)
+    assert new_fits == ("scan-median", 1, 2 / 3, 1)
     old = ImagingConfig.from_dict({k: v for k, v in cpu.to_dict().items()
                                    if k not in ("error_scale", "edge_erosion", "error_power", "index_margin")})
     assert (old.error_scale, old.edge_erosion, old.error_power, old.index_margin) == ("none", 0, 1.0, 0)
