@@ -19,7 +19,8 @@ scaled error maps (config ``error_power``); ``--from-kept`` rebuilds the referen
 of cross-fitting again (the restorations do not depend on the exponent, so this equals a new cross-fit). Used for the
 shipped CPU model (BENCHMARKS.md: cross-fitted reference). ``--index-margin`` sets how many more voxels of the brain's
 edge the index leaves out (config ``index_margin``), with ``--cross-fit`` or ``--from-kept`` (BENCHMARKS.md: an index
-that does not follow the mask's edge).
+that does not follow the mask's edge). Either of these records ``reference_rebuilt`` (date, source, index_margin,
+error_power) in the card.
 """
 
 from __future__ import annotations
@@ -121,6 +122,10 @@ def main() -> None:
         else:
             cross_fit_reference(model, images, ROOT / data["participants"], masks, args.cross_fit, args.keep)
         extra.pop("reference", None)
+        extra["reference_rebuilt"] = {"date": datetime.now(UTC).strftime("%Y-%m-%d"),
+                                      "from": "kept out-of-fold maps" if args.from_kept else "a fresh cross-fit",
+                                      "index_margin": model.config.index_margin,
+                                      "error_power": model.config.error_power}
         model.save(args.model, card_extra=extra)
         print(json.dumps({k: v for k, v in model.reference_info_.items() if k != "ids"}))
         return
