@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from normcore.imaging.anomaly import abnormality_index, anomaly_map, centile_among, index_region, voxel_zmap
+from normcore.imaging.anomaly import anomaly_map, centile_among, voxel_zmap
 from normcore.imaging.model import METHODS, ImagingNormativeModel
 from normcore.imaging.synthetic import lesion_volume_ml
 from normcore.metrics.imaging import best_dice, mae, psnr, ssim3d, subject_auc, voxel_auprc
@@ -47,9 +47,9 @@ def evaluate_restoration(model: ImagingNormativeModel, vols: np.ndarray, brains:
         maps, scored = model.healthy_errors(vols, rest, brains)
         mean, std = model.error_stats_[method]
         z = np.stack([voxel_zmap(e, mean, std, b) for e, b in zip(maps, scored, strict=True)])
-        ranked = [index_region(b, model.config.index_margin) for b in scored]
-        index = np.array([abnormality_index(zz, b, 0.01) for zz, b in zip(z, ranked, strict=True)])
-        index5 = np.array([abnormality_index(zz, b, 0.05) for zz, b in zip(z, ranked, strict=True)])
+        indices = [model.indices(zz, b) for zz, b in zip(z, scored, strict=True)]
+        index = np.array([i["top1"] for i in indices])
+        index5 = np.array([i["top5"] for i in indices])
         les = ~healthy
         above = np.array([(zz[b] > Z_THRESHOLD).mean() for zz, b in zip(z[healthy], scored[healthy], strict=True)])
         centiles = np.array([centile_among(v, model.reference_[method]["top1"]) for v in index[healthy]])

@@ -212,14 +212,19 @@ class ImagingNormativeModel(LatentSpaceModel):
         err = anomaly_map(volume, restored[method][0], brain)
         (scaled,), (scored,) = self.healthy_errors(np.asarray(volume)[None], restored[method], brain[None])
         z = voxel_zmap(scaled, *self.error_stats_[method], scored)
-        ranked = index_region(scored, self.config.index_margin)
-        index = {k: abnormality_index(z, ranked, top) for k, top in TOPS.items()}
+        index = self.indices(z, scored)
         centile = {k: centile_among(v, self.reference_[method][k]) for k, v in index.items()}
         share = float(restored["kl-inpaint_mask"][0]) if method == "kl-inpaint" else None
         n_reference = int(np.isfinite(np.asarray(self.reference_[method]["top1"], float)).sum())
         inset = (self.config.edge_erosion + self.config.index_margin) * float(self.grid.spacing_mm)
         return ImagingScore(method, restored[method][0], err, z, index, centile, share, warnings, n_reference,
                             self.reference_info_.get("scheme", "validation"), inset)
+
+    def indices(self, zmap: np.ndarray, scored: np.ndarray) -> dict[str, float]:
+        """The abnormality index of each ``TOPS`` share, over the scored voxels less the configured
+        ``index_margin`` (:func:`~normcore.imaging.anomaly.index_region`)."""
+        ranked = index_region(scored, self.config.index_margin)
+        return {k: abnormality_index(zmap, ranked, top) for k, top in TOPS.items()}
 
     # ----------------------------------------------------------------------------------- persistence
     def save(self, path, card_extra: dict | None = None):
