@@ -51,7 +51,8 @@ def main() -> None:
     sid = model.card_["data"]["test_ids"][0]
     table = read_participants(SHARED / "ixi" / "participants.csv").set_index("id")
     img = load_volume(find_file(SHARED / "ixi" / "t1", sid))
-    prep = prepare_scan(img, model.grid, mask=load_mask(find_file(SHARED / "ixi" / "brainmask_labels", sid), img))
+    prep = prepare_scan(img, model.grid, mask=load_mask(find_file(SHARED / "ixi" / "brainmask_labels", sid), img),
+                        intensity_inset_mm=model.config.intensity_inset_mm)
     masks = real_lesion_masks(model.grid, SHARED / "lesion_masks_mni")
     name, lesion, _ = min(masks, key=lambda m: abs(lesion_volume_ml(m[1] & prep.brain, model.grid) - 15.0))
     lesion = lesion & prep.brain

@@ -63,14 +63,16 @@ def cf_variants(guidances: tuple[float, ...]) -> list[tuple[str, str, float]]:
                                                                    for w in guidances if w != 1.0]
 
 
-def cached_cohort(ids: list[str], grid, cache: Path | None):
-    """IXI scans of ``ids`` on ``grid`` (registered with their label masks), from a cache file when one exists."""
-    key = hashlib.sha256(json.dumps([ids, grid.to_dict()]).encode()).hexdigest()[:16]
+def cached_cohort(ids: list[str], grid, cache: Path | None, intensity_inset_mm: float = 0.0):
+    """IXI scans of ``ids`` on ``grid`` (registered with their label masks, normalised as the model's config says),
+    from a cache file when one exists."""
+    key = hashlib.sha256(json.dumps([ids, grid.to_dict(), intensity_inset_mm]).encode()).hexdigest()[:16]
     path = cache / f"ixi-{key}.npz" if cache else None
     if path is not None and path.is_file():
         z = np.load(path)
         return z["volumes"], z["brains"], z["ages"], [str(s) for s in z["sexes"]]
-    c = load_cohort(IXI / "t1", IXI / "participants.csv", grid, masks=IXI / "brainmask_labels", ids=ids)
+    c = load_cohort(IXI / "t1", IXI / "participants.csv", grid, masks=IXI / "brainmask_labels", ids=ids,
+                    intensity_inset_mm=intensity_inset_mm)
     if path is not None:
         cache.mkdir(parents=True, exist_ok=True)
         np.savez(path, volumes=c.volumes, brains=c.brains, ages=c.ages, sexes=np.array(c.sexes))
@@ -204,14 +206,14 @@ def ixi_part(model_dir: Path, ldm_dir: Path, seed: int, cache: Path | None, guid
     data = dae.card_.get("data", {})
     if not data.get("test_ids") or not IXI.is_dir():
         return {"skipped": "no held-out ids in the model card or ../shared/data/mri/ixi absent"}
-    vtr, _, atr, _ = cached_cohort(data["train_ids"], dae.grid, cache)
-    vte, bte, ate, ste = cached_cohort(data["test_ids"], dae.grid, cache)
+    vtr, _, atr, _ = cached_cohort(data["train_ids"], dae.grid, cache, dae.config.intensity_inset_mm)
+    vte, bte, ate, ste = cached_cohort(data["test_ids"], dae.grid, cache, dae.config.intensity_inset_mm)
     res = {"model": str(model_dir), "training": dae.training_, "latent_prior": dae.latent_prior,
            "brain_age": brain_age(dae, (vtr, atr), (vte, ate))}
     print("brain age", res["brain_age"], flush=True)
     # 20 test scans do not resolve the comparison: add the 17 validation scans (not trained on; the centile's
     # reference only) and give the paired bootstrap interval of the MAE difference
-    vva, _, ava, _ = cached_cohort(data.get("validation_ids", []), dae.grid, cache)
+    vva, _, ava, _ = cached_cohort(data.get("validation_ids", []), dae.grid, cache, dae.config.intensity_inset_mm)
     res["brain_age_test_and_validation"] = brain_age_paired(dae, (vtr, atr), (np.concatenate([vte, vva]),
                                                                               np.concatenate([ate, ava])), seed)
     print("brain age, test + validation scans", res["brain_age_test_and_validation"], flush=True)
@@ -222,6 +224,10 @@ def ixi_part(model_dir: Path, ldm_dir: Path, seed: int, cache: Path | None, guid
     lesioned = np.stack([implant_lesion(v, masks[i % len(masks)][1] & b, dae.grid, seed=seed + i)
                          for i, (v, b) in enumerate(zip(vte, bte, strict=True))])
     patients = deviation_scores(dae, lesioned, ate, ste)
+    if ldm.config.intensity_inset_mm != dae.config.intensity_inset_mm:  # the same scans, normalised as ldm's own
+        vte, bte, _, _ = cached_cohort(data["test_ids"], ldm.grid, cache, ldm.config.intensity_inset_mm)
+        lesioned = np.stack([implant_lesion(v, masks[i % len(masks)][1] & b, ldm.grid, seed=seed + i)
+                             for i, (v, b) in enumerate(zip(vte, bte, strict=True))])
     vox_h = voxel_indices(ldm, vte, bte, ate, ste, seed)
     vox_p = voxel_indices(ldm, lesioned, bte, ate, ste, seed)
     res["healthy_heldout"] = {"centiles": [round(float(c), 3) for c in healthy["centile"]],

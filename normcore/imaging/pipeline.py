@@ -96,7 +96,8 @@ def prepare_input(model: LatentSpaceModel, scan, age: float, sex, mask=None, nam
     name = name or (Path(scan).name if isinstance(scan, str | Path) else "uploaded scan")
     img = load_volume(scan, name=name)
     brain = load_mask(mask, img) if mask is not None else None
-    prepared = prepare_scan(img, model.grid, mask=brain, register=register, progress=as_progress(progress))
+    prepared = prepare_scan(img, model.grid, mask=brain, register=register, progress=as_progress(progress),
+                            intensity_inset_mm=model.config.intensity_inset_mm)
     envelope, grid_mm = getattr(model, "acquisition_", None), float(model.grid.spacing_mm)
     prepared.warnings += check_acquisition(prepared.facts, envelope, grid_mm)
     return ScanInput(name, age, sex_code, prepared, quality_gates(prepared.facts, envelope, grid_mm))

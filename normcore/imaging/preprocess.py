@@ -39,7 +39,11 @@ SCALP_SHELL_MM = (7.0, 14.0)
 SCALP_LEVEL = 0.6
 HEAD_SLAB_MM = 100.0  # whole heads are first aligned on the centroid of this top slab (necks and FOVs vary)
 POOR_DICE = 0.7  # below this brain/template Dice the scan gets a "registration may have failed" warning
-MIN_STEP = 1e-3  # optimiser stops once its (scaled, ~mm) step is this small
+MIN_STEP = 1e-3
+# Intensity anchors taken inside the brain (normalise_intensity): the deep lower anchor's level, the volumetry's CSF
+# level (normcore.imaging.volumetry.CSF_LEVEL), and the least share of the brain it is taken over.
+DEEP_ANCHOR_LEVEL = 0.2
+MIN_DEEP_SHARE = 0.2  # optimiser stops once its (scaled, ~mm) step is this small
 NOT_STRIPPED_WARNING = ("no brain mask given and the scan is not skull-stripped: brain taken from the registered "
                         "MNI template mask; results outside the brain are not meaningful")
 
@@ -111,14 +115,29 @@ def looks_skull_stripped(data: np.ndarray, zooms: tuple[float, ...] | np.ndarray
     return share >= STRIPPED_BACKGROUND_SHARE and lo <= foreground_ml <= hi
 
 
-def normalise_intensity(data: np.ndarray, brain: np.ndarray) -> np.ndarray:
-    """(data - p0.5) / (p99.5 - p0.5) over ``brain`` voxels, clipped to [0, 1] (float32, whole array)."""
+def normalise_intensity(data: np.ndarray, brain: np.ndarray, inset_mm: float = 0.0,
+                        zooms: tuple[float, ...] | np.ndarray = (1.0, 1.0, 1.0)) -> np.ndarray:
+    """Map intensities linearly to [0, 1] (clipped; float32, whole array) on two anchors taken over ``brain``.
+
+    ``inset_mm`` 0 (models fitted before the setting): (data - p0.5) / (p99.5 - p0.5) over ``brain``. The lower anchor
+    then comes from the mask's darkest voxels, its edge, so a mask one voxel off moves it (BENCHMARKS.md).
+    ``inset_mm`` > 0: the upper anchor is still p99.5 over ``brain``; the lower one is p0.5 over the voxels at least
+    ``inset_mm`` inside the mask's edge (``zooms``: voxel size in mm), mostly ventricular CSF, and it maps to
+    ``DEEP_ANCHOR_LEVEL``, leaving room below it for the darker CSF and partial volume at the edge. When fewer than
+    ``MIN_DEEP_SHARE`` of the brain lies that deep (a small or thin mask), the deepest such share is used instead.
+    """
     values = data[brain]
     if values.size == 0:
         raise InputError("brain mask is empty: no voxels to normalise intensities on")
     lo, hi = (float(v) for v in np.percentile(values, [0.5, 99.5]))
+    if inset_mm > 0:
+        depth = ndimage.distance_transform_edt(np.pad(brain, 1), sampling=np.asarray(zooms, float)[:3])
+        inside = depth[1:-1, 1:-1, 1:-1][brain]
+        deep = values[inside >= min(inset_mm, float(np.quantile(inside, 1.0 - MIN_DEEP_SHARE)))]
+        deep_lo = float(np.percentile(deep, 0.5))
+        lo = (deep_lo - DEEP_ANCHOR_LEVEL * hi) / (1.0 - DEEP_ANCHOR_LEVEL)
     if hi <= lo:
-        raise InputError(f"brain intensities are constant ({lo:g}): cannot normalise the scan")
+        raise InputError(f"brain intensities are constant ({hi:g}): cannot normalise the scan")
     return np.clip((data - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
@@ -347,14 +366,16 @@ def _template_brain_native(data: np.ndarray, affine: np.ndarray, matrix: np.ndar
 
 
 def prepare_scan(img: nib.Nifti1Image, grid: ModelGrid, mask: np.ndarray | None = None, register: bool = True,
-                 progress: Progress | Callable[..., None] | None = None, threads: int | None = None) -> PreparedScan:
+                 progress: Progress | Callable[..., None] | None = None, threads: int | None = None,
+                 intensity_inset_mm: float = 0.0) -> PreparedScan:
     """Mask, normalise, register (affine, to MNI) and resample a 3D scan onto ``grid``.
 
     ``mask`` is a brain mask in the scan's voxel array; without one a skull-stripped scan's nonzero voxels are the
     brain, and a whole-head scan gets the registered template brain (with a warning). ``register=False`` takes the
     scan as already in MNI space. ``threads`` sets SimpleITK's threads for the registration (default one, which makes
-    it reproducible: :func:`register_to_template`). ``progress`` is a :class:`~normcore._utils.progress.Progress` or
-    callback; cancelling stops the registration between iterations.
+    it reproducible: :func:`register_to_template`). ``intensity_inset_mm`` places the lower intensity anchor inside
+    the brain (:func:`normalise_intensity`; a model's ``ImagingConfig.intensity_inset_mm``). ``progress`` is a
+    :class:`~normcore._utils.progress.Progress` or callback; cancelling stops the registration between iterations.
     """
     prog = as_progress(progress)
     total = 5
@@ -363,6 +384,7 @@ def prepare_scan(img: nib.Nifti1Image, grid: ModelGrid, mask: np.ndarray | None 
     if data.ndim != 3:
         raise InputError(f"a 3D scan is expected, got shape {data.shape}")
     affine = np.asarray(img.affine, float)
+    zooms = tuple(float(z) for z in np.linalg.norm(affine[:3, :3], axis=0))
     warnings: list[str] = []
 
     prog.update("brain mask", 1, total)
@@ -372,7 +394,9 @@ def prepare_scan(img: nib.Nifti1Image, grid: ModelGrid, mask: np.ndarray | None 
         warnings.append(NOT_STRIPPED_WARNING)
 
     prog.update("normalise", 2, total)
-    norm = normalise_intensity(data, data > data.min() if head else brain)
+    # a whole head is first normalised over the head, only to register it; its brain is normalised below
+    norm = normalise_intensity(data, data > data.min()) if head else \
+        normalise_intensity(data, brain, intensity_inset_mm, zooms)
 
     prog.update("register", 3, total)
     matrix, metric = np.eye(4), None
@@ -385,7 +409,7 @@ def prepare_scan(img: nib.Nifti1Image, grid: ModelGrid, mask: np.ndarray | None 
     if head:  # the registered template's brain becomes the scan's mask, and the brain alone is registered again,
         # as a scan with a mask is: healthy whole-head scans then score nearer their masked index (BENCHMARKS.md)
         brain = _template_brain_native(data, affine, matrix)
-        norm = normalise_intensity(data, brain)
+        norm = normalise_intensity(data, brain, intensity_inset_mm, zooms)
         if register:
             matrix, metric = register_to_template(*_to_ras(norm * brain, affine), head=False, threads=threads,
                                                   progress=prog)
@@ -396,7 +420,6 @@ def prepare_scan(img: nib.Nifti1Image, grid: ModelGrid, mask: np.ndarray | None 
     if overlap is not None and overlap < POOR_DICE:
         hint = "registration may have failed" if register else "is the scan really in MNI space?"
         warnings.append(f"brain overlaps the MNI template brain poorly (Dice {overlap:.2f}): {hint}")
-    zooms = tuple(float(z) for z in np.linalg.norm(affine[:3, :3], axis=0))
     facts = scan_facts(zooms, grid_brain, tpl_brain, overlap)
     facts["mask_source"] = "template" if head else ("given" if mask is not None else "skull-stripped")
     prog.update("done", total, total)

@@ -51,11 +51,10 @@ def test_z_map_settings_are_checked_and_old_cards_keep_their_behaviour():
     from normcore.imaging.config import ImagingConfig
 
     cpu = ImagingConfig.preset("cpu")
-    new_fits = (cpu.error_scale, cpu.edge_erosion, cpu.error_power, cpu.index_margin)
-    assert new_fits == ("scan-median", 1, 2 / 3, 1)
-    old = ImagingConfig.from_dict({k: v for k, v in cpu.to_dict().items()
-                                   if k not in ("error_scale", "edge_erosion", "error_power", "index_margin")})
-    assert (old.error_scale, old.edge_erosion, old.error_power, old.index_margin) == ("none", 0, 1.0, 0)
+    later = ("error_scale", "edge_erosion", "error_power", "index_margin", "intensity_inset_mm")
+    assert tuple(getattr(cpu, k) for k in later) == ("scan-median", 1, 2 / 3, 1, 10.0)
+    old = ImagingConfig.from_dict({k: v for k, v in cpu.to_dict().items() if k not in later})
+    assert tuple(getattr(old, k) for k in later) == ("none", 0, 1.0, 0, 0.0)
     for bad in (0, 1.5, True, "2/3"):
         with pytest.raises(InputError, match="error_power"):
             cpu.replace(error_power=bad)
@@ -66,3 +65,6 @@ def test_z_map_settings_are_checked_and_old_cards_keep_their_behaviour():
     for bad in (-1, 1.5, True):
         with pytest.raises(InputError, match="index_margin"):
             cpu.replace(index_margin=bad)
+    for bad in (-1.0, 100, True, "10"):
+        with pytest.raises(InputError, match="intensity_inset_mm"):
+            cpu.replace(intensity_inset_mm=bad)

@@ -15,6 +15,7 @@ from normcore._utils.progress import Cancelled, Progress
 from normcore.imaging.grid import CPU_GRID, FOV_CENTRE_MM, GPU_GRID, template_image, template_on_grid
 from normcore.imaging.io import load_mask, load_volume
 from normcore.imaging.preprocess import (
+    DEEP_ANCHOR_LEVEL,
     NOT_STRIPPED_WARNING,
     dice,
     looks_skull_stripped,
@@ -183,6 +184,54 @@ def test_normalise_intensity():
     assert out.min() == 0 and out.max() == 1 and out.dtype == np.float32
     with pytest.raises(InputError, match="constant"):
         normalise_intensity(np.ones_like(data), brain)
+
+
+def shelled_ball(radius_vox: int = 14) -> tuple[np.ndarray, np.ndarray]:
+    """A 'brain' ball of tissue (level 100 with a CSF core of level 30) whose outer 2 voxels darken towards the edge,
+    as the partial volume of a real brain's rim does, on an exact-zero background (1 mm voxels)."""
+    n = 2 * radius_vox + 8
+    r = np.linalg.norm(np.indices((n,) * 3) - (n - 1) / 2, axis=0)
+    data = np.where(r < radius_vox, 100.0, 0.0) + np.random.default_rng(0).normal(0, 3, (n,) * 3)
+    data[r < 4] = 30.0
+    rim = (r >= radius_vox - 3) & (r < radius_vox + 1)
+    data[rim] = 100.0 * np.clip(radius_vox + 1 - r[rim], 0.1, 3) / 3
+    return data.astype(np.float32), r < radius_vox
+
+
+def test_normalise_intensity_anchor_inside_the_brain_ignores_the_mask_edge():
+    data, brain = shelled_ball()
+    narrower, wider = ndimage.binary_erosion(brain), ndimage.binary_dilation(brain)
+    def shift(inset: float) -> float:  # how far a one-voxel mask change moves the normalised brain, at most
+        ref = normalise_intensity(data, brain, inset)
+        return max(float(np.abs(normalise_intensity(data, m, inset) - ref)[brain].mean()) for m in (narrower, wider))
+    assert shift(0.0) > 0.05  # the whole-mask anchor follows the darkening rim
+    assert shift(6.0) < 0.2 * shift(0.0)
+    out = normalise_intensity(data, brain, 6.0)
+    depth = ndimage.distance_transform_edt(brain)
+    # the deep anchor (p0.5 of the voxels 6 mm inside: the CSF core) lands on DEEP_ANCHOR_LEVEL, p99.5 on 1
+    assert abs(np.percentile(out[brain & (depth >= 6)], 0.5) - DEEP_ANCHOR_LEVEL) < 1e-3
+    assert abs(np.percentile(out[brain], 99.5) - 1.0) < 1e-3
+    # a mask too thin for the inset falls back to its deepest share instead of failing
+    thin = np.zeros_like(brain)
+    thin[10:14, 5:30, 5:30] = True
+    assert np.isfinite(normalise_intensity(data, thin, 10.0)).all()
+
+
+def test_intensity_inset_in_mm_follows_the_voxel_size(native):
+    img, _ = native  # 2 mm voxels: 10 mm is 5 voxels, not 10
+    data = img.get_fdata(dtype=np.float32)
+    brain = data > 0
+    depth_vox = ndimage.distance_transform_edt(np.pad(brain, 1))[1:-1, 1:-1, 1:-1]
+    out = normalise_intensity(data, brain, 10.0, (2.0, 2.0, 2.0))
+    assert abs(np.percentile(out[brain & (depth_vox >= 5)], 0.5) - DEEP_ANCHOR_LEVEL) < 1e-3
+
+
+def test_prepare_scan_passes_the_inset_on(native, prepared):
+    img, _ = native
+    inset = prepare_scan(img, CPU_GRID, mask=prepared.native_brain, threads=1, intensity_inset_mm=10.0)
+    np.testing.assert_allclose(inset.matrix, prepared.matrix, atol=0.05)  # nearly the same registration
+    diff = np.abs(inset.volume - prepared.volume)[prepared.brain]
+    assert diff.max() > 0.01 and np.median(diff) < 0.1  # renormalised, not another image
 
 
 def test_transform_matrix_lps_to_ras():

@@ -1,0 +1,25 @@
+"""Scan input for a fitted model: the scan is prepared as the model's configuration says."""
+
+from __future__ import annotations
+
+import copy
+
+import nibabel as nib
+import numpy as np
+
+from normcore.imaging.pipeline import prepare_input
+from normcore.imaging.preprocess import prepare_scan
+
+
+def test_scan_is_normalised_as_the_model_was_trained(tiny_imaging_model, tiny_cohort, tmp_path):
+    grid = tiny_cohort["grid"]
+    path = tmp_path / "scan.nii.gz"
+    nib.save(nib.Nifti1Image(tiny_cohort["volumes"][12] * 1000, grid.affine), path)
+    inset_model = copy.copy(tiny_imaging_model)
+    inset_model.config = tiny_imaging_model.config.replace(intensity_inset_mm=20.0)
+    got = {m.config.intensity_inset_mm: prepare_input(m, path, 40.0, "F", register=False).prepared.volume
+           for m in (tiny_imaging_model, inset_model)}
+    for inset, volume in got.items():
+        expected = prepare_scan(nib.load(path), grid, register=False, intensity_inset_mm=inset).volume
+        np.testing.assert_array_equal(volume, expected)
+    assert np.abs(got[20.0] - got[0.0]).max() > 0.01
