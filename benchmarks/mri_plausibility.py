@@ -9,9 +9,10 @@ For the first ``--n`` held-out scans of the model's card: the index's healthy ce
 warnings and whether the index is labelled reliable (quality gates), for (a) the scan and its brain mask, (b) the
 scan resampled to 10 mm voxels (mask likewise), (c) the scan with its mask cut to the upper 40% of the brain,
 (d) the whole-head scan without a mask, (e)/(f) the scan with its mask dilated / eroded by one voxel (a mask from
-another tool differs from the training masks by about that much). Prints a JSON line per scan and condition, and
-for every condition beside (a) the mean absolute gap between its centiles and (a)'s and how many scans are within
-15 points.
+another tool differs from the training masks by about that much), (g) the scan and mask with the head moved (the
+same voxels placed 3 degrees and 2 mm elsewhere in the scanner: the index's noise floor from registration).
+Prints a JSON line per scan and condition, and for every condition beside (a) the mean absolute gap between its
+centiles and (a)'s and how many scans are within 15 points.
 """
 
 from __future__ import annotations
@@ -36,7 +37,20 @@ from normcore.imaging.pipeline import nifti_bytes, score_scan  # noqa: E402
 from normcore.registry import load_model  # noqa: E402
 
 CASES = ("as is", "10 mm voxels", "mask of the upper 40%", "whole head, no mask", "mask one voxel wider",
-         "mask one voxel narrower")
+         "mask one voxel narrower", "head moved")
+# "head moved": the same voxels with the world position of scan and mask turned 3 degrees about z and shifted 2 mm
+# along each axis, as a second session in the scanner would place the head; the registration has to undo it, so
+# the gap to "as is" is the index's noise from registration alone.
+MOVE_DEG, MOVE_MM = 3.0, 2.0
+
+
+def moved(affine: np.ndarray) -> np.ndarray:
+    """``affine`` followed by the rigid move of the "head moved" case (world mm)."""
+    a = np.deg2rad(MOVE_DEG)
+    rigid = np.eye(4)
+    rigid[:2, :2] = [[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]
+    rigid[:3, 3] = MOVE_MM
+    return rigid @ affine
 
 
 def main() -> None:
@@ -74,7 +88,9 @@ def main() -> None:
                  "mask one voxel wider": (img, nib.Nifti1Image(ndimage.binary_dilation(brain).astype(np.uint8),
                                                                img.affine)),
                  "mask one voxel narrower": (img, nib.Nifti1Image(ndimage.binary_erosion(brain).astype(np.uint8),
-                                                                  img.affine))}
+                                                                  img.affine)),
+                 "head moved": (nib.Nifti1Image(np.asarray(img.dataobj), moved(img.affine)),
+                                nib.Nifti1Image(brain, moved(img.affine)))}
         for label, (scan, mask) in cases.items():
             if label not in wanted:
                 continue

@@ -44,8 +44,16 @@ MIN_STEP = 1e-3
 # level (normcore.imaging.volumetry.CSF_LEVEL), and the least share of the brain it is taken over.
 DEEP_ANCHOR_LEVEL = 0.2
 MIN_DEEP_SHARE = 0.2  # optimiser stops once its (scaled, ~mm) step is this small
+# Brain of a whole-head scan (head_brain): the registered template brain, grown by up to HEAD_BAND_MM into voxels
+# brighter than HEAD_LEVEL (half the deep anchor's CSF level: CSF stays in, bone and air drop out), trimmed to the
+# same, opened by HEAD_OPEN_MM, and kept whole below HEAD_CORE_MM inside the template brain's edge.
+HEAD_BAND_MM = 4.0
+HEAD_LEVEL = 0.1
+HEAD_OPEN_MM = 2.0
+HEAD_CORE_MM = 15.0
+HEAD_INSET_MM = 10.0  # the inset of the intensity scale head_brain thresholds on, whatever the model's own
 NOT_STRIPPED_WARNING = ("no brain mask given and the scan is not skull-stripped: brain taken from the registered "
-                        "MNI template mask; results outside the brain are not meaningful")
+                        "MNI template brain refined by intensity; results outside the brain are not meaningful")
 
 
 @dataclass(frozen=True)
@@ -357,12 +365,35 @@ def _on_grid(norm: np.ndarray, brain: np.ndarray, affine: np.ndarray, grid: Mode
     return np.clip(pull(smoothed, affine, grid.shape, grid.affine, matrix), 0.0, 1.0)
 
 
-def _template_brain_native(data: np.ndarray, affine: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+def template_brain_native(data: np.ndarray, affine: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """The MNI template brain mask mapped into the native voxel array."""
     brain = pull(_template_brain_1mm(), template_image().affine, data.shape, affine, np.linalg.inv(matrix)) > 0.5
     if not brain.any():
         raise InputError("the registered MNI brain does not overlap the scan (is it a brain scan?)")
     return brain
+
+
+def head_brain(data: np.ndarray, zooms: tuple[float, ...], template_brain: np.ndarray) -> np.ndarray:
+    """The brain of a whole-head scan from the registered template brain (``template_brain``, native voxels).
+
+    The template brain is affine-registered anatomy, not this brain: it misses sulcal and outer CSF and overhangs
+    elsewhere. On the scan normalised with the deep anchor (:func:`normalise_intensity`, ``HEAD_INSET_MM``), the
+    brain is the voxels above ``HEAD_LEVEL`` within ``HEAD_BAND_MM`` outside the template brain, opened by
+    ``HEAD_OPEN_MM`` (cutting thin bridges to dura and scalp), its largest piece, with everything deeper than
+    ``HEAD_CORE_MM`` inside the template brain added, then closed and filled (ventricles). BENCHMARKS.md has its Dice
+    with label-map masks.
+    """
+    sampling = np.asarray(zooms, float)[:3]
+    norm = normalise_intensity(data, template_brain, HEAD_INSET_MM, sampling)
+    outside = ndimage.distance_transform_edt(~template_brain, sampling=sampling)
+    inside = ndimage.distance_transform_edt(np.pad(template_brain, 1), sampling=sampling)[1:-1, 1:-1, 1:-1]
+    steps = max(1, int(round(HEAD_OPEN_MM / float(sampling.min()))))
+    brain = ndimage.binary_opening((norm > HEAD_LEVEL) & (outside <= HEAD_BAND_MM), iterations=steps)
+    labels, n = ndimage.label(brain)
+    if n > 1:
+        brain = labels == 1 + int(np.argmax(ndimage.sum_labels(brain, labels, range(1, n + 1))))
+    brain = ndimage.binary_closing(brain | (inside > HEAD_CORE_MM), iterations=steps)
+    return ndimage.binary_fill_holes(brain)
 
 
 def prepare_scan(img: nib.Nifti1Image, grid: ModelGrid, mask: np.ndarray | None = None, register: bool = True,
@@ -406,9 +437,9 @@ def prepare_scan(img: nib.Nifti1Image, grid: ModelGrid, mask: np.ndarray | None 
 
     prog.update("resample", 4, total)
     tpl_brain = template_on_grid(grid)[1]
-    if head:  # the registered template's brain becomes the scan's mask, and the brain alone is registered again,
-        # as a scan with a mask is: healthy whole-head scans then score nearer their masked index (BENCHMARKS.md)
-        brain = _template_brain_native(data, affine, matrix)
+    if head:  # the registered template's brain, refined by intensity, becomes the scan's mask, and the brain alone
+        # is registered again, as a scan with a mask is: healthy whole-head scans then score nearer their masked index
+        brain = head_brain(data, zooms, template_brain_native(data, affine, matrix))
         norm = normalise_intensity(data, brain, intensity_inset_mm, zooms)
         if register:
             matrix, metric = register_to_template(*_to_ras(norm * brain, affine), head=False, threads=threads,
