@@ -11,7 +11,8 @@ its reference was regenerated then (restorations moved by at most 0.004 through 
 index and centile changed by design), and again on 2026-12-03 for its cross-fitted healthy reference and
 error_power 2/3 (restorations identical; index, centile and z-map changed by design), and once more later on
 2026-12-03 for index_margin 1 with a re-run cross-fit (restorations within 1e-6; index, centile and z-map changed
-by design).
+by design). On 2026-12-04 the imaging model was retrained with intensity_inset_mm 10 (new weights and demo scans;
+every imaging output changed by design).
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@ scan's own space (the ``mri-latent`` contract: ``latent.json`` and ``counterfact
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -18,7 +19,7 @@ from normcore._utils.progress import Progress
 from normcore.imaging.diffae import Counterfactuals, LatentDeviation, NormativeDiffusionAutoencoder, check_guidance
 from normcore.imaging.io import save_nifti
 from normcore.imaging.pipeline import ScanInput, prepare_input
-from normcore.imaging.preprocess import to_native
+from normcore.imaging.preprocess import renormalised, to_native
 from normcore.imaging.volumetry import tissue_volume_ml, ventricle_volume_ml
 
 MAX_COUNTERFACTUAL_AGES = 16
@@ -97,6 +98,10 @@ def analyse_prepared(model: NormativeDiffusionAutoencoder, scan_input: ScanInput
     ``age_guidance`` (default: the model's; see ``NormativeDiffusionAutoencoder.counterfactual``)."""
     if scan_input.prepared.grid != model.grid:
         raise InputError("the scan was preprocessed for another model grid than this diffusion autoencoder's")
+    # a scan prepared for a restoration model fitted with another intensity normalisation: this model's own
+    prepared = renormalised(scan_input.prepared, model.config.intensity_inset_mm)
+    if prepared is not scan_input.prepared:
+        scan_input = dataclasses.replace(scan_input, prepared=prepared)
     targets = parse_ages(at_ages)
     start = time.perf_counter()
     semantic = model.semantic(scan_input.prepared.volume)

@@ -11,6 +11,7 @@ intensities onto the grid, and its inverse pulls grid values back into the nativ
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -85,6 +86,7 @@ class PreparedScan:
     registration_metric: float | None = None  # final Mattes MI (SimpleITK sign: lower is better); None if not run
     template_dice: float | None = None  # overlap of ``brain`` with the template brain mask on the grid
     facts: dict = field(default_factory=dict)  # voxel size, brain coverage, overlap (normcore.imaging.acquisition)
+    intensity_inset_mm: float = 0.0  # the normalisation's setting (normalise_intensity) ``volume`` was made with
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -415,7 +417,7 @@ def prepare_scan(img: nib.Nifti1Image, grid: ModelGrid, mask: np.ndarray | None 
     if data.ndim != 3:
         raise InputError(f"a 3D scan is expected, got shape {data.shape}")
     affine = np.asarray(img.affine, float)
-    zooms = tuple(float(z) for z in np.linalg.norm(affine[:3, :3], axis=0))
+    zooms = tuple(float(z) for z in voxel_sizes(affine))
     warnings: list[str] = []
 
     prog.update("brain mask", 1, total)
@@ -456,7 +458,20 @@ def prepare_scan(img: nib.Nifti1Image, grid: ModelGrid, mask: np.ndarray | None 
     prog.update("done", total, total)
     return PreparedScan(volume=volume.astype(np.float32), brain=grid_brain, grid=grid, native=img, native_brain=brain,
                         matrix=matrix, warnings=warnings, registration_metric=metric, template_dice=overlap,
-                        facts=facts)
+                        facts=facts, intensity_inset_mm=intensity_inset_mm)
+
+
+def renormalised(prepared: PreparedScan, intensity_inset_mm: float) -> PreparedScan:
+    """``prepared`` with its grid volume remade under another normalisation setting (same brain and registration),
+    for a second model fitted with another ``intensity_inset_mm``; ``prepared`` itself when the setting matches."""
+    if float(intensity_inset_mm) == float(prepared.intensity_inset_mm):
+        return prepared
+    data = np.asarray(prepared.native.get_fdata(dtype=np.float32))
+    affine = np.asarray(prepared.native.affine, float)
+    norm = normalise_intensity(data, prepared.native_brain, intensity_inset_mm, voxel_sizes(affine))
+    volume = _on_grid(norm, prepared.native_brain, affine, prepared.grid, prepared.matrix) * prepared.brain
+    return dataclasses.replace(prepared, volume=volume.astype(np.float32), warnings=list(prepared.warnings),
+                               intensity_inset_mm=float(intensity_inset_mm))
 
 
 def to_native(prepared: PreparedScan, grid_volume: np.ndarray, order: int = 1,

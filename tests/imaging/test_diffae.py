@@ -201,3 +201,20 @@ def test_age_trend_prior_is_the_default_carries_the_training_trend_and_is_in_the
         NormativeDiffusionAutoencoder.load(tmp_path / "m", device="cpu")
     with pytest.raises(InputError, match="latent prior"):
         NormativeDiffusionAutoencoder("tiny", latent_prior="linear")
+
+
+def test_analysis_renormalises_a_scan_prepared_for_another_normalisation(tiny_diffae, diffae_cohort):
+    # the dashboard hands the restoration model's preparation to the diffusion autoencoder; fitted with another
+    # intensity_inset_mm, the autoencoder must see the scan as it was trained, as mri-latent prepares it
+    import nibabel as nib
+
+    from normcore.imaging.latent_pipeline import analyse_prepared
+    from normcore.imaging.pipeline import ScanInput
+    from normcore.imaging.preprocess import prepare_scan
+
+    grid = tiny_diffae.grid
+    img = nib.Nifti1Image(diffae_cohort["volumes"][3] * 1000, grid.affine)
+    own = prepare_scan(img, grid, register=False, intensity_inset_mm=tiny_diffae.config.intensity_inset_mm)
+    other = prepare_scan(img, grid, register=False, intensity_inset_mm=20.0)
+    scores = [analyse_prepared(tiny_diffae, ScanInput("x", 40.0, 0, p, [])).deviation for p in (own, other)]
+    assert scores[0].multivariate_z == pytest.approx(scores[1].multivariate_z, rel=1e-4)

@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 
 from normcore.imaging.pipeline import prepare_input
-from normcore.imaging.preprocess import prepare_scan
+from normcore.imaging.preprocess import prepare_scan, renormalised
 
 
 def test_scan_is_normalised_as_the_model_was_trained(tiny_imaging_model, tiny_cohort, tmp_path):
@@ -23,3 +23,15 @@ def test_scan_is_normalised_as_the_model_was_trained(tiny_imaging_model, tiny_co
         expected = prepare_scan(nib.load(path), grid, register=False, intensity_inset_mm=inset).volume
         np.testing.assert_array_equal(volume, expected)
     assert np.abs(got[20.0] - got[0.0]).max() > 0.01
+
+
+def test_a_scan_prepared_for_another_normalisation_is_renormalised(tiny_cohort, tmp_path):
+    grid = tiny_cohort["grid"]
+    img = nib.Nifti1Image(tiny_cohort["volumes"][3] * 1000, grid.affine)
+    plain = prepare_scan(img, grid, register=False)
+    inset = prepare_scan(img, grid, register=False, intensity_inset_mm=20.0)
+    assert renormalised(plain, 0.0) is plain
+    again = renormalised(plain, 20.0)
+    assert again.intensity_inset_mm == 20.0 and plain.intensity_inset_mm == 0.0
+    np.testing.assert_allclose(again.volume, inset.volume, atol=1e-6)
+    assert np.abs(again.volume - plain.volume).max() > 0.01
