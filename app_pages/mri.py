@@ -136,7 +136,8 @@ def inputs() -> list[dict]:
     stripped = c1.checkbox("Scans are skull-stripped (the brain is their nonzero voxels)", key="mri_stripped")
     in_mni = c2.checkbox("Scans are already in MNI space (skip the affine registration)", key="mri_in_mni")
     st.caption("Without a mask the pipeline decides itself: a skull-stripped scan's nonzero voxels are the brain; "
-               "for a whole-head scan the registered MNI template brain is used, with a warning in the results.")
+               "for a whole-head scan the registered MNI template brain, refined by intensity, is used, with a "
+               "warning in the results.")
     if not valid:
         return []
     names = unique_names([up.name for up in valid])
