@@ -40,14 +40,14 @@ SCALP_SHELL_MM = (7.0, 14.0)
 SCALP_LEVEL = 0.6
 HEAD_SLAB_MM = 100.0  # whole heads are first aligned on the centroid of this top slab (necks and FOVs vary)
 POOR_DICE = 0.7  # below this brain/template Dice the scan gets a "registration may have failed" warning
-MIN_STEP = 1e-3
+MIN_STEP = 1e-3  # optimiser stops once its (scaled, ~mm) step is this small
 # Intensity anchors taken inside the brain (normalise_intensity): the deep lower anchor's level, the volumetry's CSF
 # level (normcore.imaging.volumetry.CSF_LEVEL), and the least share of the brain it is taken over.
 DEEP_ANCHOR_LEVEL = 0.2
-MIN_DEEP_SHARE = 0.2  # optimiser stops once its (scaled, ~mm) step is this small
+MIN_DEEP_SHARE = 0.2
 # Brain of a whole-head scan (head_brain): the registered template brain, grown by up to HEAD_BAND_MM into voxels
-# brighter than HEAD_LEVEL (half the deep anchor's CSF level: CSF stays in, bone and air drop out), trimmed to the
-# same, opened by HEAD_OPEN_MM, and kept whole below HEAD_CORE_MM inside the template brain's edge.
+# brighter than HEAD_LEVEL (half the deep anchor's CSF level: CSF stays in, bone and air drop out), opened by
+# HEAD_OPEN_MM, and kept whole below HEAD_CORE_MM inside the template brain's edge.
 HEAD_BAND_MM = 4.0
 HEAD_LEVEL = 0.1
 HEAD_OPEN_MM = 2.0
@@ -404,7 +404,8 @@ def prepare_scan(img: nib.Nifti1Image, grid: ModelGrid, mask: np.ndarray | None 
     """Mask, normalise, register (affine, to MNI) and resample a 3D scan onto ``grid``.
 
     ``mask`` is a brain mask in the scan's voxel array; without one a skull-stripped scan's nonzero voxels are the
-    brain, and a whole-head scan gets the registered template brain (with a warning). ``register=False`` takes the
+    brain, and a whole-head scan gets the registered template brain refined by intensity (:func:`head_brain`; with a
+    warning). ``register=False`` takes the
     scan as already in MNI space. ``threads`` sets SimpleITK's threads for the registration (default one, which makes
     it reproducible: :func:`register_to_template`). ``intensity_inset_mm`` places the lower intensity anchor inside
     the brain (:func:`normalise_intensity`; a model's ``ImagingConfig.intensity_inset_mm``). ``progress`` is a
