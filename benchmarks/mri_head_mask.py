@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from normcore.imaging.cohort import find_file  # noqa: E402
 from normcore.imaging.io import load_mask, load_volume  # noqa: E402
-from normcore.imaging.preprocess import dice, prepare_scan, template_brain_native  # noqa: E402
+from normcore.imaging.preprocess import dice, prepare_scan, template_brain_native, voxel_sizes  # noqa: E402
 from normcore.registry import load_model  # noqa: E402
 
 
@@ -49,11 +49,11 @@ def main() -> None:
     for sid in data[args.split][: args.n]:
         img = load_volume(find_file(images, sid))
         label = load_mask(find_file(masks, sid), img).astype(bool)
-        voxel_ml = float(np.prod(np.linalg.norm(img.affine[:3, :3], axis=0))) / 1000.0
+        voxel_ml = float(np.prod(voxel_sizes(img.affine))) / 1000.0
         start = time.perf_counter()
         prep = prepare_scan(img, model.grid, intensity_inset_mm=model.config.intensity_inset_mm)
         seconds = time.perf_counter() - start
-        template = template_brain_native(np.asarray(img.dataobj), np.asarray(img.affine, float), prep.matrix)
+        template = template_brain_native(img.shape[:3], np.asarray(img.affine, float), prep.matrix)
         row = {"scan": sid, "seconds": round(seconds, 2), "head_brain": compare(prep.native_brain, label, voxel_ml),
                "template_brain": compare(template, label, voxel_ml)}
         rows.append(row)

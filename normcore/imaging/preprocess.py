@@ -139,13 +139,15 @@ def normalise_intensity(data: np.ndarray, brain: np.ndarray, inset_mm: float = 0
     values = data[brain]
     if values.size == 0:
         raise InputError("brain mask is empty: no voxels to normalise intensities on")
-    lo, hi = (float(v) for v in np.percentile(values, [0.5, 99.5]))
+    hi = float(np.percentile(values, 99.5))
     if inset_mm > 0:
         depth = ndimage.distance_transform_edt(np.pad(brain, 1), sampling=np.asarray(zooms, float)[:3])
         inside = depth[1:-1, 1:-1, 1:-1][brain]
         deep = values[inside >= min(inset_mm, float(np.quantile(inside, 1.0 - MIN_DEEP_SHARE)))]
         deep_lo = float(np.percentile(deep, 0.5))
         lo = (deep_lo - DEEP_ANCHOR_LEVEL * hi) / (1.0 - DEEP_ANCHOR_LEVEL)
+    else:
+        lo = float(np.percentile(values, 0.5))
     if hi <= lo:
         raise InputError(f"brain intensities are constant ({hi:g}): cannot normalise the scan")
     return np.clip((data - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
@@ -367,9 +369,9 @@ def _on_grid(norm: np.ndarray, brain: np.ndarray, affine: np.ndarray, grid: Mode
     return np.clip(pull(smoothed, affine, grid.shape, grid.affine, matrix), 0.0, 1.0)
 
 
-def template_brain_native(data: np.ndarray, affine: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """The MNI template brain mask mapped into the native voxel array."""
-    brain = pull(_template_brain_1mm(), template_image().affine, data.shape, affine, np.linalg.inv(matrix)) > 0.5
+def template_brain_native(shape: tuple[int, ...], affine: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """The MNI template brain mask mapped into a native voxel array of ``shape`` and ``affine``."""
+    brain = pull(_template_brain_1mm(), template_image().affine, shape, affine, np.linalg.inv(matrix)) > 0.5
     if not brain.any():
         raise InputError("the registered MNI brain does not overlap the scan (is it a brain scan?)")
     return brain
@@ -442,7 +444,7 @@ def prepare_scan(img: nib.Nifti1Image, grid: ModelGrid, mask: np.ndarray | None 
     tpl_brain = template_on_grid(grid)[1]
     if head:  # the registered template's brain, refined by intensity, becomes the scan's mask, and the brain alone
         # is registered again, as a scan with a mask is: healthy whole-head scans then score nearer their masked index
-        brain = head_brain(data, zooms, template_brain_native(data, affine, matrix))
+        brain = head_brain(data, zooms, template_brain_native(data.shape, affine, matrix))
         norm = normalise_intensity(data, brain, intensity_inset_mm, zooms)
         if register:
             matrix, metric = register_to_template(*_to_ras(norm * brain, affine), head=False, threads=threads,
