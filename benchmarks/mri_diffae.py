@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from mri import store_card_metrics  # noqa: E402  (benchmarks/mri.py)
 
-from normcore.imaging.anomaly import abnormality_index, voxel_zmap  # noqa: E402
+from normcore.imaging.anomaly import voxel_zmap  # noqa: E402
 from normcore.imaging.cohort import find_file, load_cohort  # noqa: E402
 from normcore.imaging.diffae import COUNTERFACTUAL_MODES, LATENT_PRIORS, NormativeDiffusionAutoencoder  # noqa: E402
 from normcore.imaging.latent_pipeline import analyse_scan  # noqa: E402
@@ -119,10 +119,8 @@ def voxel_indices(ldm: ImagingNormativeModel, vols, brains, ages, sexes, seed: i
     """The restoration model's abnormality index (top 1%, KL-guided inpainting) of each volume."""
     rest = ldm.restore(vols, ages, sexes, ("kl-inpaint",), seed=seed)["kl-inpaint"]
     mean, std = ldm.error_stats_["kl-inpaint"]
-    out = []
-    for err, scored in zip(*ldm.healthy_errors(vols, rest, brains), strict=True):
-        out.append(abnormality_index(voxel_zmap(err, mean, std, scored), scored, 0.01))
-    return np.array(out)
+    return np.array([ldm.indices(voxel_zmap(err, mean, std, scored), scored)["top1"]
+                     for err, scored in zip(*ldm.healthy_errors(vols, rest, brains), strict=True)])
 
 
 def deviation_scores(dae: NormativeDiffusionAutoencoder, vols, ages, sexes) -> dict[str, np.ndarray]:
