@@ -28,14 +28,14 @@ def main() -> None:
     MODELS_DIR.mkdir(exist_ok=True)
     truth.save(DEMO_TRUTH)
     train = truth.sample(5000, seed=100)
-    configs = {"demo-film-mlp": dict(backbone="film-mlp"),
-               "demo-saint": dict(backbone="saint", epochs=120, backbone_params={"dim": 32, "depth": 2, "heads": 4}),
-               "demo-shash-baseline": dict(backbone="shash-baseline")}
-    for name, cfg in configs.items():
+    configs = {"demo-film-mlp": ("film-mlp", {}),
+               "demo-saint": ("saint", dict(epochs=120, backbone_params={"dim": 32, "depth": 2, "heads": 4})),
+               "demo-shash-baseline": ("shash-baseline", {})}
+    for name, (kind, cfg) in configs.items():
         if only and name not in only:
             continue
         start = time.perf_counter()
-        model = make_model(**cfg, seed=0)
+        model = make_model(kind, **cfg, seed=0)
         model.fit(train, age="age", covariates=["sex"], idps=truth.idp_names)
         model.save(MODELS_DIR / name)
         print(f"{name}: fitted in {time.perf_counter() - start:.1f} s", flush=True)

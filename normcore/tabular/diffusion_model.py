@@ -24,6 +24,7 @@ from normcore.diffusion import SAMPLERS, NoiseSchedule
 from normcore.diffusion import sample as run_sampler
 from normcore.diffusion.parameterisation import PARAMETERISATIONS, wrap_denoiser
 from normcore.nets import BACKBONES, build_backbone, check_backbone_params
+from normcore.tabular import scoring
 from normcore.tabular.base import NormativeModel
 from normcore.tabular.params import MIN_TIMESTEPS, Rule, boolean, choice, integer, number, optional
 from normcore.tabular.preprocessing import MARGINALISE, CovariateEncoder, IDPTransformer, LocationScale, category_label
@@ -438,26 +439,36 @@ class NormativeDiffusion(NormativeModel):
                      points: np.ndarray, y: np.ndarray, age: np.ndarray, codes: np.ndarray, z: np.ndarray,
                      centile: np.ndarray, latent: bool = False) -> None:
         """Overwrite z (and centile) of ``rows``' values beyond a tail anchor with the tail model's
-        (:func:`~normcore.tabular.scoring.tail_z`), fitted on the Gaussianised scale of each covariate point
-        (``latent``: samples and values are on that scale already)."""
+        (:func:`~normcore.tabular.scoring.tail_z`), fitted at each covariate point on the scale ``TAIL_SCALE`` names.
+
+        ``latent`` points' samples and values are on the Gaussianised scale; other points' (marginalised levels)
+        are in IDP units. For "gaussianised" the latter are mapped there; for "residual" the former are mapped back
+        through the quantile transform to the location-scale residual (IDP units at a point, up to an increasing
+        affine map), and IDP units are used as they are."""
+        if scoring.TAIL_SCALE not in scoring.TAIL_SCALES:
+            raise ValueError(f"TAIL_SCALE {scoring.TAIL_SCALE!r}: choose one of {scoring.TAIL_SCALES}")
         m, d = sorted_s.shape[-1], sorted_s.shape[1]
         k, lo_idx, hi_idx = tail_ranks(m)
         if k == 0:
             return
         yr = y[rows]
-        edges = sorted_s[:, :, [k - 1, m - k]].numpy()[points]  # (n, D, 2) anchors in IDP units (no sample copies)
+        edges = sorted_s[:, :, [k - 1, m - k]].numpy()[points]  # (n, D, 2) anchors (no sample copies)
         below, above = yr < edges[..., 0], yr > edges[..., 1]  # NaN compares False: missing values stay out
         if not (below.any() or above.any()):
             return
         need = np.unique(points[(below | above).any(axis=1)])
         idx = np.concatenate([lo_idx, hi_idx])
         picked = sorted_s[:, :, idx][need].permute(0, 2, 1).reshape(-1, d).numpy()  # (P * J, D)
-        order_stats = np.empty((points.max() + 1, len(idx), d))
-        if not latent:
+        x = yr
+        if scoring.TAIL_SCALE == "residual" and latent:
+            picked = self.transformer_.inverse_transform(picked)
+            x = self.transformer_.inverse_transform(yr)
+        elif scoring.TAIL_SCALE != "residual" and not latent:
             picked = self._to_latent(picked, np.repeat(p_age[need], len(idx)),
                                      np.repeat(p_codes[need], len(idx), axis=0))
+            x = self._to_latent(yr, age[rows], codes[rows])
+        order_stats = np.empty((points.max() + 1, len(idx), d))
         order_stats[need] = picked.reshape(len(need), len(idx), d)
-        x = yr if latent else self._to_latent(yr, age[rows], codes[rows])  # the observed values on the same scale
         for mask, part, upper in ((below, slice(0, len(lo_idx)), False), (above, slice(len(lo_idx), None), True)):
             i, j = np.nonzero(mask)
             if not i.size:

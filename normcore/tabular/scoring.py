@@ -8,7 +8,8 @@ observed vector, the centile of IDP j is the randomised probability integral tra
 and z = Phi^{-1}(u). The sample ranks cannot resolve centiles finer than 1 / (M + 1), so values in the outer
 tails are scored by a tail model instead (:func:`tail_z`, used by the diffusion model): beyond the k-th most
 extreme sample on either side (k = ``TAIL_SHARE`` x M), z is extrapolated from a normal tail fitted to that
-side's order statistics on the model's Gaussianised scale, anchored at the k-th sample so z is continuous where
+side's order statistics on the model's Gaussianised scale (``TAIL_SCALE``), anchored at the k-th sample so z is
+continuous where
 the randomised PIT hands over. Entries beyond all M samples are counted in ``n_beyond_samples`` (their z is
 extrapolated). Models without a tail model clip u to 0.5 / (M + 1) there, so |z| saturates at
 Phi^{-1}(1 - 0.5 / (M + 1)) (3.29 for M = 1000).
@@ -49,6 +50,14 @@ TAIL_FIT_POINTS = 16
 """Order statistics per side, from ``TAIL_FIT_FROM`` to the anchor, to which the normal tail is fitted."""
 TAIL_FIT_FROM = 0.5
 """Share of the samples (from either end) where the tail fit starts: 0.5 = the median."""
+TAIL_SCALES = ("gaussianised", "residual")
+TAIL_SCALE = "gaussianised"
+"""Scale on which the diffusion model's normal tail is fitted: ``"gaussianised"`` (the scale it samples on: the
+location-scale residual through the per-IDP quantile transform, which carries the training marginal's tail weight)
+or ``"residual"`` (the location-scale residual itself, affine in IDP units at a covariate point). Measured
+(BENCHMARKS.md, tails): on the synthetic truth, whose conditional tails are normal-like in IDP units, "residual"
+with ``TAIL_FIT_FROM`` = 0.25 is more accurate; on held-out fcon1000, whose IDPs are heavy-tailed, it scores more
+healthy values as extreme, so the default stays "gaussianised"."""
 
 
 def tail_ranks(m: int) -> tuple[int, np.ndarray, np.ndarray]:
@@ -64,15 +73,14 @@ def tail_ranks(m: int) -> tuple[int, np.ndarray, np.ndarray]:
 
 
 def tail_z(latent_order: np.ndarray, ranks: np.ndarray, m: int, x: np.ndarray, upper: bool) -> np.ndarray:
-    """z of values ``x`` (n,) beyond a tail anchor, from order statistics on the Gaussianised scale.
+    """z of values ``x`` (n,) beyond a tail anchor, from order statistics on one increasing scale.
 
-    ``latent_order`` (n, J) are the order statistics at 0-based ascending ``ranks`` (J,) of the M samples at each
-    value's covariates, the anchor (the k-th from the end of the side) first for the lower tail and last for the
-    upper tail; their plotting positions
-    (rank + 1) / (M + 1) give normal scores q. A line latent = a + b q is fitted by least squares (b: the tail's
-    scale), and z = q_anchor + (x - latent_anchor) / b: continuous with the randomised PIT at the anchor, linear in
-    the Gaussianised value beyond it (exact when the conditional there is normal). A degenerate fit (b <= 0)
-    gives z = q_anchor.
+    ``latent_order`` (n, J) are the order statistics, on the same scale as ``x``, at 0-based ascending ``ranks`` (J,)
+    of the M samples at each value's covariates, the anchor (the k-th from the end of the side) first for the lower
+    tail and last for the upper tail; their plotting positions (rank + 1) / (M + 1) give normal scores q. A line
+    value = a + b q is fitted by least squares (b: the tail's scale), and z = q_anchor + (x - value_anchor) / b:
+    continuous with the randomised PIT at the anchor, linear in the value beyond it (exact when the conditional's
+    tail on that scale is normal). A degenerate fit (b <= 0) gives z = q_anchor.
     """
     q = special.ndtri((np.asarray(ranks, float) + 1) / (m + 1))
     lo = np.asarray(latent_order, float)

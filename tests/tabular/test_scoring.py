@@ -170,8 +170,13 @@ def test_the_diffusion_model_scores_far_values_beyond_the_sample_cap(tiny_model,
 
 def test_latent_scale_scoring_equals_scoring_in_idp_units(tiny_model, cohort, monkeypatch):
     """Rows of named levels are compared with samples on the Gaussianised scale: the map is increasing per IDP,
-    so their centiles equal the comparison in IDP units (rows beyond the tail anchors aside)."""
-    df, _ = cohort
+    so their centiles equal the comparison in IDP units. Beyond the tail anchors the normal tail is fitted on the
+    location-scale residual, affine in IDP units at a point, so the extrapolated z agree too."""
+    df, truth = cohort
+    df = df.copy()
+    idp = truth.idp_names[0]
+    spread = float(df[idp].std())
+    df.loc[df.index[:20], idp] += np.where(np.arange(20) % 2, 5.0, -5.0) * spread  # far beyond the samples
     model = copy.deepcopy(tiny_model).set_params(score_age_resolution=0)  # the same points either way
     latent = model.score(df, n_samples=200, seed=3)
     points = model._score_points
@@ -179,9 +184,40 @@ def test_latent_scale_scoring_equals_scoring_in_idp_units(tiny_model, cohort, mo
     in_units = model.score(df, n_samples=200, seed=3)
     cols = [c for c in latent.columns if c.startswith("centile:")]
     inside = (latent[cols] > 0.011) & (latent[cols] < 0.989)  # the randomised PIT's range, not the tail model's
-    assert inside.to_numpy().mean() > 0.9
+    assert inside.to_numpy().mean() > 0.9 and (latent[cols].to_numpy() < 0.005).sum() >= 10
     np.testing.assert_allclose(latent[cols].to_numpy()[inside.to_numpy()], in_units[cols].to_numpy()[inside.to_numpy()],
                                rtol=0, atol=1e-9)
+    z_cols = [f"z:{c}" for c in truth.idp_names]
+    np.testing.assert_allclose(latent[z_cols].to_numpy(), in_units[z_cols].to_numpy(), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("scale", ["gaussianised", "residual"])
+def test_the_tail_is_fitted_on_the_scale_tail_scale_names(tiny_model, cohort, monkeypatch, scale):
+    """``TAIL_SCALE`` names where the normal tail is extrapolated: the Gaussianised scale the model samples on
+    (default), or the location-scale residual (affine in IDP units at a point); the two differ out there."""
+    import normcore.tabular.diffusion_model as dm
+    import normcore.tabular.scoring as scoring
+
+    df, truth = cohort
+    rows = df[df.group == "control"].head(4).reset_index(drop=True)
+    idp = truth.idp_names[0]
+    rows[idp] = rows[idp] + np.array([6.0, -6.0, 8.0, -8.0]) * float(df[idp].std())
+    seen = []
+    real = dm.tail_z
+    monkeypatch.setattr(dm, "tail_z", lambda order, ranks, m, x, upper: seen.append(x) or real(order, ranks, m, x,
+                                                                                              upper))
+    monkeypatch.setattr(scoring, "TAIL_SCALE", scale)
+    tiny_model.score(rows, seed=0)
+    x = np.sort(np.concatenate(seen))
+    residual = tiny_model.location_scale_.transform(rows[truth.idp_names].to_numpy(float),
+                                                    tiny_model.encoder_.ages(rows), tiny_model.encoder_.codes(rows))
+    gaussianised = tiny_model.transformer_.transform(residual)[:, 0]
+    expected, other = (residual[:, 0], gaussianised) if scale == "residual" else (gaussianised, residual[:, 0])
+    np.testing.assert_allclose(x, np.sort(expected), rtol=1e-9)
+    assert np.abs(np.sort(other) - x).max() > 0.1
+    monkeypatch.setattr(scoring, "TAIL_SCALE", "idp units")
+    with pytest.raises(ValueError, match="TAIL_SCALE"):
+        tiny_model.score(rows, seed=0)
 
 
 def test_score_points_share_samples_within_an_age_bin(tiny_model):
