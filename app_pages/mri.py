@@ -116,6 +116,7 @@ def inputs() -> list[dict]:
             st.info("Enter the age and sex of every scan to run the restoration.")
             return []
         return [{"name": c, "scan": by_name[c]["file"], "mask": by_name[c].get("brain"), "register": False,
+                 "normalised_inset_mm": by_name[c].get("normalised_inset_mm"),
                  "lesion_mask": by_name[c].get("lesion_mask"), "age": float(row.age), "sex": row.sex}
                 for c, row in zip(chosen, table.itertuples(), strict=True)]
 

@@ -2,8 +2,9 @@
 
     .venv/bin/python benchmarks/make_mri_demo.py [--model models/mri-ixi-cpu] [--out models/mri-demo-scans]
 
-The scan is preprocessed exactly as for scoring (registered to MNI, on the model grid, 4 mm) and saved
-on that grid, so the demo needs no registration; a second copy gets a real MS lesion mask (the one
+The scan is preprocessed exactly as for scoring (registered to MNI, normalised at its own resolution, on the
+model grid, 4 mm) and saved on that grid, so the demo needs no registration and no second normalisation
+(``normalised_inset_mm`` in demo.json); a second copy gets a real MS lesion mask (the one
 closest to 15 ml on the grid) implanted. Needs ../shared/data (IXI scans and lesion masks).
 """
 
@@ -65,10 +66,11 @@ def main() -> None:
         save_nifti(nib.Nifti1Image(np.asarray(arr, dtype), aff), out / fname)
     age, sex = float(table.loc[sid, "age"]), str(table.loc[sid, "sex"])
     ml = lesion_volume_ml(lesion, model.grid)
+    inset = float(model.config.intensity_inset_mm)  # the volumes are normalised already: scoring keeps them
     scans = [{"name": f"{sid} (IXI, held-out healthy, {age:.0f} y, {sex})", "file": "healthy.nii.gz", "age": age,
-              "sex": sex, "brain": "brain.nii.gz"},
+              "sex": sex, "brain": "brain.nii.gz", "normalised_inset_mm": inset},
              {"name": f"{sid} + real MS lesion ({name}, {ml:.1f} ml)", "file": "lesion.nii.gz", "age": age,
-              "sex": sex, "brain": "brain.nii.gz", "lesion_mask": "lesion_mask.nii.gz"}]
+              "sex": sex, "brain": "brain.nii.gz", "lesion_mask": "lesion_mask.nii.gz", "normalised_inset_mm": inset}]
     (out / "demo.json").write_text(json.dumps({"space": "model grid (MNI152, 4 mm)", "scans": scans}, indent=1))
     (out / "LICENCE.txt").write_text(LICENCE.format(sid=sid, lesion=name, ml=ml))
     print(f"demo scans of {sid} with lesion {name} ({ml:.1f} ml) -> {out}")

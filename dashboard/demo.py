@@ -67,7 +67,8 @@ def latent_model_dir() -> Path | None:
 def demo_scans(folder: Path | None = None) -> list[dict]:
     """Demo scans listed in ``demo.json``: name, path, age, sex, optional brain and lesion mask paths.
 
-    Demo scans are stored on the model grid in MNI space, so they are scored with ``register=False``.
+    Demo scans are stored on the model grid in MNI space, so they are scored with ``register=False``; their
+    intensities were normalised at the scan's own resolution (``normalised_inset_mm``), so scoring keeps them.
     """
     folder = Path(os.environ.get("NORMDIFF_MRI_DEMO_SCANS", folder or DEMO_MRI_SCANS))
     index = folder / "demo.json"

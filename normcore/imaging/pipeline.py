@@ -84,9 +84,14 @@ class ScanInput:
 
 
 def prepare_input(model: LatentSpaceModel, scan, age: float, sex, mask=None, name: str | None = None,
-                  register: bool = True, progress: Progress | None = None) -> ScanInput:
+                  register: bool = True, progress: Progress | None = None,
+                  normalised_inset_mm: float | None = None) -> ScanInput:
     """Validate age and sex, load the scan (path or bytes) and its optional mask, preprocess it onto the model's
-    grid, and check it against the model's training acquisitions (warnings and quality gates)."""
+    grid, and check it against the model's training acquisitions (warnings and quality gates).
+
+    ``normalised_inset_mm``: the scan is a prepared volume whose intensities normalcore already normalised with this
+    ``intensity_inset_mm`` (the demo scans record it); when it is the model's setting they are kept
+    (:func:`~normcore.imaging.preprocess.prepare_scan`'s ``prenormalised``), otherwise normalised as usual."""
     try:
         age = float(age)
     except (TypeError, ValueError):
@@ -96,8 +101,10 @@ def prepare_input(model: LatentSpaceModel, scan, age: float, sex, mask=None, nam
     name = name or (Path(scan).name if isinstance(scan, str | Path) else "uploaded scan")
     img = load_volume(scan, name=name)
     brain = load_mask(mask, img) if mask is not None else None
+    inset = float(model.config.intensity_inset_mm)
+    prenormalised = normalised_inset_mm is not None and float(normalised_inset_mm) == inset
     prepared = prepare_scan(img, model.grid, mask=brain, register=register, progress=as_progress(progress),
-                            intensity_inset_mm=model.config.intensity_inset_mm)
+                            intensity_inset_mm=inset, prenormalised=prenormalised)
     envelope, grid_mm = getattr(model, "acquisition_", None), float(model.grid.spacing_mm)
     prepared.warnings += check_acquisition(prepared.facts, envelope, grid_mm)
     return ScanInput(name, age, sex_code, prepared, quality_gates(prepared.facts, envelope, grid_mm))
@@ -105,11 +112,12 @@ def prepare_input(model: LatentSpaceModel, scan, age: float, sex, mask=None, nam
 
 def score_scan(model: ImagingNormativeModel, scan, age: float, sex, mask=None, name: str | None = None,
                register: bool = True, method: str = "kl-inpaint", seed: int | None = None,
-               progress: Progress | None = None) -> ScanResult:
-    """Score one scan (path or bytes; optional brain mask or label map, path or bytes)."""
+               progress: Progress | None = None, normalised_inset_mm: float | None = None) -> ScanResult:
+    """Score one scan (path or bytes; optional brain mask or label map, path or bytes; ``normalised_inset_mm``: as
+    :func:`prepare_input`)."""
     progress = as_progress(progress)
     start = time.perf_counter()
-    scan_input = prepare_input(model, scan, age, sex, mask, name, register, progress)
+    scan_input = prepare_input(model, scan, age, sex, mask, name, register, progress, normalised_inset_mm)
     score = model.score(scan_input.prepared.volume, scan_input.prepared.brain, scan_input.age, scan_input.sex_code,
                         method=method, seed=seed, progress=progress)
     return ScanResult(scan_input.name, scan_input.age, scan_input.sex, scan_input.prepared, score,
@@ -120,9 +128,10 @@ def score_many(model: ImagingNormativeModel, items: list[dict], method: str = "k
                progress: Progress | None = None) -> dict:
     """Score several scans in turn into ``out`` = {"results", "lesions", "errors"} (kept when cancelled).
 
-    Each item has name, scan, age, sex and optionally mask, register (default True) and lesion_mask
-    (a known lesion on the model grid, for display). A scan with bad input records its message under
-    "errors" and the others go on; progress is one bar over all scans (preprocessing half, restoration half).
+    Each item has name, scan, age, sex and optionally mask, register (default True), normalised_inset_mm (see
+    :func:`prepare_input`) and lesion_mask (a known lesion on the model grid, for display). A scan with bad input
+    records its message under "errors" and the others go on; progress is one bar over all scans (preprocessing
+    half, restoration half).
     """
     progress = as_progress(progress)
     out = out if out is not None else {}
@@ -140,7 +149,8 @@ def score_many(model: ImagingNormativeModel, items: list[dict], method: str = "k
         sub = Progress(callback=report, cancel_event=progress.cancel_event)
         try:
             result = score_scan(model, item["scan"], item["age"], item["sex"], mask=item.get("mask"), name=name,
-                                register=item.get("register", True), method=method, progress=sub)
+                                register=item.get("register", True), method=method, progress=sub,
+                                normalised_inset_mm=item.get("normalised_inset_mm"))
             lesion = None
             if item.get("lesion_mask") is not None:
                 lesion = load_mask(item["lesion_mask"], model.grid.empty_image(), name=f"{name} lesion mask")

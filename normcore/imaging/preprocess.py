@@ -402,7 +402,7 @@ def head_brain(data: np.ndarray, zooms: tuple[float, ...], template_brain: np.nd
 
 def prepare_scan(img: nib.Nifti1Image, grid: ModelGrid, mask: np.ndarray | None = None, register: bool = True,
                  progress: Progress | Callable[..., None] | None = None, threads: int | None = None,
-                 intensity_inset_mm: float = 0.0) -> PreparedScan:
+                 intensity_inset_mm: float = 0.0, prenormalised: bool = False) -> PreparedScan:
     """Mask, normalise, register (affine, to MNI) and resample a 3D scan onto ``grid``.
 
     ``mask`` is a brain mask in the scan's voxel array; without one a skull-stripped scan's nonzero voxels are the
@@ -410,7 +410,10 @@ def prepare_scan(img: nib.Nifti1Image, grid: ModelGrid, mask: np.ndarray | None 
     warning). ``register=False`` takes the
     scan as already in MNI space. ``threads`` sets SimpleITK's threads for the registration (default one, which makes
     it reproducible: :func:`register_to_template`). ``intensity_inset_mm`` places the lower intensity anchor inside
-    the brain (:func:`normalise_intensity`; a model's ``ImagingConfig.intensity_inset_mm``). ``progress`` is a
+    the brain (:func:`normalise_intensity`; a model's ``ImagingConfig.intensity_inset_mm``). ``prenormalised`` says
+    the brain's intensities were already normalised that way (a prepared volume saved on the grid, like the demo
+    scans): they are kept, since normalising the 4 mm volume again would not reproduce the scan's own 1 mm
+    percentiles; it does not apply to a whole-head scan. ``progress`` is a
     :class:`~normcore._utils.progress.Progress` or callback; cancelling stops the registration between iterations.
     """
     prog = as_progress(progress)
@@ -431,8 +434,11 @@ def prepare_scan(img: nib.Nifti1Image, grid: ModelGrid, mask: np.ndarray | None 
 
     prog.update("normalise", 2, total)
     # a whole head is first normalised over the head, only to register it; its brain is normalised below
-    norm = normalise_intensity(data, data > data.min()) if head else \
-        normalise_intensity(data, brain, intensity_inset_mm, zooms)
+    if head:
+        norm = normalise_intensity(data, data > data.min())
+    else:
+        norm = np.clip(data, 0.0, 1.0).astype(np.float32) if prenormalised else \
+            normalise_intensity(data, brain, intensity_inset_mm, zooms)
 
     prog.update("register", 3, total)
     matrix, metric = np.eye(4), None

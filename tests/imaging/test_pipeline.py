@@ -35,3 +35,22 @@ def test_a_scan_prepared_for_another_normalisation_is_renormalised(tiny_cohort, 
     assert again.intensity_inset_mm == 20.0 and plain.intensity_inset_mm == 0.0
     np.testing.assert_allclose(again.volume, inset.volume, atol=1e-6)
     assert np.abs(again.volume - plain.volume).max() > 0.01
+
+
+def test_a_saved_prepared_volume_keeps_its_intensities_when_the_model_normalises_the_same_way(
+        tiny_imaging_model, tiny_cohort, tmp_path):
+    """A prepared volume saved on the grid (the demo scans) is scored as it was prepared: normalising the grid volume
+    again would move its percentiles; a volume normalised for another setting is normalised as usual."""
+    grid = tiny_cohort["grid"]
+    native = nib.Nifti1Image(tiny_cohort["volumes"][5] * 1000, grid.affine)
+    inset = tiny_imaging_model.config.intensity_inset_mm
+    prepared = prepare_scan(native, grid, register=False, intensity_inset_mm=inset)
+    path = tmp_path / "prepared.nii.gz"
+    nib.save(nib.Nifti1Image(prepared.volume * 0.8, grid.affine), path)  # a scale a second normalisation would undo
+    kept = prepare_input(tiny_imaging_model, path, 40.0, "F", register=False, normalised_inset_mm=inset).prepared
+    np.testing.assert_allclose(kept.volume, prepared.volume * 0.8, atol=1e-5)
+    assert kept.intensity_inset_mm == inset
+    again = prepare_input(tiny_imaging_model, path, 40.0, "F", register=False, normalised_inset_mm=inset + 5).prepared
+    plain = prepare_input(tiny_imaging_model, path, 40.0, "F", register=False).prepared
+    np.testing.assert_array_equal(again.volume, plain.volume)
+    assert np.abs(plain.volume - prepared.volume * 0.8).max() > 0.05
