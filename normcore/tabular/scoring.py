@@ -9,9 +9,8 @@ and z = Phi^{-1}(u). The sample ranks cannot resolve centiles finer than 1 / (M 
 tails are scored by a tail model instead (:func:`tail_z`, used by the diffusion model): beyond the k-th most
 extreme sample on either side (k = ``TAIL_SHARE`` x M), z is extrapolated from a normal tail fitted to that
 side's order statistics on the model's Gaussianised scale (``TAIL_SCALE``), anchored at the k-th sample so z is
-continuous where
-the randomised PIT hands over. Entries beyond all M samples are counted in ``n_beyond_samples`` (their z is
-extrapolated). Models without a tail model clip u to 0.5 / (M + 1) there, so |z| saturates at
+continuous where the randomised PIT hands over. Entries beyond all M samples are counted in ``n_beyond_samples``
+(their z is extrapolated). Models without a tail model clip u to 0.5 / (M + 1) there, so |z| saturates at
 Phi^{-1}(1 - 0.5 / (M + 1)) (3.29 for M = 1000).
 
 The multivariate score is the squared Mahalanobis distance d2 = z' R^{-1} z, where R is the

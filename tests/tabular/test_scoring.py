@@ -170,8 +170,8 @@ def test_the_diffusion_model_scores_far_values_beyond_the_sample_cap(tiny_model,
 
 def test_latent_scale_scoring_equals_scoring_in_idp_units(tiny_model, cohort, monkeypatch):
     """Rows of named levels are compared with samples on the Gaussianised scale: the map is increasing per IDP,
-    so their centiles equal the comparison in IDP units. Beyond the tail anchors the normal tail is fitted on the
-    location-scale residual, affine in IDP units at a point, so the extrapolated z agree too."""
+    so their centiles equal the comparison in IDP units. Beyond the tail anchors both paths fit the normal tail on
+    the scale ``TAIL_SCALE`` names, so the extrapolated z agree too."""
     df, truth = cohort
     df = df.copy()
     idp = truth.idp_names[0]
