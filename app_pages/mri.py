@@ -25,6 +25,7 @@ from dashboard.state import (
     start_mri_job,
 )
 from normcore import InputError
+from normcore.imaging.anomaly import INDEX_LABELS
 from normcore.imaging.io import load_mask, load_volume
 from normcore.imaging.model import METHODS
 from normcore.imaging.native_view import Z_DISPLAY_MAX
@@ -249,11 +250,12 @@ def results_section(model) -> None:
     result = results[name]
     score, prepared = result.score, result.prepared
 
+    second = "top1" if score.headline != "top1" else "top5"
     m = st.columns(4)
-    m[0].metric("Abnormality index (top 1%)", f"{score.index['top1']:.2f}")
-    m[1].metric("Centile among healthy (top 1%)", f"{score.centile['top1']:.0f}")
-    m[2].metric("Abnormality index (top 5%)", f"{score.index['top5']:.2f}")
-    m[3].metric("Centile among healthy (top 5%)", f"{score.centile['top5']:.0f}")
+    for col, key in ((0, score.headline), (2, second)):
+        label = INDEX_LABELS[key]
+        m[col].metric(f"Abnormality index ({label})", f"{score.index[key]:.2f}")
+        m[col + 1].metric(f"Centile among healthy ({label})", f"{score.centile[key]:.0f}")
     facts = f"{name}: age {result.age:g}, sex {result.sex}, method {METHOD_LABELS[score.method]}"
     if score.latent_mask_share is not None:
         facts += f", latent mask share {score.latent_mask_share:.1%}"
@@ -261,8 +263,9 @@ def results_section(model) -> None:
     if acq:
         facts += (f"; voxels up to {acq['voxel_mm']:g} mm, brain mask covers {acq['brain_coverage']:.0%} of the "
                   "template brain")
-    inset = (f" The index is the mean of the top 1% (5%) of voxel z at least {score.index_inset_mm:g} mm inside the "
-             "brain's edge." if score.index_inset_mm else "")
+    inset = (" Each index is the mean voxel z of the scan's most abnormal share of brain"
+             + (f", at least {score.index_inset_mm:g} mm inside its edge" if score.index_inset_mm else "")
+             + ": the peak (top 0.05%, about 0.7 ml) answers to a focal lesion, the top 1% to more widespread change.")
     st.caption(facts + f", {result.seconds:.1f} s. The centile is the scan's rank among {score.reference_text()} "
                "(100 = more abnormal than all of them)." + inset)
     if not result.index_reliable:

@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/mri_recalibrate.py models/mri-ixi-cpu --cross-fit 5 [--keep /tmp/oof.npz]
     .venv/bin/python benchmarks/mri_recalibrate.py models/mri-ixi-cpu --error-power 0.6667 --from-kept /tmp/oof.npz
     .venv/bin/python benchmarks/mri_recalibrate.py models/mri-ixi-cpu --index-margin 1 --from-kept /tmp/oof.npz
+    .venv/bin/python benchmarks/mri_recalibrate.py models/mri-ixi-cpu --headline-index peak --from-kept /tmp/oof.npz
 
 Sets the configuration's ``error_scale`` and ``edge_erosion`` (normcore.imaging.config), re-runs the preprocessing
 of the card's validation scans (paths relative to the repository, as mri-fit recorded them) and the model's own
@@ -19,8 +20,10 @@ scaled error maps (config ``error_power``); ``--from-kept`` rebuilds the referen
 of cross-fitting again (the restorations do not depend on the exponent, so this equals a new cross-fit). Used for the
 shipped CPU model (BENCHMARKS.md: cross-fitted reference). ``--index-margin`` sets how many more voxels of the brain's
 edge the index leaves out (config ``index_margin``), with ``--cross-fit`` or ``--from-kept`` (BENCHMARKS.md: an index
-that does not follow the mask's edge). Either of these records ``reference_rebuilt`` (date, source, index_margin,
-error_power) in the card.
+that does not follow the mask's edge). ``--headline-index`` names the index the model leads with (config
+``headline_index``), also with ``--cross-fit`` or ``--from-kept``, which rebuild every index's reference (BENCHMARKS.md:
+a peak index). Either of these records ``reference_rebuilt`` (date, source, index_margin, error_power,
+headline_index) in the card.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from normcore.imaging.anomaly import TOPS  # noqa: E402
 from normcore.imaging.cohort import load_cohort  # noqa: E402
 from normcore.imaging.config import ImagingConfig  # noqa: E402
 from normcore.imaging.crossfit import use_cross_fitted_reference  # noqa: E402
@@ -99,6 +103,8 @@ def main() -> None:
     ap.add_argument("--keep", default=None, help="with --cross-fit: save the out-of-fold error maps here (.npz)")
     ap.add_argument("--error-power", type=float, default=None, help="exponent of the scaled error maps (config)")
     ap.add_argument("--index-margin", type=int, default=None, help="edge voxels left out of the index (config)")
+    ap.add_argument("--headline-index", default=None, choices=list(TOPS),
+                    help="the index the model leads with (config headline_index)")
     ap.add_argument("--from-kept", default=None, help="rebuild the cross-fitted reference from a --keep file")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
@@ -117,6 +123,10 @@ def main() -> None:
         if not (args.cross_fit or args.from_kept):
             sys.exit("--index-margin needs --cross-fit or --from-kept (the index reference is rebuilt from them)")
         model.config = model.config.replace(index_margin=args.index_margin)
+    if args.headline_index is not None:
+        if not (args.cross_fit or args.from_kept):
+            sys.exit("--headline-index needs --cross-fit or --from-kept (every index's reference is rebuilt from them)")
+        model.config = model.config.replace(headline_index=args.headline_index)
     if args.cross_fit or args.from_kept:
         if args.from_kept:
             reference_from_kept(model, args.from_kept)
@@ -126,7 +136,8 @@ def main() -> None:
         extra["reference_rebuilt"] = {"date": datetime.now(UTC).strftime("%Y-%m-%d"),
                                       "from": "kept out-of-fold maps" if args.from_kept else "a fresh cross-fit",
                                       "index_margin": model.config.index_margin,
-                                      "error_power": model.config.error_power}
+                                      "error_power": model.config.error_power,
+                                      "headline_index": model.config.headline_index}
         model.save(args.model, card_extra=extra)
         print(json.dumps({k: v for k, v in model.reference_info_.items() if k != "ids"}))
         return

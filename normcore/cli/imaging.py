@@ -12,6 +12,7 @@ from normcore._utils.errors import InputError
 from normcore._utils.plausibility import AGE_LIMITS
 from normcore._utils.progress import Progress
 from normcore.cli.arguments import SEED, check_output_file, float_between, int_at_least, json_object
+from normcore.imaging.anomaly import INDEX_LABELS
 from normcore.imaging.config import PRESETS
 from normcore.imaging.diffae import COVARIATE_DROPOUT, LATENT_PRIORS, MAX_AGE_SUPERVISION
 
@@ -71,8 +72,9 @@ def cmd_mri_fit(args: argparse.Namespace, progress: Progress) -> None:
     if args.method == "diffae":
         print(f"{trained}; diffusion autoencoder with a {model.semantic_dim}-dimensional semantic latent -> {args.out}")
     else:
-        ref = model.reference_["kl-inpaint"]["top1"]
-        print(f"{trained}; healthy index (top 1%) median {np.median(ref):.2f} over {len(ref)} "
+        headline = model.config.headline_index
+        ref = model.reference_["kl-inpaint"][headline]
+        print(f"{trained}; healthy index ({INDEX_LABELS[headline]}) median {np.median(ref):.2f} over {len(ref)} "
               f"{model.reference_info_['scheme']} reference scans -> {args.out}")
 
 
@@ -88,8 +90,10 @@ def cmd_mri_score(args: argparse.Namespace, progress: Progress) -> None:
     result = score_scan(model, args.scan, args.age, args.sex, mask=args.mask, name=str(args.scan),
                         register=not args.no_register, method=args.method, seed=args.seed, progress=progress)
     export_maps(result, args.out)
-    print(f"abnormality index (top 1%) {result.score.index['top1']:.2f}, centile {result.score.centile['top1']:.0f} "
-          f"among {result.score.reference_text()}; maps -> {args.out} ({result.seconds:.1f} s)")
+    score = result.score
+    print(f"abnormality index ({score.headline_label}) {score.index[score.headline]:.2f}, centile "
+          f"{score.centile[score.headline]:.0f} among {score.reference_text()}; maps -> {args.out} "
+          f"({result.seconds:.1f} s)")
     for w in result.warnings:
         print(f"warning: {w}")
     if not result.index_reliable:

@@ -5,6 +5,14 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+TOPS = {"top1": 0.01, "top5": 0.05, "peak": 0.0005}
+"""The abnormality indices by name: the mean voxel z of the top 1%, 5% and 0.05% of the ranked voxels. ``peak``
+(the top 0.05%, about 0.7 ml of a brain whichever the grid) is what a focal lesion of a few ml fills while
+healthy noise, scattered over the brain, rarely does (BENCHMARKS.md: a peak index)."""
+
+INDEX_LABELS = {"top1": "top 1%", "top5": "top 5%", "peak": "peak: top 0.05%"}
+"""How each index is named to a user."""
+
 
 def anomaly_map(volume: np.ndarray, restoration: np.ndarray, brain: np.ndarray) -> np.ndarray:
     """|scan - restoration| inside the brain, 0 outside."""

@@ -27,22 +27,25 @@ from normcore.imaging.pipeline import ScanResult, export_maps, score_scan
 COLUMNS = ("subject_id", "age", "sex", "method", "abnormality_index", "healthy_centile",
            *(f"abnormality_index_{k}" for k in TOPS), *(f"healthy_centile_{k}" for k in TOPS),
            "healthy_reference_n", "healthy_reference_scheme", "index_reliable", "failed_gates",
-           "latent_mask_share", "registration_metric", "mask_source", "warnings", "maps", "error")
+           "latent_mask_share", "registration_metric", "mask_source", "warnings", "maps", "error", "headline_index")
 """The table's columns (a public contract: extend, never rename). ``abnormality_index`` and ``healthy_centile`` are
-the top-1% values that ``mri-score`` prints; ``failed_gates`` and ``warnings`` are "; "-joined; ``maps`` is the
-scan's map folder (empty without ``maps_dir``); ``error`` is empty for a scored scan."""
+the headline index's values that ``mri-score`` prints (the model's ``headline_index``, named in the column of that
+name: ``top1`` for models fitted before the peak index, ``peak`` for the shipped one); ``failed_gates`` and
+``warnings`` are "; "-joined; ``maps`` is the scan's map folder (empty without ``maps_dir``); ``error`` is empty for
+a scored scan."""
 
 
 def _row(subject_id: str, age: float, sex: str, method: str) -> dict:
     row = dict.fromkeys(COLUMNS, np.nan)
     row.update(subject_id=subject_id, age=age, sex=sex, method=method, failed_gates="", warnings="", maps="",
-               error="", healthy_reference_scheme="", mask_source="")
+               error="", healthy_reference_scheme="", mask_source="", headline_index="")
     return row
 
 
 def _scored_row(row: dict, result: ScanResult) -> dict:
     score = result.score
-    row.update(sex=result.sex, abnormality_index=score.index["top1"], healthy_centile=score.centile["top1"],
+    row.update(sex=result.sex, abnormality_index=score.index[score.headline],
+               healthy_centile=score.centile[score.headline], headline_index=score.headline,
                healthy_reference_n=score.n_reference, healthy_reference_scheme=score.reference_scheme,
                index_reliable=result.index_reliable,
                failed_gates="; ".join(g["gate"] for g in result.quality if not g["passed"]),

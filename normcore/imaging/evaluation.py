@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from normcore.imaging.anomaly import anomaly_map, centile_among, voxel_zmap
+from normcore.imaging.anomaly import TOPS, anomaly_map, centile_among, voxel_zmap
 from normcore.imaging.model import METHODS, ImagingNormativeModel
 from normcore.imaging.synthetic import lesion_volume_ml
 from normcore.metrics.imaging import best_dice, mae, psnr, ssim3d, subject_auc, voxel_auprc
@@ -23,8 +23,9 @@ def evaluate_restoration(model: ImagingNormativeModel, vols: np.ndarray, brains:
 
     ``vols``/``brains``/``truth`` are (N, X, Y, Z) on the model grid; healthy rows (``labels`` 0) have
     all-false truth. Per method: healthy-scan MAE / PSNR / SSIM inside the brain, subject-level AUC of
-    the abnormality index (top 1% and 5%; and for lesions >= 5 ml), voxel AUPRC and best Dice of the
-    anomaly map and of the z-map, median indices, and for KL-guided inpainting the latent mask share.
+    each abnormality index of ``TOPS`` (``auc_<name>``; and for lesions >= 5 ml), voxel AUPRC and best Dice of the
+    anomaly map and of the z-map, median top-1% indices, the healthy scans' centiles of the model's headline index
+    (named in ``headline_index``), and for KL-guided inpainting the latent mask share.
 
     ``healthy_of[i]``: for a lesioned row, the row of the same scan without the lesion (-1 if none);
     then the restoration of the lesioned scan is also compared with that healthy original (pseudo-healthy
@@ -39,7 +40,8 @@ def evaluate_restoration(model: ImagingNormativeModel, vols: np.ndarray, brains:
     out = {"n_healthy": int(healthy.sum()), "n_lesion": int((~healthy).sum()),
            "lesion_ml": {"min": float(lesion_ml[~healthy].min()), "median": float(np.median(lesion_ml[~healthy])),
                          "max": float(lesion_ml[~healthy].max()), "n_ge_5ml": int((lesion_ml[~healthy] >= 5).sum())},
-           "restore_s_per_subject_all_methods": round(restore_s, 2), "methods": {}}
+           "restore_s_per_subject_all_methods": round(restore_s, 2),
+           "headline_index": model.config.headline_index, "methods": {}}
     big = healthy | (lesion_ml >= 5.0)
     for method in [m for m in METHODS if m in restored]:
         rest = restored[method]
@@ -48,11 +50,12 @@ def evaluate_restoration(model: ImagingNormativeModel, vols: np.ndarray, brains:
         mean, std = model.error_stats_[method]
         z = np.stack([voxel_zmap(e, mean, std, b) for e, b in zip(maps, scored, strict=True)])
         indices = [model.indices(zz, b) for zz, b in zip(z, scored, strict=True)]
-        index = np.array([i["top1"] for i in indices])
-        index5 = np.array([i["top5"] for i in indices])
+        by_top = {k: np.array([i[k] for i in indices]) for k in TOPS}
+        index, headline = by_top["top1"], model.config.headline_index
         les = ~healthy
         above = np.array([(zz[b] > Z_THRESHOLD).mean() for zz, b in zip(z[healthy], scored[healthy], strict=True)])
-        centiles = np.array([centile_among(v, model.reference_[method]["top1"]) for v in index[healthy]])
+        centiles = np.array([centile_among(v, model.reference_[method][headline])
+                             for v in by_top[headline][healthy]])
         row = {
             "healthy_mae": float(np.mean([mae(v, r, b) for v, r, b in zip(vols[healthy], rest[healthy],
                                                                           brains[healthy], strict=True)])),
@@ -60,8 +63,8 @@ def evaluate_restoration(model: ImagingNormativeModel, vols: np.ndarray, brains:
                                                                             brains[healthy], strict=True)])),
             "healthy_ssim": float(np.mean([ssim3d(v, r, b) for v, r, b in zip(vols[healthy], rest[healthy],
                                                                               brains[healthy], strict=True)])),
-            "auc_top1": subject_auc(index, labels), "auc_top5": subject_auc(index5, labels),
-            "auc_top1_ge_5ml": subject_auc(index[big], labels[big]),
+            **{f"auc_{k}": subject_auc(v, labels) for k, v in by_top.items()},
+            **{f"auc_{k}_ge_5ml": subject_auc(v[big], labels[big]) for k, v in by_top.items()},
             "voxel_auprc_anomaly": voxel_auprc(err[les], truth[les], brains[les]),
             "voxel_auprc_z": voxel_auprc(z[les], truth[les], brains[les]),
             "best_dice_anomaly": best_dice(err[les], truth[les], brains[les])[0],

@@ -19,6 +19,8 @@ from normcore._utils.errors import InputError
 from normcore._utils.progress import Progress, as_progress
 from normcore.diffusion.parameterisation import GaussianPriorResidual
 from normcore.imaging.anomaly import (
+    INDEX_LABELS,
+    TOPS,
     abnormality_index,
     anomaly_map,
     centile_among,
@@ -36,7 +38,7 @@ from normcore.nets.latent_transformer import LatentTransformer
 from normcore.persistence import load_model_dir, save_model_dir
 
 FORMAT = "normcore-mri-ldm/1"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 
 def _migrate_v1(card: dict, tensors: dict) -> None:
@@ -44,9 +46,23 @@ def _migrate_v1(card: dict, tensors: dict) -> None:
     card["config"].setdefault("prior_residual", False)
 
 
-MIGRATIONS = {1: _migrate_v1}
+def _migrate_v2(card: dict, tensors: dict) -> None:
+    """Version 2 cards: models saved before the peak index. Nothing to change: their config has no
+    ``headline_index`` (so they lead with the top 1%, as before) and their weights no healthy reference for the
+    peak, whose centile :meth:`ImagingNormativeModel.load` leaves unknown (NaN; rebuild the reference from kept
+    out-of-fold maps to get one)."""
+
+
+def _reference(tensors: dict, method: str, top: str) -> np.ndarray:
+    """The healthy reference of one index; NaN for each reference scan where the model predates the index."""
+    key = f"reference.{method}.{top}"
+    if key in tensors:
+        return tensors[key].numpy()
+    return np.full(len(tensors[f"reference.{method}.top1"]), np.nan)
+
+
+MIGRATIONS = {1: _migrate_v1, 2: _migrate_v2}
 METHODS = ("kl-inpaint", "plain", "autoencoder")
-TOPS = {"top1": 0.01, "top5": 0.05}
 
 @dataclass
 class ImagingScore:
@@ -63,6 +79,12 @@ class ImagingScore:
     n_reference: int | None = None  # healthy scans the centile ranks among (its resolution is 100 / n_reference)
     reference_scheme: str = "validation"  # how they were restored: "validation" or "cross-fitted" (crossfit.py)
     index_inset_mm: float = 0.0  # the index ranks voxels at least this far inside the brain's edge (config)
+    headline: str = "top1"  # which of ``index`` is the scan's headline number (config ``headline_index``)
+
+    @property
+    def headline_label(self) -> str:
+        """The headline index named for a user, e.g. "peak: top 0.05%"."""
+        return INDEX_LABELS[self.headline]
 
     def reference_text(self) -> str:
         """The healthy reference of the centile in words, with its size and resolution."""
@@ -218,7 +240,7 @@ class ImagingNormativeModel(LatentSpaceModel):
         n_reference = int(np.isfinite(np.asarray(self.reference_[method]["top1"], float)).sum())
         inset = (self.config.edge_erosion + self.config.index_margin) * float(self.grid.spacing_mm)
         return ImagingScore(method, restored[method][0], err, z, index, centile, share, warnings, n_reference,
-                            self.reference_info_.get("scheme", "validation"), inset)
+                            self.reference_info_.get("scheme", "validation"), inset, self.config.headline_index)
 
     def indices(self, zmap: np.ndarray, scored: np.ndarray) -> dict[str, float]:
         """The abnormality index of each ``TOPS`` share, over the scored voxels less the configured
@@ -237,7 +259,9 @@ class ImagingNormativeModel(LatentSpaceModel):
             tensors[f"err_mean.{method}"] = torch.from_numpy(mean)
             tensors[f"err_std.{method}"] = torch.from_numpy(std)
             for k in TOPS:
-                tensors[f"reference.{method}.{k}"] = torch.from_numpy(np.asarray(self.reference_[method][k], float))
+                ref = np.asarray(self.reference_[method][k], float)
+                if np.isfinite(ref).any():  # a model loaded from before an index has no reference for it
+                    tensors[f"reference.{method}.{k}"] = torch.from_numpy(ref)
         card = {"format": FORMAT, "format_version": FORMAT_VERSION, "config_name": self.config_name,
                 "config": self.config.to_dict(), "seed": self.seed,
                 "age_mean": self.age_mean_, "age_std": self.age_std_, "age_range": list(self.age_range_),
@@ -265,7 +289,7 @@ class ImagingNormativeModel(LatentSpaceModel):
         model.kl_p95_ = tensors["kl_p95"].to(dev)
         model.latent_mu_, model.latent_sd_ = tensors["latent_mu"].to(dev), tensors["latent_sd"].to(dev)
         model.error_stats_ = {m: (tensors[f"err_mean.{m}"].numpy(), tensors[f"err_std.{m}"].numpy()) for m in METHODS}
-        model.reference_ = {m: {k: tensors[f"reference.{m}.{k}"].numpy() for k in TOPS} for m in METHODS}
+        model.reference_ = {m: {k: _reference(tensors, m, k) for k in TOPS} for m in METHODS}
         model.age_mean_, model.age_std_ = card["age_mean"], card["age_std"]
         model.age_range_ = tuple(card["age_range"])
         model.training_, model.history_ = card.get("training", {}), card.get("history", {})

@@ -14,6 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from normcore.imaging.anomaly import TOPS
 from normcore.imaging.native_view import Z_DISPLAY_MAX, NativeView
 from normcore.imaging.slices import axis_index, axis_name, slice_of
 
@@ -182,15 +183,17 @@ def quality_table(gates: list[dict]) -> pd.DataFrame:
 
 
 def cohort_table(summaries: list[dict]) -> pd.DataFrame:
-    """One row per scored scan from :meth:`ScanResult.summary` dicts (indices, centiles, warnings)."""
+    """One row per scored scan from :meth:`ScanResult.summary` dicts: every index of
+    :data:`~normcore.imaging.anomaly.TOPS` and its centile (empty where a summary lacks it), the latent mask share,
+    whether the index is reliable, warnings."""
+    indices = [c for k in TOPS for c in (f"index {k}", f"centile {k}")]
     rows = []
     for s in summaries:
         index, centile = s.get("abnormality_index") or {}, s.get("healthy_centile") or {}
-        rows.append({"scan": s.get("scan"), "age": s.get("age"), "sex": s.get("sex"), "method": s.get("method"),
-                     "index top1": index.get("top1"), "centile top1": centile.get("top1"),
-                     "index top5": index.get("top5"), "centile top5": centile.get("top5"),
-                     "latent mask share": s.get("latent_mask_share"),
-                     "index reliable": s.get("index_reliable"),
-                     "warnings": "; ".join(s.get("warnings") or [])})
-    return pd.DataFrame(rows, columns=["scan", "age", "sex", "method", "index top1", "centile top1", "index top5",
-                                       "centile top5", "latent mask share", "index reliable", "warnings"])
+        row = {"scan": s.get("scan"), "age": s.get("age"), "sex": s.get("sex"), "method": s.get("method")}
+        for k in TOPS:
+            row[f"index {k}"], row[f"centile {k}"] = index.get(k), centile.get(k)
+        rows.append(row | {"latent mask share": s.get("latent_mask_share"), "index reliable": s.get("index_reliable"),
+                           "warnings": "; ".join(s.get("warnings") or [])})
+    return pd.DataFrame(rows, columns=["scan", "age", "sex", "method", *indices, "latent mask share", "index reliable",
+                                       "warnings"])

@@ -16,6 +16,7 @@ import nibabel as nib
 import numpy as np
 
 from normcore._utils.errors import InputError
+from normcore.imaging.anomaly import INDEX_LABELS
 from normcore.imaging.native_view import (
     AXES,
     Z_DISPLAY_MAX,
@@ -35,7 +36,7 @@ class MriFindings:
 
     scan: str
     method: str
-    index: dict[str, float]  # abnormality index: mean z of the top 1% / 5% of brain voxels
+    index: dict[str, float]  # abnormality indices by name (normcore.imaging.anomaly.TOPS: mean z of the top voxels)
     centile: dict[str, float]  # its centile (0-100) among the healthy reference scans
     n_reference: int | None  # how many healthy scans the centile ranks among
     centre_mm: tuple[float, float, float]  # scanner (RAS) coordinates of the most anomalous region
@@ -43,13 +44,16 @@ class MriFindings:
     background: str = "scan"  # what the grey image is ("scan", or "restoration" when the scan was not available)
     warnings: list[str] = field(default_factory=list)
     share_above: float = np.nan  # share of brain voxels with z above Z_THRESHOLD
+    headline: str = "top1"  # the index the findings lead with (result.json ``headline_index``; top1 before it)
 
     def index_line(self) -> str:
         resolution = (f"{self.n_reference} healthy reference scans (steps of {100 / self.n_reference:.1f} centile "
                       "points)") if self.n_reference else "the healthy reference scans"
-        return (f"Abnormality index (mean z of the top 1% of brain voxels) {self.index['top1']:.2f}: centile "
-                f"{self.centile['top1']:.0f} among {resolution}; top 5%: {self.index['top5']:.2f}, centile "
-                f"{self.centile['top5']:.0f}.")
+        others = "; ".join(f"{INDEX_LABELS.get(k, k)}: {v:.2f}, centile {self.centile.get(k, np.nan):.0f}"
+                           for k, v in self.index.items() if k != self.headline)
+        return (f"Abnormality index (mean z of the brain's most abnormal voxels, {INDEX_LABELS.get(self.headline)}) "
+                f"{self.index[self.headline]:.2f}: centile {self.centile[self.headline]:.0f} among {resolution}"
+                + (f"; {others}." if others else "."))
 
     def share_line(self) -> str:
         if not np.isfinite(self.share_above):
@@ -71,7 +75,7 @@ def findings_of_view(view: NativeView, summary: dict) -> MriFindings:
     return MriFindings(str(summary.get("scan", "scan")), str(summary.get("method", "")),
                        dict(summary["abnormality_index"]), dict(summary["healthy_centile"]),
                        summary.get("healthy_reference_n"), view.mm(centre), planes, view.background,
-                       list(summary.get("warnings", [])), view.share_above())
+                       list(summary.get("warnings", [])), view.share_above(), summary.get("headline_index", "top1"))
 
 
 def findings_from_result(result, view: NativeView | None = None) -> MriFindings:

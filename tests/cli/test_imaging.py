@@ -65,7 +65,8 @@ def test_mri_fit_then_score_writes_maps_in_scan_space(scan_folder, tmp_path, cap
         img = nib.load(out / f"{name}.nii.gz")
         assert img.shape == native.shape and np.allclose(img.affine, native.affine)
     result = json.loads((out / "result.json").read_text())
-    assert set(result["abnormality_index"]) == {"top1", "top5"} and result["sex"] == "F"
+    assert set(result["abnormality_index"]) == {"top1", "top5", "peak"} and result["sex"] == "F"
+    assert result["headline_index"] == "top1"
     assert result["healthy_reference_n"] == 10 and result["healthy_reference_scheme"] == "cross-fitted"
     assert result["index_inset_mm"] == 0.0  # the tiny configuration ranks every brain voxel
     assert 0 <= result["healthy_centile"]["top1"] <= 100

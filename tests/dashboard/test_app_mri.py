@@ -34,9 +34,10 @@ def _save(data: np.ndarray, path, dtype=np.float32) -> None:
 
 @pytest.fixture(scope="session")
 def mri_setup(tmp_path_factory):
-    """A tiny fitted imaging model and a demo folder (healthy scan, the same scan with a bright lesion)."""
+    """A tiny fitted imaging model that leads with the peak index, as the shipped one does, and a demo folder
+    (healthy scan, the same scan with a bright lesion)."""
     root = tmp_path_factory.mktemp("mri")
-    model = ImagingNormativeModel("tiny", device="cpu")
+    model = ImagingNormativeModel("tiny", device="cpu", headline_index="peak")
     template, brain = template_on_grid(model.grid)
     rng = np.random.default_rng(0)
     n = 8
@@ -125,14 +126,16 @@ def test_demo_run_shows_metrics_charts_and_downloads(mri_env):
     results = at.session_state["mri_results"]
     assert set(results) == {"healthy demo", "lesion demo"}
     labels = [m.label for m in at.metric]
-    assert labels == ["Abnormality index (top 1%)", "Centile among healthy (top 1%)", "Abnormality index (top 5%)",
-                      "Centile among healthy (top 5%)"]
+    assert labels == ["Abnormality index (peak: top 0.05%)", "Centile among healthy (peak: top 0.05%)",
+                      "Abnormality index (top 1%)", "Centile among healthy (top 1%)"]
     shown = at.session_state["mri_scan"]
-    assert float(at.metric[0].value) == pytest.approx(results[shown].score.index["top1"], abs=0.01)
+    assert float(at.metric[0].value) == pytest.approx(results[shown].score.index["peak"], abs=0.01)
+    assert float(at.metric[2].value) == pytest.approx(results[shown].score.index["top1"], abs=0.01)
     # the cohort table with a CSV download when there are several results
     cohort = next(d for d in at.dataframe if d.editing_mode == "read_only").value
     assert list(cohort["scan"]) == ["healthy demo", "lesion demo"]
-    assert {"index top1", "centile top1", "index top5", "centile top5", "latent mask share"} <= set(cohort.columns)
+    assert {"index peak", "centile peak", "index top1", "centile top1", "index top5", "centile top5",
+            "latent mask share"} <= set(cohort.columns)
     labels = [b.proto.label for b in at.get("download_button")]
     assert "Download the table (CSV)" in labels
     assert {"restoration (.nii.gz)", "anomaly map (.nii.gz)", "z-map (.nii.gz)", "result (.json)"} <= set(labels)

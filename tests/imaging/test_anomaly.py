@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from normcore.imaging.anomaly import (
+    TOPS,
     abnormality_index,
     anomaly_map,
     centile_among,
@@ -46,6 +47,17 @@ def test_index_region_leaves_out_the_edge_and_the_index_ignores_an_edge_artefact
     thin = np.zeros_like(brain)
     thin[5, 5, 2:9] = True
     assert np.array_equal(index_region(thin, 1), thin)  # nothing left after the margin: keep the scored voxels
+
+
+def test_a_lesion_the_size_of_the_peak_share_sets_the_peak_index_while_the_top_1_percent_dilutes_it():
+    rng = np.random.default_rng(0)
+    brain = np.ones((20, 25, 40), bool)  # 20000 voxels: the peak is the top 10, the top 1% the top 200
+    z = rng.uniform(0, 2, brain.shape)  # healthy noise below 2
+    assert abnormality_index(z, brain, TOPS["peak"]) == np.sort(z.ravel())[-10:].mean()
+    z.ravel()[:10] = 6.0  # a focal lesion of 10 voxels at z = 6
+    assert abnormality_index(z, brain, TOPS["peak"]) == 6.0
+    assert abnormality_index(z, brain, TOPS["top1"]) < 0.05 * 6.0 + 0.95 * 2.0  # 10 of its 200 voxels
+    assert TOPS["peak"] < TOPS["top1"] < TOPS["top5"]
 
 
 def test_error_stats_and_zmap():

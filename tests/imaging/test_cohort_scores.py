@@ -3,6 +3,7 @@ table from one process or two torchrun processes."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -62,6 +63,22 @@ def test_rows_equal_single_scan_scores_and_bad_scans_are_recorded(tiny_imaging_m
         assert Path(folder).resolve().parent == (tmp_path / "maps").resolve()
         assert json.loads((Path(folder) / "result.json").read_text())["abnormality_index"]["top1"] == \
             table.set_index("subject_id").abnormality_index[sid]
+
+
+def test_the_headline_columns_follow_the_models_headline_index(tiny_imaging_model, cohort_folder):
+    """``abnormality_index`` / ``healthy_centile`` are the index the model leads with, named beside them."""
+    peak_model = copy.copy(tiny_imaging_model)
+    peak_model.config = tiny_imaging_model.config.replace(headline_index="peak")
+    tables = {m.config.headline_index: score_cohort(m, cohort_folder / "t1", cohort_folder / "participants.csv",
+                                                    seed=3, register=False)
+              for m in (tiny_imaging_model, peak_model)}
+    for headline, table in tables.items():
+        scored = table[table.error == ""]
+        assert (scored.headline_index == headline).all()
+        assert scored.abnormality_index.equals(scored[f"abnormality_index_{headline}"])
+        assert scored.healthy_centile.equals(scored[f"healthy_centile_{headline}"])
+    assert tables["top1"].abnormality_index_peak.equals(tables["peak"].abnormality_index_peak)  # same scores
+    assert (tables["peak"].abnormality_index_peak.dropna() > tables["top1"].abnormality_index.dropna()).all()
 
 
 def test_map_folders_stay_inside_and_never_collide(tmp_path):

@@ -32,7 +32,8 @@ def test_score_returns_maps_index_and_centile(tiny_imaging_model, tiny_cohort):
     res = tiny_imaging_model.score(vol, brain, 45.0, "F")
     assert res.anomaly.shape == vol.shape and (res.anomaly[~brain] == 0).all()
     assert (res.zmap[~brain] == 0).all()
-    assert set(res.index) == {"top1", "top5"} and res.index["top1"] >= res.index["top5"]
+    assert set(res.index) == {"top1", "top5", "peak"} and res.index["peak"] >= res.index["top1"] >= res.index["top5"]
+    assert res.headline == "top1" and res.headline_label == "top 1%"  # the tiny configuration's headline
     assert 0 <= res.centile["top1"] <= 100
     lesioned = vol.copy()
     lesioned[brain] = np.where(np.random.default_rng(1).random(brain.sum()) < 0.05, 0.0, lesioned[brain])

@@ -66,6 +66,13 @@ def test_slices_go_through_the_cluster_at_the_scan_resolution(flip):
     assert 0 <= grey.min() and grey.max() <= 1 and (z >= Z_THRESHOLD).sum() >= 9
     assert 0 < f.share_above < 0.05
     assert "99 healthy reference scans (steps of 1.0 centile points)" in f.index_line()
+    assert f.index_line().startswith("Abnormality index (mean z of the brain's most abnormal voxels, top 1%) 5.50")
+    led = findings(scan, zmap, {**SUMMARY, "headline_index": "peak",
+                                "abnormality_index": {**SUMMARY["abnormality_index"], "peak": 8.25},
+                                "healthy_centile": {**SUMMARY["healthy_centile"], "peak": 99.5}})
+    assert led.index_line().startswith("Abnormality index (mean z of the brain's most abnormal voxels, peak: top "
+                                       "0.05%) 8.25: centile 100 among 99")
+    assert "top 1%: 5.50, centile 97" in led.index_line()
 
 
 def test_a_flipped_scan_is_shown_like_its_ras_copy():
