@@ -4,7 +4,8 @@
     .venv/bin/python benchmarks/mri_recalibrate.py models/mri-ixi-cpu --cross-fit 5 [--keep /tmp/oof.npz]
     .venv/bin/python benchmarks/mri_recalibrate.py models/mri-ixi-cpu --error-power 0.6667 --from-kept /tmp/oof.npz
     .venv/bin/python benchmarks/mri_recalibrate.py models/mri-ixi-cpu --index-margin 1 --from-kept /tmp/oof.npz
-    .venv/bin/python benchmarks/mri_recalibrate.py models/mri-ixi-cpu --headline-index peak --from-kept /tmp/oof.npz
+    .venv/bin/python benchmarks/mri_recalibrate.py models/mri-ixi-cpu --headline-index peak --index-within-template \
+        --from-kept /tmp/oof.npz
 
 Sets the configuration's ``error_scale`` and ``edge_erosion`` (normcore.imaging.config), re-runs the preprocessing
 of the card's validation scans (paths relative to the repository, as mri-fit recorded them) and the model's own
@@ -21,9 +22,10 @@ of cross-fitting again (the restorations do not depend on the exponent, so this 
 shipped CPU model (BENCHMARKS.md: cross-fitted reference). ``--index-margin`` sets how many more voxels of the brain's
 edge the index leaves out (config ``index_margin``), with ``--cross-fit`` or ``--from-kept`` (BENCHMARKS.md: an index
 that does not follow the mask's edge). ``--headline-index`` names the index the model leads with (config
-``headline_index``), also with ``--cross-fit`` or ``--from-kept``, which rebuild every index's reference (BENCHMARKS.md:
-a peak index). Either of these records ``reference_rebuilt`` (date, source, index_margin, error_power,
-headline_index) in the card.
+``headline_index``) and ``--index-within-template`` has the index rank only voxels inside the template's brain
+(config ``index_within_template``), also with ``--cross-fit`` or ``--from-kept``, which rebuild every index's
+reference (BENCHMARKS.md: a peak index). Either of these records ``reference_rebuilt`` (date, source,
+index_margin, error_power, index_within_template, headline_index) in the card.
 """
 
 from __future__ import annotations
@@ -105,6 +107,8 @@ def main() -> None:
     ap.add_argument("--index-margin", type=int, default=None, help="edge voxels left out of the index (config)")
     ap.add_argument("--headline-index", default=None, choices=list(TOPS),
                     help="the index the model leads with (config headline_index)")
+    ap.add_argument("--index-within-template", action="store_true",
+                    help="the index ranks only voxels inside the template's brain (config index_within_template)")
     ap.add_argument("--from-kept", default=None, help="rebuild the cross-fitted reference from a --keep file")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
@@ -123,10 +127,14 @@ def main() -> None:
         if not (args.cross_fit or args.from_kept):
             sys.exit("--index-margin needs --cross-fit or --from-kept (the index reference is rebuilt from them)")
         model.config = model.config.replace(index_margin=args.index_margin)
-    if args.headline_index is not None:
+    if args.headline_index is not None or args.index_within_template:
         if not (args.cross_fit or args.from_kept):
-            sys.exit("--headline-index needs --cross-fit or --from-kept (every index's reference is rebuilt from them)")
-        model.config = model.config.replace(headline_index=args.headline_index)
+            sys.exit("--headline-index and --index-within-template need --cross-fit or --from-kept (every index's "
+                     "reference is rebuilt from them)")
+        if args.headline_index is not None:
+            model.config = model.config.replace(headline_index=args.headline_index)
+        if args.index_within_template:
+            model.config = model.config.replace(index_within_template=True)
     if args.cross_fit or args.from_kept:
         if args.from_kept:
             reference_from_kept(model, args.from_kept)
@@ -137,6 +145,7 @@ def main() -> None:
                                       "from": "kept out-of-fold maps" if args.from_kept else "a fresh cross-fit",
                                       "index_margin": model.config.index_margin,
                                       "error_power": model.config.error_power,
+                                      "index_within_template": model.config.index_within_template,
                                       "headline_index": model.config.headline_index}
         model.save(args.model, card_extra=extra)
         print(json.dumps({k: v for k, v in model.reference_info_.items() if k != "ids"}))

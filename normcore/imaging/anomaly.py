@@ -66,18 +66,26 @@ def voxel_zmap(error: np.ndarray, mean: np.ndarray, std: np.ndarray, brain: np.n
     return np.where(brain, (error - mean) / std, 0.0).astype(np.float32)
 
 
-def index_region(scored: np.ndarray, margin: int = 0) -> np.ndarray:
-    """The voxels the abnormality index ranks: the scored voxels less ``margin`` more voxels of their edge.
+def index_region(scored: np.ndarray, margin: int = 0, within: np.ndarray | None = None) -> np.ndarray:
+    """The voxels the abnormality index ranks: the scored voxels less ``margin`` more voxels of their edge, and,
+    with ``within`` (the template's brain on the grid), only those inside it.
 
     The z-map itself keeps the edge (it is shown); the index leaves it out because within a few voxels of the brain's
     edge the restoration error follows the mask's exact boundary, not the anatomy (BENCHMARKS.md: an index that does
-    not follow the mask's edge). A brain thinner than the margin keeps its scored voxels.
+    not follow the mask's edge). Voxels of a registered mask outside the template's brain are where the mask or the
+    registration disagrees with the template (a whole-head mask's leak, a vertex out of place), and there few healthy
+    scans define the voxel statistics (BENCHMARKS.md: a peak index). A brain thinner than the margin keeps its scored
+    voxels, and a region with nothing inside ``within`` keeps its own.
     """
     scored = np.asarray(scored, bool)
-    if not margin:
-        return scored
-    inner = ndimage.binary_erosion(scored, iterations=margin)
-    return inner if inner.any() else scored
+    region = scored
+    if margin:
+        inner = ndimage.binary_erosion(scored, iterations=margin)
+        region = inner if inner.any() else scored
+    if within is not None:
+        inside = region & np.asarray(within, bool)
+        region = inside if inside.any() else region
+    return region
 
 
 def abnormality_index(zmap: np.ndarray, brain: np.ndarray, top: float = 0.01) -> float:
@@ -89,14 +97,16 @@ def abnormality_index(zmap: np.ndarray, brain: np.ndarray, top: float = 0.01) ->
     return float(np.partition(values, values.size - k)[-k:].mean())
 
 
-def leave_one_out_indices(errors: np.ndarray, brains: np.ndarray, top: float = 0.01, margin: int = 0) -> np.ndarray:
+def leave_one_out_indices(errors: np.ndarray, brains: np.ndarray, top: float = 0.01, margin: int = 0,
+                          within: np.ndarray | None = None) -> np.ndarray:
     """Each healthy subject's index with z-maps from the other subjects' statistics (no self-reference); the index
-    ranks each subject's :func:`index_region` with ``margin``."""
+    ranks each subject's :func:`index_region` with ``margin`` and ``within``."""
     out = np.empty(len(errors))
     for i in range(len(errors)):  # N is a validation cohort (tens of subjects); each step is vectorised
         keep = np.arange(len(errors)) != i
         mean, std = healthy_error_stats(errors[keep], brains[keep])
-        out[i] = abnormality_index(voxel_zmap(errors[i], mean, std, brains[i]), index_region(brains[i], margin), top)
+        out[i] = abnormality_index(voxel_zmap(errors[i], mean, std, brains[i]), index_region(brains[i], margin, within),
+                                  top)
     return out
 
 

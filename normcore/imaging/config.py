@@ -31,9 +31,12 @@ class ImagingConfig:
     voxels (:func:`~normcore.imaging.anomaly.scored_errors`); intensity_inset_mm: the intensity normalisation's
     lower anchor is taken this far inside the brain mask's edge, so that a mask a voxel wider or narrower barely
     changes the input (:func:`~normcore.imaging.preprocess.normalise_intensity`; 0 takes it over the whole mask);
-    headline_index: which abnormality index (a key of :data:`~normcore.imaging.anomaly.TOPS`) is the scan's headline
-    number: the ``abnormality_index`` / ``healthy_centile`` that ``mri-score`` prints and tables and reports lead with
-    (every index is computed and written either way). All six default to the behaviour of models fitted
+    index_within_template: the index ranks only voxels inside the MNI template's brain on the grid (a registered
+    mask's voxels outside it are a leak or a misregistration, where few healthy scans define the statistics;
+    :func:`~normcore.imaging.anomaly.index_region`); headline_index: which abnormality index (a key of
+    :data:`~normcore.imaging.anomaly.TOPS`) is the scan's headline number: the ``abnormality_index`` /
+    ``healthy_centile`` that ``mri-score`` prints and tables and reports lead with (every index is computed and
+    written either way). All seven default to the behaviour of models fitted
     before them (BENCHMARKS.md: quiet z-maps, cross-fitted reference, an index that does not follow the mask's edge).
     """
 
@@ -65,6 +68,7 @@ class ImagingConfig:
     error_power: float = 1.0
     index_margin: int = 0
     intensity_inset_mm: float = 0.0
+    index_within_template: bool = False
     headline_index: str = "top1"
 
     ERROR_SCALES = ("none", "scan-median")
@@ -82,6 +86,8 @@ class ImagingConfig:
         if isinstance(self.intensity_inset_mm, bool) or not isinstance(self.intensity_inset_mm, int | float) \
                 or not 0 <= self.intensity_inset_mm < 100:
             raise InputError(f"intensity_inset_mm {self.intensity_inset_mm!r}: a depth in mm, 0 or more (below 100)")
+        if not isinstance(self.index_within_template, bool):
+            raise InputError(f"index_within_template {self.index_within_template!r}: true or false")
         if self.headline_index not in TOPS:
             raise InputError(f"headline_index {self.headline_index!r}: use one of {list(TOPS)}")
 
@@ -122,14 +128,16 @@ PRESETS: dict[str, ImagingConfig] = {
                          dit_lr=3e-4, ema_decay=0.995, vlb_weight=1e-3, timesteps=1000,
                          levels=[50, 100, 150, 200, 250, 300, 350, 400], ddim_steps=8, plain_level=250, chunk=4,
                          error_scale="scan-median", edge_erosion=1, error_power=2 / 3, index_margin=1,
-                         intensity_inset_mm=10.0, headline_index="peak"),
+                         intensity_inset_mm=10.0, index_within_template=True,
+                         headline_index="peak"),
     # 2 mm grid, 8 mm latent, 1200 latent tokens: the same code at GPU scale.
     "gpu": ImagingConfig(grid=GPU_GRID.to_dict(), ae_channels=[32, 64, 128], latent_channels=4, patch=2, dim=384,
                          depth=8, heads=6, ae_epochs=200, ae_batch=4, ae_lr=1e-3, kl_weight=1e-4, dit_steps=30000,
                          dit_batch=32, dit_lr=2e-4, ema_decay=0.999, vlb_weight=1e-3, timesteps=1000,
                          levels=[50, 100, 150, 200, 250, 300, 350, 400, 450, 500], ddim_steps=20, plain_level=250,
                          chunk=8, error_scale="scan-median", edge_erosion=1, error_power=2 / 3, index_margin=1,
-                         intensity_inset_mm=10.0, headline_index="peak"),
+                         intensity_inset_mm=10.0, index_within_template=True,
+                         headline_index="peak"),
     # For tests only: seconds on a CPU.
     "tiny": ImagingConfig(grid=ModelGrid(10.0, (16, 16, 16)).to_dict(), ae_channels=[4, 8], latent_channels=2, patch=2,
                           dim=32, depth=1, heads=2, ae_epochs=2, ae_batch=4, ae_lr=2e-3, kl_weight=1e-4, dit_steps=20,

@@ -31,6 +31,7 @@ from normcore.imaging.anomaly import (
     voxel_zmap,
 )
 from normcore.imaging.config import ImagingConfig
+from normcore.imaging.grid import template_on_grid
 from normcore.imaging.latent_space import LatentSpaceModel
 from normcore.imaging.restoration import healthy_kl_quantile, kl_guided_inpaint, plain_restore
 from normcore.imaging.training import train_denoiser
@@ -184,7 +185,8 @@ class ImagingNormativeModel(LatentSpaceModel):
         for method in METHODS:
             maps, scored = errors[method]
             self.error_stats_[method] = healthy_error_stats(maps, scored)
-            self.reference_[method] = {k: leave_one_out_indices(maps, scored, top, self.config.index_margin)
+            self.reference_[method] = {k: leave_one_out_indices(maps, scored, top, self.config.index_margin,
+                                                                self._index_within())
                                        for k, top in TOPS.items()}
         self.reference_info_ = dict(info)
 
@@ -242,10 +244,15 @@ class ImagingNormativeModel(LatentSpaceModel):
         return ImagingScore(method, restored[method][0], err, z, index, centile, share, warnings, n_reference,
                             self.reference_info_.get("scheme", "validation"), inset, self.config.headline_index)
 
+    def _index_within(self) -> np.ndarray | None:
+        """The template's brain on the grid when the index ranks only voxels inside it (config), else None."""
+        return template_on_grid(self.grid)[1] if self.config.index_within_template else None
+
     def indices(self, zmap: np.ndarray, scored: np.ndarray) -> dict[str, float]:
         """The abnormality index of each ``TOPS`` share, over the scored voxels less the configured
-        ``index_margin`` (:func:`~normcore.imaging.anomaly.index_region`)."""
-        ranked = index_region(scored, self.config.index_margin)
+        ``index_margin`` and, with ``index_within_template``, inside the template's brain
+        (:func:`~normcore.imaging.anomaly.index_region`)."""
+        ranked = index_region(scored, self.config.index_margin, self._index_within())
         return {k: abnormality_index(zmap, ranked, top) for k, top in TOPS.items()}
 
     # ----------------------------------------------------------------------------------- persistence

@@ -47,6 +47,13 @@ def test_index_region_leaves_out_the_edge_and_the_index_ignores_an_edge_artefact
     thin = np.zeros_like(brain)
     thin[5, 5, 2:9] = True
     assert np.array_equal(index_region(thin, 1), thin)  # nothing left after the margin: keep the scored voxels
+    template = np.zeros_like(brain)
+    template[:, :, :8] = True  # a leak or a misplaced vertex: z = 7 beyond the template's brain
+    z[5, 5, 8] = 7.0
+    assert abnormality_index(z, index_region(brain, 2), 0.01) == (7.0 + 4.0) / 3
+    within = index_region(brain, 2, template)
+    assert np.array_equal(within, inner & template) and abnormality_index(z, within, 0.01) == 4.0 / 2
+    assert np.array_equal(index_region(brain, 2, ~brain), inner)  # nothing inside the template: keep the region
 
 
 def test_a_lesion_the_size_of_the_peak_share_sets_the_peak_index_while_the_top_1_percent_dilutes_it():

@@ -52,10 +52,13 @@ def test_z_map_settings_are_checked_and_old_cards_keep_their_behaviour():
     from normcore.imaging.config import ImagingConfig
 
     cpu = ImagingConfig.preset("cpu")
-    later = ("error_scale", "edge_erosion", "error_power", "index_margin", "intensity_inset_mm", "headline_index")
-    assert tuple(getattr(cpu, k) for k in later) == ("scan-median", 1, 2 / 3, 1, 10.0, "peak")
+    later = ("error_scale", "edge_erosion", "error_power", "index_margin", "intensity_inset_mm",
+             "index_within_template", "headline_index")
+    assert tuple(getattr(cpu, k) for k in later) == ("scan-median", 1, 2 / 3, 1, 10.0, True, "peak")
     old = ImagingConfig.from_dict({k: v for k, v in cpu.to_dict().items() if k not in later})
-    assert tuple(getattr(old, k) for k in later) == ("none", 0, 1.0, 0, 0.0, "top1")
+    assert tuple(getattr(old, k) for k in later) == ("none", 0, 1.0, 0, 0.0, False, "top1")
+    with pytest.raises(InputError, match="index_within_template"):
+        cpu.replace(index_within_template=1)
     with pytest.raises(InputError, match="headline_index.*top1"):
         cpu.replace(headline_index="max")
     for bad in (0, 1.5, True, "2/3"):

@@ -104,3 +104,26 @@ def test_index_margin_keeps_an_artefact_at_the_brain_edge_out_of_the_index(tiny_
     np.testing.assert_array_equal(zmaps[0], zmaps[2])  # the margin changes the index only, not the z-map
     assert shift[0] > 1.0  # the rim dominates the index without a margin
     assert abs(shift[2]) < 0.5 * shift[0]  # and hardly moves it with one
+
+
+def test_index_within_template_ranks_only_voxels_inside_the_template_brain(tiny_imaging_model):
+    import copy
+
+    from scipy import ndimage
+
+    from normcore.imaging.anomaly import TOPS, abnormality_index, index_region
+    from normcore.imaging.grid import template_on_grid
+
+    template_brain = template_on_grid(tiny_imaging_model.grid)[1]
+    leaky = ndimage.binary_dilation(template_brain, iterations=2)  # a mask that leaks beyond the template's brain
+    z = np.where(leaky, np.random.default_rng(3).standard_normal(leaky.shape), 0.0)
+    z[leaky & ~template_brain] += 20.0  # the leak's voxels are wildly "abnormal"
+    model = copy.deepcopy(tiny_imaging_model)
+    indices = {}
+    for within in (False, True):
+        model.config = model.config.replace(index_within_template=within)
+        indices[within] = model.indices(z, leaky)
+    assert indices[False]["top1"] > 15  # the leak dominates an index over the whole mask
+    region = index_region(leaky, model.config.index_margin, template_brain)
+    assert indices[True] == {k: abnormality_index(z, region, t) for k, t in TOPS.items()}
+    assert indices[True]["top1"] < 5
