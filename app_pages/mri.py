@@ -265,7 +265,7 @@ def results_section(model) -> None:
                   "template brain")
     inset = (" Each index is the mean voxel z of the scan's most abnormal share of brain"
              + (f", at least {score.index_inset_mm:g} mm inside its edge" if score.index_inset_mm else "")
-             + ": the peak (top 0.05%, about 0.7 ml) answers to a focal lesion, the top 1% to more widespread change.")
+             + ": the peak (top 0.05%, about 0.8 ml) answers to a focal lesion, the top 1% to more widespread change.")
     st.caption(facts + f", {result.seconds:.1f} s. The centile is the scan's rank among {score.reference_text()} "
                "(100 = more abnormal than all of them)." + inset)
     if not result.index_reliable:

@@ -12,7 +12,9 @@ index and centile changed by design), and again on 2026-12-03 for its cross-fitt
 error_power 2/3 (restorations identical; index, centile and z-map changed by design), and once more later on
 2026-12-03 for index_margin 1 with a re-run cross-fit (restorations within 1e-6; index, centile and z-map changed
 by design). On 2026-12-04 the imaging model was retrained with intensity_inset_mm 10 (new weights and demo scans;
-every imaging output changed by design).
+every imaging output changed by design), and its reference was rebuilt from a fresh cross-fit for the peak
+index and the index inside the template's brain (restorations unchanged; indices, centiles and z-maps changed by
+design).
 """
 
 from __future__ import annotations

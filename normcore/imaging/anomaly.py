@@ -7,7 +7,7 @@ from scipy import ndimage
 
 TOPS = {"top1": 0.01, "top5": 0.05, "peak": 0.0005}
 """The abnormality indices by name: the mean voxel z of the top 1%, 5% and 0.05% of the ranked voxels. ``peak``
-(the top 0.05%, about 0.7 ml of a brain whichever the grid) is what a focal lesion of a few ml fills while
+(the top 0.05%, about 0.8 ml of a brain whichever the grid) is what a focal lesion of a few ml fills while
 healthy noise, scattered over the brain, rarely does (BENCHMARKS.md: a peak index)."""
 
 INDEX_LABELS = {"top1": "top 1%", "top5": "top 5%", "peak": "peak: top 0.05%"}
@@ -73,7 +73,7 @@ def index_region(scored: np.ndarray, margin: int = 0, within: np.ndarray | None 
     The z-map itself keeps the edge (it is shown); the index leaves it out because within a few voxels of the brain's
     edge the restoration error follows the mask's exact boundary, not the anatomy (BENCHMARKS.md: an index that does
     not follow the mask's edge). Voxels of a registered mask outside the template's brain are where the mask or the
-    registration disagrees with the template (a whole-head mask's leak, a vertex out of place), and there few healthy
+    registration disagrees with the template (a whole-head mask's leak, a vertex out of place), and there fewer healthy
     scans define the voxel statistics (BENCHMARKS.md: a peak index). A brain thinner than the margin keeps its scored
     voxels, and a region with nothing inside ``within`` keeps its own.
     """

@@ -32,7 +32,7 @@ class ImagingConfig:
     lower anchor is taken this far inside the brain mask's edge, so that a mask a voxel wider or narrower barely
     changes the input (:func:`~normcore.imaging.preprocess.normalise_intensity`; 0 takes it over the whole mask);
     index_within_template: the index ranks only voxels inside the MNI template's brain on the grid (a registered
-    mask's voxels outside it are a leak or a misregistration, where few healthy scans define the statistics;
+    mask's voxels outside it are a leak or a misregistration, where fewer healthy scans define the statistics;
     :func:`~normcore.imaging.anomaly.index_region`); headline_index: which abnormality index (a key of
     :data:`~normcore.imaging.anomaly.TOPS`) is the scan's headline number: the ``abnormality_index`` /
     ``healthy_centile`` that ``mri-score`` prints and tables and reports lead with (every index is computed and
