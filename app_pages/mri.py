@@ -255,7 +255,8 @@ def results_section(model) -> None:
     for col, key in ((0, score.headline), (2, second)):
         label = INDEX_LABELS[key]
         m[col].metric(f"Abnormality index ({label})", f"{score.index[key]:.2f}")
-        m[col + 1].metric(f"Centile among healthy ({label})", f"{score.centile[key]:.0f}")
+        m[col + 1].metric(f"Centile ({label})", f"{score.centile[key]:.0f}",
+                          help="The index's centile among the healthy reference scans (see below)")
     facts = f"{name}: age {result.age:g}, sex {result.sex}, method {METHOD_LABELS[score.method]}"
     if score.latent_mask_share is not None:
         facts += f", latent mask share {score.latent_mask_share:.1%}"

@@ -184,9 +184,11 @@ def quality_table(gates: list[dict]) -> pd.DataFrame:
 
 def cohort_table(summaries: list[dict]) -> pd.DataFrame:
     """One row per scored scan from :meth:`ScanResult.summary` dicts: every index of
-    :data:`~normcore.imaging.anomaly.TOPS` and its centile (empty where a summary lacks it), the latent mask share,
-    whether the index is reliable, warnings."""
-    indices = [c for k in TOPS for c in (f"index {k}", f"centile {k}")]
+    :data:`~normcore.imaging.anomaly.TOPS` and its centile (empty where a summary lacks it; the first summary's
+    headline index first), the latent mask share, whether the index is reliable, warnings."""
+    lead = (summaries[0].get("headline_index") or "top1") if summaries else "top1"
+    order = [lead, *(k for k in TOPS if k != lead)] if lead in TOPS else list(TOPS)
+    indices = [c for k in order for c in (f"index {k}", f"centile {k}")]
     rows = []
     for s in summaries:
         index, centile = s.get("abnormality_index") or {}, s.get("healthy_centile") or {}

@@ -126,9 +126,11 @@ def test_cohort_table_rows():
     assert table.loc[0, "centile top1"] == 90.0 and table.loc[0, "warnings"] == "w1; w2"
     assert table.loc[1, "warnings"] == ""
     assert table["index peak"].isna().all()  # a summary from before the peak index: its column stays empty
+    assert table.columns[4] == "index top1"  # summaries from before the headline index lead with the top 1%
     peak = cohort_table([{**summary, "abnormality_index": {**summary["abnormality_index"], "peak": 4.0},
-                          "healthy_centile": {**summary["healthy_centile"], "peak": 99.0}}])
+                          "healthy_centile": {**summary["healthy_centile"], "peak": 99.0}, "headline_index": "peak"}])
     assert peak.loc[0, "index peak"] == 4.0 and peak.loc[0, "centile peak"] == 99.0
+    assert list(peak.columns[4:8]) == ["index peak", "centile peak", "index top1", "centile top1"]
 
 
 def test_most_abnormal_slice_prefers_a_cluster_over_one_extreme_voxel():
