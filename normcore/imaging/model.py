@@ -65,6 +65,7 @@ def _reference(tensors: dict, method: str, top: str) -> np.ndarray:
 MIGRATIONS = {1: _migrate_v1, 2: _migrate_v2}
 METHODS = ("kl-inpaint", "plain", "autoencoder")
 
+
 @dataclass
 class ImagingScore:
     """Result of scoring one scan on the model grid."""
