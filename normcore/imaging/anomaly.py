@@ -101,12 +101,20 @@ def leave_one_out_indices(errors: np.ndarray, brains: np.ndarray, top: float = 0
                           within: np.ndarray | None = None) -> np.ndarray:
     """Each healthy subject's index with z-maps from the other subjects' statistics (no self-reference); the index
     ranks each subject's :func:`index_region` with ``margin`` and ``within``."""
-    out = np.empty(len(errors))
+    return leave_one_out_index_table(errors, brains, {"index": top}, margin, within)["index"]
+
+
+def leave_one_out_index_table(errors: np.ndarray, brains: np.ndarray, tops: dict[str, float], margin: int = 0,
+                              within: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """:func:`leave_one_out_indices` of every share in ``tops`` (name -> share), from one leave-one-out z-map per
+    subject."""
+    out = {k: np.empty(len(errors)) for k in tops}
     for i in range(len(errors)):  # N is a validation cohort (tens of subjects); each step is vectorised
         keep = np.arange(len(errors)) != i
         mean, std = healthy_error_stats(errors[keep], brains[keep])
-        out[i] = abnormality_index(voxel_zmap(errors[i], mean, std, brains[i]), index_region(brains[i], margin, within),
-                                  top)
+        z, region = voxel_zmap(errors[i], mean, std, brains[i]), index_region(brains[i], margin, within)
+        for k, top in tops.items():
+            out[k][i] = abnormality_index(z, region, top)
     return out
 
 

@@ -26,7 +26,7 @@ from normcore.imaging.anomaly import (
     centile_among,
     healthy_error_stats,
     index_region,
-    leave_one_out_indices,
+    leave_one_out_index_table,
     scored_errors,
     voxel_zmap,
 )
@@ -186,9 +186,8 @@ class ImagingNormativeModel(LatentSpaceModel):
         for method in METHODS:
             maps, scored = errors[method]
             self.error_stats_[method] = healthy_error_stats(maps, scored)
-            self.reference_[method] = {k: leave_one_out_indices(maps, scored, top, self.config.index_margin,
+            self.reference_[method] = leave_one_out_index_table(maps, scored, TOPS, self.config.index_margin,
                                                                 self._index_within())
-                                       for k, top in TOPS.items()}
         self.reference_info_ = dict(info)
 
     # ------------------------------------------------------------------------------------ inference

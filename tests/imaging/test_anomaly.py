@@ -12,6 +12,7 @@ from normcore.imaging.anomaly import (
     centile_among,
     healthy_error_stats,
     index_region,
+    leave_one_out_index_table,
     leave_one_out_indices,
     scored_errors,
     voxel_zmap,
@@ -91,6 +92,9 @@ def test_leave_one_out_indices_do_not_use_the_subject_itself():
     loo_inner = leave_one_out_indices(cube, cubes, 0.1, margin=1)
     mean, std = healthy_error_stats(cube[1:], cubes[1:])
     assert loo_inner[0] == abnormality_index(voxel_zmap(cube[0], mean, std, cubes[0]), index_region(cubes[0], 1), 0.1)
+    table = leave_one_out_index_table(cube, cubes, {"a": 0.1, "b": 0.3}, margin=1)
+    assert np.array_equal(table["a"], loo_inner)  # every share from the same leave-one-out z-maps
+    assert np.array_equal(table["b"], leave_one_out_indices(cube, cubes, 0.3, margin=1))
 
 
 def test_centile_among_reference():
