@@ -53,7 +53,7 @@ def main() -> None:
     table = read_participants(SHARED / "ixi" / "participants.csv").set_index("id")
     img = load_volume(find_file(SHARED / "ixi" / "t1", sid))
     prep = prepare_scan(img, model.grid, mask=load_mask(find_file(SHARED / "ixi" / "brainmask_labels", sid), img),
-                        **model.config.preparation())
+                        intensity_inset_mm=model.config.intensity_inset_mm)
     masks = real_lesion_masks(model.grid, SHARED / "lesion_masks_mni")
     name, lesion, _ = min(masks, key=lambda m: abs(lesion_volume_ml(m[1] & prep.brain, model.grid) - 15.0))
     lesion = lesion & prep.brain

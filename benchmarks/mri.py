@@ -57,7 +57,7 @@ def ixi_part(model_dir: Path, seed: int) -> dict:
         return {"skipped": "no held-out ids in the model card or ../shared/data/mri/ixi absent"}
     start = time.perf_counter()
     cohort = load_cohort(IXI / "t1", IXI / "participants.csv", model.grid, masks=IXI / "brainmask_labels",
-                         ids=test_ids, **model.config.preparation())
+                         ids=test_ids, intensity_inset_mm=model.config.intensity_inset_mm)
     prep_s = (time.perf_counter() - start) / len(test_ids)
     vols, brains, ages, sexes = cohort.volumes, cohort.brains, cohort.ages.tolist(), cohort.sexes
     masks = real_lesion_masks(model.grid, LESIONS)

@@ -51,7 +51,7 @@ def main() -> None:
         label = load_mask(find_file(masks, sid), img).astype(bool)
         voxel_ml = float(np.prod(voxel_sizes(img.affine))) / 1000.0
         start = time.perf_counter()
-        prep = prepare_scan(img, model.grid, **model.config.preparation())
+        prep = prepare_scan(img, model.grid, intensity_inset_mm=model.config.intensity_inset_mm)
         seconds = time.perf_counter() - start
         template = template_brain_native(img.shape[:3], np.asarray(img.affine, float), prep.matrix)
         row = {"scan": sid, "seconds": round(seconds, 2), "head_brain": compare(prep.native_brain, label, voxel_ml),

@@ -44,7 +44,7 @@ def main() -> None:
     for i, sid in enumerate(ids):
         img = load_volume(find_file(bench.IXI / "t1", sid))
         prep = prepare_scan(img, model.grid, mask=load_mask(find_file(bench.IXI / "brainmask_labels", sid), img),
-                            **model.config.preparation())
+                            intensity_inset_mm=model.config.intensity_inset_mm)
         lesion = masks[i % len(masks)][1] & prep.brain
         vols.append(implant_lesion(prep.volume, lesion, model.grid, seed=i))
         healthy.append(prep.volume)

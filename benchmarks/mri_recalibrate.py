@@ -59,7 +59,7 @@ def cross_fit_reference(model: ImagingNormativeModel, images: Path, participants
     ids = model.card_["data"]["train_ids"] + model.card_["data"]["validation_ids"]
     t = time.perf_counter()
     cohort = load_cohort(images, participants, model.grid, masks=masks, ids=ids,
-                         **model.config.preparation())
+                         intensity_inset_mm=model.config.intensity_inset_mm)
     print(f"{len(ids)} healthy scans preprocessed in {time.perf_counter() - t:.0f} s", flush=True)
     before = {m: np.asarray(model.reference_[m]["top1"]) for m in model.reference_}
     last = [0.0]
@@ -151,7 +151,7 @@ def main() -> None:
         print(json.dumps({k: v for k, v in model.reference_info_.items() if k != "ids"}))
         return
     val = load_cohort(images, ROOT / data["participants"], model.grid, masks=masks, ids=data["validation_ids"],
-                      **model.config.preparation())
+                      intensity_inset_mm=model.config.intensity_inset_mm)
     model.config = model.config.replace(error_scale=args.error_scale, edge_erosion=args.edge_erosion)
     model.calibrate(val.volumes, val.brains, val.ages.tolist(), val.sexes)
     extra["recalibration"] = {"date": datetime.now(UTC).strftime("%Y-%m-%d"), "error_scale": args.error_scale,

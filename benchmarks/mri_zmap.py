@@ -48,7 +48,7 @@ LESIONS = SHARED / "lesion_masks_mni"
 def prepared(model, ids):
     """(volumes, brains, ages, sexes) of the listed IXI scans with their label-map masks."""
     c = load_cohort(IXI / "t1", IXI / "participants.csv", model.grid, masks=IXI / "brainmask_labels", ids=ids,
-                    **model.config.preparation())
+                    intensity_inset_mm=model.config.intensity_inset_mm)
     return c.volumes, c.brains, c.ages.tolist(), c.sexes
 
 

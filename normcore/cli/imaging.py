@@ -43,7 +43,7 @@ def cmd_mri_fit(args: argparse.Namespace, progress: Progress) -> None:
     else:
         model = ImagingNormativeModel(args.config, seed=args.seed, device=args.device or "auto", **overrides)
     cohort = load_cohort(args.images, args.participants, model.grid, masks=args.masks, progress=progress,
-                         **model.config.preparation())
+                         intensity_inset_mm=model.config.intensity_inset_mm)
     prep_s = time.perf_counter() - start
     tr, va, te = split_indices(len(cohort.ids), args.validation, args.holdout, args.seed)
     train, val = cohort.subset(tr), cohort.subset(va)

@@ -79,11 +79,10 @@ def find_file(folder: Path, subject_id: str) -> Path | None:
 
 def load_cohort(images: str | Path, participants: str | Path, grid: ModelGrid, masks: str | Path | None = None,
                 progress: Progress | None = None, ids: list[str] | None = None,
-                intensity_inset_mm: float = 0.0, register_interior_mm: float = 0.0) -> Cohort:
+                intensity_inset_mm: float = 0.0) -> Cohort:
     """Load, validate, register and resample every participant's scan (and mask, when a mask folder is given);
     with ``ids``, only those participants, in that order (e.g. a model card's validation or test ids).
-    ``intensity_inset_mm``, ``register_interior_mm``: the model's preparation settings
-    (:func:`~normcore.imaging.preprocess.prepare_scan`; ``ImagingConfig.preparation()``)."""
+    ``intensity_inset_mm``: the model's normalisation setting (:func:`~normcore.imaging.preprocess.prepare_scan`)."""
     progress = as_progress(progress)
     images = Path(images)
     if not images.is_dir():
@@ -114,8 +113,7 @@ def load_cohort(images: str | Path, participants: str | Path, grid: ModelGrid, m
             if mpath is None:
                 raise InputError(f"no mask for {row.id} in {masks}")
             mask = load_mask(mpath, img)
-        prep = prepare_scan(img, grid, mask=mask, intensity_inset_mm=intensity_inset_mm,
-                            register_interior_mm=register_interior_mm)
+        prep = prepare_scan(img, grid, mask=mask, intensity_inset_mm=intensity_inset_mm)
         warnings += [f"{row.id}: {w}" for w in prep.warnings]
         vols.append(prep.volume)
         brains.append(prep.brain)

@@ -36,12 +36,8 @@ class ImagingConfig:
     :func:`~normcore.imaging.anomaly.index_region`); headline_index: which abnormality index (a key of
     :data:`~normcore.imaging.anomaly.TOPS`) is the scan's headline number: the ``abnormality_index`` /
     ``healthy_centile`` that ``mri-score`` prints and tables and reports lead with (every index is computed and
-    written either way); register_interior_mm: the last registration stage aligns the brain on the template brain's
-    interior, more than this many mm inside its edge, so that scans whose masks differ (a label map, a
-    skull-stripping tool, no mask) land on the grid alike (:func:`~normcore.imaging.preprocess.register_to_template`;
-    0 registers on the whole masked brain). All eight default to the behaviour of models fitted before them
-    (BENCHMARKS.md: quiet z-maps, cross-fitted reference, an index that does not follow the mask's edge, a
-    registration on the brain's interior).
+    written either way). All seven default to the behaviour of models fitted
+    before them (BENCHMARKS.md: quiet z-maps, cross-fitted reference, an index that does not follow the mask's edge).
     """
 
     grid: dict
@@ -74,7 +70,6 @@ class ImagingConfig:
     intensity_inset_mm: float = 0.0
     index_within_template: bool = False
     headline_index: str = "top1"
-    register_interior_mm: float = 0.0
 
     ERROR_SCALES = ("none", "scan-median")
 
@@ -95,9 +90,6 @@ class ImagingConfig:
             raise InputError(f"index_within_template {self.index_within_template!r}: true or false")
         if self.headline_index not in TOPS:
             raise InputError(f"headline_index {self.headline_index!r}: use one of {list(TOPS)}")
-        if isinstance(self.register_interior_mm, bool) or not isinstance(self.register_interior_mm, int | float) \
-                or not 0 <= self.register_interior_mm <= 20:
-            raise InputError(f"register_interior_mm {self.register_interior_mm!r}: a depth in mm, 0 to 20")
 
     @classmethod
     def keys(cls) -> list[str]:
@@ -128,13 +120,6 @@ class ImagingConfig:
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.keys()}
 
-    def preparation(self) -> dict[str, float]:
-        """The scan-preparation settings of this model, as keyword arguments of
-        :func:`~normcore.imaging.preprocess.prepare_scan` and :func:`~normcore.imaging.cohort.load_cohort`: a scan
-        must be prepared as the model's training scans were."""
-        return {"intensity_inset_mm": float(self.intensity_inset_mm),
-                "register_interior_mm": float(self.register_interior_mm)}
-
 
 PRESETS: dict[str, ImagingConfig] = {
     # 4 mm grid, 8 mm latent (4 channels), 150 latent tokens: trains in minutes on a CPU core.
@@ -144,7 +129,7 @@ PRESETS: dict[str, ImagingConfig] = {
                          levels=[50, 100, 150, 200, 250, 300, 350, 400], ddim_steps=8, plain_level=250, chunk=4,
                          error_scale="scan-median", edge_erosion=1, error_power=2 / 3, index_margin=1,
                          intensity_inset_mm=10.0, index_within_template=True,
-                         headline_index="peak", register_interior_mm=8.0),
+                         headline_index="peak"),
     # 2 mm grid, 8 mm latent, 1200 latent tokens: the same code at GPU scale.
     "gpu": ImagingConfig(grid=GPU_GRID.to_dict(), ae_channels=[32, 64, 128], latent_channels=4, patch=2, dim=384,
                          depth=8, heads=6, ae_epochs=200, ae_batch=4, ae_lr=1e-3, kl_weight=1e-4, dit_steps=30000,
@@ -152,7 +137,7 @@ PRESETS: dict[str, ImagingConfig] = {
                          levels=[50, 100, 150, 200, 250, 300, 350, 400, 450, 500], ddim_steps=20, plain_level=250,
                          chunk=8, error_scale="scan-median", edge_erosion=1, error_power=2 / 3, index_margin=1,
                          intensity_inset_mm=10.0, index_within_template=True,
-                         headline_index="peak", register_interior_mm=8.0),
+                         headline_index="peak"),
     # For tests only: seconds on a CPU.
     "tiny": ImagingConfig(grid=ModelGrid(10.0, (16, 16, 16)).to_dict(), ae_channels=[4, 8], latent_channels=2, patch=2,
                           dim=32, depth=1, heads=2, ae_epochs=2, ae_batch=4, ae_lr=2e-3, kl_weight=1e-4, dit_steps=20,

@@ -98,8 +98,8 @@ def analyse_prepared(model: NormativeDiffusionAutoencoder, scan_input: ScanInput
     ``age_guidance`` (default: the model's; see ``NormativeDiffusionAutoencoder.counterfactual``)."""
     if scan_input.prepared.grid != model.grid:
         raise InputError("the scan was preprocessed for another model grid than this diffusion autoencoder's")
-    # a scan prepared for a restoration model fitted with other preparation settings: this model's own
-    prepared = renormalised(scan_input.prepared, **model.config.preparation())
+    # a scan prepared for a restoration model fitted with another intensity normalisation: this model's own
+    prepared = renormalised(scan_input.prepared, model.config.intensity_inset_mm)
     if prepared is not scan_input.prepared:
         scan_input = dataclasses.replace(scan_input, prepared=prepared)
     targets = parse_ages(at_ages)

@@ -104,7 +104,7 @@ def prepare_input(model: LatentSpaceModel, scan, age: float, sex, mask=None, nam
     inset = float(model.config.intensity_inset_mm)
     prenormalised = normalised_inset_mm is not None and float(normalised_inset_mm) == inset
     prepared = prepare_scan(img, model.grid, mask=brain, register=register, progress=as_progress(progress),
-                            prenormalised=prenormalised, **model.config.preparation())
+                            intensity_inset_mm=inset, prenormalised=prenormalised)
     envelope, grid_mm = getattr(model, "acquisition_", None), float(model.grid.spacing_mm)
     prepared.warnings += check_acquisition(prepared.facts, envelope, grid_mm)
     return ScanInput(name, age, sex_code, prepared, quality_gates(prepared.facts, envelope, grid_mm))

@@ -70,9 +70,6 @@ class Stage:
 
 SIMILARITY = Stage((4, 2), (4.0, 2.0), 100, 0.2, 1.0)
 AFFINE = Stage((2, 1), (2.0, 0.0), 50, 0.1, 0.5)
-# Last stage of a brain's registration when ``interior_mm`` > 0: the metric samples only the template brain's
-# interior, so the alignment follows the brain's inner anatomy, which every mask of the same scan shares.
-INTERIOR = Stage((1,), (1.0,), 50, 0.5, 0.1)
 
 
 @dataclass
@@ -90,7 +87,6 @@ class PreparedScan:
     template_dice: float | None = None  # overlap of ``brain`` with the template brain mask on the grid
     facts: dict = field(default_factory=dict)  # voxel size, brain coverage, overlap (normcore.imaging.acquisition)
     intensity_inset_mm: float = 0.0  # the normalisation's setting (normalise_intensity) ``volume`` was made with
-    register_interior_mm: float = 0.0  # the registration's setting (register_to_template's interior_mm) ``matrix`` had
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -259,13 +255,11 @@ def _top_slab_centroid(data: np.ndarray, affine: np.ndarray, threshold: float = 
 
 
 def _run_stage(fixed: sitk.Image, moving: sitk.Image, tx: sitk.Transform, stage: Stage, seed: int,
-               threads: int, progress: Progress, fixed_mask: sitk.Image | None = None) -> float:
+               threads: int, progress: Progress) -> float:
     reg = sitk.ImageRegistrationMethod()
     reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
     reg.SetMetricSamplingStrategy(reg.RANDOM)
     reg.SetMetricSamplingPercentage(stage.sampling, seed)
-    if fixed_mask is not None:
-        reg.SetMetricFixedMask(fixed_mask)
     reg.SetInterpolator(sitk.sitkLinear)
     reg.SetOptimizerAsRegularStepGradientDescent(stage.learning_rate, MIN_STEP, stage.iterations, relaxationFactor=0.5,
                                                  gradientMagnitudeTolerance=1e-6)
@@ -294,17 +288,11 @@ def _sitk_threads(threads: int) -> Iterator[None]:
 
 
 def register_to_template(data: np.ndarray, affine: np.ndarray, head: bool = False, threads: int | None = None,
-                         seed: int = SEED, progress: Progress | None = None,
-                         interior_mm: float = 0.0) -> tuple[np.ndarray, float]:
+                         seed: int = SEED, progress: Progress | None = None) -> tuple[np.ndarray, float]:
     """Affine (12 DOF) registration of a [0, 1] scan (moving) to the MNI template (fixed).
 
     Moments-centred similarity stage (12 -> 6 mm), then affine (6 -> 3 mm); Mattes MI on a fixed random sample
     (``seed``). ``head=True`` registers a whole-head scan to the template with a pseudo skull and scalp around it.
-    ``interior_mm`` > 0 (a brain, not a head) adds a last affine stage at the template's full working resolution
-    whose metric samples only the template brain more than ``interior_mm`` inside its edge
-    (:func:`template_interior`): the brain's outline, which is the mask's and differs between masks of one scan
-    (a label map's, a skull-stripping tool's, the whole-head refinement's), then no longer steers the alignment
-    (BENCHMARKS.md: a registration on the brain's interior). 0 keeps the two stages only (models fitted before).
     Returns (4x4 RAS matrix MNI mm -> scan mm, final metric value).
 
     ``threads=None`` registers in one thread, so the same scan gets the same matrix in every run and process (the
@@ -313,22 +301,11 @@ def register_to_template(data: np.ndarray, affine: np.ndarray, head: bool = Fals
     of a millimetre.
     """
     with _sitk_threads(threads or 1):
-        return _register(data, affine, head, threads or 1, seed, as_progress(progress), 0.0 if head else interior_mm)
-
-
-@lru_cache(maxsize=4)
-def template_interior(interior_mm: float) -> sitk.Image:
-    """The work template's brain more than ``interior_mm`` inside its edge, as a SimpleITK mask of the fixed image."""
-    fixed_data, fixed_affine = work_template(False)
-    brain = fixed_data > 0.1
-    inner = ndimage.distance_transform_edt(brain, sampling=WORK_MM) > interior_mm
-    if not inner.any():
-        raise InputError(f"interior_mm {interior_mm}: nothing of the template brain lies that deep")
-    return sitk.Cast(to_sitk(inner.astype(np.float32), fixed_affine), sitk.sitkUInt8)
+        return _register(data, affine, head, threads or 1, seed, as_progress(progress))
 
 
 def _register(data: np.ndarray, affine: np.ndarray, head: bool, threads: int, seed: int,
-              prog: Progress, interior_mm: float = 0.0) -> tuple[np.ndarray, float]:
+              prog: Progress) -> tuple[np.ndarray, float]:
     data, affine = registration_copy(data, affine)
     fixed_data, fixed_affine = work_template(head)
     fixed = to_sitk(fixed_data, fixed_affine)
@@ -347,8 +324,6 @@ def _register(data: np.ndarray, affine: np.ndarray, head: bool, threads: int, se
     aff.SetMatrix(sim.GetMatrix())
     aff.SetTranslation(sim.GetTranslation())
     metric = _run_stage(fixed, moving, aff, AFFINE, seed, threads, prog)
-    if interior_mm > 0:
-        metric = _run_stage(fixed, moving, aff, INTERIOR, seed, threads, prog, template_interior(float(interior_mm)))
     return transform_matrix(aff), metric
 
 
@@ -427,8 +402,7 @@ def head_brain(data: np.ndarray, zooms: tuple[float, ...], template_brain: np.nd
 
 def prepare_scan(img: nib.Nifti1Image, grid: ModelGrid, mask: np.ndarray | None = None, register: bool = True,
                  progress: Progress | Callable[..., None] | None = None, threads: int | None = None,
-                 intensity_inset_mm: float = 0.0, prenormalised: bool = False,
-                 register_interior_mm: float = 0.0) -> PreparedScan:
+                 intensity_inset_mm: float = 0.0, prenormalised: bool = False) -> PreparedScan:
     """Mask, normalise, register (affine, to MNI) and resample a 3D scan onto ``grid``.
 
     ``mask`` is a brain mask in the scan's voxel array; without one a skull-stripped scan's nonzero voxels are the
@@ -436,12 +410,10 @@ def prepare_scan(img: nib.Nifti1Image, grid: ModelGrid, mask: np.ndarray | None 
     warning). ``register=False`` takes the
     scan as already in MNI space. ``threads`` sets SimpleITK's threads for the registration (default one, which makes
     it reproducible: :func:`register_to_template`). ``intensity_inset_mm`` places the lower intensity anchor inside
-    the brain (:func:`normalise_intensity`; a model's ``ImagingConfig.intensity_inset_mm``).
-    ``register_interior_mm`` aligns the brain on its interior (:func:`register_to_template`'s ``interior_mm``; a
-    model's ``ImagingConfig.register_interior_mm``; a whole head's first, head-to-template pass is unchanged).
-    ``prenormalised`` says the brain's intensities were already normalised that way (a prepared volume saved on the
-    grid, like the demo scans): they are kept, since normalising the 4 mm volume again would not reproduce the scan's
-    own 1 mm percentiles; it does not apply to a whole-head scan. ``progress`` is a
+    the brain (:func:`normalise_intensity`; a model's ``ImagingConfig.intensity_inset_mm``). ``prenormalised`` says
+    the brain's intensities were already normalised that way (a prepared volume saved on the grid, like the demo
+    scans): they are kept, since normalising the 4 mm volume again would not reproduce the scan's own 1 mm
+    percentiles; it does not apply to a whole-head scan. ``progress`` is a
     :class:`~normcore._utils.progress.Progress` or callback; cancelling stops the registration between iterations.
     """
     prog = as_progress(progress)
@@ -472,8 +444,7 @@ def prepare_scan(img: nib.Nifti1Image, grid: ModelGrid, mask: np.ndarray | None 
     matrix, metric = np.eye(4), None
     if register:
         moving = norm if head else norm * brain
-        matrix, metric = register_to_template(*_to_ras(moving, affine), head=head, threads=threads, progress=prog,
-                                              interior_mm=register_interior_mm)
+        matrix, metric = register_to_template(*_to_ras(moving, affine), head=head, threads=threads, progress=prog)
 
     prog.update("resample", 4, total)
     tpl_brain = template_on_grid(grid)[1]
@@ -483,7 +454,7 @@ def prepare_scan(img: nib.Nifti1Image, grid: ModelGrid, mask: np.ndarray | None 
         norm = normalise_intensity(data, brain, intensity_inset_mm, zooms)
         if register:
             matrix, metric = register_to_template(*_to_ras(norm * brain, affine), head=False, threads=threads,
-                                                  progress=prog, interior_mm=register_interior_mm)
+                                                  progress=prog)
     grid_brain = pull(brain, affine, grid.shape, grid.affine, matrix) > 0.5
     volume = _on_grid(norm, brain, affine, grid, matrix) * grid_brain
 
@@ -496,34 +467,20 @@ def prepare_scan(img: nib.Nifti1Image, grid: ModelGrid, mask: np.ndarray | None 
     prog.update("done", total, total)
     return PreparedScan(volume=volume.astype(np.float32), brain=grid_brain, grid=grid, native=img, native_brain=brain,
                         matrix=matrix, warnings=warnings, registration_metric=metric, template_dice=overlap,
-                        facts=facts, intensity_inset_mm=intensity_inset_mm,
-                        register_interior_mm=float(register_interior_mm) if register else 0.0)
+                        facts=facts, intensity_inset_mm=intensity_inset_mm)
 
 
-def renormalised(prepared: PreparedScan, intensity_inset_mm: float,
-                 register_interior_mm: float | None = None) -> PreparedScan:
-    """``prepared`` with its grid volume remade under another model's preparation settings, for a second model
-    fitted with another ``intensity_inset_mm`` (same brain) or ``register_interior_mm`` (the native brain registered
-    again that way; a scan that was not registered stays as it was; None keeps the registration); ``prepared``
-    itself when the settings match."""
-    same_norm = float(intensity_inset_mm) == float(prepared.intensity_inset_mm)
-    same_reg = register_interior_mm is None or prepared.registration_metric is None \
-        or float(register_interior_mm) == float(prepared.register_interior_mm)
-    if same_norm and same_reg:
+def renormalised(prepared: PreparedScan, intensity_inset_mm: float) -> PreparedScan:
+    """``prepared`` with its grid volume remade under another normalisation setting (same brain and registration),
+    for a second model fitted with another ``intensity_inset_mm``; ``prepared`` itself when the setting matches."""
+    if float(intensity_inset_mm) == float(prepared.intensity_inset_mm):
         return prepared
     data = np.asarray(prepared.native.get_fdata(dtype=np.float32))
     affine = np.asarray(prepared.native.affine, float)
     norm = normalise_intensity(data, prepared.native_brain, intensity_inset_mm, voxel_sizes(affine))
-    matrix, metric, brain, interior = prepared.matrix, prepared.registration_metric, prepared.brain, \
-        prepared.register_interior_mm
-    if not same_reg:
-        interior = float(register_interior_mm)
-        matrix, metric = register_to_template(*_to_ras(norm * prepared.native_brain, affine), interior_mm=interior)
-        brain = pull(prepared.native_brain, affine, prepared.grid.shape, prepared.grid.affine, matrix) > 0.5
-    volume = _on_grid(norm, prepared.native_brain, affine, prepared.grid, matrix) * brain
-    return dataclasses.replace(prepared, volume=volume.astype(np.float32), brain=brain, matrix=matrix,
-                               registration_metric=metric, warnings=list(prepared.warnings),
-                               intensity_inset_mm=float(intensity_inset_mm), register_interior_mm=interior)
+    volume = _on_grid(norm, prepared.native_brain, affine, prepared.grid, prepared.matrix) * prepared.brain
+    return dataclasses.replace(prepared, volume=volume.astype(np.float32), warnings=list(prepared.warnings),
+                               intensity_inset_mm=float(intensity_inset_mm))
 
 
 def to_native(prepared: PreparedScan, grid_volume: np.ndarray, order: int = 1,

@@ -53,15 +53,10 @@ def test_z_map_settings_are_checked_and_old_cards_keep_their_behaviour():
 
     cpu = ImagingConfig.preset("cpu")
     later = ("error_scale", "edge_erosion", "error_power", "index_margin", "intensity_inset_mm",
-             "index_within_template", "headline_index", "register_interior_mm")
-    assert tuple(getattr(cpu, k) for k in later) == ("scan-median", 1, 2 / 3, 1, 10.0, True, "peak", 8.0)
+             "index_within_template", "headline_index")
+    assert tuple(getattr(cpu, k) for k in later) == ("scan-median", 1, 2 / 3, 1, 10.0, True, "peak")
     old = ImagingConfig.from_dict({k: v for k, v in cpu.to_dict().items() if k not in later})
-    assert tuple(getattr(old, k) for k in later) == ("none", 0, 1.0, 0, 0.0, False, "top1", 0.0)
-    assert cpu.preparation() == {"intensity_inset_mm": 10.0, "register_interior_mm": 8.0}
-    assert old.preparation() == {"intensity_inset_mm": 0.0, "register_interior_mm": 0.0}
-    for bad in (-1.0, 25, True, "8"):
-        with pytest.raises(InputError, match="register_interior_mm"):
-            cpu.replace(register_interior_mm=bad)
+    assert tuple(getattr(old, k) for k in later) == ("none", 0, 1.0, 0, 0.0, False, "top1")
     with pytest.raises(InputError, match="index_within_template"):
         cpu.replace(index_within_template=1)
     with pytest.raises(InputError, match="headline_index.*top1"):

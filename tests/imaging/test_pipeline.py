@@ -37,21 +37,6 @@ def test_a_scan_prepared_for_another_normalisation_is_renormalised(tiny_cohort, 
     assert np.abs(again.volume - plain.volume).max() > 0.01
 
 
-def test_a_scan_registered_for_another_model_is_registered_again_as_this_one_registers(tiny_cohort):
-    grid = tiny_cohort["grid"]
-    img = nib.Nifti1Image(tiny_cohort["volumes"][3] * 1000, grid.affine)
-    plain = prepare_scan(img, grid)
-    interior = prepare_scan(img, grid, register_interior_mm=8.0)
-    assert renormalised(plain, 0.0, 0.0) is plain and renormalised(plain, 0.0) is plain
-    again = renormalised(plain, 0.0, 8.0)
-    assert again.register_interior_mm == 8.0 and plain.register_interior_mm == 0.0
-    np.testing.assert_allclose(again.matrix, interior.matrix, atol=1e-6)
-    np.testing.assert_array_equal(again.brain, interior.brain)
-    np.testing.assert_allclose(again.volume, interior.volume, atol=1e-6)
-    unregistered = prepare_scan(img, grid, register=False)
-    assert renormalised(unregistered, 0.0, 8.0) is unregistered  # a scan taken as in MNI space stays so
-
-
 def test_a_saved_prepared_volume_keeps_its_intensities_when_the_model_normalises_the_same_way(
         tiny_imaging_model, tiny_cohort, tmp_path):
     """A prepared volume saved on the grid (the demo scans) is scored as it was prepared: normalising the grid volume
