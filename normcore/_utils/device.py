@@ -25,7 +25,8 @@ def describe_device(device: torch.device) -> str:
     """Human-readable name of a device (GPU model or CPU thread count)."""
     if device.type == "cuda":
         return f"CUDA: {torch.cuda.get_device_name(device)}"
-    return f"CPU ({torch.get_num_threads()} threads)"
+    n = torch.get_num_threads()
+    return f"CPU ({n} thread{'' if n == 1 else 's'})"
 
 
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
