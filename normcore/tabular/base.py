@@ -37,7 +37,7 @@ import torch
 from scipy import special
 
 from normcore._utils.device import resolve_device
-from normcore._utils.errors import InputError
+from normcore._utils.errors import InputError, table_row
 from normcore._utils.plausibility import check_ages
 from normcore._utils.progress import Progress, as_progress
 from normcore._version import __version__
@@ -180,11 +180,15 @@ class NormativeModel:
         y = df[self.idps].apply(pd.to_numeric, errors="coerce").to_numpy(float)
         bad = np.isnan(y) & df[self.idps].notna().to_numpy()
         if bad.any():
-            col = self.idps[int(np.flatnonzero(bad.any(axis=0))[0])]
-            raise InputError(f"{label}: column {col!r} has non-numeric values")
+            j = int(np.flatnonzero(bad.any(axis=0))[0])
+            row = int(np.flatnonzero(bad[:, j])[0])
+            value = str(df[self.idps[j]].iloc[row])[:40]
+            raise InputError(f"{label}: column {self.idps[j]!r} has non-numeric values, the first {value!r} in "
+                             f"{table_row(df.index[row], row)}")
         if np.isinf(y).any():
             row, j = (int(v[0]) for v in np.nonzero(np.isinf(y)))
-            raise InputError(f"{label}: column {self.idps[j]!r} has an infinite value in row {row + 1}")
+            raise InputError(f"{label}: column {self.idps[j]!r} has an infinite value in "
+                             f"{table_row(df.index[row], row)}")
         return y
 
     def _check_call(self, n_samples: int | None, seed: int | None) -> None:

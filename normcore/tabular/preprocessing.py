@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy import special, stats
 
-from normcore._utils.errors import InputError
+from normcore._utils.errors import InputError, table_row
 from normcore._utils.plausibility import check_ages
 
 MARGINALISE = -1
@@ -109,7 +109,10 @@ class CovariateEncoder:
         age = pd.to_numeric(df[self.age], errors="coerce").to_numpy(dtype=float)
         if np.isnan(age).any():
             row = int(np.flatnonzero(np.isnan(age))[0])
-            raise InputError(f"{label}: column {self.age!r} has a missing or non-numeric value in row {row + 1}")
+            value = df[self.age].iloc[row]
+            shown = "" if pd.isna(value) else f" ({str(value)[:40]!r})"
+            raise InputError(f"{label}: column {self.age!r} has a missing or non-numeric value{shown} in "
+                             f"{table_row(df.index[row], row)}")
         check_ages(age, f"{label}: column {self.age!r}")
         return age
 

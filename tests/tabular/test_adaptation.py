@@ -182,6 +182,11 @@ def test_a_local_table_is_conformed_adapted_and_checked_on_held_out_controls(wor
         conform_table(local, shash, {"age": "Age"})
     with pytest.raises(InputError, match="too few"):
         adapt_to_cohort(shash, table.head(8), np.ones(8, bool), holdout_share=0.5)
+    # a bad value is named by the user's own row, not by its place in the shuffled share that adapts
+    broken = table.reset_index(drop=True).astype({"age": object})
+    broken.loc[3, "age"] = "forty"
+    with pytest.raises(InputError, match=r"'age' has a missing or non-numeric value \('forty'\) in row 4$"):
+        adapt_to_cohort(shash, broken, np.ones(len(broken), bool), holdout_share=0.25, seed=1)
 
 
 def test_the_network_input_of_a_new_level_can_be_fitted_on_the_controls(world, tmp_path):
