@@ -1,5 +1,7 @@
 """Errors with user-facing messages (naming the file, column and problem)."""
 
+import numpy as np
+
 
 class InputError(ValueError):
     """Bad user input: the message is meant to be shown as is, in one line."""
@@ -11,8 +13,6 @@ def table_row(index_label: object, position: int) -> str:
     or shuffle; otherwise by the label itself, or by ``position`` (0-based) when there is no label."""
     if index_label is None:
         return f"row {position + 1}"
-    if isinstance(index_label, int) and not isinstance(index_label, bool):
-        return f"row {index_label + 1}"
-    if hasattr(index_label, "dtype") and getattr(index_label.dtype, "kind", "") in "iu":
+    if isinstance(index_label, int | np.integer) and not isinstance(index_label, bool):
         return f"row {int(index_label) + 1}"
     return f"row {index_label!r}"
