@@ -113,7 +113,7 @@ class CovariateEncoder:
             shown = "" if pd.isna(value) else f" ({str(value)[:40]!r})"
             raise InputError(f"{label}: column {self.age!r} has a missing or non-numeric value{shown} in "
                              f"{table_row(df.index[row], row)}")
-        check_ages(age, f"{label}: column {self.age!r}")
+        check_ages(age, f"{label}: column {self.age!r}", df.index)
         return age
 
     def out_of_range(self, age: np.ndarray) -> np.ndarray:

@@ -187,6 +187,9 @@ def test_a_local_table_is_conformed_adapted_and_checked_on_held_out_controls(wor
     broken.loc[3, "age"] = "forty"
     with pytest.raises(InputError, match=r"'age' has a missing or non-numeric value \('forty'\) in row 4$"):
         adapt_to_cohort(shash, broken, np.ones(len(broken), bool), holdout_share=0.25, seed=1)
+    broken.loc[3, "age"] = 200
+    with pytest.raises(InputError, match=r"impossible age 200 in row 4 "):
+        adapt_to_cohort(shash, broken, np.ones(len(broken), bool), holdout_share=0.25, seed=1)
 
 
 def test_the_network_input_of_a_new_level_can_be_fitted_on_the_controls(world, tmp_path):
