@@ -5,8 +5,8 @@
 
 IXI part (needs ../shared/data): the shipped model's training and held-out test scans (ids in its card),
 preprocessed like any user scan. Brain age: a ridge regression (alpha by cross-validation) from the training scans'
-semantic vectors to age, MAE on the held-out scans, next to the same regression on the flattened first-stage latent
-and the mean-age baseline. Reconstruction: DDIM inversion and decoding against the autoencoder's own image and the
+semantic vectors to age, MAE on the held-out scans, next to the same regression on the flattened first-stage latent,
+on its top principal components (as many as the vector has numbers) and the mean-age baseline. Reconstruction: DDIM inversion and decoding against the autoencoder's own image and the
 scan. Whole-brain deviation: its centiles on the held-out healthy scans, and the subject-level AUC of the
 multivariate deviation and of the cosine score when one real MS lesion mask is implanted in each held-out scan,
 next to the restoration model's voxel abnormality index (top 1%). Counterfactual ageing: the ventricle and tissue
@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.decomposition import PCA
 from sklearn.linear_model import RidgeCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -100,19 +101,27 @@ def brain_age(dae: NormativeDiffusionAutoencoder, train, test) -> dict:
 
 
 def brain_age_paired(dae: NormativeDiffusionAutoencoder, train, test, seed: int) -> dict:
-    """As :func:`brain_age`, with the 95% paired bootstrap interval of MAE(semantic) - MAE(first-stage latent)."""
+    """As :func:`brain_age`, with the 95% paired bootstrap interval of MAE(semantic) - MAE(first-stage latent).
+
+    Also the same ridge on the first-stage latent's top principal components (as many as the semantic vector has
+    numbers, fitted on the training scans): an unsupervised linear summary of the same size, the comparator that
+    says whether the learnt vector carries age more compactly than a linear projection would."""
     (vtr, atr), (vte, ate) = train, test
+    first_tr, first_te = dae.encode(vtr)[0].flatten(1).cpu().numpy(), dae.encode(vte)[0].flatten(1).cpu().numpy()
+    pca = PCA(min(dae.semantic_dim, len(atr) - 1), svd_solver="full").fit(first_tr)
     err = {}
     for key, tr, te in (("semantic", dae.semantic(vtr), dae.semantic(vte)),
-                        ("first_stage_latent", dae.encode(vtr)[0].flatten(1).cpu().numpy(),
-                         dae.encode(vte)[0].flatten(1).cpu().numpy())):
+                        ("first_stage_latent", first_tr, first_te),
+                        ("first_stage_pca", pca.transform(first_tr), pca.transform(first_te))):
         model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 5, 33))).fit(tr, atr)
         err[key] = np.abs(model.predict(te) - ate)
     idx = np.random.default_rng(seed).integers(0, len(ate), (10000, len(ate)))
     diff = err["semantic"][idx].mean(1) - err["first_stage_latent"][idx].mean(1)
     return {"n_scans": len(ate), "semantic_mae": round(float(err["semantic"].mean()), 2),
             "first_stage_latent_mae": round(float(err["first_stage_latent"].mean()), 2),
-            "mae_difference_ci95": [round(float(x), 2) for x in np.percentile(diff, [2.5, 97.5])]}
+            "mae_difference_ci95": [round(float(x), 2) for x in np.percentile(diff, [2.5, 97.5])],
+            "first_stage_pca_mae": round(float(err["first_stage_pca"].mean()), 2),
+            "first_stage_pca_components": int(pca.n_components_)}
 
 
 def voxel_indices(ldm: ImagingNormativeModel, vols, brains, ages, sexes, seed: int) -> np.ndarray:
