@@ -6,12 +6,13 @@
 IXI part (needs ../shared/data): the shipped model's training and held-out test scans (ids in its card),
 preprocessed like any user scan. Brain age: a ridge regression (alpha by cross-validation) from the training scans'
 semantic vectors to age, MAE on the held-out scans, next to the same regression on the flattened first-stage latent,
-on its top principal components (as many as the vector has numbers) and the mean-age baseline. Reconstruction: DDIM inversion and decoding against the autoencoder's own image and the
-scan. Whole-brain deviation: its centiles on the held-out healthy scans, and the subject-level AUC of the
-multivariate deviation and of the cosine score when one real MS lesion mask is implanted in each held-out scan,
-next to the restoration model's voxel abnormality index (top 1%). Counterfactual ageing: the ventricle and tissue
-volume of each held-out scan's counterfactuals at 30, 50 and 70 years (three modes) against the healthy cohort's
-cross-sectional trend. Time: ``analyse_scan`` end to end (load, register, scores; and a three-age counterfactual).
+on its top principal components (as many as the vector has numbers) and the mean-age baseline. Reconstruction: DDIM
+inversion and decoding against the autoencoder's own image and the scan. Whole-brain deviation: its centiles on the
+held-out healthy scans, and the subject-level AUC of the multivariate deviation and of the cosine score when one
+real MS lesion mask is implanted in each held-out scan, next to the restoration model's voxel abnormality index (top
+1%). Counterfactual ageing: the ventricle and tissue volume of each held-out scan's counterfactuals at 30, 50 and 70
+years (three modes) against the healthy cohort's cross-sectional trend. Time: ``analyse_scan`` end to end (load,
+register, scores; and a three-age counterfactual).
 
 Synthetic part: the generator of ``normcore.imaging.synthetic`` has known age effects. A diffusion autoencoder and a
 restoration model (both on the IXI model's first stage) are trained on synthetic healthy brains; held-out healthy

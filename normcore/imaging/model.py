@@ -82,6 +82,8 @@ class ImagingScore:
     reference_scheme: str = "validation"  # how they were restored: "validation" or "cross-fitted" (crossfit.py)
     index_inset_mm: float = 0.0  # the index ranks voxels at least this far inside the brain's edge (config)
     headline: str = "top1"  # which of ``index`` is the scan's headline number (config ``headline_index``)
+    reproducibility: float | None = None  # mean |centile shift| of the headline index when healthy held-out scans
+    # are resliced by a quarter voxel (card ``reproducibility``, benchmarks/mri_plausibility.py); None: not measured
 
     @property
     def headline_label(self) -> str:
@@ -95,7 +97,11 @@ class ImagingScore:
         what = (f"{self.n_reference} healthy scans, each restored by a denoiser that never trained on it "
                 "(cross-fitted)" if self.reference_scheme == "cross-fitted" else
                 f"{self.n_reference} healthy validation scans")
-        return f"{what}, in steps of {100 / self.n_reference:.1f} centile points"
+        text = f"{what}, in steps of {100 / self.n_reference:.1f} centile points"
+        if self.reproducibility is not None:
+            text += (f"; reslicing a healthy scan by a quarter voxel moved its centile by {self.reproducibility:.0f} "
+                     "points on average, so read it in broad bands")
+        return text
 
 
 class ImagingNormativeModel(LatentSpaceModel):
@@ -242,7 +248,18 @@ class ImagingNormativeModel(LatentSpaceModel):
         n_reference = int(np.isfinite(np.asarray(self.reference_[method]["top1"], float)).sum())
         inset = (self.config.edge_erosion + self.config.index_margin) * float(self.grid.spacing_mm)
         return ImagingScore(method, restored[method][0], err, z, index, centile, share, warnings, n_reference,
-                            self.reference_info_.get("scheme", "validation"), inset, self.config.headline_index)
+                            self.reference_info_.get("scheme", "validation"), inset, self.config.headline_index,
+                            self.centile_reproducibility(method))
+
+    def centile_reproducibility(self, method: str = "kl-inpaint") -> float | None:
+        """How far the headline index's centile moved, on average, when healthy held-out scans were resliced by a
+        quarter voxel: the card's ``reproducibility`` (written by ``benchmarks/mri_plausibility.py --update-card``
+        for this model, its method and headline index); None when it was not measured for them."""
+        rep = (getattr(self, "card_", None) or {}).get("reproducibility") or {}
+        if rep.get("index") != self.config.headline_index or rep.get("method", "kl-inpaint") != method:
+            return None
+        value = rep.get("mean_abs_centile_shift")
+        return float(value) if isinstance(value, int | float) and np.isfinite(value) else None
 
     def _index_within(self) -> np.ndarray | None:
         """The template's brain on the grid when the index ranks only voxels inside it (config), else None."""

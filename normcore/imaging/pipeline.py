@@ -60,6 +60,7 @@ class ScanResult:
         return {"scan": self.name, "age": self.age, "sex": self.sex, "method": self.score.method,
                 "abnormality_index": self.score.index, "healthy_centile": self.score.centile,
                 "healthy_reference_n": self.score.n_reference, "healthy_reference_scheme": self.score.reference_scheme,
+                "healthy_centile_reproducibility": self.score.reproducibility,
                 "index_inset_mm": self.score.index_inset_mm, "headline_index": self.score.headline,
                 "latent_mask_share": self.score.latent_mask_share,
                 "registration_metric": self.prepared.registration_metric, "acquisition": self.prepared.facts,

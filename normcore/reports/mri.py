@@ -45,15 +45,18 @@ class MriFindings:
     warnings: list[str] = field(default_factory=list)
     share_above: float = np.nan  # share of brain voxels with z above Z_THRESHOLD
     headline: str = "top1"  # the index the findings lead with (result.json ``headline_index``; top1 before it)
+    reproducibility: float | None = None  # mean |centile shift| of healthy scans resliced by a quarter voxel
 
     def index_line(self) -> str:
         resolution = (f"{self.n_reference} healthy reference scans (steps of {100 / self.n_reference:.1f} centile "
                       "points)") if self.n_reference else "the healthy reference scans"
         others = "; ".join(f"{INDEX_LABELS.get(k, k)}: {v:.2f}, centile {self.centile.get(k, np.nan):.0f}"
                            for k, v in self.index.items() if k != self.headline)
+        spread = (f" Reslicing a healthy scan by a quarter voxel moved this centile by {self.reproducibility:.0f} "
+                  "points on average: read it in broad bands." if self.reproducibility is not None else "")
         return (f"Abnormality index (mean z of the brain's most abnormal voxels, {INDEX_LABELS.get(self.headline)}) "
                 f"{self.index[self.headline]:.2f}: centile {self.centile[self.headline]:.0f} among {resolution}"
-                + (f"; {others}." if others else "."))
+                + (f"; {others}." if others else ".") + spread)
 
     def share_line(self) -> str:
         if not np.isfinite(self.share_above):
@@ -75,7 +78,8 @@ def findings_of_view(view: NativeView, summary: dict) -> MriFindings:
     return MriFindings(str(summary.get("scan", "scan")), str(summary.get("method", "")),
                        dict(summary["abnormality_index"]), dict(summary["healthy_centile"]),
                        summary.get("healthy_reference_n"), view.mm(centre), planes, view.background,
-                       list(summary.get("warnings", [])), view.share_above(), summary.get("headline_index", "top1"))
+                       list(summary.get("warnings", [])), view.share_above(), summary.get("headline_index", "top1"),
+                       summary.get("healthy_centile_reproducibility"))
 
 
 def findings_from_result(result, view: NativeView | None = None) -> MriFindings:

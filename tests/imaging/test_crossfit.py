@@ -110,3 +110,20 @@ def test_models_before_cross_fitting_report_their_validation_reference(tiny_imag
     volume = np.full(old.grid.shape, 0.5, np.float32)
     score = old.score(volume, volume > 0, 40, "F", seed=0)
     assert score.reference_text() == "4 healthy validation scans, in steps of 25.0 centile points"
+
+
+def test_the_centile_carries_its_measured_reproducibility_only_for_the_index_it_was_measured_on(
+        tiny_imaging_model, tmp_path):
+    path = tiny_imaging_model.save(tmp_path / "measured")
+    card = json.loads((path / "model.json").read_text())
+    headline = card["config"].get("headline_index", "top1")
+    volume = np.full(tiny_imaging_model.grid.shape, 0.5, np.float32)
+    for index, expected in ((headline, 26.3), ("top5" if headline != "top5" else "top1", None)):
+        card["reproducibility"] = {"case": "resliced by a quarter voxel", "method": "kl-inpaint", "index": index,
+                                   "mean_abs_centile_shift": 26.3, "n": 20}
+        (path / "model.json").write_text(json.dumps(card))
+        score = ImagingNormativeModel.load(path, device="cpu").score(volume, volume > 0, 40, "F", seed=0)
+        assert score.reproducibility == expected
+        assert ("moved its centile by 26 points on average" in score.reference_text()) == (expected is not None)
+    resaved = ImagingNormativeModel.load(path, device="cpu").save(tmp_path / "resaved")
+    assert "reproducibility" not in json.loads((resaved / "model.json").read_text())  # measured for those weights

@@ -75,6 +75,14 @@ def test_slices_go_through_the_cluster_at_the_scan_resolution(flip):
     assert "top 1%: 5.50, centile 97" in led.index_line()
 
 
+def test_the_index_line_says_how_far_a_reslice_moves_the_centile_when_it_was_measured():
+    scan, zmap, _ = _scan_and_zmap(False)
+    assert "Reslicing" not in findings(scan, zmap, SUMMARY).index_line()  # not measured: nothing claimed
+    measured = findings(scan, zmap, {**SUMMARY, "healthy_centile_reproducibility": 26.3}).index_line()
+    assert measured.endswith("Reslicing a healthy scan by a quarter voxel moved this centile by 26 points on "
+                             "average: read it in broad bands.")
+
+
 def test_a_flipped_scan_is_shown_like_its_ras_copy():
     a = findings(*_scan_and_zmap(False)[:2], SUMMARY)
     b = findings(*_scan_and_zmap(True)[:2], SUMMARY)
