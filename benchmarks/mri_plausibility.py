@@ -69,8 +69,7 @@ def resliced(img: nib.Nifti1Image, brain: np.ndarray, shift: float = 0.25) -> tu
 def thicker(img: nib.Nifti1Image, brain: np.ndarray, factor: float = 1.5) -> tuple[nib.Nifti1Image, nib.Nifti1Image]:
     """Scan and mask with slices ``factor`` times thicker along the last voxel axis: a Gaussian slice profile of that
     thickness (FWHM) over the scan's own, then sampled every slice thickness (mask kept where >= 0.5)."""
-    zoom = float(img.header.get_zooms()[2])
-    sigma = [0.0, 0.0, np.sqrt(factor**2 - 1.0) * zoom / 2.355 / zoom]
+    sigma = [0.0, 0.0, np.sqrt(factor**2 - 1.0) / 2.355]  # voxels: a profile of FWHM factor over one of FWHM 1
     f = [1.0, 1.0, 1.0 / factor]
     data = ndimage.zoom(ndimage.gaussian_filter(np.asarray(img.dataobj, np.float32), sigma), f, order=1,
                         grid_mode=True, mode="nearest")
