@@ -114,11 +114,12 @@ def synthetic_part(config: str, seed: int, n_train: int, n_val: int, n_test: int
     return res
 
 
-def store_card_metrics(model_dir: Path, metrics: dict) -> None:
-    """Replace the model card's ``metrics`` (JSON only, atomically; the weights are untouched)."""
+def store_card_metrics(model_dir: Path, metrics: dict, key: str = "metrics") -> None:
+    """Replace the model card's ``key`` (default ``metrics``) by ``metrics`` (JSON only, atomically; the weights are
+    untouched)."""
     card_path = model_dir / "model.json"
     card = json.loads(card_path.read_text())
-    card["metrics"] = metrics
+    card[key] = metrics
     tmp = card_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(card, indent=1, allow_nan=True))
     tmp.replace(card_path)

@@ -38,6 +38,9 @@ from normcore.imaging.io import load_mask, load_volume  # noqa: E402
 from normcore.imaging.pipeline import nifti_bytes, score_scan  # noqa: E402
 from normcore.registry import load_model  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from mri import store_card_metrics  # noqa: E402  (benchmarks/mri.py)
+
 CASES = ("as is", "10 mm voxels", "mask of the upper 40%", "whole head, no mask", "mask one voxel wider",
          "mask one voxel narrower", "head moved", "resliced by a quarter voxel", "slices 1.5x thicker")
 # "head moved": the same voxels with the world position of scan and mask turned 3 degrees about z and shifted 2 mm
@@ -79,16 +82,6 @@ def thicker(img: nib.Nifti1Image, brain: np.ndarray, factor: float = 1.5) -> tup
     affine[:3, :3] = img.affine[:3, :3] @ np.diag(scale)
     affine[:3, 3] += img.affine[:3, :3] @ ((scale - 1.0) / 2.0)
     return nib.Nifti1Image(data, affine), nib.Nifti1Image(mask.astype(np.uint8), affine)
-
-
-def store_reproducibility(model_dir: Path, measured: dict) -> None:
-    """Write ``measured`` as the model card's ``reproducibility`` (JSON only, atomically; weights untouched)."""
-    card_path = model_dir / "model.json"
-    card = json.loads(card_path.read_text())
-    card["reproducibility"] = measured
-    tmp = card_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(card, indent=1, allow_nan=True))
-    tmp.replace(card_path)
 
 
 def main() -> None:
@@ -155,7 +148,7 @@ def main() -> None:
                                     "n": len(gap), "n_reference": len(model.reference_["kl-inpaint"][top]),
                                     "index_margin": model.config.index_margin}}))
             if args.update_card and label == "resliced by a quarter voxel" and top == headline:
-                store_reproducibility(Path(args.model), {
+                store_card_metrics(Path(args.model), key="reproducibility", metrics={
                     "case": label, "method": "kl-inpaint", "index": top, "n": len(gap),
                     "mean_abs_centile_shift": round(float(gap.mean()), 1), "within_15": int((gap <= 15).sum()),
                     "benchmark": f"benchmarks/mri_plausibility.py --n {args.n} (held-out healthy scans)"})
