@@ -43,8 +43,7 @@ def cmd_mri_fit(args: argparse.Namespace, progress: Progress) -> None:
     else:
         model = ImagingNormativeModel(args.config, seed=args.seed, device=args.device or "auto", **overrides)
     cohort = load_cohort(args.images, args.participants, model.grid, masks=args.masks, progress=progress,
-                         intensity_inset_mm=model.config.intensity_inset_mm,
-                         resample_copies=model.config.resample_copies, seed=args.seed)
+                         intensity_inset_mm=model.config.intensity_inset_mm)
     prep_s = time.perf_counter() - start
     tr, va, te = split_indices(len(cohort.ids), args.validation, args.holdout, args.seed)
     train, val = cohort.subset(tr), cohort.subset(va)
@@ -52,16 +51,14 @@ def cmd_mri_fit(args: argparse.Namespace, progress: Progress) -> None:
         else None
     if reuse is not None:
         reuse.ae_.to(model.device)
-    copies = {"copies": train.copies} if train.copies is not None else {}  # only the restoration model has them
     model.fit(train.volumes, train.brains, train.ages, train.sexes, val.volumes, val.brains, val.ages, val.sexes,
-              progress=progress, autoencoder_from=reuse, **copies)
+              progress=progress, autoencoder_from=reuse)
     if args.cross_fit:
         from normcore.imaging.crossfit import use_cross_fitted_reference
 
         healthy = cohort.subset(np.r_[tr, va])
         use_cross_fitted_reference(model, healthy.volumes, healthy.brains, healthy.ages, healthy.sexes,
-                                   ids=healthy.ids, folds=args.cross_fit, progress=progress,
-                                   copies=healthy.copies)
+                                   ids=healthy.ids, folds=args.cross_fit, progress=progress)
     card = {"data": {"images": str(args.images), "participants": str(args.participants),
                      "masks": str(args.masks) if args.masks else None, "n_scans": len(cohort.ids),
                      "train_ids": train.ids, "validation_ids": val.ids, "test_ids": [cohort.ids[i] for i in te],

@@ -13,7 +13,7 @@ from normcore._utils.errors import InputError
 from normcore._utils.progress import Progress, as_progress
 from normcore.imaging.grid import ModelGrid
 from normcore.imaging.io import load_mask, load_volume
-from normcore.imaging.preprocess import prepare_scan, resampled_copies
+from normcore.imaging.preprocess import prepare_scan
 
 ID_COLUMNS = ("subject_id", "participant_id", "sub_id", "id", "subject")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -21,8 +21,7 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 @dataclass
 class Cohort:
-    """Preprocessed scans: ``volumes``/``brains`` (N, X, Y, Z) on ``grid`` with ids, ages and sexes; ``copies``
-    (N, K, X, Y, Z): each scan resampled again at K random sub-voxel shifts (training copies), or None."""
+    """Preprocessed scans: ``volumes``/``brains`` (N, X, Y, Z) on ``grid`` with ids, ages and sexes."""
 
     ids: list[str]
     ages: np.ndarray
@@ -32,13 +31,11 @@ class Cohort:
     grid: ModelGrid
     warnings: list[str]
     facts: list[dict] = field(default_factory=list)  # per scan: voxel size, coverage, overlap (acquisition.py)
-    copies: np.ndarray | None = None
 
     def subset(self, idx) -> Cohort:
         idx = np.asarray(idx, int)
         return Cohort([self.ids[i] for i in idx], self.ages[idx], [self.sexes[i] for i in idx], self.volumes[idx],
-                      self.brains[idx], self.grid, self.warnings, [self.facts[i] for i in idx] if self.facts else [],
-                      None if self.copies is None else self.copies[idx])
+                      self.brains[idx], self.grid, self.warnings, [self.facts[i] for i in idx] if self.facts else [])
 
 
 def read_participants(path: str | Path) -> pd.DataFrame:
@@ -82,12 +79,10 @@ def find_file(folder: Path, subject_id: str) -> Path | None:
 
 def load_cohort(images: str | Path, participants: str | Path, grid: ModelGrid, masks: str | Path | None = None,
                 progress: Progress | None = None, ids: list[str] | None = None,
-                intensity_inset_mm: float = 0.0, resample_copies: int = 0, seed: int = 0) -> Cohort:
+                intensity_inset_mm: float = 0.0) -> Cohort:
     """Load, validate, register and resample every participant's scan (and mask, when a mask folder is given);
     with ``ids``, only those participants, in that order (e.g. a model card's validation or test ids).
-    ``intensity_inset_mm``: the model's normalisation setting (:func:`~normcore.imaging.preprocess.prepare_scan`).
-    ``resample_copies`` K > 0 also resamples each scan K more times with its registration moved by a random
-    translation of up to half a grid voxel per axis (drawn from ``seed``; the cohort's ``copies``)."""
+    ``intensity_inset_mm``: the model's normalisation setting (:func:`~normcore.imaging.preprocess.prepare_scan`)."""
     progress = as_progress(progress)
     images = Path(images)
     if not images.is_dir():
@@ -106,9 +101,7 @@ def load_cohort(images: str | Path, participants: str | Path, grid: ModelGrid, m
         (rows if path else missing).append((row, path))
     if not rows:
         raise InputError(f"no scan in {images} matches a subject id of {participants}")
-    vols, brains, warnings, facts, copies = [], [], [], [], []
-    rng = np.random.default_rng(seed)
-    half = 0.5 * float(grid.spacing_mm)
+    vols, brains, warnings, facts = [], [], [], []
     if missing:
         warnings.append(f"{len(missing)} participant(s) have no scan in {images} and were skipped")
     for i, (row, path) in enumerate(rows):
@@ -125,12 +118,9 @@ def load_cohort(images: str | Path, participants: str | Path, grid: ModelGrid, m
         vols.append(prep.volume)
         brains.append(prep.brain)
         facts.append(prep.facts)
-        if resample_copies:
-            copies.append(resampled_copies(prep, rng.uniform(-half, half, (resample_copies, 3))))
     progress.update("preprocessing", len(rows), len(rows))
     return Cohort([r.id for r, _ in rows], np.array([r.age for r, _ in rows], float), [r.sex for r, _ in rows],
-                  np.stack(vols).astype(np.float32), np.stack(brains), grid, warnings, facts,
-                  np.stack(copies) if resample_copies else None)
+                  np.stack(vols).astype(np.float32), np.stack(brains), grid, warnings, facts)
 
 
 def split_indices(n: int, validation: float, holdout: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

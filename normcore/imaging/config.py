@@ -9,8 +9,6 @@ from normcore._utils.errors import InputError
 from normcore.imaging.anomaly import TOPS
 from normcore.imaging.grid import CPU_GRID, GPU_GRID, ModelGrid
 
-MAX_RESAMPLE_COPIES = 16
-
 
 @dataclass(frozen=True)
 class ImagingConfig:
@@ -38,11 +36,7 @@ class ImagingConfig:
     :func:`~normcore.imaging.anomaly.index_region`); headline_index: which abnormality index (a key of
     :data:`~normcore.imaging.anomaly.TOPS`) is the scan's headline number: the ``abnormality_index`` /
     ``healthy_centile`` that ``mri-score`` prints and tables and reports lead with (every index is computed and
-    written either way); resample_copies: each training scan is also resampled onto the grid this many more times,
-    its registration moved by a random translation of up to half a grid voxel along each axis
-    (:func:`~normcore.imaging.preprocess.resampled_copies`), so the model learns the brain, not one sampling of it:
-    the autoencoder sees one of a scan's versions per epoch, the latent denoiser all of them (0: the scan as
-    prepared only; the restoration model's option). All eight default to the behaviour of models fitted
+    written either way). All seven default to the behaviour of models fitted
     before them (BENCHMARKS.md: quiet z-maps, cross-fitted reference, an index that does not follow the mask's edge).
     """
 
@@ -76,7 +70,6 @@ class ImagingConfig:
     intensity_inset_mm: float = 0.0
     index_within_template: bool = False
     headline_index: str = "top1"
-    resample_copies: int = 0
 
     ERROR_SCALES = ("none", "scan-median")
 
@@ -95,10 +88,6 @@ class ImagingConfig:
             raise InputError(f"intensity_inset_mm {self.intensity_inset_mm!r}: a depth in mm, 0 or more (below 100)")
         if not isinstance(self.index_within_template, bool):
             raise InputError(f"index_within_template {self.index_within_template!r}: true or false")
-        if not isinstance(self.resample_copies, int) or isinstance(self.resample_copies, bool) \
-                or not 0 <= self.resample_copies <= MAX_RESAMPLE_COPIES:
-            raise InputError(f"resample_copies {self.resample_copies!r}: a whole number of copies, 0 to "
-                             f"{MAX_RESAMPLE_COPIES}")
         if self.headline_index not in TOPS:
             raise InputError(f"headline_index {self.headline_index!r}: use one of {list(TOPS)}")
 

@@ -60,13 +60,11 @@ def _halves(idx: np.ndarray, ages: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def cross_fit(model: ImagingNormativeModel, volumes: np.ndarray, brains: np.ndarray, ages, sexes, folds: int = 5,
-              progress: Progress | None = None, copies: np.ndarray | None = None) -> CrossFitReference:
+              progress: Progress | None = None) -> CrossFitReference:
     """Out-of-fold restorations and error maps of every healthy scan (see the module docstring).
 
     ``model`` is fitted; its first stage is shared by the fold denoisers and its configuration and seed set theirs.
-    Scans are (N, X, Y, Z) on the model grid like :meth:`ImagingNormativeModel.fit`'s; ``copies`` (N, K, X, Y, Z)
-    are their resampled copies when the configuration trains on them (each fold denoiser then trains on its scans'
-    copies too, as the model did; held-out scans are restored as prepared).
+    Scans are (N, X, Y, Z) on the model grid like :meth:`ImagingNormativeModel.fit`'s.
     """
     progress = as_progress(progress)
     volumes, brains = np.asarray(volumes, np.float32), np.asarray(brains, bool)
@@ -89,7 +87,7 @@ def cross_fit(model: ImagingNormativeModel, volumes: np.ndarray, brains: np.ndar
         fold_model.fit_stages(volumes[train], ages[train], [sexes[i] for i in train],
                               lambda _stage, done, total, stage=stage, **info: progress.update(stage, done, total,
                                                                                                **info),
-                              autoencoder_from=model, copies=None if copies is None else copies[train])
+                              autoencoder_from=model)
         first, second = _halves(held, ages)
         for thresholds, restored in ((first, second), (second, first)):
             fold_model.calibrate_kl(volumes[thresholds], ages[thresholds], [sexes[i] for i in thresholds])
@@ -106,11 +104,11 @@ def cross_fit(model: ImagingNormativeModel, volumes: np.ndarray, brains: np.ndar
 
 
 def use_cross_fitted_reference(model: ImagingNormativeModel, volumes: np.ndarray, brains: np.ndarray, ages, sexes,
-                               ids: list[str] | None = None, folds: int = 5, progress: Progress | None = None,
-                               copies: np.ndarray | None = None) -> CrossFitReference:
+                               ids: list[str] | None = None, folds: int = 5, progress: Progress | None = None
+                               ) -> CrossFitReference:
     """Cross-fit (:func:`cross_fit`) and make the result the model's voxel statistics and index reference
     (``model.reference_info_`` records the scheme, the number of scans and, when given, their ids)."""
-    ref = cross_fit(model, volumes, brains, ages, sexes, folds, progress, copies)
+    ref = cross_fit(model, volumes, brains, ages, sexes, folds, progress)
     info = dict(ref.info, **({"ids": list(ids)} if ids is not None else {}))
     model.set_reference(ref.errors, info)
     return ref

@@ -181,8 +181,6 @@ class NormativeDiffusionAutoencoder(LatentSpaceModel):
                  covariate_dropout: float = COVARIATE_DROPOUT, age_guidance: float = 1.0,
                  age_supervision: float = 0.0, latent_prior: str = "age-trend", **overrides):
         super().__init__(config, seed=seed, device=device, **overrides)
-        if self.config.resample_copies:
-            raise InputError("resample_copies applies to the restoration model (--method ldm) only")
         if latent_prior not in LATENT_PRIORS:
             raise InputError(f"latent prior {latent_prior!r}: use one of {list(LATENT_PRIORS)}")
         self.latent_prior = latent_prior

@@ -31,18 +31,6 @@ def parse_sex(value) -> int:
     raise InputError(f"sex {value!r} not understood: use M or F (or 1 = male, 0 = female)")
 
 
-def flat_copies(copies: np.ndarray) -> np.ndarray:
-    """(N, K, X, Y, Z) copies as (N * K, X, Y, Z), scan by scan."""
-    copies = np.asarray(copies, np.float32)
-    return copies.reshape(-1, *copies.shape[2:])
-
-
-def version_rows(n: int, copies: np.ndarray | None) -> np.ndarray:
-    """The scan of each row when ``n`` scans are followed by their (N, K, ...) ``copies`` flattened scan by scan."""
-    k = 0 if copies is None else int(np.asarray(copies).shape[1])
-    return np.r_[np.arange(n), np.repeat(np.arange(n), k)].astype(int)
-
-
 class LatentSpaceModel:
     """Configuration, first-stage autoencoder and latent scaling of an imaging model (see the module docstring)."""
 
@@ -106,18 +94,13 @@ class LatentSpaceModel:
                              f"{n_val})")
 
     def _fit_first_stage(self, volumes: np.ndarray, ages, progress: Progress,
-                         autoencoder_from: LatentSpaceModel | None,
-                         copies: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                         autoencoder_from: LatentSpaceModel | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Age scaling, the autoencoder (trained, or copied from ``autoencoder_from``) and the latent scaling.
 
         Sets ``history_`` and returns the scaled training latents (mean, log-variance). A reused first stage must
-        have this configuration's grid, autoencoder widths and latent channels. ``copies`` (N, K, X, Y, Z): other
-        versions of each training scan (:func:`~normcore.imaging.preprocess.resampled_copies`); the autoencoder
-        trains on all versions and the latents of all are returned, in the row order of :func:`version_rows`.
+        have this configuration's grid, autoencoder widths and latent channels.
         """
         cfg = self.config
-        if copies is not None and (np.ndim(copies) != 5 or len(copies) != len(volumes)):
-            raise InputError(f"copies of shape {np.shape(copies)}: expected (N, K, X, Y, Z) for {len(volumes)} scans")
         ages = np.asarray(ages, float)
         self.age_mean_, self.age_std_ = float(ages.mean()), float(max(ages.std(), 1.0))
         self.age_range_ = (float(ages.min()), float(ages.max()))
@@ -129,14 +112,12 @@ class LatentSpaceModel:
             self.ae_.eval()
             self.history_ = {"ae_loss": [], "autoencoder_reused": True}
         else:
-            extra = None if copies is None else self._volumes(flat_copies(copies)).view(*copies.shape[:2], 1,
-                                                                                        *self.grid.shape)
             self.history_ = {"ae_loss": train_autoencoder(self.ae_, self._volumes(volumes), cfg.ae_epochs,
                                                           cfg.ae_batch, cfg.ae_lr, cfg.kl_weight, self.seed,
-                                                          progress, extra)}
+                                                          progress)}
         self.latent_mu_ = torch.zeros(1, cfg.latent_channels, 1, 1, 1, device=self.device)
         self.latent_sd_ = torch.ones_like(self.latent_mu_)
-        mean, logvar = self.encode(volumes if copies is None else np.concatenate([volumes, flat_copies(copies)]))
+        mean, logvar = self.encode(volumes)
         self.latent_mu_ = mean.mean(dim=(0, 2, 3, 4), keepdim=True)
         self.latent_sd_ = mean.std(dim=(0, 2, 3, 4), keepdim=True).clamp(min=1e-4)
         return (mean - self.latent_mu_) / self.latent_sd_, logvar - 2 * torch.log(self.latent_sd_)

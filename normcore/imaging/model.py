@@ -32,7 +32,7 @@ from normcore.imaging.anomaly import (
 )
 from normcore.imaging.config import ImagingConfig
 from normcore.imaging.grid import template_on_grid
-from normcore.imaging.latent_space import LatentSpaceModel, version_rows
+from normcore.imaging.latent_space import LatentSpaceModel
 from normcore.imaging.restoration import healthy_kl_quantile, kl_guided_inpaint, plain_restore
 from normcore.imaging.training import train_denoiser
 from normcore.nets.latent_transformer import LatentTransformer
@@ -119,21 +119,17 @@ class ImagingNormativeModel(LatentSpaceModel):
     # ------------------------------------------------------------------------------------------- fit
     def fit(self, volumes: np.ndarray, brains: np.ndarray, ages, sexes, val_volumes: np.ndarray,
             val_brains: np.ndarray, val_ages, val_sexes, progress: Progress | None = None,
-            autoencoder_from: ImagingNormativeModel | None = None,
-            copies: np.ndarray | None = None) -> ImagingNormativeModel:
+            autoencoder_from: ImagingNormativeModel | None = None) -> ImagingNormativeModel:
         """Train both stages on healthy training scans and calibrate on a healthy validation cohort.
 
         Volumes are preprocessed scans on the model grid (N, X, Y, Z) in [0, 1]; brains are bool masks.
         ``autoencoder_from``: a fitted model of the same grid and autoencoder shape whose first stage is
         reused as it is (only the latent diffusion model is trained; its latent scaling is recomputed).
-        ``copies`` (N, K, X, Y, Z): the training scans resampled at other sub-voxel shifts (a cohort's ``copies``,
-        when the configuration's ``resample_copies`` is K), trained on beside them; the validation scans are scored
-        as prepared, as a user's scan is.
         """
         progress = as_progress(progress)
         self._check_sizes(len(volumes), len(val_volumes))
         start = time.perf_counter()
-        ae_s, dit_s = self.fit_stages(volumes, ages, sexes, progress, autoencoder_from, copies)
+        ae_s, dit_s = self.fit_stages(volumes, ages, sexes, progress, autoencoder_from)
         self.calibrate(val_volumes, val_brains, val_ages, val_sexes, progress)
         self.training_ = {"n_train": int(len(volumes)), "n_validation": int(len(val_volumes)),
                           "autoencoder_s": round(ae_s, 1), "diffusion_s": round(dit_s, 1),
@@ -141,25 +137,18 @@ class ImagingNormativeModel(LatentSpaceModel):
         return self
 
     def fit_stages(self, volumes: np.ndarray, ages, sexes, progress: Progress | None = None,
-                   autoencoder_from: ImagingNormativeModel | None = None,
-                   copies: np.ndarray | None = None) -> tuple[float, float]:
+                   autoencoder_from: ImagingNormativeModel | None = None) -> tuple[float, float]:
         """Train the first stage (or reuse ``autoencoder_from``'s) and the latent denoiser, without calibrating;
-        returns the seconds of each stage. ``copies``: as :meth:`fit`'s; the configuration's ``resample_copies``
-        says how many a scan must have."""
+        returns the seconds of each stage."""
         progress = as_progress(progress)
         cfg, start = self.config, time.perf_counter()
-        have = 0 if copies is None else int(np.shape(copies)[1])
-        if have != cfg.resample_copies:
-            raise InputError(f"the configuration asks for {cfg.resample_copies} resampled copies of each training "
-                             f"scan; {have} given (load the cohort with resample_copies={cfg.resample_copies})")
         self._build()
-        mean, logvar = self._fit_first_stage(volumes, ages, progress, autoencoder_from, copies)
+        mean, logvar = self._fit_first_stage(volumes, ages, progress, autoencoder_from)
         ae_s = time.perf_counter() - start
         if isinstance(self.denoiser_, GaussianPriorResidual):
             self.denoiser_.fit_prior(mean)
-        rows = torch.as_tensor(version_rows(len(volumes), copies), device=self.device)
         self.denoiser_, self.history_["dit_loss"] = train_denoiser(
-            self.denoiser_, self.schedule, mean, logvar, self._cond(ages, sexes)[rows], cfg.dit_steps, cfg.dit_batch,
+            self.denoiser_, self.schedule, mean, logvar, self._cond(ages, sexes), cfg.dit_steps, cfg.dit_batch,
             cfg.dit_lr, cfg.ema_decay, cfg.vlb_weight, cfg.clip_x0, self.seed, progress)
         return ae_s, time.perf_counter() - start - ae_s
 

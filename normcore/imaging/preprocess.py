@@ -483,31 +483,6 @@ def renormalised(prepared: PreparedScan, intensity_inset_mm: float) -> PreparedS
                                intensity_inset_mm=float(intensity_inset_mm))
 
 
-def resampled_copies(prepared: PreparedScan, shifts_mm: np.ndarray) -> np.ndarray:
-    """The prepared scan resampled onto its grid again, once per row of ``shifts_mm`` (K, 3): its registration
-    moved by that translation (mm, in MNI space) and its brain mask moved with it; (K, X, Y, Z) float32.
-
-    The same brain sampled at other sub-voxel phases of the grid, as another registration or a reslice of the scan
-    would sample it: training copies that teach a model what sampling changes (``ImagingConfig.resample_copies``).
-    A zero shift gives ``prepared.volume`` again (for a scan that was normalised here, not a prenormalised one).
-    """
-    shifts = np.atleast_2d(np.asarray(shifts_mm, float))
-    if shifts.shape[1:] != (3,):
-        raise ValueError(f"shifts_mm must be (K, 3) translations in mm, got shape {shifts.shape}")
-    native, brain, grid = prepared.native, prepared.native_brain, prepared.grid
-    data = np.asarray(native.get_fdata(dtype=np.float32))
-    affine = np.asarray(native.affine, float)
-    norm = normalise_intensity(data, brain, prepared.intensity_inset_mm, voxel_sizes(affine))
-    out = np.empty((len(shifts), *grid.shape), np.float32)
-    for k, shift in enumerate(shifts):  # K is a few copies per training scan
-        moved = np.eye(4)
-        moved[:3, 3] = shift
-        matrix = prepared.matrix @ moved
-        grid_brain = pull(brain, affine, grid.shape, grid.affine, matrix) > 0.5
-        out[k] = _on_grid(norm, brain, affine, grid, matrix) * grid_brain
-    return out
-
-
 def to_native(prepared: PreparedScan, grid_volume: np.ndarray, order: int = 1,
               mask_outside: bool = True) -> nib.Nifti1Image:
     """Map a volume on the model grid back to the original scan's voxel array and affine (float32).

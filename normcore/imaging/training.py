@@ -21,15 +21,9 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def train_autoencoder(ae: KLAutoencoder3d, volumes: torch.Tensor, epochs: int, batch_size: int, lr: float,
-                      kl_weight: float, seed: int, progress: Progress,
-                      copies: torch.Tensor | None = None) -> list[float]:
-    """Fit the autoencoder on (N, 1, X, Y, Z) volumes with L1 + ``kl_weight`` * KL; returns epoch losses.
-
-    ``copies`` (N, K, 1, X, Y, Z): other versions of each scan (resampled at other sub-voxel shifts); each time a scan
-    is drawn, one of its K + 1 versions is used, so an epoch costs the same as without copies.
-    """
+                      kl_weight: float, seed: int, progress: Progress) -> list[float]:
+    """Fit the autoencoder on (N, 1, X, Y, Z) volumes with L1 + ``kl_weight`` * KL; returns epoch losses."""
     gen = torch.Generator().manual_seed(seed)
-    versions = None if copies is None else torch.cat([volumes[:, None], copies], 1)
     opt = torch.optim.AdamW(ae.parameters(), lr=lr, weight_decay=0.0)
     n = volumes.shape[0]
     total = epochs * max(1, -(-n // batch_size))
@@ -39,12 +33,7 @@ def train_autoencoder(ae: KLAutoencoder3d, volumes: torch.Tensor, epochs: int, b
     for _ in range(epochs):
         perm, acc = torch.randperm(n, generator=gen), []
         for i in range(0, n, batch_size):
-            idx = perm[i:i + batch_size]
-            if versions is None:
-                x = volumes[idx]
-            else:
-                x = versions[idx, torch.randint(0, versions.shape[1], (len(idx),), generator=gen)]
-            x = _augment(x, gen)
+            x = _augment(volumes[perm[i:i + batch_size]], gen)
             recon, mean, logvar = ae(x)
             loss = reconstruction_loss(recon, x) + kl_weight * kl_to_standard_normal(mean, logvar) / x[0].numel()
             opt.zero_grad(set_to_none=True)

@@ -155,37 +155,6 @@ def test_load_cohort_of_listed_ids_keeps_their_order(scan_folder):
         load_cohort(scan_folder / "t1", scan_folder / "participants.csv", grid, ids=["s01", "s99"])
 
 
-def test_load_cohort_resamples_copies_that_follow_their_scans(scan_folder):
-    grid = ModelGrid(12.0, (16, 18, 16))
-    cohort = load_cohort(scan_folder / "t1", scan_folder / "participants.csv", grid, ids=["s03", "s01", "s02"],
-                         resample_copies=2, seed=1)
-    assert cohort.copies.shape == (3, 2, *grid.shape)
-    again = load_cohort(scan_folder / "t1", scan_folder / "participants.csv", grid, ids=["s03", "s01", "s02"],
-                        resample_copies=2, seed=1)
-    np.testing.assert_array_equal(again.copies, cohort.copies)  # the shifts come from the seed
-    sub = cohort.subset([2, 0])
-    np.testing.assert_array_equal(sub.copies, cohort.copies[[2, 0]])
-    # each copy samples its scan at another sub-voxel shift: not the scan as prepared, about as much brain
-    assert not np.allclose(cohort.copies[:, 0], cohort.volumes, atol=1e-3)
-    sizes = (cohort.copies > 0).sum((2, 3, 4)) / (cohort.volumes > 0).sum((1, 2, 3))[:, None]
-    assert np.all(np.abs(sizes - 1) < 0.2)
-    assert load_cohort(scan_folder / "t1", scan_folder / "participants.csv", grid, ids=["s01"]).copies is None
-
-
-def test_mri_fit_with_resampled_copies_trains_and_cross_fits_on_them(scan_folder, tmp_path, capsys):
-    model_dir = tmp_path / "model"
-    rc = main(["mri-fit", "--images", str(scan_folder / "t1"), "--participants", str(scan_folder / "participants.csv"),
-               "--config", "tiny", "--config-overrides", '{"resample_copies": 1}', "--holdout", "2", "--validation",
-               "0.4", "--out", str(model_dir), "--quiet", "--device", "cpu", "--cross-fit", "2"])
-    assert rc == 0, capsys.readouterr().err
-    card = json.loads((model_dir / "model.json").read_text())
-    assert card["config"]["resample_copies"] == 1 and card["reference"]["n"] == 10
-    rc = main(["mri-fit", "--method", "diffae", "--images", str(scan_folder / "t1"), "--participants",
-               str(scan_folder / "participants.csv"), "--config", "tiny", "--config-overrides",
-               '{"resample_copies": 1}', "--out", str(tmp_path / "d"), "--quiet"])
-    assert rc == 2 and "restoration model" in capsys.readouterr().err
-
-
 def test_mri_fit_diffae_then_mri_latent_writes_counterfactuals_in_scan_space(tmp_path, capsys):
     """The diffusion autoencoder end to end: 28 scans (its latent model needs 20 training rows), 2 held out."""
     folder = write_scans(tmp_path / "scans", 28)

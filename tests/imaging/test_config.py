@@ -30,17 +30,6 @@ def test_unknown_and_missing_keys_are_refused_by_name():
         ImagingConfig.from_dict(values)
 
 
-def test_resample_copies_is_a_small_whole_number_for_the_restoration_model_only():
-    assert ImagingNormativeModel("tiny", resample_copies=2).config.resample_copies == 2
-    for bad in (-1, 1.5, True, 17):
-        with pytest.raises(InputError, match="resample_copies"):
-            ImagingNormativeModel("tiny", resample_copies=bad)
-    from normcore.imaging.diffae import NormativeDiffusionAutoencoder
-
-    with pytest.raises(InputError, match="restoration model"):
-        NormativeDiffusionAutoencoder("tiny", resample_copies=1)
-
-
 def test_version_1_card_loads_through_the_registry(tiny_imaging_model, tmp_path):
     """Cards before the prior residual had no format_version and no prior_residual key."""
     tiny_imaging_model.save(tmp_path / "m")

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from normcore._utils.errors import InputError
-from normcore.imaging.latent_space import parse_sex, version_rows
+from normcore.imaging.latent_space import parse_sex
 from normcore.imaging.model import METHODS, ImagingNormativeModel
 
 
@@ -128,26 +127,3 @@ def test_index_within_template_ranks_only_voxels_inside_the_template_brain(tiny_
     region = index_region(leaky, model.config.index_margin, template_brain)
     assert indices[True] == {k: abnormality_index(z, region, t) for k, t in TOPS.items()}
     assert indices[True]["top1"] < 5
-
-
-def test_resampled_copies_are_trained_on_beside_their_scans(tiny_imaging_model, tiny_cohort):
-    """The denoiser's latents are the scans' and their copies' (rows in :func:`version_rows` order); a
-    configuration that asks for copies refuses to train without them."""
-    c = tiny_cohort
-    vols, ages, sexes = c["volumes"][:6], c["ages"][:6], c["sexes"][:6]
-    assert list(version_rows(3, np.zeros((3, 2, 1, 1, 1)))) == [0, 1, 2, 0, 0, 1, 1, 2, 2]
-    plain = ImagingNormativeModel("tiny", device="cpu", dit_steps=2)
-    plain.fit_stages(vols, ages, sexes, autoencoder_from=tiny_imaging_model)
-    with_copies = ImagingNormativeModel("tiny", device="cpu", dit_steps=2, resample_copies=1)
-    with pytest.raises(InputError, match="1 resampled copies"):
-        with_copies.fit_stages(vols, ages, sexes, autoencoder_from=tiny_imaging_model)
-    # copies identical to their scans leave the latent statistics as they were (up to the standard deviation's
-    # N - 1, which counts the rows); other copies move them
-    with_copies.fit_stages(vols, ages, sexes, autoencoder_from=tiny_imaging_model, copies=vols[:, None])
-    torch.testing.assert_close(with_copies.latent_mu_, plain.latent_mu_)
-    torch.testing.assert_close(with_copies.denoiser_.prior_mean, plain.denoiser_.prior_mean, rtol=1e-3, atol=1e-3)
-    dimmed = ImagingNormativeModel("tiny", device="cpu", dit_steps=2, resample_copies=1)
-    dimmed.fit_stages(vols, ages, sexes, autoencoder_from=tiny_imaging_model, copies=0.5 * vols[:, None])
-    assert not torch.allclose(dimmed.latent_mu_, plain.latent_mu_)
-    with pytest.raises(InputError, match="copies of shape"):
-        dimmed.fit_stages(vols, ages, sexes, autoencoder_from=tiny_imaging_model, copies=vols[:3, None])

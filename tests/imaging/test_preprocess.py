@@ -24,7 +24,6 @@ from normcore.imaging.preprocess import (
     pull,
     register_to_template,
     registration_copy,
-    resampled_copies,
     template_brain_native,
     to_native,
     to_sitk,
@@ -109,19 +108,6 @@ def test_to_native_round_trip(native, prepared):
     assert dice(np.asarray(labels.dataobj) > 0.5, brain) > 0.9
     with pytest.raises(ValueError, match="grid shape"):
         to_native(prepared, np.zeros((4, 4, 4)))
-
-
-def test_resampled_copies_sample_the_same_brain_at_other_shifts(prepared):
-    step = CPU_GRID.spacing_mm
-    same, whole, half = resampled_copies(prepared, np.array([[0.0, 0, 0], [step, 0, 0], [0, 0.5 * step, 0]]))
-    np.testing.assert_array_equal(same, prepared.volume)  # no shift: the scan as prepared
-    # a whole grid voxel along x samples the points one voxel over (the brain mask moves with them)
-    np.testing.assert_allclose(whole[:-1], prepared.volume[1:], atol=1e-5)
-    # half a voxel: a new sampling phase of the same brain, close to but not the same as the prepared one
-    both = (half > 0) & prepared.brain
-    assert corr(half[both], prepared.volume[both]) > 0.9 and not np.allclose(half, prepared.volume, atol=1e-3)
-    with pytest.raises(ValueError, match="translations"):
-        resampled_copies(prepared, np.zeros((2, 2)))
 
 
 def test_given_mask_is_used_and_registration_is_reproducible(native, prepared):
