@@ -30,6 +30,7 @@ from normcore.imaging.io import load_mask, load_volume
 from normcore.imaging.model import METHODS
 from normcore.imaging.native_view import Z_DISPLAY_MAX
 from normcore.imaging.pipeline import nifti_bytes
+from normcore.imaging.resampling import MAX_RESAMPLINGS
 from normcore.jobs import Job
 from normcore.plotting.imaging import (
     cohort_table,
@@ -217,10 +218,16 @@ def run_section(model) -> None:
         method = st.radio("Restoration method", METHODS, format_func=METHOD_LABELS.get, key="mri_method",
                           help="KL-guided inpainting re-noises only the latent regions that look unlike healthy "
                                "brains; the baselines restore everything (plain) or only auto-encode the scan.")
+        resamplings = st.number_input(
+            "Reslice each uploaded scan this many times to see how far its centile moves (0: off)", 0,
+            MAX_RESAMPLINGS, 0, key="mri_resamplings",
+            help="Each version is the scan resampled onto its own voxels moved by a random fraction of a voxel, "
+                 "prepared and scored again (about 2 s each on a CPU); the centile's range over them shows how much "
+                 "of it is sampling noise for this scan. Scans already on the model grid (the demo) have none.")
     job = ss.get("mri_job")
     running = job is not None and job.running
     if st.button("Run restoration", type="primary", disabled=running or not items):
-        start_mri_job(model, items, method)
+        start_mri_job(model, [dict(item, resamplings=int(resamplings)) for item in items], method)
         st.rerun()
     st.fragment(run_every=1.0 if running else None)(restoration_fragment)()
 
@@ -267,8 +274,9 @@ def results_section(model) -> None:
     inset = (" Each index is the mean voxel z of the scan's most abnormal share of brain"
              + (f", at least {score.index_inset_mm:g} mm inside its edge" if score.index_inset_mm else "")
              + ": the peak (top 0.05%, about 0.8 ml) answers to a focal lesion, the top 1% to more widespread change.")
+    band = f" {result.band.text().capitalize()}." if result.band is not None else ""
     st.caption(facts + f", {result.seconds:.1f} s. The centile is the scan's rank among {score.reference_text()} "
-               "(100 = more abnormal than all of them)." + inset)
+               "(100 = more abnormal than all of them)." + band + inset)
     if not result.index_reliable:
         failed = ", ".join(g["gate"] for g in result.quality if not g["passed"])
         st.warning(f"**Index unreliable**: this scan fails the quality gate(s) {failed} (see the table); the "

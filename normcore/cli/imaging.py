@@ -15,6 +15,7 @@ from normcore.cli.arguments import SEED, check_output_file, float_between, int_a
 from normcore.imaging.anomaly import INDEX_LABELS
 from normcore.imaging.config import PRESETS
 from normcore.imaging.diffae import COVARIATE_DROPOUT, LATENT_PRIORS, MAX_AGE_SUPERVISION
+from normcore.imaging.resampling import MAX_RESAMPLINGS
 
 
 def cmd_mri_fit(args: argparse.Namespace, progress: Progress) -> None:
@@ -88,12 +89,15 @@ def cmd_mri_score(args: argparse.Namespace, progress: Progress) -> None:
         check_output_file(args.report, "--report", inputs=(args.scan,))
     model = load_model(args.model, device=args.device or "auto", kind="imaging")
     result = score_scan(model, args.scan, args.age, args.sex, mask=args.mask, name=str(args.scan),
-                        register=not args.no_register, method=args.method, seed=args.seed, progress=progress)
+                        register=not args.no_register, method=args.method, seed=args.seed, progress=progress,
+                        resamplings=args.resamplings)
     export_maps(result, args.out)
     score = result.score
     print(f"abnormality index ({score.headline_label}) {score.index[score.headline]:.2f}, centile "
           f"{score.centile[score.headline]:.0f} among {score.reference_text()}; maps -> {args.out} "
           f"({result.seconds:.1f} s)")
+    if result.band is not None:
+        print(f"{result.band.text()} (result.json: healthy_centile_band)")
     for w in result.warnings:
         print(f"warning: {w}")
     if not result.index_reliable:
@@ -144,13 +148,15 @@ def cmd_mri_cohort(args: argparse.Namespace, progress: Progress) -> None:
     model = load_model(args.model, device=args.device or "auto", kind="imaging")
     start = time.perf_counter()
     table = score_cohort(model, args.images, args.participants, masks=args.masks, method=args.method,
-                         seed=args.seed, register=not args.no_register, maps_dir=args.maps, progress=progress)
+                         seed=args.seed, register=not args.no_register, maps_dir=args.maps, progress=progress,
+                         resamplings=args.resamplings)
     if not is_main_process():
         return
     write_table_atomic(table, args.out)
     scored = table[table.error == ""]
     unreliable = int((scored.index_reliable == False).sum())  # noqa: E712 (a column of booleans and NaN)
-    summary = (f": median abnormality index (top 1%) {scored.abnormality_index.median():.2f}, "
+    headline = INDEX_LABELS[model.config.headline_index]
+    summary = (f": median abnormality index ({headline}) {scored.abnormality_index.median():.2f}, "
                f"{int((scored.healthy_centile > 95).sum())} above the 95th healthy centile, {unreliable} labelled "
                "unreliable" if len(scored) else " (see the warnings below and the table's error column)")
     print(f"scored {len(scored)} of {len(table)} scans in {time.perf_counter() - start:.0f} s{summary} -> {args.out}")
@@ -207,6 +213,10 @@ def add_parsers(sub, common) -> None:
     s.add_argument("--method", default="kl-inpaint", choices=["kl-inpaint", "plain", "autoencoder"])
     s.add_argument("--no-register", action="store_true", help="the scan is already in MNI space")
     s.add_argument("--seed", type=SEED, default=None)
+    s.add_argument("--resamplings", type=int_at_least(0, MAX_RESAMPLINGS), default=0, metavar="K",
+                   help="also reslice the scan K times by a random fraction of a voxel, prepare and score each "
+                        "version, and report the range of the centile (how far sampling alone moves it for this "
+                        "scan; about 2 s more per version on a CPU; 0: off)")
     s.add_argument("--out", required=True)
     s.add_argument("--report", default=None, metavar="FILE",
                    help="also write a report of the scan (index, centile, quality, slices): report.html or report.pdf")
@@ -222,6 +232,9 @@ def add_parsers(sub, common) -> None:
     co.add_argument("--method", default="kl-inpaint", choices=["kl-inpaint", "plain", "autoencoder"])
     co.add_argument("--no-register", action="store_true", help="the scans are already in MNI space")
     co.add_argument("--seed", type=SEED, default=0, help="each scan's seed (as mri-score --seed)")
+    co.add_argument("--resamplings", type=int_at_least(0, MAX_RESAMPLINGS), default=0, metavar="K",
+                    help="each scan's centile band over K resliced versions (as mri-score --resamplings; columns "
+                         "healthy_centile_band_low/high)")
     co.add_argument("--maps", default=None, metavar="DIR",
                     help="also write each scan's maps and result.json into DIR/<subject id>/ (as mri-score --out)")
     co.add_argument("--out", required=True, help="the table (CSV), one row per participant")

@@ -27,12 +27,14 @@ from normcore.imaging.pipeline import ScanResult, export_maps, score_scan
 COLUMNS = ("subject_id", "age", "sex", "method", "abnormality_index", "healthy_centile",
            *(f"abnormality_index_{k}" for k in TOPS), *(f"healthy_centile_{k}" for k in TOPS),
            "healthy_reference_n", "healthy_reference_scheme", "index_reliable", "failed_gates",
-           "latent_mask_share", "registration_metric", "mask_source", "warnings", "maps", "error", "headline_index")
+           "latent_mask_share", "registration_metric", "mask_source", "warnings", "maps", "error", "headline_index",
+           "healthy_centile_band_low", "healthy_centile_band_high")
 """The table's columns (a public contract: extend, never rename). ``abnormality_index`` and ``healthy_centile`` are
 the headline index's values that ``mri-score`` prints (the model's ``headline_index``, named in the column of that
 name: ``top1`` for models fitted before the peak index, ``peak`` for the shipped one); ``failed_gates`` and
 ``warnings`` are "; "-joined; ``maps`` is the scan's map folder (empty without ``maps_dir``); ``error`` is empty for
-a scored scan."""
+a scored scan; ``healthy_centile_band_low``/``_high`` are the headline centile's range over the scan and its resliced
+versions (``resamplings``; :mod:`~normcore.imaging.resampling`), empty without them."""
 
 
 def _row(subject_id: str, age: float, sex: str, method: str) -> dict:
@@ -54,6 +56,8 @@ def _scored_row(row: dict, result: ScanResult) -> dict:
     for k in TOPS:
         row[f"abnormality_index_{k}"] = score.index[k]
         row[f"healthy_centile_{k}"] = score.centile[k]
+    if result.band is not None:
+        row.update(healthy_centile_band_low=result.band.low, healthy_centile_band_high=result.band.high)
     return row
 
 
@@ -88,11 +92,11 @@ def _gather(rows: dict[int, dict]) -> dict[int, dict]:
 def score_cohort(model: ImagingNormativeModel, images: str | Path, participants: str | Path,
                  masks: str | Path | None = None, method: str = "kl-inpaint", seed: int | None = 0,
                  register: bool = True, maps_dir: str | Path | None = None,
-                 progress: Progress | None = None) -> pd.DataFrame:
+                 progress: Progress | None = None, resamplings: int = 0) -> pd.DataFrame:
     """Score every participant's scan (files in ``images`` whose names start with the id) into a table of
     :data:`COLUMNS`, in the participants table's order; with ``masks``, each scan's brain mask or label map (same
     naming); with ``maps_dir``, each scan's maps and ``result.json`` in ``maps_dir/<id>/`` (as ``mri-score --out``;
-    :func:`map_folders`).
+    :func:`map_folders`); with ``resamplings`` K, each scan's centile band over K resliced versions.
     Raises :class:`InputError` only for problems of the whole cohort (no such folder, unreadable table)."""
     progress = as_progress(progress)
     images = Path(images)
@@ -130,7 +134,7 @@ def score_cohort(model: ImagingNormativeModel, images: str | Path, participants:
                 if mask is None:
                     raise InputError(f"no mask in {masks} whose name starts with {sid}")
             result = score_scan(model, scan, age, sex, mask=mask, name=scan.name, register=register, method=method,
-                                seed=seed, progress=sub)
+                                seed=seed, progress=sub, resamplings=resamplings)
         except InputError as exc:
             row["error"] = str(exc)
         else:

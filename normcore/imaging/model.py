@@ -233,23 +233,33 @@ class ImagingNormativeModel(LatentSpaceModel):
     def score(self, volume: np.ndarray, brain: np.ndarray, age: float, sex, method: str = "kl-inpaint",
               seed: int | None = None, progress: Progress | None = None) -> ImagingScore:
         """Restoration, anomaly map, voxel z-map and abnormality index (with its healthy centile) of one scan."""
-        warnings = []
+        return self.score_batch(np.asarray(volume)[None], np.asarray(brain)[None], [age], [sex], method, seed,
+                                progress)[0]
+
+    def score_batch(self, volumes: np.ndarray, brains: np.ndarray, ages, sexes, method: str = "kl-inpaint",
+                    seed: int | None = None, progress: Progress | None = None) -> list[ImagingScore]:
+        """:meth:`score` of several scans (N, X, Y, Z), restored together in batches of the configuration's
+        ``chunk``."""
         lo, hi = self.age_range_
-        if not lo <= float(age) <= hi:
-            warnings.append(f"age {age:g} is outside the training range {lo:g}-{hi:g}: the index is extrapolated")
-        restored = self.restore(volume, [age], [sex], (method,), seed=seed, progress=progress)
-        brain = np.asarray(brain, bool)
-        err = anomaly_map(volume, restored[method][0], brain)
-        (scaled,), (scored,) = self.healthy_errors(np.asarray(volume)[None], restored[method], brain[None])
-        z = voxel_zmap(scaled, *self.error_stats_[method], scored)
-        index = self.indices(z, scored)
-        centile = {k: centile_among(v, self.reference_[method][k]) for k, v in index.items()}
-        share = float(restored["kl-inpaint_mask"][0]) if method == "kl-inpaint" else None
+        volumes, brains = np.asarray(volumes, np.float32), np.asarray(brains, bool)
+        restored = self.restore(volumes, ages, sexes, (method,), seed=seed, progress=progress)
+        scaled, scored = self.healthy_errors(volumes, restored[method], brains)
         n_reference = int(np.isfinite(np.asarray(self.reference_[method]["top1"], float)).sum())
         inset = (self.config.edge_erosion + self.config.index_margin) * float(self.grid.spacing_mm)
-        return ImagingScore(method, restored[method][0], err, z, index, centile, share, warnings, n_reference,
-                            self.reference_info_.get("scheme", "validation"), inset, self.config.headline_index,
-                            self.centile_reproducibility(method))
+        out = []
+        for i, age in enumerate(np.atleast_1d(ages)):  # per scan: its maps and indices (vectorised over voxels)
+            warnings = [] if lo <= float(age) <= hi else \
+                [f"age {age:g} is outside the training range {lo:g}-{hi:g}: the index is extrapolated"]
+            z = voxel_zmap(scaled[i], *self.error_stats_[method], scored[i])
+            index = self.indices(z, scored[i])
+            centile = {k: centile_among(v, self.reference_[method][k]) for k, v in index.items()}
+            share = float(restored["kl-inpaint_mask"][i]) if method == "kl-inpaint" else None
+            restoration = restored[method][i]
+            out.append(ImagingScore(method, restoration, anomaly_map(volumes[i], restoration, brains[i]), z, index,
+                                    centile, share, warnings, n_reference,
+                                    self.reference_info_.get("scheme", "validation"), inset,
+                                    self.config.headline_index, self.centile_reproducibility(method)))
+        return out
 
     def centile_reproducibility(self, method: str = "kl-inpaint") -> float | None:
         """How far the headline index's centile moved, on average, when healthy held-out scans were resliced by a

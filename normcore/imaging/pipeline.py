@@ -22,6 +22,7 @@ from normcore.imaging.io import load_mask, load_volume, save_nifti
 from normcore.imaging.latent_space import LatentSpaceModel, parse_sex
 from normcore.imaging.model import ImagingNormativeModel, ImagingScore
 from normcore.imaging.preprocess import PreparedScan, prepare_scan, to_native
+from normcore.imaging.resampling import ResamplingBand, check_resamplings, resampling_band, unavailable_reason
 
 MAPS = ("restoration", "anomaly", "zmap")
 
@@ -37,10 +38,13 @@ class ScanResult:
     score: ImagingScore
     seconds: float
     quality: list[dict] = field(default_factory=list)  # quality gates (normcore.imaging.acquisition.gates)
+    band: ResamplingBand | None = None  # the centile over resampled versions of the scan (resampling.py), if asked
+    band_unavailable: str | None = None  # why a band that was asked for could not be made
 
     @property
     def warnings(self) -> list[str]:
-        return self.prepared.warnings + self.score.warnings
+        extra = [f"no resampling band: {self.band_unavailable}"] if self.band_unavailable else []
+        return self.prepared.warnings + self.score.warnings + extra
 
     def as_input(self) -> ScanInput:
         """The scan as preprocessed for this model (to analyse it further without preprocessing it again)."""
@@ -61,6 +65,7 @@ class ScanResult:
                 "abnormality_index": self.score.index, "healthy_centile": self.score.centile,
                 "healthy_reference_n": self.score.n_reference, "healthy_reference_scheme": self.score.reference_scheme,
                 "healthy_centile_reproducibility": self.score.reproducibility,
+                "healthy_centile_band": self.band.to_dict() if self.band else None,
                 "index_inset_mm": self.score.index_inset_mm, "headline_index": self.score.headline,
                 "latent_mask_share": self.score.latent_mask_share,
                 "registration_metric": self.prepared.registration_metric, "acquisition": self.prepared.facts,
@@ -78,6 +83,7 @@ class ScanInput:
     sex_code: int
     prepared: PreparedScan
     quality: list[dict]
+    prenormalised: bool = False  # the volume's intensities were given already normalised (prepare_input)
 
     @property
     def sex(self) -> str:
@@ -108,21 +114,31 @@ def prepare_input(model: LatentSpaceModel, scan, age: float, sex, mask=None, nam
                             intensity_inset_mm=inset, prenormalised=prenormalised)
     envelope, grid_mm = getattr(model, "acquisition_", None), float(model.grid.spacing_mm)
     prepared.warnings += check_acquisition(prepared.facts, envelope, grid_mm)
-    return ScanInput(name, age, sex_code, prepared, quality_gates(prepared.facts, envelope, grid_mm))
+    return ScanInput(name, age, sex_code, prepared, quality_gates(prepared.facts, envelope, grid_mm), prenormalised)
 
 
 def score_scan(model: ImagingNormativeModel, scan, age: float, sex, mask=None, name: str | None = None,
                register: bool = True, method: str = "kl-inpaint", seed: int | None = None,
-               progress: Progress | None = None, normalised_inset_mm: float | None = None) -> ScanResult:
+               progress: Progress | None = None, normalised_inset_mm: float | None = None,
+               resamplings: int = 0) -> ScanResult:
     """Score one scan (path or bytes; optional brain mask or label map, path or bytes; ``normalised_inset_mm``: as
-    :func:`prepare_input`)."""
+    :func:`prepare_input`); with ``resamplings`` K > 0 also the band of its centile over K resampled versions
+    (:mod:`~normcore.imaging.resampling`; a scan that cannot be resampled gets a warning saying why instead)."""
     progress = as_progress(progress)
+    resamplings = check_resamplings(resamplings)
     start = time.perf_counter()
     scan_input = prepare_input(model, scan, age, sex, mask, name, register, progress, normalised_inset_mm)
-    score = model.score(scan_input.prepared.volume, scan_input.prepared.brain, scan_input.age, scan_input.sex_code,
+    prepared = scan_input.prepared
+    score = model.score(prepared.volume, prepared.brain, scan_input.age, scan_input.sex_code,
                         method=method, seed=seed, progress=progress)
-    return ScanResult(scan_input.name, scan_input.age, scan_input.sex, scan_input.prepared, score,
-                      time.perf_counter() - start, scan_input.quality)
+    band, why = None, None
+    if resamplings:
+        why = unavailable_reason(prepared, scan_input.prenormalised)
+        if why is None:
+            band = resampling_band(model, prepared, score, scan_input.age, scan_input.sex_code, resamplings, method,
+                                   register=register, progress=progress)
+    return ScanResult(scan_input.name, scan_input.age, scan_input.sex, prepared, score,
+                      time.perf_counter() - start, scan_input.quality, band, why)
 
 
 def score_many(model: ImagingNormativeModel, items: list[dict], method: str = "kl-inpaint", out: dict | None = None,
@@ -130,9 +146,9 @@ def score_many(model: ImagingNormativeModel, items: list[dict], method: str = "k
     """Score several scans in turn into ``out`` = {"results", "lesions", "errors"} (kept when cancelled).
 
     Each item has name, scan, age, sex and optionally mask, register (default True), normalised_inset_mm (see
-    :func:`prepare_input`) and lesion_mask (a known lesion on the model grid, for display). A scan with bad input
-    records its message under "errors" and the others go on; progress is one bar over all scans (preprocessing
-    half, restoration half).
+    :func:`prepare_input`), resamplings (:func:`score_scan`; default 0) and lesion_mask (a known lesion on the model
+    grid, for display). A scan with bad input records its message under "errors" and the others go on; progress is
+    one bar over all scans (preprocessing half, restoration half; a resampling band runs the bar over again).
     """
     progress = as_progress(progress)
     out = out if out is not None else {}
@@ -151,7 +167,8 @@ def score_many(model: ImagingNormativeModel, items: list[dict], method: str = "k
         try:
             result = score_scan(model, item["scan"], item["age"], item["sex"], mask=item.get("mask"), name=name,
                                 register=item.get("register", True), method=method, progress=sub,
-                                normalised_inset_mm=item.get("normalised_inset_mm"))
+                                normalised_inset_mm=item.get("normalised_inset_mm"),
+                                resamplings=item.get("resamplings", 0))
             lesion = None
             if item.get("lesion_mask") is not None:
                 lesion = load_mask(item["lesion_mask"], model.grid.empty_image(), name=f"{name} lesion mask")

@@ -46,6 +46,7 @@ class MriFindings:
     share_above: float = np.nan  # share of brain voxels with z above Z_THRESHOLD
     headline: str = "top1"  # the index the findings lead with (result.json ``headline_index``; top1 before it)
     reproducibility: float | None = None  # mean |centile shift| of healthy scans resliced by a quarter voxel
+    band: dict | None = None  # this scan's centile over resliced versions (result.json ``healthy_centile_band``)
 
     def index_line(self) -> str:
         resolution = (f"{self.n_reference} healthy reference scans (steps of {100 / self.n_reference:.1f} centile "
@@ -54,6 +55,9 @@ class MriFindings:
                            for k, v in self.index.items() if k != self.headline)
         spread = (f" Reslicing a healthy scan by a quarter voxel moved this centile by {self.reproducibility:.0f} "
                   "points on average: read it in broad bands." if self.reproducibility is not None else "")
+        if self.band:
+            spread += (f" Resliced {self.band['n_resamplings']} times by a fraction of a voxel, this scan's centile "
+                       f"ranged {self.band['low']:.0f}-{self.band['high']:.0f}.")
         return (f"Abnormality index (mean z of the brain's most abnormal voxels, {INDEX_LABELS.get(self.headline)}) "
                 f"{self.index[self.headline]:.2f}: centile {self.centile[self.headline]:.0f} among {resolution}"
                 + (f"; {others}." if others else ".") + spread)
@@ -79,7 +83,7 @@ def findings_of_view(view: NativeView, summary: dict) -> MriFindings:
                        dict(summary["abnormality_index"]), dict(summary["healthy_centile"]),
                        summary.get("healthy_reference_n"), view.mm(centre), planes, view.background,
                        list(summary.get("warnings", [])), view.share_above(), summary.get("headline_index", "top1"),
-                       summary.get("healthy_centile_reproducibility"))
+                       summary.get("healthy_centile_reproducibility"), summary.get("healthy_centile_band"))
 
 
 def findings_from_result(result, view: NativeView | None = None) -> MriFindings:

@@ -73,6 +73,13 @@ def test_mri_fit_then_score_writes_maps_in_scan_space(scan_folder, tmp_path, cap
     rc = main(["mri-score", str(model_dir), str(scan), "--age", "40", "--sex", "1", "--out", str(out / "m"),
                "--method", "autoencoder", "--quiet", "--device", "cpu"])
     assert rc == 0 and json.loads((out / "m" / "result.json").read_text())["sex"] == "M"
+    assert json.loads((out / "m" / "result.json").read_text())["healthy_centile_band"] is None  # not asked for
+    capsys.readouterr()
+    rc = main(["mri-score", str(model_dir), str(scan), "--age", "40", "--sex", "F", "--out", str(out / "b"),
+               "--resamplings", "2", "--quiet", "--device", "cpu"])
+    band = json.loads((out / "b" / "result.json").read_text())["healthy_centile_band"]
+    assert rc == 0 and band["n_resamplings"] == 2 and band["low"] <= band["centiles"][0] <= band["high"]
+    assert "resliced 2 times by a fraction of a voxel, the centile ranged" in capsys.readouterr().out
     # the card records what the training scans looked like; a partial brain mask is flagged beside the index
     env = card["acquisition"]
     assert env["n_scans"] == len(card["data"]["train_ids"]) and 0 < env["brain_coverage_min"] <= 1

@@ -258,10 +258,13 @@ def test_upload_with_ages_runs(mri_env):
     editor = at.data_editor[0]
     at.session_state[editor.key] = {"edited_rows": {0: {"age": 52.0, "sex": "M"}}, "added_rows": [],
                                     "deleted_rows": []}
+    at.number_input(key="mri_resamplings").set_value(2)  # and the centile's band over 2 resliced versions
     at = run_and_wait(at.run())
     assert not at.exception and not at.error
     result = at.session_state["mri_results"]["sub-01_T1w.nii.gz"]
     assert (result.age, result.sex) == (52.0, "M")
+    assert result.band.n_resamplings == 2
+    assert any("Resliced 2 times by a fraction of a voxel, the centile ranged" in c.value for c in at.caption)
     assert len(at.metric) == 4 and len(charts(at)) == 3  # slices, overlay, the scan at its own resolution
     # the quality gates beside the index; a failed gate labels the index unreliable
     gates = next(d for d in at.dataframe if "quality gate" in d.value.columns).value

@@ -81,6 +81,33 @@ def test_the_headline_columns_follow_the_models_headline_index(tiny_imaging_mode
     assert (tables["peak"].abnormality_index_peak.dropna() > tables["top1"].abnormality_index.dropna()).all()
 
 
+def test_band_columns_are_filled_only_when_asked_and_possible(tiny_imaging_model, cohort_folder, monkeypatch):
+    plain = score_cohort(tiny_imaging_model, cohort_folder / "t1", cohort_folder / "participants.csv", seed=3,
+                         register=False)
+    assert plain.healthy_centile_band_low.isna().all() and plain.healthy_centile_band_high.isna().all()
+    # these scans are on the model grid already: a band asked for is refused with the reason, row by row
+    asked = score_cohort(tiny_imaging_model, cohort_folder / "t1", cohort_folder / "participants.csv", seed=3,
+                         register=False, resamplings=2)
+    scored = asked[asked.error == ""]
+    assert scored.healthy_centile_band_low.isna().all()
+    assert scored.warnings.str.contains("no resampling band: its voxels").all()
+    # a scan that can be resliced gets its band's ends in the row
+    from normcore.imaging import cohort_scores, resampling
+
+    band = resampling.ResamplingBand("top1", [50.0, 20.0, 90.0], [[0.1, 0.1, 0.1]] * 2)
+    real = cohort_scores.score_scan
+
+    def banded(*args, **kwargs):
+        result = real(*args, **{**kwargs, "resamplings": 0})
+        result.band = band
+        return result
+    monkeypatch.setattr(cohort_scores, "score_scan", banded)
+    table = score_cohort(tiny_imaging_model, cohort_folder / "t1", cohort_folder / "participants.csv", seed=3,
+                         register=False, resamplings=2)
+    scored = table[table.error == ""]
+    assert (scored.healthy_centile_band_low == 20.0).all() and (scored.healthy_centile_band_high == 90.0).all()
+
+
 def test_map_folders_stay_inside_and_never_collide(tmp_path):
     folders = map_folders(tmp_path, ["a/1", "a_1", "../../etc", "..", "b"])
     assert len(set(folders)) == 5 and all(f.parent == tmp_path for f in folders)

@@ -81,6 +81,9 @@ def test_the_index_line_says_how_far_a_reslice_moves_the_centile_when_it_was_mea
     measured = findings(scan, zmap, {**SUMMARY, "healthy_centile_reproducibility": 26.3}).index_line()
     assert measured.endswith("Reslicing a healthy scan by a quarter voxel moved this centile by 26 points on "
                              "average: read it in broad bands.")
+    band = {"index": "top1", "low": 41.2, "high": 83.0, "centiles": [60.0, 41.2, 83.0], "n_resamplings": 2}
+    banded = findings(scan, zmap, {**SUMMARY, "healthy_centile_band": band}).index_line()
+    assert banded.endswith("Resliced 2 times by a fraction of a voxel, this scan's centile ranged 41-83.")
 
 
 def test_a_flipped_scan_is_shown_like_its_ras_copy():
