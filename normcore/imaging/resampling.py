@@ -7,8 +7,11 @@ own voxel grid moved by a random fraction of a voxel along each axis (trilinear:
 acquisition at the same resolution does to the voxels), prepared again from the start (a whole-head scan gets its
 mask again, every version is registered again) and restored and scored like the scan itself. The band is the range
 of the headline index's centile over the scan as given and its resliced versions: a narrow band near the top is a
-finding; a wide one says the centile is sampling noise. It needs the scan's voxels finer than the model grid and
-intensities normalised here, so a volume given already on the model grid (the demo scans) has none.
+finding; a wide one says the centile is sampling noise. The scan as given often sits at one end of its band (the
+resliced versions, slightly smoothed by the interpolation, resemble one another more than the original), so the band
+is how far sampling alone can move the centile, not a confidence interval (BENCHMARKS.md). It needs the scan's
+voxels finer than the model grid and intensities normalised here, so a volume given already on the model grid (the
+demo scans) has none.
 """
 
 from __future__ import annotations
