@@ -219,7 +219,7 @@ def run_section(model) -> None:
                           help="KL-guided inpainting re-noises only the latent regions that look unlike healthy "
                                "brains; the baselines restore everything (plain) or only auto-encode the scan.")
         resamplings = st.number_input(
-            "Reslice each uploaded scan this many times to see how far its centile moves (0: off)", 0,
+            "Reslice each scan this many times to see how far its centile moves (0: off)", 0,
             MAX_RESAMPLINGS, 0, key="mri_resamplings",
             help="Each version is the scan resampled onto its own voxels moved by a random fraction of a voxel, "
                  "prepared and scored again (about 2 s each on a CPU); the centile's range over them shows how much "
