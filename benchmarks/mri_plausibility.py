@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 from normcore.imaging.cohort import find_file  # noqa: E402
 from normcore.imaging.io import load_mask, load_volume  # noqa: E402
 from normcore.imaging.pipeline import nifti_bytes, score_scan  # noqa: E402
+from normcore.imaging.resampling import reslice  # noqa: E402
 from normcore.registry import load_model  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -61,12 +62,9 @@ def moved(affine: np.ndarray) -> np.ndarray:
 def resliced(img: nib.Nifti1Image, brain: np.ndarray, shift: float = 0.25) -> tuple[nib.Nifti1Image, nib.Nifti1Image]:
     """Scan and mask resampled (trilinear; mask kept where it interpolates to >= 0.5) onto the same voxel grid
     moved by ``shift`` of a voxel along every axis: what reslicing or a second acquisition at the same resolution
-    does to the voxels, nothing else."""
-    data = ndimage.shift(np.asarray(img.dataobj, np.float32), [shift] * 3, order=1, mode="nearest")
-    mask = ndimage.shift(brain.astype(np.float32), [shift] * 3, order=1, mode="constant") >= 0.5
-    affine = img.affine.copy()
-    affine[:3, 3] -= img.affine[:3, :3] @ np.full(3, shift)
-    return nib.Nifti1Image(data, affine), nib.Nifti1Image(mask.astype(np.uint8), affine)
+    does to the voxels, nothing else (:func:`normcore.imaging.resampling.reslice`, as ``--resamplings`` does it)."""
+    scan, mask = reslice(img, brain, shift)
+    return scan, nib.Nifti1Image(mask.astype(np.uint8), scan.affine)
 
 
 def thicker(img: nib.Nifti1Image, brain: np.ndarray, factor: float = 1.5) -> tuple[nib.Nifti1Image, nib.Nifti1Image]:
