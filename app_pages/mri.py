@@ -274,7 +274,8 @@ def results_section(model) -> None:
     inset = (" Each index is the mean voxel z of the scan's most abnormal share of brain"
              + (f", at least {score.index_inset_mm:g} mm inside its edge" if score.index_inset_mm else "")
              + ": the peak (top 0.05%, about 0.8 ml) answers to a focal lesion, the top 1% to more widespread change.")
-    band = f" {result.band.text().capitalize()}." if result.band is not None else ""
+    band = result.band.text() if result.band is not None else ""
+    band = f" {band[:1].upper()}{band[1:]}." if band else ""
     st.caption(facts + f", {result.seconds:.1f} s. The centile is the scan's rank among {score.reference_text()} "
                "(100 = more abnormal than all of them)." + band + inset)
     if not result.index_reliable:
