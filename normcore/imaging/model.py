@@ -84,6 +84,7 @@ class ImagingScore:
     headline: str = "top1"  # which of ``index`` is the scan's headline number (config ``headline_index``)
     reproducibility: float | None = None  # mean |centile shift| of the headline index when healthy held-out scans
     # are resliced by a quarter voxel (card ``reproducibility``, benchmarks/mri_plausibility.py); None: not measured
+    smoothing_shift: float | None = None  # the same when the reslice is trilinear, which also smooths the scan
 
     @property
     def headline_label(self) -> str:
@@ -99,8 +100,11 @@ class ImagingScore:
                 f"{self.n_reference} healthy validation scans")
         text = f"{what}, in steps of {100 / self.n_reference:.1f} centile points"
         if self.reproducibility is not None:
-            text += (f"; reslicing a healthy scan by a quarter voxel moved its centile by {self.reproducibility:.0f} "
-                     "points on average, so read it in broad bands")
+            text += f"; reslicing a healthy scan by a quarter voxel moved its centile by {self.reproducibility:.0f} " \
+                    "points on average"
+            if self.smoothing_shift is not None:
+                text += (f", smoothing it slightly (a trilinear reslice) by {self.smoothing_shift:.0f}: the index "
+                         "follows how smooth a scan is")
         return text
 
 
@@ -258,17 +262,19 @@ class ImagingNormativeModel(LatentSpaceModel):
             out.append(ImagingScore(method, restoration, anomaly_map(volumes[i], restoration, brains[i]), z, index,
                                     centile, share, warnings, n_reference,
                                     self.reference_info_.get("scheme", "validation"), inset,
-                                    self.config.headline_index, self.centile_reproducibility(method)))
+                                    self.config.headline_index, self.centile_reproducibility(method),
+                                    self.centile_reproducibility(method, smoothing=True)))
         return out
 
-    def centile_reproducibility(self, method: str = "kl-inpaint") -> float | None:
+    def centile_reproducibility(self, method: str = "kl-inpaint", smoothing: bool = False) -> float | None:
         """How far the headline index's centile moved, on average, when healthy held-out scans were resliced by a
-        quarter voxel: the card's ``reproducibility`` (written by ``benchmarks/mri_plausibility.py --update-card``
-        for this model, its method and headline index); None when it was not measured for them."""
+        quarter voxel (cubic spline; with ``smoothing``, trilinear, which also smooths the scan): the card's
+        ``reproducibility`` (written by ``benchmarks/mri_plausibility.py --update-card`` for this model, its method
+        and headline index); None when it was not measured for them."""
         rep = (getattr(self, "card_", None) or {}).get("reproducibility") or {}
         if rep.get("index") != self.config.headline_index or rep.get("method", "kl-inpaint") != method:
             return None
-        value = rep.get("mean_abs_centile_shift")
+        value = rep.get("smoothing_mean_abs_centile_shift" if smoothing else "mean_abs_centile_shift")
         return float(value) if isinstance(value, int | float) and np.isfinite(value) else None
 
     def _index_within(self) -> np.ndarray | None:

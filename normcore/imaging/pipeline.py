@@ -65,6 +65,7 @@ class ScanResult:
                 "abnormality_index": self.score.index, "healthy_centile": self.score.centile,
                 "healthy_reference_n": self.score.n_reference, "healthy_reference_scheme": self.score.reference_scheme,
                 "healthy_centile_reproducibility": self.score.reproducibility,
+                "healthy_centile_smoothing_shift": self.score.smoothing_shift,
                 "healthy_centile_band": self.band.to_dict() if self.band else None,
                 "index_inset_mm": self.score.index_inset_mm, "headline_index": self.score.headline,
                 "latent_mask_share": self.score.latent_mask_share,

@@ -1,17 +1,16 @@
 """How far a scan's centile moves when the same scan is sampled again: a per-scan band.
 
-A healthy brain's abnormality index depends on how the scan's voxels happened to sample it, about as much as on the
-brain (BENCHMARKS.md: how reproducible is a healthy scan's centile?). The model card states the average shift; this
-measures it for one scan. The scan (and its mask, when it came with one or is skull-stripped) is resliced onto its
-own voxel grid moved by a random fraction of a voxel along each axis (trilinear: what reslicing or a second
-acquisition at the same resolution does to the voxels), prepared again from the start (a whole-head scan gets its
-mask again, every version is registered again) and restored and scored like the scan itself. The band is the range
-of the headline index's centile over the scan as given and its resliced versions: a narrow band near the top is a
-finding; a wide one says the centile is sampling noise. The scan as given often sits at one end of its band (the
-resliced versions, slightly smoothed by the interpolation, resemble one another more than the original), so the band
-is how far sampling alone can move the centile, not a confidence interval (BENCHMARKS.md). It needs the scan's
-voxels finer than the model grid and intensities normalised here, so a volume given already on the model grid (the
-demo scans) has none.
+The model card states how far healthy scans' centiles moved, on average, when they were resliced by a quarter voxel
+(BENCHMARKS.md: how reproducible is a healthy scan's centile?); this measures it for one scan. The scan (and its
+mask, when it came with one or is skull-stripped) is resliced onto its own voxel grid moved by a random fraction of
+a voxel along each axis, with a cubic spline (how a second acquisition at the same resolution would sample the same
+brain; a trilinear reslice would also smooth it, and the index follows smoothing, so the band would show the
+smoothing's shift instead), prepared again from the start (a whole-head scan gets its mask again, every version is
+registered again) and restored and scored like the scan itself. The band is the range of the headline index's
+centile over the scan as given and its resliced versions: a narrow band near the top is a finding; a wide one says
+the centile is sampling noise. It is how far sampling alone can move the centile, not a confidence interval. It
+needs the scan's voxels finer than the model grid and intensities normalised here, so a volume given already on the
+model grid (the demo scans) has none.
 """
 
 from __future__ import annotations
@@ -28,6 +27,10 @@ from normcore.imaging.model import ImagingNormativeModel, ImagingScore
 from normcore.imaging.preprocess import PreparedScan, prepare_scan, voxel_sizes
 
 MAX_RESAMPLINGS = 16
+# Cubic, not trilinear: a trilinear reslice also smooths the scan, and the index follows smoothing (a quarter-voxel
+# trilinear reslice moved healthy centiles 24 points on average, a cubic one 7: BENCHMARKS.md), so a trilinear band
+# would show the smoothing's shift, not how the voxels happened to sample the brain.
+RESLICE_ORDER = 3
 
 
 @dataclass
@@ -67,11 +70,17 @@ def check_resamplings(n) -> int:
     return int(n)
 
 
-def reslice(img: nib.Nifti1Image, brain: np.ndarray | None, shift_vox) -> tuple[nib.Nifti1Image, np.ndarray | None]:
-    """Scan (and mask: kept where it interpolates to >= 0.5) resampled trilinearly onto the scan's own voxel grid
-    moved by ``shift_vox`` voxels along each axis (a scalar or three); the affine says where the new voxels are."""
+def reslice(img: nib.Nifti1Image, brain: np.ndarray | None, shift_vox, order: int = RESLICE_ORDER
+            ) -> tuple[nib.Nifti1Image, np.ndarray | None]:
+    """Scan resampled onto its own voxel grid moved by ``shift_vox`` voxels along each axis (a scalar or three) with
+    a spline of ``order`` (3, the default: cubic, kept within the scan's own intensity range; 1: trilinear, which
+    also smooths), and its mask (kept where it interpolates linearly to >= 0.5); the affine says where the new
+    voxels are."""
     shift = np.broadcast_to(np.asarray(shift_vox, float), (3,))
-    data = ndimage.shift(np.asarray(img.dataobj, np.float32), shift, order=1, mode="nearest")
+    source = np.asarray(img.dataobj, np.float32)
+    data = ndimage.shift(source, shift, order=int(order), mode="nearest")
+    if order > 1:  # a spline overshoots at sharp edges; a resampled scan has no intensities its voxels lacked
+        data = np.clip(data, source.min(), source.max())
     mask = None if brain is None else \
         ndimage.shift(np.asarray(brain, np.float32), shift, order=1, mode="constant") >= 0.5
     affine = np.asarray(img.affine, float).copy()

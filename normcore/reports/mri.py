@@ -47,6 +47,7 @@ class MriFindings:
     headline: str = "top1"  # the index the findings lead with (result.json ``headline_index``; top1 before it)
     reproducibility: float | None = None  # mean |centile shift| of healthy scans resliced by a quarter voxel
     band: dict | None = None  # this scan's centile over resliced versions (result.json ``healthy_centile_band``)
+    smoothing_shift: float | None = None  # the same under a trilinear reslice, which also smooths the scan
 
     def index_line(self) -> str:
         resolution = (f"{self.n_reference} healthy reference scans (steps of {100 / self.n_reference:.1f} centile "
@@ -54,7 +55,11 @@ class MriFindings:
         others = "; ".join(f"{INDEX_LABELS.get(k, k)}: {v:.2f}, centile {self.centile.get(k, np.nan):.0f}"
                            for k, v in self.index.items() if k != self.headline)
         spread = (f" Reslicing a healthy scan by a quarter voxel moved this centile by {self.reproducibility:.0f} "
-                  "points on average: read it in broad bands." if self.reproducibility is not None else "")
+                  "points on average" if self.reproducibility is not None else "")
+        if spread and self.smoothing_shift is not None:
+            spread += (f", smoothing it slightly (a trilinear reslice) by {self.smoothing_shift:.0f}: the index "
+                       "follows how smooth a scan is")
+        spread += "." if spread else ""
         if self.band:
             spread += (f" Resliced {self.band['n_resamplings']} times by a fraction of a voxel, this scan's centile "
                        f"ranged {self.band['low']:.0f}-{self.band['high']:.0f}.")
@@ -83,7 +88,8 @@ def findings_of_view(view: NativeView, summary: dict) -> MriFindings:
                        dict(summary["abnormality_index"]), dict(summary["healthy_centile"]),
                        summary.get("healthy_reference_n"), view.mm(centre), planes, view.background,
                        list(summary.get("warnings", [])), view.share_above(), summary.get("headline_index", "top1"),
-                       summary.get("healthy_centile_reproducibility"), summary.get("healthy_centile_band"))
+                       summary.get("healthy_centile_reproducibility"), summary.get("healthy_centile_band"),
+                       smoothing_shift=summary.get("healthy_centile_smoothing_shift"))
 
 
 def findings_from_result(result, view: NativeView | None = None) -> MriFindings:

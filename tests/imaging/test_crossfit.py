@@ -123,7 +123,15 @@ def test_the_centile_carries_its_measured_reproducibility_only_for_the_index_it_
                                    "mean_abs_centile_shift": 26.3, "n": 20}
         (path / "model.json").write_text(json.dumps(card))
         score = ImagingNormativeModel.load(path, device="cpu").score(volume, volume > 0, 40, "F", seed=0)
-        assert score.reproducibility == expected
+        assert score.reproducibility == expected and score.smoothing_shift is None  # no trilinear twin measured
         assert ("moved its centile by 26 points on average" in score.reference_text()) == (expected is not None)
+    card["reproducibility"] = {"case": "resliced by a quarter voxel (cubic spline)", "method": "kl-inpaint",
+                               "index": headline, "mean_abs_centile_shift": 7.9, "n": 20,
+                               "smoothing_mean_abs_centile_shift": 26.3}
+    (path / "model.json").write_text(json.dumps(card))
+    score = ImagingNormativeModel.load(path, device="cpu").score(volume, volume > 0, 40, "F", seed=0)
+    assert (score.reproducibility, score.smoothing_shift) == (7.9, 26.3)
+    assert score.reference_text().endswith("moved its centile by 8 points on average, smoothing it slightly (a "
+                                           "trilinear reslice) by 26: the index follows how smooth a scan is")
     resaved = ImagingNormativeModel.load(path, device="cpu").save(tmp_path / "resaved")
     assert "reproducibility" not in json.loads((resaved / "model.json").read_text())  # measured for those weights

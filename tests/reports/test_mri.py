@@ -80,7 +80,12 @@ def test_the_index_line_says_how_far_a_reslice_moves_the_centile_when_it_was_mea
     assert "Reslicing" not in findings(scan, zmap, SUMMARY).index_line()  # not measured: nothing claimed
     measured = findings(scan, zmap, {**SUMMARY, "healthy_centile_reproducibility": 26.3}).index_line()
     assert measured.endswith("Reslicing a healthy scan by a quarter voxel moved this centile by 26 points on "
-                             "average: read it in broad bands.")
+                             "average.")
+    smoothed = findings(scan, zmap, {**SUMMARY, "healthy_centile_reproducibility": 7.9,
+                                     "healthy_centile_smoothing_shift": 26.3}).index_line()
+    assert smoothed.endswith("Reslicing a healthy scan by a quarter voxel moved this centile by 8 points on average, "
+                             "smoothing it slightly (a trilinear reslice) by 26: the index follows how smooth a scan "
+                             "is.")
     band = {"index": "top1", "low": 41.2, "high": 83.0, "centiles": [60.0, 41.2, 83.0], "n_resamplings": 2}
     banded = findings(scan, zmap, {**SUMMARY, "healthy_centile_band": band}).index_line()
     assert banded.endswith("Resliced 2 times by a fraction of a voxel, this scan's centile ranged 41-83.")
