@@ -27,9 +27,8 @@ from normcore.imaging.model import ImagingNormativeModel, ImagingScore
 from normcore.imaging.preprocess import PreparedScan, prepare_scan, voxel_sizes
 
 MAX_RESAMPLINGS = 16
-# Cubic, not trilinear: a trilinear reslice also smooths the scan, and the index follows smoothing (a quarter-voxel
-# trilinear reslice moved healthy centiles 24 points on average, a cubic one 7: BENCHMARKS.md), so a trilinear band
-# would show the smoothing's shift, not how the voxels happened to sample the brain.
+# Cubic, not trilinear: a trilinear reslice also smooths the scan, and the index follows smoothing far more than
+# sub-voxel sampling (BENCHMARKS.md, fourteenth session), so a trilinear band would show the smoothing's shift.
 RESLICE_ORDER = 3
 
 
