@@ -14,6 +14,20 @@ INDEX_LABELS = {"top1": "top 1%", "top5": "top 5%", "peak": "peak: top 0.05%"}
 """How each index is named to a user."""
 
 
+def reslice_shift_text(reproducibility: float | None, smoothing_shift: float | None = None, whose: str = "its") -> str:
+    """The model card's measured reslice shifts of the headline centile in words ("" when not measured), e.g.
+    "reslicing a healthy scan by a quarter voxel moved its centile by 8 points on average, smoothing it slightly (a
+    trilinear reslice) by 26: the index follows how smooth a scan is"."""
+    if reproducibility is None:
+        return ""
+    text = f"reslicing a healthy scan by a quarter voxel moved {whose} centile by {reproducibility:.0f} points on " \
+           "average"
+    if smoothing_shift is not None:
+        text += f", smoothing it slightly (a trilinear reslice) by {smoothing_shift:.0f}: the index follows how " \
+                "smooth a scan is"
+    return text
+
+
 def anomaly_map(volume: np.ndarray, restoration: np.ndarray, brain: np.ndarray) -> np.ndarray:
     """|scan - restoration| inside the brain, 0 outside."""
     return np.where(brain, np.abs(volume - restoration), 0.0).astype(np.float32)

@@ -27,6 +27,7 @@ from normcore.imaging.anomaly import (
     healthy_error_stats,
     index_region,
     leave_one_out_index_table,
+    reslice_shift_text,
     scored_errors,
     voxel_zmap,
 )
@@ -99,13 +100,8 @@ class ImagingScore:
                 "(cross-fitted)" if self.reference_scheme == "cross-fitted" else
                 f"{self.n_reference} healthy validation scans")
         text = f"{what}, in steps of {100 / self.n_reference:.1f} centile points"
-        if self.reproducibility is not None:
-            text += f"; reslicing a healthy scan by a quarter voxel moved its centile by {self.reproducibility:.0f} " \
-                    "points on average"
-            if self.smoothing_shift is not None:
-                text += (f", smoothing it slightly (a trilinear reslice) by {self.smoothing_shift:.0f}: the index "
-                         "follows how smooth a scan is")
-        return text
+        shift = reslice_shift_text(self.reproducibility, self.smoothing_shift)
+        return f"{text}; {shift}" if shift else text
 
 
 class ImagingNormativeModel(LatentSpaceModel):

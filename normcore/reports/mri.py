@@ -16,7 +16,7 @@ import nibabel as nib
 import numpy as np
 
 from normcore._utils.errors import InputError
-from normcore.imaging.anomaly import INDEX_LABELS
+from normcore.imaging.anomaly import INDEX_LABELS, reslice_shift_text
 from normcore.imaging.native_view import (
     AXES,
     Z_DISPLAY_MAX,
@@ -54,12 +54,8 @@ class MriFindings:
                       "points)") if self.n_reference else "the healthy reference scans"
         others = "; ".join(f"{INDEX_LABELS.get(k, k)}: {v:.2f}, centile {self.centile.get(k, np.nan):.0f}"
                            for k, v in self.index.items() if k != self.headline)
-        spread = (f" Reslicing a healthy scan by a quarter voxel moved this centile by {self.reproducibility:.0f} "
-                  "points on average" if self.reproducibility is not None else "")
-        if spread and self.smoothing_shift is not None:
-            spread += (f", smoothing it slightly (a trilinear reslice) by {self.smoothing_shift:.0f}: the index "
-                       "follows how smooth a scan is")
-        spread += "." if spread else ""
+        shift = reslice_shift_text(self.reproducibility, self.smoothing_shift, whose="this")
+        spread = f" {shift[:1].upper()}{shift[1:]}." if shift else ""
         if self.band:
             spread += (f" Resliced {self.band['n_resamplings']} times by a fraction of a voxel, this scan's centile "
                        f"ranged {self.band['low']:.0f}-{self.band['high']:.0f}.")
