@@ -13,11 +13,13 @@ another tool differs from the training masks by about that much), (g) the scan a
 same voxels placed 3 degrees and 2 mm elsewhere in the scanner: the index's noise floor from registration), (h) the
 scan and mask resampled onto the same grid moved by a quarter voxel (cubic spline: a second acquisition at the same
 resolution, sampling the brain at another phase), (i) the same with trilinear interpolation (which also smooths the
-scan slightly, as many reslicing tools do) and (j) with slices 1.5 times thicker (a Gaussian slice profile, sampled
-every slice). With --update-card the headline index's mean shift under (h), and under (i) when it ran too, is stored
-in the model card (``reproducibility``), which the CLI, the MRI page and reports show beside the centile.
-Prints a JSON line per scan and condition, and for every condition beside (a) the mean absolute gap between its
-centiles and (a)'s and how many scans are within 15 points, for the model's headline index and the top 1%.
+scan slightly, as many reslicing tools do), (j) with slices 1.5 times thicker (a Gaussian slice profile, sampled
+every slice) and (k)/(l) filtered by a Gaussian of FWHM 2 / 3 mm (as some pipelines smooth). With --update-card the
+headline index's mean shift under (h), and under (i) when it ran too, is stored in the model card
+(``reproducibility``), which the CLI, the MRI page and reports show beside the centile.
+Prints a JSON line per scan and condition; per condition how many scans failed each quality gate and how many had
+their index labelled unreliable; and for every condition beside (a) the mean absolute gap between its centiles and
+(a)'s and how many scans are within 15 points, for the model's headline index and the top 1%.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 import nibabel as nib
@@ -47,7 +50,7 @@ from mri import store_card_metrics  # noqa: E402  (benchmarks/mri.py)
 
 CASES = ("as is", "10 mm voxels", "mask of the upper 40%", "whole head, no mask", "mask one voxel wider",
          "mask one voxel narrower", "head moved", "resliced by a quarter voxel", "trilinear reslice by a quarter voxel",
-         "slices 1.5x thicker")
+         "slices 1.5x thicker", "smoothed, FWHM 2 mm", "smoothed, FWHM 3 mm")
 # "head moved": the same voxels with the world position of scan and mask turned 3 degrees about z and shifted 2 mm
 # along each axis, as a second session in the scanner would place the head; the registration has to undo it, so
 # the gap to "as is" is the index's noise from registration alone.
@@ -90,6 +93,12 @@ def thicker(img: nib.Nifti1Image, brain: np.ndarray, factor: float = 1.5) -> tup
     return nib.Nifti1Image(data, affine), nib.Nifti1Image(mask.astype(np.uint8), affine)
 
 
+def smoothed(img: nib.Nifti1Image, fwhm_mm: float) -> nib.Nifti1Image:
+    """The scan filtered by an isotropic Gaussian of ``fwhm_mm`` (the voxels and mask stay as they are)."""
+    sigma = fwhm_mm / 2.355 / np.asarray(img.header.get_zooms()[:3], float)
+    return nib.Nifti1Image(ndimage.gaussian_filter(np.asarray(img.dataobj, np.float32), sigma), img.affine)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=str(ROOT / "models" / "mri-ixi-cpu"))
@@ -114,6 +123,8 @@ def main() -> None:
 
     people = pd.read_csv(ROOT / data["participants"]).set_index("subject_id")
     centiles: dict[str, list[dict[str, float]]] = {c: [] for c in wanted}
+    failed: dict[str, Counter] = {c: Counter() for c in wanted}  # case -> quality gate -> scans failing it
+    unreliable = dict.fromkeys(wanted, 0)  # case -> scans whose index is labelled unreliable
     for sid in data["test_ids"][: args.n]:
         age, sex = float(people.loc[sid, "age"]), people.loc[sid, "sex"]
         img = load_volume(find_file(images, sid))
@@ -133,7 +144,9 @@ def main() -> None:
                                 nib.Nifti1Image(brain, moved(img.affine))),
                  "resliced by a quarter voxel": resliced(img, brain),
                  "trilinear reslice by a quarter voxel": resliced(img, brain, order=1),
-                 "slices 1.5x thicker": thicker(img, brain)}
+                 "slices 1.5x thicker": thicker(img, brain),
+                 "smoothed, FWHM 2 mm": (smoothed(img, 2.0), nib.Nifti1Image(brain, img.affine)),
+                 "smoothed, FWHM 3 mm": (smoothed(img, 3.0), nib.Nifti1Image(brain, img.affine))}
         for label, (scan, mask) in cases.items():
             if label not in wanted:
                 continue
@@ -145,6 +158,11 @@ def main() -> None:
                               "failed_gates": [g["gate"] for g in r.quality if not g["passed"]],
                               "facts": r.prepared.facts, "warnings": r.warnings}), flush=True)
             centiles[label].append(r.score.centile)
+            failed[label].update(g["gate"] for g in r.quality if not g["passed"])
+            unreliable[label] += not r.index_reliable
+    for label in wanted:
+        print(json.dumps({"gates": {"case": label, "n": len(centiles[label]), "index_unreliable": unreliable[label],
+                                    "failed": dict(failed[label])}}))
     compared = [c for c in wanted if c != "as is"] if "as is" in wanted else []
     headline = model.config.headline_index
     shifts: dict[str, tuple[float, int, int]] = {}  # reslice case -> headline's mean |shift|, within 15, n

@@ -462,7 +462,7 @@ def prepare_scan(img: nib.Nifti1Image, grid: ModelGrid, mask: np.ndarray | None 
     if overlap is not None and overlap < POOR_DICE:
         hint = "registration may have failed" if register else "is the scan really in MNI space?"
         warnings.append(f"brain overlaps the MNI template brain poorly (Dice {overlap:.2f}): {hint}")
-    facts = scan_facts(zooms, grid_brain, tpl_brain, overlap)
+    facts = scan_facts(zooms, grid_brain, tpl_brain, overlap, volume)
     facts["mask_source"] = "template" if head else ("given" if mask is not None else "skull-stripped")
     prog.update("done", total, total)
     return PreparedScan(volume=volume.astype(np.float32), brain=grid_brain, grid=grid, native=img, native_brain=brain,

@@ -85,7 +85,9 @@ def test_mri_fit_then_score_writes_maps_in_scan_space(scan_folder, tmp_path, cap
     assert env["n_scans"] == len(card["data"]["train_ids"]) and 0 < env["brain_coverage_min"] <= 1
     assert "brain_coverage" in result["acquisition"] and result["warnings"] == []
     assert result["index_reliable"] is True and result["acquisition"]["mask_source"] == "skull-stripped"
-    assert {g["gate"] for g in result["quality"]} >= {"brain mask", "voxel size (mm)", "brain coverage"}
+    assert {g["gate"] for g in result["quality"]} >= {"brain mask", "voxel size (mm)", "brain coverage",
+                                                      "sharpness (fine detail on the model grid)"}
+    assert 0 < env["sharpness_min"] <= result["acquisition"]["sharpness"] + 0.02 and env["sharpness_max"] < 3
     data = native.get_fdata()
     mask = (data > np.percentile(data, 60)).astype(np.uint8)
     mask[:, :, : mask.shape[2] * 2 // 3] = 0  # only the top third of the head
