@@ -1,11 +1,10 @@
 """Is a scan like the ones the model was trained on? Voxel size, brain coverage, registration overlap, sharpness.
 
 An abnormality index is calibrated on the healthy scans the model saw. A scan acquired very differently
-(coarse voxels), prepared differently (a mask covering part of the brain, a failed registration) or smoother or
-noisier than they were (resliced with trilinear interpolation, filtered) gets an index that looks like a finding but
-is not one. :func:`scan_facts` measures a prepared scan;
-:func:`envelope` summarises the training scans' facts (stored in the model card); :func:`check` turns a
-scan outside the envelope into warnings shown beside the index.
+(coarse voxels), prepared differently (a mask covering part of the brain, a failed registration) or smoother than
+they were (resliced with trilinear interpolation, filtered) gets an index that looks like a finding but is not one.
+:func:`scan_facts` measures a prepared scan; :func:`envelope` summarises the training scans' facts (stored in the
+model card); :func:`check` turns a scan outside the envelope into warnings shown beside the index.
 """
 
 from __future__ import annotations
@@ -16,8 +15,8 @@ from scipy import ndimage
 VOXEL_SLACK = 1.5  # a scan's coarsest voxel edge may be this many times the training scans' coarsest
 COVERAGE_SLACK = 0.05  # brain coverage may fall this far below the training scans' lowest
 DICE_SLACK = 0.05  # the same for the overlap with the template brain
-# :func:`sharpness` may leave the training scans' range by this much: about what sampling the same brain again moves
-# it (a cubic reslice by a quarter voxel; a trilinear one, which also smooths, moves it ten times as far; BENCHMARKS.md)
+# :func:`sharpness` may fall this far below the training scans' lowest: about what sampling the same brain again (a
+# cubic reslice by a quarter voxel) moves it (BENCHMARKS.md)
 SHARPNESS_SLACK = 0.02
 SHARPNESS_BLOCK = 6  # voxels per block edge of :func:`sharpness` (24 mm on a 4 mm grid)
 
@@ -107,7 +106,7 @@ def gates(facts: dict, env: dict | None, grid_mm: float = 0.0) -> list[dict]:
     source = facts.get("mask_source")
     gate("brain mask", source or "not recorded", "a mask or a skull-stripped scan", source != "template",
          "no brain mask and the scan is not skull-stripped: the brain is the registered template's refined by "
-         "intensity, and 20 healthy whole-head scans scored this way landed on average 24 centile points from their "
+         "intensity, and 20 healthy whole-head scans scored this way landed on average 22 centile points from their "
          "centiles with a mask")
     limit = max(VOXEL_SLACK * env["voxel_mm_max"], grid_mm)
     gate("voxel size (mm)", facts["voxel_mm"], f"<= {limit:g}", facts["voxel_mm"] <= limit,
@@ -130,8 +129,8 @@ def gates(facts: dict, env: dict | None, grid_mm: float = 0.0) -> list[dict]:
         low = lo - SHARPNESS_SLACK
         gate("sharpness (fine detail on the model grid)", sharp, f">= {low:.2f}", sharp >= low,
              f"the scan is smoother than any of the model's training scans (sharpness {sharp:.2f}; training scans "
-             f"{lo:.2f}-{hi:.2f}): was it resliced with trilinear interpolation, smoothed, or acquired with thick "
-             "slices? The index follows how smooth a scan is, so it is not calibrated for this scan")
+             f"{lo:.2f}-{hi:.2f}): was it resliced with trilinear interpolation, filtered by another tool, or "
+             "acquired smoother? The index follows how smooth a scan is, so it is not calibrated for this scan")
     return out
 
 
