@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 from normcore.imaging.cohort import find_file  # noqa: E402
 from normcore.imaging.io import load_mask, load_volume  # noqa: E402
 from normcore.imaging.pipeline import nifti_bytes, score_scan  # noqa: E402
+from normcore.imaging.preprocess import voxel_sizes  # noqa: E402
 from normcore.imaging.resampling import RESLICE_ORDER, reslice  # noqa: E402
 from normcore.registry import load_model  # noqa: E402
 
@@ -95,7 +96,7 @@ def thicker(img: nib.Nifti1Image, brain: np.ndarray, factor: float = 1.5) -> tup
 
 def smoothed(img: nib.Nifti1Image, fwhm_mm: float) -> nib.Nifti1Image:
     """The scan filtered by an isotropic Gaussian of ``fwhm_mm`` (the voxels and mask stay as they are)."""
-    sigma = fwhm_mm / 2.355 / np.asarray(img.header.get_zooms()[:3], float)
+    sigma = fwhm_mm / 2.355 / voxel_sizes(img.affine)
     return nib.Nifti1Image(ndimage.gaussian_filter(np.asarray(img.dataobj, np.float32), sigma), img.affine)
 
 
