@@ -1,16 +1,18 @@
 """How cost and calibration grow with the number of IDPs D and subjects N (issue: scale and extremes, item 2).
 
-Runs ``benchmarks/fit_score.py`` once per (model, D, N) on the synthetic truth, each in its own process (so its
-peak memory is its own): fit on N controls, score ``--holdout`` fresh controls with M samples, and measure
-against the exact truth (mean |centile error|, median |z error|), coverage of the central 95%, PIT-KS pass
-share, fit and score seconds, steps, covariate points scored, peak memory. Rows go to
-``benchmarks/results/scale.jsonl``; then a cost model is fitted and printed and ``scale.png`` is drawn:
+Runs ``benchmarks/fit_score.py --suite`` once per (model, D, N) on the synthetic truth, each in its own process (so
+its peak memory is its own): fit on N controls, score ``--holdout`` fresh controls with M samples, and measure
+against the exact truth (ACE of the centile curves, mean |centile error|, median |z error|), coverage of the central
+95%, PIT-KS pass share, the dependence gap beside its sampling-noise floor, the memorisation ratio, fit and score
+seconds, steps, covariate points scored, peak memory. Rows go to ``--results`` (default
+``benchmarks/results/scale.jsonl``); then a cost model is fitted and printed and a figure of the same name (.png) is
+drawn:
 
     fit seconds   ~ steps x (f0 + f1 D)            (per optimiser step, batch 256)
     score seconds ~ points x M x S x (c0 + c1 D)   (per row and sampler step; S = 25)
 
     .venv/bin/python benchmarks/scale.py [--models film-mlp,shash-baseline] [--d 2,10,50,100,200]
-        [--n 1000,5000,20000] [--holdout 1000] [--samples 1000] [--threads 2] [--plot-only]
+        [--n 1000,5000,20000] [--holdout 1000] [--samples 1000] [--threads 2] [--results FILE] [--plot-only]
 """
 
 from __future__ import annotations
@@ -28,13 +30,14 @@ RESULTS = HERE / "results" / "scale.jsonl"
 STEPS = 25
 
 
-def run_grid(models: list[str], ds: list[int], ns: list[int], holdout: int, samples: int, threads: int) -> None:
+def run_grid(models: list[str], ds: list[int], ns: list[int], holdout: int, samples: int, threads: int,
+             results: Path = RESULTS) -> None:
     for model in models:
         for d in ds:
             for n in ns:
                 cmd = [sys.executable, str(HERE / "fit_score.py"), "--data", "synthetic", "--d", str(d),
                        "--n-train", str(n), "--holdout", str(holdout), "--samples", str(samples),
-                       "--threads", str(threads), "--set", f"backbone={model}", "--out", str(RESULTS)]
+                       "--threads", str(threads), "--set", f"backbone={model}", "--suite", "--out", str(results)]
                 proc = subprocess.run(cmd, capture_output=True, text=True)
                 print(proc.stdout.strip() or f"{model} D={d} N={n} failed: {proc.stderr[-500:]}", flush=True)
 
@@ -58,16 +61,24 @@ def cost_model(rows: list[dict]) -> dict:
 def markdown_table(rows: list[dict]) -> str:
     """The rows as the table BENCHMARKS.md shows, sorted by model, D and N."""
     head = ("| model | D | N | fit s (steps) | score s (points) | peak MB | coverage95 | PIT-KS pass | "
-            "median \\|z err\\| | mean \\|centile err\\| |")
-    lines = [head, "|" + "---|" * 10]
+            "median \\|z err\\| | mean \\|centile err\\| | ACE vs truth | dependence gap / noise floor / PoM | "
+            "NN ratio |")
+    lines = [head, "|" + "---|" * 13]
     key = lambda r: (r["params"].get("backbone", "film-mlp"), r["idps"], r["n_train"])  # noqa: E731
     for r in sorted(rows, key=key):
         steps = f" ({r['stop_step']})" if r.get("stop_step") else ""
         points = f" ({r['score_points']})" if r.get("score_points") else ""
         lines.append(f"| {key(r)[0]} | {r['idps']} | {r['n_train']} | {r['fit_s']}{steps} | {r['score_s']}{points} | "
                      f"{r['peak_rss_mb']} | {r['coverage95']} | {r['pit_ks_pass']} | {r['median_abs_z_error']} | "
-                     f"{r['mean_abs_centile_error']} |")
+                     f"{r['mean_abs_centile_error']} | {r.get('ace_truth', '')} | {dependence(r)} | "
+                     f"{r.get('nn_ratio', '')} |")
     return "\n".join(lines)
+
+
+def dependence(row: dict) -> str:
+    """"gap / floor / PoM" of a row run with the suite, else empty."""
+    keys = ("dependence_gap", "dependence_noise_floor", "dependence_gap_pom")
+    return " / ".join(str(row[k]) for k in keys) if all(k in row for k in keys) else ""
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -83,12 +94,14 @@ def plot(rows: list[dict], path: Path) -> None:
         for d in sorted({r["idps"] for r in mine}):
             sel = sorted((r for r in mine if r["idps"] == d), key=lambda r: r["n_train"])
             n = [r["n_train"] for r in sel]
-            axes[0].plot(n, [r["mean_abs_centile_error"] for r in sel], marker="o", label=f"{model} D={d}")
+            axes[0].plot(n, [r.get("ace_truth", r["mean_abs_centile_error"]) for r in sel], marker="o",
+                         label=f"{model} D={d}")
         for key, ax in (("fit_s", axes[1]), ("score_s", axes[2])):
             for n in sorted({r["n_train"] for r in mine}):
                 sel = sorted((r for r in mine if r["n_train"] == n), key=lambda r: r["idps"])
                 ax.plot([r["idps"] for r in sel], [r[key] for r in sel], marker="o", label=f"{model} N={n}")
-    axes[0].set(xscale="log", xlabel="training subjects N", ylabel="mean |centile error| vs truth",
+    axes[0].set(xscale="log", xlabel="training subjects N",
+                ylabel="ACE vs truth" if all("ace_truth" in r for r in rows) else "mean |centile error| vs truth",
                 title="calibration against the exact truth")
     axes[1].set(xlabel="IDPs D", ylabel="seconds", title="fit time")
     axes[2].set(xlabel="IDPs D", ylabel="seconds", title="score time (held-out controls)")
@@ -107,15 +120,17 @@ def main() -> None:
     ap.add_argument("--holdout", type=int, default=1000)
     ap.add_argument("--samples", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--results", default=str(RESULTS), help="JSON-lines file the rows are appended to and read from")
     ap.add_argument("--plot-only", action="store_true", help="only refit the cost model and redraw the figure")
     args = ap.parse_args()
     if not args.plot_only:
         run_grid(args.models.split(","), [int(v) for v in args.d.split(",")], [int(v) for v in args.n.split(",")],
-                 args.holdout, args.samples, args.threads)
-    rows = [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]
+                 args.holdout, args.samples, args.threads, Path(args.results))
+    results = Path(args.results)
+    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
     print(markdown_table(rows))
     print(json.dumps(cost_model([r for r in rows if r["params"].get("backbone", "film-mlp") == "film-mlp"])))
-    plot(rows, RESULTS.with_suffix(".png"))
+    plot(rows, results.with_suffix(".png"))
 
 
 if __name__ == "__main__":
