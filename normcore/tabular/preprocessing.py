@@ -98,8 +98,10 @@ class CovariateEncoder:
                 bad = sorted(values[unseen].unique().tolist())[:5]
                 raise InputError(
                     f"{label}: column {col!r} has value(s) {bad} not seen in training "
-                    f"(known: {self.levels[col][:10]}); refit including them, or allow unseen levels to "
-                    "marginalise over the training distribution")
+                    f"(known: {self.levels[col][:10]}); refit including them, adapt the model to them from a few "
+                    "of their healthy controls (`python -m normcore adapt`, or the dashboard's Cohort page), or "
+                    "allow unseen levels (`--allow-unseen`, `allow_unseen=True`) to marginalise over the training "
+                    "distribution")
             out[:, k] = codes.fillna(MARGINALISE).to_numpy(dtype=np.int64)
         return out
 
