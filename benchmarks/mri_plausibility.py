@@ -80,33 +80,33 @@ def resliced(img: nib.Nifti1Image, brain: np.ndarray, shift: float = 0.25, order
     return scan, nib.Nifti1Image(mask.astype(np.uint8), scan.affine)
 
 
-def thicker(img: nib.Nifti1Image, brain: np.ndarray, factor: float = 1.5) -> tuple[nib.Nifti1Image, nib.Nifti1Image]:
-    """Scan and mask with slices ``factor`` times thicker along the last voxel axis: a Gaussian slice profile of that
-    thickness (FWHM) over the scan's own, then sampled every slice thickness (mask kept where >= 0.5)."""
-    sigma = [0.0, 0.0, np.sqrt(factor**2 - 1.0) / 2.355]  # voxels: a profile of FWHM factor over one of FWHM 1
-    f = [1.0, 1.0, 1.0 / factor]
-    data = ndimage.zoom(ndimage.gaussian_filter(np.asarray(img.dataobj, np.float32), sigma), f, order=1,
-                        grid_mode=True, mode="nearest")
-    mask = ndimage.zoom(brain.astype(np.float32), f, order=1, grid_mode=True, mode="grid-constant") >= 0.5
+def zoomed(img: nib.Nifti1Image, brain: np.ndarray, data: np.ndarray, factors, order: int
+           ) -> tuple[nib.Nifti1Image, nib.Nifti1Image]:
+    """``data`` (the scan's voxels, possibly filtered) and ``brain`` zoomed by ``factors`` per voxel axis over the same
+    field of view (a spline of ``order`` for the scan; the mask kept where it interpolates to >= 0.5), with the
+    affine of the new voxels."""
+    data = ndimage.zoom(data, factors, order=order, grid_mode=True, mode="nearest")
+    mask = ndimage.zoom(brain.astype(np.float32), factors, order=1, grid_mode=True, mode="grid-constant") >= 0.5
     scale = np.asarray(brain.shape, float) / np.asarray(data.shape, float)
     affine = img.affine.copy()
     affine[:3, :3] = img.affine[:3, :3] @ np.diag(scale)
     affine[:3, 3] += img.affine[:3, :3] @ ((scale - 1.0) / 2.0)
     return nib.Nifti1Image(data, affine), nib.Nifti1Image(mask.astype(np.uint8), affine)
+
+
+def thicker(img: nib.Nifti1Image, brain: np.ndarray, factor: float = 1.5) -> tuple[nib.Nifti1Image, nib.Nifti1Image]:
+    """Scan and mask with slices ``factor`` times thicker along the last voxel axis: a Gaussian slice profile of that
+    thickness (FWHM) over the scan's own, then sampled every slice thickness (mask kept where >= 0.5)."""
+    sigma = [0.0, 0.0, np.sqrt(factor**2 - 1.0) / 2.355]  # voxels: a profile of FWHM factor over one of FWHM 1
+    data = ndimage.gaussian_filter(np.asarray(img.dataobj, np.float32), sigma)
+    return zoomed(img, brain, data, [1.0, 1.0, 1.0 / factor], order=1)
 
 
 def finer(img: nib.Nifti1Image, brain: np.ndarray, voxel_mm: float = 1.0) -> tuple[nib.Nifti1Image, nib.Nifti1Image]:
     """Scan and mask on a grid of ``voxel_mm`` voxels covering the same field of view (a cubic spline for the scan,
     the mask kept where it interpolates to >= 0.5): the same brain as a scanner with finer voxels would hand it over,
     without the detail such a scan would add. The index should not depend on the voxel size alone."""
-    f = voxel_sizes(img.affine) / voxel_mm
-    data = ndimage.zoom(np.asarray(img.dataobj, np.float32), f, order=3, grid_mode=True, mode="nearest")
-    mask = ndimage.zoom(brain.astype(np.float32), f, order=1, grid_mode=True, mode="grid-constant") >= 0.5
-    scale = np.asarray(brain.shape, float) / np.asarray(data.shape, float)
-    affine = img.affine.copy()
-    affine[:3, :3] = img.affine[:3, :3] @ np.diag(scale)
-    affine[:3, 3] += img.affine[:3, :3] @ ((scale - 1.0) / 2.0)
-    return nib.Nifti1Image(data, affine), nib.Nifti1Image(mask.astype(np.uint8), affine)
+    return zoomed(img, brain, np.asarray(img.dataobj, np.float32), voxel_sizes(img.affine) / voxel_mm, order=3)
 
 
 def smoothed(img: nib.Nifti1Image, fwhm_mm: float) -> nib.Nifti1Image:
