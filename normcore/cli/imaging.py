@@ -131,6 +131,9 @@ def cmd_mri_latent(args: argparse.Namespace, progress: Progress) -> None:
     print(f"whole-brain latent deviation: centile {d.centile:.2f} among {d.n_reference} healthy validation scans, "
           f"multivariate z {d.multivariate_z:.2f}, cosine similarity {d.cosine_similarity:.3f}; "
           f"{len(ages)} counterfactual(s); latent.json -> {args.out} ({result.seconds:.1f} s)")
+    evidence = model.evidence_text()
+    if evidence:
+        print(evidence)
     for w in result.warnings:
         print(f"warning: {w}")
     if not result.reliable:

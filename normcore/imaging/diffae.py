@@ -409,6 +409,25 @@ class NormativeDiffusionAutoencoder(LatentSpaceModel):
         lo, hi = self.age_range_
         return [float(a) for a in np.arange(np.ceil(lo / step) * step, hi + 1e-9, step)]
 
+    def evidence_text(self) -> str | None:
+        """What the model card's held-out benchmark (``benchmarks/mri_diffae.py --update-card``) measured of the
+        whole-brain deviation score, in words for a user beside the score; None when the card has no such metrics."""
+        metrics = (getattr(self, "card_", None) or {}).get("metrics") or {}
+        auc, healthy = metrics.get("lesion_auc") or {}, metrics.get("healthy_heldout") or {}
+        parts = []
+        if auc.get("multivariate_d2") is not None:
+            text = (f"it told held-out scans with an implanted MS lesion from healthy ones with an AUC of "
+                    f"{auc['multivariate_d2']:.2f} (0.5 is chance)")
+            if auc.get("voxel_index_top1") is not None:
+                text += f", where the voxel abnormality index reached {auc['voxel_index_top1']:.2f}"
+            parts.append(text)
+        if healthy.get("share_above_0.95") is not None:
+            parts.append(f"{100 * healthy['share_above_0.95']:.0f}% of held-out healthy scans ranked above the 95th "
+                         "centile (5% expected)")
+        if not parts:
+            return None
+        return "Measured on this model's held-out scans (model card): " + "; ".join(parts) + "."
+
     def healthy_volumes(self) -> pd.DataFrame:
         """Ventricle and tissue volumes (ml) of the healthy training and validation scans, with age and sex."""
         return pd.DataFrame({k: np.asarray(v, float) for k, v in self.healthy_.items()})

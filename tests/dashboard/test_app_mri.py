@@ -307,6 +307,8 @@ def test_whole_brain_deviation_and_counterfactual_age_panels(mri_env):
     at = run_and_wait(mri_page())
     shown = at.session_state["mri_scan"]
     assert not charts(at)[3:]  # nothing of the diffusion autoencoder before its button
+    # the panel says the score is exploratory, and what its card measured (the tiny test model's: nothing)
+    assert any("treat it as exploratory" in c.value and "no held-out measurement" in c.value for c in at.caption)
     button(at, f"Analyse {shown} with the diffusion autoencoder").click().run()
     job = at.session_state["mri_latent_job"]
     assert job.wait(TIMEOUT) == "done", job.error

@@ -102,6 +102,19 @@ def test_fit_refuses_too_few_scans(diffae_cohort):
             c["ages"][5:9], c["sexes"][5:9])
 
 
+def test_evidence_text_states_the_cards_held_out_measurements():
+    model = NormativeDiffusionAutoencoder("tiny", device="cpu")
+    assert model.evidence_text() is None  # an unfitted model, and a card without metrics, has nothing to state
+    model.card_ = {"metrics": {"benchmark": "b"}}
+    assert model.evidence_text() is None
+    model.card_ = {"metrics": {"lesion_auc": {"multivariate_d2": 0.492, "voxel_index_top1": 0.955},
+                               "healthy_heldout": {"share_above_0.95": 0.15}}}
+    text = model.evidence_text()
+    assert "AUC of 0.49 (0.5 is chance)" in text and "reached 0.95" in text and "15% of held-out healthy" in text
+    model.card_ = {"metrics": {"lesion_auc": {"multivariate_d2": 0.81}}}
+    assert "0.81" in model.evidence_text() and "voxel" not in model.evidence_text()
+
+
 def test_covariate_dropout_withholds_age_and_sex_in_training_only():
     from normcore.imaging.diffae import SemanticDenoiser
 
