@@ -82,29 +82,44 @@ def dependence(row: dict) -> str:
 
 
 def plot(rows: list[dict], path: Path) -> None:
+    """Calibration against N, fit and score time against D and, for rows run with the suite, the dependence gap over
+    its noise floor against D; one line style per model, one colour per D (or N)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    suite = all("dependence_gap" in r for r in rows)
+    fig, axes = plt.subplots(1, 4 if suite else 3, figsize=(17 if suite else 13, 3.8))
     models = sorted({r["params"].get("backbone", "film-mlp") for r in rows})
+    styles = dict(zip(models, ("-", "--", ":", "-."), strict=False))
+    colour = {v: f"C{i}" for i, v in enumerate(sorted({r["idps"] for r in rows} | {r["n_train"] for r in rows}))}
     for model in models:
         mine = [r for r in rows if r["params"].get("backbone", "film-mlp") == model]
+        line = {"marker": "o", "ls": styles[model]}
         for d in sorted({r["idps"] for r in mine}):
             sel = sorted((r for r in mine if r["idps"] == d), key=lambda r: r["n_train"])
             n = [r["n_train"] for r in sel]
-            axes[0].plot(n, [r.get("ace_truth", r["mean_abs_centile_error"]) for r in sel], marker="o",
-                         label=f"{model} D={d}")
+            axes[0].plot(n, [r.get("ace_truth", r["mean_abs_centile_error"]) for r in sel], color=colour[d],
+                         label=f"{model} D={d}", **line)
         for key, ax in (("fit_s", axes[1]), ("score_s", axes[2])):
             for n in sorted({r["n_train"] for r in mine}):
                 sel = sorted((r for r in mine if r["n_train"] == n), key=lambda r: r["idps"])
-                ax.plot([r["idps"] for r in sel], [r[key] for r in sel], marker="o", label=f"{model} N={n}")
+                ax.plot([r["idps"] for r in sel], [r[key] for r in sel], color=colour[n], label=f"{model} N={n}",
+                        **line)
+        if suite:
+            for n in sorted({r["n_train"] for r in mine}):
+                sel = sorted((r for r in mine if r["n_train"] == n), key=lambda r: r["idps"])
+                axes[3].plot([r["idps"] for r in sel], [r["dependence_gap"] / r["dependence_noise_floor"] for r in sel],
+                             color=colour[n], label=f"{model} N={n}", **line)
     axes[0].set(xscale="log", xlabel="training subjects N",
                 ylabel="ACE vs truth" if all("ace_truth" in r for r in rows) else "mean |centile error| vs truth",
                 title="calibration against the exact truth")
     axes[1].set(xlabel="IDPs D", ylabel="seconds", title="fit time")
     axes[2].set(xlabel="IDPs D", ylabel="seconds", title="score time (held-out controls)")
+    if suite:
+        axes[3].axhline(1.0, color="k", lw=0.8)
+        axes[3].set(xlabel="IDPs D", ylabel="gap / noise floor", title="dependence gap over its noise floor")
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
