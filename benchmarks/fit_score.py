@@ -72,26 +72,19 @@ def build(overrides: dict, seed: int):
 def suite_metrics(model, train, holdout, idps: list[str], truth, seed: int) -> dict:
     """Curve ACE against the truth, dependence gap with its noise floor, memorisation ratio (see the docstring)."""
     from normcore import metrics as M
-    from normcore.tabular.evaluation import ace_against_synthetic_truth
+    from normcore.tabular.evaluation import ace_against_synthetic_truth, dependence_noise_floor, memorisation_check
 
     start = time.perf_counter()
     ace = ace_against_synthetic_truth(model, truth)["ace"]
     ace_s = time.perf_counter() - start
     start = time.perf_counter()
-    covariates = ["age", *model.encoder_.categorical]
-    generated = model.sample(holdout[covariates], n=1, seed=seed + 1)
+    generated = model.sample(holdout[["age", *model.encoder_.categorical]], n=1, seed=seed + 1)
     real = holdout[idps].to_numpy(float)
     pom = M.product_of_marginals(generated, "age", idps, seed=seed)
-    oracle = truth.sample(len(holdout), seed=seed + 99)
-
-    def as_matrix(frame):
-        codes = model.encoder_.codes(frame, allow_unseen=True).astype(float)
-        return np.column_stack([frame["age"].to_numpy(float), codes, frame[idps].to_numpy(float)])
-
-    memo = M.memorisation_report(as_matrix(generated), as_matrix(train), as_matrix(holdout))
+    memo = memorisation_check(model, generated, train, holdout)
     return {"ace_truth": round(float(ace), 4), "ace_s": round(ace_s, 1),
             "dependence_gap": round(M.frobenius_gap(real, generated[idps].to_numpy(float)), 4),
-            "dependence_noise_floor": round(M.frobenius_gap(real, oracle[idps].to_numpy(float)), 4),
+            "dependence_noise_floor": round(dependence_noise_floor(truth, holdout, idps, seed), 4),
             "dependence_gap_pom": round(M.frobenius_gap(real, pom[idps].to_numpy(float)), 4),
             "nn_ratio": round(memo["ratio"], 3), "suite_s": round(ace_s + time.perf_counter() - start, 1)}
 

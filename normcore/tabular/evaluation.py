@@ -79,22 +79,32 @@ def evaluate(model, holdout: pd.DataFrame, truth: SyntheticTruth | None = None, 
                                 "share_rejected": float(ks["reject_bh"].mean()) if len(ks) else float("nan")}
 
     if train is not None:
-        def as_matrix(frame: pd.DataFrame) -> np.ndarray:
-            codes = model.encoder_.codes(frame, allow_unseen=True).astype(float)
-            return np.column_stack([frame[age].to_numpy(float), codes, frame[idps].to_numpy(float)])
-        report["memorisation"] = M.memorisation_report(as_matrix(generated), as_matrix(train), as_matrix(controls))
+        report["memorisation"] = memorisation_check(model, generated, train, controls)
 
     if truth is not None:
         report["truth"] = ace_against_synthetic_truth(model, truth, age_range=(20.0, 90.0))
-        # sampling-noise floor of the dependence error: an independent draw of the same size from the truth
-        oracle = truth.sample(len(controls), seed=seed + 99)
-        report["dependence"]["frobenius_oracle"] = M.frobenius_gap(controls[idps].to_numpy(float),
-                                                                    oracle[idps].to_numpy(float))
+        report["dependence"]["frobenius_oracle"] = dependence_noise_floor(truth, controls, idps, seed)
 
     if group_col and (~is_control).any():
         table = M.separation_table(scores, idps, ~is_control.to_numpy(), n_boot=500, seed=seed)
         report["clinical"] = table.to_dict(orient="records")
     return report
+
+
+def memorisation_check(model, generated: pd.DataFrame, train: pd.DataFrame, reference: pd.DataFrame) -> dict:
+    """:func:`normcore.metrics.memorisation_report` of ``generated`` rows against the training rows and unseen
+    ``reference`` rows, each as age, the model's covariate codes and its IDPs."""
+    def as_matrix(frame: pd.DataFrame) -> np.ndarray:
+        codes = model.encoder_.codes(frame, allow_unseen=True).astype(float)
+        return np.column_stack([frame[model.encoder_.age].to_numpy(float), codes, frame[model.idps].to_numpy(float)])
+    return M.memorisation_report(as_matrix(generated), as_matrix(train), as_matrix(reference))
+
+
+def dependence_noise_floor(truth: SyntheticTruth, real: pd.DataFrame, idps: list[str], seed: int = 0) -> float:
+    """Sampling-noise floor of the dependence error: the Spearman RMS gap between ``real`` and an independent draw
+    of the same size from the truth (at the truth's own covariates, so it is conservative)."""
+    oracle = truth.sample(len(real), seed=seed + 99)
+    return M.frobenius_gap(real[idps].to_numpy(float), oracle[idps].to_numpy(float))
 
 
 def ace_against_synthetic_truth(model, truth: SyntheticTruth, age_range: tuple[float, float] = (20.0, 90.0),
