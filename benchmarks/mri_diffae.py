@@ -10,14 +10,17 @@ on its top principal components (as many as the vector has numbers) and the mean
 inversion and decoding against the autoencoder's own image and the scan. Whole-brain deviation: its centiles on the
 held-out healthy scans, and the subject-level AUC of the multivariate deviation and of the cosine score when one
 real MS lesion mask is implanted in each held-out scan, next to the restoration model's voxel abnormality index (top
-1%). Counterfactual ageing: the ventricle and tissue volume of each held-out scan's counterfactuals at 30, 50 and 70
-years (three modes) against the healthy cohort's cross-sectional trend. Time: ``analyse_scan`` end to end (load,
+1%). The model's own brain-age read-out (normcore.imaging.brain_age, when the model has one): its error and gap
+centiles on the held-out healthy scans and the AUC of its gap for the implanted lesions. Counterfactual ageing: the
+ventricle and tissue volume of each held-out scan's counterfactuals at 30, 50 and 70 years (three modes) against the
+healthy cohort's cross-sectional trend. Time: ``analyse_scan`` end to end (load,
 register, scores; and a three-age counterfactual).
 
 Synthetic part: the generator of ``normcore.imaging.synthetic`` has known age effects. A diffusion autoencoder and a
 restoration model (both on the IXI model's first stage) are trained on synthetic healthy brains; held-out healthy
 brains are compared with (a) the same subjects aged 10 years more than their stated age (diffuse atrophy) and (b)
-brains with implanted real MS lesions. Counterfactual validity: for held-out subjects at age A, the generator gives
+brains with implanted real MS lesions (AUCs of the semantic scores, the brain-age gap and the voxel index).
+Counterfactual validity: for held-out subjects at age A, the generator gives
 the same brain at A + 20 (same deformation and noise); the counterfactual's ventricle change is correlated with the
 true one, and its difference map with the true difference map.
 """
@@ -125,6 +128,15 @@ def brain_age_paired(dae: NormativeDiffusionAutoencoder, train, test, seed: int)
             "first_stage_pca_components": int(pca.n_components_)}
 
 
+def brain_age_heldout(healthy: dict) -> dict:
+    """The read-out on held-out healthy scans: its error, its gaps' centiles among the cross-fitted reference."""
+    return {"mae_years": round(float(healthy["brain_age_abs_error"].mean()), 2),
+            "gap_years_mean": round(float(healthy["brain_age_gap"].mean()), 2),
+            "gap_years_sd": round(float(healthy["brain_age_gap"].std(ddof=1)), 2),
+            "centiles": [round(float(c), 3) for c in healthy["brain_age_centile"]],
+            "share_above_0.95": round(float(np.mean(healthy["brain_age_centile"] > 0.95)), 3)}
+
+
 def voxel_indices(ldm: ImagingNormativeModel, vols, brains, ages, sexes, seed: int) -> np.ndarray:
     """The restoration model's abnormality index (top 1%, KL-guided inpainting) of each volume."""
     rest = ldm.restore(vols, ages, sexes, ("kl-inpaint",), seed=seed)["kl-inpaint"]
@@ -134,16 +146,25 @@ def voxel_indices(ldm: ImagingNormativeModel, vols, brains, ages, sexes, seed: i
 
 
 def deviation_scores(dae: NormativeDiffusionAutoencoder, vols, ages, sexes) -> dict[str, np.ndarray]:
+    """The semantic latent's deviation scores and, for a model with the read-out, the brain-age gap and centile."""
     devs = dae.latent_deviation(dae.semantic(vols), ages, sexes)
-    return {"multivariate_d2": np.array([d.multivariate_d2 for d in devs]),
-            "negative_cosine": -np.array([d.cosine_similarity for d in devs]),
-            "centile": np.array([d.centile for d in devs])}
+    out = {"multivariate_d2": np.array([d.multivariate_d2 for d in devs]),
+           "negative_cosine": -np.array([d.cosine_similarity for d in devs]),
+           "centile": np.array([d.centile for d in devs])}
+    brain_ages = dae.brain_age(vols, ages)
+    if brain_ages is not None:
+        out["brain_age_gap"] = np.array([b.gap_years for b in brain_ages])
+        out["brain_age_centile"] = np.array([b.centile for b in brain_ages])
+        out["brain_age_abs_error"] = np.array([abs(b.raw_gap_years) for b in brain_ages])
+    return out
 
 
 def aucs(healthy: dict, patients: dict, voxel_h: np.ndarray, voxel_p: np.ndarray) -> dict:
+    """Subject AUCs of the latent scores, the brain-age gap (older-looking = more abnormal; when the model has the
+    read-out) and the voxel index."""
     labels = np.r_[np.zeros(len(voxel_h)), np.ones(len(voxel_p))]
-    out = {k: round(subject_auc(np.r_[healthy[k], patients[k]], labels), 3) for k in ("multivariate_d2",
-                                                                                       "negative_cosine")}
+    out = {k: round(subject_auc(np.r_[healthy[k], patients[k]], labels), 3)
+           for k in ("multivariate_d2", "negative_cosine", "brain_age_gap") if k in healthy}
     out["voxel_index_top1"] = round(subject_auc(np.r_[voxel_h, voxel_p], labels), 3)
     return out
 
@@ -241,6 +262,9 @@ def ixi_part(model_dir: Path, ldm_dir: Path, seed: int, cache: Path | None, guid
     res["healthy_heldout"] = {"centiles": [round(float(c), 3) for c in healthy["centile"]],
                               "share_above_0.95": round(float(np.mean(healthy["centile"] > 0.95)), 3),
                               "n_reference": int(np.isfinite(dae.reference_d2_).sum())}
+    if "brain_age_gap" in healthy:
+        res["brain_age_heldout"] = brain_age_heldout(healthy)
+        print("brain age read-out, held-out healthy scans", res["brain_age_heldout"], flush=True)
     res["lesion_auc"] = aucs(healthy, patients, vox_h, vox_p)
     print("lesion AUC", res["lesion_auc"], flush=True)
     res["counterfactual_trend"] = counterfactual_trend(dae, vte, bte, ate, ste, guidances)
@@ -309,6 +333,12 @@ def synthetic_part(ae_dir: Path, seed: int, n_train: int, n_val: int, n_test: in
         for key in ("auc_diffuse_atrophy_10y", "auc_lesions"):
             res[key].pop("voxel_index_top1")
     res["healthy_heldout_share_above_0.95"] = round(float(np.mean(h["centile"] > 0.95)), 3)
+    if "brain_age_gap" in h:
+        res["brain_age_heldout"] = brain_age_heldout(h)
+        res["brain_age_gap_years_mean"] = {"healthy": res["brain_age_heldout"]["gap_years_mean"],
+                                           "diffuse_atrophy_10y": round(float(a["brain_age_gap"].mean()), 2),
+                                           "lesions": round(float(les["brain_age_gap"].mean()), 2)}
+        print("synthetic brain age read-out", res["brain_age_heldout"], res["brain_age_gap_years_mean"], flush=True)
     print("synthetic AUC", res["auc_diffuse_atrophy_10y"], res["auc_lesions"], flush=True)
     true_dv = ventricle_volume_ml(older_v, grid, healthy_b) - ventricle_volume_ml(healthy_v, grid, healthy_b)
     true_diff = older_v - healthy_v
@@ -335,8 +365,9 @@ def update_card(model_dir: Path, ixi: dict) -> None:
     """Write the held-out IXI metrics into the model card (JSON only; the weights are untouched)."""
     store_card_metrics(model_dir, {"benchmark": "benchmarks/mri_diffae.py --parts ixi (held-out IXI scans)",
                                    **{k: ixi[k] for k in ("brain_age", "brain_age_test_and_validation",
-                                                          "reconstruction", "healthy_heldout", "lesion_auc",
-                                                          "counterfactual_trend", "time_per_scan")}})
+                                                          "reconstruction", "healthy_heldout", "brain_age_heldout",
+                                                          "lesion_auc", "counterfactual_trend", "time_per_scan")
+                                      if k in ixi}})
 
 
 def main() -> None:

@@ -134,6 +134,8 @@ def cmd_mri_latent(args: argparse.Namespace, progress: Progress) -> None:
     evidence = model.evidence_text()
     if evidence:
         print(evidence)
+    if result.brain_age is not None:
+        print(f"{result.brain_age.text()} (latent.json: brain_age)")
     for w in result.warnings:
         print(f"warning: {w}")
     if not result.reliable:
@@ -244,8 +246,8 @@ def add_parsers(sub, common) -> None:
     common(co)
     co.set_defaults(func=cmd_mri_cohort, wants_progress=True)
 
-    lat = sub.add_parser("mri-latent", help="whole-brain latent deviation and counterfactual ageing of a scan "
-                                            "(a diffusion autoencoder from mri-fit --method diffae)")
+    lat = sub.add_parser("mri-latent", help="whole-brain latent deviation, brain age and counterfactual ageing of a "
+                                            "scan (a diffusion autoencoder from mri-fit --method diffae)")
     lat.add_argument("model")
     lat.add_argument("scan")
     lat.add_argument("--age", type=float_between(*AGE_LIMITS), required=True, help="years")

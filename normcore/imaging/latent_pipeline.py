@@ -1,5 +1,5 @@
-"""One scan through the diffusion autoencoder: whole-brain latent deviation and counterfactual ageing, in the
-scan's own space (the ``mri-latent`` contract: ``latent.json`` and ``counterfactual_age-<A>.nii.gz``)."""
+"""One scan through the diffusion autoencoder: whole-brain latent deviation, brain age and counterfactual ageing, in
+the scan's own space (the ``mri-latent`` contract: ``latent.json`` and ``counterfactual_age-<A>.nii.gz``)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import numpy as np
 from normcore._utils.errors import InputError
 from normcore._utils.plausibility import check_ages
 from normcore._utils.progress import Progress
+from normcore.imaging.brain_age import BrainAge
 from normcore.imaging.diffae import Counterfactuals, LatentDeviation, NormativeDiffusionAutoencoder, check_guidance
 from normcore.imaging.io import save_nifti
 from normcore.imaging.pipeline import ScanInput, prepare_input
@@ -27,13 +28,15 @@ MAX_COUNTERFACTUAL_AGES = 16
 
 @dataclass
 class LatentResult:
-    """A scan's latent deviation and (when ages were asked for) its counterfactuals, with run facts."""
+    """A scan's latent deviation, brain age (None for a model saved without the read-out) and, when ages were asked
+    for, its counterfactuals, with run facts."""
 
     scan: ScanInput
     deviation: LatentDeviation
     counterfactuals: Counterfactuals | None
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
+    brain_age: BrainAge | None = None
 
     @property
     def warnings(self) -> list[str]:
@@ -69,6 +72,7 @@ class LatentResult:
     def summary(self) -> dict:
         s = self.scan
         return {"scan": s.name, "age": s.age, "sex": s.sex, "latent_deviation": self.deviation.to_dict(),
+                "brain_age": self.brain_age.to_dict() if self.brain_age is not None else None,
                 "semantic": [float(v) for v in self.counterfactuals.semantic] if self.counterfactuals else None,
                 "counterfactual_mode": self.counterfactuals.mode if self.counterfactuals else None,
                 "counterfactual_age_guidance": self.counterfactuals.guidance if self.counterfactuals else None,
@@ -106,12 +110,13 @@ def analyse_prepared(model: NormativeDiffusionAutoencoder, scan_input: ScanInput
     start = time.perf_counter()
     semantic = model.semantic(scan_input.prepared.volume)
     deviation = model.latent_deviation(semantic, [scan_input.age], [scan_input.sex])[0]
+    brain_age = model.brain_age(scan_input.prepared.volume, [scan_input.age])
     scored_s = time.perf_counter() - start
     cf = model.counterfactual(scan_input.prepared.volume, scan_input.age, scan_input.sex, targets, mode,
                               age_guidance=age_guidance, progress=progress) if targets else None
     total = time.perf_counter() - start
     timings = {"latent_scores": round(scored_s, 2), "counterfactuals": round(total - scored_s, 2)}
-    return LatentResult(scan_input, deviation, cf, total, timings)
+    return LatentResult(scan_input, deviation, cf, total, timings, brain_age[0] if brain_age else None)
 
 
 def analyse_scan(model: NormativeDiffusionAutoencoder, scan, age: float, sex, mask=None, name: str | None = None,

@@ -180,7 +180,8 @@ def test_mri_fit_diffae_then_mri_latent_writes_counterfactuals_in_scan_space(tmp
     rc = main(["mri-latent", str(model_dir), str(scan), "--age", "50", "--sex", "F", "--at-ages", "30,70.5",
                "--out", str(out), "--quiet", "--device", "cpu", "--age-guidance", "3"])
     assert rc == 0, capsys.readouterr().err
-    assert "whole-brain latent deviation: centile" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "whole-brain latent deviation: centile" in printed and "brain age" in printed
     native = nib.load(scan)
     for name in ("counterfactual_age-30", "counterfactual_age-70.5", "counterfactual_age-30_difference"):
         img = nib.load(out / f"{name}.nii.gz")
@@ -190,6 +191,9 @@ def test_mri_fit_diffae_then_mri_latent_writes_counterfactuals_in_scan_space(tmp
     assert 0 <= dev["centile"] <= 1 and len(dev["per_dimension_z"]) == 4 and dev["n_reference"] == 4
     assert {"multivariate_z", "cosine_similarity"} <= set(dev) and result["scores_reliable"] is True
     assert [v["age"] for v in result["volumes_ml"]] == [50, 30, 70.5]
+    brain_age = result["brain_age"]
+    assert 0 <= brain_age["centile"] <= 1 and brain_age["n_reference"] == 26  # 22 training + 4 validation scans
+    assert brain_age["raw_gap_years"] == pytest.approx(brain_age["predicted_age"] - 50)
     assert result["counterfactual_age_guidance"] == 3.0 and result["counterfactual_mode"] == "both"
     # each model answers its own command, and says which to use
     capsys.readouterr()

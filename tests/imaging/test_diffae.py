@@ -81,16 +81,20 @@ def test_latent_deviation_scores_and_save_load_round_trip(tiny_diffae, diffae_co
     # a far-off vector is more deviant than every healthy validation scan
     far = m.latent_deviation(semantic[:1] + 50 * semantic.std(0), c["ages"][22:23], c["sexes"][22:23])[0]
     assert far.centile == 1.0 and far.multivariate_d2 > d2.max()
+    ages = m.brain_age(c["volumes"][22:], c["ages"][22:])
+    assert [b.n_reference for b in ages] == [28] * 6  # cross-fitted over the 22 training and 6 validation scans
     m.save(tmp_path / "dae")
     assert (tmp_path / "dae" / "latent-norms" / "model.json").is_file()
     m.save(tmp_path / "dae")  # a model folder with its nested latent model may be replaced
     loaded = NormativeDiffusionAutoencoder.load(tmp_path / "dae", device="cpu")
     again = loaded.latent_deviation(semantic, c["ages"][22:], c["sexes"][22:])
     assert [d.to_dict() for d in again] == [d.to_dict() for d in devs]
+    assert [b.to_dict() for b in loaded.brain_age(c["volumes"][22:], c["ages"][22:])] == [b.to_dict() for b in ages]
     np.testing.assert_allclose(loaded.reconstruct(c["volumes"][:1], c["ages"][:1], c["sexes"][:1]),
                                m.reconstruct(c["volumes"][:1], c["ages"][:1], c["sexes"][:1]), atol=1e-6)
     card = json.loads((tmp_path / "dae" / "model.json").read_text())
     assert card["format"] == "normcore-mri-diffae/1" and card["semantic_dim"] == 4
+    assert card["brain_age"]["n_reference"] == 28 and card["brain_age"]["folds"] == 5
     assert set(loaded.healthy_volumes().columns) == {"age", "sex", "ventricle_ml", "tissue_ml"}
 
 

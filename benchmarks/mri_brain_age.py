@@ -1,0 +1,66 @@
+"""Give a saved diffusion autoencoder its brain-age read-out without retraining it.
+
+    .venv/bin/python benchmarks/mri_brain_age.py models/mri-ixi-diffae-cpu [--threads 2]
+
+The read-out (normcore.imaging.brain_age) depends only on the first stage and the healthy scans, so this re-runs the
+preprocessing of the card's training and validation scans (paths relative to the repository, as mri-fit recorded
+them), fits it with the model's own ``fit_brain_age`` (what ``mri-fit --method diffae`` now does at the end of
+training), and saves the model in place: the network weights are unchanged, the card keeps its data, attribution,
+metrics and acquisition and gains ``brain_age`` and ``brain_age_added``. Used once for the shipped CPU model
+(BENCHMARKS.md: brain age).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from normcore.imaging.cohort import load_cohort  # noqa: E402
+from normcore.imaging.diffae import NormativeDiffusionAutoencoder  # noqa: E402
+
+WRITTEN_BY_SAVE = {"format", "format_version", "config_name", "config", "seed", "semantic_dim", "inversion_steps",
+                   "matched_k", "covariate_dropout", "age_guidance", "age_supervision", "latent_prior",
+                   "latent_model_params", "latent_model", "age_mean", "age_std", "age_range", "sex_coding",
+                   "training", "history", "brain_age"}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    model = NormativeDiffusionAutoencoder.load(args.model, device="cpu")
+    card = model.card_
+    data = card["data"]
+    images, masks = ROOT / data["images"], ROOT / data["masks"] if data.get("masks") else None
+    if not images.is_dir():
+        sys.exit(f"{images} is absent (it lives in ../shared/data)")
+    start = time.perf_counter()
+    cohorts = [load_cohort(images, ROOT / data["participants"], model.grid, masks=masks, ids=data[key],
+                           intensity_inset_mm=model.config.intensity_inset_mm)
+               for key in ("train_ids", "validation_ids")]
+    train, val = cohorts
+    if train.ids != data["train_ids"] or val.ids != data["validation_ids"]:
+        sys.exit("the card's scans could not all be preprocessed again")
+    readout = model.fit_brain_age(train.volumes, train.ages, val.volumes, val.ages)
+    extra = {k: v for k, v in card.items() if k not in WRITTEN_BY_SAVE}
+    extra["brain_age_added"] = {"date": datetime.now(UTC).strftime("%Y-%m-%d"),
+                                "seconds": round(time.perf_counter() - start, 1),
+                                "by": "benchmarks/mri_brain_age.py (the weights are unchanged)"}
+    model.save(args.model, card_extra=extra)
+    print(json.dumps({"alpha": readout.alpha_, "reference_mae_years": round(readout.reference_mae_, 2),
+                      "bias": [round(float(b), 4) for b in readout.bias_], **extra["brain_age_added"]}))
+
+
+if __name__ == "__main__":
+    main()
