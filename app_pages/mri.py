@@ -41,6 +41,7 @@ from normcore.plotting.imaging import (
     triptych_figure,
 )
 from normcore.plotting.latent import (
+    brain_age_figure,
     counterfactual_figure,
     counterfactual_volumes_figure,
     latent_position_figure,
@@ -396,6 +397,8 @@ def whole_brain_section(name: str) -> None:
     c1.plotly_chart(latent_profile_figure(d.per_dimension_z), width="stretch", key="mri_latent_profile")
     position = model.healthy_position(latent.counterfactuals.semantic, latent.scan.age, latent.scan.sex)
     c2.plotly_chart(latent_position_figure(position), width="stretch", key="mri_latent_position")
+    if latent.brain_age is not None:
+        brain_age_panel(model, latent)
 
     st.subheader("Counterfactual age")
     cf = latent.counterfactuals
@@ -429,6 +432,29 @@ def whole_brain_section(name: str) -> None:
     st.download_button("whole-brain result (.json)", json.dumps(latent.summary(), indent=1, default=float),
                        file_name=f"{stem}_latent.json", mime="application/json", key="mri_dl_latent",
                        on_click="ignore")
+
+
+def brain_age_panel(model, latent) -> None:
+    """Brain age from the first-stage latent: predicted age, the bias-corrected gap, its healthy centile."""
+    b = latent.brain_age
+    st.markdown("**Brain age**")
+    m = st.columns(3)
+    m[0].metric("Brain age", f"{b.predicted_age:.0f} y",
+                help="Age read from the scan's first-stage latent by a ridge regression fitted on the healthy "
+                     f"training scans; its mean error on healthy scans it was not fitted to is "
+                     f"{b.reference_mae_years:.1f} years.")
+    m[1].metric("Brain-age gap", f"{b.gap_years:+.1f} y",
+                help="Brain age minus the stated age, corrected for the read-out's pull towards the mean age "
+                     "(positive = the brain looks older than healthy people of its age).")
+    m[2].metric("Brain-age gap centile", f"{100 * b.centile:.0f}",
+                help=f"Rank of the gap among {b.n_reference} cross-fitted healthy scans (100 = looks older than all "
+                     "of them).")
+    readout = model.brain_age_
+    st.plotly_chart(brain_age_figure(readout.reference_ages_, readout.reference_gaps_, latent.scan.age,
+                                     b.gap_years), width="stretch", key="mri_brain_age")
+    st.caption("The brain-age gap is the field's usual marker of diffuse, whole-brain change. The read-out is "
+               f"imprecise on this model's grid (about {b.reference_mae_years:.0f} years of error on healthy scans), "
+               "so only a gap well beyond the healthy band means much; a focal lesion hardly moves it.")
 
 
 def native_map_bytes(result, key: str) -> bytes:

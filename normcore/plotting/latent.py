@@ -1,5 +1,6 @@
 """Plotly figure builders of the diffusion autoencoder's results (no Streamlit): the whole-brain deviation profile,
-where a scan sits among healthy scans, counterfactual slices and the counterfactual volumes against healthy people.
+where a scan sits among healthy scans, its brain-age gap among healthy people's, counterfactual slices and the
+counterfactual volumes against healthy people.
 """
 
 from __future__ import annotations
@@ -52,6 +53,30 @@ def latent_position_figure(position: dict, title: str = "Where the scan sits amo
                              marker=dict(color=SUBJECT_COLOUR, size=15, symbol="star", line=dict(color="black",
                                                                                                  width=1))))
     fig.update_layout(title=title, xaxis_title="age (years)", yaxis_title="semantic latent, first principal axis",
+                      template="plotly_white", height=360, margin=dict(l=10, r=10, t=50, b=10))
+    return fig
+
+
+def brain_age_figure(reference_ages: np.ndarray, reference_gaps: np.ndarray, age: float, gap: float,
+                     title: str = "Brain-age gap among healthy scans") -> go.Figure:
+    """The cross-fitted healthy reference's brain-age gaps (age-bias corrected) against age, their 5th-95th
+    centile band, and the scan's gap as a star (above the band: looks older than 95% of healthy people)."""
+    ages, gaps = np.asarray(reference_ages, float), np.asarray(reference_gaps, float)
+    lo, hi = np.percentile(gaps, [5, 95])
+    span = [float(min(ages.min(), age)), float(max(ages.max(), age))]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=span + span[::-1], y=[hi, hi, lo, lo], fill="toself", mode="none",
+                             fillcolor="rgba(120,120,120,0.15)", name="healthy 5th-95th centile",
+                             hoverinfo="skip"))
+    fig.add_trace(go.Scatter(x=ages, y=gaps, mode="markers", name=f"healthy (n = {ages.size})",
+                             marker=dict(color="rgb(120,120,120)", size=6, opacity=0.6),
+                             hovertemplate="age %{x:.0f}: gap %{y:+.1f} y<extra></extra>"))
+    fig.add_hline(y=0, line=dict(dash="dot", color="black"))
+    fig.add_trace(go.Scatter(x=[age], y=[gap], mode="markers", name="this scan",
+                             marker=dict(color=SUBJECT_COLOUR, size=15, symbol="star", line=dict(color="black",
+                                                                                                 width=1)),
+                             hovertemplate="this scan: gap %{y:+.1f} y<extra></extra>"))
+    fig.update_layout(title=title, xaxis_title="age (years)", yaxis_title="brain age - age (years, bias corrected)",
                       template="plotly_white", height=360, margin=dict(l=10, r=10, t=50, b=10))
     return fig
 

@@ -318,9 +318,12 @@ def test_whole_brain_deviation_and_counterfactual_age_panels(mri_env):
     metrics = {m.label: m.value for m in at.metric}
     assert float(metrics["Whole-brain deviation centile"]) == pytest.approx(100 * latent.deviation.centile, abs=0.5)
     assert float(metrics["Multivariate z"]) == pytest.approx(latent.deviation.multivariate_z, abs=0.01)
-    profile, position, slices, ventricles, tissue = charts(at)[3:]
+    assert metrics["Brain-age gap"] == f"{latent.brain_age.gap_years:+.1f} y"
+    assert float(metrics["Brain-age gap centile"]) == pytest.approx(100 * latent.brain_age.centile, abs=0.5)
+    profile, position, brain_age, slices, ventricles, tissue = charts(at)[3:]
     assert values(profile["data"][0]["y"]).size == 4  # one bar per semantic dimension
     assert position["data"][-1]["name"] == "this scan"
+    assert list(values(brain_age["data"][-1]["y"])) == pytest.approx([latent.brain_age.gap_years])
     assert sum(t["type"] == "heatmap" for t in slices["data"]) == 3
     assert [t["name"] for t in ventricles["data"]][-2:] == ["this brain at other ages", "own age"]
     slider = widget(at.select_slider, "Show the brain at age")
@@ -330,7 +333,7 @@ def test_whole_brain_deviation_and_counterfactual_age_panels(mri_env):
     other = next(a for a in ages if a != slider.value)
     slider.set_value(other).run()
     assert not at.exception
-    moved = charts(at)[5]
+    moved = charts(at)[6]
     assert f"at {other:g} (counterfactual)" in [a["text"] for a in moved["layout"]["annotations"]]
     assert not np.array_equal(values(moved["data"][1]["z"]), before)
     assert "whole-brain result (.json)" in [b.proto.label for b in at.get("download_button")]

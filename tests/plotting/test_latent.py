@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 
 from normcore.plotting.latent import (
+    brain_age_figure,
     counterfactual_figure,
     counterfactual_volumes_figure,
     latent_position_figure,
@@ -30,6 +31,16 @@ def test_position_shows_the_scan_the_matched_group_and_the_trend():
     assert list(values(fig["data"][0]["x"])) == [30.0, 50.0]
     assert list(values(fig["data"][2]["x"])) == [40.0, 60.0]
     assert list(values(fig["data"][4]["y"])) == [3.5]
+
+
+def test_brain_age_figure_shows_the_healthy_band_and_the_scan():
+    ages = np.linspace(20, 80, 101)
+    gaps = np.linspace(-10, 10, 101)  # 5th and 95th centiles at -9 and +9
+    fig = spec(brain_age_figure(ages, gaps, 90.0, 12.5))
+    band, healthy, scan = fig["data"]
+    assert list(values(band["y"])) == [9.0, 9.0, -9.0, -9.0]
+    assert list(values(band["x"])) == [20.0, 90.0, 90.0, 20.0]  # reaches the scan's age beyond the reference's
+    assert healthy["name"] == "healthy (n = 101)" and list(values(scan["y"])) == [12.5]
 
 
 def test_counterfactual_difference_is_the_slice_difference_on_a_symmetric_scale():
