@@ -1,13 +1,14 @@
-"""Give a saved diffusion autoencoder its brain-age read-out without retraining it.
+"""Give a saved imaging model (restoration model or diffusion autoencoder) its brain-age read-out without
+retraining it.
 
     .venv/bin/python benchmarks/mri_brain_age.py models/mri-ixi-diffae-cpu [--threads 2]
+    .venv/bin/python benchmarks/mri_brain_age.py models/mri-ixi-cpu
 
 The read-out (normcore.imaging.brain_age) depends only on the first stage and the healthy scans, so this re-runs the
 preprocessing of the card's training and validation scans (paths relative to the repository, as mri-fit recorded
-them), fits it with the model's own ``fit_brain_age`` (what ``mri-fit --method diffae`` now does at the end of
-training), and saves the model in place: the network weights are unchanged, the card keeps its data, attribution,
-metrics and acquisition and gains ``brain_age`` and ``brain_age_added``. Used once for the shipped CPU model
-(BENCHMARKS.md: brain age).
+them), fits it with the model's own ``fit_brain_age`` (what ``mri-fit`` now does at the end of training, either method),
+and saves the model in place: the network weights are unchanged, the card keeps everything else it had and gains
+``brain_age`` and ``brain_age_added``. Used once for each shipped CPU model (BENCHMARKS.md: brain age).
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ sys.path.insert(0, str(ROOT))
 
 from normcore.imaging.cohort import load_cohort  # noqa: E402
 from normcore.imaging.diffae import NormativeDiffusionAutoencoder  # noqa: E402
+from normcore.registry import load_model  # noqa: E402
 
-WRITTEN_BY_SAVE = {"format", "format_version", "config_name", "config", "seed", "semantic_dim", "inversion_steps",
-                   "matched_k", "covariate_dropout", "age_guidance", "age_supervision", "latent_prior",
-                   "latent_model_params", "latent_model", "age_mean", "age_std", "age_range", "sex_coding",
-                   "training", "history", "brain_age"}
+WRITTEN_BY_SAVE = {"format", "format_version", "config_name", "config", "seed", "age_mean", "age_std", "age_range",
+                   "sex_coding", "training", "history", "brain_age"}
+"""Card keys every imaging model's ``save`` writes itself (the rest are kept as they are)."""
+DIFFAE_WRITTEN_BY_SAVE = {"semantic_dim", "inversion_steps", "matched_k", "covariate_dropout", "age_guidance",
+                          "age_supervision", "latent_prior", "latent_model_params", "latent_model"}
 
 
 def main() -> None:
@@ -39,7 +42,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    model = NormativeDiffusionAutoencoder.load(args.model, device="cpu")
+    model = load_model(args.model, device="cpu", kind=("imaging", "diffae"))
     card = model.card_
     data = card["data"]
     images, masks = ROOT / data["images"], ROOT / data["masks"] if data.get("masks") else None
@@ -53,7 +56,8 @@ def main() -> None:
     if train.ids != data["train_ids"] or val.ids != data["validation_ids"]:
         sys.exit("the card's scans could not all be preprocessed again")
     readout = model.fit_brain_age(train.volumes, train.ages, val.volumes, val.ages)
-    extra = {k: v for k, v in card.items() if k not in WRITTEN_BY_SAVE}
+    written = WRITTEN_BY_SAVE | (DIFFAE_WRITTEN_BY_SAVE if isinstance(model, NormativeDiffusionAutoencoder) else set())
+    extra = {k: v for k, v in card.items() if k not in written}
     extra["brain_age_added"] = {"date": datetime.now(UTC).strftime("%Y-%m-%d"),
                                 "seconds": round(time.perf_counter() - start, 1),
                                 "by": "benchmarks/mri_brain_age.py (the weights are unchanged)"}

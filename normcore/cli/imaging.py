@@ -98,6 +98,8 @@ def cmd_mri_score(args: argparse.Namespace, progress: Progress) -> None:
           f"({result.seconds:.1f} s)")
     if result.band is not None:
         print(f"{result.band.text()} (result.json: healthy_centile_band)")
+    if result.brain_age is not None:
+        print(f"{result.brain_age.text()} (result.json: brain_age)")
     for w in result.warnings:
         print(f"warning: {w}")
     if not result.index_reliable:

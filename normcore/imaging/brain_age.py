@@ -31,6 +31,7 @@ ALPHAS = np.logspace(-2, 7, 37)
 FOLDS = 5
 """Folds of the cross-fitted healthy reference."""
 MIN_SCANS = 10
+"""Fewest healthy training scans a read-out is fitted on."""
 
 
 @dataclass

@@ -28,13 +28,16 @@ COLUMNS = ("subject_id", "age", "sex", "method", "abnormality_index", "healthy_c
            *(f"abnormality_index_{k}" for k in TOPS), *(f"healthy_centile_{k}" for k in TOPS),
            "healthy_reference_n", "healthy_reference_scheme", "index_reliable", "failed_gates",
            "latent_mask_share", "registration_metric", "mask_source", "warnings", "maps", "error", "headline_index",
-           "healthy_centile_band_low", "healthy_centile_band_high")
+           "healthy_centile_band_low", "healthy_centile_band_high", "brain_age", "brain_age_gap",
+           "brain_age_gap_centile")
 """The table's columns (a public contract: extend, never rename). ``abnormality_index`` and ``healthy_centile`` are
 the headline index's values that ``mri-score`` prints (the model's ``headline_index``, named in the column of that
 name: ``top1`` for models fitted before the peak index, ``peak`` for the shipped one); ``failed_gates`` and
 ``warnings`` are "; "-joined; ``maps`` is the scan's map folder (empty without ``maps_dir``); ``error`` is empty for
 a scored scan; ``healthy_centile_band_low``/``_high`` are the headline centile's range over the scan and its resliced
-versions (``resamplings``; :mod:`~normcore.imaging.resampling`), empty without them."""
+versions (``resamplings``; :mod:`~normcore.imaging.resampling`), empty without them; ``brain_age`` (years),
+``brain_age_gap`` (years, age-bias corrected) and ``brain_age_gap_centile`` (0-100 among the model's cross-fitted
+healthy scans) are the brain-age read-out's (:mod:`~normcore.imaging.brain_age`), empty for a model without one."""
 
 
 def _row(subject_id: str, age: float, sex: str, method: str) -> dict:
@@ -58,6 +61,9 @@ def _scored_row(row: dict, result: ScanResult) -> dict:
         row[f"healthy_centile_{k}"] = score.centile[k]
     if result.band is not None:
         row.update(healthy_centile_band_low=result.band.low, healthy_centile_band_high=result.band.high)
+    if result.brain_age is not None:
+        row.update(brain_age=result.brain_age.predicted_age, brain_age_gap=result.brain_age.gap_years,
+                   brain_age_gap_centile=100 * result.brain_age.centile)
     return row
 
 

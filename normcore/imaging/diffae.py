@@ -11,9 +11,9 @@ is fitted to the healthy training scans' semantic vectors given age and sex, so 
 multivariate deviation whose centile is its rank among the healthy validation scans; the paper's score, the cosine
 similarity of the vector to the mean of age- and sex-matched healthy training vectors, is given beside it.
 
-Brain age (:mod:`.brain_age`): a ridge read-out of age from the first-stage latent, fitted on the same healthy
-training scans with a cross-fitted healthy reference, gives every scan a brain-age gap and its healthy centile, the
-field's standard whole-brain marker of diffuse change beside the semantic deviation.
+Brain age (:mod:`.brain_age`, fitted by :class:`~.latent_space.LatentSpaceModel`): a ridge read-out of age from
+the first-stage latent gives every scan a brain-age gap and its healthy centile, the field's standard whole-brain
+marker of diffuse change, beside the semantic deviation.
 
 Counterfactual modes: ``"condition"`` changes the age condition only; ``"semantic"`` moves the semantic vector along
 the healthy age trend (a quadratic in age with a sex offset, fitted on the training vectors) and keeps the age
@@ -37,7 +37,6 @@ from normcore._utils.progress import Progress, as_progress
 from normcore.diffusion.parameterisation import CovariateTrend, GaussianPriorResidual
 from normcore.diffusion.samplers import ddim_decode, ddim_invert
 from normcore.imaging.anomaly import centile_among
-from normcore.imaging.brain_age import BrainAge, BrainAgeReadout
 from normcore.imaging.config import ImagingConfig
 from normcore.imaging.latent_space import LatentSpaceModel, parse_sex
 from normcore.imaging.training import train_denoiser
@@ -271,28 +270,6 @@ class NormativeDiffusionAutoencoder(LatentSpaceModel):
                           "total_s": round(time.perf_counter() - start, 1), "device": str(self.device)}
         return self
 
-    def first_stage_features(self, volumes: np.ndarray) -> np.ndarray:
-        """The flattened first-stage latent means (N, C*x*y*z) of volumes on the model grid: brain age's input."""
-        return self.encode(volumes)[0].flatten(1).cpu().numpy().astype(float)
-
-    def fit_brain_age(self, volumes: np.ndarray, ages, val_volumes: np.ndarray, val_ages,
-                      first_stage_train: torch.Tensor | None = None) -> BrainAgeReadout:
-        """Fit the brain-age read-out (:class:`~normcore.imaging.brain_age.BrainAgeReadout`) on the healthy
-        training scans' first-stage latents, its reference cross-fitted over them and the validation scans. Depends
-        on the first stage only, so a saved model can gain it without retraining (``benchmarks/mri_brain_age.py``).
-        ``first_stage_train``: the training scans' latents when already encoded."""
-        train = (first_stage_train.flatten(1).cpu().numpy().astype(float) if first_stage_train is not None
-                 else self.first_stage_features(volumes))
-        self.brain_age_ = BrainAgeReadout(seed=self.seed).fit(train, ages, self.first_stage_features(val_volumes),
-                                                              val_ages)
-        return self.brain_age_
-
-    def brain_age(self, volumes: np.ndarray, ages) -> list[BrainAge] | None:
-        """Brain age, its bias-corrected gap and healthy centile per volume; None for a model saved without the
-        read-out."""
-        readout = getattr(self, "brain_age_", None)
-        return None if readout is None else readout.score(self.first_stage_features(volumes), ages)
-
     def _frame(self, semantic: np.ndarray, ages, sexes) -> pd.DataFrame:
         frame = pd.DataFrame(np.asarray(semantic, float), columns=self.semantic_columns)
         frame["age"] = np.asarray(ages, float)
@@ -470,10 +447,8 @@ class NormativeDiffusionAutoencoder(LatentSpaceModel):
                   "train_sexes": self.train_sexes_, "age_trend": self.age_trend_, "reference_d2": self.reference_d2_,
                   "reference_cosine": self.reference_cosine_,
                   **{f"healthy.{k}": v for k, v in self.healthy_.items()}}
-        readout = getattr(self, "brain_age_", None)
-        if readout is not None:
-            arrays |= readout.to_arrays()
         tensors |= {k: torch.from_numpy(np.array(v, np.float64)) for k, v in arrays.items()}
+        tensors |= self._brain_age_tensors()
         card = {"format": FORMAT, "format_version": FORMAT_VERSION, "config_name": self.config_name,
                 "config": self.config.to_dict(), "seed": self.seed, "semantic_dim": self.semantic_dim,
                 "inversion_steps": self.inversion_steps, "matched_k": self.matched_k,
@@ -483,11 +458,7 @@ class NormativeDiffusionAutoencoder(LatentSpaceModel):
                 "age_mean": self.age_mean_, "age_std": self.age_std_, "age_range": list(self.age_range_),
                 "sex_coding": {"0": "F", "1": "M"}, "training": getattr(self, "training_", {}),
                 "history": getattr(self, "history_", {}),
-                "brain_age": None if readout is None else {
-                    "features": "first-stage latent means, flattened", "ridge_alpha": readout.alpha_,
-                    "folds": readout.folds, "n_reference": int(readout.reference_gaps_.size),
-                    "reference_mae_years": round(readout.reference_mae_, 2),
-                    "bias_slope": round(float(readout.bias_[0]), 4)},
+                "brain_age": self._brain_age_card(),
                 **(card_extra or {})}
         return save_model_dir(path, tensors, card, nested={LATENT_MODEL_DIR: self.latent_model_.save})
 
@@ -527,8 +498,7 @@ class NormativeDiffusionAutoencoder(LatentSpaceModel):
         model.age_trend_, model.reference_d2_, model.reference_cosine_ = (arr["age_trend"], arr["reference_d2"],
                                                                           arr["reference_cosine"])
         model.healthy_ = {k[len("healthy."):]: v.numpy() for k, v in tensors.items() if k.startswith("healthy.")}
-        model.brain_age_ = BrainAgeReadout.from_arrays({k: v.numpy() for k, v in tensors.items()
-                                                        if k.startswith("brain_age.")})
+        model._load_brain_age(tensors)
         model.latent_model_ = NormativeDiffusion.load(Path(path) / LATENT_MODEL_DIR,
                                                       device=None if device == "auto" else device)
         model.training_, model.history_ = card.get("training", {}), card.get("history", {})

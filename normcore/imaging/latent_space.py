@@ -4,6 +4,9 @@
 latents scaled to unit variance per channel (and decodes them back), codes age and sex as network conditions, and
 fits the first stage (trained, or reused from a fitted model of the same grid). The restoration model
 (:mod:`.model`) and the diffusion autoencoder (:mod:`.diffae`) build their latent diffusion on it.
+
+Both also read brain age from the first-stage latent (:mod:`.brain_age`): :meth:`LatentSpaceModel.fit_brain_age`
+at the end of their ``fit``, :meth:`LatentSpaceModel.brain_age` per scan, saved with the model's weights.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from normcore._utils.device import resolve_device
 from normcore._utils.errors import InputError
 from normcore._utils.progress import Progress
 from normcore.diffusion.schedule import NoiseSchedule
+from normcore.imaging.brain_age import MIN_SCANS, BrainAge, BrainAgeReadout
 from normcore.imaging.config import ImagingConfig
 from normcore.imaging.grid import ModelGrid
 from normcore.imaging.training import train_autoencoder
@@ -46,6 +50,51 @@ class LatentSpaceModel:
         self.device = resolve_device(device)
         self.grid = ModelGrid.from_dict(self.config.grid)
         self.schedule = NoiseSchedule("cosine", self.config.timesteps)
+
+    # ------------------------------------------------------------------------------------- brain age
+    def first_stage_features(self, volumes: np.ndarray) -> np.ndarray:
+        """The flattened first-stage latent means (N, C*x*y*z) of volumes on the model grid: brain age's input."""
+        return self.encode(volumes)[0].flatten(1).cpu().numpy().astype(float)
+
+    def fit_brain_age(self, volumes: np.ndarray, ages, val_volumes: np.ndarray, val_ages,
+                      first_stage_train: torch.Tensor | None = None) -> BrainAgeReadout | None:
+        """Fit the brain-age read-out (:class:`~normcore.imaging.brain_age.BrainAgeReadout`) on the healthy
+        training scans' first-stage latents, its reference cross-fitted over them and the validation scans. It
+        depends on the first stage only, so a saved model can gain it without retraining
+        (``benchmarks/mri_brain_age.py``). ``first_stage_train``: the training latents when already encoded.
+        With fewer than :data:`~normcore.imaging.brain_age.MIN_SCANS` training scans the model has no read-out
+        (None): a regression from so few brains would say nothing."""
+        if len(volumes) < MIN_SCANS:
+            self.brain_age_ = None
+            return None
+        train = (first_stage_train.flatten(1).cpu().numpy().astype(float) if first_stage_train is not None
+                 else self.first_stage_features(volumes))
+        self.brain_age_ = BrainAgeReadout(seed=self.seed).fit(train, ages, self.first_stage_features(val_volumes),
+                                                              val_ages)
+        return self.brain_age_
+
+    def brain_age(self, volumes: np.ndarray, ages) -> list[BrainAge] | None:
+        """Brain age, its bias-corrected gap and healthy centile per volume; None for a model saved without the
+        read-out."""
+        readout = getattr(self, "brain_age_", None)
+        return None if readout is None else readout.score(self.first_stage_features(volumes), ages)
+
+    def _brain_age_tensors(self) -> dict[str, torch.Tensor]:
+        readout = getattr(self, "brain_age_", None)
+        return {} if readout is None else {k: torch.from_numpy(v) for k, v in readout.to_arrays().items()}
+
+    def _brain_age_card(self) -> dict | None:
+        readout = getattr(self, "brain_age_", None)
+        if readout is None:
+            return None
+        return {"features": "first-stage latent means, flattened", "ridge_alpha": readout.alpha_,
+                "folds": readout.folds, "n_reference": int(readout.reference_gaps_.size),
+                "reference_mae_years": round(readout.reference_mae_, 2),
+                "bias_slope": round(float(readout.bias_[0]), 4)}
+
+    def _load_brain_age(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.brain_age_ = BrainAgeReadout.from_arrays({k: v.numpy() for k, v in tensors.items()
+                                                       if k.startswith("brain_age.")})
 
     def _build_first_stage(self) -> None:
         cfg = self.config

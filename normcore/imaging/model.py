@@ -131,6 +131,7 @@ class ImagingNormativeModel(LatentSpaceModel):
         start = time.perf_counter()
         ae_s, dit_s = self.fit_stages(volumes, ages, sexes, progress, autoencoder_from)
         self.calibrate(val_volumes, val_brains, val_ages, val_sexes, progress)
+        self.fit_brain_age(volumes, ages, val_volumes, val_ages)
         self.training_ = {"n_train": int(len(volumes)), "n_validation": int(len(val_volumes)),
                           "autoencoder_s": round(ae_s, 1), "diffusion_s": round(dit_s, 1),
                           "total_s": round(time.perf_counter() - start, 1), "device": str(self.device)}
@@ -298,12 +299,13 @@ class ImagingNormativeModel(LatentSpaceModel):
                 ref = np.asarray(self.reference_[method][k], float)
                 if np.isfinite(ref).any():  # a model loaded from before an index has no reference for it
                     tensors[f"reference.{method}.{k}"] = torch.from_numpy(ref)
+        tensors |= self._brain_age_tensors()
         card = {"format": FORMAT, "format_version": FORMAT_VERSION, "config_name": self.config_name,
                 "config": self.config.to_dict(), "seed": self.seed,
                 "age_mean": self.age_mean_, "age_std": self.age_std_, "age_range": list(self.age_range_),
                 "sex_coding": {"0": "F", "1": "M"}, "training": getattr(self, "training_", {}),
                 "history": getattr(self, "history_", {}), "reference": getattr(self, "reference_info_", {}),
-                **(card_extra or {})}
+                "brain_age": self._brain_age_card(), **(card_extra or {})}
         return save_model_dir(path, tensors, card)
 
     @classmethod
@@ -326,6 +328,7 @@ class ImagingNormativeModel(LatentSpaceModel):
         model.latent_mu_, model.latent_sd_ = tensors["latent_mu"].to(dev), tensors["latent_sd"].to(dev)
         model.error_stats_ = {m: (tensors[f"err_mean.{m}"].numpy(), tensors[f"err_std.{m}"].numpy()) for m in METHODS}
         model.reference_ = {m: {k: _reference(tensors, m, k) for k in TOPS} for m in METHODS}
+        model._load_brain_age(tensors)
         model.age_mean_, model.age_std_ = card["age_mean"], card["age_std"]
         model.age_range_ = tuple(card["age_range"])
         model.training_, model.history_ = card.get("training", {}), card.get("history", {})

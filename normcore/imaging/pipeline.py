@@ -18,6 +18,7 @@ from normcore._utils.plausibility import check_ages
 from normcore._utils.progress import Progress, as_progress
 from normcore.imaging.acquisition import check as check_acquisition
 from normcore.imaging.acquisition import gates as quality_gates
+from normcore.imaging.brain_age import BrainAge
 from normcore.imaging.io import load_mask, load_volume, save_nifti
 from normcore.imaging.latent_space import LatentSpaceModel, parse_sex
 from normcore.imaging.model import ImagingNormativeModel, ImagingScore
@@ -40,6 +41,7 @@ class ScanResult:
     quality: list[dict] = field(default_factory=list)  # quality gates (normcore.imaging.acquisition.gates)
     band: ResamplingBand | None = None  # the centile over resampled versions of the scan (resampling.py), if asked
     band_unavailable: str | None = None  # why a band that was asked for could not be made
+    brain_age: BrainAge | None = None  # None for a model saved without the read-out (normcore.imaging.brain_age)
 
     @property
     def warnings(self) -> list[str]:
@@ -71,6 +73,7 @@ class ScanResult:
                 "latent_mask_share": self.score.latent_mask_share,
                 "registration_metric": self.prepared.registration_metric, "acquisition": self.prepared.facts,
                 "quality": self.quality, "index_reliable": self.index_reliable,
+                "brain_age": self.brain_age.to_dict() if self.brain_age is not None else None,
                 "warnings": self.warnings,
                 "seconds": round(self.seconds, 2)}
 
@@ -138,8 +141,9 @@ def score_scan(model: ImagingNormativeModel, scan, age: float, sex, mask=None, n
         if why is None:
             band = resampling_band(model, prepared, score, scan_input.age, scan_input.sex_code, resamplings, method,
                                    register=register, progress=progress)
+    brain_age = model.brain_age(prepared.volume, [scan_input.age])
     return ScanResult(scan_input.name, scan_input.age, scan_input.sex, prepared, score,
-                      time.perf_counter() - start, scan_input.quality, band, why)
+                      time.perf_counter() - start, scan_input.quality, band, why, brain_age[0] if brain_age else None)
 
 
 def score_many(model: ImagingNormativeModel, items: list[dict], method: str = "kl-inpaint", out: dict | None = None,

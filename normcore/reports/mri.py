@@ -17,6 +17,7 @@ import numpy as np
 
 from normcore._utils.errors import InputError
 from normcore.imaging.anomaly import INDEX_LABELS, reslice_shift_text
+from normcore.imaging.brain_age import BrainAge
 from normcore.imaging.native_view import (
     AXES,
     Z_DISPLAY_MAX,
@@ -48,6 +49,7 @@ class MriFindings:
     reproducibility: float | None = None  # mean |centile shift| of healthy scans resliced by a quarter voxel
     band: dict | None = None  # this scan's centile over resliced versions (result.json ``healthy_centile_band``)
     smoothing_shift: float | None = None  # the same under a trilinear reslice, which also smooths the scan
+    brain_age: dict | None = None  # result.json ``brain_age`` (normcore.imaging.brain_age.BrainAge), if any
 
     def index_line(self) -> str:
         resolution = (f"{self.n_reference} healthy reference scans (steps of {100 / self.n_reference:.1f} centile "
@@ -64,9 +66,13 @@ class MriFindings:
                 + (f"; {others}." if others else ".") + spread)
 
     def share_line(self) -> str:
-        if not np.isfinite(self.share_above):
-            return ""
-        return f"{100 * self.share_above:.2f}% of brain voxels have z above {Z_THRESHOLD:g}."
+        """The share of brain voxels above the z threshold, then the brain age when the model reads one."""
+        text = (f"{100 * self.share_above:.2f}% of brain voxels have z above {Z_THRESHOLD:g}."
+                if np.isfinite(self.share_above) else "")
+        if self.brain_age:
+            line = BrainAge(**self.brain_age).text()
+            text = f"{text} {line[:1].upper()}{line[1:]}.".strip()
+        return text
 
 
 def findings(scan: nib.Nifti1Image, zmap: nib.Nifti1Image, summary: dict, brain: np.ndarray | None = None,
@@ -85,7 +91,8 @@ def findings_of_view(view: NativeView, summary: dict) -> MriFindings:
                        summary.get("healthy_reference_n"), view.mm(centre), planes, view.background,
                        list(summary.get("warnings", [])), view.share_above(), summary.get("headline_index", "top1"),
                        summary.get("healthy_centile_reproducibility"), summary.get("healthy_centile_band"),
-                       smoothing_shift=summary.get("healthy_centile_smoothing_shift"))
+                       smoothing_shift=summary.get("healthy_centile_smoothing_shift"),
+                       brain_age=summary.get("brain_age"))
 
 
 def findings_from_result(result, view: NativeView | None = None) -> MriFindings:

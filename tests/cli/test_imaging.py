@@ -69,6 +69,7 @@ def test_mri_fit_then_score_writes_maps_in_scan_space(scan_folder, tmp_path, cap
     assert result["headline_index"] == "top1"
     assert result["healthy_reference_n"] == 10 and result["healthy_reference_scheme"] == "cross-fitted"
     assert result["index_inset_mm"] == 0.0  # the tiny configuration ranks every brain voxel
+    assert result["brain_age"] is None  # 6 training scans: too few for a brain-age read-out
     assert 0 <= result["healthy_centile"]["top1"] <= 100
     rc = main(["mri-score", str(model_dir), str(scan), "--age", "40", "--sex", "1", "--out", str(out / "m"),
                "--method", "autoencoder", "--quiet", "--device", "cpu"])

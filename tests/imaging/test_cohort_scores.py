@@ -81,6 +81,23 @@ def test_the_headline_columns_follow_the_models_headline_index(tiny_imaging_mode
     assert (tables["peak"].abnormality_index_peak.dropna() > tables["top1"].abnormality_index.dropna()).all()
 
 
+def test_brain_age_columns_are_the_models_read_out_and_empty_without_one(tiny_imaging_model, tiny_cohort,
+                                                                        cohort_folder):
+    plain = score_cohort(tiny_imaging_model, cohort_folder / "t1", cohort_folder / "participants.csv", seed=3,
+                         register=False)
+    assert plain[["brain_age", "brain_age_gap", "brain_age_gap_centile"]].isna().all().all()
+    c, model = tiny_cohort, copy.copy(tiny_imaging_model)
+    model.fit_brain_age(c["volumes"][:10], c["ages"][:10], c["volumes"][10:12], c["ages"][10:12])
+    table = score_cohort(model, cohort_folder / "t1", cohort_folder / "participants.csv", seed=3, register=False)
+    scored = table[table.error == ""]
+    assert scored.brain_age.notna().all() and table.brain_age[table.error != ""].isna().all()
+    alone = score_scan(model, cohort_folder / "t1" / "sub-01_T1w.nii.gz", table.age[1], table.sex[1],
+                       register=False, seed=3)
+    assert alone.summary()["brain_age"] == alone.brain_age.to_dict()
+    assert table.brain_age_gap[1] == pytest.approx(alone.brain_age.gap_years)
+    assert table.brain_age_gap_centile[1] == pytest.approx(100 * alone.brain_age.centile)
+
+
 def test_band_columns_are_filled_only_when_asked_and_possible(tiny_imaging_model, cohort_folder, monkeypatch):
     plain = score_cohort(tiny_imaging_model, cohort_folder / "t1", cohort_folder / "participants.csv", seed=3,
                          register=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -127,3 +129,24 @@ def test_index_within_template_ranks_only_voxels_inside_the_template_brain(tiny_
     region = index_region(leaky, model.config.index_margin, template_brain)
     assert indices[True] == {k: abnormality_index(z, region, t) for k, t in TOPS.items()}
     assert indices[True]["top1"] < 5
+
+
+def test_brain_age_is_fitted_from_ten_scans_and_saved_with_the_model(tiny_imaging_model, tiny_cohort, tmp_path):
+    """The tiny model saw 8 training scans, too few for a read-out; its first stage gains one from 10 (the read-out
+    depends on the first stage only), which is saved and loaded with the model."""
+    import copy
+
+    c = tiny_cohort
+    assert tiny_imaging_model.brain_age(c["volumes"][12:], c["ages"][12:]) is None
+    tiny_imaging_model.save(tmp_path / "none")
+    assert json.loads((tmp_path / "none" / "model.json").read_text())["brain_age"] is None
+    model = copy.copy(tiny_imaging_model)
+    readout = model.fit_brain_age(c["volumes"][:10], c["ages"][:10], c["volumes"][10:12], c["ages"][10:12])
+    assert readout.reference_gaps_.size == 12 and tiny_imaging_model.brain_age_ is None
+    scores = model.brain_age(c["volumes"][12:], c["ages"][12:])
+    assert len(scores) == 2 and all(0 <= b.centile <= 1 and b.n_reference == 12 for b in scores)
+    model.save(tmp_path / "with")
+    card = json.loads((tmp_path / "with" / "model.json").read_text())
+    assert card["brain_age"]["n_reference"] == 12
+    loaded = ImagingNormativeModel.load(tmp_path / "with", device="cpu")
+    assert [b.to_dict() for b in loaded.brain_age(c["volumes"][12:], c["ages"][12:])] == [b.to_dict() for b in scores]

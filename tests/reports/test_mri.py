@@ -91,6 +91,16 @@ def test_the_index_line_says_how_far_a_reslice_moves_the_centile_when_it_was_mea
     assert banded.endswith("Resliced 2 times by a fraction of a voxel, this scan's centile ranged 41-83.")
 
 
+def test_the_share_line_adds_the_brain_age_when_the_result_has_one():
+    scan, zmap, _ = _scan_and_zmap(False)
+    assert "brain age" not in findings(scan, zmap, SUMMARY).share_line().lower()
+    brain_age = {"predicted_age": 71.6, "gap_years": 9.24, "raw_gap_years": 6.6, "z": 1.3, "centile": 0.91,
+                 "n_reference": 116, "reference_mae_years": 8.45}
+    line = findings(scan, zmap, {**SUMMARY, "brain_age": brain_age}).share_line()
+    assert line.endswith("Brain age 72 y: looks 9.2 y older than healthy people of the same age (centile 91 among "
+                         "116 healthy scans; the read-out's error on them is 8.4 y on average).")
+
+
 def test_a_flipped_scan_is_shown_like_its_ras_copy():
     a = findings(*_scan_and_zmap(False)[:2], SUMMARY)
     b = findings(*_scan_and_zmap(True)[:2], SUMMARY)
