@@ -308,6 +308,8 @@ def results_section(model) -> None:
                     width="stretch")
 
     native_section(name)
+    if result.brain_age is not None:
+        brain_age_panel(model.brain_age_, result.brain_age, result.age)
     whole_brain_section(name)
 
     st.subheader("Downloads (in the scan's own space)")
@@ -397,8 +399,6 @@ def whole_brain_section(name: str) -> None:
     c1.plotly_chart(latent_profile_figure(d.per_dimension_z), width="stretch", key="mri_latent_profile")
     position = model.healthy_position(latent.counterfactuals.semantic, latent.scan.age, latent.scan.sex)
     c2.plotly_chart(latent_position_figure(position), width="stretch", key="mri_latent_position")
-    if latent.brain_age is not None:
-        brain_age_panel(model, latent)
 
     st.subheader("Counterfactual age")
     cf = latent.counterfactuals
@@ -434,10 +434,11 @@ def whole_brain_section(name: str) -> None:
                        on_click="ignore")
 
 
-def brain_age_panel(model, latent) -> None:
-    """Brain age from the first-stage latent: predicted age, the bias-corrected gap, its healthy centile."""
-    b = latent.brain_age
-    st.markdown("**Brain age**")
+def brain_age_panel(readout, brain_age, age: float) -> None:
+    """Brain age from the restoration model's first-stage latent: predicted age, the bias-corrected gap, its
+    centile among the model's cross-fitted healthy scans, and where the gap sits among theirs."""
+    b = brain_age
+    st.subheader("Brain age")
     m = st.columns(3)
     m[0].metric("Brain age", f"{b.predicted_age:.0f} y",
                 help="Age read from the scan's first-stage latent by a ridge regression fitted on the healthy "
@@ -449,12 +450,12 @@ def brain_age_panel(model, latent) -> None:
     m[2].metric("Brain-age gap centile", f"{100 * b.centile:.0f}",
                 help=f"Rank of the gap among {b.n_reference} cross-fitted healthy scans (100 = looks older than all "
                      "of them).")
-    readout = model.brain_age_
-    st.plotly_chart(brain_age_figure(readout.reference_ages_, readout.reference_gaps_, latent.scan.age,
-                                     b.gap_years), width="stretch", key="mri_brain_age")
-    st.caption("The brain-age gap is the field's usual marker of diffuse, whole-brain change. The read-out is "
-               f"imprecise on this model's grid (about {b.reference_mae_years:.0f} years of error on healthy scans), "
-               "so only a gap well beyond the healthy band means much; a focal lesion hardly moves it.")
+    st.plotly_chart(brain_age_figure(readout.reference_ages_, readout.reference_gaps_, age, b.gap_years),
+                    width="stretch", key="mri_brain_age")
+    st.caption("The brain-age gap is the field's usual marker of diffuse, whole-brain change, which the voxel maps "
+               f"miss. The read-out is imprecise on this model's grid (about {b.reference_mae_years:.0f} years of "
+               "error on healthy scans), so only a gap well beyond the healthy band means much; a focal lesion "
+               "hardly moves it.")
 
 
 def native_map_bytes(result, key: str) -> bytes:

@@ -56,6 +56,8 @@ def mri_setup(tmp_path_factory):
                                         latent_model_params={"epochs": 3, "n_samples": 100, "sampling_steps": 8})
     dae.fit(vols[:21], brains[:21], ages[:21], sexes[:21], vols[21:], brains[21:], ages[21:], sexes[21:])
     dae.save(root / "diffae")
+    model.fit_brain_age(vols[:21], ages[:21], vols[21:], ages[21:])  # 4 training scans are too few for one
+    model.save(root / "model")
 
     demo = root / "demo"
     demo.mkdir()
@@ -127,7 +129,8 @@ def test_demo_run_shows_metrics_charts_and_downloads(mri_env):
     assert set(results) == {"healthy demo", "lesion demo"}
     labels = [m.label for m in at.metric]
     assert labels == ["Abnormality index (peak: top 0.05%)", "Centile (peak: top 0.05%)",
-                      "Abnormality index (top 1%)", "Centile (top 1%)"]
+                      "Abnormality index (top 1%)", "Centile (top 1%)", "Brain age", "Brain-age gap",
+                      "Brain-age gap centile"]
     shown = at.session_state["mri_scan"]
     assert float(at.metric[0].value) == pytest.approx(results[shown].score.index["peak"], abs=0.01)
     assert float(at.metric[2].value) == pytest.approx(results[shown].score.index["top1"], abs=0.01)
@@ -141,8 +144,14 @@ def test_demo_run_shows_metrics_charts_and_downloads(mri_env):
     assert "Download the table (CSV)" in labels
     assert {"restoration (.nii.gz)", "anomaly map (.nii.gz)", "z-map (.nii.gz)", "result (.json)"} <= set(labels)
 
-    trip, over, native = charts(at)
+    trip, over, native, brain_age = charts(at)
     assert sum(t["type"] == "heatmap" for t in trip["data"]) == 3
+    # the brain age read from the restoration model's first stage, as mri-score and the report give it
+    shown_age = results[shown].brain_age
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Brain-age gap"] == f"{shown_age.gap_years:+.1f} y"
+    assert float(metrics["Brain-age gap centile"]) == pytest.approx(100 * shown_age.centile, abs=0.5)
+    assert list(values(brain_age["data"][-1]["y"])) == pytest.approx([shown_age.gap_years])
     # the scan at its own resolution (the 6 mm demo scans: 32 voxels a side, not the 12 mm model grid)
     assert sum(t["type"] == "heatmap" for t in native["data"]) == 6
     assert values(native["data"][0]["z"]).shape == (32, 32)
@@ -230,7 +239,7 @@ def test_cancel_keeps_the_scans_finished_before(mri_env, monkeypatch):
     assert not at.exception and not at.error
     assert any("cancelled" in w.value for w in at.warning)
     assert list(at.session_state["mri_results"]) == ["healthy demo"]
-    assert len(at.metric) == 4 and not button(at, "Run restoration").disabled
+    assert len(at.metric) == 7 and not button(at, "Run restoration").disabled
 
 
 def test_bad_uploads_show_errors(mri_env):
@@ -265,7 +274,7 @@ def test_upload_with_ages_runs(mri_env):
     assert (result.age, result.sex) == (52.0, "M")
     assert result.band.n_resamplings == 2
     assert any("Resliced 2 times by a fraction of a voxel, the centile ranged" in c.value for c in at.caption)
-    assert len(at.metric) == 4 and len(charts(at)) == 3  # slices, overlay, the scan at its own resolution
+    assert len(at.metric) == 7 and len(charts(at)) == 4  # slices, overlay, the scan at its own resolution, brain age
     # the quality gates beside the index; a failed gate labels the index unreliable
     gates = next(d for d in at.dataframe if "quality gate" in d.value.columns).value
     assert list(gates["quality gate"])[:3] == ["brain mask", "voxel size (mm)", "brain coverage"]
@@ -306,7 +315,7 @@ def test_a_scan_scored_here_joins_a_subject_report_on_the_deviations_page(mri_en
 def test_whole_brain_deviation_and_counterfactual_age_panels(mri_env):
     at = run_and_wait(mri_page())
     shown = at.session_state["mri_scan"]
-    assert not charts(at)[3:]  # nothing of the diffusion autoencoder before its button
+    assert not charts(at)[4:]  # nothing of the diffusion autoencoder before its button
     # the panel says the score is exploratory, and what its card measured (the tiny test model's: nothing)
     assert any("treat it as exploratory" in c.value and "no held-out measurement" in c.value for c in at.caption)
     button(at, f"Analyse {shown} with the diffusion autoencoder").click().run()
@@ -318,12 +327,9 @@ def test_whole_brain_deviation_and_counterfactual_age_panels(mri_env):
     metrics = {m.label: m.value for m in at.metric}
     assert float(metrics["Whole-brain deviation centile"]) == pytest.approx(100 * latent.deviation.centile, abs=0.5)
     assert float(metrics["Multivariate z"]) == pytest.approx(latent.deviation.multivariate_z, abs=0.01)
-    assert metrics["Brain-age gap"] == f"{latent.brain_age.gap_years:+.1f} y"
-    assert float(metrics["Brain-age gap centile"]) == pytest.approx(100 * latent.brain_age.centile, abs=0.5)
-    profile, position, brain_age, slices, ventricles, tissue = charts(at)[3:]
+    profile, position, slices, ventricles, tissue = charts(at)[4:]
     assert values(profile["data"][0]["y"]).size == 4  # one bar per semantic dimension
     assert position["data"][-1]["name"] == "this scan"
-    assert list(values(brain_age["data"][-1]["y"])) == pytest.approx([latent.brain_age.gap_years])
     assert sum(t["type"] == "heatmap" for t in slices["data"]) == 3
     assert [t["name"] for t in ventricles["data"]][-2:] == ["this brain at other ages", "own age"]
     slider = widget(at.select_slider, "Show the brain at age")
