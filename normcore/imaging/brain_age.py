@@ -68,7 +68,9 @@ def _ridge(features: np.ndarray, ages: np.ndarray) -> tuple[np.ndarray, np.ndarr
     """Feature mean and scale, ridge coefficients and intercept on standardised features, and the chosen penalty."""
     mean = features.mean(0)
     scale = features.std(0)
-    scale[scale < 1e-12] = 1.0
+    # a feature that hardly varies among the training scans must not blow up when a new scan's value differs
+    floor = 1e-2 * float(np.median(scale[scale > 0])) if (scale > 0).any() else 1.0
+    scale = np.maximum(scale, floor)
     fitted = RidgeCV(alphas=ALPHAS).fit((features - mean) / scale, ages)
     return mean, scale, np.asarray(fitted.coef_, float), float(fitted.intercept_), float(fitted.alpha_)
 

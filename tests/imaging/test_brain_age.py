@@ -85,3 +85,13 @@ def test_bad_inputs_are_refused_with_a_message(healthy, readout):
         BrainAgeReadout().fit(x, ages[:-1])
     with pytest.raises(InputError, match="features per scan"):
         readout.predict(x[:, :10])
+
+
+def test_a_feature_constant_in_training_does_not_blow_up_a_new_scans_prediction(healthy):
+    ages, x, _, _ = healthy
+    padded = np.c_[x, np.zeros(len(x)), np.r_[1e-9, np.zeros(len(x) - 1)]]  # constant, and nearly constant
+    readout = BrainAgeReadout().fit(padded, ages)
+    new = ageing_features(np.array([50.0]), 8)
+    plain = readout.predict(np.c_[new, [[0.0, 0.0]]])
+    odd = readout.predict(np.c_[new, [[5.0, 5.0]]])  # values far outside what training saw in those features
+    assert abs(odd[0] - plain[0]) < 20
