@@ -185,7 +185,8 @@ def quality_table(gates: list[dict]) -> pd.DataFrame:
 def cohort_table(summaries: list[dict]) -> pd.DataFrame:
     """One row per scored scan from :meth:`ScanResult.summary` dicts: every index of
     :data:`~normcore.imaging.anomaly.TOPS` and its centile (empty where a summary lacks it; the first summary's
-    headline index first), the latent mask share, whether the index is reliable, warnings."""
+    headline index first), the latent mask share, whether the index is reliable, the brain-age gap (years) and its
+    centile (0-100; empty for a model without the read-out), warnings."""
     lead = (summaries[0].get("headline_index") or "top1") if summaries else "top1"
     order = [lead, *(k for k in TOPS if k != lead)] if lead in TOPS else list(TOPS)
     indices = [c for k in order for c in (f"index {k}", f"centile {k}")]
@@ -195,7 +196,10 @@ def cohort_table(summaries: list[dict]) -> pd.DataFrame:
         row = {"scan": s.get("scan"), "age": s.get("age"), "sex": s.get("sex"), "method": s.get("method")}
         for k in TOPS:
             row[f"index {k}"], row[f"centile {k}"] = index.get(k), centile.get(k)
+        brain_age = s.get("brain_age") or {}
         rows.append(row | {"latent mask share": s.get("latent_mask_share"), "index reliable": s.get("index_reliable"),
+                           "brain-age gap": brain_age.get("gap_years"),
+                           "brain-age gap centile": 100 * brain_age["centile"] if brain_age else None,
                            "warnings": "; ".join(s.get("warnings") or [])})
     return pd.DataFrame(rows, columns=["scan", "age", "sex", "method", *indices, "latent mask share", "index reliable",
-                                       "warnings"])
+                                       "brain-age gap", "brain-age gap centile", "warnings"])

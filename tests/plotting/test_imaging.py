@@ -131,6 +131,9 @@ def test_cohort_table_rows():
                           "healthy_centile": {**summary["healthy_centile"], "peak": 99.0}, "headline_index": "peak"}])
     assert peak.loc[0, "index peak"] == 4.0 and peak.loc[0, "centile peak"] == 99.0
     assert list(peak.columns[4:8]) == ["index peak", "centile peak", "index top1", "centile top1"]
+    assert table["brain-age gap"].isna().all()  # a model without the brain-age read-out
+    aged = cohort_table([{**summary, "brain_age": {"gap_years": 7.5, "centile": 0.9}}])
+    assert aged.loc[0, "brain-age gap"] == 7.5 and aged.loc[0, "brain-age gap centile"] == 90.0
 
 
 def test_most_abnormal_slice_prefers_a_cluster_over_one_extreme_voxel():
