@@ -368,8 +368,9 @@ def whole_brain_section(name: str) -> None:
         return
     st.caption("A diffusion autoencoder gives the scan a compact semantic vector (what the brain looks like as a "
                "whole); a normative model of healthy people's vectors given age and sex says how far this one is "
-               "from theirs. It is meant for global deviations that voxel maps miss, such as diffuse atrophy; treat it "
-               "as exploratory. " + (model.evidence_text() or "This model's card has no held-out measurement of it.")
+               "from theirs. It is meant for global deviations that voxel maps miss, but on the benchmarks it does "
+               "not yet find diffuse atrophy (the brain-age gap does); treat it as exploratory. "
+               + (model.evidence_text() or "This model's card has no held-out measurement of it.")
                + " The same model shows the brain at other ages.")
     job = ss.get("mri_latent_job")
     running = job is not None and job.running
