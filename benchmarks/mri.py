@@ -114,6 +114,16 @@ def synthetic_part(config: str, seed: int, n_train: int, n_val: int, n_test: int
     return res
 
 
+def card_scan_folders(card: dict) -> tuple[dict, Path, Path | None]:
+    """A model card's ``data`` record with its scan and mask folders (``mri-fit`` records them relative to the
+    repository); exits with a message when the scans are absent."""
+    data = card["data"]
+    images, masks = ROOT / data["images"], ROOT / data["masks"] if data.get("masks") else None
+    if not images.is_dir():
+        sys.exit(f"{images} is absent (it lives in ../shared/data)")
+    return data, images, masks
+
+
 def store_card_metrics(model_dir: Path, metrics: dict, key: str = "metrics") -> None:
     """Replace the model card's ``key`` (default ``metrics``) by ``metrics`` (JSON only, atomically; the weights are
     untouched)."""

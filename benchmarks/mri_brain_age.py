@@ -27,6 +27,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from mri import card_scan_folders  # noqa: E402  (benchmarks/mri.py)
+
 from normcore.imaging.cohort import load_cohort  # noqa: E402
 from normcore.imaging.diffae import NormativeDiffusionAutoencoder  # noqa: E402
 from normcore.registry import load_model  # noqa: E402
@@ -46,10 +48,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model = load_model(args.model, device="cpu", kind=("imaging", "diffae"))
     card = model.card_
-    data = card["data"]
-    images, masks = ROOT / data["images"], ROOT / data["masks"] if data.get("masks") else None
-    if not images.is_dir():
-        sys.exit(f"{images} is absent (it lives in ../shared/data)")
+    data, images, masks = card_scan_folders(card)
     start = time.perf_counter()
     cohorts = [load_cohort(images, ROOT / data["participants"], model.grid, masks=masks, ids=data[key],
                            intensity_inset_mm=model.config.intensity_inset_mm)

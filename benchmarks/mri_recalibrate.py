@@ -43,6 +43,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from mri import card_scan_folders  # noqa: E402  (benchmarks/mri.py)
+
 from normcore.imaging.anomaly import TOPS  # noqa: E402
 from normcore.imaging.cohort import load_cohort  # noqa: E402
 from normcore.imaging.config import ImagingConfig  # noqa: E402
@@ -115,10 +117,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model = ImagingNormativeModel.load(args.model, device="cpu")
     card = model.card_
-    data = card["data"]
-    images, masks = ROOT / data["images"], ROOT / data["masks"] if data.get("masks") else None
-    if not images.is_dir():
-        sys.exit(f"{images} is absent (it lives in ../shared/data)")
+    data, images, masks = card_scan_folders(card)
     start = time.perf_counter()
     extra = {k: v for k, v in card.items() if k not in WRITTEN_BY_SAVE}
     if args.error_power is not None:
