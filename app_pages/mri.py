@@ -309,7 +309,7 @@ def results_section(model) -> None:
 
     native_section(name)
     if result.brain_age is not None:
-        brain_age_panel(model.brain_age_, result.brain_age, result.age)
+        brain_age_panel(model.brain_age_, result.brain_age, result.age, result.index_reliable)
     whole_brain_section(name)
 
     st.subheader("Downloads (in the scan's own space)")
@@ -435,9 +435,10 @@ def whole_brain_section(name: str) -> None:
                        on_click="ignore")
 
 
-def brain_age_panel(readout, brain_age, age: float) -> None:
+def brain_age_panel(readout, brain_age, age: float, reliable: bool) -> None:
     """Brain age from the restoration model's first-stage latent: predicted age, the bias-corrected gap, its
-    centile among the model's cross-fitted healthy scans, and where the gap sits among theirs."""
+    centile among the model's cross-fitted healthy scans, and where the gap sits among theirs (``reliable``: the
+    scan passes the quality gates)."""
     b = brain_age
     st.subheader("Brain age")
     m = st.columns(3)
@@ -457,6 +458,8 @@ def brain_age_panel(readout, brain_age, age: float) -> None:
                f"miss. The read-out is imprecise on this model's grid (about {b.reference_mae_years:.0f} years of "
                "error on healthy scans), so only a gap well beyond the healthy band means much; a focal lesion "
                "hardly moves it.")
+    if not reliable:
+        st.warning("The scan fails a quality gate (see above): its brain age is not calibrated for it either.")
 
 
 def native_map_bytes(result, key: str) -> bytes:

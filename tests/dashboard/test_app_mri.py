@@ -280,6 +280,7 @@ def test_upload_with_ages_runs(mri_env):
     assert list(gates["quality gate"])[:3] == ["brain mask", "voxel size (mm)", "brain coverage"]
     unreliable = any("Index unreliable" in w.value for w in at.warning)
     assert result.quality and unreliable == (not result.index_reliable) == ("NO" in set(gates["passed"]))
+    assert any("brain age is not calibrated" in w.value for w in at.warning) == unreliable
 
 
 def test_without_a_model_the_page_says_how_to_train_one(mri_setup, monkeypatch):
