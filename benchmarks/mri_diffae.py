@@ -147,11 +147,12 @@ def voxel_indices(ldm: ImagingNormativeModel, vols, brains, ages, sexes, seed: i
 
 def deviation_scores(dae: NormativeDiffusionAutoencoder, vols, ages, sexes) -> dict[str, np.ndarray]:
     """The semantic latent's deviation scores and, for a model with the read-out, the brain-age gap and centile."""
-    devs = dae.latent_deviation(dae.semantic(vols), ages, sexes)
+    latents = dae.encode(vols)[0]
+    devs = dae.latent_deviation(dae.semantic_of_latents(latents), ages, sexes)
     out = {"multivariate_d2": np.array([d.multivariate_d2 for d in devs]),
            "negative_cosine": -np.array([d.cosine_similarity for d in devs]),
            "centile": np.array([d.centile for d in devs])}
-    brain_ages = dae.brain_age(vols, ages)
+    brain_ages = dae.brain_age_of_latents(latents, ages)
     if brain_ages is not None:
         out["brain_age_gap"] = np.array([b.gap_years for b in brain_ages])
         out["brain_age_centile"] = np.array([b.centile for b in brain_ages])

@@ -255,7 +255,8 @@ class NormativeDiffusionAutoencoder(LatentSpaceModel):
         params = {"seed": self.seed, "device": str(self.device), **self.latent_model_params}
         self.latent_model_ = NormativeDiffusion(**params).fit(self._frame(self.train_semantic_, ages, sexes),
                                                              age="age", covariates=["sex"], progress=progress)
-        val_semantic = self.semantic(val_volumes)
+        val_latents = self.encode(val_volumes)[0]
+        val_semantic = self.semantic_of_latents(val_latents)
         self.reference_d2_ = self._latent_scores(val_semantic, val_ages, val_sexes)["multivariate_d2"].to_numpy(float)
         self.reference_cosine_ = self.cosine_similarity(val_semantic, val_ages, val_sexes)
         all_vols = np.concatenate([np.asarray(volumes), np.asarray(val_volumes)])
@@ -264,7 +265,7 @@ class NormativeDiffusionAutoencoder(LatentSpaceModel):
                          "sex": np.r_[sex_codes, [parse_sex(s) for s in val_sexes]].astype(float),
                          "ventricle_ml": ventricle_volume_ml(all_vols, self.grid, all_brains),
                          "tissue_ml": tissue_volume_ml(all_vols, all_brains, self.grid)}
-        self.fit_brain_age(volumes, ages, val_volumes, val_ages, first_stage_train=mean)
+        self.fit_brain_age(volumes, ages, val_volumes, val_ages, latents=mean, val_latents=val_latents)
         self.training_ = {"n_train": int(len(volumes)), "n_validation": int(len(val_volumes)),
                           "autoencoder_s": round(ae_s, 1), "diffusion_s": round(dit_s, 1),
                           "total_s": round(time.perf_counter() - start, 1), "device": str(self.device)}
@@ -294,8 +295,12 @@ class NormativeDiffusionAutoencoder(LatentSpaceModel):
     @torch.no_grad()
     def semantic(self, volumes: np.ndarray) -> np.ndarray:
         """Semantic vectors (N, semantic_dim) of volumes on the model grid."""
-        z0, _ = self.encode(volumes)
-        return self.net_.encoder(z0).cpu().numpy().astype(float)
+        return self.semantic_of_latents(self.encode(volumes)[0])
+
+    @torch.no_grad()
+    def semantic_of_latents(self, latents: torch.Tensor) -> np.ndarray:
+        """:meth:`semantic` of scans already encoded (their :meth:`encode` means)."""
+        return self.net_.encoder(latents).cpu().numpy().astype(float)
 
     def _latent_scores(self, semantic: np.ndarray, ages, sexes) -> pd.DataFrame:
         """The latent model's scores of the vectors (z and centile per dimension, multivariate scores)."""

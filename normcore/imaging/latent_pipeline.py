@@ -108,9 +108,10 @@ def analyse_prepared(model: NormativeDiffusionAutoencoder, scan_input: ScanInput
         scan_input = dataclasses.replace(scan_input, prepared=prepared)
     targets = parse_ages(at_ages)
     start = time.perf_counter()
-    semantic = model.semantic(scan_input.prepared.volume)
+    latents = model.encode(scan_input.prepared.volume)[0]  # once, for the semantic vector and the brain age
+    semantic = model.semantic_of_latents(latents)
     deviation = model.latent_deviation(semantic, [scan_input.age], [scan_input.sex])[0]
-    brain_age = model.brain_age(scan_input.prepared.volume, [scan_input.age])
+    brain_age = model.brain_age_of_latents(latents, [scan_input.age])
     scored_s = time.perf_counter() - start
     cf = model.counterfactual(scan_input.prepared.volume, scan_input.age, scan_input.sex, targets, mode,
                               age_guidance=age_guidance, progress=progress) if targets else None

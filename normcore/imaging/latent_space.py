@@ -35,6 +35,11 @@ def parse_sex(value) -> int:
     raise InputError(f"sex {value!r} not understood: use M or F (or 1 = male, 0 = female)")
 
 
+def _features(latents: torch.Tensor) -> np.ndarray:
+    """Brain age's input: first-stage latent means flattened per scan, (N, C*x*y*z)."""
+    return latents.flatten(1).cpu().numpy().astype(float)
+
+
 class LatentSpaceModel:
     """Configuration, first-stage autoencoder and latent scaling of an imaging model (see the module docstring)."""
 
@@ -50,41 +55,42 @@ class LatentSpaceModel:
         self.device = resolve_device(device)
         self.grid = ModelGrid.from_dict(self.config.grid)
         self.schedule = NoiseSchedule("cosine", self.config.timesteps)
+        self.brain_age_: BrainAgeReadout | None = None  # set by fit_brain_age or on loading
 
     # ------------------------------------------------------------------------------------- brain age
-    def first_stage_features(self, volumes: np.ndarray) -> np.ndarray:
-        """The flattened first-stage latent means (N, C*x*y*z) of volumes on the model grid: brain age's input."""
-        return self.encode(volumes)[0].flatten(1).cpu().numpy().astype(float)
-
     def fit_brain_age(self, volumes: np.ndarray, ages, val_volumes: np.ndarray, val_ages,
-                      first_stage_train: torch.Tensor | None = None) -> BrainAgeReadout | None:
+                      latents: torch.Tensor | None = None,
+                      val_latents: torch.Tensor | None = None) -> BrainAgeReadout | None:
         """Fit the brain-age read-out (:class:`~normcore.imaging.brain_age.BrainAgeReadout`) on the healthy
         training scans' first-stage latents, its reference cross-fitted over them and the validation scans. It
         depends on the first stage only, so a saved model can gain it without retraining
-        (``benchmarks/mri_brain_age.py``). ``first_stage_train``: the training latents when already encoded.
-        With fewer than :data:`~normcore.imaging.brain_age.MIN_SCANS` training scans the model has no read-out
-        (None): a regression from so few brains would say nothing."""
+        (``benchmarks/mri_brain_age.py``). ``latents`` / ``val_latents``: the scans' :meth:`encode` means when
+        already computed. With fewer than :data:`~normcore.imaging.brain_age.MIN_SCANS` training scans the model
+        has no read-out (None): a regression from so few brains would say nothing."""
         if len(volumes) < MIN_SCANS:
             self.brain_age_ = None
             return None
-        train = (first_stage_train.flatten(1).cpu().numpy().astype(float) if first_stage_train is not None
-                 else self.first_stage_features(volumes))
-        self.brain_age_ = BrainAgeReadout(seed=self.seed).fit(train, ages, self.first_stage_features(val_volumes),
-                                                              val_ages)
+        train = self.encode(volumes)[0] if latents is None else latents
+        val = self.encode(val_volumes)[0] if val_latents is None else val_latents
+        self.brain_age_ = BrainAgeReadout(seed=self.seed).fit(_features(train), ages, _features(val), val_ages)
         return self.brain_age_
 
     def brain_age(self, volumes: np.ndarray, ages) -> list[BrainAge] | None:
-        """Brain age, its bias-corrected gap and healthy centile per volume; None for a model saved without the
+        """Brain age, its bias-corrected gap and healthy centile per volume; None for a model without the
         read-out."""
-        readout = getattr(self, "brain_age_", None)
-        return None if readout is None else readout.score(self.first_stage_features(volumes), ages)
+        return None if self.brain_age_ is None else self.brain_age_of_latents(self.encode(volumes)[0], ages)
+
+    def brain_age_of_latents(self, latents: torch.Tensor, ages) -> list[BrainAge] | None:
+        """:meth:`brain_age` of scans already encoded (their :meth:`encode` means)."""
+        return None if self.brain_age_ is None else self.brain_age_.score(_features(latents), ages)
 
     def _brain_age_tensors(self) -> dict[str, torch.Tensor]:
-        readout = getattr(self, "brain_age_", None)
-        return {} if readout is None else {k: torch.from_numpy(v) for k, v in readout.to_arrays().items()}
+        if self.brain_age_ is None:
+            return {}
+        return {k: torch.from_numpy(v) for k, v in self.brain_age_.to_arrays().items()}
 
     def _brain_age_card(self) -> dict | None:
-        readout = getattr(self, "brain_age_", None)
+        readout = self.brain_age_
         if readout is None:
             return None
         return {"features": "first-stage latent means, flattened", "ridge_alpha": readout.alpha_,
