@@ -214,6 +214,20 @@ def counterfactual_trend(dae: NormativeDiffusionAutoencoder, vols, brains, ages,
     return out
 
 
+def first_stage_trend(dae: NormativeDiffusionAutoencoder, vols, brains, ages) -> dict:
+    """The cross-sectional ventricle and tissue slopes (ml per decade) of healthy scans as given and of the same scans
+    through the first-stage autoencoder alone (decode(encode(scan))): how much of the cohort's age trend the first
+    stage can show at all, the ceiling of any counterfactual decoded through it."""
+    brains = np.asarray(brains, bool)
+    recon = np.concatenate([dae.decode(dae.encode(vols[i:i + 16])[0]) for i in range(0, len(vols), 16)])
+    out = {"n": len(ages)}
+    for key, v in (("scans", vols), ("reconstructions", recon)):
+        vent, tissue = ventricle_volume_ml(v, dae.grid, brains), tissue_volume_ml(v, brains, dae.grid)
+        out[key] = {"ventricle_ml_per_decade": round(slope_per_decade(ages, vent), 3),
+                    "tissue_ml_per_decade": round(slope_per_decade(ages, tissue), 2)}
+    return out
+
+
 def timings(dae: NormativeDiffusionAutoencoder, ids: list[str], ages, sexes) -> dict:
     scores, cfs = [], []
     for sid, age, sex in list(zip(ids, ages, sexes, strict=True))[:5]:
@@ -254,12 +268,13 @@ def ixi_part(model_dir: Path, ldm_dir: Path, seed: int, cache: Path | None, guid
     lesioned = np.stack([implant_lesion(v, masks[i % len(masks)][1] & b, dae.grid, seed=seed + i)
                          for i, (v, b) in enumerate(zip(vte, bte, strict=True))])
     patients = deviation_scores(dae, lesioned, ate, ste)
+    lvte, lbte, llesioned = vte, bte, lesioned
     if ldm.config.intensity_inset_mm != dae.config.intensity_inset_mm:  # the same scans, normalised as ldm's own
-        vte, bte, _, _ = cached_cohort(data["test_ids"], ldm.grid, cache, ldm.config.intensity_inset_mm)
-        lesioned = np.stack([implant_lesion(v, masks[i % len(masks)][1] & b, ldm.grid, seed=seed + i)
-                             for i, (v, b) in enumerate(zip(vte, bte, strict=True))])
-    vox_h = voxel_indices(ldm, vte, bte, ate, ste, seed)
-    vox_p = voxel_indices(ldm, lesioned, bte, ate, ste, seed)
+        lvte, lbte, _, _ = cached_cohort(data["test_ids"], ldm.grid, cache, ldm.config.intensity_inset_mm)
+        llesioned = np.stack([implant_lesion(v, masks[i % len(masks)][1] & b, ldm.grid, seed=seed + i)
+                              for i, (v, b) in enumerate(zip(lvte, lbte, strict=True))])
+    vox_h = voxel_indices(ldm, lvte, lbte, ate, ste, seed)
+    vox_p = voxel_indices(ldm, llesioned, lbte, ate, ste, seed)
     res["healthy_heldout"] = {"centiles": [round(float(c), 3) for c in healthy["centile"]],
                               "share_above_0.95": round(float(np.mean(healthy["centile"] > 0.95)), 3),
                               "n_reference": int(np.isfinite(dae.reference_d2_).sum())}
@@ -269,6 +284,8 @@ def ixi_part(model_dir: Path, ldm_dir: Path, seed: int, cache: Path | None, guid
     res["lesion_auc"] = aucs(healthy, patients, vox_h, vox_p)
     print("lesion AUC", res["lesion_auc"], flush=True)
     res["counterfactual_trend"] = counterfactual_trend(dae, vte, bte, ate, ste, guidances)
+    res["counterfactual_trend"]["healthy_through_first_stage"] = first_stage_trend(dae, *cached_cohort(
+        data["train_ids"], dae.grid, cache, dae.config.intensity_inset_mm)[:3])
     print("counterfactual trend", res["counterfactual_trend"], flush=True)
     res["time_per_scan"] = timings(dae, data["test_ids"], ate, ste)
     print("time", res["time_per_scan"], flush=True)
