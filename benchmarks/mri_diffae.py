@@ -219,7 +219,7 @@ def first_stage_trend(dae: NormativeDiffusionAutoencoder, vols, brains, ages) ->
     through the first-stage autoencoder alone (decode(encode(scan))): how much of the cohort's age trend the first
     stage can show at all, the ceiling of any counterfactual decoded through it."""
     brains = np.asarray(brains, bool)
-    recon = np.concatenate([dae.decode(dae.encode(vols[i:i + 16])[0]) for i in range(0, len(vols), 16)])
+    recon = dae.decode(dae.encode(vols)[0])  # both work through the model's chunks
     out = {"n": len(ages)}
     for key, v in (("scans", vols), ("reconstructions", recon)):
         vent, tissue = ventricle_volume_ml(v, dae.grid, brains), tissue_volume_ml(v, brains, dae.grid)
@@ -250,7 +250,7 @@ def ixi_part(model_dir: Path, ldm_dir: Path, seed: int, cache: Path | None, guid
     data = dae.card_.get("data", {})
     if not data.get("test_ids") or not IXI.is_dir():
         return {"skipped": "no held-out ids in the model card or ../shared/data/mri/ixi absent"}
-    vtr, _, atr, _ = cached_cohort(data["train_ids"], dae.grid, cache, dae.config.intensity_inset_mm)
+    vtr, btr, atr, _ = cached_cohort(data["train_ids"], dae.grid, cache, dae.config.intensity_inset_mm)
     vte, bte, ate, ste = cached_cohort(data["test_ids"], dae.grid, cache, dae.config.intensity_inset_mm)
     res = {"model": str(model_dir), "training": dae.training_, "latent_prior": dae.latent_prior,
            "brain_age": brain_age(dae, (vtr, atr), (vte, ate))}
@@ -284,8 +284,7 @@ def ixi_part(model_dir: Path, ldm_dir: Path, seed: int, cache: Path | None, guid
     res["lesion_auc"] = aucs(healthy, patients, vox_h, vox_p)
     print("lesion AUC", res["lesion_auc"], flush=True)
     res["counterfactual_trend"] = counterfactual_trend(dae, vte, bte, ate, ste, guidances)
-    res["counterfactual_trend"]["healthy_through_first_stage"] = first_stage_trend(dae, *cached_cohort(
-        data["train_ids"], dae.grid, cache, dae.config.intensity_inset_mm)[:3])
+    res["counterfactual_trend"]["healthy_through_first_stage"] = first_stage_trend(dae, vtr, btr, atr)
     print("counterfactual trend", res["counterfactual_trend"], flush=True)
     res["time_per_scan"] = timings(dae, data["test_ids"], ate, ste)
     print("time", res["time_per_scan"], flush=True)
