@@ -1,5 +1,8 @@
 """Errors with user-facing messages (naming the file, column and problem)."""
 
+import difflib
+from collections.abc import Iterable
+
 import numpy as np
 
 
@@ -16,3 +19,16 @@ def table_row(index_label: object, position: int) -> str:
     if isinstance(index_label, int | np.integer) and not isinstance(index_label, bool):
         return f"row {int(index_label) + 1}"
     return f"row {index_label!r}"
+
+
+def column_not_found(label: str, what: str, column: str, columns: Iterable[object]) -> InputError:
+    """The error for a column the table lacks, naming the table's column it most likely meant.
+
+    A column spelled the same up to case and surrounding spaces (``Age`` for ``age``) is named first; otherwise the
+    closest spelling (difflib, ratio at least 0.8), if any. The column is never picked silently: which one holds the
+    user's ages or sites is theirs to say."""
+    names = [str(c) for c in columns]
+    folded = [n for n in names if n.strip().casefold() == column.strip().casefold()]
+    close = folded or difflib.get_close_matches(column, names, n=1, cutoff=0.8)
+    hint = f" (the table has {close[0]!r}: rename it, or name it in the command)" if close else ""
+    return InputError(f"{label}: {what} column {column!r} not found{hint}")

@@ -21,7 +21,7 @@ import torch
 
 from normcore._utils.atomic import write_text_atomic
 from normcore._utils.distributed import init_distributed_from_env, is_main_process, launched_distributed
-from normcore._utils.errors import InputError
+from normcore._utils.errors import InputError, column_not_found
 from normcore._utils.progress import Cancelled, Progress
 from normcore._utils.threads import adapt_threads, fix_threads
 from normcore.cli.arguments import (
@@ -124,7 +124,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
 
 def _warn_duplicate_ids(df, id_col: str, data: str) -> None:
     if id_col not in df.columns:
-        raise InputError(f"{data}: --id-col column {id_col!r} not found")
+        raise column_not_found(data, "--id-col", id_col, df.columns)
     dup = df[id_col][df[id_col].duplicated()].astype(str).unique().tolist()
     if dup:
         print(f"warning: {data}: {len(dup)} duplicate subject ID(s) in {id_col!r} (e.g. {dup[0]!r})", file=sys.stderr)
@@ -199,7 +199,7 @@ def _rows_of_group(df, data: str, group_col: str | None, value: str):
     if not group_col:
         return df
     if group_col not in df.columns:
-        raise InputError(f"{data}: --group-col column {group_col!r} not found")
+        raise column_not_found(data, "--group-col", group_col, df.columns)
     keep = df[group_col].astype(str) == str(value)
     if not keep.any():
         raise InputError(f"{data}: no rows with {group_col} == {value!r}")
@@ -332,7 +332,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         except (ValueError, TypeError, json.JSONDecodeError) as exc:
             raise InputError(f"--truth {path}: not a synthetic truth file ({exc})") from None
     if args.group_col and args.group_col not in holdout.columns:
-        raise InputError(f"{args.data}: --group-col column {args.group_col!r} not found")
+        raise column_not_found(args.data, "--group-col", args.group_col, holdout.columns)
     train = _read(args.train) if args.train else None
     report = evaluate(model, holdout, truth=truth, group_col=args.group_col, control_value=args.control_value,
                       train=train, n_samples=args.samples, seed=args.seed)

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from normcore._utils.errors import InputError
+from normcore._utils.errors import InputError, column_not_found
 from normcore._utils.progress import Progress
 from normcore.tabular.scoring import mahalanobis
 
@@ -83,9 +83,9 @@ def change_scores(model, df: pd.DataFrame, id_col: str, visit_col: str, group_co
     """
     for col, what in ((id_col, "subject ID"), (visit_col, "visit")):
         if col not in df.columns:
-            raise InputError(f"{label}: {what} column {col!r} not found")
+            raise column_not_found(label, what, col, df.columns)
     if group_col and group_col not in df.columns:
-        raise InputError(f"{label}: group column {group_col!r} not found")
+        raise column_not_found(label, "group", group_col, df.columns)
     frame = df.reset_index(drop=True)
     if frame[id_col].isna().any() or frame[visit_col].isna().any():
         raise InputError(f"{label}: every row needs a subject ID ({id_col!r}) and a visit ({visit_col!r})")

@@ -32,7 +32,7 @@ import pandas as pd
 from scipy import stats
 
 from normcore._utils.atomic import write_atomic
-from normcore._utils.errors import InputError
+from normcore._utils.errors import InputError, column_not_found
 from normcore.tabular.io import escape_formulas
 
 PCN_CENTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -43,7 +43,7 @@ def pcntoolkit_tables(model, df: pd.DataFrame, scores: pd.DataFrame, id_col: str
                       n_samples: int | None = None, seed: int | None = None) -> dict[str, pd.DataFrame]:
     """The Z, centiles and statistics tables (keys ``Z``, ``centiles``, ``statistics``) in PCNtoolkit's layout."""
     if id_col and id_col not in df.columns:
-        raise InputError(f"subject ID column {id_col!r} not found")
+        raise column_not_found("table", "subject ID", id_col, df.columns)
     idps = sorted(c for c in model.idps_ if f"z:{c}" in scores.columns)
     if not idps:
         raise InputError("the scores hold no z: column of the model's IDPs")

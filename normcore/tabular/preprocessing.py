@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy import special, stats
 
-from normcore._utils.errors import InputError, table_row
+from normcore._utils.errors import InputError, column_not_found, table_row
 from normcore._utils.plausibility import check_ages
 
 MARGINALISE = -1
@@ -89,7 +89,7 @@ class CovariateEncoder:
         out = np.empty((len(df), len(self.categorical)), dtype=np.int64)
         for k, col in enumerate(self.categorical):
             if col not in df.columns:
-                raise InputError(f"{label}: covariate column {col!r} not found")
+                raise column_not_found(label, "covariate", col, df.columns)
             lookup = {lvl: i for i, lvl in enumerate(self.levels[col])}
             values = df[col].map(category_label)
             codes = values.map(lookup)
@@ -107,7 +107,7 @@ class CovariateEncoder:
 
     def ages(self, df: pd.DataFrame, label: str = "table") -> np.ndarray:
         if self.age not in df.columns:
-            raise InputError(f"{label}: age column {self.age!r} not found")
+            raise column_not_found(label, "age", self.age, df.columns)
         age = pd.to_numeric(df[self.age], errors="coerce").to_numpy(dtype=float)
         if np.isnan(age).any():
             row = int(np.flatnonzero(np.isnan(age))[0])
