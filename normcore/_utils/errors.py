@@ -30,5 +30,5 @@ def column_not_found(label: str, what: str, column: str, columns: Iterable[objec
     names = [str(c) for c in columns]
     folded = [n for n in names if n.strip().casefold() == column.strip().casefold()]
     close = folded or difflib.get_close_matches(column, names, n=1, cutoff=0.8)
-    hint = f" (the table has {close[0]!r}: rename it, or name it in the command)" if close else ""
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
     return InputError(f"{label}: {what} column {column!r} not found{hint}")

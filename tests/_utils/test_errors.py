@@ -16,9 +16,9 @@ def test_rows_are_named_as_the_users_file_numbers_them():
 
 def test_column_not_found_names_the_column_meant_without_picking_it():
     columns = ["sub_id", " Age ", "sex", "Site"]
-    assert "the table has ' Age '" in str(column_not_found("t.csv", "age", "age", columns))
-    assert "the table has 'Site'" in str(column_not_found("t.csv", "covariate", "site", columns))
-    assert "the table has 'sub_id'" in str(column_not_found("t.csv", "subject ID", "sub-id", columns))
+    assert "did you mean ' Age '?" in str(column_not_found("t.csv", "age", "age", columns))
+    assert "did you mean 'Site'?" in str(column_not_found("t.csv", "covariate", "site", columns))
+    assert "did you mean 'sub_id'?" in str(column_not_found("t.csv", "subject ID", "sub-id", columns))
     message = str(column_not_found("t.csv", "visit", "visit", columns))
     assert message == "t.csv: visit column 'visit' not found"  # nothing close: no guess
 

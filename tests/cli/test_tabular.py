@@ -77,7 +77,7 @@ def test_sample_command(workflow):
     ("age,sex,site,idp_01,idp_02,idp_03\n40,1,site_01,abc,2,3\n", "non-numeric"),
     ("years,sex,site,idp_01,idp_02,idp_03\n40,1,site_01,1,2,3\n", "'age' not found"),
     ("age,sex,idp_01,idp_02,idp_03\n40,1,1,2,3\n", "'site' not found"),
-    ("Age,sex,site,idp_01,idp_02,idp_03\n40,1,site_01,1,2,3\n", "'age' not found (the table has 'Age'"),
+    ("Age,sex,site,idp_01,idp_02,idp_03\n40,1,site_01,1,2,3\n", "'age' not found (did you mean 'Age'?)"),
     ("age,sex,site,idp_01,idp_02,idp_03\n40,1,mars,1,2,3\n", "not seen in training"),
 ])
 def test_bad_score_input_gives_one_line_error(workflow, content, needle):
