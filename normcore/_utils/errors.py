@@ -21,8 +21,8 @@ def table_row(index_label: object, position: int) -> str:
     return f"row {index_label!r}"
 
 
-def column_not_found(label: str, what: str, column: str, columns: Iterable[object]) -> InputError:
-    """The error for a column the table lacks, naming the table's column it most likely meant.
+def column_hint(column: str, columns: Iterable[object]) -> str:
+    """`` (did you mean 'Age'?)`` naming the table's column that ``column`` most likely meant, or "".
 
     A column spelled the same up to case and surrounding spaces (``Age`` for ``age``) is named first; otherwise the
     closest spelling (difflib, ratio at least 0.8), if any. The column is never picked silently: which one holds the
@@ -30,5 +30,9 @@ def column_not_found(label: str, what: str, column: str, columns: Iterable[objec
     names = [str(c) for c in columns]
     folded = [n for n in names if n.strip().casefold() == column.strip().casefold()]
     close = folded or difflib.get_close_matches(column, names, n=1, cutoff=0.8)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return InputError(f"{label}: {what} column {column!r} not found{hint}")
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def column_not_found(label: str, what: str, column: str, columns: Iterable[object]) -> InputError:
+    """The error for a column the table lacks, with :func:`column_hint`."""
+    return InputError(f"{label}: {what} column {column!r} not found{column_hint(column, columns)}")

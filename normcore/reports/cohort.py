@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from normcore._utils.errors import InputError
+from normcore._utils.errors import InputError, column_not_found
 from normcore.reports.subject import DISCLAIMER
 from normcore.tabular.anatomy import anatomical_group, group_order
 
@@ -67,7 +67,7 @@ def cohort_report(model, scores: pd.DataFrame, group_col: str, control_value: st
     """The cohort report of ``scores`` (the output of ``score``) with patients = rows not equal to
     ``control_value`` in ``group_col``."""
     if group_col not in scores.columns:
-        raise InputError(f"group column {group_col!r} not found in the scores")
+        raise column_not_found("the scores", "group", group_col, scores.columns)
     idps = [c for c in model.idps_ if f"z:{c}" in scores.columns]
     if not idps:
         raise InputError("the scores hold no z: column of the model's IDPs (is this the output of `score`?)")

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from normcore._utils.errors import InputError
+from normcore._utils.errors import InputError, column_not_found
 from normcore.plotting.centile_bands import centile_band
 from normcore.tabular.anatomy import group_order
 
@@ -58,7 +58,7 @@ def subject_report(model, scores: pd.DataFrame, subject: str, id_col: str | None
     with the subject's MRI findings (:mod:`normcore.reports.mri`) when given."""
     if id_col:
         if id_col not in scores.columns:
-            raise InputError(f"subject ID column {id_col!r} not found in the scores")
+            raise column_not_found("the scores", "subject ID", id_col, scores.columns)
         rows = scores.index[scores[id_col].astype(str) == str(subject)]
         if not len(rows):
             raise InputError(f"no subject {subject!r} in column {id_col!r}")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from normcore._utils.errors import InputError
+from normcore._utils.errors import InputError, column_hint
 from normcore._utils.plausibility import AGE_LIMITS
 
 
@@ -117,7 +117,8 @@ def validate_table(df: pd.DataFrame, age: str, covariates: list[str], idps: list
     needed = [age, *covariates, *idps] + ([id_col] if id_col else [])
     for col in needed:
         if col not in df.columns:
-            report.add("error", col, f"column {col!r} not found (columns: {', '.join(map(str, df.columns[:8]))}…)")
+            report.add("error", col, f"column {col!r} not found{column_hint(col, df.columns)} "
+                       f"(columns: {', '.join(map(str, df.columns[:8]))}…)")
     if report.errors:
         return report
     for col in [age, *idps]:

@@ -60,6 +60,12 @@ def test_validation_errors_name_the_column():
         rep.raise_errors("t.csv")
 
 
+def test_a_missing_column_names_the_column_the_user_most_likely_meant():
+    df = pd.DataFrame({"Age": [20.0, 30.0], "x": [1.0, 2.0]})
+    with pytest.raises(InputError, match=r"column 'age' not found \(did you mean 'Age'\?\)"):
+        validate_table(df, "age", [], ["x"]).raise_errors("t.csv")
+
+
 def test_fcon1000_all_zero_columns_are_detected(fcon_path):
     df = read_table(fcon_path)
     idps = resolve_idps(df, exclude=["age", "sex", "site", "sub_id", "avg_en"])
