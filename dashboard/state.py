@@ -19,6 +19,7 @@ import streamlit as st
 from dashboard.demo import LIBRARY_ROOT, available_demo_models, demo_cohort, demo_truth
 from dashboard.library import SessionLibrary, new_session_key, remove_stale_sessions, valid_key
 from normcore import InputError
+from normcore._utils.errors import column_hint
 from normcore.jobs import Job
 from normcore.registry import load_model
 
@@ -294,7 +295,8 @@ def model_columns_present(model, df: pd.DataFrame) -> str | None:
     need = model.required_columns_
     missing = [c for c in need if c not in df.columns]
     if missing:
-        return f"The active table lacks column(s) the model needs: {', '.join(missing[:6])}"
+        return ("The active table lacks column(s) the model needs: "
+                + ", ".join(f"{c}{column_hint(c, df.columns)}" for c in missing[:6]))
     return None
 
 
