@@ -5,7 +5,8 @@ redesign; the same calls (fixed seeds, CPU) must reproduce them. One change sinc
 models' tail model (normcore.tabular.scoring.tail_z) scores values beyond the k-th most extreme sample, so those
 entries (and the multivariate scores of their rows) are checked for direction, not equality; and scoring now
 shares samples within age bins by default (score_age_resolution), so the reference is reproduced with bins of
-zero width (each subject's own age, as before). The shipped imaging
+zero width (each subject's own age, as before); and the samples behind scores and curves are now quasi-random by
+default (sampling_noise), so it is reproduced with pseudo-random noise, as before. The shipped imaging
 model was recalibrated on 2026-12-02 (z-map settings error_scale/edge_erosion, benchmarks/mri_recalibrate.py);
 its reference was regenerated then (restorations moved by at most 0.004 through the recomputed KL thresholds;
 index and centile changed by design), and again on 2026-12-03 for its cross-fitted healthy reference and

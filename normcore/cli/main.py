@@ -35,6 +35,7 @@ from normcore.cli.arguments import (
     json_object,
     parse_sets,
 )
+from normcore.diffusion.noise import SAMPLING_NOISE
 from normcore.persistence import check_writable_parent
 from normcore.registry import SAVABLE
 from normcore.tabular.io import read_table, write_table_atomic
@@ -83,6 +84,15 @@ def _load_model(path: str, device: str | None):
     return model
 
 
+def _use_sampling_noise(model, noise: str | None) -> None:
+    """Apply --sampling-noise to a loaded model (None: the model's own setting)."""
+    if noise is None:
+        return
+    if "sampling_noise" not in model.get_params():
+        raise InputError(f"--sampling-noise: a {model.model_type} model estimates without samples")
+    model.set_params(sampling_noise=noise)
+
+
 def cmd_fit(args: argparse.Namespace) -> None:
     from normcore.persistence import check_model_destination
     from normcore.registry import make_model
@@ -103,6 +113,8 @@ def cmd_fit(args: argparse.Namespace) -> None:
         _warn_duplicate_ids(df, args.id_col, args.data)
     backbone_params = json_object(args.backbone_params, "--backbone-params")
     extra = {"sampling_steps": args.sampling_steps} if args.sampling_steps else {}
+    if args.sampling_noise:
+        extra["sampling_noise"] = args.sampling_noise
     model = make_model(args.backbone, epochs=args.epochs, seed=args.seed, device=args.device,
                        transform=args.transform, n_samples=args.samples, timesteps=args.timesteps,
                        batch_size=args.batch_size, backbone_params=backbone_params, **extra)
@@ -140,6 +152,7 @@ def cmd_score(args: argparse.Namespace) -> None:
         check_output_file(args.out, inputs=(args.data,))
     model = _load_model(args.model, args.device)
     model.allow_unseen = args.allow_unseen or model.allow_unseen
+    _use_sampling_noise(model, args.sampling_noise)
     df = _read(args.data)
     if args.id_col:
         _warn_duplicate_ids(df, args.id_col, args.data)
@@ -169,6 +182,7 @@ def cmd_score(args: argparse.Namespace) -> None:
 def cmd_centiles(args: argparse.Namespace) -> None:
     check_output_file(args.out)
     model = _load_model(args.model, args.device)
+    _use_sampling_noise(model, args.sampling_noise)
     fixed = parse_sets(args.set)
     ages = age_grid(args.ages)
     quantiles = float_list(args.quantiles, "--quantiles")
@@ -321,6 +335,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from normcore.tabular.synthetic import SyntheticTruth
 
     model = _load_model(args.model, args.device)
+    _use_sampling_noise(model, args.sampling_noise)
     holdout = _read(args.data)
     truth = None
     if args.truth:
@@ -369,6 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--seed", type=SEED, default=0)
     f.add_argument("--transform", default="quantile", choices=["quantile", "yeo-johnson", "standard"])
     f.add_argument("--samples", type=COUNT, default=1000, help="default samples per point stored in the model")
+    f.add_argument("--sampling-noise", choices=list(SAMPLING_NOISE), default=None,
+                   help="noise behind the samples scores are estimated from, stored in the model (default: sobol, "
+                        "quasi-random: less Monte-Carlo error than pseudo-random at the same --samples)")
     f.add_argument("--backbone-params", default=None, metavar="JSON",
                    help='network size, e.g. \'{"width": 128, "depth": 2}\' (advanced)')
     f.add_argument("--timesteps", type=int_at_least(MIN_TIMESTEPS), default=1000, help="diffusion steps T (advanced)")
@@ -386,6 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("data")
     s.add_argument("--out", required=True)
     s.add_argument("--samples", type=COUNT, default=None, help="samples per subject (default: the model's, 1000)")
+    s.add_argument("--sampling-noise", choices=list(SAMPLING_NOISE), default=None,
+                   help="sobol (quasi-random) or pseudo-random (default: the model's, sobol)")
     s.add_argument("--seed", type=SEED, default=None)
     s.add_argument("--allow-unseen", action="store_true",
                    help="score unseen categorical levels by marginalising over the training levels")
@@ -403,6 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--set", action="append", metavar="COL=VALUE", help="fix a categorical covariate")
     c.add_argument("--quantiles", default="0.05,0.25,0.5,0.75,0.95")
     c.add_argument("--samples", type=COUNT, default=None, help="samples per age (default 4000)")
+    c.add_argument("--sampling-noise", choices=list(SAMPLING_NOISE), default=None,
+                   help="sobol (quasi-random) or pseudo-random (default: the model's, sobol)")
     c.add_argument("--seed", type=SEED, default=None)
     c.add_argument("--out", required=True)
     common(c)
@@ -426,6 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--control-value", default="control")
     ev.add_argument("--train", default=None, help="training table, for the memorisation check")
     ev.add_argument("--samples", type=COUNT, default=None)
+    ev.add_argument("--sampling-noise", choices=list(SAMPLING_NOISE), default=None,
+                    help="sobol (quasi-random) or pseudo-random (default: the model's, sobol)")
     ev.add_argument("--seed", type=SEED, default=0)
     ev.add_argument("--out", required=True)
     common(ev)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import torch
 
 from normcore.diffusion.likelihood import per_row, x0_from_eps
+from normcore.diffusion.noise import NoiseSource, PseudoRandom
 from normcore.diffusion.schedule import NoiseSchedule
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -50,10 +51,11 @@ def eps_from_x0(x: torch.Tensor, x0: torch.Tensor, a_t) -> torch.Tensor:
 @torch.no_grad()
 def ddim_sample(eps_fn: EpsFn, schedule: NoiseSchedule, cond: torch.Tensor, shape: tuple[int, ...],
                 steps: int = 50, eta: float = 0.0, generator: torch.Generator | None = None,
-                clip_x0: float | None = None) -> torch.Tensor:
+                clip_x0: float | None = None, noise: NoiseSource | None = None) -> torch.Tensor:
     """DDIM (Song et al. 2021) on a respaced chain; ``eta=0`` is deterministic, ``eta=1`` is DDPM-like."""
     device = cond.device
-    x = torch.randn(shape, generator=generator, device=device)
+    noise = noise or PseudoRandom(generator)
+    x = noise(shape, device)
     ts = schedule.respaced(steps).tolist()
     for t, t_prev, a_t, a_p in _chain(schedule, ts):
         eps, x0 = _predict(eps_fn, x, t, cond, a_t, clip_x0)
@@ -62,17 +64,18 @@ def ddim_sample(eps_fn: EpsFn, schedule: NoiseSchedule, cond: torch.Tensor, shap
         sigma = eta * max((1 - a_p) / (1 - a_t) * (1 - a_t / a_p), 0.0) ** 0.5
         x = a_p**0.5 * x0 + max(1 - a_p - sigma**2, 0.0) ** 0.5 * eps
         if sigma > 0 and t_prev >= 0:
-            x = x + sigma * torch.randn(shape, generator=generator, device=device)
+            x = x + sigma * noise(shape, device)
     return x
 
 
 @torch.no_grad()
 def ddpm_sample(eps_fn: EpsFn, schedule: NoiseSchedule, cond: torch.Tensor, shape: tuple[int, ...],
                 steps: int | None = None, generator: torch.Generator | None = None,
-                clip_x0: float | None = None) -> torch.Tensor:
+                clip_x0: float | None = None, noise: NoiseSource | None = None) -> torch.Tensor:
     """Ancestral DDPM sampling (Ho et al. 2020) with posterior variance, over all T steps or a respaced chain."""
     device = cond.device
-    x = torch.randn(shape, generator=generator, device=device)
+    noise = noise or PseudoRandom(generator)
+    x = noise(shape, device)
     ts = schedule.respaced(steps or schedule.timesteps).tolist()
     for t, t_prev, a_t, a_p in _chain(schedule, ts):
         _, x0 = _predict(eps_fn, x, t, cond, a_t, clip_x0)
@@ -80,7 +83,7 @@ def ddpm_sample(eps_fn: EpsFn, schedule: NoiseSchedule, cond: torch.Tensor, shap
         var = (1 - a_p) / (1 - a_t) * (1 - alpha)
         x = (a_p**0.5 * (1 - alpha) / (1 - a_t)) * x0 + (alpha**0.5 * (1 - a_p) / (1 - a_t)) * x
         if t_prev >= 0:
-            x = x + var**0.5 * torch.randn(shape, generator=generator, device=device)
+            x = x + var**0.5 * noise(shape, device)
     return x
 
 
@@ -89,10 +92,10 @@ def _half_log_snr(a: float) -> float:
 
 
 def _multistep(eps_fn: EpsFn, schedule: NoiseSchedule, cond: torch.Tensor, shape: tuple[int, ...], steps: int,
-               generator: torch.Generator | None, clip_x0: float | None, update) -> torch.Tensor:
+               noise: NoiseSource, clip_x0: float | None, update) -> torch.Tensor:
     """The loop shared by the DPM-Solver++(2M) solvers: log-SNR spacing, one network call per step,
     ``update(x, x0, prev_x0, h, prev_h, a_p, a_t)`` for the step, the data prediction as the last step."""
-    x = torch.randn(shape, generator=generator, device=cond.device)
+    x = noise(shape, cond.device)
     prev_x0, prev_h = None, None
     for t, t_prev, a_t, a_p in _chain(schedule, schedule.respaced_log_snr(steps).tolist()):
         _, x0 = _predict(eps_fn, x, t, cond, a_t, clip_x0)
@@ -107,7 +110,7 @@ def _multistep(eps_fn: EpsFn, schedule: NoiseSchedule, cond: torch.Tensor, shape
 @torch.no_grad()
 def dpmpp_2m_sample(eps_fn: EpsFn, schedule: NoiseSchedule, cond: torch.Tensor, shape: tuple[int, ...],
                     steps: int = 25, generator: torch.Generator | None = None,
-                    clip_x0: float | None = None) -> torch.Tensor:
+                    clip_x0: float | None = None, noise: NoiseSource | None = None) -> torch.Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022): a second-order multistep ODE solver, one network call per step.
 
     Same probability-flow ODE as DDIM(eta=0) (which is its first-order special case) but with a
@@ -122,13 +125,13 @@ def dpmpp_2m_sample(eps_fn: EpsFn, schedule: NoiseSchedule, cond: torch.Tensor, 
             d = (1 + 0.5 / r) * x0 - (0.5 / r) * prev_x0
         return ((1 - a_p) / (1 - a_t)) ** 0.5 * x - a_p**0.5 * math.expm1(-h) * d
 
-    return _multistep(eps_fn, schedule, cond, shape, steps, generator, clip_x0, update)
+    return _multistep(eps_fn, schedule, cond, shape, steps, noise or PseudoRandom(generator), clip_x0, update)
 
 
 @torch.no_grad()
 def dpmpp_2m_sde_sample(eps_fn: EpsFn, schedule: NoiseSchedule, cond: torch.Tensor, shape: tuple[int, ...],
                         steps: int = 25, generator: torch.Generator | None = None,
-                        clip_x0: float | None = None) -> torch.Tensor:
+                        clip_x0: float | None = None, noise: NoiseSource | None = None) -> torch.Tensor:
     """SDE-DPM-Solver++(2M) (Lu et al. 2022, "midpoint" form): the stochastic second-order solver.
 
     Injected noise contracts the errors of an imperfect denoiser, which the deterministic ODE
@@ -137,14 +140,16 @@ def dpmpp_2m_sde_sample(eps_fn: EpsFn, schedule: NoiseSchedule, cond: torch.Tens
     data prediction.
     """
 
+    noise = noise or PseudoRandom(generator)
+
     def update(x, x0, prev_x0, h, prev_h, a_p, a_t):
         decay = -math.expm1(-2 * h)  # 1 - e^{-2h}
         x = ((1 - a_p) / (1 - a_t)) ** 0.5 * math.exp(-h) * x + a_p**0.5 * decay * x0
         if prev_x0 is not None:
             x = x + 0.5 * a_p**0.5 * decay * (h / prev_h) * (x0 - prev_x0)
-        return x + (1 - a_p) ** 0.5 * decay**0.5 * torch.randn(shape, generator=generator, device=cond.device)
+        return x + (1 - a_p) ** 0.5 * decay**0.5 * noise(shape, cond.device)
 
-    return _multistep(eps_fn, schedule, cond, shape, steps, generator, clip_x0, update)
+    return _multistep(eps_fn, schedule, cond, shape, steps, noise, clip_x0, update)
 
 
 @torch.no_grad()
@@ -212,14 +217,16 @@ SAMPLERS = ("dpm++2m-sde", "dpm++2m", "ddim", "ddpm")
 
 def sample(eps_fn: EpsFn, schedule: NoiseSchedule, cond: torch.Tensor, shape: tuple[int, ...],
            sampler: str = "ddim", steps: int = 50, eta: float = 0.0,
-           generator: torch.Generator | None = None, clip_x0: float | None = None) -> torch.Tensor:
-    """Dispatch by name: ``dpm++2m-sde``, ``dpm++2m``, ``ddim`` or ``ddpm``."""
+           generator: torch.Generator | None = None, clip_x0: float | None = None,
+           noise: NoiseSource | None = None) -> torch.Tensor:
+    """Dispatch by name: ``dpm++2m-sde``, ``dpm++2m``, ``ddim`` or ``ddpm``. ``noise`` (default: pseudo-random
+    from ``generator``) supplies the sampler's noise draws, :func:`~normcore.diffusion.noise.noise_draws` of them."""
     if sampler == "dpm++2m-sde":
-        return dpmpp_2m_sde_sample(eps_fn, schedule, cond, shape, steps, generator, clip_x0)
+        return dpmpp_2m_sde_sample(eps_fn, schedule, cond, shape, steps, generator, clip_x0, noise)
     if sampler == "dpm++2m":
-        return dpmpp_2m_sample(eps_fn, schedule, cond, shape, steps, generator, clip_x0)
+        return dpmpp_2m_sample(eps_fn, schedule, cond, shape, steps, generator, clip_x0, noise)
     if sampler == "ddim":
-        return ddim_sample(eps_fn, schedule, cond, shape, steps, eta, generator, clip_x0)
+        return ddim_sample(eps_fn, schedule, cond, shape, steps, eta, generator, clip_x0, noise)
     if sampler == "ddpm":
-        return ddpm_sample(eps_fn, schedule, cond, shape, steps, generator, clip_x0)
+        return ddpm_sample(eps_fn, schedule, cond, shape, steps, generator, clip_x0, noise)
     raise ValueError(f"unknown sampler {sampler!r}; use dpm++2m-sde, dpm++2m, ddim or ddpm")

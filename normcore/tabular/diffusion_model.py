@@ -20,8 +20,9 @@ from normcore._utils.distributed import (
 )
 from normcore._utils.errors import InputError
 from normcore._utils.progress import Progress, as_progress
-from normcore.diffusion import SAMPLERS, NoiseSchedule
+from normcore.diffusion import SAMPLERS, NoiseSchedule, ScrambledSobol, noise_draws
 from normcore.diffusion import sample as run_sampler
+from normcore.diffusion.noise import SAMPLING_NOISE
 from normcore.diffusion.parameterisation import PARAMETERISATIONS, wrap_denoiser
 from normcore.nets import BACKBONES, build_backbone, check_backbone_params
 from normcore.tabular import scoring
@@ -86,6 +87,11 @@ class NormativeDiffusion(NormativeModel):
     clip_x0 : bound on the predicted clean sample on the Gaussianised scale at each reverse step
       (a safety bound: the first reverse steps divide by sqrt(abar_T)).
     n_samples : samples per covariate point (M) for scores and centile curves.
+    sampling_noise : ``"sobol"`` (default) or ``"pseudo-random"``: the noise behind the M samples of a covariate
+      point when scores, centile curves and moments are estimated from them. ``"sobol"`` makes them one randomised
+      quasi-Monte Carlo set (:class:`~normcore.diffusion.noise.ScrambledSobol`): each sample is still a sample of the
+      model, but together they cover it more evenly, so the estimates carry less Monte-Carlo error at the same M
+      (BENCHMARKS.md). :meth:`sample` always draws independent (pseudo-random) samples.
     epochs : maximal training epochs (``None``: a budget of ``TrainConfig.auto_steps`` steps);
       early stopping on a validation split of ``val_fraction`` stops sooner.
     allow_unseen : score categories unseen in training by marginalising over the training levels
@@ -106,6 +112,7 @@ class NormativeDiffusion(NormativeModel):
         "device": choice("auto", "cpu", "cuda", *(f"cuda:{i}" for i in range(16))), "allow_unseen": boolean,
         "clip_x0": optional(number(0, float("inf"), lo_open=True)), "location_scale": boolean,
         "parameterisation": choice(*PARAMETERISATIONS), "score_age_resolution": optional(number(0, float("inf"))),
+        "sampling_noise": choice(*SAMPLING_NOISE),
     }
 
     def __init__(self, backbone: str = "film-mlp", transform: str = "quantile", schedule: str = "cosine",
@@ -115,7 +122,7 @@ class NormativeDiffusion(NormativeModel):
                  patience: int = 8, seed: int = 0, device: str = "auto", allow_unseen: bool = False,
                  backbone_params: dict | None = None, clip_x0: float | None = 10.0,
                  location_scale: bool = True, parameterisation: str = "gaussian-residual",
-                 score_age_resolution: float | None = None):
+                 score_age_resolution: float | None = None, sampling_noise: str = "sobol"):
         self.backbone = backbone
         self.transform = transform
         self.schedule = schedule
@@ -139,6 +146,7 @@ class NormativeDiffusion(NormativeModel):
         self.location_scale = location_scale
         self.parameterisation = parameterisation
         self.score_age_resolution = score_age_resolution
+        self.sampling_noise = sampling_noise
 
     FORMAT = "normcore-tabular-diffusion"
     FORMAT_VERSION = 2
@@ -229,10 +237,11 @@ class NormativeDiffusion(NormativeModel):
 
     @torch.no_grad()
     def _draw(self, age: np.ndarray, codes: np.ndarray, m: int, seed: int,
-              progress: Progress | None = None, to_values: bool = True) -> torch.Tensor:
+              progress: Progress | None = None, to_values: bool = True, independent: bool = False) -> torch.Tensor:
         """(U, m, D) samples in original IDP units at U covariate points (codes may marginalise); with
         ``to_values=False`` on the Gaussianised scale instead (only meaningful where no code marginalises: the
-        map to IDP units is then the same for all of a point's samples)."""
+        map to IDP units is then the same for all of a point's samples). A point's m samples are one quasi-random
+        set when ``sampling_noise`` is ``"sobol"``, unless ``independent`` asks for independent samples."""
         self._check_fitted()
         progress = as_progress(progress)
         gen_np = np.random.default_rng(seed)
@@ -246,13 +255,16 @@ class NormativeDiffusion(NormativeModel):
         per_chunk = max(1, self._max_rows() // m)
         chunks = [(s, min(s + per_chunk, u)) for s in range(0, u, per_chunk)]
         eps_fn = self._eps_fn()
+        quasi = self.sampling_noise == "sobol" and not independent and m > 1
+        sobol = ScrambledSobol(m, d, noise_draws(self.sampler, self.sampling_steps, self.eta), gen) if quasi else None
         for done, (s, e) in enumerate(chunks):
             a, c, mg = age[s:e], codes[s:e], marg[s:e]
             rep_age = np.repeat(a, m)
+            noise = sobol.noise(e - s, gen) if sobol else None
             if not mg.any():
                 cond = torch.from_numpy(self.encoder_.encode(a, c)).to(device)
                 x = run_sampler(eps_fn, self.schedule_, cond, (e - s, m, d), self.sampler,
-                                self.sampling_steps, self.eta, gen, self.clip_x0)
+                                self.sampling_steps, self.eta, gen, self.clip_x0, noise)
                 rep_codes = np.repeat(c, m, axis=0)
             else:  # each sample draws its own level for marginalised covariates (and the network's for adapted)
                 rep_codes = np.repeat(c, m, axis=0)
@@ -261,7 +273,7 @@ class NormativeDiffusion(NormativeModel):
                 rep_codes = np.where(rep_adapted, rep_codes, net_codes)
                 cond = torch.from_numpy(self.encoder_.encode(rep_age, net_codes)).to(device)
                 x = run_sampler(eps_fn, self.schedule_, cond, ((e - s) * m, 1, d), self.sampler,
-                                self.sampling_steps, self.eta, gen, self.clip_x0)
+                                self.sampling_steps, self.eta, gen, self.clip_x0, noise)
             x = x.reshape(-1, d).double().cpu().numpy()
             values = self._to_values(x, rep_age, rep_codes) if to_values else x
             out[s:e] = torch.from_numpy(values).reshape(e - s, m, d)
@@ -332,7 +344,7 @@ class NormativeDiffusion(NormativeModel):
     # ------------------------------------------------------------------ model cores (see NormativeModel)
     def _sample_core(self, age, codes, n, seed, progress) -> np.ndarray:
         seed = self.seed if seed is None else seed
-        return self._draw(age, codes, n, seed, progress).numpy()
+        return self._draw(age, codes, n, seed, progress, independent=True).numpy()
 
     def _point_chunks(self, n_points: int, m: int, seed: int,
                       breaks: tuple[int, ...] = ()) -> list[tuple[int, int, int]]:

@@ -55,6 +55,23 @@ def test_score_contract_columns(workflow):
     assert scores["centile:idp_01"].between(0, 1).all()
 
 
+def test_score_sampling_noise_option(workflow):
+    """--sampling-noise overrides the model's noise (same seed, other draws); a model without samples refuses it."""
+    outs = {}
+    for noise in ("pseudo-random", "sobol"):
+        run("score", workflow / "model", workflow / "data.csv", "--out", workflow / f"scores_{noise}.csv",
+            "--seed", 3, "--sampling-noise", noise)
+        outs[noise] = pd.read_csv(workflow / f"scores_{noise}.csv")
+    assert list(outs["sobol"].columns) == list(outs["pseudo-random"].columns)
+    assert not outs["sobol"]["z:idp_01"].equals(outs["pseudo-random"]["z:idp_01"])
+    assert outs["sobol"]["z:idp_01"].corr(outs["pseudo-random"]["z:idp_01"]) > 0.95
+    run("fit", workflow / "data.csv", "--age", "age", "--covariates", "sex,site", "--idps-regex", "^idp_",
+        "--backbone", "shash-baseline", "--out", workflow / "base_noise")
+    proc = run("score", workflow / "base_noise", workflow / "data.csv", "--out", workflow / "x.csv",
+               "--sampling-noise", "sobol", check=False)
+    assert proc.returncode == 2 and "--sampling-noise" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_centiles_contract_long_format(workflow):
     proc = run("centiles", workflow / "model", "--ages", "20:80:10", "--set", "sex=1", "--quantiles", "0.1,0.5,0.9",
                "--samples", 200, "--out", workflow / "curves.csv")
