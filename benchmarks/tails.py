@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/tails.py [--threads 2] [--n 100] [--seed 0] [--samples M] [--out FILE]
         [--model DIR] [--tail-scale gaussianised|residual] [--fit-from 0.5] [--parts demo,truths,fcon1000]
+        [--sampling-noise sobol|pseudo-random]
 
 ``demo`` (default): the shipped demo FiLM-MLP was trained on the demo cohort, whose generator
 (models/demo-cohort.truth.json) gives every value's exact z. For --n demo controls' covariates, each IDP gets a value
@@ -43,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 import normcore.tabular.scoring as scoring  # noqa: E402
 from dashboard.demo import demo_cohort  # noqa: E402
+from normcore.diffusion.noise import SAMPLING_NOISE  # noqa: E402
 from normcore.registry import load_model, make_model  # noqa: E402
 from normcore.tabular.synthetic import SyntheticTruth  # noqa: E402
 
@@ -99,6 +101,7 @@ def errors(z: np.ndarray, true: np.ndarray) -> dict:
 
 def demo_part(args) -> dict:
     model = load_model(args.model)
+    model.set_params(sampling_noise=args.sampling_noise)
     truth = SyntheticTruth.load(ROOT / "models" / "demo-cohort.truth.json")
     demo = demo_cohort()
     controls = demo[demo.group == "control"].sample(2 * args.n, random_state=args.seed).reset_index(drop=True)
@@ -128,7 +131,7 @@ def truths_part(args) -> list[dict]:
         train = truth.sample(5000, seed=100)
         extreme, true = extremes(truth, truth.sample(args.n, seed=555), truth.idp_names, args.seed + 1)
         for model_seed in MODEL_SEEDS:
-            model = make_model("film-mlp", seed=model_seed)
+            model = make_model("film-mlp", seed=model_seed, sampling_noise=args.sampling_noise)
             model.fit(train, age="age", covariates=["sex"], idps=truth.idp_names)
             z, _ = score_z(model, extreme, True, args.seed, args.samples)
             rows.append({"truth_seed": truth_seed, "model_seed": model_seed, "bands": errors(z, true),
@@ -147,7 +150,7 @@ def fcon_part(args) -> list[dict] | dict:
     rows = []
     for split in FCON_SPLITS:
         train, test, idps = fcon_split(split)
-        model = make_model("film-mlp", seed=split)
+        model = make_model("film-mlp", seed=split, sampling_noise=args.sampling_noise)
         model.fit(train, age="age", covariates=["sex", "site"], idps=idps)
         scores = model.score(test, n_samples=args.samples, seed=split)
         a = np.abs(scores[[f"z:{c}" for c in idps]].to_numpy(float))
@@ -171,12 +174,15 @@ def main() -> None:
                     help="a diffusion model fitted on the demo cohort's generator (default: the shipped demo FiLM-MLP)")
     ap.add_argument("--tail-scale", choices=scoring.TAIL_SCALES, default=scoring.TAIL_SCALE)
     ap.add_argument("--fit-from", type=float, default=scoring.TAIL_FIT_FROM)
+    ap.add_argument("--sampling-noise", choices=SAMPLING_NOISE, default=SAMPLING_NOISE[0],
+                    help="noise behind the models' samples (default: sobol, the models' default)")
     ap.add_argument("--parts", default="demo", help="comma-separated: demo, truths, fcon1000")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     scoring.TAIL_SCALE, scoring.TAIL_FIT_FROM = args.tail_scale, args.fit_from
     parts = args.parts.split(",")
-    out = {"threads": args.threads, "tail_scale": args.tail_scale, "tail_fit_from": args.fit_from}
+    out = {"threads": args.threads, "tail_scale": args.tail_scale, "tail_fit_from": args.fit_from,
+           "sampling_noise": args.sampling_noise}
     if "demo" in parts:
         out.update(demo_part(args))
     if "truths" in parts:
