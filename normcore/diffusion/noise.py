@@ -60,16 +60,17 @@ class ScrambledSobol:
             raise ValueError("per_group, dim and draws must be at least 1")
         self.per_group, self.dim, self.draws = per_group, dim, draws
         total = draws * dim
+        where = generator.device if generator is not None else torch.device("cpu")  # a CUDA generator draws there
         blocks = []
         for start in range(0, total, SOBOL_MAX_DIM):
             width = min(SOBOL_MAX_DIM, total - start)
-            seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+            seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=where))
             engine = torch.quasirandom.SobolEngine(width, scramble=True, seed=seed)
             points = (engine.draw(per_group, dtype=torch.float64) * 2**SOBOL_BITS).round().to(torch.int32)
             if start:  # an independent block: its points meet the first block's in a random order
-                points = points[torch.randperm(per_group, generator=generator)]
+                points = points[torch.randperm(per_group, generator=generator, device=where).cpu()]
             blocks.append(points)
-        self.points = torch.cat(blocks, dim=1)  # (per_group, draws * dim) integers on the 2^30 grid
+        self.points = torch.cat(blocks, dim=1).to(where)  # (per_group, draws * dim) integers on the 2^30 grid
 
     def noise(self, groups: int, generator: torch.Generator | None = None) -> NoiseSource:
         """The draws of one sampler run for ``groups`` conditions of ``per_group`` samples, group-major: each draw
@@ -77,7 +78,7 @@ class ScrambledSobol:
         ``(groups * per_group, 1, dim)``). Asking for more than ``draws`` draws is an error (the sampler and
         :func:`noise_draws` disagree)."""
         shift = torch.randint(0, 2**SOBOL_BITS, (groups, 1, self.points.shape[1]), generator=generator,
-                              dtype=torch.int32)
+                              dtype=torch.int32, device=self.points.device)
         taken = 0
 
         def draw(shape: tuple[int, ...], device: torch.device | str) -> torch.Tensor:

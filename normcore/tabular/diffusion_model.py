@@ -20,9 +20,9 @@ from normcore._utils.distributed import (
 )
 from normcore._utils.errors import InputError
 from normcore._utils.progress import Progress, as_progress
-from normcore.diffusion import SAMPLERS, NoiseSchedule, ScrambledSobol, noise_draws
+from normcore.diffusion import SAMPLERS, NoiseSchedule
 from normcore.diffusion import sample as run_sampler
-from normcore.diffusion.noise import SAMPLING_NOISE
+from normcore.diffusion.noise import SAMPLING_NOISE, ScrambledSobol, noise_draws
 from normcore.diffusion.parameterisation import PARAMETERISATIONS, wrap_denoiser
 from normcore.nets import BACKBONES, build_backbone, check_backbone_params
 from normcore.tabular import scoring
