@@ -2,11 +2,12 @@
 
 A sampler draws noise once at its start and, if stochastic, once per step (:func:`noise_draws` counts them). A
 :class:`NoiseSource` hands out those draws in order. :class:`PseudoRandom` is ``torch.randn`` with a generator.
-:class:`ScrambledSobol` is for estimates over many samples of one condition (centiles, z-scores, quantiles). It
-treats the m samples of a condition as m points of one randomised Sobol sequence, whose coordinates are all the
-sampler's draws for that sample. Each sample is still exactly a sample of the model. Each condition's m samples
-together cover the noise space more evenly than independent draws, so functionals of their distribution (the
-empirical CDF at a value, a quantile) carry less Monte-Carlo error at the same m (BENCHMARKS.md).
+:class:`ScrambledSobol` is for estimates over many samples of one condition (centiles, z-scores, quantiles). Each
+coordinate of the samples (an IDP) gets one randomised Sobol set whose dimensions are that coordinate's draws, and the
+coordinates' sets are paired in random orders (Owen's Latin supercube sampling). Each sample is still exactly a
+sample of the model. Each condition's m samples together cover the noise space more evenly than independent draws,
+so functionals of their distribution (the empirical CDF at a value, a quantile) carry less Monte-Carlo error at the
+same m (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -40,37 +41,40 @@ class PseudoRandom:
 
 
 class ScrambledSobol:
-    """Randomised quasi-Monte Carlo normals: the first ``per_group`` points of one scrambled Sobol sequence.
+    """Randomised quasi-Monte Carlo normals: per coordinate, the first ``per_group`` points of a scrambled Sobol set.
 
-    A sampler run draws ``draws`` times, each draw ``dim`` numbers per sample. Sample i takes, over the draws, the
-    ``draws * dim`` coordinates of point i of the sequence, mapped to normals by the inverse normal CDF. The sequence
-    is scrambled once here (torch's random linear matrix scramble; independent blocks whose point order is permuted
-    above :data:`SOBOL_MAX_DIM` dimensions). :meth:`noise` gives a sampler run for ``groups`` conditions a
-    :class:`NoiseSource` that shifts the points digitally per group (a random XOR per coordinate), so each group's
-    samples are a randomised net of their own: every sample is marginally exactly standard normal (up to float32:
-    |z| is bounded at about 5.4, a probability of 6e-8), every coordinate's ``per_group`` values are stratified
-    (one in each 1/2^k interval when ``per_group`` = 2^k, in any case far more evenly than independent draws), and
-    estimates averaged over a group are unbiased. One scrambled sequence may serve many runs, each with new shifts.
+    A sampler run draws ``draws`` times, each draw ``dim`` numbers (coordinates) per sample. Coordinate j of sample
+    i takes, over the draws, the ``draws`` coordinates of point i of coordinate j's own Sobol sequence, mapped to
+    normals by the inverse normal CDF. Each coordinate's sequence is scrambled independently (torch's random linear
+    matrix scramble; independent blocks whose point order is permuted above :data:`SOBOL_MAX_DIM` draws), and every
+    coordinate but the first meets the others in a random point order (Latin supercube sampling). So the draws of
+    one coordinate, the ones its own value depends on most, use a Sobol sequence's first and best-spread dimensions
+    whatever ``dim`` is; one sequence over all ``draws * dim`` numbers spreads less well at hundreds of coordinates
+    (BENCHMARKS.md). :meth:`noise` gives a sampler run for ``groups`` conditions a :class:`NoiseSource` that shifts
+    the points digitally per group (a random XOR per coordinate and draw), so each group's samples are a randomised
+    set of their own: every sample is marginally exactly standard normal (up to float32: |z| is bounded at about
+    5.4, a probability of 6e-8), every coordinate's ``per_group`` values are stratified at every draw (one in each
+    1/2^k interval when ``per_group`` = 2^k, in any case far more evenly than independent draws; then a
+    coordinate's first two draws are also a (0, k, 2)-net: one point in every dyadic box of area 2^-k), and
+    estimates averaged over a group are unbiased. One scrambled
+    set may serve many runs, each with new shifts.
 
-    ``generator`` seeds the scramble, the permutations and the shifts, so a seed reproduces the draws.
+    ``generator`` seeds the scrambles, the permutations and the shifts, so a seed reproduces the draws.
     """
 
     def __init__(self, per_group: int, dim: int, draws: int, generator: torch.Generator | None = None):
         if min(per_group, dim, draws) < 1:
             raise ValueError("per_group, dim and draws must be at least 1")
         self.per_group, self.dim, self.draws = per_group, dim, draws
-        total = draws * dim
         where = generator.device if generator is not None else torch.device("cpu")  # a CUDA generator draws there
-        blocks = []
-        for start in range(0, total, SOBOL_MAX_DIM):
-            width = min(SOBOL_MAX_DIM, total - start)
-            seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=where))
-            engine = torch.quasirandom.SobolEngine(width, scramble=True, seed=seed)
-            points = (engine.draw(per_group, dtype=torch.float64) * 2**SOBOL_BITS).round().to(torch.int32)
-            if start:  # an independent block: its points meet the first block's in a random order
+        sets = []
+        for j in range(dim):
+            points = _scrambled_points(per_group, draws, generator, where)
+            if j:  # paired with the other coordinates' points in a random order
                 points = points[torch.randperm(per_group, generator=generator, device=where).cpu()]
-            blocks.append(points)
-        self.points = torch.cat(blocks, dim=1).to(where)  # (per_group, draws * dim) integers on the 2^30 grid
+            sets.append(points)
+        # (per_group, draws * dim) integers on the 2^30 grid; draw t's coordinates are columns t*dim .. (t+1)*dim
+        self.points = torch.stack(sets, dim=2).reshape(per_group, draws * dim).to(where)
 
     def noise(self, groups: int, generator: torch.Generator | None = None) -> NoiseSource:
         """The draws of one sampler run for ``groups`` conditions of ``per_group`` samples, group-major: each draw
@@ -97,6 +101,20 @@ class ScrambledSobol:
             return torch.erfinv(x).mul_(math.sqrt(2)).reshape(shape).to(device)
 
         return draw
+
+
+def _scrambled_points(n: int, width: int, generator: torch.Generator | None, where: torch.device) -> torch.Tensor:
+    """The first ``n`` points of a scrambled Sobol sequence of ``width`` dimensions as int32 on the 2^30 grid, (n,
+    width); above :data:`SOBOL_MAX_DIM` dimensions, independent blocks whose point order is permuted."""
+    blocks = []
+    for start in range(0, width, SOBOL_MAX_DIM):
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=where))
+        engine = torch.quasirandom.SobolEngine(min(SOBOL_MAX_DIM, width - start), scramble=True, seed=seed)
+        points = (engine.draw(n, dtype=torch.float64) * 2**SOBOL_BITS).round().to(torch.int32)
+        if start:
+            points = points[torch.randperm(n, generator=generator, device=where).cpu()]
+        blocks.append(points)
+    return torch.cat(blocks, dim=1)
 
 
 def noise_draws(sampler: str, steps: int, eta: float = 0.0) -> int:

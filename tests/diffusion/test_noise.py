@@ -52,16 +52,32 @@ def test_draws_are_reproducible_and_checked():
         noise((3, 8, 2), "cpu")
 
 
-def test_more_coordinates_than_one_sequence_holds():
-    """Beyond torch's Sobol dimension limit the coordinates come from independent blocks: still stratified."""
-    draws = SOBOL_MAX_DIM // 2 + 1
-    sobol = ScrambledSobol(32, 2, draws, torch.Generator().manual_seed(0))
-    assert sobol.points.shape == (32, 2 * draws)
-    noise = sobol.noise(1, torch.Generator().manual_seed(0))
-    for _ in range(draws):
-        last = noise((1, 32, 2), "cpu")
-    bins = np.floor(special.ndtr(last.double().numpy()[0]) * 32)
-    assert all(len(np.unique(bins[:, j])) >= 31 for j in range(2))
+def test_a_coordinates_draws_are_one_net_and_coordinates_pair_at_random():
+    """Each coordinate's draws come from its own Sobol set: with 2^k samples its first two draws put one point in
+    each box of a 2^a x 2^(k-a) dyadic grid (a (0, k, 2)-net, whatever the number of coordinates). Two coordinates
+    are paired in a random order, so their values at one draw fill such a grid no better than independent points
+    (about 1 - 1/e of the boxes)."""
+    m, dim = 256, 40
+    noise = ScrambledSobol(m, dim, 3, torch.Generator().manual_seed(5)).noise(2, torch.Generator().manual_seed(6))
+    u = [special.ndtr(noise((2, m, dim), "cpu").double().numpy()) for _ in range(2)]  # draws 0, 1
+
+    def filled(a, b, rows):
+        boxes = np.floor(a * rows).astype(int) * (m // rows) + np.floor(b * (m // rows)).astype(int)
+        return len(np.unique(boxes)) / m
+
+    for g in range(2):
+        for j in (0, 17, dim - 1):
+            assert all(filled(u[0][g, :, j], u[1][g, :, j], rows) > 0.99 for rows in (4, 16, 64))
+        assert filled(u[0][g, :, 3], u[0][g, :, 17], 16) < 0.75
+
+
+def test_more_draws_than_one_sequence_holds():
+    """Beyond torch's Sobol dimension limit a coordinate's draws come from independent blocks: still stratified."""
+    draws = SOBOL_MAX_DIM + 1
+    sobol = ScrambledSobol(32, 1, draws, torch.Generator().manual_seed(0))
+    assert sobol.points.shape == (32, draws)
+    for col in (0, SOBOL_MAX_DIM - 1, SOBOL_MAX_DIM):
+        assert len(np.unique(sobol.points[:, col].numpy() >> 25)) == 32  # one point in each 1/32 interval
 
 
 @pytest.mark.parametrize("sampler,steps,eta", [("dpm++2m-sde", 7, 0.0), ("dpm++2m", 7, 0.0), ("ddim", 7, 0.0),
