@@ -56,8 +56,7 @@ class ScrambledSobol:
     5.4, a probability of 6e-8), every coordinate's ``per_group`` values are stratified at every draw (one in each
     1/2^k interval when ``per_group`` = 2^k, in any case far more evenly than independent draws; then a
     coordinate's first two draws are also a (0, k, 2)-net: one point in every dyadic box of area 2^-k), and
-    estimates averaged over a group are unbiased. One scrambled
-    set may serve many runs, each with new shifts.
+    estimates averaged over a group are unbiased. One scrambled set may serve many runs, each with new shifts.
 
     ``generator`` seeds the scrambles, the permutations and the shifts, so a seed reproduces the draws.
     """
