@@ -372,6 +372,10 @@ def build_parser() -> argparse.ArgumentParser:
         if device:
             sp.add_argument("--device", default=None, help="auto|cpu|cuda (default: auto)")
 
+    def sampling_noise(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--sampling-noise", choices=list(SAMPLING_NOISE), default=None,
+                        help="sobol (quasi-random) or pseudo-random (default: the model's, sobol)")
+
     f = sub.add_parser("fit", help="fit a normative model on healthy controls")
     f.add_argument("data")
     f.add_argument("--age", required=True)
@@ -404,8 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("data")
     s.add_argument("--out", required=True)
     s.add_argument("--samples", type=COUNT, default=None, help="samples per subject (default: the model's, 1000)")
-    s.add_argument("--sampling-noise", choices=list(SAMPLING_NOISE), default=None,
-                   help="sobol (quasi-random) or pseudo-random (default: the model's, sobol)")
+    sampling_noise(s)
     s.add_argument("--seed", type=SEED, default=None)
     s.add_argument("--allow-unseen", action="store_true",
                    help="score unseen categorical levels by marginalising over the training levels")
@@ -423,8 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--set", action="append", metavar="COL=VALUE", help="fix a categorical covariate")
     c.add_argument("--quantiles", default="0.05,0.25,0.5,0.75,0.95")
     c.add_argument("--samples", type=COUNT, default=None, help="samples per age (default 4000)")
-    c.add_argument("--sampling-noise", choices=list(SAMPLING_NOISE), default=None,
-                   help="sobol (quasi-random) or pseudo-random (default: the model's, sobol)")
+    sampling_noise(c)
     c.add_argument("--seed", type=SEED, default=None)
     c.add_argument("--out", required=True)
     common(c)
@@ -448,8 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--control-value", default="control")
     ev.add_argument("--train", default=None, help="training table, for the memorisation check")
     ev.add_argument("--samples", type=COUNT, default=None)
-    ev.add_argument("--sampling-noise", choices=list(SAMPLING_NOISE), default=None,
-                    help="sobol (quasi-random) or pseudo-random (default: the model's, sobol)")
+    sampling_noise(ev)
     ev.add_argument("--seed", type=SEED, default=0)
     ev.add_argument("--out", required=True)
     common(ev)

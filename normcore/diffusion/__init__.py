@@ -23,5 +23,5 @@ from normcore.diffusion.schedule import NoiseSchedule
 
 __all__ = ["EMA", "SAMPLERS", "CovariateTrend", "GaussianPriorResidual", "GaussianResidual", "NoiseSchedule",
            "NoiseSource", "PseudoRandom", "ScrambledSobol", "ddim_decode", "ddim_from_levels", "ddim_invert",
-           "ddim_sample", "ddpm_sample", "gaussian_kl",
-           "noise_draws", "reverse_step", "sample", "step_kl", "wrap_denoiser", "x0_from_eps"]
+           "ddim_sample", "ddpm_sample", "gaussian_kl", "noise_draws", "reverse_step", "sample", "step_kl",
+           "wrap_denoiser", "x0_from_eps"]
