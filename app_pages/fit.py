@@ -46,6 +46,14 @@ with st.expander("Advanced"):
     steps = a2.number_input("Sampling steps", 5, 500, 25)
     width = a3.number_input("Network width", 8, 1024, 128 if backbone == "film-mlp" else 64)
     device = a4.selectbox("Device", ["auto", "cpu", "cuda"])
+    TAILS = {"heavy-tailed measures (default; e.g. FreeSurfer IDPs)": "gaussianised",
+             "light-tailed measures (normal-like in their units)": "residual"}
+    tail_scale = TAILS[st.selectbox(
+        "Extreme z-scores (beyond the samples' outer 1%) for", list(TAILS),
+        help="Where the diffusion models extrapolate z beyond their samples: on the scale they sample on, which "
+             "keeps the training data's tail weight (default), or on the IDPs' own standardised scale, more "
+             "accurate for measures whose tails are light, but it scores more healthy values of heavy-tailed "
+             "measures as extreme (README, Scores).")]
 
 
 def fit_model(backbone: str, params: dict, training, mapping, label: str, progress):
@@ -64,7 +72,7 @@ if st.button("Start fitting", type="primary", disabled=running or not m.idps):
     training = controls.drop(index=ss.fit_heldout)
     ss.fit_data_key = data_key()
     params = dict(epochs=int(epochs) or None, n_samples=int(samples), seed=int(seed), transform=transform,
-                  sampling_steps=int(steps), device=device,
+                  sampling_steps=int(steps), device=device, tail_scale=tail_scale,
                   backbone_params={"width": int(width)} if backbone == "film-mlp" else
                   {"dim": int(width)} if backbone == "saint" else {})
     ss.job = Job(fit_model, backbone, params, training, m, ss.data_name, name="fit").start()

@@ -1,7 +1,7 @@
 """Accuracy of extreme z-scores against the exact synthetic truth: the tail model vs the capped sample ranks.
 
     .venv/bin/python benchmarks/tails.py [--threads 2] [--n 100] [--seed 0] [--samples M] [--out FILE]
-        [--model DIR] [--tail-scale gaussianised|residual] [--fit-from 0.5] [--parts demo,truths,fcon1000]
+        [--model DIR] [--tail-scale gaussianised|residual] [--fit-from F] [--parts demo,truths,fcon1000]
         [--sampling-noise sobol|pseudo-random]
 
 ``demo`` (default): the shipped demo FiLM-MLP was trained on the demo cohort, whose generator
@@ -23,7 +23,8 @@ subjects, and the share of |z| beyond 1.96 / 2.576 / 3.29 / 3.89 is reported (no
 the number of subjects with any |z| beyond 3.29, the largest |z| and ``exceedance_ks`` as above. Skipped when
 ../shared/data is absent.
 
-``--tail-scale`` and ``--fit-from`` set ``scoring.TAIL_SCALE`` and ``scoring.TAIL_FIT_FROM`` for every part.
+``--tail-scale`` sets every model's ``tail_scale``; ``--fit-from`` (an experiment) overrides that scale's
+``scoring.TAIL_FIT_FROM`` (the median for the Gaussianised scale, the outer quarter for the residual one).
 Writes benchmarks/results/tails.json (--out).
 """
 
@@ -101,7 +102,7 @@ def errors(z: np.ndarray, true: np.ndarray) -> dict:
 
 def demo_part(args) -> dict:
     model = load_model(args.model)
-    model.set_params(sampling_noise=args.sampling_noise)
+    model.set_params(sampling_noise=args.sampling_noise, tail_scale=args.tail_scale)
     truth = SyntheticTruth.load(ROOT / "models" / "demo-cohort.truth.json")
     demo = demo_cohort()
     controls = demo[demo.group == "control"].sample(2 * args.n, random_state=args.seed).reset_index(drop=True)
@@ -131,7 +132,8 @@ def truths_part(args) -> list[dict]:
         train = truth.sample(5000, seed=100)
         extreme, true = extremes(truth, truth.sample(args.n, seed=555), truth.idp_names, args.seed + 1)
         for model_seed in MODEL_SEEDS:
-            model = make_model("film-mlp", seed=model_seed, sampling_noise=args.sampling_noise)
+            model = make_model("film-mlp", seed=model_seed, sampling_noise=args.sampling_noise,
+                               tail_scale=args.tail_scale)
             model.fit(train, age="age", covariates=["sex"], idps=truth.idp_names)
             z, _ = score_z(model, extreme, True, args.seed, args.samples)
             rows.append({"truth_seed": truth_seed, "model_seed": model_seed, "bands": errors(z, true),
@@ -150,7 +152,7 @@ def fcon_part(args) -> list[dict] | dict:
     rows = []
     for split in FCON_SPLITS:
         train, test, idps = fcon_split(split)
-        model = make_model("film-mlp", seed=split, sampling_noise=args.sampling_noise)
+        model = make_model("film-mlp", seed=split, sampling_noise=args.sampling_noise, tail_scale=args.tail_scale)
         model.fit(train, age="age", covariates=["sex", "site"], idps=idps)
         scores = model.score(test, n_samples=args.samples, seed=split)
         a = np.abs(scores[[f"z:{c}" for c in idps]].to_numpy(float))
@@ -172,14 +174,16 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "tails.json"))
     ap.add_argument("--model", default=str(ROOT / "models" / "demo-film-mlp"),
                     help="a diffusion model fitted on the demo cohort's generator (default: the shipped demo FiLM-MLP)")
-    ap.add_argument("--tail-scale", choices=scoring.TAIL_SCALES, default=scoring.TAIL_SCALE)
-    ap.add_argument("--fit-from", type=float, default=scoring.TAIL_FIT_FROM)
+    ap.add_argument("--tail-scale", choices=scoring.TAIL_SCALES, default=scoring.TAIL_SCALES[0])
+    ap.add_argument("--fit-from", type=float, default=None, help="default: the scale's scoring.TAIL_FIT_FROM")
     ap.add_argument("--sampling-noise", choices=SAMPLING_NOISE, default=SAMPLING_NOISE[0],
                     help="noise behind the models' samples (default: sobol, the models' default)")
     ap.add_argument("--parts", default="demo", help="comma-separated: demo, truths, fcon1000")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    scoring.TAIL_SCALE, scoring.TAIL_FIT_FROM = args.tail_scale, args.fit_from
+    if args.fit_from is not None:
+        scoring.TAIL_FIT_FROM[args.tail_scale] = args.fit_from
+    args.fit_from = scoring.TAIL_FIT_FROM[args.tail_scale]
     parts = args.parts.split(",")
     out = {"threads": args.threads, "tail_scale": args.tail_scale, "tail_fit_from": args.fit_from,
            "sampling_noise": args.sampling_noise}

@@ -40,6 +40,7 @@ from normcore.persistence import check_writable_parent
 from normcore.registry import SAVABLE
 from normcore.tabular.io import read_table, write_table_atomic
 from normcore.tabular.params import MIN_TIMESTEPS
+from normcore.tabular.scoring import TAIL_SCALES
 
 DISTRIBUTED_COMMANDS = ("fit", "score", "centiles", "evaluate", "mri-cohort")
 """Commands that share their work across the processes of ``torchrun --nproc_per_node N -m normcore ...``
@@ -84,13 +85,16 @@ def _load_model(path: str, device: str | None):
     return model
 
 
-def _use_sampling_noise(model, noise: str | None) -> None:
-    """Apply --sampling-noise to a loaded model (None: the model's own setting)."""
-    if noise is None:
-        return
-    if "sampling_noise" not in model.get_params():
-        raise InputError(f"--sampling-noise: a {model.model_type} model estimates without samples")
-    model.set_params(sampling_noise=noise)
+def _use_sampling_options(model, args: argparse.Namespace) -> None:
+    """Apply --sampling-noise and --tail-scale (where the command has them) to a loaded model (None: the model's own
+    setting)."""
+    for param in ("sampling_noise", "tail_scale"):
+        value = getattr(args, param, None)
+        if value is None:
+            continue
+        if param not in model.get_params():
+            raise InputError(f"--{param.replace('_', '-')}: a {model.model_type} model estimates without samples")
+        model.set_params(**{param: value})
 
 
 def cmd_fit(args: argparse.Namespace) -> None:
@@ -113,8 +117,9 @@ def cmd_fit(args: argparse.Namespace) -> None:
         _warn_duplicate_ids(df, args.id_col, args.data)
     backbone_params = json_object(args.backbone_params, "--backbone-params")
     extra = {"sampling_steps": args.sampling_steps} if args.sampling_steps else {}
-    if args.sampling_noise:
-        extra["sampling_noise"] = args.sampling_noise
+    for param in ("sampling_noise", "tail_scale"):
+        if getattr(args, param):
+            extra[param] = getattr(args, param)
     model = make_model(args.backbone, epochs=args.epochs, seed=args.seed, device=args.device,
                        transform=args.transform, n_samples=args.samples, timesteps=args.timesteps,
                        batch_size=args.batch_size, backbone_params=backbone_params, **extra)
@@ -152,7 +157,7 @@ def cmd_score(args: argparse.Namespace) -> None:
         check_output_file(args.out, inputs=(args.data,))
     model = _load_model(args.model, args.device)
     model.allow_unseen = args.allow_unseen or model.allow_unseen
-    _use_sampling_noise(model, args.sampling_noise)
+    _use_sampling_options(model, args)
     df = _read(args.data)
     if args.id_col:
         _warn_duplicate_ids(df, args.id_col, args.data)
@@ -182,7 +187,7 @@ def cmd_score(args: argparse.Namespace) -> None:
 def cmd_centiles(args: argparse.Namespace) -> None:
     check_output_file(args.out)
     model = _load_model(args.model, args.device)
-    _use_sampling_noise(model, args.sampling_noise)
+    _use_sampling_options(model, args)
     fixed = parse_sets(args.set)
     ages = age_grid(args.ages)
     quantiles = float_list(args.quantiles, "--quantiles")
@@ -255,6 +260,7 @@ def cmd_change(args: argparse.Namespace) -> None:
             rho = json_object(args.rho, "--rho")
     model = _load_model(args.model, args.device)
     model.allow_unseen = args.allow_unseen or model.allow_unseen
+    _use_sampling_options(model, args)
     df = _read(args.data)
     result = change_scores(model, df, args.id_col, args.visit_col, group_col=args.group_col,
                            control_value=args.control_value, rho=rho, n_samples=args.samples, seed=args.seed,
@@ -335,7 +341,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from normcore.tabular.synthetic import SyntheticTruth
 
     model = _load_model(args.model, args.device)
-    _use_sampling_noise(model, args.sampling_noise)
+    _use_sampling_options(model, args)
     holdout = _read(args.data)
     truth = None
     if args.truth:
@@ -376,6 +382,13 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--sampling-noise", choices=list(SAMPLING_NOISE), default=None,
                         help="sobol (quasi-random) or pseudo-random (default: the model's, sobol)")
 
+    def tail_scale(sp: argparse.ArgumentParser, stored: bool = False) -> None:
+        sp.add_argument("--tail-scale", choices=list(TAIL_SCALES), default=None,
+                        help="scale on which z beyond the outer 1%% of the samples is extrapolated: gaussianised "
+                             "(heavy-tailed measures, e.g. real IDPs) or residual (light-tailed ones, more accurate "
+                             "there) " + ("(stored in the model; default gaussianised)" if stored
+                                          else "(default: the model's)"))
+
     f = sub.add_parser("fit", help="fit a normative model on healthy controls")
     f.add_argument("data")
     f.add_argument("--age", required=True)
@@ -391,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--sampling-noise", choices=list(SAMPLING_NOISE), default=None,
                    help="noise behind the samples scores are estimated from, stored in the model (default: sobol, "
                         "quasi-random: less Monte-Carlo error than pseudo-random at the same --samples)")
+    tail_scale(f, stored=True)
     f.add_argument("--backbone-params", default=None, metavar="JSON",
                    help='network size, e.g. \'{"width": 128, "depth": 2}\' (advanced)')
     f.add_argument("--timesteps", type=int_at_least(MIN_TIMESTEPS), default=1000, help="diffusion steps T (advanced)")
@@ -409,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--samples", type=COUNT, default=None, help="samples per subject (default: the model's, 1000)")
     sampling_noise(s)
+    tail_scale(s)
     s.add_argument("--seed", type=SEED, default=None)
     s.add_argument("--allow-unseen", action="store_true",
                    help="score unseen categorical levels by marginalising over the training levels")
@@ -451,6 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--train", default=None, help="training table, for the memorisation check")
     ev.add_argument("--samples", type=COUNT, default=None)
     sampling_noise(ev)
+    tail_scale(ev)
     ev.add_argument("--seed", type=SEED, default=0)
     ev.add_argument("--out", required=True)
     common(ev)
@@ -482,6 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="visit-to-visit correlation of z (one number, or a JSON object per IDP), used when the "
                          "table has fewer than 20 pairs of control visits")
     ch.add_argument("--samples", type=COUNT, default=None)
+    tail_scale(ch)
     ch.add_argument("--seed", type=SEED, default=None)
     ch.add_argument("--allow-unseen", action="store_true")
     ch.add_argument("--out", required=True)

@@ -25,12 +25,13 @@ from normcore.diffusion import sample as run_sampler
 from normcore.diffusion.noise import SAMPLING_NOISE, ScrambledSobol, noise_draws
 from normcore.diffusion.parameterisation import PARAMETERISATIONS, wrap_denoiser
 from normcore.nets import BACKBONES, build_backbone, check_backbone_params
-from normcore.tabular import scoring
 from normcore.tabular.base import NormativeModel
 from normcore.tabular.params import MIN_TIMESTEPS, Rule, boolean, choice, integer, number, optional
 from normcore.tabular.preprocessing import MARGINALISE, CovariateEncoder, IDPTransformer, LocationScale, category_label
 from normcore.tabular.scoring import (
     MAX_MULTIVARIATE_IDPS,
+    TAIL_FIT_FROM,
+    TAIL_SCALES,
     PointCorrelations,
     copula_correlation,
     randomised_pit,
@@ -92,6 +93,11 @@ class NormativeDiffusion(NormativeModel):
       quasi-Monte Carlo set (:class:`~normcore.diffusion.noise.ScrambledSobol`): each sample is still a sample of the
       model, but together they cover it more evenly, so the estimates carry less Monte-Carlo error at the same M
       (BENCHMARKS.md). :meth:`sample` always draws independent (pseudo-random) samples.
+    tail_scale : ``"gaussianised"`` (default) or ``"residual"``: the scale on which values beyond the outer 1% of a
+      point's samples get their z from a normal tail (:data:`~normcore.tabular.scoring.TAIL_SCALES`). The residual
+      scale extrapolates more accurately where the measures' conditional tails are light (normal-like in their
+      units, as in the synthetic truth); on heavy-tailed real IDPs it scores more healthy values as extreme, so it is
+      not the default (BENCHMARKS.md, tails).
     epochs : maximal training epochs (``None``: a budget of ``TrainConfig.auto_steps`` steps);
       early stopping on a validation split of ``val_fraction`` stops sooner.
     allow_unseen : score categories unseen in training by marginalising over the training levels
@@ -112,7 +118,7 @@ class NormativeDiffusion(NormativeModel):
         "device": choice("auto", "cpu", "cuda", *(f"cuda:{i}" for i in range(16))), "allow_unseen": boolean,
         "clip_x0": optional(number(0, float("inf"), lo_open=True)), "location_scale": boolean,
         "parameterisation": choice(*PARAMETERISATIONS), "score_age_resolution": optional(number(0, float("inf"))),
-        "sampling_noise": choice(*SAMPLING_NOISE),
+        "sampling_noise": choice(*SAMPLING_NOISE), "tail_scale": choice(*TAIL_SCALES),
     }
 
     def __init__(self, backbone: str = "film-mlp", transform: str = "quantile", schedule: str = "cosine",
@@ -122,7 +128,8 @@ class NormativeDiffusion(NormativeModel):
                  patience: int = 8, seed: int = 0, device: str = "auto", allow_unseen: bool = False,
                  backbone_params: dict | None = None, clip_x0: float | None = 10.0,
                  location_scale: bool = True, parameterisation: str = "gaussian-residual",
-                 score_age_resolution: float | None = None, sampling_noise: str = "sobol"):
+                 score_age_resolution: float | None = None, sampling_noise: str = "sobol",
+                 tail_scale: str = "gaussianised"):
         self.backbone = backbone
         self.transform = transform
         self.schedule = schedule
@@ -147,6 +154,7 @@ class NormativeDiffusion(NormativeModel):
         self.parameterisation = parameterisation
         self.score_age_resolution = score_age_resolution
         self.sampling_noise = sampling_noise
+        self.tail_scale = tail_scale
 
     FORMAT = "normcore-tabular-diffusion"
     FORMAT_VERSION = 2
@@ -451,16 +459,15 @@ class NormativeDiffusion(NormativeModel):
                      points: np.ndarray, y: np.ndarray, age: np.ndarray, codes: np.ndarray, z: np.ndarray,
                      centile: np.ndarray, latent: bool = False) -> None:
         """Overwrite z (and centile) of ``rows``' values beyond a tail anchor with the tail model's
-        (:func:`~normcore.tabular.scoring.tail_z`), fitted at each covariate point on the scale ``TAIL_SCALE`` names.
+        (:func:`~normcore.tabular.scoring.tail_z`), fitted at each covariate point on the scale ``tail_scale`` names.
 
         ``latent`` points' samples and values are on the Gaussianised scale; other points' (marginalised levels)
         are in IDP units. For "gaussianised" the latter are mapped there; for "residual" the former are mapped back
         through the quantile transform to the location-scale residual (IDP units at a point, up to an increasing
         affine map), and IDP units are used as they are."""
-        if scoring.TAIL_SCALE not in scoring.TAIL_SCALES:
-            raise ValueError(f"TAIL_SCALE {scoring.TAIL_SCALE!r}: choose one of {scoring.TAIL_SCALES}")
+        residual = self.tail_scale == "residual"
         m, d = sorted_s.shape[-1], sorted_s.shape[1]
-        k, lo_idx, hi_idx = tail_ranks(m)
+        k, lo_idx, hi_idx = tail_ranks(m, TAIL_FIT_FROM[self.tail_scale])
         if k == 0:
             return
         yr = y[rows]
@@ -472,10 +479,10 @@ class NormativeDiffusion(NormativeModel):
         idx = np.concatenate([lo_idx, hi_idx])
         picked = sorted_s[:, :, idx][need].permute(0, 2, 1).reshape(-1, d).numpy()  # (P * J, D)
         x = yr
-        if scoring.TAIL_SCALE == "residual" and latent:
+        if residual and latent:
             picked = self.transformer_.inverse_transform(picked)
             x = self.transformer_.inverse_transform(yr)
-        elif scoring.TAIL_SCALE != "residual" and not latent:
+        elif not residual and not latent:
             picked = self._to_latent(picked, np.repeat(p_age[need], len(idx)),
                                      np.repeat(p_codes[need], len(idx), axis=0))
             x = self._to_latent(yr, age[rows], codes[rows])

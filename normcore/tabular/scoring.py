@@ -8,10 +8,10 @@ observed vector, the centile of IDP j is the randomised probability integral tra
 and z = Phi^{-1}(u). The sample ranks cannot resolve centiles finer than 1 / (M + 1), so values in the outer
 tails are scored by a tail model instead (:func:`tail_z`, used by the diffusion model): beyond the k-th most
 extreme sample on either side (k = ``TAIL_SHARE`` x M), z is extrapolated from a normal tail fitted to that
-side's order statistics on the model's Gaussianised scale (``TAIL_SCALE``), anchored at the k-th sample so z is
-continuous where the randomised PIT hands over. Entries beyond all M samples are counted in ``n_beyond_samples``
-(their z is extrapolated). Models without a tail model clip u to 0.5 / (M + 1) there, so |z| saturates at
-Phi^{-1}(1 - 0.5 / (M + 1)) (3.29 for M = 1000).
+side's order statistics on the model's Gaussianised scale (or the residual scale: ``TAIL_SCALES``), anchored at the
+k-th sample so z is continuous where the randomised PIT hands over. Entries beyond all M samples are counted in
+``n_beyond_samples`` (their z is extrapolated). Models without a tail model clip u to 0.5 / (M + 1) there, so |z|
+saturates at Phi^{-1}(1 - 0.5 / (M + 1)) (3.29 for M = 1000).
 
 The multivariate score is the squared Mahalanobis distance d2 = z' R^{-1} z, where R is the
 correlation of the model's own normal scores at the subject's covariates (estimated from the same
@@ -46,27 +46,26 @@ def randomised_pit(sorted_samples: torch.Tensor, y: torch.Tensor, v: torch.Tenso
 TAIL_SHARE = 0.01
 """Share of the samples on each side beyond which a value's z comes from the tail model (k = 10 of 1000)."""
 TAIL_FIT_POINTS = 16
-"""Order statistics per side, from ``TAIL_FIT_FROM`` to the anchor, to which the normal tail is fitted."""
-TAIL_FIT_FROM = 0.5
-"""Share of the samples (from either end) where the tail fit starts: 0.5 = the median."""
+"""Order statistics per side, from the fit's start (``TAIL_FIT_FROM``) to the anchor, to which the normal tail is
+fitted."""
 TAIL_SCALES = ("gaussianised", "residual")
-TAIL_SCALE = "gaussianised"
-"""Scale on which the diffusion model's normal tail is fitted: ``"gaussianised"`` (the scale it samples on: the
-location-scale residual through the per-IDP quantile transform, which carries the training marginal's tail weight)
-or ``"residual"`` (the location-scale residual itself, affine in IDP units at a covariate point). Measured
-(BENCHMARKS.md, tails): on the synthetic truth, whose conditional tails are normal-like in IDP units, "residual"
-with ``TAIL_FIT_FROM`` = 0.25 is more accurate; on held-out fcon1000, whose IDPs are heavy-tailed, it scores more
-healthy values as extreme, so the default stays "gaussianised"."""
+"""Scales on which the diffusion model's normal tail may be fitted (its ``tail_scale`` parameter): ``"gaussianised"``
+(the default: the scale it samples on, the location-scale residual through the per-IDP quantile transform, which
+carries the training marginal's tail weight) or ``"residual"`` (the location-scale residual itself, affine in IDP
+units at a covariate point: for measures whose conditional tails are light, normal-like in IDP units)."""
+TAIL_FIT_FROM = {"gaussianised": 0.5, "residual": 0.25}
+"""Per tail scale, the share of the samples (from either end) where the tail fit starts: 0.5 = the median. Chosen
+by measurement (BENCHMARKS.md, tails): on the residual scale the outer quarter extrapolates better."""
 
 
-def tail_ranks(m: int) -> tuple[int, np.ndarray, np.ndarray]:
+def tail_ranks(m: int, fit_from: float = TAIL_FIT_FROM["gaussianised"]) -> tuple[int, np.ndarray, np.ndarray]:
     """For M samples: the anchor rank k (1-based, from either end) and the 0-based order-statistic indices of the
-    lower and upper tail fits (each from the anchor inwards to ``TAIL_FIT_FROM``, ``TAIL_FIT_POINTS`` at most).
-    ``TAIL_SHARE`` = 0 turns the tail model off (k = 0: z saturates at the sample resolution, as before)."""
+    lower and upper tail fits (each from the anchor inwards to ``fit_from`` of the samples, ``TAIL_FIT_POINTS`` at
+    most). ``TAIL_SHARE`` = 0 turns the tail model off (k = 0: z saturates at the sample resolution, as before)."""
     if TAIL_SHARE <= 0:
         return 0, np.zeros(0, int), np.zeros(0, int)
     k = max(1, int(round(TAIL_SHARE * m)))
-    inner = max(k - 1, min((m - 1) // 2, int(round(TAIL_FIT_FROM * m)) - 1))
+    inner = max(k - 1, min((m - 1) // 2, int(round(fit_from * m)) - 1))
     lower = np.unique(np.linspace(k - 1, inner, TAIL_FIT_POINTS).round().astype(int))
     return k, lower, (m - 1 - lower)[::-1]
 

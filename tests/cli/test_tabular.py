@@ -72,6 +72,29 @@ def test_score_sampling_noise_option(workflow):
     assert proc.returncode == 2 and "--sampling-noise" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_tail_scale_option_moves_only_the_extrapolated_z(workflow):
+    """--tail-scale on fit is stored in the model; on score it overrides the model's: z beyond the samples' outer
+    1% change with the scale, the rest are the same draws and the same z."""
+    data = pd.read_csv(workflow / "data.csv")
+    rows = data[data.group == "control"].head(6).reset_index(drop=True)
+    rows.loc[:2, "idp_01"] += [8 * data.idp_01.std(), -8 * data.idp_01.std(), 12 * data.idp_01.std()]
+    rows.to_csv(workflow / "extreme.csv", index=False)
+    outs = {}
+    for scale in ("gaussianised", "residual"):
+        run("score", workflow / "model", workflow / "extreme.csv", "--out", workflow / f"tail_{scale}.csv",
+            "--seed", 2, "--tail-scale", scale)
+        outs[scale] = pd.read_csv(workflow / f"tail_{scale}.csv")
+    z = {scale: out[[f"z:idp_0{i}" for i in (1, 2, 3)]].to_numpy() for scale, out in outs.items()}
+    far = (outs["gaussianised"].n_beyond_samples > 0).to_numpy()
+    assert far[:3].all() and abs(z["residual"][:3, 0] - z["gaussianised"][:3, 0]).min() > 1e-3
+    body = abs(z["gaussianised"]) < 2.0
+    assert body.sum() >= 12 and (z["residual"][body] == z["gaussianised"][body]).all()
+    run("fit", workflow / "data.csv", "--age", "age", "--covariates", "sex,site", "--idps-regex", "^idp_",
+        "--group-col", "group", *TINY_FIT, "--tail-scale", "residual", "--out", workflow / "model_residual")
+    card = json.loads((workflow / "model_residual" / "model.json").read_text())
+    assert card["params"]["tail_scale"] == "residual"
+
+
 def test_centiles_contract_long_format(workflow):
     proc = run("centiles", workflow / "model", "--ages", "20:80:10", "--set", "sex=1", "--quantiles", "0.1,0.5,0.9",
                "--samples", 200, "--out", workflow / "curves.csv")

@@ -103,6 +103,8 @@ def test_short_fit_through_the_fit_page_then_centiles():
     at.number_input[0].set_value(2)  # max epochs
     at.number_input[1].set_value(200)  # samples per point
     at.number_input[4].set_value(16)  # network width (advanced)
+    tails = next(s for s in at.selectbox if s.label.startswith("Extreme z-scores"))
+    tails.set_value(next(o for o in tails.options if o.startswith("light-tailed")))
     next(b for b in at.button if b.label == "Start fitting").click().run()
     job = at.session_state.job
     assert job.wait(300) == "done", job.error
@@ -110,6 +112,7 @@ def test_short_fit_through_the_fit_page_then_centiles():
     assert not at.exception
     assert at.session_state.model_name.startswith("fitted: film-mlp")
     assert at.session_state.model.idps == ["idp_01", "idp_02", "idp_03"]
+    assert at.session_state.model.tail_scale == "residual"  # the Advanced option reaches the model
     goto(at, "centiles")
     assert not at.exception and charts(at)
 

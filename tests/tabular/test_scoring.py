@@ -6,6 +6,7 @@ import pytest
 import torch
 from scipy import special, stats
 
+from normcore._utils.errors import InputError
 from normcore.tabular.preprocessing import MARGINALISE
 from normcore.tabular.scoring import copula_correlation, mahalanobis, normal_scores, randomised_pit
 
@@ -171,7 +172,7 @@ def test_the_diffusion_model_scores_far_values_beyond_the_sample_cap(tiny_model,
 def test_latent_scale_scoring_equals_scoring_in_idp_units(tiny_model, cohort, monkeypatch):
     """Rows of named levels are compared with samples on the Gaussianised scale: the map is increasing per IDP,
     so their centiles equal the comparison in IDP units. Beyond the tail anchors both paths fit the normal tail on
-    the scale ``TAIL_SCALE`` names, so the extrapolated z agree too."""
+    the scale ``tail_scale`` names, so the extrapolated z agree too."""
     df, truth = cohort
     df = df.copy()
     idp = truth.idp_names[0]
@@ -193,31 +194,37 @@ def test_latent_scale_scoring_equals_scoring_in_idp_units(tiny_model, cohort, mo
 
 @pytest.mark.parametrize("scale", ["gaussianised", "residual"])
 def test_the_tail_is_fitted_on_the_scale_tail_scale_names(tiny_model, cohort, monkeypatch, scale):
-    """``TAIL_SCALE`` names where the normal tail is extrapolated: the Gaussianised scale the model samples on
-    (default), or the location-scale residual (affine in IDP units at a point); the two differ out there."""
+    """The ``tail_scale`` parameter names where the normal tail is extrapolated: the Gaussianised scale the model
+    samples on (default, fitted from the median), or the location-scale residual (affine in IDP units at a point,
+    fitted from the outer quarter); the two differ out there."""
     import normcore.tabular.diffusion_model as dm
-    import normcore.tabular.scoring as scoring
 
     df, truth = cohort
     rows = df[df.group == "control"].head(4).reset_index(drop=True)
     idp = truth.idp_names[0]
     rows[idp] = rows[idp] + np.array([6.0, -6.0, 8.0, -8.0]) * float(df[idp].std())
-    seen = []
+    seen, fitted_ranks = [], []
     real = dm.tail_z
-    monkeypatch.setattr(dm, "tail_z", lambda order, ranks, m, x, upper: seen.append(x) or real(order, ranks, m, x,
-                                                                                              upper))
-    monkeypatch.setattr(scoring, "TAIL_SCALE", scale)
-    tiny_model.score(rows, seed=0)
+
+    def spy(order, ranks, m, x, upper):
+        seen.append(x)
+        fitted_ranks.append(np.asarray(ranks))
+        return real(order, ranks, m, x, upper)
+
+    monkeypatch.setattr(dm, "tail_z", spy)
+    model = copy.deepcopy(tiny_model).set_params(tail_scale=scale)
+    model.score(rows, n_samples=200, seed=0)
     x = np.sort(np.concatenate(seen))
-    residual = tiny_model.location_scale_.transform(rows[truth.idp_names].to_numpy(float),
-                                                    tiny_model.encoder_.ages(rows), tiny_model.encoder_.codes(rows))
-    gaussianised = tiny_model.transformer_.transform(residual)[:, 0]
+    residual = model.location_scale_.transform(rows[truth.idp_names].to_numpy(float), model.encoder_.ages(rows),
+                                               model.encoder_.codes(rows))
+    gaussianised = model.transformer_.transform(residual)[:, 0]
     expected, other = (residual[:, 0], gaussianised) if scale == "residual" else (gaussianised, residual[:, 0])
     np.testing.assert_allclose(x, np.sort(expected), rtol=1e-9)
     assert np.abs(np.sort(other) - x).max() > 0.1
-    monkeypatch.setattr(scoring, "TAIL_SCALE", "idp units")
-    with pytest.raises(ValueError, match="TAIL_SCALE"):
-        tiny_model.score(rows, seed=0)
+    inner = {"gaussianised": 99, "residual": 49}[scale]  # 0-based rank of the lower fit's innermost sample, of 200
+    assert all(r.max() == inner or r.min() == 199 - inner for r in fitted_ranks)
+    with pytest.raises(InputError, match="tail_scale"):
+        copy.deepcopy(tiny_model).set_params(tail_scale="idp units").score(rows, seed=0)
 
 
 def test_score_points_share_samples_within_an_age_bin(tiny_model):
