@@ -66,7 +66,7 @@ CORRELATION_BYTES = 1024**3
 # covariate points per chunk at most: the unit of work that `torchrun` ranks share (see _point_chunks)
 POINTS_PER_CHUNK = 256
 # default age bin within which scoring shares samples, as a share of the training age range (see _score_points)
-SCORE_AGE_RESOLUTION = 0.01
+SCORE_AGE_RESOLUTION = 0.025
 
 
 class NormativeDiffusion(NormativeModel):
@@ -374,11 +374,11 @@ class NormativeDiffusion(NormativeModel):
 
         Rows whose covariates all name a level are compared with samples on the Gaussianised scale, where their
         own value is mapped at their exact age, so they can share samples drawn at their age rounded to
-        ``score_age_resolution`` years (by default 1% of the training age range: the age effect on location
-        and scale stays exact, only the network's residual shape is shared over the bin; no effect was measured
-        up to 2 years on the synthetic truth and fcon1000, BENCHMARKS.md). These "latent" points come first.
-        Rows with a marginalised covariate keep their exact age and are compared in IDP units (each sample maps
-        with its own level).
+        ``score_age_resolution`` years (by default ``SCORE_AGE_RESOLUTION``, 2.5% of the training age range: the
+        age effect on location and scale stays exact, only the network's residual shape is shared over the bin; no
+        effect was measured up to 2-year bins on the synthetic truth, none up to 10 on fcon1000, BENCHMARKS.md).
+        These "latent" points come first. Rows with a marginalised covariate keep their exact age and are compared
+        in IDP units (each sample maps with its own level).
         """
         latent_row = ~(codes == MARGINALISE).any(axis=1) if codes.size else np.ones(len(age), bool)
         step = self.score_age_resolution
