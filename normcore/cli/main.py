@@ -30,6 +30,7 @@ from normcore.cli.arguments import (
     age_grid,
     check_output_file,
     csv_list,
+    float_between,
     float_list,
     int_at_least,
     json_object,
@@ -85,15 +86,19 @@ def _load_model(path: str, device: str | None):
     return model
 
 
+SAMPLING_OPTIONS = {"sampling_noise": "--sampling-noise", "tail_scale": "--tail-scale",
+                    "score_age_resolution": "--age-resolution"}
+"""Model parameters of how scores are estimated from samples, and the flags that override them per run."""
+
+
 def _use_sampling_options(model, args: argparse.Namespace) -> None:
-    """Apply --sampling-noise and --tail-scale (where the command has them) to a loaded model (None: the model's own
-    setting)."""
-    for param in ("sampling_noise", "tail_scale"):
+    """Apply the ``SAMPLING_OPTIONS`` flags the command has to a loaded model (None: the model's own setting)."""
+    for param, flag in SAMPLING_OPTIONS.items():
         value = getattr(args, param, None)
         if value is None:
             continue
         if param not in model.get_params():
-            raise InputError(f"--{param.replace('_', '-')}: a {model.model_type} model estimates without samples")
+            raise InputError(f"{flag}: a {model.model_type} model estimates without samples")
         model.set_params(**{param: value})
 
 
@@ -382,6 +387,12 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--sampling-noise", choices=list(SAMPLING_NOISE), default=None,
                         help="sobol (quasi-random) or pseudo-random (default: the model's, sobol)")
 
+    def age_resolution(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--age-resolution", dest="score_age_resolution", type=float_between(0, 1000), default=None,
+                        metavar="YEARS", help="subjects of the same levels whose ages round to the same multiple of "
+                                              "YEARS share their samples (0: only identical ages; default: the "
+                                              "model's, 2.5%% of its training age range)")
+
     def tail_scale(sp: argparse.ArgumentParser, stored: bool = False) -> None:
         sp.add_argument("--tail-scale", choices=list(TAIL_SCALES), default=None,
                         help="scale on which z beyond the outer 1%% of the samples is extrapolated: gaussianised "
@@ -424,6 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--samples", type=COUNT, default=None, help="samples per subject (default: the model's, 1000)")
     sampling_noise(s)
     tail_scale(s)
+    age_resolution(s)
     s.add_argument("--seed", type=SEED, default=None)
     s.add_argument("--allow-unseen", action="store_true",
                    help="score unseen categorical levels by marginalising over the training levels")
@@ -467,6 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--samples", type=COUNT, default=None)
     sampling_noise(ev)
     tail_scale(ev)
+    age_resolution(ev)
     ev.add_argument("--seed", type=SEED, default=0)
     ev.add_argument("--out", required=True)
     common(ev)
@@ -499,6 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "table has fewer than 20 pairs of control visits")
     ch.add_argument("--samples", type=COUNT, default=None)
     tail_scale(ch)
+    age_resolution(ch)
     ch.add_argument("--seed", type=SEED, default=None)
     ch.add_argument("--allow-unseen", action="store_true")
     ch.add_argument("--out", required=True)

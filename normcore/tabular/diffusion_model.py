@@ -377,15 +377,18 @@ class NormativeDiffusion(NormativeModel):
         ``score_age_resolution`` years (by default ``SCORE_AGE_RESOLUTION``, 2.5% of the training age range: the
         age effect on location and scale stays exact, only the network's residual shape is shared over the bin; no
         effect was measured up to 2-year bins on the synthetic truth, none up to 10 on fcon1000, BENCHMARKS.md).
-        These "latent" points come first. Rows with a marginalised covariate keep their exact age and are compared
-        in IDP units (each sample maps with its own level).
+        A bin's centre is clipped to the training age range for ages inside it, so that no in-range subject is
+        compared with samples drawn outside the range. These "latent" points come first. Rows with a marginalised
+        covariate keep their exact age and are compared in IDP units (each sample maps with its own level).
         """
         latent_row = ~(codes == MARGINALISE).any(axis=1) if codes.size else np.ones(len(age), bool)
-        step = self.score_age_resolution
-        if step is None:
-            lo, hi = self.age_range_
-            step = SCORE_AGE_RESOLUTION * (hi - lo)
-        key_age = np.where(latent_row, np.round(age / step) * step, age) if step > 0 else age
+        lo, hi = self.age_range_
+        step = SCORE_AGE_RESOLUTION * (hi - lo) if self.score_age_resolution is None else self.score_age_resolution
+        key_age = age
+        if step > 0:  # bin centres; those of ages inside the training range stay inside it (no extrapolation)
+            centre = np.round(age / step) * step
+            centre = np.where((age >= lo) & (age <= hi), np.clip(centre, lo, hi), centre)
+            key_age = np.where(latent_row, centre, age)
         keys = np.column_stack([~latent_row, key_age, codes]) if codes.size else np.column_stack([~latent_row, key_age])
         uniq, inverse = np.unique(keys, axis=0, return_inverse=True)  # latent points (flag 0) sort first
         return uniq[:, 1], uniq[:, 2:].astype(np.int64), inverse.reshape(-1), int((uniq[:, 0] == 0).sum())

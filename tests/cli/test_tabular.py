@@ -5,9 +5,11 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from normcore.registry import load_model
 from tests.conftest import ROOT
 
 TINY_FIT = ["--epochs", "2", "--timesteps", "100", "--sampling-steps", "8", "--samples", "100",
@@ -93,6 +95,25 @@ def test_tail_scale_option_moves_only_the_extrapolated_z(workflow):
         "--group-col", "group", *TINY_FIT, "--tail-scale", "residual", "--out", workflow / "model_residual")
     card = json.loads((workflow / "model_residual" / "model.json").read_text())
     assert card["params"]["tail_scale"] == "residual"
+
+
+def test_age_resolution_option_reaches_the_model(workflow):
+    """--age-resolution sets the bin within which subjects share samples for this run: the CLI's scores equal the
+    Python API's with the same ``score_age_resolution`` and seed, and differ from those with the model's bins."""
+    outs = {}
+    for res in ("0", None):
+        extra = ["--age-resolution", res] if res else []
+        run("score", workflow / "model", workflow / "data.csv", "--out", workflow / f"res_{res}.csv", "--seed", 4,
+            *extra)
+        outs[res] = pd.read_csv(workflow / f"res_{res}.csv")
+    model = load_model(workflow / "model").set_params(score_age_resolution=0)
+    api = model.score(pd.read_csv(workflow / "data.csv"), seed=4)
+    cols = [f"z:idp_0{i}" for i in (1, 2, 3)]
+    np.testing.assert_allclose(outs["0"][cols].to_numpy(), api[cols].to_numpy(), rtol=0, atol=1e-6)
+    assert not np.allclose(outs["0"][cols].to_numpy(), outs[None][cols].to_numpy(), rtol=0, atol=1e-3)
+    proc = run("score", workflow / "model", workflow / "data.csv", "--out", workflow / "x.csv", "--age-resolution",
+               "-1", check=False)
+    assert proc.returncode == 2 and "--age-resolution" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_centiles_contract_long_format(workflow):

@@ -236,3 +236,16 @@ def test_score_points_share_samples_within_an_age_bin(tiny_model):
     assert inverse[3] not in inverse[:3]  # another level: its own samples
     assert n_latent == 3 and inverse[4] == 3 and u_age[3] == 30.2  # marginalised: exact age, in IDP units, last
     assert u_age[inverse[0]] == 30.0 and u_age[inverse[2]] == 31.0 and u_codes[inverse[3]].tolist() == [1, 1]
+
+
+def test_age_bins_of_in_range_subjects_stay_in_the_training_range(tiny_model):
+    """A bin's centre may fall outside the training ages (wide bins, or an edge); an in-range subject is then
+    compared with samples at the range's end, never extrapolated ones. Out-of-range subjects keep their bin."""
+    lo, hi = tiny_model.age_range_
+    step = 1.5 * hi  # ages up to 0.75 hi round to a centre at 0, the rest to one at 1.5 hi
+    model = copy.deepcopy(tiny_model).set_params(score_age_resolution=step)
+    age = np.array([lo, lo + 0.4 * (hi - lo), hi, lo - 30.0])
+    codes = np.zeros((4, 2), dtype=np.int64)
+    u_age, _, inverse, _ = model._score_points(age, codes)
+    assert u_age[inverse[0]] == u_age[inverse[1]] == lo and u_age[inverse[2]] == hi  # 0 clipped to lo, 1.5 hi to hi
+    assert u_age[inverse[3]] == 0.0  # outside the range: its own bin, as scored and flagged out_of_range
