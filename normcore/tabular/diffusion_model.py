@@ -34,6 +34,7 @@ from normcore.tabular.scoring import (
     TAIL_SCALES,
     PointCorrelations,
     copula_correlation,
+    mix_scores,
     randomised_pit,
     tail_ranks,
     tail_z,
@@ -65,7 +66,8 @@ SCORE_SAMPLE_BYTES = 128 * 1024**2
 CORRELATION_BYTES = 1024**3
 # covariate points per chunk at most: the unit of work that `torchrun` ranks share (see _point_chunks)
 POINTS_PER_CHUNK = 256
-# default age bin within which scoring shares samples, as a share of the training age range (see _score_points)
+# default spacing of the age grid on which scoring draws shared samples, as a share of the training age range
+# (see _score_points)
 SCORE_AGE_RESOLUTION = 0.025
 
 
@@ -103,9 +105,10 @@ class NormativeDiffusion(NormativeModel):
     allow_unseen : score categories unseen in training by marginalising over the training levels
       (e.g. a new site treated as a random training site); otherwise they are an error.
     device : ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
-    score_age_resolution : years; scoring shares one set of samples between subjects of the same levels whose
-      ages round to the same multiple (``None``: ``SCORE_AGE_RESOLUTION`` of the training age range; 0: only
-      identical ages share; see ``_score_points``).
+    score_age_resolution : years; scoring draws samples on a grid of ages of this spacing, per level, shared by the
+      subjects between two grid ages (each scored against both, mixed linearly in age; ``None``:
+      ``SCORE_AGE_RESOLUTION`` of the training age range; 0: each distinct age its own samples; see
+      ``_score_points``).
     """
 
     PARAM_RULES: ClassVar[dict[str, Rule]] = {
@@ -369,29 +372,53 @@ class NormativeDiffusion(NormativeModel):
                  for lo, hi in zip(edges, edges[1:], strict=False) for s in range(lo, hi, per_chunk)]
         return [(s, e, seed if ci == 0 else seed + 7919 * ci) for ci, (s, e) in enumerate(spans)]
 
-    def _score_points(self, age: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-        """The covariate points scoring samples at: (ages, codes, each row's point, number of latent points).
+    def _score_points(self, age: np.ndarray, codes: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+        """The covariate points scoring samples at: (ages, codes, each row's two points (n, 2), their weights (n, 2),
+        number of latent points).
 
         Rows whose covariates all name a level are compared with samples on the Gaussianised scale, where their
-        own value is mapped at their exact age, so they can share samples drawn at their age rounded to
-        ``score_age_resolution`` years (by default ``SCORE_AGE_RESOLUTION``, 2.5% of the training age range: the
-        age effect on location and scale stays exact, only the network's residual shape is shared over the bin; no
-        effect was measured up to 2-year bins on the synthetic truth, none up to 10 on fcon1000, BENCHMARKS.md).
-        A bin's centre is clipped to the training age range for ages inside it, so that no in-range subject is
-        compared with samples drawn outside the range. These "latent" points come first. Rows with a marginalised
-        covariate keep their exact age and are compared in IDP units (each sample maps with its own level).
+        own value is mapped at their exact age, so they can share samples drawn on a grid of ages: the multiples
+        of ``score_age_resolution`` years (by default ``SCORE_AGE_RESOLUTION`` of the training age range). Each
+        such row has a point at its nearest grid age and its levels. Where the grid age on its other side is
+        also a point (another row's nearest), the row is scored against both, its centile the mixture of the two
+        with weights linear in its age (:func:`~normcore.tabular.scoring.mix_scores`); else against its nearest
+        alone. So interpolation adds no points. The age effect on location and scale stays exact; the network's
+        residual shape, which changes slowly with age, is shared or interpolated (its measured effect:
+        BENCHMARKS.md). Grid ages are clipped to the training age range for ages inside it, so that no in-range
+        subject is compared with samples drawn outside the range. These "latent" points come first. Rows with a
+        marginalised covariate keep their exact age and are compared in IDP units (each sample maps with its own
+        level). A row with one point has weights (1, 0) and that point twice.
         """
-        latent_row = ~(codes == MARGINALISE).any(axis=1) if codes.size else np.ones(len(age), bool)
+        n = len(age)
+        latent_row = ~(codes == MARGINALISE).any(axis=1) if codes.size else np.ones(n, bool)
         lo, hi = self.age_range_
         step = SCORE_AGE_RESOLUTION * (hi - lo) if self.score_age_resolution is None else self.score_age_resolution
-        key_age = age
-        if step > 0:  # bin centres; those of ages inside the training range stay inside it (no extrapolation)
-            centre = np.round(age / step) * step
-            centre = np.where((age >= lo) & (age <= hi), np.clip(centre, lo, hi), centre)
-            key_age = np.where(latent_row, centre, age)
-        keys = np.column_stack([~latent_row, key_age, codes]) if codes.size else np.column_stack([~latent_row, key_age])
-        uniq, inverse = np.unique(keys, axis=0, return_inverse=True)  # latent points (flag 0) sort first
-        return uniq[:, 1], uniq[:, 2:].astype(np.int64), inverse.reshape(-1), int((uniq[:, 0] == 0).sum())
+        near = other = age
+        if step > 0:
+            inside = (age >= lo) & (age <= hi)
+
+            def grid(k: np.ndarray) -> np.ndarray:  # each grid age computed one way, so equal ones compare equal
+                return np.where(inside, np.clip(k * step, lo, hi), k * step)
+
+            k = np.round(age / step)
+            near = np.where(latent_row, grid(k), age)
+            other = np.where(latent_row, grid(np.where(age >= k * step, k + 1, k - 1)), age)
+        codes2 = codes if codes.size else np.zeros((n, 0))
+        flag = (~latent_row).astype(float)
+        uniq, inverse = np.unique(np.column_stack([flag, near, codes2]), axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)  # latent points (flag 0) sort first
+        both, where = np.unique(np.vstack([uniq, np.column_stack([flag, other, codes2])]), axis=0,
+                                return_inverse=True)
+        point_of = np.full(len(both), -1)
+        point_of[where.reshape(-1)[:len(uniq)]] = np.arange(len(uniq))
+        other_point = point_of[where.reshape(-1)[len(uniq):]]  # -1: the other grid age is not a point
+        span = np.abs(other - near)
+        two = (other_point >= 0) & (span > 0)
+        w = np.where(two, np.abs(age - near) / np.where(span > 0, span, 1.0), 0.0)
+        pair = np.column_stack([inverse, np.where(two, other_point, inverse)])
+        return uniq[:, 1], uniq[:, 2:].astype(np.int64), pair, np.column_stack([1.0 - w, w]), \
+            int((uniq[:, 0] == 0).sum())
 
     def _score_core(self, y, age, codes, n_samples, seed, progress):
         """Randomised PIT against M samples shared by the rows of a covariate point (:meth:`_score_points`: same
@@ -406,12 +433,16 @@ class NormativeDiffusion(NormativeModel):
         m = int(n_samples or self.n_samples)
         seed = self.seed if seed is None else seed
         d = len(self.idps)
-        u_age, u_codes, inverse, n_latent = self._score_points(age, codes)
-        n_points = len(u_age)
-        latent_rows = inverse < n_latent
-        observed = y.copy()  # each row's values on the scale of its point's samples
+        u_age, u_codes, pair, weight, n_latent = self._score_points(age, codes)
+        n_points, n = len(u_age), len(y)
+        latent_rows = pair[:, 0] < n_latent
+        observed = y.copy()  # each row's values on the scale of its points' samples
         if latent_rows.any():
             observed[latent_rows] = self._to_latent(y[latent_rows], age[latent_rows], codes[latent_rows])
+        # a row between two grid ages is scored twice (copies n.. of the rows with two points), then mixed
+        two = np.flatnonzero(weight[:, 1] > 0)
+        row_of = np.concatenate([np.arange(n), two])
+        inverse = np.concatenate([pair[:, 0], pair[two, 1]])
         multivariate = d <= MAX_MULTIVARIATE_IDPS
         pooled = multivariate and n_points * d * d * 8 > CORRELATION_BYTES
         per_point = np.zeros((n_points, d, d)) if multivariate and not pooled else None
@@ -423,11 +454,12 @@ class NormativeDiffusion(NormativeModel):
         elif pooled:
             note = (f"{n_points} distinct covariate points x {d} IDPs: one copula correlation pooled over the "
                     "points serves the multivariate score (memory bound)")
-        y_t = torch.from_numpy(np.nan_to_num(observed, nan=0.0))
-        v = torch.from_numpy(np.random.default_rng(seed + 1).random(y.shape))
-        centile = np.zeros(y.shape)  # zeros where another rank scores (see sum_across_ranks)
-        z = np.zeros(y.shape)
-        beyond = np.zeros(y.shape, bool)
+        observed_c, age_c, codes_c = observed[row_of], age[row_of], codes[row_of]
+        y_t = torch.from_numpy(np.nan_to_num(observed_c, nan=0.0))
+        v = torch.from_numpy(np.random.default_rng(seed + 1).random(y.shape)[row_of])
+        centile = np.zeros(observed_c.shape)  # zeros where another rank scores (see sum_across_ranks)
+        z = np.zeros(observed_c.shape)
+        beyond = np.zeros(observed_c.shape, bool)
         order = np.argsort(inverse, kind="stable")
         chunks = self._point_chunks(n_points, m, seed, breaks=(n_latent,))
         bounds = np.searchsorted(inverse[order], [s for s, _, _ in chunks] + [n_points])
@@ -444,8 +476,8 @@ class NormativeDiffusion(NormativeModel):
                 uu, bb = randomised_pit(sorted_s[inverse[sub] - s].contiguous(), y_t[sub], v[sub])
                 centile[sub], beyond[sub] = uu.numpy(), bb.numpy()
             z[rows] = special.ndtri(centile[rows])
-            self._tail_scores(sorted_s, u_age[s:e], u_codes[s:e], rows, inverse[rows] - s, observed, age, codes,
-                              z, centile, latent)
+            self._tail_scores(sorted_s, u_age[s:e], u_codes[s:e], rows, inverse[rows] - s, observed_c, age_c,
+                              codes_c, z, centile, latent)
             if multivariate:
                 corr = copula_correlation(samples, sort_order).numpy()
                 if pooled:
@@ -454,9 +486,15 @@ class NormativeDiffusion(NormativeModel):
                     per_point[s:e] = corr
             del samples, sorted_s, sort_order
         sum_across_ranks(*(a for a in (centile, z, beyond, per_point, pooled_sum) if a is not None))
+        if len(two):  # mix each row's two scores (copies n.. are the second points of rows ``two``)
+            w = weight[two]
+            centile[two], z[two] = mix_scores(centile[two], z[two], centile[n:], z[n:], w[:, 1:])
+            beyond[two] &= beyond[n:]
+        centile, z, beyond = centile[:n], z[:n], beyond[:n]
         if pooled:
-            return centile, z, beyond, PointCorrelations((pooled_sum / n_points)[None], np.zeros_like(inverse), note)
-        return centile, z, beyond, PointCorrelations(per_point, inverse, note)
+            return centile, z, beyond, PointCorrelations((pooled_sum / n_points)[None], np.zeros(n, np.int64), note)
+        nearest = np.where(weight[:, 1] > 0.5, pair[:, 1], pair[:, 0])
+        return centile, z, beyond, PointCorrelations(per_point, nearest, note)
 
     def _tail_scores(self, sorted_s: torch.Tensor, p_age: np.ndarray, p_codes: np.ndarray, rows: np.ndarray,
                      points: np.ndarray, y: np.ndarray, age: np.ndarray, codes: np.ndarray, z: np.ndarray,

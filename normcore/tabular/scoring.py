@@ -91,6 +91,19 @@ def tail_z(latent_order: np.ndarray, ranks: np.ndarray, m: int, x: np.ndarray, u
     return np.minimum(z, q[anchor]) if not upper else np.maximum(z, q[anchor])
 
 
+def mix_scores(u_a: np.ndarray, z_a: np.ndarray, u_b: np.ndarray, z_b: np.ndarray,
+               w_b: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+    """Centile and z of values under the mixture (1 - w_b) F_a + w_b F_b, from their centiles and z under each.
+
+    The centile mixes linearly. z is taken from the smaller tail, each tail mixed on its own (Phi(z) below the
+    median, Phi(-z) above), so that extreme z keep their precision where a centile would round to 0 or 1."""
+    w_a = 1.0 - w_b
+    lower = w_a * special.ndtr(z_a) + w_b * special.ndtr(z_b)
+    upper = w_a * special.ndtr(-z_a) + w_b * special.ndtr(-z_b)
+    z = np.where(lower <= upper, special.ndtri(lower), -special.ndtri(upper))
+    return w_a * u_a + w_b * u_b, z
+
+
 def normal_scores(samples: torch.Tensor, order: torch.Tensor | None = None) -> torch.Tensor:
     """Rank-based normal scores Phi^-1((rank + 0.5) / M) of samples (n, M, D) within each (n, ., D) slice (float64).
 

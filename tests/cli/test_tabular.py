@@ -239,10 +239,18 @@ def run_torchrun(*args, processes: int = 2):
 
 
 def test_torchrun_score_and_centiles_equal_one_process(workflow):
-    # 260 subjects at distinct ages with 50 samples: two chunks of covariate points, one per rank
+    # 520 subjects on a 0.25-year age grid: two chunks of covariate points (one per rank), and many subjects mixed
+    # from two grid ages, which may lie in different chunks
+    data = pd.read_csv(workflow / "data.csv")
+    pd.concat([data, data.assign(age=data.age + 0.37)]).to_csv(workflow / "big.csv", index=False)
+    model = load_model(workflow / "model").set_params(score_age_resolution=0.25)
+    u_age, _, _, weight, _ = model._score_points(*model._covariates_of(pd.read_csv(workflow / "big.csv"), "big"))
+    assert len(u_age) > 256 and (weight[:, 1] > 0).sum() > 100
     common = ["--samples", 50, "--seed", 5]
-    run("score", workflow / "model", workflow / "data.csv", "--out", workflow / "one.csv", *common)
-    run_torchrun("score", workflow / "model", workflow / "data.csv", "--out", workflow / "two.csv", *common)
+    run("score", workflow / "model", workflow / "big.csv", "--out", workflow / "one.csv", "--age-resolution", 0.25,
+        *common)
+    run_torchrun("score", workflow / "model", workflow / "big.csv", "--out", workflow / "two.csv", "--age-resolution",
+                 0.25, *common)
     one, two = pd.read_csv(workflow / "one.csv"), pd.read_csv(workflow / "two.csv")
     assert one["z:idp_01"].notna().all() and (one["z:idp_01"] != 0).all()  # every row scored (by either rank)
     pd.testing.assert_frame_equal(one, two, check_exact=True)

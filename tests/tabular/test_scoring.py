@@ -8,7 +8,7 @@ from scipy import special, stats
 
 from normcore._utils.errors import InputError
 from normcore.tabular.preprocessing import MARGINALISE
-from normcore.tabular.scoring import copula_correlation, mahalanobis, normal_scores, randomised_pit
+from normcore.tabular.scoring import copula_correlation, mahalanobis, mix_scores, normal_scores, randomised_pit
 
 
 def test_randomised_pit_counts_ranks_and_ties():
@@ -181,7 +181,7 @@ def test_latent_scale_scoring_equals_scoring_in_idp_units(tiny_model, cohort, mo
     model = copy.deepcopy(tiny_model).set_params(score_age_resolution=0)  # the same points either way
     latent = model.score(df, n_samples=200, seed=3)
     points = model._score_points
-    monkeypatch.setattr(model, "_score_points", lambda a, c: (*points(a, c)[:3], 0))  # no latent points
+    monkeypatch.setattr(model, "_score_points", lambda a, c: (*points(a, c)[:4], 0))  # no latent points
     in_units = model.score(df, n_samples=200, seed=3)
     cols = [c for c in latent.columns if c.startswith("centile:")]
     inside = (latent[cols] > 0.011) & (latent[cols] < 0.989)  # the randomised PIT's range, not the tail model's
@@ -214,7 +214,7 @@ def test_the_tail_is_fitted_on_the_scale_tail_scale_names(tiny_model, cohort, mo
     monkeypatch.setattr(dm, "tail_z", spy)
     model = copy.deepcopy(tiny_model).set_params(tail_scale=scale)
     model.score(rows, n_samples=200, seed=0)
-    x = np.sort(np.concatenate(seen))
+    x = np.unique(np.concatenate(seen))  # a row between two grid ages is fitted at both
     residual = model.location_scale_.transform(rows[truth.idp_names].to_numpy(float), model.encoder_.ages(rows),
                                                model.encoder_.codes(rows))
     gaussianised = model.transformer_.transform(residual)[:, 0]
@@ -227,25 +227,71 @@ def test_the_tail_is_fitted_on_the_scale_tail_scale_names(tiny_model, cohort, mo
         copy.deepcopy(tiny_model).set_params(tail_scale="idp units").score(rows, seed=0)
 
 
-def test_score_points_share_samples_within_an_age_bin(tiny_model):
+def test_score_points_interpolate_between_grid_ages(tiny_model):
+    """Rows of named levels share samples drawn on a grid of ages, at their nearest grid age; a row whose other
+    neighbouring grid age is also a point is scored against both, weighted linearly in its age. Marginalised rows
+    keep their own age."""
     model = copy.deepcopy(tiny_model).set_params(score_age_resolution=1.0)
-    age = np.array([30.1, 30.4, 30.6, 30.1, 30.2])
+    age = np.array([30.25, 30.75, 31.0, 30.25, 30.2])
     codes = np.array([[0, 1], [0, 1], [0, 1], [1, 1], [MARGINALISE, 1]])
-    u_age, u_codes, inverse, n_latent = model._score_points(age, codes)
-    assert inverse[0] == inverse[1] != inverse[2]  # 30.1 and 30.4 round to 30; 30.6 to 31
-    assert inverse[3] not in inverse[:3]  # another level: its own samples
-    assert n_latent == 3 and inverse[4] == 3 and u_age[3] == 30.2  # marginalised: exact age, in IDP units, last
-    assert u_age[inverse[0]] == 30.0 and u_age[inverse[2]] == 31.0 and u_codes[inverse[3]].tolist() == [1, 1]
+    u_age, u_codes, pair, weight, n_latent = model._score_points(age, codes)
+    assert u_age[pair[0]].tolist() == [30.0, 31.0] and u_age[pair[1]].tolist() == [31.0, 30.0]
+    np.testing.assert_allclose(weight[:2], [[0.75, 0.25], [0.75, 0.25]])  # the nearest first
+    assert pair[2].tolist() == [pair[1, 0]] * 2 and weight[2].tolist() == [1.0, 0.0]  # on the grid: one point
+    assert u_codes[pair[3, 0]].tolist() == [1, 1] and pair[3, 0] == pair[3, 1]  # no neighbour at 31 for its level
+    assert weight[3].tolist() == [1.0, 0.0] and u_age[pair[3, 0]] == 30.0
+    assert n_latent == 3 and pair[4].tolist() == [3, 3] and u_age[3] == 30.2  # marginalised: exact age, last
+    assert len(u_age) == 4  # interpolation adds no points
 
 
-def test_age_bins_of_in_range_subjects_stay_in_the_training_range(tiny_model):
-    """A bin's centre may fall outside the training ages (wide bins, or an edge); an in-range subject is then
-    compared with samples at the range's end, never extrapolated ones. Out-of-range subjects keep their bin."""
+def test_grid_ages_of_in_range_subjects_stay_in_the_training_range(tiny_model):
+    """A grid age may fall outside the training ages (wide grids, or an edge); an in-range subject is then
+    compared with samples at the range's end, never extrapolated ones. Out-of-range subjects keep the grid."""
     lo, hi = tiny_model.age_range_
-    step = 1.5 * hi  # ages up to 0.75 hi round to a centre at 0, the rest to one at 1.5 hi
+    step = 1.5 * hi  # grid ages 0 and 1.5 hi around the whole training range
     model = copy.deepcopy(tiny_model).set_params(score_age_resolution=step)
     age = np.array([lo, lo + 0.4 * (hi - lo), hi, lo - 30.0])
-    codes = np.zeros((4, 2), dtype=np.int64)
-    u_age, _, inverse, _ = model._score_points(age, codes)
-    assert u_age[inverse[0]] == u_age[inverse[1]] == lo and u_age[inverse[2]] == hi  # 0 clipped to lo, 1.5 hi to hi
-    assert u_age[inverse[3]] == 0.0  # outside the range: its own bin, as scored and flagged out_of_range
+    u_age, _, pair, weight, _ = model._score_points(age, np.zeros((4, 2), dtype=np.int64))
+    assert sorted(u_age.tolist()) == [0.0, lo, hi]  # 0 and 1.5 hi clipped to the range's ends when inside it
+    assert u_age[pair[1]].tolist() == [lo, hi] and np.isclose(weight[1, 1], 0.4)
+    assert u_age[pair[0, 0]] == lo and weight[0].tolist() == [1.0, 0.0]
+    assert u_age[pair[2, 0]] == hi and weight[2].tolist() == [1.0, 0.0]
+    assert u_age[pair[3, 0]] == 0.0 and weight[3].tolist() == [1.0, 0.0]  # outside the range: the grid as it is
+
+
+def test_mix_scores_is_the_mixture_distribution_even_far_out():
+    z_a, z_b = np.array([-1.0, 0.5, 9.0, -12.0, 2.0]), np.array([0.0, 0.5, 9.0, -12.0, 30.0])
+    w = np.array([0.3, 0.5, 0.2, 0.9, 0.5])
+    centile, z = mix_scores(special.ndtr(z_a), z_a, special.ndtr(z_b), z_b, w)
+    expected = special.ndtri((1 - w[:2]) * special.ndtr(z_a[:2]) + w[:2] * special.ndtr(z_b[:2]))
+    np.testing.assert_allclose(z[:2], expected, rtol=1e-12)
+    np.testing.assert_allclose(z[2:4], [9.0, -12.0], rtol=1e-9)  # equal scores stay, where 1 - u rounds to 0
+    assert z[4] == pytest.approx(-special.ndtri(0.5 * special.ndtr(-2.0)))  # the far one adds nothing above
+    np.testing.assert_allclose(centile, (1 - w) * special.ndtr(z_a) + w * special.ndtr(z_b))
+
+
+def test_a_row_between_grid_ages_is_scored_as_the_mixture_of_both(tiny_model, cohort, monkeypatch):
+    """With the same samples (the same grid points and seed), a row's interpolated scores are the mixture of its
+    scores against each of its two points alone, extreme values included."""
+    df, truth = cohort
+    rows = df[df.group == "control"].head(40).reset_index(drop=True)
+    model = copy.deepcopy(tiny_model).set_params(score_age_resolution=25.0)
+    u_age, u_codes, pair, weight, n_latent = model._score_points(*model._covariates_of(rows, "rows"))
+    mixed = np.flatnonzero(weight[:, 1] > 0.05)[:4]
+    assert len(mixed) == 4
+    idp = truth.idp_names[0]
+    rows.loc[mixed, idp] += np.array([5.0, -5.0, 8.0, -8.0]) * float(df[idp].std())  # extremes, interpolated
+    both = model.score(rows, n_samples=200, seed=5)
+    alone = []
+    for k in (0, 1):
+        one = np.column_stack([np.ones(len(rows)), np.zeros(len(rows))])
+        monkeypatch.setattr(model, "_score_points", lambda a, c, k=k, one=one: (u_age, u_codes, pair[:, [k, k]],
+                                                                               one, n_latent))
+        alone.append(model.score(rows, n_samples=200, seed=5))
+    z_cols = [f"z:{c}" for c in truth.idp_names]
+    u_cols = [f"centile:{c}" for c in truth.idp_names]
+    centile, z = mix_scores(alone[0][u_cols].to_numpy(), alone[0][z_cols].to_numpy(), alone[1][u_cols].to_numpy(),
+                            alone[1][z_cols].to_numpy(), weight[:, 1:])
+    np.testing.assert_allclose(both[z_cols].to_numpy(), z, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(both[u_cols].to_numpy(), centile, rtol=0, atol=1e-12)
+    assert (np.abs(both[f"z:{idp}"].to_numpy()[mixed]) > 3.3).all()  # the extremes went through the tail model
