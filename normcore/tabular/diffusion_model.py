@@ -106,8 +106,8 @@ class NormativeDiffusion(NormativeModel):
       (e.g. a new site treated as a random training site); otherwise they are an error.
     device : ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
     score_age_resolution : years; scoring draws samples on a grid of ages of this spacing, per level, shared by the
-      subjects between two grid ages (each scored against both, mixed linearly in age; ``None``:
-      ``SCORE_AGE_RESOLUTION`` of the training age range; 0: each distinct age its own samples; see
+      subjects near each grid age (mixed linearly in age between the two around a subject where both are drawn;
+      ``None``: ``SCORE_AGE_RESOLUTION`` of the training age range; 0: each distinct age its own samples; see
       ``_score_points``).
     """
 
