@@ -122,9 +122,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
         _warn_duplicate_ids(df, args.id_col, args.data)
     backbone_params = json_object(args.backbone_params, "--backbone-params")
     extra = {"sampling_steps": args.sampling_steps} if args.sampling_steps else {}
-    for param in ("sampling_noise", "tail_scale"):
-        if getattr(args, param):
-            extra[param] = getattr(args, param)
+    extra.update({p: getattr(args, p) for p in SAMPLING_OPTIONS if getattr(args, p, None) is not None})
     model = make_model(args.backbone, epochs=args.epochs, seed=args.seed, device=args.device,
                        transform=args.transform, n_samples=args.samples, timesteps=args.timesteps,
                        batch_size=args.batch_size, backbone_params=backbone_params, **extra)
