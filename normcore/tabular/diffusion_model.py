@@ -201,7 +201,7 @@ class NormativeDiffusion(NormativeModel):
             return frame[age].to_numpy(float), self.encoder_.resolve_marginalised(codes, rng)  # level only in val
 
         # the closed-form preprocessing uses every row: its leave-one-out residuals are out-of-sample for
-        # the location of each row, so the validation rows stay valid for the network's early stopping
+        # the location and scale of each row, so the validation rows stay valid for the network's early stopping
         age_tr, codes_tr = covs(train)
         age_va, codes_va = covs(val)
         ages, codes_all = np.r_[age_tr, age_va], np.concatenate([codes_tr, codes_va])

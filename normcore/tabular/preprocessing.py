@@ -336,10 +336,15 @@ class LocationScale:
     def fit_transform(self, age: np.ndarray, codes: np.ndarray, y: np.ndarray, n_levels: list[int]) -> np.ndarray:
         """Fit, and return the training rows' *leave-one-out* standardised residuals.
 
-        The scale is fitted to leave-one-out residuals r_i / (1 - h_ii) (h: the ridge hat matrix), which
-        are distributed like the residuals of new subjects: in-sample residuals are too small by the
-        estimation error of mu, most at small sites, and a model trained on them gives held-out
-        intervals that are too narrow. The returned training latents are on that same predictive scale.
+        Each row is standardised as a new subject would be, by a fit that did not see it: its location
+        residual is the leave-one-out r_i / (1 - h_ii) (h: the ridge hat matrix of mu), and it is divided by
+        its leave-one-out scale, the log-variance regression's prediction without the row
+        ((f_i - g_ii t_i) / (1 - g_ii), with t the log squared residuals, f their fit and g that regression's
+        hat matrix). In-sample residuals are too small by the estimation error of mu, and in-sample scales
+        too close to each row's own residual (a large residual widens its own level's scale), most at small
+        sites; a model trained on them gives held-out intervals that are too narrow. The stored coefficients
+        are the full fit, rescaled so that the full fit's standardised residuals have unit variance; the
+        leave-one-out residuals share that rescaling, so they are spread like new subjects' residuals.
         """
         age = np.asarray(age, float)
         self.age_lo, self.age_hi = float(age.min()), float(max(age.max(), age.min() + 1e-6))
@@ -351,14 +356,17 @@ class LocationScale:
         resid = (y - basis @ mu_coef) / np.maximum(1 - hat, 1e-3)[:, None]
         floor = 1e-6 * np.maximum(resid.var(axis=0), 1e-12)
         var_basis = self._basis(age, codes, extrapolate=False)
-        lv_coef = self._solve(var_basis, np.log(resid**2 + floor))
-        sd = np.exp(0.5 * (var_basis @ lv_coef))
+        log_sq = np.log(resid**2 + floor)
+        lv_coef, var_hat = self._solve(var_basis, log_sq, with_hat=True)
+        fitted = var_basis @ lv_coef
+        sd = np.exp(0.5 * fitted)
+        sd_loo = np.exp(0.5 * (fitted - var_hat[:, None] * log_sq) / np.maximum(1 - var_hat, 1e-3)[:, None])
         # B-splines sum to one, so adding c to every spline coefficient rescales sigma by exp(c/2)
         n_spline = len(self.knots) + 4
         scale = ((resid / sd) ** 2).mean(axis=0)
         lv_coef[:n_spline] += np.log(scale)
         self.mu_coef, self.logvar_coef = mu_coef.tolist(), lv_coef.tolist()
-        return resid / (sd * np.sqrt(scale))
+        return resid / (sd_loo * np.sqrt(scale))
 
     def _level_row(self, k: int, level: int) -> int | None:
         """Row of covariate ``k``'s ``level`` in the coefficient matrices (None: level 0, the reference)."""

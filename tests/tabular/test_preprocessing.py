@@ -73,21 +73,51 @@ def test_out_of_range_ages_are_flagged(frame):
 
 
 def test_location_scale_training_residuals_are_leave_one_out():
+    """Each training row is standardised by a location and a scale fitted without it (explicit refits here)."""
     from normcore.tabular.preprocessing import LocationScale
 
     rng = np.random.default_rng(0)
     n = 60
     age = rng.uniform(20, 80, n)
     codes = np.c_[rng.integers(0, 3, n)]
-    y = np.c_[0.05 * age + codes[:, 0] + rng.normal(size=n)]
+    y = np.c_[0.05 * age + codes[:, 0] + rng.normal(size=n) * (1 + codes[:, 0])]
     ls = LocationScale(n_knots=2, ridge=1e-3)
     r = ls.fit_transform(age, codes, y, [3])
-    basis = ls._basis(age, codes, extrapolate=True)
-    _, sd = ls.location_scale(age, codes)
-    gram = basis.T @ basis
-    penalty = 1e-3 * np.trace(gram) / len(gram) * np.eye(len(gram))  # the fit's ridge penalty, held fixed
-    for i in (0, 17, 42):  # explicit refit without row i
-        keep = np.arange(n) != i
-        coef = np.linalg.solve(basis[keep].T @ basis[keep] + penalty, basis[keep].T @ y[keep])
-        assert r[i, 0] == pytest.approx(float((y[i] - basis[i] @ coef)[0] / sd[i, 0]), rel=1e-6)
-    assert (r**2).mean() == pytest.approx(1.0, rel=1e-6)  # standardised on the predictive scale
+
+    def ridge(basis, target, keep):  # the fit's ridge penalty, held fixed
+        gram = basis.T @ basis
+        penalty = 1e-3 * np.trace(gram) / len(gram) * np.eye(len(gram))
+        return np.linalg.solve(basis[keep].T @ basis[keep] + penalty, basis[keep].T @ target[keep])
+
+    basis, var_basis = ls._basis(age, codes, extrapolate=True), ls._basis(age, codes, extrapolate=False)
+    everyone = np.ones(n, bool)
+    resid = np.array([float((y[i] - basis[i] @ ridge(basis, y, np.arange(n) != i))[0]) for i in range(n)])
+    log_sq = np.log(resid**2 + 1e-6 * resid.var())
+    _, sd = ls.location_scale(age, codes)  # the full fit, rescaled to unit variance
+    rescale = sd[:, 0] / np.exp(0.5 * var_basis @ ridge(var_basis, log_sq, everyone))
+    assert np.ptp(rescale) < 1e-9 * rescale[0]
+    assert ((resid / sd[:, 0]) ** 2).mean() == pytest.approx(1.0, rel=1e-6)
+    for i in (0, 17, 42):
+        sd_without_i = np.exp(0.5 * var_basis[i] @ ridge(var_basis, log_sq, np.arange(n) != i)) * rescale[0]
+        assert r[i, 0] == pytest.approx(resid[i] / sd_without_i, rel=1e-6)
+
+
+def test_location_scale_training_residuals_are_spread_like_new_subjects():
+    """At small sites in-sample residuals are too narrow (a large residual widens its own site's scale); the
+    leave-one-out ones a model is trained on are as wide as those of new subjects from the same sites."""
+    from normcore.tabular.preprocessing import LocationScale
+
+    rng = np.random.default_rng(0)
+    sites, d = 40, 20
+    loc, spread = rng.normal(0, 1, (sites, d)), np.exp(rng.normal(0, 0.3, (sites, d)))
+
+    def draw(per_site):
+        site = np.repeat(np.arange(sites), per_site)
+        age = rng.uniform(20, 80, len(site))
+        return age, site[:, None], 0.02 * age[:, None] + loc[site] + spread[site] * rng.normal(size=(len(site), d))
+
+    age, codes, y = draw(6)
+    ls = LocationScale()
+    train = ls.fit_transform(age, codes, y, [sites])
+    new = ls.transform(*(lambda a, c, v: (v, a, c))(*draw(50)))
+    assert (train**2).mean() / (new**2).mean() == pytest.approx(1.0, abs=0.12)  # in-sample: 0.59
