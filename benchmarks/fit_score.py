@@ -14,7 +14,8 @@ seconds they took.
 
 ``--root DIR`` imports normcore from another checkout (e.g. a worktree of an earlier commit), so "before" and
 "after" run the same script; ``--set key=value`` overrides a model parameter (e.g. sampling_steps=15);
-``--vary key=v1,v2`` scores the one fitted model once per value of a scoring parameter.
+``--vary key=v1,v2`` scores the one fitted model once per value of a scoring parameter; repeated, once per
+combination (e.g. ``--vary sampler=dpm++2m-sde,dpm++3m-sde --vary sampling_steps=15,25``).
 
     .venv/bin/python benchmarks/fit_score.py --data fcon1000,synthetic [--root /tmp/before] [--threads 2]
 """
@@ -22,6 +23,7 @@ seconds they took.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import resource
 import sys
@@ -89,7 +91,7 @@ def suite_metrics(model, train, holdout, idps: list[str], truth, seed: int) -> d
             "nn_ratio": round(memo["ratio"], 3), "suite_s": round(ace_s + time.perf_counter() - start, 1)}
 
 
-def run(name: str, d: int, seed: int, samples: int, overrides: dict, vary: tuple[str, list] | None,
+def run(name: str, d: int, seed: int, samples: int, overrides: dict, vary: list[tuple[str, list]],
         holdout_n: int = 2000, n_train: int = 5000, suite: bool = False) -> list[dict]:
     train, holdout, idps, covs, truth = split(name, d, seed, holdout_n, n_train)
     model = build(overrides, seed)
@@ -97,11 +99,11 @@ def run(name: str, d: int, seed: int, samples: int, overrides: dict, vary: tuple
     model.fit(train, age="age", covariates=covs, idps=idps)
     fit_s = time.perf_counter() - start
     rows = []
-    for value in (vary[1] if vary else [None]):
-        if vary:
-            model.set_params(**{vary[0]: value})
+    for values in itertools.product(*(v for _, v in vary)):
+        setting = dict(zip((k for k, _ in vary), values, strict=True))
+        model.set_params(**setting)
         rows.append(score_row(model, name, d, train, holdout, idps, truth, fit_s, seed, samples,
-                              {**overrides, **({vary[0]: value} if vary else {})}))
+                              {**overrides, **setting}))
     if suite and truth is not None:
         rows[-1].update(suite_metrics(model, train, holdout, idps, truth, seed))
     return rows
@@ -148,8 +150,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--root", default=str(HERE.parent), help="checkout whose normcore is imported")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model parameter")
-    ap.add_argument("--vary", default=None, metavar="KEY=V1,V2",
-                    help="score the fitted model once per value of a scoring parameter (e.g. sampling_steps=10,25)")
+    ap.add_argument("--vary", action="append", default=[], metavar="KEY=V1,V2",
+                    help="score the fitted model once per value of a scoring parameter (e.g. sampling_steps=10,25); "
+                         "repeated: once per combination")
     ap.add_argument("--suite", action="store_true",
                     help="synthetic truth: also curve ACE, dependence gap with its noise floor, memorisation ratio")
     ap.add_argument("--out", default=None, help="append the rows to this JSON-lines file")
@@ -159,10 +162,8 @@ def main() -> None:
     import normcore  # noqa: F401  (cached now: benchmarks/compare.py's own path insertion cannot override it)
     torch.set_num_threads(args.threads)
     overrides = {k: parse_value(v) for k, v in (s.split("=", 1) for s in args.set)}
-    vary = None
-    if args.vary:
-        key, values = args.vary.split("=", 1)
-        vary = (key, [parse_value(v) for v in values.split(",")])
+    vary = [(key, [parse_value(v) for v in values.split(",")])
+            for key, values in (text.split("=", 1) for text in args.vary)]
     for name in args.data.split(","):
         for row in run(name, args.d, args.seed, args.samples, overrides, vary, args.holdout, args.n_train,
                        args.suite):
