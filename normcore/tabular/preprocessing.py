@@ -281,6 +281,12 @@ def _yeojohnson_inverse(y: np.ndarray, lam: float) -> np.ndarray:
     return x
 
 
+def _leave_one_out_residual(target: np.ndarray, fitted: np.ndarray, hat: np.ndarray) -> np.ndarray:
+    """Each row's residual from the linear smoother (hat-matrix diagonal ``hat``) refitted without it:
+    (t_i - f_i) / (1 - h_ii); so t_i minus it is the row's leave-one-out prediction."""
+    return (target - fitted) / np.maximum(1 - hat, 1e-3)[:, None]
+
+
 class LocationScale:
     """Per-IDP conditional location and scale: y -> (y - mu(c)) / sigma(c), fitted on training data.
 
@@ -339,7 +345,7 @@ class LocationScale:
         Each row is standardised as a new subject would be, by a fit that did not see it: its location
         residual is the leave-one-out r_i / (1 - h_ii) (h: the ridge hat matrix of mu), and it is divided by
         its leave-one-out scale, the log-variance regression's prediction without the row
-        ((f_i - g_ii t_i) / (1 - g_ii), with t the log squared residuals, f their fit and g that regression's
+        (t_i - (t_i - f_i) / (1 - g_ii), with t the log squared residuals, f their fit and g that regression's
         hat matrix). In-sample residuals are too small by the estimation error of mu, and in-sample scales
         too close to each row's own residual (a large residual widens its own level's scale), most at small
         sites; a model trained on them gives held-out intervals that are too narrow. The stored coefficients
@@ -353,14 +359,14 @@ class LocationScale:
         self.n_levels = list(n_levels)
         basis = self._basis(age, codes, extrapolate=True)
         mu_coef, hat = self._solve(basis, y, with_hat=True)
-        resid = (y - basis @ mu_coef) / np.maximum(1 - hat, 1e-3)[:, None]
+        resid = _leave_one_out_residual(y, basis @ mu_coef, hat)
         floor = 1e-6 * np.maximum(resid.var(axis=0), 1e-12)
         var_basis = self._basis(age, codes, extrapolate=False)
         log_sq = np.log(resid**2 + floor)
         lv_coef, var_hat = self._solve(var_basis, log_sq, with_hat=True)
         fitted = var_basis @ lv_coef
         sd = np.exp(0.5 * fitted)
-        sd_loo = np.exp(0.5 * (fitted - var_hat[:, None] * log_sq) / np.maximum(1 - var_hat, 1e-3)[:, None])
+        sd_loo = np.exp(0.5 * (log_sq - _leave_one_out_residual(log_sq, fitted, var_hat)))
         # B-splines sum to one, so adding c to every spline coefficient rescales sigma by exp(c/2)
         n_spline = len(self.knots) + 4
         scale = ((resid / sd) ** 2).mean(axis=0)
