@@ -119,5 +119,6 @@ def test_location_scale_training_residuals_are_spread_like_new_subjects():
     age, codes, y = draw(6)
     ls = LocationScale()
     train = ls.fit_transform(age, codes, y, [sites])
-    new = ls.transform(*(lambda a, c, v: (v, a, c))(*draw(50)))
+    new_age, new_codes, new_y = draw(50)
+    new = ls.transform(new_y, new_age, new_codes)
     assert (train**2).mean() / (new**2).mean() == pytest.approx(1.0, abs=0.12)  # in-sample: 0.59
