@@ -182,6 +182,13 @@ class IDPTransformer:
 
     ``method``: ``"standard"`` (z-score), ``"yeo-johnson"`` (power transform then z-score) or
     ``"quantile"`` (piecewise-linear map of empirical quantiles to normal scores, with linear tails).
+
+    The quantile map's tails: beyond its knots at the outer 5% on each side (the anchors) the map is a line
+    through the anchor, fitted by least squares to every training value beyond it against its normal score
+    (plotting position (i - 0.5) / n). Values beyond the training range, the extremes scoring is asked about, are
+    extrapolated along that line, so no single order statistic (the sample minimum or maximum) sets where they
+    land. Maps saved without ``"tail_slopes"`` keep the knots to the sample extremes and extrapolate along the
+    chord of the outer 5% of knots (the map before 2026-12-05), so saved models score as they did.
     """
 
     METHODS = ("standard", "yeo-johnson", "quantile")
@@ -206,7 +213,7 @@ class IDPTransformer:
             z = special.ndtri(probs)
             x, first = np.unique(x, return_index=True)  # ties: keep strictly increasing knots
             z = z[first]
-            return {"x": x.tolist(), "z": z.tolist()}
+            return _with_tail_lines(np.sort(col), x, z)
         loc, scale = float(col.mean()), float(col.std() or 1.0)
         if self.method == "standard":
             return {"mean": loc, "std": scale}
@@ -227,7 +234,7 @@ class IDPTransformer:
 
     def _forward(self, col: np.ndarray, p: dict) -> np.ndarray:
         if self.method == "quantile":
-            return _piecewise_linear(col, np.asarray(p["x"]), np.asarray(p["z"]))
+            return _piecewise_linear(col, np.asarray(p["x"]), np.asarray(p["z"]), p.get("tail_slopes"))
         pre = (col - p["mean"]) / p["std"]
         if self.method == "standard":
             return pre
@@ -235,7 +242,9 @@ class IDPTransformer:
 
     def _inverse(self, col: np.ndarray, p: dict) -> np.ndarray:
         if self.method == "quantile":
-            return _piecewise_linear(col, np.asarray(p["z"]), np.asarray(p["x"]))
+            slopes = p.get("tail_slopes")
+            inverse = None if slopes is None else [1.0 / slopes[0], 1.0 / slopes[1]]
+            return _piecewise_linear(col, np.asarray(p["z"]), np.asarray(p["x"]), inverse)
         if self.method == "standard":
             return col * p["std"] + p["mean"]
         pre = _yeojohnson_inverse(col * p["post_std"] + p["post_mean"], p["lambda"])
@@ -251,14 +260,53 @@ class IDPTransformer:
         return tr
 
 
-def _piecewise_linear(v: np.ndarray, xp: np.ndarray, fp: np.ndarray) -> np.ndarray:
-    """Monotone interpolation with linear extrapolation; the tail slope spans the outer 5% of knots."""
+def _tail_knot(n_knots: int) -> int:
+    """Index of the knot that bounds the outer 5% of ``n_knots`` knots on the low side (the tail's anchor)."""
+    return max(1, n_knots // 20)
+
+
+def _with_tail_lines(ordered: np.ndarray, x: np.ndarray, z: np.ndarray) -> dict:
+    """Quantile-map parameters whose tails are least-squares lines through the outer-5% anchors.
+
+    ``ordered``: the training column sorted; ``x``, ``z``: the strictly increasing knots and their normal scores.
+    Returns the knots between the two anchors and ``tail_slopes`` (low side, high side; each > 0, in normal score
+    per unit). A side whose values beyond the anchor do not determine a positive slope keeps the chord of the
+    outer 5% of knots.
+    """
+    if x.size < 3:
+        return {"x": x.tolist(), "z": z.tolist()}
+    k = _tail_knot(x.size)
+    n = ordered.size
+    scores = special.ndtri((np.arange(1, n + 1) - 0.5) / n)
+    slopes = []
+    for anchor, outside in ((k, scores < z[k]), (x.size - 1 - k, scores > z[x.size - 1 - k])):
+        dx, dz = ordered[outside] - x[anchor], scores[outside] - z[anchor]
+        denom = float(np.sum(dx * dx))
+        slope = float(np.sum(dx * dz)) / denom if denom > 0 else 0.0
+        if not (slope > 0 and np.isfinite(slope)):
+            edge = 0 if anchor == k else x.size - 1
+            slope = float((z[anchor] - z[edge]) / (x[anchor] - x[edge]))
+        slopes.append(slope)
+    inner = slice(k, x.size - k)
+    return {"x": x[inner].tolist(), "z": z[inner].tolist(), "tail_slopes": slopes}
+
+
+def _piecewise_linear(v: np.ndarray, xp: np.ndarray, fp: np.ndarray,
+                      slopes: list[float] | None = None) -> np.ndarray:
+    """Monotone interpolation with linear extrapolation beyond the first and last knots.
+
+    The extrapolation slopes are ``slopes`` (low side, high side) when given; otherwise the chord spanning the
+    outer 5% of knots (maps saved before the fitted tail lines).
+    """
     if xp.size == 1:
         return v - xp[0] + fp[0]
     out = np.interp(v, xp, fp)
-    k = max(1, xp.size // 20)
-    lo_slope = (fp[k] - fp[0]) / (xp[k] - xp[0])
-    hi_slope = (fp[-1] - fp[-1 - k]) / (xp[-1] - xp[-1 - k])
+    if slopes is None:
+        k = _tail_knot(xp.size)
+        lo_slope = (fp[k] - fp[0]) / (xp[k] - xp[0])
+        hi_slope = (fp[-1] - fp[-1 - k]) / (xp[-1] - xp[-1 - k])
+    else:
+        lo_slope, hi_slope = slopes
     out = np.where(v < xp[0], fp[0] + (v - xp[0]) * lo_slope, out)
     return np.where(v > xp[-1], fp[-1] + (v - xp[-1]) * hi_slope, out)
 
