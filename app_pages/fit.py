@@ -51,9 +51,9 @@ with st.expander("Advanced"):
     tail_scale = TAILS[st.selectbox(
         "Extreme z-scores (beyond the samples' outer 1%) for", list(TAILS),
         help="Where the diffusion models extrapolate z beyond their samples: on the scale they sample on, which "
-             "keeps the training data's tail weight (default), or on the IDPs' own standardised scale, more "
-             "accurate for measures whose tails are light, but it scores more healthy values of heavy-tailed "
-             "measures as extreme (README, Scores).")]
+             "keeps the training data's tail weight (default), or on the IDPs' own standardised scale, which "
+             "assumes tails that are normal in the measures' own units and scores more healthy values of "
+             "heavy-tailed measures as extreme (README, Scores).")]
 
 
 def fit_model(backbone: str, params: dict, training, mapping, label: str, progress):

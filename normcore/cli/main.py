@@ -394,8 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
     def tail_scale(sp: argparse.ArgumentParser, stored: bool = False) -> None:
         sp.add_argument("--tail-scale", choices=list(TAIL_SCALES), default=None,
                         help="scale on which z beyond the outer 1%% of the samples is extrapolated: gaussianised "
-                             "(heavy-tailed measures, e.g. real IDPs) or residual (light-tailed ones, more accurate "
-                             "there) " + ("(stored in the model; default gaussianised)" if stored
+                             "(heavy-tailed measures, e.g. real IDPs) or residual (light-tailed ones: normal tails "
+                             "in the measures' own units) " + ("(stored in the model; default gaussianised)" if stored
                                           else "(default: the model's)"))
 
     f = sub.add_parser("fit", help="fit a normative model on healthy controls")
