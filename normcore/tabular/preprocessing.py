@@ -271,9 +271,9 @@ def _with_tail_lines(ordered: np.ndarray, x: np.ndarray, z: np.ndarray) -> dict:
     ``ordered``: the training column sorted; ``x``, ``z``: the strictly increasing knots and their normal scores.
     Returns the knots between the two anchors and ``tail_slopes`` (low side, high side; each > 0, in normal score
     per unit). A side whose values beyond the anchor do not determine a positive slope keeps the chord of the
-    outer 5% of knots.
+    outer 5% of knots. Fewer than four knots keep every knot and the chord (no interior would be left).
     """
-    if x.size < 3:
+    if x.size < 4:
         return {"x": x.tolist(), "z": z.tolist()}
     k = _tail_knot(x.size)
     n = ordered.size

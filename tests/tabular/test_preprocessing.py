@@ -139,3 +139,13 @@ def test_quantile_map_saved_without_tail_lines_extrapolates_along_the_outer_chor
     knots = {"x": [0.0, 1.0, 2.0, 4.0, 5.0], "z": [-2.0, -1.0, 0.0, 1.0, 3.0]}
     old = IDPTransformer.from_dict({"method": "quantile", "n_knots": 5, "params": [knots]})
     np.testing.assert_allclose(old.transform(np.array([[-1.0], [6.0]]))[:, 0], [-3.0, 5.0])
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 5, 8])
+def test_quantile_map_of_a_few_rows_is_monotone_and_inverts(n):
+    column = np.random.default_rng(n).normal(size=(n, 1))
+    tr = IDPTransformer("quantile").fit(column)
+    probe = np.linspace(-6, 6, 101)[:, None]
+    z = tr.transform(probe)
+    assert np.all(np.diff(z[:, 0]) > 0)
+    np.testing.assert_allclose(tr.inverse_transform(z), probe, atol=1e-9)
