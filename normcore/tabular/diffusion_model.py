@@ -97,10 +97,8 @@ class NormativeDiffusion(NormativeModel):
       (BENCHMARKS.md). :meth:`sample` always draws independent (pseudo-random) samples.
     tail_scale : ``"gaussianised"`` (default) or ``"residual"``: the scale on which values beyond the outer 1% of a
       point's samples get their z from a normal tail (:data:`~normcore.tabular.scoring.TAIL_SCALES`). The residual
-      scale assumes conditional tails that are normal in the measures' own units. On the synthetic truths it is
-      about as accurate as the default for models whose quantile map has fitted tails (fitted since 2026-12-05).
-      It was more accurate before that, for models fitted without them. On heavy-tailed real IDPs it scores more
-      healthy values as extreme, so it is not the default (BENCHMARKS.md, tails).
+      scale assumes conditional tails that are normal in the measures' own units; on heavy-tailed real IDPs it
+      scores more healthy values as extreme, so it is not the default (accuracy of both: BENCHMARKS.md, tails).
     epochs : maximal training epochs (``None``: a budget of ``TrainConfig.auto_steps`` steps);
       early stopping on a validation split of ``val_fraction`` stops sooner.
     allow_unseen : score categories unseen in training by marginalising over the training levels

@@ -187,8 +187,8 @@ class IDPTransformer:
     through the anchor, fitted by least squares to every training value beyond it against its normal score
     (plotting position (i - 0.5) / n). Values beyond the training range, the extremes scoring is asked about, are
     extrapolated along that line, so no single order statistic (the sample minimum or maximum) sets where they
-    land. Maps saved without ``"tail_slopes"`` keep the knots to the sample extremes and extrapolate along the
-    chord of the outer 5% of knots (the map before 2026-12-05), so saved models score as they did.
+    land. Maps saved without ``"tail_slopes"`` (by earlier versions) keep the knots to the sample extremes and
+    extrapolate along the chord of the outer 5% of knots, so saved models score as they did.
     """
 
     METHODS = ("standard", "yeo-johnson", "quantile")
