@@ -260,53 +260,45 @@ class IDPTransformer:
         return tr
 
 
-def _tail_knot(n_knots: int) -> int:
-    """Index of the knot that bounds the outer 5% of ``n_knots`` knots on the low side (the tail's anchor)."""
-    return max(1, n_knots // 20)
+def _outer_chords(xp: np.ndarray, fp: np.ndarray) -> tuple[float, float]:
+    """Slopes (low side, high side) of the chords spanning the outer 5% of the knots ``xp`` -> ``fp``."""
+    k = max(1, xp.size // 20)
+    return (float((fp[k] - fp[0]) / (xp[k] - xp[0])), float((fp[-1] - fp[-1 - k]) / (xp[-1] - xp[-1 - k])))
 
 
 def _with_tail_lines(ordered: np.ndarray, x: np.ndarray, z: np.ndarray) -> dict:
     """Quantile-map parameters whose tails are least-squares lines through the outer-5% anchors.
 
     ``ordered``: the training column sorted; ``x``, ``z``: the strictly increasing knots and their normal scores.
-    Returns the knots between the two anchors and ``tail_slopes`` (low side, high side; each > 0, in normal score
-    per unit). A side whose values beyond the anchor do not determine a positive slope keeps the chord of the
-    outer 5% of knots. Fewer than four knots keep every knot and the chord (no interior would be left).
+    Returns the knots between the two anchors (the knots the outer-5% chords end on) and ``tail_slopes`` (low
+    side, high side; each > 0, in normal score per unit). A side whose values beyond the anchor do not determine a
+    positive slope keeps its chord. Fewer than four knots keep every knot and the chords (no interior would be left).
     """
     if x.size < 4:
         return {"x": x.tolist(), "z": z.tolist()}
-    k = _tail_knot(x.size)
-    n = ordered.size
-    scores = special.ndtri((np.arange(1, n + 1) - 0.5) / n)
+    k = max(1, x.size // 20)
+    scores = special.ndtri((np.arange(1, ordered.size + 1) - 0.5) / ordered.size)
     slopes = []
-    for anchor, outside in ((k, scores < z[k]), (x.size - 1 - k, scores > z[x.size - 1 - k])):
+    sides = zip((k, x.size - 1 - k), (scores < z[k], scores > z[-1 - k]), _outer_chords(x, z), strict=True)
+    for anchor, outside, chord in sides:
         dx, dz = ordered[outside] - x[anchor], scores[outside] - z[anchor]
         denom = float(np.sum(dx * dx))
         slope = float(np.sum(dx * dz)) / denom if denom > 0 else 0.0
-        if not (slope > 0 and np.isfinite(slope)):
-            edge = 0 if anchor == k else x.size - 1
-            slope = float((z[anchor] - z[edge]) / (x[anchor] - x[edge]))
-        slopes.append(slope)
-    inner = slice(k, x.size - k)
-    return {"x": x[inner].tolist(), "z": z[inner].tolist(), "tail_slopes": slopes}
+        slopes.append(slope if slope > 0 and np.isfinite(slope) else chord)
+    return {"x": x[k:x.size - k].tolist(), "z": z[k:x.size - k].tolist(), "tail_slopes": slopes}
 
 
 def _piecewise_linear(v: np.ndarray, xp: np.ndarray, fp: np.ndarray,
                       slopes: list[float] | None = None) -> np.ndarray:
     """Monotone interpolation with linear extrapolation beyond the first and last knots.
 
-    The extrapolation slopes are ``slopes`` (low side, high side) when given; otherwise the chord spanning the
+    The extrapolation slopes are ``slopes`` (low side, high side) when given; otherwise the chords spanning the
     outer 5% of knots (maps saved before the fitted tail lines).
     """
     if xp.size == 1:
         return v - xp[0] + fp[0]
     out = np.interp(v, xp, fp)
-    if slopes is None:
-        k = _tail_knot(xp.size)
-        lo_slope = (fp[k] - fp[0]) / (xp[k] - xp[0])
-        hi_slope = (fp[-1] - fp[-1 - k]) / (xp[-1] - xp[-1 - k])
-    else:
-        lo_slope, hi_slope = slopes
+    lo_slope, hi_slope = _outer_chords(xp, fp) if slopes is None else slopes
     out = np.where(v < xp[0], fp[0] + (v - xp[0]) * lo_slope, out)
     return np.where(v > xp[-1], fp[-1] + (v - xp[-1]) * hi_slope, out)
 
