@@ -93,8 +93,11 @@ def run(backbone: str, n: int, d: int, seed: int) -> dict:
         cov.append(float(np.mean((u > 0.025) & (u < 0.975))))
         ks.append(float(stats.kstest(u, "uniform").pvalue))
     sched = model.schedule_
-    chain = sched.respaced_log_snr if model.sampler.startswith("dpm") else sched.respaced
-    rows_steps = 1000 * 1000 * len(chain(model.sampling_steps))
+    if model.sampler.startswith("dpm"):
+        chain = sched.respaced_log_snr(model.sampling_steps, model.log_snr_start)
+    else:
+        chain = sched.respaced(model.sampling_steps)
+    rows_steps = 1000 * 1000 * len(chain)
     h = model.history_
     return {
         "backbone": backbone, "n": n, "d": d, "fit_s": round(fit_s, 1), "train_steps": h["steps"],

@@ -29,6 +29,7 @@ from normcore.diffusion import NoiseSchedule  # noqa: E402
 from normcore.diffusion import sample as run_sampler  # noqa: E402
 from normcore.diffusion.parameterisation import wrap_denoiser  # noqa: E402
 from normcore.nets import build_backbone  # noqa: E402
+from normcore.tabular.diffusion_model import LOG_SNR_START, SDE_ETA  # noqa: E402
 
 STEPS = 25
 D_COND = 3
@@ -50,9 +51,11 @@ def measure(backbone: str, d: int, points: int, m: int, device: torch.device) ->
     flops_per_call = counter.get_total_flops()
     gen = torch.Generator(device=device).manual_seed(0)
     with torch.no_grad():
-        run_sampler(eps_fn, schedule, cond, (points, min(m, 64), d), "dpm++2m-sde", 2, 0.0, gen, 10.0)  # warm-up
+        run_sampler(eps_fn, schedule, cond, (points, min(m, 64), d), "dpm++2m-sde", 2, SDE_ETA, gen, 10.0,
+                    log_snr_start=LOG_SNR_START)  # warm-up
         start = time.perf_counter()
-        run_sampler(eps_fn, schedule, cond, (points, m, d), "dpm++2m-sde", STEPS, 0.0, gen, 10.0)
+        run_sampler(eps_fn, schedule, cond, (points, m, d), "dpm++2m-sde", STEPS, SDE_ETA, gen, 10.0,
+                    log_snr_start=LOG_SNR_START)
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start

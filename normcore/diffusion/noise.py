@@ -116,11 +116,14 @@ def _scrambled_points(n: int, width: int, generator: torch.Generator | None, whe
     return torch.cat(blocks, dim=1)
 
 
-def noise_draws(sampler: str, steps: int, eta: float = 0.0) -> int:
-    """How many noise draws the named sampler makes over ``steps`` steps (see :mod:`.samplers`).
+def noise_draws(sampler: str, steps: int, eta: float | None = None) -> int:
+    """How many noise draws the named sampler makes over ``steps`` steps (see :mod:`.samplers`; ``eta`` as in
+    :func:`~normcore.diffusion.samplers.sample`).
 
-    The deterministic solvers (``dpm++2m``, ``ddim`` with ``eta = 0``) draw only their starting noise; the
-    stochastic ones (``dpm++2m-sde``, ``ddpm``, ``ddim`` with ``eta > 0``) draw it and then once per step but the last.
+    The deterministic solvers (``dpm++2m``, ``ddim`` with ``eta = 0``, ``dpm++2m-sde`` with ``eta = 0``) draw only
+    their starting noise; the stochastic ones (``dpm++2m-sde``, ``ddpm``, ``ddim`` with ``eta > 0``) draw it and
+    then once per step but the last.
     """
-    stochastic = sampler in ("dpm++2m-sde", "ddpm") or (sampler == "ddim" and eta > 0)
+    stochastic = (sampler == "ddpm" or (sampler == "dpm++2m-sde" and (eta is None or eta > 0))
+                  or (sampler == "ddim" and eta is not None and eta > 0))
     return max(1, steps) if stochastic else 1

@@ -92,12 +92,13 @@ def _half_log_snr(a: float) -> float:
 
 
 def _multistep(eps_fn: EpsFn, schedule: NoiseSchedule, cond: torch.Tensor, shape: tuple[int, ...], steps: int,
-               noise: NoiseSource, clip_x0: float | None, update) -> torch.Tensor:
-    """The loop shared by the DPM-Solver++(2M) solvers: log-SNR spacing, one network call per step,
-    ``update(x, x0, prev_x0, h, prev_h, a_p, a_t)`` for the step, the data prediction as the last step."""
+               noise: NoiseSource, clip_x0: float | None, update, log_snr_start: float | None) -> torch.Tensor:
+    """The loop shared by the DPM-Solver++(2M) solvers: log-SNR spacing (from ``log_snr_start`` on, see
+    :meth:`NoiseSchedule.respaced_log_snr`), one network call per step, ``update(x, x0, prev_x0, h, prev_h, a_p,
+    a_t)`` for the step, the data prediction as the last step."""
     x = noise(shape, cond.device)
     prev_x0, prev_h = None, None
-    for t, t_prev, a_t, a_p in _chain(schedule, schedule.respaced_log_snr(steps).tolist()):
+    for t, t_prev, a_t, a_p in _chain(schedule, schedule.respaced_log_snr(steps, log_snr_start).tolist()):
         _, x0 = _predict(eps_fn, x, t, cond, a_t, clip_x0)
         if t_prev < 0:
             return x0
@@ -110,7 +111,8 @@ def _multistep(eps_fn: EpsFn, schedule: NoiseSchedule, cond: torch.Tensor, shape
 @torch.no_grad()
 def dpmpp_2m_sample(eps_fn: EpsFn, schedule: NoiseSchedule, cond: torch.Tensor, shape: tuple[int, ...],
                     steps: int = 25, generator: torch.Generator | None = None,
-                    clip_x0: float | None = None, noise: NoiseSource | None = None) -> torch.Tensor:
+                    clip_x0: float | None = None, noise: NoiseSource | None = None,
+                    log_snr_start: float | None = None) -> torch.Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022): a second-order multistep ODE solver, one network call per step.
 
     Same probability-flow ODE as DDIM(eta=0) (which is its first-order special case) but with a
@@ -125,31 +127,38 @@ def dpmpp_2m_sample(eps_fn: EpsFn, schedule: NoiseSchedule, cond: torch.Tensor, 
             d = (1 + 0.5 / r) * x0 - (0.5 / r) * prev_x0
         return ((1 - a_p) / (1 - a_t)) ** 0.5 * x - a_p**0.5 * math.expm1(-h) * d
 
-    return _multistep(eps_fn, schedule, cond, shape, steps, noise or PseudoRandom(generator), clip_x0, update)
+    return _multistep(eps_fn, schedule, cond, shape, steps, noise or PseudoRandom(generator), clip_x0, update,
+                      log_snr_start)
 
 
 @torch.no_grad()
 def dpmpp_2m_sde_sample(eps_fn: EpsFn, schedule: NoiseSchedule, cond: torch.Tensor, shape: tuple[int, ...],
                         steps: int = 25, generator: torch.Generator | None = None,
-                        clip_x0: float | None = None, noise: NoiseSource | None = None) -> torch.Tensor:
+                        clip_x0: float | None = None, noise: NoiseSource | None = None, eta: float = 1.0,
+                        log_snr_start: float | None = None) -> torch.Tensor:
     """SDE-DPM-Solver++(2M) (Lu et al. 2022, "midpoint" form): the stochastic second-order solver.
 
     Injected noise contracts the errors of an imperfect denoiser, which the deterministic ODE
     solvers integrate (they over-disperse for high-dimensional, strongly dependent IDPs), while
     the second-order update keeps short chains accurate. Log-SNR spacing; the final step returns the
-    data prediction.
+    data prediction. ``eta`` in [0, 1] scales the injected noise as in k-diffusion: 1 is the reverse SDE,
+    0 the probability-flow ODE (no noise drawn after the start), values between a mixture of both
+    that is exact in the limit of small steps for any ``eta``.
     """
-
+    if not 0.0 <= eta <= 1.0:
+        raise ValueError(f"eta must lie in [0, 1], got {eta}")
     noise = noise or PseudoRandom(generator)
 
     def update(x, x0, prev_x0, h, prev_h, a_p, a_t):
-        decay = -math.expm1(-2 * h)  # 1 - e^{-2h}
-        x = ((1 - a_p) / (1 - a_t)) ** 0.5 * math.exp(-h) * x + a_p**0.5 * decay * x0
+        decay = -math.expm1(-(1 + eta) * h)  # 1 - e^{-(1 + eta) h}
+        x = ((1 - a_p) / (1 - a_t)) ** 0.5 * math.exp(-eta * h) * x + a_p**0.5 * decay * x0
         if prev_x0 is not None:
             x = x + 0.5 * a_p**0.5 * decay * (h / prev_h) * (x0 - prev_x0)
-        return x + (1 - a_p) ** 0.5 * decay**0.5 * noise(shape, cond.device)
+        if eta == 0:
+            return x
+        return x + (1 - a_p) ** 0.5 * (-math.expm1(-2 * eta * h)) ** 0.5 * noise(shape, cond.device)
 
-    return _multistep(eps_fn, schedule, cond, shape, steps, noise, clip_x0, update)
+    return _multistep(eps_fn, schedule, cond, shape, steps, noise, clip_x0, update, log_snr_start)
 
 
 @torch.no_grad()
@@ -216,17 +225,22 @@ SAMPLERS = ("dpm++2m-sde", "dpm++2m", "ddim", "ddpm")
 
 
 def sample(eps_fn: EpsFn, schedule: NoiseSchedule, cond: torch.Tensor, shape: tuple[int, ...],
-           sampler: str = "ddim", steps: int = 50, eta: float = 0.0,
+           sampler: str = "ddim", steps: int = 50, eta: float | None = None,
            generator: torch.Generator | None = None, clip_x0: float | None = None,
-           noise: NoiseSource | None = None) -> torch.Tensor:
+           noise: NoiseSource | None = None, log_snr_start: float | None = None) -> torch.Tensor:
     """Dispatch by name: ``dpm++2m-sde``, ``dpm++2m``, ``ddim`` or ``ddpm``. ``noise`` (default: pseudo-random
-    from ``generator``) supplies the sampler's noise draws, :func:`~normcore.diffusion.noise.noise_draws` of them."""
+    from ``generator``) supplies the sampler's noise draws, :func:`~normcore.diffusion.noise.noise_draws` of them.
+
+    ``eta``: the stochastic share of ``ddim`` and ``dpm++2m-sde`` (``None``: their own default, 0 for DDIM and
+    1, the full reverse SDE, for ``dpm++2m-sde``). ``log_snr_start``: where the log-SNR spaced solvers
+    (``dpm++2m-sde``, ``dpm++2m``) begin their evenly spaced steps (:meth:`NoiseSchedule.respaced_log_snr`)."""
     if sampler == "dpm++2m-sde":
-        return dpmpp_2m_sde_sample(eps_fn, schedule, cond, shape, steps, generator, clip_x0, noise)
+        return dpmpp_2m_sde_sample(eps_fn, schedule, cond, shape, steps, generator, clip_x0, noise,
+                                   1.0 if eta is None else eta, log_snr_start)
     if sampler == "dpm++2m":
-        return dpmpp_2m_sample(eps_fn, schedule, cond, shape, steps, generator, clip_x0, noise)
+        return dpmpp_2m_sample(eps_fn, schedule, cond, shape, steps, generator, clip_x0, noise, log_snr_start)
     if sampler == "ddim":
-        return ddim_sample(eps_fn, schedule, cond, shape, steps, eta, generator, clip_x0, noise)
+        return ddim_sample(eps_fn, schedule, cond, shape, steps, eta or 0.0, generator, clip_x0, noise)
     if sampler == "ddpm":
         return ddpm_sample(eps_fn, schedule, cond, shape, steps, generator, clip_x0, noise)
     raise ValueError(f"unknown sampler {sampler!r}; use dpm++2m-sde, dpm++2m, ddim or ddpm")

@@ -78,10 +78,22 @@ class NoiseSchedule:
         """lambda_t = log(alpha_t / sigma_t) for t = 0..T-1 (decreasing)."""
         return 0.5 * torch.log(self.alphas_cumprod / (1 - self.alphas_cumprod))
 
-    def respaced_log_snr(self, steps: int) -> torch.Tensor:
-        """Descending timesteps spaced uniformly in log-SNR (the spacing DPM-Solver is designed for)."""
+    def respaced_log_snr(self, steps: int, start: float | None = None) -> torch.Tensor:
+        """Descending timesteps spaced uniformly in log-SNR (the spacing DPM-Solver is designed for).
+
+        ``start`` (a log-SNR above the schedule's end): the chain's first step goes from T-1 straight to
+        ``start`` and the others are spaced uniformly from there to t = 0, so that no steps are spent where
+        the signal is a negligible share of x_t. ``None``: uniform over the whole range.
+        """
         lam = self.log_snr()
-        targets = torch.linspace(float(lam[-1]), float(lam[0]), max(2, int(steps)), dtype=torch.float64)
+        lo, hi, n = float(lam[-1]), float(lam[0]), max(2, int(steps))
+        if start is None or start <= lo:
+            targets = torch.linspace(lo, hi, n, dtype=torch.float64)
+        elif start >= hi:
+            raise ValueError(f"log-SNR start {start:g} is not below the schedule's cleanest level {hi:.3g}")
+        else:
+            targets = torch.cat([torch.tensor([lo], dtype=torch.float64),
+                                 torch.linspace(start, hi, n - 1, dtype=torch.float64)])
         idx = torch.searchsorted(-lam.contiguous(), -targets.contiguous()).clamp(max=self.timesteps - 1)
         idx[0], idx[-1] = self.timesteps - 1, 0
         return torch.unique_consecutive(idx)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from typing import ClassVar
 
@@ -42,6 +43,15 @@ from normcore.tabular.scoring import (
 from normcore.tabular.training import TrainConfig, train_denoiser
 
 
+def _migrate_v2(card: dict, tensors: dict[str, torch.Tensor]) -> None:
+    """Version 2 cards sampled with the full reverse SDE (``eta`` was DDIM's alone) over log-SNR steps spaced from
+    the schedule's end; they keep doing so."""
+    params = card["params"]
+    if params.get("sampler", "dpm++2m-sde") == "dpm++2m-sde":
+        params["eta"] = 1.0
+    params["log_snr_start"] = None
+
+
 def _migrate_v1(card: dict, tensors: dict[str, torch.Tensor]) -> None:
     """Version 1 cards: the parameterisation and the per-IDP path were added without a version change.
 
@@ -66,6 +76,11 @@ SCORE_SAMPLE_BYTES = 128 * 1024**2
 CORRELATION_BYTES = 1024**3
 # covariate points per chunk at most: the unit of work that `torchrun` ranks share (see _point_chunks)
 POINTS_PER_CHUNK = 256
+# the sampler's defaults for new models (BENCHMARKS.md, solver): the share of the reverse SDE's noise that
+# dpm++2m-sde injects, and the log-SNR (signal share 1 / (1 + e^3), 0.25%, of the standardised IDPs) from which the
+# log-SNR spaced solvers space their steps evenly
+SDE_ETA = 0.5
+LOG_SNR_START = -3.0
 # default spacing of the age grid on which scoring draws shared samples, as a share of the training age range
 # (see _score_points)
 SCORE_AGE_RESOLUTION = 0.025
@@ -85,8 +100,12 @@ class NormativeDiffusion(NormativeModel):
     transform : per-IDP Gaussianisation before diffusion: ``"quantile"``, ``"yeo-johnson"``, ``"standard"``.
     schedule, timesteps : noise schedule (``"cosine"`` or ``"linear"``) and its length T.
     sampler, sampling_steps, eta : ``"dpm++2m-sde"`` (default: stochastic second-order solver),
-      ``"dpm++2m"`` (ODE), ``"ddim"`` or ``"ddpm"``; the respaced chain length; DDIM's eta (see the README
-      and BENCHMARKS.md for why the stochastic solver is the default).
+      ``"dpm++2m"`` (ODE), ``"ddim"`` or ``"ddpm"``; the respaced chain length; the stochastic share of
+      ``dpm++2m-sde`` and ``ddim`` in [0, 1] (0: the probability-flow ODE; ``None``: ``SDE_ETA`` for
+      ``dpm++2m-sde``, 0 for DDIM). See the README and BENCHMARKS.md for why these are the defaults.
+    log_snr_start : the log-SNR from which ``dpm++2m-sde`` and ``dpm++2m`` space their steps evenly, one first
+      step taking pure noise there (``None``: from the schedule's end; see
+      :meth:`~normcore.diffusion.NoiseSchedule.respaced_log_snr`).
     clip_x0 : bound on the predicted clean sample on the Gaussianised scale at each reverse step
       (a safety bound: the first reverse steps divide by sqrt(abar_T)).
     n_samples : samples per covariate point (M) for scores and centile curves.
@@ -113,7 +132,8 @@ class NormativeDiffusion(NormativeModel):
     PARAM_RULES: ClassVar[dict[str, Rule]] = {
         "backbone": choice(*BACKBONES), "transform": choice("quantile", "yeo-johnson", "standard"),
         "schedule": choice("cosine", "linear"), "timesteps": integer(MIN_TIMESTEPS),
-        "sampler": choice(*SAMPLERS), "sampling_steps": integer(1), "eta": number(0, 1),
+        "sampler": choice(*SAMPLERS), "sampling_steps": integer(1), "eta": optional(number(0, 1)),
+        "log_snr_start": optional(number(-math.inf)),
         "n_samples": integer(1), "epochs": optional(integer(1)), "batch_size": integer(1),
         "lr": number(0, 1, lo_open=True), "weight_decay": number(0, 1), "ema_decay": number(0, 1, hi_open=True),
         "val_fraction": number(0, 0.9, lo_open=True), "patience": integer(1), "seed": integer(0, 2**32 - 1),
@@ -124,14 +144,15 @@ class NormativeDiffusion(NormativeModel):
     }
 
     def __init__(self, backbone: str = "film-mlp", transform: str = "quantile", schedule: str = "cosine",
-                 timesteps: int = 1000, sampler: str = "dpm++2m-sde", sampling_steps: int = 25, eta: float = 0.0,
+                 timesteps: int = 1000, sampler: str = "dpm++2m-sde", sampling_steps: int = 25,
+                 eta: float | None = None,
                  n_samples: int = 1000, epochs: int | None = None, batch_size: int = 256, lr: float = 2e-3,
                  weight_decay: float = 1e-4, ema_decay: float = 0.998, val_fraction: float = 0.1,
                  patience: int = 8, seed: int = 0, device: str = "auto", allow_unseen: bool = False,
                  backbone_params: dict | None = None, clip_x0: float | None = 10.0,
                  location_scale: bool = True, parameterisation: str = "gaussian-residual",
                  score_age_resolution: float | None = None, sampling_noise: str = "sobol",
-                 tail_scale: str = "gaussianised"):
+                 tail_scale: str = "gaussianised", log_snr_start: float | None = LOG_SNR_START):
         self.backbone = backbone
         self.transform = transform
         self.schedule = schedule
@@ -157,10 +178,11 @@ class NormativeDiffusion(NormativeModel):
         self.score_age_resolution = score_age_resolution
         self.sampling_noise = sampling_noise
         self.tail_scale = tail_scale
+        self.log_snr_start = log_snr_start
 
     FORMAT = "normcore-tabular-diffusion"
-    FORMAT_VERSION = 2
-    MIGRATIONS = {1: _migrate_v1}
+    FORMAT_VERSION = 3
+    MIGRATIONS = {1: _migrate_v1, 2: _migrate_v2}
     _FITTED_MARK = "net_"
 
     @property
@@ -172,7 +194,18 @@ class NormativeDiffusion(NormativeModel):
         if self.sampling_steps > self.timesteps:
             raise InputError(f"{type(self).__name__}: sampling_steps={self.sampling_steps} exceeds "
                              f"timesteps={self.timesteps}")
+        if self.log_snr_start is not None:
+            cleanest = float(NoiseSchedule(self.schedule, self.timesteps).log_snr()[0])
+            if self.log_snr_start >= cleanest:
+                raise InputError(f"{type(self).__name__}: log_snr_start={self.log_snr_start:g} must lie below the "
+                                 f"{self.schedule} schedule's cleanest level, log-SNR {cleanest:.3g}")
         return self
+
+    def _sampler_eta(self) -> float | None:
+        """The stochastic share the sampler runs with (``eta``, or the sampler's default for this model)."""
+        if self.eta is not None:
+            return self.eta
+        return SDE_ETA if self.sampler == "dpm++2m-sde" else None
 
     # ------------------------------------------------------------------ fit
     def _fit_core(self, data: pd.DataFrame, age: str, covariates: list[str], label: str, progress: Progress,
@@ -266,7 +299,8 @@ class NormativeDiffusion(NormativeModel):
         chunks = [(s, min(s + per_chunk, u)) for s in range(0, u, per_chunk)]
         eps_fn = self._eps_fn()
         quasi = self.sampling_noise == "sobol" and not independent and m > 1
-        sobol = ScrambledSobol(m, d, noise_draws(self.sampler, self.sampling_steps, self.eta), gen) if quasi else None
+        eta = self._sampler_eta()
+        sobol = ScrambledSobol(m, d, noise_draws(self.sampler, self.sampling_steps, eta), gen) if quasi else None
         for done, (s, e) in enumerate(chunks):
             a, c, mg = age[s:e], codes[s:e], marg[s:e]
             rep_age = np.repeat(a, m)
@@ -274,7 +308,7 @@ class NormativeDiffusion(NormativeModel):
             if not mg.any():
                 cond = torch.from_numpy(self.encoder_.encode(a, c)).to(device)
                 x = run_sampler(eps_fn, self.schedule_, cond, (e - s, m, d), self.sampler,
-                                self.sampling_steps, self.eta, gen, self.clip_x0, noise)
+                                self.sampling_steps, eta, gen, self.clip_x0, noise, self.log_snr_start)
                 rep_codes = np.repeat(c, m, axis=0)
             else:  # each sample draws its own level for marginalised covariates (and the network's for adapted)
                 rep_codes = np.repeat(c, m, axis=0)
@@ -283,7 +317,7 @@ class NormativeDiffusion(NormativeModel):
                 rep_codes = np.where(rep_adapted, rep_codes, net_codes)
                 cond = torch.from_numpy(self.encoder_.encode(rep_age, net_codes)).to(device)
                 x = run_sampler(eps_fn, self.schedule_, cond, ((e - s) * m, 1, d), self.sampler,
-                                self.sampling_steps, self.eta, gen, self.clip_x0, noise)
+                                self.sampling_steps, eta, gen, self.clip_x0, noise, self.log_snr_start)
             x = x.reshape(-1, d).double().cpu().numpy()
             values = self._to_values(x, rep_age, rep_codes) if to_values else x
             out[s:e] = torch.from_numpy(values).reshape(e - s, m, d)

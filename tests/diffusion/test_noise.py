@@ -80,7 +80,8 @@ def test_more_draws_than_one_sequence_holds():
         assert len(np.unique(sobol.points[:, col].numpy() >> 25)) == 32  # one point in each 1/32 interval
 
 
-@pytest.mark.parametrize("sampler,steps,eta", [("dpm++2m-sde", 7, 0.0), ("dpm++2m", 7, 0.0), ("ddim", 7, 0.0),
+@pytest.mark.parametrize("sampler,steps,eta", [("dpm++2m-sde", 7, None), ("dpm++2m-sde", 7, 0.5),
+                                               ("dpm++2m-sde", 7, 0.0), ("dpm++2m", 7, 0.0), ("ddim", 7, 0.0),
                                                ("ddim", 7, 0.5), ("ddpm", 7, 0.0)])
 def test_noise_draws_counts_what_each_sampler_draws(sampler, steps, eta):
     calls = []

@@ -50,3 +50,17 @@ def test_log_snr_respacing_is_descending_and_covers_the_chain():
     gaps = lam[1:] - lam[:-1]
     even = (float(lam[-1]) - float(lam[0])) / 24
     assert abs(float(gaps.median()) - even) < 0.1 * even
+
+
+def test_log_snr_respacing_from_a_start_takes_one_step_there_then_even_steps():
+    s = NoiseSchedule("cosine", 1000)
+    ts = s.respaced_log_snr(25, start=-3.0)
+    lam = s.log_snr()[ts]
+    assert ts[0] == 999 and ts[-1] == 0 and torch.all(ts[1:] < ts[:-1]) and len(ts) >= 20
+    assert abs(float(lam[1]) + 3.0) < 0.05
+    gaps = lam[2:] - lam[1:-1]
+    even = (float(lam[-1]) + 3.0) / 23
+    assert abs(float(gaps.median()) - even) < 0.1 * even
+    assert torch.equal(s.respaced_log_snr(25, start=-10.0), s.respaced_log_snr(25))  # below the schedule's end
+    with pytest.raises(ValueError, match="cleanest"):
+        s.respaced_log_snr(25, start=6.0)

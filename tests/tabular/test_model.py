@@ -124,7 +124,37 @@ def test_model_saved_without_the_per_idp_path_still_loads(cohort, tmp_path):
     card_path.write_text(json.dumps(card))
     loaded = NormativeDiffusion.load(tmp_path / "old")
     assert loaded.net_.marginal is None
+    old.set_params(eta=1.0, log_snr_start=None)  # the sampler such cards ran (see the version 2 test below)
     pd.testing.assert_frame_equal(loaded.score(df.head(5), seed=3), old.score(df.head(5), seed=3))
+
+
+def test_version_2_cards_keep_sampling_with_the_full_sde_over_the_whole_chain(tiny_model, cohort, tmp_path):
+    """Version 2 cards wrote ``eta`` 0.0 (DDIM's) and had no ``log_snr_start``: their dpm++2m-sde ran the full reverse
+    SDE over log-SNR steps from the schedule's end, which loading must keep (the new defaults score differently)."""
+    df, _ = cohort
+    tiny_model.save(tmp_path / "m")
+    card_path = tmp_path / "m" / "model.json"
+    card = json.loads(card_path.read_text())
+    assert card["params"]["eta"] is None and card["params"]["log_snr_start"] == -3.0
+    card["params"]["eta"] = 0.0
+    del card["params"]["log_snr_start"]
+    card["format_version"] = 2
+    card_path.write_text(json.dumps(card))
+    old = NormativeDiffusion.load(tmp_path / "m")
+    assert old.eta == 1.0 and old.log_snr_start is None
+    before = tiny_model.get_params()
+    try:
+        as_before = tiny_model.set_params(eta=1.0, log_snr_start=None).score(df.head(6), seed=4)
+    finally:
+        tiny_model.set_params(eta=before["eta"], log_snr_start=before["log_snr_start"])
+    pd.testing.assert_frame_equal(old.score(df.head(6), seed=4), as_before)
+    z = [c for c in as_before if c.startswith("z:")]
+    assert not np.allclose(tiny_model.score(df.head(6), seed=4)[z], as_before[z])
+
+
+def test_log_snr_start_above_the_cleanest_level_is_refused():
+    with pytest.raises(InputError, match="log_snr_start"):
+        NormativeDiffusion(log_snr_start=6.0).check_params()
 
 
 def test_fit_is_reproducible_with_a_seed(cohort):
