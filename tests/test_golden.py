@@ -15,7 +15,8 @@ error_power 2/3 (restorations identical; index, centile and z-map changed by des
 by design). On 2026-12-04 the imaging model was retrained with intensity_inset_mm 10 (new weights and demo scans;
 every imaging output changed by design), and its reference was rebuilt from a fresh cross-fit for the peak
 index and the index inside the template's brain (restorations unchanged; indices, centiles and z-maps changed by
-design).
+design). The demo FiLM-MLP's reference was rewritten on 2026-12-05 twice: retrained with the fitted quantile-map
+tails, then its card moved to the sampler with half the reverse SDE's noise from log-SNR -3 (weights unchanged).
 """
 
 from __future__ import annotations
