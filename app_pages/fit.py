@@ -22,7 +22,7 @@ from normcore import InputError
 from normcore.jobs import Job
 from normcore.persistence import model_dir_to_zip
 from normcore.plotting.tabular import loss_curve
-from normcore.registry import SAVABLE, TABULAR_MODELS, load_model, make_model
+from normcore.registry import DIFFUSION, SAVABLE, TABULAR_MODELS, load_model, make_model
 
 st.title("Fit a normative model")
 ss = st.session_state
@@ -54,6 +54,13 @@ with st.expander("Advanced"):
              "keeps the training data's tail weight (default), or on the IDPs' own standardised scale, which "
              "assumes tails that are normal in the measures' own units and scores more healthy values of "
              "heavy-tailed measures as extreme (README, Scores).")]
+    batch = st.multiselect(
+        "Batch covariates: a shift and scale per level only", m.covariates, default=[],
+        disabled=backbone not in DIFFUSION,
+        help="Covariates such as site or scanner modelled as ComBat-style batch effects: each level shifts and "
+             "scales every IDP, and the network's residual shape is shared by all levels. Scoring then shares "
+             "samples across them (several times faster with many sites), and a new site is adapted by its shift "
+             "and scale alone (README, Site adaptation).")
 
 
 def fit_model(backbone: str, params: dict, training, mapping, label: str, progress):
@@ -72,7 +79,7 @@ if st.button("Start fitting", type="primary", disabled=running or not m.idps):
     training = controls.drop(index=ss.fit_heldout)
     ss.fit_data_key = data_key()
     params = dict(epochs=int(epochs) or None, n_samples=int(samples), seed=int(seed), transform=transform,
-                  sampling_steps=int(steps), device=device, tail_scale=tail_scale,
+                  sampling_steps=int(steps), device=device, tail_scale=tail_scale, batch_covariates=list(batch),
                   backbone_params={"width": int(width)} if backbone == "film-mlp" else
                   {"dim": int(width)} if backbone == "saint" else {})
     ss.job = Job(fit_model, backbone, params, training, m, ss.data_name, name="fit").start()

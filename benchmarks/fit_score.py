@@ -44,8 +44,9 @@ def parse_value(text: str):
         return text
 
 
-def split(name: str, d: int, seed: int, holdout_n: int = 2000, n_train: int = 5000):
-    """(train, holdout, idps, covariates, truth or None)."""
+def split(name: str, d: int, seed: int, holdout_n: int = 2000, n_train: int = 5000, sites: int = 0):
+    """(train, holdout, idps, covariates, truth or None); the synthetic truth has ``sites`` sites (covariate
+    ``site``, a location and scale effect per site and IDP) when ``sites`` > 0."""
     if name == "fcon1000":
         from compare import fcon_split  # benchmarks/compare.py
 
@@ -53,9 +54,9 @@ def split(name: str, d: int, seed: int, holdout_n: int = 2000, n_train: int = 50
         return train, test, idps, ["sex", "site"], None
     from normcore import make_synthetic
 
-    train, truth = make_synthetic(n_train, d=d, seed=seed)
+    train, truth = make_synthetic(n_train, d=d, seed=seed, n_sites=sites)
     holdout = truth.sample(holdout_n, seed=seed + 1000)
-    return train, holdout, truth.idp_names, ["sex"], truth
+    return train, holdout, truth.idp_names, ["sex", "site"] if sites else ["sex"], truth
 
 
 def build(overrides: dict, seed: int):
@@ -92,8 +93,8 @@ def suite_metrics(model, train, holdout, idps: list[str], truth, seed: int) -> d
 
 
 def run(name: str, d: int, seed: int, samples: int, overrides: dict, vary: list[tuple[str, list]],
-        holdout_n: int = 2000, n_train: int = 5000, suite: bool = False) -> list[dict]:
-    train, holdout, idps, covs, truth = split(name, d, seed, holdout_n, n_train)
+        holdout_n: int = 2000, n_train: int = 5000, suite: bool = False, sites: int = 0) -> list[dict]:
+    train, holdout, idps, covs, truth = split(name, d, seed, holdout_n, n_train, sites)
     model = build(overrides, seed)
     start = time.perf_counter()
     model.fit(train, age="age", covariates=covs, idps=idps)
@@ -122,7 +123,8 @@ def score_row(model, name, d, train, holdout, idps, truth, fit_s, seed, samples,
     points = None
     if hasattr(model, "_score_points"):
         points = len(model._score_points(*model._covariates_of(holdout, "table"))[0])
-    row = {"data": name if truth is None else f"synthetic D={d}", "n_train": len(train), "n_holdout": len(holdout),
+    label = name if truth is None else f"synthetic D={d}" + (f", {truth.n_sites} sites" if truth.n_sites else "")
+    row = {"data": label, "seed": seed, "n_train": len(train), "n_holdout": len(holdout),
            "idps": len(idps), "params": overrides, "samples": samples, "fit_s": round(fit_s, 1),
            "planned_steps": h.get("planned_steps"), "best_step": h.get("best_step"), "stop_step": h.get("steps"),
            "score_s": round(score_s, 1), "score_points": points,
@@ -130,8 +132,9 @@ def score_row(model, name, d, train, holdout, idps, truth, fit_s, seed, samples,
            "coverage95": round(float(np.mean(cov)), 4),
            "pit_ks_pass": round(float(np.mean(np.asarray(ks) > 0.01)), 3)}
     if truth is not None:
+        site = holdout["site"].to_numpy() if truth.n_sites else None
         u_true = np.column_stack([truth.cdf(holdout[c].to_numpy(), holdout["age"].to_numpy(),
-                                            holdout["sex"].to_numpy(), c) for c in idps])
+                                            holdout["sex"].to_numpy(), c, site=site) for c in idps])
         u_model = scores[[f"centile:{c}" for c in idps]].to_numpy()
         z_err = np.abs(special.ndtri(np.clip(u_true, 1e-12, 1 - 1e-12)) - scores[[f"z:{c}" for c in idps]].to_numpy())
         row.update(median_abs_z_error=round(float(np.median(z_err)), 4),
@@ -146,6 +149,8 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=1000)
     ap.add_argument("--holdout", type=int, default=2000, help="fresh held-out controls of the synthetic truth")
     ap.add_argument("--n-train", type=int, default=5000, help="training controls of the synthetic truth")
+    ap.add_argument("--sites", type=int, default=0,
+                    help="sites of the synthetic truth (covariate site: a location and scale effect per site)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--root", default=str(HERE.parent), help="checkout whose normcore is imported")
@@ -166,7 +171,7 @@ def main() -> None:
             for key, values in (text.split("=", 1) for text in args.vary)]
     for name in args.data.split(","):
         for row in run(name, args.d, args.seed, args.samples, overrides, vary, args.holdout, args.n_train,
-                       args.suite):
+                       args.suite, args.sites):
             row = {"root": args.root, **row}
             print(json.dumps(row), flush=True)
             if args.out:

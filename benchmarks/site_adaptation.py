@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from normcore.metrics import pit_ks  # noqa: E402
-from normcore.registry import make_model  # noqa: E402
+from normcore.registry import DIFFUSION, make_model  # noqa: E402
 from normcore.tabular import read_table, resolve_idps, validate_table  # noqa: E402
 from normcore.tabular.baselines.pcntoolkit_blr import PCNToolkitBLR, pcntoolkit_available  # noqa: E402
 from normcore.tabular.validation import is_qc_column  # noqa: E402
@@ -60,8 +60,10 @@ def calibration(model, test: pd.DataFrame, idps: list[str]) -> dict:
     return {"coverage95": float((np.abs(z) < 1.959964).mean()), "pit_pass": float((pit >= 0.01).mean())}
 
 
-def fit(name: str, train: pd.DataFrame, idps: list[str], seed: int):
-    model = PCNToolkitBLR(seed=seed) if name == "pcntoolkit-blr" else make_model(name, seed=seed)
+def fit(name: str, train: pd.DataFrame, idps: list[str], seed: int, batch: list[str] = ()):
+    """``name`` fitted on ``train``; the diffusion backbones take ``batch`` as their batch covariates."""
+    params = {"batch_covariates": list(batch)} if batch and name in DIFFUSION else {}
+    model = PCNToolkitBLR(seed=seed) if name == "pcntoolkit-blr" else make_model(name, seed=seed, **params)
     start = time.perf_counter()
     model.fit(train, age="age", covariates=["sex", "site"], idps=idps)
     return model, time.perf_counter() - start
@@ -77,6 +79,8 @@ def main() -> None:
     ap.add_argument("--network-inputs", default="marginal",
                     help="adapted network inputs to compare for diffusion models: marginal and/or embedding")
     ap.add_argument("--no-refit", action="store_true", help="leave out the refits (adaptation variants only)")
+    ap.add_argument("--batch-covariates", default="",
+                    help="diffusion models: covariates modelled as batch effects (e.g. site; see README, Sites)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "site_adaptation.json"))
     ap.add_argument("--summary", nargs="+", default=None, metavar="RESULTS_JSON",
                     help="print the table of saved results (averaged over sites) instead of running")
@@ -103,10 +107,12 @@ def main() -> None:
         others, local = df[df.site != site], df[df.site == site].sample(frac=1.0, random_state=args.seed)
         for name in models:
             use = pcn_idps if name == "pcntoolkit-blr" else idps
-            reference, ref_s = (None, 0.0) if name == "pcntoolkit-blr" else fit(name, others, use, args.seed)
+            batch = [c for c in args.batch_covariates.split(",") if c]
+            reference, ref_s = (None, 0.0) if name == "pcntoolkit-blr" else fit(name, others, use, args.seed, batch)
             for k in ks:
                 controls, test = local.iloc[:k], local.iloc[k:]
-                row = {"site": site, "n_site": int(len(local)), "k": k, "model": name, "n_idps": len(use),
+                label = name + (f" (batch: {','.join(batch)})" if batch and name in DIFFUSION else "")
+                row = {"site": site, "n_site": int(len(local)), "k": k, "model": label, "n_idps": len(use),
                        "n_test": int(len(test))}
                 if reference is not None:
                     reference.allow_unseen = True
@@ -124,7 +130,7 @@ def main() -> None:
                     reference.allow_unseen = False
                     row["reference_fit_s"] = ref_s
                 if not args.no_refit:
-                    refit, refit_s = fit(name, pd.concat([others, controls]), use, args.seed)
+                    refit, refit_s = fit(name, pd.concat([others, controls]), use, args.seed, batch)
                     row["refit"] = calibration(refit, test, use)
                     row["refit_s"] = refit_s
                 if reference is not None:  # the diffusion/SHASH numbers on PCNtoolkit's IDP subset

@@ -38,7 +38,7 @@ from normcore.cli.arguments import (
 )
 from normcore.diffusion.noise import SAMPLING_NOISE
 from normcore.persistence import check_writable_parent
-from normcore.registry import SAVABLE
+from normcore.registry import DIFFUSION, SAVABLE
 from normcore.tabular.io import read_table, write_table_atomic
 from normcore.tabular.params import MIN_TIMESTEPS
 from normcore.tabular.scoring import TAIL_SCALES
@@ -123,6 +123,15 @@ def cmd_fit(args: argparse.Namespace) -> None:
     backbone_params = json_object(args.backbone_params, "--backbone-params")
     extra = {"sampling_steps": args.sampling_steps} if args.sampling_steps else {}
     extra.update({p: getattr(args, p) for p in SAMPLING_OPTIONS if getattr(args, p, None) is not None})
+    batch = csv_list(args.batch_covariates)
+    if batch:
+        if args.backbone not in DIFFUSION:
+            raise InputError(f"--batch-covariates applies to the diffusion backbones ({', '.join(DIFFUSION)}), "
+                             f"not {args.backbone}")
+        outside = [c for c in batch if c not in covariates]
+        if outside:
+            raise InputError(f"--batch-covariates {outside} must also be named in --covariates ({covariates})")
+        extra["batch_covariates"] = batch
     model = make_model(args.backbone, epochs=args.epochs, seed=args.seed, device=args.device,
                        transform=args.transform, n_samples=args.samples, timesteps=args.timesteps,
                        batch_size=args.batch_size, backbone_params=backbone_params, **extra)
@@ -402,6 +411,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("data")
     f.add_argument("--age", required=True)
     f.add_argument("--covariates", default="", help="categorical covariates, comma-separated (e.g. sex,site)")
+    f.add_argument("--batch-covariates", default="",
+                   help="of --covariates, those modelled as batch effects (e.g. site): a shift and scale per level, "
+                        "no input of the network; scoring shares samples across their levels (faster; diffusion "
+                        "backbones only)")
     f.add_argument("--idps", default=None, help="IDP columns, comma-separated (default: all other numeric columns)")
     f.add_argument("--idps-regex", default=None, help="regular expression selecting IDP columns")
     f.add_argument("--backbone", default="film-mlp", choices=list(SAVABLE),
@@ -492,7 +505,8 @@ def build_parser() -> argparse.ArgumentParser:
     ad.add_argument("--refine", default=None,
                     help="categorical covariates whose known levels are refined too, comma-separated (e.g. site)")
     ad.add_argument("--network-input", default="marginal", choices=["marginal", "embedding"],
-                    help="what a diffusion model's network is conditioned on for the new level: the mixture over "
+                    help="what a diffusion model's network is conditioned on for the new level (nothing for a batch "
+                         "covariate, e.g. the shipped reference's site): the mixture over "
                          "training sites (default; better calibrated, see BENCHMARKS.md) or an input fitted to the "
                          "controls")
     common(ad)

@@ -357,7 +357,9 @@ class NormativeModel:
         new level: ``"marginal"`` (a training level drawn per sample: the mixture over training sites) or
         ``"embedding"`` (a mixture of the training levels' inputs fitted to the controls by the denoising
         loss, everything else frozen). Models without a network (the SHASH baseline) accept only
-        ``"marginal"``. BENCHMARKS.md compares the two.
+        ``"marginal"``. BENCHMARKS.md compares the two. A batch covariate is no input of the network, so its
+        new levels are adapted by their location and scale alone whatever ``network_input`` says (recorded as
+        ``"none"``).
         """
         from normcore.tabular.adaptation import FEW_TRAINING_LEVELS, check_levels_can_be_learnt, estimate_level
 
@@ -430,8 +432,9 @@ class NormativeModel:
             est = estimate_level(ls, k, code if known else None, age[rows], sub_codes, y[rows],
                                  new.encoder_.trained_levels[col], train_count)
             ls.set_level_effect(k, code, est.mu, est.logvar)
-            network = {"network_input": "marginal" if self._has_network_input() else "none"}
-            if network_input == "embedding" and not known:
+            sees = self._has_network_input() and col in self.encoder_.network_covariates  # not a batch covariate
+            network = {"network_input": "marginal" if sees else "none"}
+            if network_input == "embedding" and sees and not known:
                 network = new._adapt_network_input(col, code, age[rows], sub_codes, y[rows], progress)
             per_sex = {}
             for other in self.encoder_.categorical:

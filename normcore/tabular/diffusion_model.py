@@ -27,7 +27,7 @@ from normcore.diffusion.noise import SAMPLING_NOISE, ScrambledSobol, noise_draws
 from normcore.diffusion.parameterisation import PARAMETERISATIONS, wrap_denoiser
 from normcore.nets import BACKBONES, build_backbone, check_backbone_params
 from normcore.tabular.base import NormativeModel
-from normcore.tabular.params import MIN_TIMESTEPS, Rule, boolean, choice, integer, number, optional
+from normcore.tabular.params import MIN_TIMESTEPS, Rule, boolean, choice, integer, names, number, optional
 from normcore.tabular.preprocessing import MARGINALISE, CovariateEncoder, IDPTransformer, LocationScale, category_label
 from normcore.tabular.scoring import (
     MAX_MULTIVARIATE_IDPS,
@@ -97,6 +97,13 @@ class NormativeDiffusion(NormativeModel):
       or ``"eps"`` (plain noise prediction).
     location_scale : first standardise each IDP by a smooth conditional location and scale
       (:class:`~normcore.tabular.preprocessing.LocationScale`); the diffusion model learns the rest.
+    batch_covariates : categorical covariates (e.g. ``["site"]``) modelled as batch effects, as ComBat and
+      hierarchical Bayesian regression model sites: a shift and a scale per level and IDP in the location-scale
+      stage, and no input of the network, whose residual shape (skew, modes, dependence) is then shared by their
+      levels. Scoring shares samples across their levels, so it draws samples at far fewer covariate points, and a
+      new level is adapted by its shift and scale alone. A shape that truly differs between levels (e.g. a site's
+      scale acting on an age-dependent skew) is averaged over them (both effects measured: BENCHMARKS.md). Needs
+      ``location_scale``. Default: none (every categorical covariate is also an input of the network).
     transform : per-IDP Gaussianisation before diffusion: ``"quantile"``, ``"yeo-johnson"``, ``"standard"``.
     schedule, timesteps : noise schedule (``"cosine"`` or ``"linear"``) and its length T.
     sampler, sampling_steps, eta : ``"dpm++2m-sde"`` (default: stochastic second-order solver),
@@ -141,6 +148,7 @@ class NormativeDiffusion(NormativeModel):
         "clip_x0": optional(number(0, float("inf"), lo_open=True)), "location_scale": boolean,
         "parameterisation": choice(*PARAMETERISATIONS), "score_age_resolution": optional(number(0, float("inf"))),
         "sampling_noise": choice(*SAMPLING_NOISE), "tail_scale": choice(*TAIL_SCALES),
+        "batch_covariates": names,
     }
 
     def __init__(self, backbone: str = "film-mlp", transform: str = "quantile", schedule: str = "cosine",
@@ -152,7 +160,8 @@ class NormativeDiffusion(NormativeModel):
                  backbone_params: dict | None = None, clip_x0: float | None = 10.0,
                  location_scale: bool = True, parameterisation: str = "gaussian-residual",
                  score_age_resolution: float | None = None, sampling_noise: str = "sobol",
-                 tail_scale: str = "gaussianised", log_snr_start: float | None = LOG_SNR_START):
+                 tail_scale: str = "gaussianised", log_snr_start: float | None = LOG_SNR_START,
+                 batch_covariates: list[str] | tuple[str, ...] = ()):
         self.backbone = backbone
         self.transform = transform
         self.schedule = schedule
@@ -179,6 +188,8 @@ class NormativeDiffusion(NormativeModel):
         self.sampling_noise = sampling_noise
         self.tail_scale = tail_scale
         self.log_snr_start = log_snr_start
+        self.batch_covariates = list(batch_covariates) if isinstance(batch_covariates, (list, tuple)) \
+            else batch_covariates
 
     FORMAT = "normcore-tabular-diffusion"
     FORMAT_VERSION = 3
@@ -224,7 +235,10 @@ class NormativeDiffusion(NormativeModel):
         val_idx, train_idx = order[:n_val], order[n_val:]
         train, val = data.iloc[train_idx], data.iloc[val_idx]
 
-        self.encoder_ = CovariateEncoder(age, covariates).fit(train)
+        if self.batch_covariates and not self.location_scale:
+            raise InputError(f"{type(self).__name__}: batch_covariates={self.batch_covariates} need the "
+                             "location-scale stage (location_scale=True), which models their levels")
+        self.encoder_ = CovariateEncoder(age, covariates, self.batch_covariates).fit(train)
         self.schedule_ = NoiseSchedule(self.schedule, self.timesteps)
         n_levels = [len(self.encoder_.levels[c]) for c in covariates]
 
@@ -418,10 +432,11 @@ class NormativeDiffusion(NormativeModel):
         with weights linear in its age (:func:`~normcore.tabular.scoring.mix_scores`); else against its nearest
         alone. So interpolation adds no points. The age effect on location and scale stays exact; the network's
         residual shape, which changes slowly with age, is shared or interpolated (its measured effect:
-        BENCHMARKS.md). Grid ages are clipped to the training age range for ages inside it, so that no in-range
-        subject is compared with samples drawn outside the range. These "latent" points come first. Rows with a
-        marginalised covariate keep their exact age and are compared in IDP units (each sample maps with its own
-        level). A row with one point has weights (1, 0) and that point twice.
+        BENCHMARKS.md). Batch covariates (``batch_covariates``) act on location and scale alone, so rows of all
+        their levels share these points. Grid ages are clipped to the training age range for ages inside it, so
+        that no in-range subject is compared with samples drawn outside the range. These "latent" points come
+        first. Rows with a marginalised covariate keep their exact age and are compared in IDP units (each sample
+        maps with its own level). A row with one point has weights (1, 0) and that point twice.
         """
         n = len(age)
         latent_row = ~(codes == MARGINALISE).any(axis=1) if codes.size else np.ones(n, bool)
@@ -438,6 +453,10 @@ class NormativeDiffusion(NormativeModel):
             near = np.where(latent_row, grid(k), age)
             other = np.where(latent_row, grid(np.where(age >= k * step, k + 1, k - 1)), age)
         codes2 = codes if codes.size else np.zeros((n, 0))
+        batch = [k for k, c in enumerate(self.encoder_.categorical) if c in self.encoder_.batch]
+        if batch:  # the network never sees a batch covariate: its levels share a latent point (code 0 stands in)
+            codes2 = codes2.copy()
+            codes2[np.ix_(latent_row, batch)] = 0
         flag = (~latent_row).astype(float)
         uniq, inverse = np.unique(np.column_stack([flag, near, codes2]), axis=0, return_inverse=True)
         inverse = inverse.reshape(-1)  # latent points (flag 0) sort first

@@ -53,6 +53,12 @@ def boolean(v) -> str | None:
     return None if isinstance(v, bool) else "True or False"
 
 
+def names(v) -> str | None:
+    """A list of distinct column names (strings)."""
+    ok = isinstance(v, (list, tuple)) and all(isinstance(x, str) and x for x in v) and len(set(v)) == len(v)
+    return None if ok else "a list of distinct column names"
+
+
 def check_params(name: str, params: dict, rules: dict[str, Rule]) -> None:
     """Raise :class:`InputError` for the first parameter outside its rule."""
     for key, rule in rules.items():

@@ -1,9 +1,10 @@
 """Preprocessing fitted on training data only: covariate encoding and per-IDP Gaussianisation.
 
-* :class:`CovariateEncoder`: standardised age plus one-hot categorical covariates. Categorical values
-  are carried as integer codes; code ``-1`` means "marginalise": the value is drawn per sample from the
-  training distribution of that covariate (used for centile curves with an unfixed covariate and, when
-  the model allows it, for categories unseen in training).
+* :class:`CovariateEncoder`: standardised age plus one-hot categorical covariates (less any batch covariates,
+  which the location-scale stage alone models). Categorical values are carried as integer codes; code ``-1``
+  means "marginalise": the value is drawn per sample from the training distribution of that covariate (used
+  for centile curves with an unfixed covariate and, when the model allows it, for categories unseen in
+  training).
 * :class:`IDPTransformer`: per-IDP monotone map to an approximately standard normal scale
   (``"standard"`` z-scoring, ``"yeo-johnson"`` or ``"quantile"``). Each map is strictly increasing, so
   quantiles and ranks computed on the transformed scale map back exactly through the inverse.
@@ -22,11 +23,22 @@ MARGINALISE = -1
 
 
 class CovariateEncoder:
-    """Encode an age column and categorical covariates into a conditioning matrix."""
+    """Encode an age column and categorical covariates into a conditioning matrix.
 
-    def __init__(self, age: str, categorical: list[str]):
+    Every categorical covariate gets integer codes (:meth:`codes`); the conditioning matrix (:meth:`encode`) holds
+    the ``network_covariates`` only: those not named in ``batch``. A batch covariate (a site, a scanner) is a
+    shift and scale per level in the location-scale stage and no input of the network, so the network's residual
+    shape is shared by its levels.
+    """
+
+    def __init__(self, age: str, categorical: list[str], batch: list[str] | tuple[str, ...] = ()):
         self.age = age
         self.categorical = list(categorical)
+        unknown = [c for c in batch if c not in self.categorical]
+        if unknown:
+            raise InputError(f"batch covariate(s) {unknown} must be among the categorical covariates "
+                             f"{self.categorical}")
+        self.batch = [c for c in self.categorical if c in batch]
         self.age_mean = 0.0
         self.age_std = 1.0
         self.age_min = 0.0
@@ -38,24 +50,36 @@ class CovariateEncoder:
         self.embeddings: dict[str, dict[str, list[float]]] = {}
 
     @property
+    def network_covariates(self) -> list[str]:
+        """The categorical covariates the network is conditioned on (all but the batch covariates)."""
+        return [c for c in self.categorical if c not in self.batch]
+
+    @property
     def dim(self) -> int:
-        return 1 + sum(self.trained_levels.values())
+        return 1 + sum(self.trained_levels[c] for c in self.network_covariates)
 
     def adapted_mask(self, codes: np.ndarray) -> np.ndarray:
         """(n, K) True where a code is a level added by adaptation that has no fitted network input: the
-        network cannot be conditioned on it (it gets training levels instead)."""
+        network cannot be conditioned on it (it gets training levels instead). Batch covariates are never
+        network inputs, so their columns are False."""
         out = np.zeros(codes.shape, bool)
         for k, col in enumerate(self.categorical):
             if not codes.size:
                 break
+            if col in self.batch:
+                continue
             out[:, k] = codes[:, k] >= self.trained_levels[col]
             for label in self.embeddings.get(col, {}):
                 out[:, k] &= codes[:, k] != self.levels[col].index(label)
         return out
 
     def block(self, col: str) -> slice:
-        """The columns of ``col``'s one-hot block in the conditioning matrix of :meth:`encode`."""
-        start = 1 + sum(self.trained_levels[c] for c in self.categorical[:self.categorical.index(col)])
+        """The columns of ``col``'s one-hot block in the conditioning matrix of :meth:`encode` (a network
+        covariate)."""
+        network = self.network_covariates
+        if col not in network:
+            raise ValueError(f"{col} is not an input of the network (network covariates: {network})")
+        start = 1 + sum(self.trained_levels[c] for c in network[:network.index(col)])
         return slice(start, start + self.trained_levels[col])
 
     def set_embedding(self, col: str, label: str, weights: np.ndarray) -> None:
@@ -132,10 +156,13 @@ class CovariateEncoder:
         return codes
 
     def encode(self, age: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        """Conditioning matrix (n, dim): standardised age then one-hot blocks over the trained levels
-        (codes must be trained levels or adapted levels with an embedding, which fills their block)."""
+        """Conditioning matrix (n, dim): standardised age then one-hot blocks over the trained levels of the
+        network covariates (their codes must be trained levels or adapted levels with an embedding, which fills
+        their block; batch covariates' codes are not read)."""
         parts = [((np.asarray(age, float) - self.age_mean) / self.age_std)[:, None]]
         for k, col in enumerate(self.categorical):
+            if col in self.batch:
+                continue
             n_tr = self.trained_levels[col]
             table = np.eye(n_tr)
             extra = self.embeddings.get(col, {})
@@ -153,11 +180,12 @@ class CovariateEncoder:
         return {"age": self.age, "categorical": self.categorical, "age_mean": self.age_mean,
                 "age_std": self.age_std, "age_min": self.age_min, "age_max": self.age_max,
                 "levels": self.levels, "frequencies": self.frequencies, "trained_levels": self.trained_levels,
+                **({"batch": self.batch} if self.batch else {}),
                 **({"embeddings": self.embeddings} if self.embeddings else {})}
 
     @classmethod
     def from_dict(cls, data: dict) -> CovariateEncoder:
-        enc = cls(data["age"], data["categorical"])
+        enc = cls(data["age"], data["categorical"], data.get("batch") or ())
         for key in ("age_mean", "age_std", "age_min", "age_max"):
             setattr(enc, key, float(data[key]))
         enc.levels = {k: [str(x) for x in v] for k, v in data["levels"].items()}

@@ -48,6 +48,17 @@ def test_fit_writes_a_model_folder(workflow):
     assert card["training_data"]["n_train"] + card["training_data"]["n_validation"] == 250  # controls only
 
 
+def test_fit_with_a_batch_covariate_keeps_it_out_of_the_network(workflow):
+    run("fit", workflow / "data.csv", "--age", "age", "--covariates", "sex,site", "--batch-covariates", "site",
+        "--idps-regex", "^idp_", "--group-col", "group", *TINY_FIT, "--out", workflow / "batch")
+    card = json.loads((workflow / "batch" / "model.json").read_text())
+    assert card["params"]["batch_covariates"] == ["site"] and card["encoder"]["batch"] == ["site"]
+    model = load_model(workflow / "batch")
+    assert model.encoder_.network_covariates == ["sex"] and model.net_.embed.cond[0].in_features == 1 + 2
+    run("score", workflow / "batch", workflow / "data.csv", "--out", workflow / "batch.csv", "--samples", 100)
+    assert pd.read_csv(workflow / "batch.csv")["z:idp_01"].notna().all()
+
+
 def test_score_contract_columns(workflow):
     run("score", workflow / "model", workflow / "data.csv", "--out", workflow / "scores.csv", "--samples", 150)
     scores = pd.read_csv(workflow / "scores.csv")
@@ -155,6 +166,9 @@ def test_bad_fit_arguments_are_refused(workflow):
     proc = run("fit", workflow / "data.csv", "--age", "age", "--idps", "idp_01,nope", "--out", workflow / "m2",
                check=False)
     assert proc.returncode == 2 and "nope" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run("fit", workflow / "data.csv", "--age", "age", "--covariates", "sex", "--batch-covariates", "site",
+               "--out", workflow / "m2", check=False)
+    assert proc.returncode == 2 and "--batch-covariates ['site']" in proc.stderr and "Traceback" not in proc.stderr
     proc = run("centiles", workflow / "model", "--ages", "90:20:1", "--out", workflow / "c.csv", check=False)
     assert proc.returncode == 2 and "--ages" in proc.stderr
     proc = run("score", workflow / "nomodel", workflow / "data.csv", "--out", workflow / "s.csv", check=False)

@@ -88,11 +88,12 @@ def test_the_reference_model_is_untouched(world, shash):
         shash.score(site.head(3))
 
 
-@pytest.mark.parametrize("name", ["shash-baseline", "film-mlp"])
+@pytest.mark.parametrize("name", ["shash-baseline", "film-mlp", "film-mlp, site a batch covariate"])
 def test_adapted_model_scores_the_new_site_calibrated_and_saves_its_record(name, world, tmp_path):
     truth, reference, site = world
-    settings = {"film-mlp": {**TINY, "epochs": 2}, "shash-baseline": {}}[name]
-    model = make_model(name, **settings).fit(reference.sample(1500, random_state=0), age="age",
+    settings = {"film-mlp": {**TINY, "epochs": 2}, "shash-baseline": {},
+                "film-mlp, site a batch covariate": {**TINY, "epochs": 2, "batch_covariates": ["site"]}}[name]
+    model = make_model(name.split(",")[0], **settings).fit(reference.sample(1500, random_state=0), age="age",
                                              covariates=["sex", "site"], idps=truth.idp_names)
     controls, test = site.iloc[:60], site.iloc[60:460]
     adapted = model.adapt(controls)
@@ -108,6 +109,7 @@ def test_adapted_model_scores_the_new_site_calibrated_and_saves_its_record(name,
     assert level["covariate"] == "site" and level["level"] == NEW and level["new_level"] is True
     assert level["n_controls"] == 60 and sum(level["controls_per_sex"].values()) == 60
     assert level["age_range"] == [float(controls.age.min()), float(controls.age.max())]
+    assert level["network_input"] == {"shash-baseline": "none", "film-mlp": "marginal"}.get(name, "none")
     assert record["reference"]["fingerprint"] == model.identity()["fingerprint"] and record["created"]
     loaded = load_model(tmp_path / "a")
     np.testing.assert_allclose(loaded.score(test.head(10), n_samples=300, seed=2)[f"z:{truth.idp_names[0]}"],
@@ -213,6 +215,23 @@ def test_the_network_input_of_a_new_level_can_be_fitted_on_the_controls(world, t
     assert model.adapt(site.head(30)).adaptation_[-1]["levels"][0]["network_input"] == "marginal"
     with pytest.raises(InputError, match="network_input must be one of"):
         model.adapt(site.head(30), network_input="nearest")
+
+
+def test_a_new_level_of_a_batch_covariate_is_adapted_without_the_network(world):
+    truth, reference, site = world
+    model = make_model("film-mlp", **{**TINY, "epochs": 2, "batch_covariates": ["site"]}).fit(
+        reference.sample(800, random_state=0), age="age", covariates=["sex", "site"], idps=truth.idp_names)
+    adapted = model.adapt(site.head(30), network_input="embedding")  # nothing of the network to fit
+    assert adapted.adaptation_[-1]["levels"][0]["network_input"] == "none" and not adapted.encoder_.embeddings
+    mixed = pd.concat([reference.head(40), site.iloc[30:70]], ignore_index=True)
+    age, codes = adapted._covariates_of(mixed, "t")
+    def points(rows: slice) -> int:
+        return len(adapted._score_points(age[rows], codes[rows])[0])
+
+    # the new site's subjects share samples with the training sites' subjects of their sex and age
+    assert points(slice(None)) < points(slice(0, 40)) + points(slice(40, None))
+    pit = adapted.score(site.iloc[30:430], n_samples=300, seed=1)[[f"z:{i}" for i in truth.idp_names]].to_numpy()
+    assert abs((np.abs(pit) < 1.96).mean() - 0.95) < 0.06
 
 
 def test_a_model_without_a_network_refuses_a_fitted_network_input(world, shash):

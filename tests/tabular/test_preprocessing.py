@@ -50,6 +50,26 @@ def test_encoder_standardises_age_and_one_hot_encodes(frame):
     assert enc.frequencies["site"] == [0.75, 0.25]
 
 
+def test_batch_covariates_have_codes_but_no_network_input(frame):
+    enc = CovariateEncoder("age", ["sex", "site"], batch=["site"]).fit(frame)
+    assert enc.network_covariates == ["sex"] and enc.dim == 1 + 2
+    codes = enc.codes(frame)
+    assert codes.shape == (4, 2)  # the site is coded (the location-scale stage reads it)
+    other_site = codes.copy()
+    other_site[:, 1] = 1 - other_site[:, 1]
+    np.testing.assert_array_equal(enc.encode(enc.ages(frame), codes), enc.encode(enc.ages(frame), other_site))
+    assert enc.block("sex") == slice(1, 3)
+    with pytest.raises(ValueError, match="not an input of the network"):
+        enc.block("site")
+    added = enc.add_level("site", "new")
+    assert not enc.adapted_mask(np.array([[0, added]])).any()  # a new batch level needs no network input
+    again = CovariateEncoder.from_dict(enc.to_dict())
+    assert again.batch == ["site"] and again.dim == 3
+    assert "batch" not in CovariateEncoder("age", ["sex"]).fit(frame).to_dict()  # older cards' layout unchanged
+    with pytest.raises(InputError, match="batch covariate"):
+        CovariateEncoder("age", ["sex"], batch=["site"])
+
+
 def test_encoder_treats_numeric_spellings_as_one_level(frame):
     enc = CovariateEncoder("age", ["sex"]).fit(frame)
     other = frame.assign(sex=[0.0, 1.0, "1", "0"])
