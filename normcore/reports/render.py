@@ -55,7 +55,7 @@ def multivariate_line(report: SubjectReport) -> str:
     if not np.isfinite(m["d2"]):
         return "Multivariate deviation: not computed."
     return (f"Multivariate deviation over {m['n_idps']} IDPs: d² = {m['d2']:.1f}, z = {m['z']:.2f} "
-            f"(centile {m['centile']:.1f} among healthy people).")
+            f"(centile {m['centile']:.1f} under the model).")
 
 
 def _figures(report: SubjectReport) -> dict:

@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pandas as pd
+from scipy import special
 
 from normcore import metrics as M
 from normcore.tabular.synthetic import SyntheticTruth
@@ -20,7 +21,8 @@ def _bands(ages: np.ndarray, n_bands: int = 4) -> list[tuple[float, float]]:
 def evaluate(model, holdout: pd.DataFrame, truth: SyntheticTruth | None = None, group_col: str | None = None,
              control_value: str | None = None, train: pd.DataFrame | None = None, n_samples: int | None = None,
              seed: int = 0) -> dict:
-    """Calibration, classic, dependence, memorisation and clinical metrics of ``model`` on ``holdout``.
+    """Calibration (per IDP, and of the multivariate score), classic, dependence, memorisation and clinical metrics
+    of ``model`` on ``holdout``.
 
     Controls are the rows with ``group_col == control_value`` (all rows without a group column);
     patients, when present, give the clinical-separation table. ``truth`` (synthetic data) adds the
@@ -69,6 +71,8 @@ def evaluate(model, holdout: pd.DataFrame, truth: SyntheticTruth | None = None, 
         "pit_ks_pass_rate_0.01_bh": float((~M.benjamini_hochberg(table.pit_ks_p.to_numpy(), 0.01)).mean()),
         "msll_mean": float(table.msll.mean()), "expv_mean": float(table.expv.mean()),
         "smse_mean": float(table.smse.mean())}
+
+    report["multivariate"] = multivariate_calibration(ctrl)
 
     controls = holdout[is_control.to_numpy()].reset_index(drop=True)
     generated = model.sample(controls[[age, *cats]], n=1, seed=seed + 1)
@@ -125,6 +129,19 @@ def ace_against_synthetic_truth(model, truth: SyntheticTruth, age_range: tuple[f
     return {"ace": float(np.mean(list(per_idp.values()))), "ace_per_idp": per_idp}
 
 
+def multivariate_calibration(scores: pd.DataFrame) -> dict:
+    """How healthy controls sit on the multivariate score: the shares above its 95th and 99th centiles under the
+    model (nominal 0.05 and 0.01), its median z (nominal 0) and the KS p-value of its centiles against uniform;
+    ``n`` 0 where no multivariate score was computed."""
+    mz = scores["multivariate_z"].to_numpy(float) if "multivariate_z" in scores else np.full(len(scores), np.nan)
+    mz = mz[np.isfinite(mz)]
+    if not mz.size:
+        return {"n": 0}
+    return {"n": int(mz.size), "share_above_95": float((mz > special.ndtri(0.95)).mean()),
+            "share_above_99": float((mz > special.ndtri(0.99)).mean()), "median_z": float(np.median(mz)),
+            "pit_ks_p": float(M.pit_ks(special.ndtr(mz))[1])}
+
+
 def summary_lines(report: dict) -> list[str]:
     """Human-readable summary of an evaluation report."""
     agg = report["aggregate"]
@@ -135,6 +152,10 @@ def summary_lines(report: dict) -> list[str]:
              f"  held-out ACE {agg['ace_heldout_mean']:.4f}; PIT KS pass rate (alpha 0.01) "
              f"{agg['pit_ks_pass_rate_0.01']:.2f}",
              f"  MSLL {agg['msll_mean']:.3f}, EXPV {agg['expv_mean']:.3f}, SMSE {agg['smse_mean']:.3f}"]
+    mv = report.get("multivariate", {})
+    if mv.get("n"):
+        lines.append(f"  multivariate score: {mv['share_above_95']:.3f} / {mv['share_above_99']:.3f} of controls above "
+                     f"its 95th / 99th centile (nominal 0.05 / 0.01), median z {mv['median_z']:.2f}")
     dep = report["dependence"]
     floor = f" (noise floor, exact draw: {dep['frobenius_oracle']:.4f})" if "frobenius_oracle" in dep else ""
     lines.append(f"  dependence (Spearman RMS gap): model {dep['frobenius_model']:.4f} vs product of marginals "

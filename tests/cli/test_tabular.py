@@ -186,6 +186,8 @@ def test_evaluate_writes_every_metric_group(workflow):
     assert {r["score"] for r in report["clinical"]} >= {"mean_abs_z", "multivariate_d2", "abs_z:idp_03"}
     assert "coverage 50/90/95%" in proc.stdout and "noise floor" in proc.stdout
     assert 0 < report["dependence"]["frobenius_oracle"] < 1
+    assert report["multivariate"]["n"] == 250 and 0 <= report["multivariate"]["share_above_95"] <= 1
+    assert "multivariate score:" in proc.stdout
 
 
 def test_evaluate_refuses_a_missing_truth(workflow, tmp_path):

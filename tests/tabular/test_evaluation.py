@@ -1,0 +1,20 @@
+"""The evaluation suite's summaries computed from score tables."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import special
+
+from normcore.tabular.evaluation import multivariate_calibration
+
+
+def test_multivariate_calibration_counts_controls_beyond_the_scores_centiles():
+    centiles = (np.arange(1000) + 0.5) / 1000  # exactly uniform: the nominal shares
+    scores = pd.DataFrame({"multivariate_z": np.r_[special.ndtri(centiles), np.nan]})
+    cal = multivariate_calibration(scores)
+    assert cal["n"] == 1000  # the missing score is left out
+    assert cal["share_above_95"] == pytest.approx(0.05) and cal["share_above_99"] == pytest.approx(0.01)
+    assert abs(cal["median_z"]) < 0.01 and cal["pit_ks_p"] > 0.99
+    wide = multivariate_calibration(pd.DataFrame({"multivariate_z": 1.5 * special.ndtri(centiles)}))
+    assert wide["share_above_95"] == pytest.approx(0.136, abs=0.002) and wide["pit_ks_p"] < 1e-6
+    assert multivariate_calibration(pd.DataFrame({"z:a": [0.1]})) == {"n": 0}
