@@ -80,7 +80,7 @@ def main() -> None:
                     help="adapted network inputs to compare for diffusion models: marginal and/or embedding")
     ap.add_argument("--no-refit", action="store_true", help="leave out the refits (adaptation variants only)")
     ap.add_argument("--batch-covariates", default="",
-                    help="diffusion models: covariates modelled as batch effects (e.g. site; see README, Sites)")
+                    help="diffusion models: covariates modelled as batch effects (e.g. site; README, Site adaptation)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "site_adaptation.json"))
     ap.add_argument("--summary", nargs="+", default=None, metavar="RESULTS_JSON",
                     help="print the table of saved results (averaged over sites) instead of running")
