@@ -95,7 +95,10 @@ def main() -> None:
         "age_range_per_site": {s: {"min": float(r["min"]), "max": float(r["max"]), "n_train": int(r["count"])}
                                for s, r in ages.iterrows()},
         "held_out": {"ids": test["sub_id"].tolist(), "split": "20% per site, numpy seed " + str(args.seed),
-                     "calibration": held_out, "calibration_per_site": per_site},
+                     "calibration": held_out, "calibration_per_site": per_site,
+                     # the subject report ranks a subject's multivariate d2 among these healthy new people's
+                     "multivariate_d2": sorted(round(float(v), 2) for v in scores.multivariate_d2.dropna()),
+                     "multivariate_n_idps": len(idps)},
         "training_command": "benchmarks/train_reference.py" + (f" --batch-covariates {','.join(batch)}" if batch
                                                                else ""), "fit_s": round(fit_s, 1),
     }

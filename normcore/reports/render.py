@@ -54,8 +54,10 @@ def multivariate_line(report: SubjectReport) -> str:
     m = report.multivariate
     if not np.isfinite(m["d2"]):
         return "Multivariate deviation: not computed."
+    held = (f"; above {m['held_out_centile']:.0f}% of the reference's {m['held_out_n']} held-out healthy people"
+            if "held_out_n" in m else "")
     return (f"Multivariate deviation over {m['n_idps']} IDPs: d² = {m['d2']:.1f}, z = {m['z']:.2f} "
-            f"(centile {m['centile']:.1f} under the model).")
+            f"(centile {m['centile']:.1f} under the model{held}).")
 
 
 def _figures(report: SubjectReport) -> dict:

@@ -113,8 +113,9 @@ def subject_report(model, scores: pd.DataFrame, subject: str, id_col: str | None
     header["Date"] = datetime.now(UTC).strftime("%Y-%m-%d")
 
     mz = float(row.get("multivariate_z", np.nan))
-    multivariate = {"d2": float(row.get("multivariate_d2", np.nan)), "z": mz,
-                    "centile": float(special.ndtr(mz) * 100) if np.isfinite(mz) else np.nan, "n_idps": len(idps)}
+    d2 = float(row.get("multivariate_d2", np.nan))
+    multivariate = {"d2": d2, "z": mz, "centile": float(special.ndtr(mz) * 100) if np.isfinite(mz) else np.nan,
+                    "n_idps": len(idps), **held_out_rank(info, d2, int(profile.z.notna().sum()))}
     flags = []
     if bool(row.get("out_of_range", False)) or not lo <= age <= hi:
         flags.append(f"Age {age:g} is outside the reference's {lo:g}-{hi:g}: centiles are extrapolated.")
@@ -130,6 +131,19 @@ def subject_report(model, scores: pd.DataFrame, subject: str, id_col: str | None
         flags += [f"MRI: {w}" for w in mri.warnings]
     return SubjectReport(str(subject), header, profile.reset_index(drop=True), top, curves, age, multivariate,
                          flags, mri=mri)
+
+
+def held_out_rank(info: dict, d2: float, n_idps: int) -> dict[str, float]:
+    """Where ``d2`` (over ``n_idps`` IDPs) ranks among the multivariate d2 of the healthy held-out subjects that a
+    model card records (``info["held_out"]["multivariate_d2"]``, over ``multivariate_n_idps`` IDPs):
+    ``held_out_centile`` (0..100, ties half) and ``held_out_n``; empty where the card has none or the IDP counts
+    differ (d2 over fewer IDPs is not comparable)."""
+    held = (info or {}).get("held_out") or {}
+    values = np.asarray(held.get("multivariate_d2") or [], float)
+    if not values.size or not np.isfinite(d2) or held.get("multivariate_n_idps") != n_idps:
+        return {}
+    centile = ((values < d2).sum() + 0.5 * (values == d2).sum()) / values.size * 100
+    return {"held_out_centile": float(centile), "held_out_n": int(values.size)}
 
 
 def mri_subject_report(findings: MriFindings, age: float, sex: str, model_name: str, n_train: int | None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 
 import numpy as np
@@ -12,7 +13,7 @@ from normcore import make_model, make_synthetic
 from normcore.cli.main import main
 from normcore.plotting.centile_bands import BAND_COLOURS
 from normcore.reports import centile_band, subject_report, to_html, to_pdf_bytes
-from normcore.reports.render import PDF_PAGES
+from normcore.reports.render import PDF_PAGES, multivariate_line
 from normcore.tabular.anatomy import anatomical_group, group_order
 
 
@@ -49,6 +50,20 @@ def test_the_report_lists_the_most_deviant_idps_in_order_in_original_units(score
     assert report.header["Subject"] == "patient-1" and "shash-baseline" in report.header["Model"]
     assert set(report.curves.idp) == set(report.top.idp)  # curve panels of the (here 3) most deviant IDPs
     assert report.multivariate["n_idps"] == 6 and 0 <= report.multivariate["centile"] <= 100
+
+
+def test_the_multivariate_score_is_ranked_among_the_cards_held_out_healthy_people(scored):
+    model, scores = scored
+    d2 = float(scores[scores.sub_id == "patient-1"].multivariate_d2.iloc[0])
+    plain = subject_report(model, scores, "patient-1", id_col="sub_id")
+    assert "held_out_n" not in plain.multivariate and "held-out" not in multivariate_line(plain)
+    ranked = copy.deepcopy(model)
+    ranked.info_ = {"held_out": {"multivariate_d2": [d2 - 2, d2 - 1, d2, d2 + 1], "multivariate_n_idps": 6}}
+    report = subject_report(ranked, scores, "patient-1", id_col="sub_id")
+    assert report.multivariate["held_out_centile"] == pytest.approx(62.5)  # 2 below, 1 tie (half) of 4
+    assert "above 62% of the reference's 4 held-out healthy people" in multivariate_line(report)
+    ranked.info_["held_out"]["multivariate_n_idps"] = 208  # d2 over another number of IDPs: not comparable
+    assert "held_out_n" not in subject_report(ranked, scores, "patient-1", id_col="sub_id").multivariate
 
 
 def test_html_is_self_contained_and_the_pdf_is_valid(scored):
