@@ -39,8 +39,7 @@ except InputError as exc:
     st.stop()
 info = getattr(ref, "info_", {}) or {}
 lo, hi = ref.age_range_
-batch = set(getattr(ref.encoder_, "batch", []))
-covariates = [f"{c} (batch effect)" if c in batch else c for c in ref.covariates_]
+covariates = [f"{c} (batch effect)" if c in ref.encoder_.batch else c for c in ref.covariates_]
 st.caption(f"{info.get('title', choice)}: {ref.training_summary_.get('n_train', '?')} training subjects aged "
            f"{lo:.0f}-{hi:.0f}, {len(ref.idps_)} IDPs, covariates {', '.join(covariates) or 'age only'}. "
            + (info.get("data", {}).get("terms", "")))

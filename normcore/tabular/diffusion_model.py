@@ -453,7 +453,7 @@ class NormativeDiffusion(NormativeModel):
             near = np.where(latent_row, grid(k), age)
             other = np.where(latent_row, grid(np.where(age >= k * step, k + 1, k - 1)), age)
         codes2 = codes if codes.size else np.zeros((n, 0))
-        batch = [k for k, c in enumerate(self.encoder_.categorical) if c in self.encoder_.batch]
+        batch = self.encoder_.batch_columns
         if batch:  # the network never sees a batch covariate: its levels share a latent point (code 0 stands in)
             codes2 = codes2.copy()
             codes2[np.ix_(latent_row, batch)] = 0

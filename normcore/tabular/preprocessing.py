@@ -55,6 +55,11 @@ class CovariateEncoder:
         return [c for c in self.categorical if c not in self.batch]
 
     @property
+    def batch_columns(self) -> list[int]:
+        """Positions of the batch covariates among the columns of :meth:`codes`."""
+        return [k for k, c in enumerate(self.categorical) if c in self.batch]
+
+    @property
     def dim(self) -> int:
         return 1 + sum(self.trained_levels[c] for c in self.network_covariates)
 

@@ -52,7 +52,7 @@ def test_encoder_standardises_age_and_one_hot_encodes(frame):
 
 def test_batch_covariates_have_codes_but_no_network_input(frame):
     enc = CovariateEncoder("age", ["sex", "site"], batch=["site"]).fit(frame)
-    assert enc.network_covariates == ["sex"] and enc.dim == 1 + 2
+    assert enc.network_covariates == ["sex"] and enc.batch_columns == [1] and enc.dim == 1 + 2
     codes = enc.codes(frame)
     assert codes.shape == (4, 2)  # the site is coded (the location-scale stage reads it)
     other_site = codes.copy()
