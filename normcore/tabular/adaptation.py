@@ -3,13 +3,15 @@
 Every tabular model with a :class:`~normcore.tabular.preprocessing.LocationScale` stage models an IDP as
 y = mu(age) + b[level] + sigma(age) * exp(g[level] / 2) * r, with one location effect b and one log-variance
 effect g per level of each categorical covariate (site, scanner, sex), and r the standardised residual
-whose shape (and, for the diffusion model, dependence between IDPs) the rest of the model describes.
+whose shape (and, for the diffusion model, dependence between IDPs) the rest of the model describes. (A stage
+with level curves, those of a diffusion model's batch covariates, adds each training level's own deviation
+from mu's age curve; a new level has none, so it follows the common curve.)
 Adapting to a level the reference never saw estimates b and g for it from K local controls and leaves
 everything else of the reference as it is:
 
-- location: the controls' precision-weighted mean residual d against the reference at level 0, shrunk
-  towards the mean m of the training levels' effects by tau^2 / (tau^2 + v), where tau^2 is the spread of
-  the training levels' effects and v the sampling variance of d (sigma^2 / K);
+- location: the controls' precision-weighted mean residual d against the reference without the level's
+  effects, shrunk towards the mean m of the training levels' effects by tau^2 / (tau^2 + v), where tau^2 is
+  the spread of the training levels' effects and v the sampling variance of d (sigma^2 / K);
 - log-variance: the log of the controls' mean squared standardised residual (degrees of freedom reduced by
   what the location estimate used), shrunk the same way towards the training levels' mean log-variance
   effect with its own spread, its sampling variance being 2 / K;
@@ -58,10 +60,10 @@ def estimate_level(ls: LocationScale, k: int, level: int | None, age: np.ndarray
                    y: np.ndarray, train_levels: int, train_count: float | None) -> LevelEstimate:
     """Empirical-Bayes effects of covariate ``k`` at ``level`` (None: a new level) from controls (age, codes, y).
 
-    ``codes[:, k]`` is ignored (the controls all belong to the level being estimated); the other columns
-    are the controls' own levels of the other covariates. ``y`` is (K, D) with NaN where an IDP is absent.
-    ``train_levels`` is how many training levels the covariate had; ``train_count`` the training rows of a
-    known level (its estimate's precision).
+    ``codes[:, k]`` holds the code of the level being estimated (a new level already added to ``ls``) for every
+    control; the other columns are the controls' own levels of the other covariates. ``y`` is (K, D) with NaN
+    where an IDP is absent. ``train_levels`` is how many training levels the covariate had; ``train_count`` the
+    training rows of a known level (its estimate's precision).
     """
     mu_tr, lv_tr = training_level_effects(ls, k)
     mu_tr, lv_tr = mu_tr[:train_levels], lv_tr[:train_levels]
@@ -70,9 +72,9 @@ def estimate_level(ls: LocationScale, k: int, level: int | None, age: np.ndarray
         tau2_mu, tau2_lv = mu_tr.var(0, ddof=1), lv_tr.var(0, ddof=1)
     else:
         prior_mu, prior_lv = ls.level_effect(k, level)
-    base = codes.copy()
-    base[:, k] = 0  # the reference at level 0, whose effects are zero: residuals hold the level's effect
-    mu0, sd0 = ls.location_scale(age, base)  # (K, D)
+    # the reference without the level's effects (its age curve, if the stage has level curves, stays):
+    # residuals hold the level's effect
+    mu0, sd0 = ls.location_scale(age, codes, without_level_effect=k)  # (K, D)
     var_typical = np.exp(prior_lv) * sd0**2  # within-level variance at the prior's scale
     present = ~np.isnan(y)
     n = present.sum(0).astype(float)  # (D,)

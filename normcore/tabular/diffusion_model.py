@@ -99,11 +99,12 @@ class NormativeDiffusion(NormativeModel):
       (:class:`~normcore.tabular.preprocessing.LocationScale`); the diffusion model learns the rest.
     batch_covariates : categorical covariates (e.g. ``["site"]``) modelled as batch effects, as ComBat and
       hierarchical Bayesian regression model sites: a shift and a scale per level and IDP in the location-scale
-      stage, and no input of the network, whose residual shape (skew, modes, dependence) is then shared by their
-      levels. Scoring shares samples across their levels, so it draws samples at far fewer covariate points, and a
-      new level is adapted by its shift and scale alone. A shape that truly differs between levels (e.g. a site's
-      scale acting on an age-dependent skew) is averaged over them (both effects measured: BENCHMARKS.md). Needs
-      ``location_scale``. Default: none (every categorical covariate is also an input of the network).
+      stage, with each level's own penalised age curve of the location where leave-one-out error says it helps
+      (``LocationScale``'s ``curves``), and no input of the network, whose residual shape (skew, modes,
+      dependence) is then shared by their levels. Scoring shares samples across their levels, so it draws samples
+      at far fewer covariate points, and a new level is adapted by its shift and scale alone. A shape that truly
+      differs between levels is averaged over them (effects measured: BENCHMARKS.md). Needs ``location_scale``.
+      Default: none (every categorical covariate is also an input of the network).
     transform : per-IDP Gaussianisation before diffusion: ``"quantile"``, ``"yeo-johnson"``, ``"standard"``.
     schedule, timesteps : noise schedule (``"cosine"`` or ``"linear"``) and its length T.
     sampler, sampling_steps, eta : ``"dpm++2m-sde"`` (default: stochastic second-order solver),
@@ -253,7 +254,7 @@ class NormativeDiffusion(NormativeModel):
         ages, codes_all = np.r_[age_tr, age_va], np.concatenate([codes_tr, codes_va])
         y_all = np.concatenate([train[idps].to_numpy(float), val[idps].to_numpy(float)])
         if self.location_scale:
-            self.location_scale_ = LocationScale()
+            self.location_scale_ = LocationScale(curves=self.encoder_.batch_columns)  # see its docstring
             r_all = self.location_scale_.fit_transform(ages, codes_all, y_all, n_levels)  # leave-one-out
         else:
             self.location_scale_, r_all = None, y_all

@@ -369,34 +369,69 @@ class LocationScale:
     rescaled so the standardised residuals have unit variance. For fixed covariates the map is an
     increasing affine function of y, so centiles and ranks map back exactly. The diffusion model then
     learns everything this simple model misses (shape, skew, multimodality, dependence).
+
+    ``curves`` names covariates (by their column in ``codes``) whose levels also get their own age curve of the
+    location: a deviation from the common curve on the same B-spline basis (age clamped) for every level,
+    shrunk towards zero by a ridge penalty chosen per IDP by exact leave-one-out error from
+    :attr:`CURVE_PENALTIES` (or no curves, when none of them predicts better). A batch covariate needs them: the
+    network, which does not see it, cannot correct a location whose age trend differs between its levels
+    (a site that scales an age-dependent mean). Deviations of every level are penalised alike, so they average
+    to about zero and a level without data (a new site) gets the common curve.
     """
 
-    def __init__(self, n_knots: int = 4, ridge: float = 1e-3):
+    CURVE_PENALTIES = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)  # x the mean diagonal of the curve columns' Gram matrix
+
+    def __init__(self, n_knots: int = 4, ridge: float = 1e-3, curves: list[int] | tuple[int, ...] = ()):
         self.n_knots = n_knots
         self.ridge = ridge
+        self.curves = [int(k) for k in curves]
         self.knots: list[float] = []
         self.age_lo = 0.0
         self.age_hi = 1.0
         self.n_levels: list[int] = []
-        self.mu_coef: list[list[float]] = []
-        self.logvar_coef: list[list[float]] = []
+        self.mu_coef: list[list[float]] = []  # rows: the basis of _basis, then those of _curve_basis
+        self.logvar_coef: list[list[float]] = []  # rows: the basis of _basis
+        self.curve_penalty: list[float | None] = []  # per IDP: the chosen penalty (None: no level curves)
 
-    def _basis(self, age: np.ndarray, codes: np.ndarray, extrapolate: bool) -> np.ndarray:
+    def _spline(self, age: np.ndarray) -> np.ndarray:
         from scipy.interpolate import BSpline
 
+        a = np.clip(np.asarray(age, float), self.age_lo, self.age_hi)
+        t = np.r_[[self.age_lo] * 4, self.knots, [self.age_hi] * 4]
+        return BSpline.design_matrix(a, t, 3, extrapolate=False).toarray()
+
+    def _basis(self, age: np.ndarray, codes: np.ndarray, extrapolate: bool,
+               without_level_effect: int | None = None) -> np.ndarray:
+        """Common age curve, linear extrapolation term (zero unless ``extrapolate``) and one-hot level effects
+        (those of covariate ``without_level_effect`` left at zero)."""
         lo, hi = self.age_lo, self.age_hi
         a = np.clip(np.asarray(age, float), lo, hi)
-        t = np.r_[[lo] * 4, self.knots, [hi] * 4]
-        spline = BSpline.design_matrix(a, t, 3, extrapolate=False).toarray()
-        parts = [spline]
+        parts = [self._spline(age)]
         lin = (np.asarray(age, float) - a) / (hi - lo) if extrapolate else np.zeros(len(a))
         parts.append(lin[:, None])
         for k, n_lv in enumerate(self.n_levels):
             onehot = np.zeros((len(a), max(n_lv - 1, 0)))
             rows = codes[:, k] > 0
-            onehot[np.flatnonzero(rows), codes[rows, k] - 1] = 1.0
+            if k != without_level_effect:
+                onehot[np.flatnonzero(rows), codes[rows, k] - 1] = 1.0
             parts.append(onehot)
         return np.concatenate(parts, axis=1)
+
+    def _curve_basis(self, age: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """The level curves' columns: for each covariate of ``curves``, level-major, the B-spline basis of age
+        on the rows of that level (zero on rows whose code is negative: no level)."""
+        spline = self._spline(age)
+        parts = []
+        for k in self.curves:
+            block = np.zeros((len(spline), self.n_levels[k], spline.shape[1]))
+            rows = np.flatnonzero((codes[:, k] >= 0) & (codes[:, k] < self.n_levels[k]))
+            block[rows, codes[rows, k]] = spline[rows]
+            parts.append(block.reshape(len(spline), -1))
+        return np.concatenate(parts, axis=1) if parts else np.zeros((len(spline), 0))
+
+    def _location_basis(self, age: np.ndarray, codes: np.ndarray, without_level_effect: int | None = None):
+        return np.concatenate([self._basis(age, codes, True, without_level_effect),
+                               self._curve_basis(age, codes)], axis=1)
 
     def _solve(self, basis: np.ndarray, target: np.ndarray, with_hat: bool = False):
         """Ridge coefficients (and, if asked, the diagonal of the hat matrix)."""
@@ -430,9 +465,7 @@ class LocationScale:
         probs = np.linspace(0, 1, self.n_knots + 2)[1:-1]
         self.knots = np.unique(np.quantile(age, probs)).tolist()
         self.n_levels = list(n_levels)
-        basis = self._basis(age, codes, extrapolate=True)
-        mu_coef, hat = self._solve(basis, y, with_hat=True)
-        resid = _leave_one_out_residual(y, basis @ mu_coef, hat)
+        mu_coef, resid = self._fit_location(age, codes, y)
         floor = 1e-6 * np.maximum(resid.var(axis=0), 1e-12)
         var_basis = self._basis(age, codes, extrapolate=False)
         log_sq = np.log(resid**2 + floor)
@@ -446,6 +479,39 @@ class LocationScale:
         lv_coef[:n_spline] += np.log(scale)
         self.mu_coef, self.logvar_coef = mu_coef.tolist(), lv_coef.tolist()
         return resid / (sd_loo * np.sqrt(scale))
+
+    def _fit_location(self, age: np.ndarray, codes: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Location coefficients (rows of :meth:`_location_basis`) and the training rows' leave-one-out residuals.
+
+        With level curves, every candidate penalty of :attr:`CURVE_PENALTIES` and the fit without curves are
+        solved for all IDPs at once; each IDP keeps the one with the smallest sum of squared leave-one-out
+        residuals (exact for a linear smoother: r_i / (1 - h_ii)). The common curve and level effects keep
+        the penalty of the fit without curves."""
+        basis = self._basis(age, codes, extrapolate=True)
+        coef, hat = self._solve(basis, y, with_hat=True)
+        resid = _leave_one_out_residual(y, basis @ coef, hat)
+        curve = self._curve_basis(age, codes)
+        self.curve_penalty = [None] * y.shape[1] if self.curves else []
+        if not curve.shape[1]:
+            return coef, resid
+        coef = np.vstack([coef, np.zeros((curve.shape[1], y.shape[1]))])
+        loss = (resid**2).sum(axis=0)
+        full = np.concatenate([basis, curve], axis=1)
+        gram = full.T @ full
+        n_main = basis.shape[1]
+        main = self.ridge * np.trace(gram[:n_main, :n_main]) / n_main
+        unit = float(np.mean(np.diag(gram)[n_main:]))
+        for penalty in self.CURVE_PENALTIES:
+            reg = np.r_[np.full(n_main, main), np.full(curve.shape[1], penalty * unit)]
+            inv = np.linalg.inv(gram + np.diag(reg))
+            candidate = inv @ (full.T @ y)
+            r = _leave_one_out_residual(y, full @ candidate, ((full @ inv) * full).sum(axis=1))
+            r_loss = (r**2).sum(axis=0)
+            better = r_loss < loss
+            coef[:, better], resid[:, better], loss[better] = candidate[:, better], r[:, better], r_loss[better]
+            for j in np.flatnonzero(better):
+                self.curve_penalty[j] = penalty
+        return coef, resid
 
     def _level_row(self, k: int, level: int) -> int | None:
         """Row of covariate ``k``'s ``level`` in the coefficient matrices (None: level 0, the reference)."""
@@ -461,10 +527,20 @@ class LocationScale:
             return np.zeros(d), np.zeros(d)
         return np.asarray(self.mu_coef[row], float), np.asarray(self.logvar_coef[row], float)
 
+    def _curve_rows(self, k: int) -> slice:
+        """Rows of covariate ``k``'s level curves in ``mu_coef`` (level-major; after the rows of :meth:`_basis`)."""
+        n_spline = len(self.knots) + 4
+        start = len(self.logvar_coef) + n_spline * sum(self.n_levels[c] for c in self.curves[:self.curves.index(k)])
+        return slice(start, start + n_spline * self.n_levels[k])
+
     def add_level(self, k: int) -> int:
-        """Append a level to covariate ``k`` with zero effects; returns its code."""
+        """Append a level to covariate ``k`` with zero effects (and, with level curves, the common curve);
+        returns its code."""
         row = self._level_row(k, self.n_levels[k])
         d = len(self.mu_coef[0])
+        if k in self.curves:  # zero curve rows at the end of k's block (curve rows follow the level effects)
+            end = self._curve_rows(k).stop
+            self.mu_coef[end:end] = [[0.0] * d for _ in range(len(self.knots) + 4)]
         self.mu_coef.insert(row, [0.0] * d)
         self.logvar_coef.insert(row, [0.0] * d)
         self.n_levels[k] += 1
@@ -489,9 +565,12 @@ class LocationScale:
                 arr[self._level_row(k, other)] -= delta
             coef[:] = arr.tolist()
 
-    def location_scale(self, age: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        mu = self._basis(age, codes, extrapolate=True) @ np.asarray(self.mu_coef)
-        sd = np.exp(0.5 * (self._basis(age, codes, extrapolate=False) @ np.asarray(self.logvar_coef)))
+    def location_scale(self, age: np.ndarray, codes: np.ndarray,
+                       without_level_effect: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(n, D) location and scale of rows (age, codes); ``without_level_effect`` leaves out covariate k's
+        location and log-variance effects (its level curves stay): the baseline a level's effects add to."""
+        mu = self._location_basis(age, codes, without_level_effect) @ np.asarray(self.mu_coef)
+        sd = np.exp(0.5 * (self._basis(age, codes, False, without_level_effect) @ np.asarray(self.logvar_coef)))
         return mu, sd
 
     def transform(self, y: np.ndarray, age: np.ndarray, codes: np.ndarray) -> np.ndarray:
@@ -503,14 +582,18 @@ class LocationScale:
         return np.asarray(r, float) * sd + mu
 
     def to_dict(self) -> dict:
-        return {"n_knots": self.n_knots, "ridge": self.ridge, "knots": self.knots, "age_lo": self.age_lo,
-                "age_hi": self.age_hi, "n_levels": self.n_levels, "mu_coef": self.mu_coef,
-                "logvar_coef": self.logvar_coef}
+        out = {"n_knots": self.n_knots, "ridge": self.ridge, "knots": self.knots, "age_lo": self.age_lo,
+               "age_hi": self.age_hi, "n_levels": self.n_levels, "mu_coef": self.mu_coef,
+               "logvar_coef": self.logvar_coef}
+        if self.curves:  # stages without level curves keep the format they had before them
+            out.update(curves=self.curves, curve_penalty=self.curve_penalty)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict) -> LocationScale:
-        ls = cls(int(data["n_knots"]), float(data["ridge"]))
+        ls = cls(int(data["n_knots"]), float(data["ridge"]), data.get("curves", ()))
         for key in ("knots", "n_levels", "mu_coef", "logvar_coef"):
             setattr(ls, key, data[key])
+        ls.curve_penalty = list(data.get("curve_penalty", []))
         ls.age_lo, ls.age_hi = float(data["age_lo"]), float(data["age_hi"])
         return ls

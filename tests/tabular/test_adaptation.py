@@ -239,3 +239,22 @@ def test_a_model_without_a_network_refuses_a_fitted_network_input(world, shash):
     with pytest.raises(InputError, match="no network whose input could be fitted"):
         shash.adapt(site.head(30), network_input="embedding")
     assert shash.adapt(site.head(30)).adaptation_[-1]["levels"][0]["network_input"] == "none"
+
+
+def test_a_known_level_with_its_own_age_curve_is_refined_against_that_curve():
+    """With level curves, a level's controls are compared with the reference at their own level's curve: controls
+    from the level's own distribution leave its location effect where it was."""
+    from normcore.tabular.adaptation import estimate_level
+    from normcore.tabular.preprocessing import LocationScale
+
+    rng = np.random.default_rng(0)
+    n = 4000
+    age, site = rng.uniform(20, 80, n), rng.integers(0, 3, n)
+    y = np.c_[0.03 * age + 0.5 * site + np.array([0.5, 1.0, 2.0])[site] * np.tanh((age - 50) / 10)
+              + 0.3 * rng.normal(size=n)]
+    ls = LocationScale(curves=[0]).fit(age, site[:, None], y, [3])
+    assert ls.curve_penalty[0] is not None
+    for level in (1, 2):
+        rows = site == level
+        est = estimate_level(ls, 0, level, age[rows], site[rows, None], y[rows], 3, float(rows.sum()))
+        assert abs(est.mu[0] - ls.level_effect(0, level)[0][0]) < 0.02  # the curve's own level: 0.2 and more

@@ -169,3 +169,58 @@ def test_quantile_map_of_a_few_rows_is_monotone_and_inverts(n):
     z = tr.transform(probe)
     assert np.all(np.diff(z[:, 0]) > 0)
     np.testing.assert_allclose(tr.inverse_transform(z), probe, atol=1e-9)
+
+
+def _sites_scaling_an_age_trend(n: int, seed: int):
+    """Four sites that scale an IDP's whole deviation from a common curve, including an age-dependent mean of
+    it (a site-by-age interaction of the location); a second IDP without one."""
+    rng = np.random.default_rng(seed)
+    age, site, sex = rng.uniform(20, 80, n), rng.integers(0, 4, n), rng.integers(0, 2, n)
+    scale = np.array([0.7, 1.0, 1.3, 1.6])[site]
+    trend = np.tanh((age - 50) / 10)
+    y = np.c_[0.05 * age + 0.3 * site + scale * (trend + 0.3 * rng.normal(size=n)),
+              0.02 * age + 0.2 * sex + rng.normal(size=n)]
+    return age, np.c_[sex, site], y
+
+
+def _site_by_age_spread(r: np.ndarray, age: np.ndarray, site: np.ndarray) -> float:
+    """SD over sites of the mean residual in an age band, averaged over bands: 0 when no site has an age curve of
+    its own left."""
+    band = np.digitize(age, [35, 50, 65])
+    return float(np.mean([np.std([r[(band == b) & (site == s)].mean() for s in range(4)]) for b in range(4)]))
+
+
+def test_level_curves_remove_a_site_by_age_interaction_from_new_subjects():
+    from normcore.tabular.preprocessing import LocationScale
+
+    age, codes, y = _sites_scaling_an_age_trend(3000, 0)
+    plain, curves = LocationScale(), LocationScale(curves=[1])
+    plain.fit(age, codes, y, [2, 4])
+    curves.fit(age, codes, y, [2, 4])
+    new_age, new_codes, new_y = _sites_scaling_an_age_trend(4000, 1)
+    r_plain, r_curves = plain.transform(new_y, new_age, new_codes), curves.transform(new_y, new_age, new_codes)
+    assert _site_by_age_spread(r_plain[:, 0], new_age, new_codes[:, 1]) > 0.4  # 0.50 here
+    assert _site_by_age_spread(r_curves[:, 0], new_age, new_codes[:, 1]) < 0.15  # 0.10 (sampling noise alone: 0.06)
+    assert curves.curve_penalty[0] is not None  # leave-one-out error chose curves for the first IDP ...
+    assert np.mean(r_curves[:, 1] ** 2) < np.mean(r_plain[:, 1] ** 2) * 1.01  # ... and did not hurt the second
+    assert "curves" not in plain.to_dict()  # stages without level curves keep their format
+
+
+def test_level_curves_survive_a_new_level_and_a_round_trip():
+    from normcore.tabular.preprocessing import LocationScale
+
+    age, codes, y = _sites_scaling_an_age_trend(2000, 2)
+    ls = LocationScale(curves=[1]).fit(age, codes, y, [2, 4])
+    mu, sd = ls.location_scale(age, codes)
+    common, _ = ls.location_scale(age, codes, without_level_effect=1)
+    assert ls.add_level(1) == 4
+    np.testing.assert_allclose(ls.location_scale(age, codes)[0], mu, atol=1e-12)  # the old levels are untouched
+    np.testing.assert_allclose(ls.location_scale(age, codes)[1], sd, atol=1e-12)
+    new = codes.copy()
+    new[:, 1] = 4
+    plain_common = ls._basis(age, new, extrapolate=True) @ np.asarray(ls.mu_coef)[:len(ls.logvar_coef)]
+    np.testing.assert_allclose(ls.location_scale(age, new)[0], plain_common, atol=1e-12)  # the common curve
+    assert np.abs(common - plain_common).max() > 0.05  # unlike a training level without its effect
+    again = LocationScale.from_dict(ls.to_dict())
+    np.testing.assert_allclose(again.location_scale(age, new)[0], ls.location_scale(age, new)[0])
+    assert again.curves == [1] and again.curve_penalty == ls.curve_penalty
