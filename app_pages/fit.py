@@ -55,12 +55,13 @@ with st.expander("Advanced"):
              "assumes tails that are normal in the measures' own units and scores more healthy values of "
              "heavy-tailed measures as extreme (README, Scores).")]
     batch = st.multiselect(
-        "Batch covariates: a shift and scale per level only", m.covariates, default=[],
+        "Batch covariates: a shift, scale and age curve per level, no network input", m.covariates, default=[],
         disabled=backbone not in DIFFUSION,
         help="Covariates such as site or scanner modelled as ComBat-style batch effects: each level shifts and "
-             "scales every IDP, and the network's residual shape is shared by all levels. Scoring then shares "
-             "samples across them (several times faster with many sites), and a new site is adapted by its shift "
-             "and scale alone (README, Site adaptation).")
+             "scales every IDP, with its own age curve where leave-one-out error says it helps, and the network's "
+             "residual shape is shared by all levels. Scoring then shares samples across them (several times "
+             "faster with many sites), and a new site is adapted by its shift and scale alone. Recommended for "
+             "sites and scanners (README, Site adaptation).")
 
 
 def fit_model(backbone: str, params: dict, training, mapping, label: str, progress):

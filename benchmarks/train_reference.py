@@ -3,10 +3,10 @@
     .venv/bin/python benchmarks/train_reference.py [--threads 2] [--out models/fcon1000-film-mlp]
 
 FiLM-MLP diffusion model of every usable fcon1000 IDP (FreeSurfer QC columns and all-zero columns left out)
-with sex and site as covariates (site a batch effect: a shift and scale per site and IDP, not an input of the
-network), fitted on 80% of the subjects (split stratified by site, fixed seed). The other 20% are the held-out
-check: coverage of the central 95% interval and the PIT-KS pass rate, overall and per site, stored in the model
-card with the held-out subject ids, the data source and its terms.
+with sex and site as covariates (site a batch effect: a shift, a scale and a penalised age curve per site and IDP,
+not an input of the network), fitted on 80% of the subjects (split stratified by site, fixed seed). The other
+20% are the held-out check: coverage of the central 95% interval and the PIT-KS pass rate, overall and per site,
+stored in the model card with the held-out subject ids, the data source and its terms.
 """
 
 from __future__ import annotations

@@ -412,9 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--age", required=True)
     f.add_argument("--covariates", default="", help="categorical covariates, comma-separated (e.g. sex,site)")
     f.add_argument("--batch-covariates", default="",
-                   help="of --covariates, those modelled as batch effects (e.g. site): a shift and scale per level, "
-                        "no input of the network; scoring shares samples across their levels (faster; diffusion "
-                        "backbones only)")
+                   help="of --covariates, those modelled as batch effects (e.g. site): a shift, a scale and (where "
+                        "leave-one-out error says it helps) an age curve per level, no input of the network; scoring "
+                        "shares samples across their levels (faster; diffusion backbones only)")
     f.add_argument("--idps", default=None, help="IDP columns, comma-separated (default: all other numeric columns)")
     f.add_argument("--idps-regex", default=None, help="regular expression selecting IDP columns")
     f.add_argument("--backbone", default="film-mlp", choices=list(SAVABLE),

@@ -27,8 +27,8 @@ class CovariateEncoder:
 
     Every categorical covariate gets integer codes (:meth:`codes`); the conditioning matrix (:meth:`encode`) holds
     the ``network_covariates`` only: those not named in ``batch``. A batch covariate (a site, a scanner) is a
-    shift and scale per level in the location-scale stage and no input of the network, so the network's residual
-    shape is shared by its levels.
+    shift, a scale and an age curve per level in the location-scale stage (:class:`LocationScale`'s ``curves``) and
+    no input of the network, so the network's residual shape is shared by its levels.
     """
 
     def __init__(self, age: str, categorical: list[str], batch: list[str] | tuple[str, ...] = ()):
