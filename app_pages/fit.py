@@ -61,7 +61,8 @@ with st.expander("Advanced"):
              "scales every IDP, with its own age curve where leave-one-out error says it helps, and the network's "
              "residual shape is shared by all levels. Scoring then shares samples across them (several times "
              "faster with many sites), and a new site is adapted by its shift and scale alone. Recommended for "
-             "sites and scanners (README, Site adaptation).")
+             "sites and scanners that differ by shift, scale and age trend; a site that changes the shape of the "
+             "distribution is better left a network input (README, Site adaptation).")
 
 
 def fit_model(backbone: str, params: dict, training, mapping, label: str, progress):
