@@ -97,6 +97,8 @@ def main() -> None:
     pcn_idps = idps[::10]
     ks = [int(k) for k in args.ks.split(",")]
     models = [m for m in args.models.split(",") if m != "pcntoolkit-blr" or pcntoolkit_available()]
+    batch = [c for c in args.batch_covariates.split(",") if c]
+    label = {m: m + (f" (batch: {','.join(batch)})" if batch and m in DIFFUSION else "") for m in models}
     counts = df.site.value_counts()
     sites = [s for s in counts.index if counts[s] >= MIN_SITE]
     if args.sites:
@@ -107,12 +109,10 @@ def main() -> None:
         others, local = df[df.site != site], df[df.site == site].sample(frac=1.0, random_state=args.seed)
         for name in models:
             use = pcn_idps if name == "pcntoolkit-blr" else idps
-            batch = [c for c in args.batch_covariates.split(",") if c]
             reference, ref_s = (None, 0.0) if name == "pcntoolkit-blr" else fit(name, others, use, args.seed, batch)
             for k in ks:
                 controls, test = local.iloc[:k], local.iloc[k:]
-                label = name + (f" (batch: {','.join(batch)})" if batch and name in DIFFUSION else "")
-                row = {"site": site, "n_site": int(len(local)), "k": k, "model": label, "n_idps": len(use),
+                row = {"site": site, "n_site": int(len(local)), "k": k, "model": label[name], "n_idps": len(use),
                        "n_test": int(len(test))}
                 if reference is not None:
                     reference.allow_unseen = True
