@@ -4,7 +4,9 @@ Datasets: ``fcon1000`` (the site-stratified 80/20 split of benchmarks/compare.py
 and ``synthetic`` (5000 training controls, D IDPs, 2000 fresh held-out controls from the exact truth).
 Reports fit seconds, planned/best/stop step, holdout scoring seconds at M samples, mean coverage of the
 central 95% interval, the share of IDPs passing a KS test of uniform PIT (alpha 0.01) and, for the
-synthetic truth, the median |z error| against the exact z and the mean absolute centile error.
+synthetic truth, the median |z error| against the exact z and the mean absolute centile error; and how the
+held-out rows sit on the multivariate score (``mv_*``: shares above its 95th / 99th centile as scored and under
+chi2(D), and the model's calibration of it).
 With ``--suite`` (synthetic truth only) also the rest of the evaluation suite that scale questions need: the ACE of
 the centile curves against the exact truth (:func:`normcore.tabular.evaluation.ace_against_synthetic_truth`; at the
 first site, and with ``--sites`` also averaged over every site as ``ace_truth_all_sites``), the
@@ -115,6 +117,26 @@ def run(name: str, d: int, seed: int, samples: int, overrides: dict, vary: list[
     return rows
 
 
+def multivariate_shares(model, scores, d: int) -> dict:
+    """Shares of held-out rows above the 95th / 99th centile of the multivariate z as scored (``mv_above_*``) and
+    of chi2(D) under the model (``mv_chi2_above_*``), the validation rows it was calibrated on (None: chi2) and
+    the calibration's seconds within the fit."""
+    d2 = scores["multivariate_d2"].to_numpy(float)
+    mz = scores["multivariate_z"].to_numpy(float)
+    ok = np.isfinite(d2) & np.isfinite(mz) & scores.filter(like="z:").notna().all(axis=1).to_numpy()  # all D IDPs
+    if not ok.any():
+        return {}
+    chi = stats.chi2.sf(d2[ok], d)
+    calibration = getattr(model, "multivariate_calibration_", None)
+    seconds = (getattr(model, "history_", {}) or {}).get("multivariate_calibration_s")
+    return {"mv_above_95": round(float(np.mean(mz[ok] > special.ndtri(0.95))), 4),
+            "mv_above_99": round(float(np.mean(mz[ok] > special.ndtri(0.99))), 4),
+            "mv_chi2_above_95": round(float(np.mean(chi < 0.05)), 4),
+            "mv_chi2_above_99": round(float(np.mean(chi < 0.01)), 4),
+            "mv_calibrated_on": calibration.n_rows if calibration is not None else None,
+            "mv_calibration_s": round(seconds, 1) if seconds is not None else None}
+
+
 def score_row(model, name, d, train, holdout, idps, truth, fit_s, seed, samples, overrides) -> dict:
     start = time.perf_counter()
     scores = model.score(holdout, n_samples=samples, seed=seed)
@@ -135,7 +157,8 @@ def score_row(model, name, d, train, holdout, idps, truth, fit_s, seed, samples,
            "score_s": round(score_s, 1), "score_points": points,
            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
            "coverage95": round(float(np.mean(cov)), 4),
-           "pit_ks_pass": round(float(np.mean(np.asarray(ks) > 0.01)), 3)}
+           "pit_ks_pass": round(float(np.mean(np.asarray(ks) > 0.01)), 3),
+           **multivariate_shares(model, scores, len(idps))}
     if truth is not None:
         site = holdout["site"].to_numpy() if truth.n_sites else None
         u_true = np.column_stack([truth.cdf(holdout[c].to_numpy(), holdout["age"].to_numpy(),

@@ -149,6 +149,9 @@ def cmd_fit(args: argparse.Namespace) -> None:
               f"saved to {args.out}")
     else:
         print(f"fitted {args.backbone}: {len(model.idps)} IDPs, {rows}, {h['fit_time_s']:.1f} s; saved to {args.out}")
+    calibration = getattr(model, "multivariate_calibration_", None)
+    if calibration is not None:
+        print(calibration.describe())
 
 
 def _warn_duplicate_ids(df, id_col: str, data: str) -> None:

@@ -116,6 +116,9 @@ def subject_report(model, scores: pd.DataFrame, subject: str, id_col: str | None
     d2 = float(row.get("multivariate_d2", np.nan))
     multivariate = {"d2": d2, "z": mz, "centile": float(special.ndtr(mz) * 100) if np.isfinite(mz) else np.nan,
                     "n_idps": len(idps), **held_out_rank(info, d2, int(profile.z.notna().sum()))}
+    calibration = getattr(model, "multivariate_calibration_", None)
+    if calibration is not None:  # the centile is among new healthy people, not under the model
+        multivariate["calibrated_on"] = calibration.n_rows
     flags = []
     if bool(row.get("out_of_range", False)) or not lo <= age <= hi:
         flags.append(f"Age {age:g} is outside the reference's {lo:g}-{hi:g}: centiles are extrapolated.")

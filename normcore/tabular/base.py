@@ -42,6 +42,7 @@ from normcore._utils.plausibility import check_ages
 from normcore._utils.progress import Progress, as_progress
 from normcore._version import __version__
 from normcore.persistence import Migration, load_model_dir, save_model_dir
+from normcore.tabular.multivariate_calibration import MultivariateCalibration
 from normcore.tabular.params import Rule, check_count, check_params, check_seed
 from normcore.tabular.preprocessing import MARGINALISE, CovariateEncoder, category_label
 from normcore.tabular.scoring import MAX_MULTIVARIATE_IDPS, assemble_scores, multivariate_scores
@@ -223,7 +224,9 @@ class NormativeModel:
         ``multivariate_d2``, ``multivariate_z``, ``n_beyond_samples`` and ``out_of_range`` (age outside
         the training range: scored, but extrapolated). Missing IDP values give missing scores. A table
         may hold any subset of the model's IDPs: z/centile columns are written for those present, and the
-        multivariate score uses those present (its degrees of freedom are their number).
+        multivariate score uses those present (its degrees of freedom are their number). ``multivariate_z`` puts
+        ``multivariate_d2`` on a z scale through chi2 (under the model), or through the model's
+        ``multivariate_calibration_`` where the fit made one (:mod:`~normcore.tabular.multivariate_calibration`).
         """
         self._check_fitted()
         self._check_call(n_samples, seed)
@@ -242,6 +245,9 @@ class NormativeModel:
         z[missing] = np.nan
         keep = np.array([c in df.columns for c in self.idps])
         d2, mz = multivariate_scores(z, corr, keep)
+        calibration = getattr(self, "multivariate_calibration_", None)
+        if calibration is not None:  # a z among new healthy people rather than under the model
+            mz = calibration.z(d2, (~np.isnan(z[:, keep])).sum(axis=1), n_samples or getattr(self, "n_samples", None))
         out = assemble_scores(df, present, z[:, keep], centile[:, keep], d2, mz, beyond[:, keep],
                               self.encoder_.out_of_range(age))
         note = getattr(corr, "note", None)
@@ -497,6 +503,8 @@ class NormativeModel:
                 "fit_warnings": list(getattr(self, "fit_warnings_", [])),
                 "adaptation": list(getattr(self, "adaptation_", [])),
                 "info": dict(getattr(self, "info_", {})),
+                **({"multivariate_calibration": self.multivariate_calibration_.to_dict()}
+                   if getattr(self, "multivariate_calibration_", None) is not None else {}),
                 "versions": {"normcore": __version__, "torch": torch.__version__,
                              "python": platform.python_version(), **self._versions()}}
 
@@ -532,6 +540,8 @@ class NormativeModel:
             model.fit_warnings_ = card.get("fit_warnings", [])
             model.adaptation_ = card.get("adaptation", [])
             model.info_ = card.get("info", {})
+            calibration = card.get("multivariate_calibration")
+            model.multivariate_calibration_ = MultivariateCalibration.from_dict(calibration) if calibration else None
             model._restore(tensors, card, str(path))
             model.check_params()
         except (KeyError, TypeError) as exc:

@@ -27,6 +27,7 @@ from normcore.diffusion.noise import SAMPLING_NOISE, ScrambledSobol, noise_draws
 from normcore.diffusion.parameterisation import PARAMETERISATIONS, wrap_denoiser
 from normcore.nets import BACKBONES, build_backbone, check_backbone_params
 from normcore.tabular.base import NormativeModel
+from normcore.tabular.multivariate_calibration import MIN_CALIBRATION_ROWS, MultivariateCalibration
 from normcore.tabular.params import MIN_TIMESTEPS, Rule, boolean, choice, integer, names, number, optional
 from normcore.tabular.preprocessing import MARGINALISE, CovariateEncoder, IDPTransformer, LocationScale, category_label
 from normcore.tabular.scoring import (
@@ -36,6 +37,7 @@ from normcore.tabular.scoring import (
     PointCorrelations,
     copula_correlation,
     mix_scores,
+    multivariate_scores,
     randomised_pit,
     tail_ranks,
     tail_z,
@@ -272,8 +274,28 @@ class NormativeDiffusion(NormativeModel):
                                         progress)
         denoiser.load_state_dict(state)
         self.net_ = net.to(device).eval()  # only now is the model fitted (a cancelled fit leaves none)
-        self.history_ = history
+        start = time.perf_counter()
+        try:
+            self.multivariate_calibration_ = self._calibrate_multivariate(x_val, age_va, codes_va, progress)
+        except BaseException:
+            del self.net_
+            raise
+        self.history_ = {**history, "multivariate_calibration_s": time.perf_counter() - start}
         self.training_summary_ = _training_summary(train, val, age, covariates, idps, dropped_rows)
+
+    def _calibrate_multivariate(self, x_val: np.ndarray, age: np.ndarray, codes: np.ndarray,
+                                progress: Progress) -> MultivariateCalibration | None:
+        """The multivariate score's distribution on the validation rows, scored as new subjects with the model's
+        default samples and with half as many, at its seed (:mod:`~normcore.tabular.multivariate_calibration`).
+        Their Gaussianised values ``x_val`` come from leave-one-out residuals, so neither the network nor the
+        location-scale stage saw them."""
+        if len(x_val) < MIN_CALIBRATION_ROWS or len(self.idps) > MAX_MULTIVARIATE_IDPS:
+            return None
+        d2 = []
+        for m in (self.n_samples, max(self.n_samples // 2, 1)):
+            _, z, _, corr = self._score_core(x_val.astype(float), age, codes, m, None, progress, latent_values=True)
+            d2.append(multivariate_scores(z, corr, np.ones(len(self.idps), bool))[0])
+        return MultivariateCalibration.fit(d2[0], d2[1], len(self.idps), self.n_samples)
 
     # ------------------------------------------------------------------ sampling core
     def _eps_fn(self):
@@ -473,9 +495,10 @@ class NormativeDiffusion(NormativeModel):
         return uniq[:, 1], uniq[:, 2:].astype(np.int64), pair, np.column_stack([1.0 - w, w]), \
             int((uniq[:, 0] == 0).sum())
 
-    def _score_core(self, y, age, codes, n_samples, seed, progress):
+    def _score_core(self, y, age, codes, n_samples, seed, progress, latent_values: bool = False):
         """Randomised PIT against M samples shared by the rows of a covariate point (:meth:`_score_points`: same
-        levels and age bin, compared on the Gaussianised scale); copula correlation.
+        levels and age bin, compared on the Gaussianised scale); copula correlation. ``latent_values``: ``y`` is
+        on the Gaussianised scale already (every code names a level).
 
         Distinct covariate points are sampled in chunks (:meth:`_point_chunks`), so memory stays bounded
         whatever the table's length, and under ``torchrun`` each rank scores its share of the chunks. The
@@ -490,7 +513,7 @@ class NormativeDiffusion(NormativeModel):
         n_points, n = len(u_age), len(y)
         latent_rows = pair[:, 0] < n_latent
         observed = y.copy()  # each row's values on the scale of its points' samples
-        if latent_rows.any():
+        if latent_rows.any() and not latent_values:
             observed[latent_rows] = self._to_latent(y[latent_rows], age[latent_rows], codes[latent_rows])
         # a row between two grid ages is scored twice (copies n.. of the rows with two points), then mixed
         two = np.flatnonzero(weight[:, 1] > 0)

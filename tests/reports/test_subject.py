@@ -15,6 +15,7 @@ from normcore.plotting.centile_bands import BAND_COLOURS
 from normcore.reports import centile_band, subject_report, to_html, to_pdf_bytes
 from normcore.reports.render import PDF_PAGES, multivariate_line
 from normcore.tabular.anatomy import anatomical_group, group_order
+from normcore.tabular.multivariate_calibration import MultivariateCalibration
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +65,17 @@ def test_the_multivariate_score_is_ranked_among_the_cards_held_out_healthy_peopl
     assert "above 62% of the reference's 4 held-out healthy people" in multivariate_line(report)
     ranked.info_["held_out"]["multivariate_n_idps"] = 208  # d2 over another number of IDPs: not comparable
     assert "held_out_n" not in subject_report(ranked, scores, "patient-1", id_col="sub_id").multivariate
+
+
+def test_a_calibrated_multivariate_centile_says_it_is_among_new_healthy_people(scored):
+    model, scores = scored
+    assert "under the model" in multivariate_line(subject_report(model, scores, "patient-1", id_col="sub_id"))
+    calibrated = copy.deepcopy(model)
+    calibrated.multivariate_calibration_ = MultivariateCalibration(scale=2.0, dof=3.0, n_idps=6, n_rows=86,
+                                                                   n_samples=1000, mean_d2=6.0, mean_d2_half=5.5)
+    line = multivariate_line(subject_report(calibrated, scores, "patient-1", id_col="sub_id"))
+    assert "among new healthy people, calibrated on the fit's 86 validation subjects" in line
+    assert "under the model" not in line
 
 
 def test_html_is_self_contained_and_the_pdf_is_valid(scored):

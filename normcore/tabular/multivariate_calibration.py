@@ -1,0 +1,114 @@
+"""The multivariate score's distribution among new healthy people, fitted on rows the model was not fitted to.
+
+Under the model, the squared Mahalanobis distance d2 = z' R^-1 z of a new healthy person over D IDPs is
+chi-square with D degrees of freedom (:mod:`normcore.tabular.scoring`). That holds when the model's dependence is
+the population's, as on a synthetic truth. On real data with many IDPs it is learnt from few people, and new people
+depart from it more widely than it says: their d2 is centred near D but spread about twice as wide as chi-square,
+so far more than 5% of healthy people land above its 95th centile (BENCHMARKS.md). The model's own training rows
+cannot show this (they sit inside the dependence learnt from them).
+
+:class:`MultivariateCalibration` is a scaled chi-square, d2 ~ a * chi2(nu) (a gamma distribution), fitted by maximum
+likelihood to the d2 of rows the model was not fitted to: a diffusion model's validation split, scored on its
+leave-one-out Gaussianised values, which neither the network nor the location-scale stage saw. ``multivariate_z``
+is then Phi^-1 of that distribution function instead of chi2(D)'s, so it reads as a z among new healthy people. For
+rows with only D' of the D IDPs observed the degrees of freedom scale to nu * D' / D (an approximation: the share
+of the spread each IDP carries is taken as equal).
+
+d2 also depends on the number of samples M per covariate point: the correlation is estimated from them and shrunk
+towards the identity by D / (M + D), so more samples give larger d2. The fit therefore scores the same rows with M
+and with M / 2 samples. Their mean d2 settles as m(M) = m_inf - c / sqrt(M) (measured from 256 to 4000 samples to
+within 1%: BENCHMARKS.md); the two means fix m_inf and c, and a score with another M scales ``a`` by
+m(M') / m(M), M' taken within [M / 8, 8 M]. The gamma's shape (nu) hardly moves with M and is kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import special
+
+MIN_CALIBRATION_ROWS = 50
+"""Fewer out-of-sample rows than this give no calibration (the chi-square reference is kept): the gamma's shape,
+which sets the upper centiles, would be estimated to worse than about +-20%."""
+
+
+@dataclass(frozen=True)
+class MultivariateCalibration:
+    """d2 over all ``n_idps`` IDPs ~ ``scale`` * chi2(``dof``), fitted on ``n_rows`` out-of-sample d2 computed with
+    ``n_samples`` samples per covariate point; ``mean_d2`` and ``mean_d2_half`` are the mean of those d2 with
+    ``n_samples`` and with half as many (how d2 moves with the number of samples)."""
+
+    scale: float
+    dof: float
+    n_idps: int
+    n_rows: int
+    n_samples: int
+    mean_d2: float
+    mean_d2_half: float
+
+    @classmethod
+    def fit(cls, d2: np.ndarray, d2_half: np.ndarray, n_idps: int, n_samples: int) -> MultivariateCalibration | None:
+        """Maximum-likelihood scaled chi-square of the finite, positive ``d2`` (the same rows' ``d2_half``, scored
+        with ``n_samples // 2`` samples, give its dependence on M); None with fewer than
+        :data:`MIN_CALIBRATION_ROWS` of them, or none spread (all equal)."""
+        x, half = np.asarray(d2, float), np.asarray(d2_half, float)
+        ok = np.isfinite(x) & (x > 0) & np.isfinite(half) & (half > 0)
+        x, half = x[ok], half[ok]
+        if len(x) < MIN_CALIBRATION_ROWS:
+            return None
+        shape = _gamma_shape(x)
+        if shape is None:
+            return None
+        theta = float(x.mean()) / shape  # gamma(shape, theta) = (theta / 2) * chi2(2 shape)
+        return cls(scale=theta / 2, dof=2 * shape, n_idps=int(n_idps), n_rows=int(len(x)), n_samples=int(n_samples),
+                   mean_d2=float(x.mean()), mean_d2_half=float(half.mean()))
+
+    def scale_at(self, n_samples: int | None) -> float:
+        """``scale`` for d2 computed with ``n_samples`` samples per point (None: the calibration's own)."""
+        if n_samples is None or n_samples == self.n_samples:
+            return self.scale
+        m = float(np.clip(n_samples, self.n_samples / 8, self.n_samples * 8))
+        full, half = 1 / np.sqrt(self.n_samples), 1 / np.sqrt(max(self.n_samples // 2, 1))
+        c = (self.mean_d2 - self.mean_d2_half) / (half - full)  # m(M) = m_inf - c / sqrt(M) through both means
+        mean = self.mean_d2 + c * (full - 1 / np.sqrt(m))
+        return self.scale * max(mean, 0.25 * self.mean_d2) / self.mean_d2
+
+    def z(self, d2: np.ndarray, n_observed: np.ndarray, n_samples: int | None = None) -> np.ndarray:
+        """d2 of rows with ``n_observed`` IDPs, computed with ``n_samples`` samples per point (None: the
+        calibration's), on a z scale (one-sided, large = atypical); NaN where d2 is."""
+        d2 = np.asarray(d2, float)
+        frac = np.asarray(n_observed, float) / self.n_idps
+        k = np.maximum(self.dof * frac / 2, 1e-6)
+        x = np.where(np.isfinite(d2), np.maximum(d2, 0.0), 0.0) / (2 * self.scale_at(n_samples))
+        lower, upper = special.gammainc(k, x), special.gammaincc(k, x)
+        # the smaller tail in full precision, so that very large d2 keep distinct z
+        z = np.where(lower <= upper, special.ndtri(np.maximum(lower, 1e-300)),
+                     -special.ndtri(np.maximum(upper, 1e-300)))
+        return np.where(np.isfinite(d2) & (frac > 0), z, np.nan)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> MultivariateCalibration:
+        return cls(scale=float(d["scale"]), dof=float(d["dof"]), n_idps=int(d["n_idps"]), n_rows=int(d["n_rows"]),
+                   n_samples=int(d["n_samples"]), mean_d2=float(d["mean_d2"]), mean_d2_half=float(d["mean_d2_half"]))
+
+    def describe(self) -> str:
+        """One line for a card or a summary."""
+        return (f"multivariate score calibrated on {self.n_rows} out-of-sample rows: d2 ~ {self.scale:.3g} x "
+                f"chi2({self.dof:.1f}) over {self.n_idps} IDPs (chi2({self.n_idps}) under the model)")
+
+
+def _gamma_shape(x: np.ndarray) -> float | None:
+    """Maximum-likelihood shape of a gamma distribution (Minka's start, then Newton steps on
+    log k - digamma(k) = log mean - mean log); None when the values do not vary."""
+    s = float(np.log(x.mean()) - np.log(x).mean())
+    if not s > 1e-12:
+        return None
+    k = (3 - s + np.sqrt((s - 3) ** 2 + 24 * s)) / (12 * s)
+    for _ in range(6):
+        k -= (np.log(k) - special.digamma(k) - s) / (1 / k - special.polygamma(1, k))
+        k = max(k, 1e-6)
+    return float(k)

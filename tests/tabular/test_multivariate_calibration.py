@@ -1,0 +1,94 @@
+"""The multivariate score's calibration on out-of-sample rows: the scaled chi-square, its z, its dependence on M,
+and how a diffusion model makes, keeps and uses it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from normcore import NormativeDiffusion, load_model, make_synthetic
+from normcore.tabular.multivariate_calibration import MIN_CALIBRATION_ROWS, MultivariateCalibration
+from tests.conftest import TINY
+
+
+def _calibration(scale: float = 3.0, dof: float = 40.0, n: int = 4000, seed: int = 0) -> MultivariateCalibration:
+    d2 = scale * np.random.default_rng(seed).chisquare(dof, n)
+    return MultivariateCalibration.fit(d2, 0.9 * d2, n_idps=100, n_samples=1000)
+
+
+def test_fit_recovers_a_scaled_chi_square_and_its_z_is_standard_normal():
+    cal = _calibration()
+    assert cal.scale == pytest.approx(3.0, rel=0.05) and cal.dof == pytest.approx(40.0, rel=0.05)
+    assert cal.n_rows == 4000 and cal.n_idps == 100
+    fresh = 3.0 * np.random.default_rng(1).chisquare(40.0, 20000)
+    z = cal.z(fresh, np.full(len(fresh), 100))
+    assert np.mean(z > stats.norm.ppf(0.95)) == pytest.approx(0.05, abs=0.01)
+    assert np.mean(z > stats.norm.ppf(0.99)) == pytest.approx(0.01, abs=0.004)
+    assert abs(np.median(z)) < 0.05
+
+
+def test_too_few_or_unspread_rows_give_no_calibration():
+    d2 = np.random.default_rng(0).chisquare(10, MIN_CALIBRATION_ROWS - 1)
+    assert MultivariateCalibration.fit(d2, d2, 10, 1000) is None
+    d2 = np.r_[d2, np.nan, -1.0]  # NaN and non-positive values do not count
+    assert MultivariateCalibration.fit(d2, d2, 10, 1000) is None
+    assert MultivariateCalibration.fit(np.full(100, 5.0), np.full(100, 5.0), 10, 1000) is None
+
+
+def test_z_is_increasing_keeps_extremes_distinct_and_scales_with_the_observed_idps():
+    cal = _calibration()
+    d2 = np.array([10.0, 100.0, 120.0, 1e3, 1.5e3, 2e3, np.nan])  # chi2 z would stop at 8.2 (p 1e-16)
+    z = cal.z(d2, np.full(len(d2), 100))
+    assert np.all(np.diff(z[:-1]) > 0) and np.isfinite(z[:-1]).all() and np.isnan(z[-1])
+    half = cal.z(np.array([60.0]), np.array([50]))  # half the IDPs: a scale * chi2(dof / 2)
+    expected = stats.norm.ppf(stats.chi2.cdf(60.0 / cal.scale, cal.dof / 2))
+    assert half[0] == pytest.approx(expected, abs=1e-6)
+    assert np.isnan(cal.z(np.array([5.0]), np.array([0]))[0])
+
+
+def test_the_scale_follows_the_number_of_samples_through_both_measured_means():
+    cal = MultivariateCalibration(scale=2.0, dof=50.0, n_idps=100, n_rows=200, n_samples=1000,
+                                  mean_d2=100.0, mean_d2_half=90.0)
+    assert cal.scale_at(None) == cal.scale_at(1000) == 2.0
+    assert cal.scale_at(500) == pytest.approx(2.0 * 90.0 / 100.0)  # the curve passes through the half-M mean
+    assert 2.0 < cal.scale_at(2000) < cal.scale_at(4000) < 2.0 * 100.0 / 90.0 * 1.2  # grows, and settles
+    assert cal.scale_at(10**9) == cal.scale_at(8000)  # taken within [M / 8, 8 M]
+    assert cal.scale_at(1) == cal.scale_at(125) > 0
+
+
+def test_round_trip():
+    cal = _calibration()
+    assert MultivariateCalibration.from_dict(cal.to_dict()) == cal
+
+
+@pytest.fixture(scope="module")
+def calibrated_model():
+    df, truth = make_synthetic(700, d=4, seed=5)
+    model = NormativeDiffusion(**TINY).fit(df, age="age", covariates=["sex"], idps=truth.idp_names)
+    return model, truth
+
+
+def test_a_fit_calibrates_on_its_validation_rows_and_scores_with_it(calibrated_model, tmp_path):
+    model, truth = calibrated_model
+    cal = model.multivariate_calibration_
+    assert cal is not None and cal.n_rows == 70 and cal.n_idps == 4 and cal.n_samples == model.n_samples
+    fresh = truth.sample(400, seed=6)
+    scores = model.score(fresh)
+    d2 = scores["multivariate_d2"].to_numpy()
+    np.testing.assert_allclose(scores["multivariate_z"], cal.z(d2, np.full(len(d2), 4)))
+    # the validation rows were scored as new subjects: their d2 is spread like fresh subjects'
+    assert cal.mean_d2 == pytest.approx(d2.mean(), rel=0.2)
+    fewer = model.score(fresh, n_samples=100)
+    np.testing.assert_allclose(fewer["multivariate_z"], cal.z(fewer["multivariate_d2"], np.full(len(d2), 4), 100))
+    loaded = load_model(model.save(tmp_path / "m"))
+    assert loaded.multivariate_calibration_ == cal
+    np.testing.assert_allclose(loaded.score(fresh)["multivariate_z"], scores["multivariate_z"])
+
+
+def test_a_fit_with_few_validation_rows_keeps_the_chi_square(tiny_model, cohort):
+    assert tiny_model.multivariate_calibration_ is None  # 30 validation rows
+    df, truth = cohort
+    scores = tiny_model.score(df.head(20))
+    expected = stats.norm.ppf(stats.chi2.cdf(scores["multivariate_d2"], len(truth.idp_names)))
+    np.testing.assert_allclose(scores["multivariate_z"], expected, atol=1e-8)
