@@ -92,6 +92,9 @@ class MultivariateCalibration:
 
     @classmethod
     def from_dict(cls, d: dict) -> MultivariateCalibration:
+        """The calibration a card holds; TypeError where its numbers cannot be one (a damaged card)."""
+        if not all(float(d[k]) > 0 for k in ("scale", "dof", "n_idps", "n_samples", "mean_d2", "mean_d2_half")):
+            raise TypeError("multivariate_calibration: scale, dof, n_idps, n_samples and the means must be positive")
         return cls(scale=float(d["scale"]), dof=float(d["dof"]), n_idps=int(d["n_idps"]), n_rows=int(d["n_rows"]),
                    n_samples=int(d["n_samples"]), mean_d2=float(d["mean_d2"]), mean_d2_half=float(d["mean_d2_half"]))
 

@@ -3,11 +3,14 @@ and how a diffusion model makes, keeps and uses it."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from scipy import stats
 
 from normcore import NormativeDiffusion, load_model, make_synthetic
+from normcore._utils.errors import InputError
 from normcore.tabular.multivariate_calibration import MIN_CALIBRATION_ROWS, MultivariateCalibration
 from tests.conftest import TINY
 
@@ -57,9 +60,11 @@ def test_the_scale_follows_the_number_of_samples_through_both_measured_means():
     assert cal.scale_at(1) == cal.scale_at(125) > 0
 
 
-def test_round_trip():
+def test_round_trip_and_a_damaged_card_is_refused():
     cal = _calibration()
     assert MultivariateCalibration.from_dict(cal.to_dict()) == cal
+    with pytest.raises(TypeError, match="must be positive"):
+        MultivariateCalibration.from_dict({**cal.to_dict(), "scale": -1.0})
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +89,11 @@ def test_a_fit_calibrates_on_its_validation_rows_and_scores_with_it(calibrated_m
     loaded = load_model(model.save(tmp_path / "m"))
     assert loaded.multivariate_calibration_ == cal
     np.testing.assert_allclose(loaded.score(fresh)["multivariate_z"], scores["multivariate_z"])
+    card = json.loads((tmp_path / "m" / "model.json").read_text())
+    card["multivariate_calibration"]["dof"] = 0.0
+    (tmp_path / "m" / "model.json").write_text(json.dumps(card))
+    with pytest.raises(InputError, match="malformed"):
+        load_model(tmp_path / "m")
 
 
 def test_a_fit_with_few_validation_rows_keeps_the_chi_square(tiny_model, cohort):
