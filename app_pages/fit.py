@@ -99,6 +99,8 @@ def job_panel():
     text = f"{st.session_state.job_label}: {snap['status']}"
     if last.get("train_loss") is not None:
         text += f" · step {last['done']}/{last['total']} · loss {last['train_loss']:.4f}"
+    elif last.get("stage") and last.get("stage") != "train":
+        text += f" · {last['stage']} {last['done']}/{last['total']}"
     st.progress(snap["fraction"], text=text)
     events = [e for e in snap["events"] if e.get("val_loss") is not None]
     if events:

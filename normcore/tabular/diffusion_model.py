@@ -88,6 +88,9 @@ LOG_SNR_START = -3.0
 SCORE_AGE_RESOLUTION = 0.025
 
 
+CALIBRATION_STAGE = "calibrate multivariate score"  # the progress stage of a fit's last part
+
+
 class NormativeDiffusion(NormativeModel):
     """Conditional denoising diffusion normative model (scikit-learn style estimator).
 
@@ -291,9 +294,13 @@ class NormativeDiffusion(NormativeModel):
         location-scale stage saw them."""
         if len(x_val) < MIN_CALIBRATION_ROWS or len(self.idps) > MAX_MULTIVARIATE_IDPS:
             return None
+        def report(stage: str, done: int, total: int, **info) -> None:  # named as what it is, not "sample"
+            progress.update(CALIBRATION_STAGE, done, total, **info)
+
+        staged = Progress(callback=report, cancel_event=progress.cancel_event)
         d2 = []
         for m in (self.n_samples, max(self.n_samples // 2, 1)):
-            _, z, _, corr = self._score_core(x_val.astype(float), age, codes, m, None, progress, latent_values=True)
+            _, z, _, corr = self._score_core(x_val.astype(float), age, codes, m, None, staged, latent_values=True)
             d2.append(multivariate_scores(z, corr, np.ones(len(self.idps), bool))[0])
         return MultivariateCalibration.fit(d2[0], d2[1], len(self.idps), self.n_samples)
 

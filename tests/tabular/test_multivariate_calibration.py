@@ -11,6 +11,8 @@ from scipy import stats
 
 from normcore import NormativeDiffusion, load_model, make_synthetic
 from normcore._utils.errors import InputError
+from normcore._utils.progress import Cancelled, Progress
+from normcore.tabular.diffusion_model import CALIBRATION_STAGE
 from normcore.tabular.multivariate_calibration import MIN_CALIBRATION_ROWS, MultivariateCalibration
 from tests.conftest import TINY
 
@@ -102,3 +104,21 @@ def test_a_fit_with_few_validation_rows_keeps_the_chi_square(tiny_model, cohort)
     scores = tiny_model.score(df.head(20))
     expected = stats.norm.ppf(stats.chi2.cdf(scores["multivariate_d2"], len(truth.idp_names)))
     np.testing.assert_allclose(scores["multivariate_z"], expected, atol=1e-8)
+
+
+def test_the_calibration_reports_its_own_stage_and_a_cancel_during_it_leaves_no_model():
+    df, truth = make_synthetic(700, d=4, seed=5)
+    stages: list[str] = []
+    progress = Progress()
+
+    def record(stage, done, total, **info):
+        stages.append(stage)
+        if stage == CALIBRATION_STAGE:
+            progress.cancel()
+
+    progress.callback = record
+    model = NormativeDiffusion(**TINY)
+    with pytest.raises(Cancelled):
+        model.fit(df, age="age", covariates=["sex"], idps=truth.idp_names, progress=progress)
+    assert "train" in stages and stages[-1] == CALIBRATION_STAGE and "sample" not in stages
+    assert not model.is_fitted
