@@ -360,6 +360,16 @@ def _leave_one_out_residual(target: np.ndarray, fitted: np.ndarray, hat: np.ndar
     return (target - fitted) / np.maximum(1 - hat, 1e-3)[:, None]
 
 
+def _ridge(basis: np.ndarray, gram: np.ndarray, target: np.ndarray, penalty: np.ndarray, with_hat: bool = False):
+    """Ridge coefficients of ``target`` on ``basis`` (whose Gram matrix is ``gram``) with the per-column diagonal
+    ``penalty``, and, if asked, the diagonal of the hat matrix."""
+    inv = np.linalg.inv(gram + np.diag(penalty))
+    coef = inv @ (basis.T @ target)
+    if not with_hat:
+        return coef
+    return coef, np.einsum("ij,jk,ik->i", basis, inv, basis)
+
+
 class LocationScale:
     """Per-IDP conditional location and scale: y -> (y - mu(c)) / sigma(c), fitted on training data.
 
@@ -436,12 +446,7 @@ class LocationScale:
     def _solve(self, basis: np.ndarray, target: np.ndarray, with_hat: bool = False):
         """Ridge coefficients (and, if asked, the diagonal of the hat matrix)."""
         gram = basis.T @ basis
-        reg = self.ridge * np.trace(gram) / gram.shape[0] * np.eye(gram.shape[0])
-        inv = np.linalg.inv(gram + reg)
-        coef = inv @ (basis.T @ target)
-        if not with_hat:
-            return coef
-        return coef, np.einsum("ij,jk,ik->i", basis, inv, basis)
+        return _ridge(basis, gram, target, np.full(len(gram), self.ridge * np.trace(gram) / len(gram)), with_hat)
 
     def fit(self, age: np.ndarray, codes: np.ndarray, y: np.ndarray, n_levels: list[int]) -> LocationScale:
         self.fit_transform(age, codes, y, n_levels)
@@ -503,9 +508,8 @@ class LocationScale:
         unit = float(np.mean(np.diag(gram)[n_main:]))
         for penalty in self.CURVE_PENALTIES:
             reg = np.r_[np.full(n_main, main), np.full(curve.shape[1], penalty * unit)]
-            inv = np.linalg.inv(gram + np.diag(reg))
-            candidate = inv @ (full.T @ y)
-            r = _leave_one_out_residual(y, full @ candidate, ((full @ inv) * full).sum(axis=1))
+            candidate, hat = _ridge(full, gram, y, reg, with_hat=True)
+            r = _leave_one_out_residual(y, full @ candidate, hat)
             r_loss = (r**2).sum(axis=0)
             better = r_loss < loss
             coef[:, better], resid[:, better], loss[better] = candidate[:, better], r[:, better], r_loss[better]
