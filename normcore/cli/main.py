@@ -145,8 +145,8 @@ def cmd_fit(args: argparse.Namespace) -> None:
     rows = f"{model.training_summary_['n_train']} train / {model.training_summary_['n_validation']} validation rows"
     if "steps" in h:
         print(f"fitted {args.backbone} on {h.get('world_size', 1)} process(es): {len(model.idps)} IDPs, {rows}, "
-              f"{h['steps']} steps in {h['fit_time_s']:.1f} s, best validation loss {h['best_val_loss']:.4f}; "
-              f"saved to {args.out}")
+              f"{h['steps']} steps in {h['fit_time_s']:.1f} s, best validation loss {h['best_val_loss']:.4f}"
+              + (f" (weights of step {h['kept_step']})" if "kept_step" in h else "") + f"; saved to {args.out}")
     else:
         print(f"fitted {args.backbone}: {len(model.idps)} IDPs, {rows}, {h['fit_time_s']:.1f} s; saved to {args.out}")
     calibration = getattr(model, "multivariate_calibration_", None)

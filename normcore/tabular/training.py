@@ -26,7 +26,13 @@ class TrainConfig:
     Early stopping scales with the run: the validation loss is evaluated every ``eval_every_steps`` steps
     (``None``: 1/40 of the planned steps, between 25 and 300), and training stops once the best evaluation is
     ``patience`` evaluations and ``patience_fraction`` x its own step behind (:func:`patience_steps`), so a
-    run whose best comes early stops early, and one still improving late gets proportionally longer.
+    run whose best comes early stops early, and one still improving late gets proportionally longer. An
+    evaluation counts as better only when it is ``min_improvement`` below the best so far.
+
+    The weights kept are those of the **latest** evaluation within ``min_improvement`` of the lowest validation loss
+    seen: states that validation cannot tell apart from the best are equally good by its measure, and the later one
+    has trained longer at a lower learning rate (what that buys on the curves: BENCHMARKS.md). Where the loss rises
+    (over-fitting) the kept state stays at the last one before the rise.
     """
 
     epochs: int | None = None
@@ -39,6 +45,7 @@ class TrainConfig:
     patience: int = 8
     eval_every_steps: int | None = None
     patience_fraction: float = 0.5
+    min_improvement: float = 1e-4
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -55,6 +62,32 @@ def evaluation_interval(cfg: TrainConfig, total_steps: int) -> int:
 def patience_steps(cfg: TrainConfig, every: int, best_step: int) -> int:
     """Steps without improvement after which training stops, for a best evaluation at ``best_step``."""
     return int(max(cfg.patience * every, cfg.patience_fraction * best_step))
+
+
+@dataclass
+class ValidationRecord:
+    """What early stopping remembers of the validation losses seen (see :class:`TrainConfig`).
+
+    ``best_step``: the last evaluation ``min_improvement`` below every earlier one (the patience clock runs from it);
+    ``kept_step``: the latest evaluation within ``min_improvement`` of the lowest loss, whose weights are returned.
+    """
+
+    min_improvement: float
+    best_val: float = math.inf
+    best_step: int = 0
+    lowest_val: float = math.inf
+    kept_val: float = math.inf
+    kept_step: int = 0
+
+    def observe(self, step: int, val_loss: float) -> bool:
+        """Record an evaluation; True when its weights become the kept ones."""
+        if val_loss < self.best_val - self.min_improvement:
+            self.best_val, self.best_step = val_loss, step
+        self.lowest_val = min(self.lowest_val, val_loss)
+        if val_loss <= self.lowest_val + self.min_improvement:
+            self.kept_val, self.kept_step = val_loss, step
+            return True
+        return False
 
 
 def _validation_batch(x: torch.Tensor, c: torch.Tensor, schedule: NoiseSchedule, repeats: int, seed: int):
@@ -83,7 +116,8 @@ def _loss_on(net: nn.Module, batch, schedule: NoiseSchedule, device: torch.devic
 def train_denoiser(net: nn.Module, x_train: np.ndarray, c_train: np.ndarray, x_val: np.ndarray,
                    c_val: np.ndarray, schedule: NoiseSchedule, cfg: TrainConfig, device: torch.device,
                    progress: Progress) -> tuple[dict[str, torch.Tensor], dict]:
-    """Train ``net`` with the epsilon-prediction loss; return the best EMA state dict and a history.
+    """Train ``net`` with the epsilon-prediction loss; return the kept EMA state dict (:class:`ValidationRecord`) and
+    a history.
 
     Under ``torchrun`` (an initialised process group) each rank trains on its own shard of every
     epoch and gradients are averaged by DistributedDataParallel; all ranks take the same early-stopping
@@ -120,7 +154,7 @@ def train_denoiser(net: nn.Module, x_train: np.ndarray, c_train: np.ndarray, x_v
     report_every = max(1, min(20, total_steps // 100))
 
     history: dict = {"step": [], "epoch": [], "train_loss": [], "val_loss": [], "elapsed_s": []}
-    best_val, best_state, best_step, step = math.inf, None, 0, 0
+    record, kept_state, step = ValidationRecord(cfg.min_improvement), None, 0
     every = evaluation_interval(cfg, total_steps)
     running, running_n = 0.0, 0
     start = time.perf_counter()
@@ -154,23 +188,23 @@ def train_denoiser(net: nn.Module, x_train: np.ndarray, c_train: np.ndarray, x_v
                 history["val_loss"].append(val_loss)
                 history["elapsed_s"].append(time.perf_counter() - start)
                 running, running_n = 0.0, 0
-                if val_loss < best_val - 1e-4:
-                    best_val, best_step = val_loss, step
-                    best_state = {k: v.detach().clone() for k, v in ema.shadow.state_dict().items()}
+                if record.observe(step, val_loss):  # as good as the best: keep the later state
+                    kept_state = {k: v.detach().clone() for k, v in ema.shadow.state_dict().items()}
                 progress.update("train", step, total_steps, epoch=epoch + 1, train_loss=history["train_loss"][-1],
                                 val_loss=val_loss)
-                if step - best_step >= patience_steps(cfg, every, best_step):
+                if step - record.best_step >= patience_steps(cfg, every, record.best_step):
                     stopped_early = True
                     break
             elif step % report_every == 0:
                 progress.update("train", step, total_steps, epoch=epoch + 1, train_loss=running / max(running_n, 1))
         if stopped_early:
             break
-    if best_state is None:
-        best_state = {k: v.detach().clone() for k, v in ema.shadow.state_dict().items()}
-        best_val = _loss_on(ema.shadow, val, schedule, device)
-    history.update(best_val_loss=best_val, best_step=best_step, steps=step, stop_step=step, planned_steps=total_steps,
-                   eval_every_steps=every, patience_steps=patience_steps(cfg, every, best_step),
+    if kept_state is None:
+        kept_state = {k: v.detach().clone() for k, v in ema.shadow.state_dict().items()}
+        record.observe(step, _loss_on(ema.shadow, val, schedule, device))
+    history.update(best_val_loss=record.lowest_val, best_step=record.best_step, kept_step=record.kept_step,
+                   kept_val_loss=record.kept_val, steps=step, stop_step=step, planned_steps=total_steps,
+                   eval_every_steps=every, patience_steps=patience_steps(cfg, every, record.best_step),
                    epochs_run=epoch + 1, planned_epochs=epochs, stopped_early=stopped_early, world_size=world,
                    batch_size=batch, fit_time_s=time.perf_counter() - start)
-    return {k: v.cpu() for k, v in best_state.items()}, history
+    return {k: v.cpu() for k, v in kept_state.items()}, history

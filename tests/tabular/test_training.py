@@ -6,7 +6,7 @@ import torch
 from normcore._utils.progress import Progress
 from normcore.diffusion import NoiseSchedule
 from normcore.nets import build_backbone
-from normcore.tabular.training import TrainConfig, evaluation_interval, patience_steps, train_denoiser
+from normcore.tabular.training import TrainConfig, ValidationRecord, evaluation_interval, patience_steps, train_denoiser
 
 
 def test_interval_and_patience_scale_with_the_run():
@@ -30,3 +30,16 @@ def test_a_run_that_stops_improving_stops_after_its_patience():
     assert history["planned_steps"] == 400 * 7 and every == 70
     assert history["stopped_early"] and history["best_step"] == every  # the first evaluation stays the best
     assert history["stop_step"] == history["best_step"] + history["patience_steps"] == every + 3 * every
+
+
+def test_the_latest_state_validation_cannot_tell_from_the_best_is_kept():
+    plateau = ValidationRecord(min_improvement=1e-3)
+    kept = [plateau.observe(step, v) for step, v in ((100, 0.50), (200, 0.40), (300, 0.3995), (400, 0.4004))]
+    assert kept == [True, True, True, True]  # 0.3995 and 0.4004 are within 1e-3 of the lowest (0.3995)
+    assert plateau.best_step == 200 and plateau.kept_step == 400  # the clock runs from the last real improvement
+    assert plateau.lowest_val == 0.3995
+
+    rising = ValidationRecord(min_improvement=1e-3)
+    kept = [rising.observe(step, v) for step, v in ((100, 0.50), (200, 0.40), (300, 0.43), (400, 0.45))]
+    assert kept == [True, True, False, False]  # over-fitting: the state before the rise stays
+    assert rising.best_step == rising.kept_step == 200 and rising.kept_val == 0.40
