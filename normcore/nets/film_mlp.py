@@ -27,12 +27,17 @@ class FiLMBlock(nn.Module):
         return h + self.mlp(torch.addcmul(beta, self.norm(h), 1 + gamma))
 
 
-def auto_marginal_width(d_in: int) -> int:
-    """Width of the per-IDP path: 32 up to 32 IDPs, then shrinking as 1/sqrt(D) (at least 8).
+MARGINAL_WIDTH_ROWS = 2500  # training rows from which the per-IDP path widens with the data
 
-    This keeps the path's multiply-adds per row (D x width^2) near 32^3, about half the joint MLP's.
+
+def auto_marginal_width(d_in: int, n_rows: int = 0) -> int:
+    """Width of the per-IDP path: 32 up to 32 IDPs, then shrinking as 1/sqrt(D) (at least 8), which keeps the
+    path's multiply-adds per row (D x width^2) near 32^3, about half the joint MLP's; with more than
+    ``MARGINAL_WIDTH_ROWS`` training rows it grows back as sqrt(n_rows / MARGINAL_WIDTH_ROWS), up to 32, since more
+    rows resolve sharper per-IDP shapes (a bimodal IDP's two modes) than a narrow path can learn (BENCHMARKS.md).
     """
-    return int(min(32, max(8, round(32 * math.sqrt(32 / max(d_in, 1))))))
+    grow = math.sqrt(max(1.0, n_rows / MARGINAL_WIDTH_ROWS))
+    return int(min(32, max(8, round(32 * math.sqrt(32 / max(d_in, 1)) * grow))))
 
 
 class MarginalPath(nn.Module):
@@ -105,7 +110,8 @@ class FiLMMLP(nn.Module):
     ``x`` is (n, d_in) or (n, m, d_in) (m samples sharing the n conditions); ``t`` is (n,) and
     ``cond`` (n, d_cond). Rows never interact, so outputs do not depend on batch composition.
     ``marginal_width``: width of the per-IDP path (:class:`MarginalPath`); ``None`` picks
-    :func:`auto_marginal_width`, 0 leaves it out (the architecture of models saved before it existed).
+    :func:`auto_marginal_width` of ``d_in`` alone (a fit passes its own, which knows the training rows), 0 leaves it
+    out (the architecture of models saved before it existed).
     """
 
     def __init__(self, d_in: int, d_cond: int, width: int = 128, depth: int = 2, emb_dim: int = 128,

@@ -26,6 +26,7 @@ from normcore.diffusion import sample as run_sampler
 from normcore.diffusion.noise import SAMPLING_NOISE, ScrambledSobol, noise_draws
 from normcore.diffusion.parameterisation import PARAMETERISATIONS, wrap_denoiser
 from normcore.nets import BACKBONES, build_backbone, check_backbone_params
+from normcore.nets.film_mlp import auto_marginal_width
 from normcore.tabular.base import NormativeModel
 from normcore.tabular.multivariate_calibration import MIN_CALIBRATION_ROWS, MultivariateCalibration
 from normcore.tabular.params import MIN_TIMESTEPS, Rule, boolean, choice, integer, names, number, optional
@@ -269,7 +270,8 @@ class NormativeDiffusion(NormativeModel):
         c_train = self.encoder_.encode(age_tr, codes_tr)
         c_val = self.encoder_.encode(age_va, codes_va)
         torch.manual_seed(self.seed)
-        net = build_backbone(self.backbone, len(idps), self.encoder_.dim, **self.backbone_params)
+        net = build_backbone(self.backbone, len(idps), self.encoder_.dim,
+                             **self._network_params(len(idps), n_rows=len(train)))
         denoiser = wrap_denoiser(net, self.schedule_, self.parameterisation)
         params = self.get_params()
         cfg = TrainConfig(**{f.name: params[f.name] for f in dataclasses.fields(TrainConfig) if f.name in params})
@@ -303,6 +305,20 @@ class NormativeDiffusion(NormativeModel):
             _, z, _, corr = self._score_core(x_val.astype(float), age, codes, m, None, staged, latent_values=True)
             d2.append(multivariate_scores(z, corr, np.ones(len(self.idps), bool))[0])
         return MultivariateCalibration.fit(d2[0], d2[1], len(self.idps), self.n_samples)
+
+    def _network_params(self, d: int, n_rows: int = 0, tensors: dict[str, torch.Tensor] | None = None) -> dict:
+        """The backbone's keyword arguments: ``backbone_params`` with a FiLM-MLP's automatic per-IDP path width
+        resolved, at fit time from the IDPs and training rows (:func:`~normcore.nets.film_mlp.auto_marginal_width`),
+        at load from the saved weights (``tensors``), so the card need not name it."""
+        params = dict(self.backbone_params)
+        if self.backbone != "film-mlp" or params.get("marginal_width") is not None:
+            return params
+        if tensors is not None:
+            idp = tensors.get("marginal.idp")
+            params["marginal_width"] = int(idp.shape[1]) if idp is not None else 0
+        else:
+            params["marginal_width"] = auto_marginal_width(d, n_rows)
+        return params
 
     # ------------------------------------------------------------------ sampling core
     def _eps_fn(self):
@@ -680,7 +696,8 @@ class NormativeDiffusion(NormativeModel):
                                 "it runs on the CPU"]
             self.device = "auto"
             self.device_ = resolve_device("auto")
-        net = build_backbone(self.backbone, len(self.idps), self.encoder_.dim, **self.backbone_params)
+        net = build_backbone(self.backbone, len(self.idps), self.encoder_.dim,
+                             **self._network_params(len(self.idps), tensors=tensors))
         try:
             net.load_state_dict(tensors)
         except RuntimeError as exc:

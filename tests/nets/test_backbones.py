@@ -154,3 +154,11 @@ def test_saint_inference_in_cache_sized_blocks_equals_one_pass(monkeypatch):
     with torch.no_grad():
         blocked = net(x, t, c)
     torch.testing.assert_close(blocked, whole.detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_the_per_idp_path_widens_with_training_rows_up_to_its_cap():
+    from normcore.nets.film_mlp import MARGINAL_WIDTH_ROWS, auto_marginal_width
+    assert auto_marginal_width(10) == auto_marginal_width(10, 10**6) == 32  # few IDPs: full width already
+    assert auto_marginal_width(200) == auto_marginal_width(200, MARGINAL_WIDTH_ROWS) == 13  # 32 sqrt(32/200)
+    widths = [auto_marginal_width(200, n) for n in (0, 2 * MARGINAL_WIDTH_ROWS, 4 * MARGINAL_WIDTH_ROWS, 10**7)]
+    assert widths == [13, 18, 26, 32]  # grows as sqrt(rows), capped

@@ -295,3 +295,20 @@ def test_quasi_random_noise_steadies_scores_and_leaves_samples_independent(tiny_
     pd.testing.assert_frame_equal(samples["sobol"], samples["pseudo-random"])
     with pytest.raises(InputError, match="sampling_noise"):
         NormativeDiffusion(sampling_noise="halton").check_params()
+
+
+def test_a_per_idp_path_widened_by_the_training_rows_loads_at_its_width(tmp_path, monkeypatch):
+    """The automatic width depends on the training rows, which loading does not know: it is read from the weights."""
+    from normcore.nets import film_mlp
+    from normcore.tabular.synthetic import make_synthetic
+    df, truth = make_synthetic(200, d=60, seed=0)
+    monkeypatch.setattr(film_mlp, "MARGINAL_WIDTH_ROWS", 120)  # 180 training rows: sqrt(1.5) x the 60-IDP width
+    model = NormativeDiffusion(**{**TINY, "epochs": 1}).fit(df, age="age", covariates=["sex"], idps=truth.idp_names)
+    monkeypatch.undo()
+    assert model.training_summary_["n_train"] == 180
+    assert film_mlp.auto_marginal_width(60) == 23 and model.net_.marginal.hidden.in_features == 29
+    model.save(tmp_path / "m")
+    assert "marginal_width" not in json.loads((tmp_path / "m" / "model.json").read_text())["params"]["backbone_params"]
+    loaded = NormativeDiffusion.load(tmp_path / "m")
+    assert loaded.net_.marginal.hidden.in_features == 29
+    pd.testing.assert_frame_equal(loaded.score(df.head(4), seed=1), model.score(df.head(4), seed=1))
