@@ -68,7 +68,8 @@ def patience_steps(cfg: TrainConfig, every: int, best_step: int) -> int:
 class ValidationRecord:
     """What early stopping remembers of the validation losses seen (see :class:`TrainConfig`).
 
-    ``best_step``: the last evaluation ``min_improvement`` below every earlier one (the patience clock runs from it);
+    ``best_step``: the last evaluation more than ``min_improvement`` below the best before it (the patience clock runs
+    from it);
     ``kept_step``: the latest evaluation within ``min_improvement`` of the lowest loss, whose weights are returned.
     """
 
