@@ -65,8 +65,13 @@ def _migrate_v1(card: dict, tensors: dict[str, torch.Tensor]) -> None:
     params.setdefault("parameterisation", "eps")
     params["backbone_params"] = dict(params.get("backbone_params") or {})
     if params.get("backbone") == "film-mlp" and "marginal_width" not in params["backbone_params"]:
-        marginal = tensors.get("marginal.idp")
-        params["backbone_params"]["marginal_width"] = int(marginal.shape[1]) if marginal is not None else 0
+        params["backbone_params"]["marginal_width"] = _saved_marginal_width(tensors)
+
+
+def _saved_marginal_width(tensors: dict[str, torch.Tensor]) -> int:
+    """Width of the per-IDP path that saved FiLM-MLP weights hold (0: they have none)."""
+    marginal = tensors.get("marginal.idp")
+    return int(marginal.shape[1]) if marginal is not None else 0
 
 
 # fitting an adapted level's network input (see _adapt_network_input): rows per step (controls repeated with
@@ -313,11 +318,8 @@ class NormativeDiffusion(NormativeModel):
         params = dict(self.backbone_params)
         if self.backbone != "film-mlp" or params.get("marginal_width") is not None:
             return params
-        if tensors is not None:
-            idp = tensors.get("marginal.idp")
-            params["marginal_width"] = int(idp.shape[1]) if idp is not None else 0
-        else:
-            params["marginal_width"] = auto_marginal_width(d, n_rows)
+        params["marginal_width"] = (_saved_marginal_width(tensors) if tensors is not None
+                                    else auto_marginal_width(d, n_rows))
         return params
 
     # ------------------------------------------------------------------ sampling core
