@@ -91,7 +91,7 @@ def blocks_ace(backbone: str, df, truth, seed: int, block: int) -> dict:
             df.drop(columns=[c for c in truth.idp_names if c not in idps]), age="age", covariates=["sex"], idps=idps)
         fit_s += time.perf_counter() - start
         per_idp += ace_against_truth(model, truth, np.arange(20, 91, 2.0), np.linspace(0.02, 0.98, 25))[1]
-    return {"blocks": block, "ace_blocks": round(float(np.mean(per_idp)), 4), "ace_blocks_per_idp": per_idp,
+    return {"blocks": block, "ace_blocks": round(float(np.mean(per_idp)), 5), "ace_blocks_per_idp": per_idp,
             "blocks_fit_s": round(fit_s, 1)}
 
 
@@ -124,7 +124,7 @@ def run(backbone: str, n: int, d: int, seed: int, block: int = 0) -> dict:
     same_idps = {}
     if 0 < block < d:
         same_idps = blocks_ace(backbone, df, truth, seed, block)
-        same_idps["ace_ratio_same_idps"] = round(float(np.mean(ace_per_idp)) / same_idps["ace_blocks"], 4)
+        same_idps["ace_ratio_same_idps"] = round(ace / float(np.mean(same_idps["ace_blocks_per_idp"])), 4)
     return {
         "backbone": backbone, "n": n, "d": d, "fit_s": round(fit_s, 1), "train_steps": h["steps"],
         "best_step": h["best_step"], "kept_step": h.get("kept_step"), "ace": round(ace, 4), "ace_per_idp": ace_per_idp,
