@@ -72,7 +72,11 @@ def build(overrides: dict, seed: int):
         from normcore.tabular.baselines.pcntoolkit_blr import PCNToolkitBLR
 
         return PCNToolkitBLR(seed=seed)
-    return make_model(name, seed=seed, **params)
+    model = make_model(name, seed=seed, **params)
+    unknown = sorted(set(params) - set(model.get_params()))
+    if unknown:  # make_model leaves them out silently; a benchmark must not measure a setting it never applied
+        raise SystemExit(f"--set {', '.join(unknown)}: not a parameter of {name}")
+    return model
 
 
 def suite_metrics(model, train, holdout, idps: list[str], truth, seed: int) -> dict:
@@ -150,11 +154,12 @@ def score_row(model, name, d, train, holdout, idps, truth, fit_s, seed, samples,
     points = None
     if hasattr(model, "_score_points"):
         points = len(model._score_points(*model._covariates_of(holdout, "table"))[0])
+    marginal = getattr(getattr(model, "net_", None), "marginal", None)
     label = name if truth is None else f"synthetic D={d}" + (f", {truth.n_sites} sites" if truth.n_sites else "")
     row = {"data": label, "seed": seed, "n_train": len(train), "n_holdout": len(holdout),
            "idps": len(idps), "params": overrides, "samples": samples, "fit_s": round(fit_s, 1),
            "planned_steps": h.get("planned_steps"), "best_step": h.get("best_step"), "kept_step": h.get("kept_step"),
-           "stop_step": h.get("steps"),
+           "stop_step": h.get("steps"), "marginal_width": int(marginal.idp.shape[1]) if marginal is not None else None,
            "score_s": round(score_s, 1), "score_points": points,
            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
            "coverage95": round(float(np.mean(cov)), 4),
