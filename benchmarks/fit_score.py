@@ -63,7 +63,9 @@ def split(name: str, d: int, seed: int, holdout_n: int = 2000, n_train: int = 50
 
 
 def build(overrides: dict, seed: int):
-    """The model named by ``overrides["backbone"]`` (default film-mlp; any registry name or pcntoolkit-blr)."""
+    """The model named by ``overrides["backbone"]`` (default film-mlp; any registry name or pcntoolkit-blr) with the
+    other overrides as its parameters; one it does not take ends the run (``make_model`` would leave it out
+    silently, and a benchmark must not report a setting it never applied)."""
     from normcore.registry import make_model
 
     params = dict(overrides)
@@ -71,10 +73,12 @@ def build(overrides: dict, seed: int):
     if name == "pcntoolkit-blr":
         from normcore.tabular.baselines.pcntoolkit_blr import PCNToolkitBLR
 
-        return PCNToolkitBLR(seed=seed)
-    model = make_model(name, seed=seed, **params)
-    unknown = sorted(set(params) - set(model.get_params()))
-    if unknown:  # make_model leaves them out silently; a benchmark must not measure a setting it never applied
+        model, accepted = PCNToolkitBLR(seed=seed), set()
+    else:
+        model = make_model(name, seed=seed, **params)
+        accepted = set(model.get_params())
+    unknown = sorted(set(params) - accepted)
+    if unknown:
         raise SystemExit(f"--set {', '.join(unknown)}: not a parameter of {name}")
     return model
 
