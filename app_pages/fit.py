@@ -103,7 +103,10 @@ def job_panel():
         text += f" · {last['stage']} {last['done']}/{last['total']}"
     st.progress(snap["fraction"], text=text)
     events = [e for e in snap["events"] if e.get("val_loss") is not None]
-    if events:
+    history = getattr(job.result, "history_", None) if snap["status"] == "done" else None
+    if history and history.get("val_loss"):  # the finished fit: what early stopping kept
+        st.plotly_chart(loss_curve(history), width="stretch", key="loss_fitted")
+    elif events:
         st.plotly_chart(loss_curve({"step": [e["done"] for e in events],
                                     "train_loss": [e["train_loss"] for e in events],
                                     "val_loss": [e["val_loss"] for e in events]}),

@@ -80,8 +80,9 @@ def test_shipped_imaging_model_scores_as_before():
     ref = json.loads((GOLDEN / "mri-ixi-cpu.json").read_text())
     for scan in ("healthy", "lesion"):
         for key in ("index", "centile"):
-            for k, v in ref[scan][key].items():
-                assert out[scan][key][k] == pytest.approx(v, rel=1e-5, abs=1e-6), (scan, key, k)
+            for k, v in ref[scan][key].items():  # float32 kernels differ between CPU instruction sets: an
+                # AMD EPYC (AVX2) gave the lesion's top-1% index 1.5e-5 (relative) from the Intel reference
+                assert out[scan][key][k] == pytest.approx(v, rel=1e-4, abs=1e-6), (scan, key, k)
         assert out[scan]["latent_mask_share"] == pytest.approx(ref[scan]["latent_mask_share"], abs=1e-9)
         np.testing.assert_allclose(out[scan]["restoration"], ref[scan]["restoration"], atol=2e-6)
         np.testing.assert_allclose(out[scan]["zmap"], ref[scan]["zmap"], atol=2e-4)

@@ -9,7 +9,13 @@ parameterisation (:mod:`.parameterisation`) and the EMA of weights (:mod:`.ema`)
 from normcore.diffusion.ema import EMA
 from normcore.diffusion.likelihood import gaussian_kl, reverse_step, step_kl, x0_from_eps
 from normcore.diffusion.noise import NoiseSource, PseudoRandom, ScrambledSobol, noise_draws
-from normcore.diffusion.parameterisation import CovariateTrend, GaussianPriorResidual, GaussianResidual, wrap_denoiser
+from normcore.diffusion.parameterisation import (
+    CovariateTrend,
+    GaussianCopulaResidual,
+    GaussianPriorResidual,
+    GaussianResidual,
+    wrap_denoiser,
+)
 from normcore.diffusion.samplers import (
     SAMPLERS,
     ddim_decode,
@@ -21,7 +27,7 @@ from normcore.diffusion.samplers import (
 )
 from normcore.diffusion.schedule import NoiseSchedule
 
-__all__ = ["EMA", "SAMPLERS", "CovariateTrend", "GaussianPriorResidual", "GaussianResidual", "NoiseSchedule",
-           "NoiseSource", "PseudoRandom", "ScrambledSobol", "ddim_decode", "ddim_from_levels", "ddim_invert",
-           "ddim_sample", "ddpm_sample", "gaussian_kl", "noise_draws", "reverse_step", "sample", "step_kl",
-           "wrap_denoiser", "x0_from_eps"]
+__all__ = ["EMA", "SAMPLERS", "CovariateTrend", "GaussianCopulaResidual", "GaussianPriorResidual", "GaussianResidual",
+           "NoiseSchedule", "NoiseSource", "PseudoRandom", "ScrambledSobol", "ddim_decode", "ddim_from_levels",
+           "ddim_invert", "ddim_sample", "ddpm_sample", "gaussian_kl", "noise_draws", "reverse_step", "sample",
+           "step_kl", "wrap_denoiser", "x0_from_eps"]

@@ -7,7 +7,7 @@ from torch import nn
 
 from normcore.diffusion.schedule import NoiseSchedule
 
-PARAMETERISATIONS = ("gaussian-residual", "eps")
+PARAMETERISATIONS = ("gaussian-copula-residual", "gaussian-residual", "eps")
 
 
 class CovariateTrend(nn.Module):
@@ -131,6 +131,70 @@ class GaussianPriorResidual(nn.Module):
         return reference + out
 
 
+class GaussianCopulaResidual(GaussianPriorResidual):
+    """eps(x_t, t, c) = exact posterior-mean noise under N(0, R) + net(x_t, t, c), for data whose elements are each
+    N(0, 1) and correlated by R.
+
+    For x ~ N(0, R) with R = U diag(lam) U^T the exact denoiser is
+    E[eps | x_t] = sqrt(1 - abar) U diag(1 / (abar lam + 1 - abar)) U^T x_t, so a network that has learnt little
+    falls back to the Gaussian copula: exact standard-normal marginals and the linear dependence of ``R``. The
+    correlation is held in the buffers ``prior_basis`` (U) and ``prior_eigvals`` (lam), set by
+    :meth:`fit_correlation`; before that R = I, the standard-normal prior (:class:`GaussianResidual`).
+    """
+
+    PRIOR_BUFFERS = ("prior_basis", "prior_eigvals")
+
+    def __init__(self, net: nn.Module, schedule: NoiseSchedule, d: int):
+        super().__init__(net, schedule, None)
+        self.standard = False
+        self.register_buffer("prior_basis", torch.eye(d))
+        self.register_buffer("prior_eigvals", torch.ones(d))
+
+    @torch.no_grad()
+    def fit_correlation(self, data: torch.Tensor, min_eigval: float = 1e-3) -> GaussianCopulaResidual:
+        """R from clean training data (N, D): the Ledoit-Wolf shrunk covariance rescaled to a correlation (sample
+        correlations of few rows over many elements are too spread out; shrinkage pulls them towards I by the
+        amount their estimation noise calls for), eigenvalues floored at ``min_eigval``."""
+        from sklearn.covariance import ledoit_wolf
+
+        x = data.double().cpu().numpy()
+        if len(x) < 3:
+            return self
+        cov = torch.from_numpy(ledoit_wolf(x)[0])
+        scale = cov.diagonal().clamp_min(1e-12).rsqrt()
+        corr = cov * scale[:, None] * scale[None, :]
+        eigvals, basis = torch.linalg.eigh((corr + corr.T) / 2)
+        device = self.prior_basis.device
+        self.prior_basis.copy_(basis.float().to(device))
+        self.prior_eigvals.copy_(eigvals.clamp_min(min_eigval).float().to(device))
+        return self
+
+    def prior_state(self) -> dict[str, torch.Tensor]:
+        """The fitted correlation's buffers (what a model saves beside its network's weights)."""
+        return {name: getattr(self, name).detach().cpu() for name in self.PRIOR_BUFFERS}
+
+    @classmethod
+    def check_prior_state(cls, state: dict[str, torch.Tensor], d: int) -> None:
+        """Raise ValueError unless ``state`` holds the buffers of a correlation over ``d`` elements."""
+        for name, shape in zip(cls.PRIOR_BUFFERS, ((d, d), (d,)), strict=True):
+            if name not in state or tuple(state[name].shape) != shape:
+                raise ValueError(f"the Gaussian-copula prior needs {name} of shape {shape}")
+
+    @torch.no_grad()
+    def load_prior_state(self, state: dict[str, torch.Tensor]) -> GaussianCopulaResidual:
+        """Set the correlation from :meth:`prior_state`'s buffers."""
+        self.check_prior_state(state, len(self.prior_eigvals))
+        for name in self.PRIOR_BUFFERS:
+            getattr(self, name).copy_(state[name].to(getattr(self, name)))
+        return self
+
+    def reference_eps(self, xt: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        shape = (-1, *([1] * (xt.dim() - 1)))
+        a = self.abar[t.long()].view(shape)
+        rotated = xt @ self.prior_basis
+        return (1 - a).sqrt() * ((rotated / (a * self.prior_eigvals + 1 - a)) @ self.prior_basis.T)
+
+
 class GaussianResidual(GaussianPriorResidual):
     """The standard-normal case used by the tabular model: IDPs are marginally N(0, 1) after preprocessing."""
 
@@ -138,10 +202,18 @@ class GaussianResidual(GaussianPriorResidual):
         super().__init__(net, schedule, None)
 
 
-def wrap_denoiser(net: nn.Module, schedule: NoiseSchedule, parameterisation: str) -> nn.Module:
-    """The module that predicts noise: ``net`` itself (``"eps"``) or its Gaussian-residual wrapper."""
+def wrap_denoiser(net: nn.Module, schedule: NoiseSchedule, parameterisation: str, d: int | None = None,
+                  prior_state: dict[str, torch.Tensor] | None = None) -> nn.Module:
+    """The module that predicts noise: ``net`` itself (``"eps"``), its Gaussian-residual wrapper, or its Gaussian-copula
+    residual wrapper over ``d`` elements with the correlation of ``prior_state`` (``None``: I, until
+    :meth:`~GaussianCopulaResidual.fit_correlation`)."""
     if parameterisation == "eps":
         return net
     if parameterisation == "gaussian-residual":
         return GaussianResidual(net, schedule)
+    if parameterisation == "gaussian-copula-residual":
+        if d is None:
+            raise ValueError("the gaussian-copula-residual parameterisation needs the number of elements d")
+        wrapper = GaussianCopulaResidual(net, schedule, d)
+        return wrapper.load_prior_state(prior_state) if prior_state is not None else wrapper
     raise ValueError(f"unknown parameterisation {parameterisation!r}; choose one of {PARAMETERISATIONS}")

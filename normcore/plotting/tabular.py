@@ -130,11 +130,19 @@ def pit_histogram(centiles, bins: int = 20, title: str = "PIT of held-out contro
 
 
 def loss_curve(history: dict) -> go.Figure:
-    """Training and validation loss against optimiser steps."""
+    """Training and validation loss against optimiser steps. A fit's history (``initial_val_loss``: the untrained
+    denoiser's validation loss, drawn at step 0; ``kept_step``: the evaluation whose weights were kept, marked)
+    shows what early stopping chose; a history of progress events has neither."""
     fig = go.Figure()
+    steps, val = list(history.get("step", [])), list(history.get("val_loss", []))
+    if history.get("initial_val_loss") is not None:
+        steps, val = [0, *steps], [history["initial_val_loss"], *val]
     fig.add_trace(go.Scatter(x=history.get("step", []), y=history.get("train_loss", []), name="train", mode="lines"))
-    fig.add_trace(go.Scatter(x=history.get("step", []), y=history.get("val_loss", []), name="validation (EMA)",
-                             mode="lines+markers"))
+    fig.add_trace(go.Scatter(x=steps, y=val, name="validation (EMA)", mode="lines+markers"))
+    if history.get("kept_step") is not None:
+        kept = history["kept_step"]
+        fig.add_vline(x=kept, line_dash="dot", line_color="gray",
+                      annotation_text="kept: untrained (Gaussian prior)" if kept == 0 else f"kept: step {kept}")
     fig.update_layout(template="plotly_white", xaxis_title="step", yaxis_title="ε-prediction loss",
                       margin=dict(l=40, r=20, t=30, b=40))
     return fig

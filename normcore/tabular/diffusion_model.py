@@ -24,7 +24,7 @@ from normcore._utils.progress import Progress, as_progress
 from normcore.diffusion import SAMPLERS, NoiseSchedule
 from normcore.diffusion import sample as run_sampler
 from normcore.diffusion.noise import SAMPLING_NOISE, ScrambledSobol, noise_draws
-from normcore.diffusion.parameterisation import PARAMETERISATIONS, wrap_denoiser
+from normcore.diffusion.parameterisation import PARAMETERISATIONS, GaussianCopulaResidual, wrap_denoiser
 from normcore.nets import BACKBONES, build_backbone, check_backbone_params
 from normcore.nets.film_mlp import auto_marginal_width
 from normcore.tabular.base import NormativeModel
@@ -95,6 +95,7 @@ SCORE_AGE_RESOLUTION = 0.025
 
 
 CALIBRATION_STAGE = "calibrate multivariate score"  # the progress stage of a fit's last part
+PRIOR_PREFIX = "prior."  # saved tensors of the denoiser's prior (the Gaussian copula's correlation), beside the network
 
 
 class NormativeDiffusion(NormativeModel):
@@ -103,9 +104,12 @@ class NormativeDiffusion(NormativeModel):
     Parameters
     ----------
     backbone : ``"film-mlp"`` or ``"saint"``; ``backbone_params`` are passed to the network.
-    parameterisation : ``"gaussian-residual"`` (default: the network learns the departure from the exact
-      denoiser of independent standard-normal IDPs, see :class:`~normcore.diffusion.GaussianResidual`)
-      or ``"eps"`` (plain noise prediction).
+    parameterisation : ``"gaussian-copula-residual"`` (default: the network learns the departure from the exact
+      denoiser of the training latents' Gaussian copula, standard-normal IDPs with their shrunk correlation, see
+      :class:`~normcore.diffusion.GaussianCopulaResidual`; the untrained network is that copula, and early stopping
+      keeps it when no trained state beats it on the validation rows), ``"gaussian-residual"`` (the departure from
+      independent standard-normal IDPs, :class:`~normcore.diffusion.GaussianResidual`) or ``"eps"`` (plain noise
+      prediction).
     location_scale : first standardise each IDP by a smooth conditional location and scale
       (:class:`~normcore.tabular.preprocessing.LocationScale`); the diffusion model learns the rest.
     batch_covariates : categorical covariates (e.g. ``["site"]``) modelled as batch effects, as ComBat and
@@ -170,7 +174,7 @@ class NormativeDiffusion(NormativeModel):
                  weight_decay: float = 1e-4, ema_decay: float = 0.998, val_fraction: float = 0.1,
                  patience: int = 8, seed: int = 0, device: str = "auto", allow_unseen: bool = False,
                  backbone_params: dict | None = None, clip_x0: float | None = 10.0,
-                 location_scale: bool = True, parameterisation: str = "gaussian-residual",
+                 location_scale: bool = True, parameterisation: str = "gaussian-copula-residual",
                  score_age_resolution: float | None = None, sampling_noise: str = "sobol",
                  tail_scale: str = "gaussianised", log_snr_start: float | None = LOG_SNR_START,
                  batch_covariates: list[str] | tuple[str, ...] = ()):
@@ -277,12 +281,15 @@ class NormativeDiffusion(NormativeModel):
         torch.manual_seed(self.seed)
         net = build_backbone(self.backbone, len(idps), self.encoder_.dim,
                              **self._network_params(len(idps), n_rows=len(train)))
-        denoiser = wrap_denoiser(net, self.schedule_, self.parameterisation)
+        denoiser = wrap_denoiser(net, self.schedule_, self.parameterisation, len(idps))
+        if isinstance(denoiser, GaussianCopulaResidual):  # the training rows alone: validation judges the prior too
+            denoiser.fit_correlation(torch.from_numpy(x_train))
         params = self.get_params()
         cfg = TrainConfig(**{f.name: params[f.name] for f in dataclasses.fields(TrainConfig) if f.name in params})
         state, history = train_denoiser(denoiser, x_train, c_train, x_val, c_val, self.schedule_, cfg, device,
                                         progress)
         denoiser.load_state_dict(state)
+        self.prior_ = denoiser.prior_state() if isinstance(denoiser, GaussianCopulaResidual) else {}
         self.net_ = net.to(device).eval()  # only now is the model fitted (a cancelled fit leaves none)
         start = time.perf_counter()
         try:
@@ -324,7 +331,8 @@ class NormativeDiffusion(NormativeModel):
 
     # ------------------------------------------------------------------ sampling core
     def _eps_fn(self):
-        return wrap_denoiser(self.net_, self.schedule_, self.parameterisation).to(self.device_).eval()
+        return wrap_denoiser(self.net_, self.schedule_, self.parameterisation, len(self.idps),
+                             self.prior_ or None).to(self.device_).eval()
 
     def _max_rows(self) -> int:
         # CPU: small chunks keep the activations in cache (see BENCHMARKS.md)
@@ -672,7 +680,8 @@ class NormativeDiffusion(NormativeModel):
 
     # ------------------------------------------------------------------ persistence
     def _state(self) -> tuple[dict[str, torch.Tensor], dict]:
-        return self.net_.state_dict(), {
+        prior = {PRIOR_PREFIX + name: tensor for name, tensor in self.prior_.items()}
+        return {**self.net_.state_dict(), **prior}, {
             "transformer": self.transformer_.to_dict(),
             "location_scale": self.location_scale_.to_dict() if self.location_scale_ else None,
             "schedule": self.schedule_.to_dict()}
@@ -698,6 +707,14 @@ class NormativeDiffusion(NormativeModel):
                                 "it runs on the CPU"]
             self.device = "auto"
             self.device_ = resolve_device("auto")
+        tensors = dict(tensors)
+        self.prior_ = {key.removeprefix(PRIOR_PREFIX): tensors.pop(key)
+                       for key in list(tensors) if key.startswith(PRIOR_PREFIX)}
+        if self.parameterisation == "gaussian-copula-residual":
+            try:
+                GaussianCopulaResidual.check_prior_state(self.prior_, len(self.idps))
+            except ValueError as exc:
+                raise InputError(f"{path}: {exc}") from None
         net = build_backbone(self.backbone, len(self.idps), self.encoder_.dim,
                              **self._network_params(len(self.idps), tensors=tensors))
         try:

@@ -32,7 +32,10 @@ class TrainConfig:
     The weights kept are those of the **latest** evaluation within ``min_improvement`` of the lowest validation loss
     seen: states that validation cannot tell apart from the best are equally good by its measure, and the later one
     has trained longer at a lower learning rate (what that buys on the curves: BENCHMARKS.md). Where the loss rises
-    (over-fitting) the kept state stays at the last one before the rise.
+    (over-fitting) the kept state stays at the last one before the rise. The untrained denoiser is evaluated too, as
+    step 0: the networks start with a zero output, so it is the parameterisation's exact Gaussian denoiser alone, and
+    it is kept when no trained state beats it by ``min_improvement`` (a small cohort's network can move well-fitted
+    marginals more than it adds; BENCHMARKS.md).
     """
 
     epochs: int | None = None
@@ -70,7 +73,8 @@ class ValidationRecord:
 
     ``best_step``: the last evaluation more than ``min_improvement`` below the best before it (the patience clock runs
     from it);
-    ``kept_step``: the latest evaluation within ``min_improvement`` of the lowest loss, whose weights are returned.
+    ``kept_step``: the latest evaluation within ``min_improvement`` of the lowest loss, whose weights are returned
+    (0: the untrained denoiser's).
     """
 
     min_improvement: float
@@ -155,7 +159,10 @@ def train_denoiser(net: nn.Module, x_train: np.ndarray, c_train: np.ndarray, x_v
     report_every = max(1, min(20, total_steps // 100))
 
     history: dict = {"step": [], "epoch": [], "train_loss": [], "val_loss": [], "elapsed_s": []}
-    record, kept_state, step = ValidationRecord(cfg.min_improvement), None, 0
+    record, step = ValidationRecord(cfg.min_improvement), 0
+    history["initial_val_loss"] = _loss_on(ema.shadow, val, schedule, device)  # step 0: the untrained denoiser
+    record.observe(0, history["initial_val_loss"])
+    kept_state = {k: v.detach().clone() for k, v in ema.shadow.state_dict().items()}
     every = evaluation_interval(cfg, total_steps)
     running, running_n = 0.0, 0
     start = time.perf_counter()
@@ -200,9 +207,6 @@ def train_denoiser(net: nn.Module, x_train: np.ndarray, c_train: np.ndarray, x_v
                 progress.update("train", step, total_steps, epoch=epoch + 1, train_loss=running / max(running_n, 1))
         if stopped_early:
             break
-    if kept_state is None:
-        kept_state = {k: v.detach().clone() for k, v in ema.shadow.state_dict().items()}
-        record.observe(step, _loss_on(ema.shadow, val, schedule, device))
     history.update(best_val_loss=record.lowest_val, best_step=record.best_step, kept_step=record.kept_step,
                    kept_val_loss=record.kept_val, steps=step, stop_step=step, planned_steps=total_steps,
                    eval_every_steps=every, patience_steps=patience_steps(cfg, every, record.best_step),

@@ -1,4 +1,5 @@
-"""The Gaussian-residual parameterisation: an untrained (zero) network is the exact N(0, I) denoiser."""
+"""The Gaussian-residual parameterisations: an untrained (zero) network is the exact denoiser of N(0, I), of a
+per-element Gaussian prior, or of a Gaussian copula N(0, R)."""
 
 import pytest
 import torch
@@ -6,6 +7,7 @@ from torch import nn
 
 from normcore.diffusion import (
     CovariateTrend,
+    GaussianCopulaResidual,
     GaussianPriorResidual,
     GaussianResidual,
     NoiseSchedule,
@@ -47,6 +49,57 @@ def test_state_dict_is_the_network_state_and_eps_is_unwrapped():
     assert wrap_denoiser(net, s, "eps") is net
     with pytest.raises(ValueError, match="parameterisation"):
         wrap_denoiser(net, s, "v")
+
+
+def _correlated(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """n rows of N(0, R) with unit variances and correlations 0.8 (elements 0, 1) and -0.5 (elements 1, 2); R."""
+    r = torch.tensor([[1.0, 0.8, -0.4], [0.8, 1.0, -0.5], [-0.4, -0.5, 1.0]])
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, generator=g) @ torch.linalg.cholesky(r).T, r
+
+
+def test_copula_prior_is_the_exact_denoiser_of_its_fitted_correlation():
+    s = NoiseSchedule("linear", 100)
+    data, r = _correlated(20_000, 0)
+    eps = GaussianCopulaResidual(Zero(), s, 3).fit_correlation(data)
+    fitted = eps.prior_basis @ torch.diag(eps.prior_eigvals) @ eps.prior_basis.T
+    assert torch.allclose(fitted.diagonal(), torch.ones(3), atol=1e-5)  # a correlation: unit variances
+    assert float((fitted - r).abs().max()) < 0.03
+    x0, _ = _correlated(200_000, 1)
+    noise, t = torch.randn(200_000, 3, generator=torch.Generator().manual_seed(2)), torch.full((200_000,), 25)
+    xt = s.add_noise(x0, noise, t)
+    pred = eps(xt, t, None)
+    # the posterior mean of the noise leaves nothing linear in x_t: E[(eps - pred) x_t^T] = 0 for every pair;
+    # the standard-normal prior's skip term does not (it ignores the correlation)
+    assert float(((noise - pred)[:, :, None] * xt[:, None, :]).mean(0).abs().max()) < 0.01
+    standard = GaussianResidual(Zero(), s)(xt, t, None)
+    assert float(((noise - standard)[:, :, None] * xt[:, None, :]).mean(0).abs().max()) > 0.2
+
+
+def test_copula_prior_samples_its_correlation_with_standard_normal_marginals():
+    s = NoiseSchedule("cosine", 1000)
+    data, r = _correlated(20_000, 0)
+    eps = GaussianCopulaResidual(Zero(), s, 3).fit_correlation(data)
+    x = sample(eps, s, torch.zeros(10, 1), (10, 2000, 3), "ddpm", 1000,
+               generator=torch.Generator().manual_seed(0), clip_x0=None).reshape(-1, 3)
+    assert float(x.mean(0).abs().max()) < 0.03 and float((x.std(0) - 1).abs().max()) < 0.03
+    assert float((torch.corrcoef(x.T) - r).abs().max()) < 0.04
+
+
+def test_copula_prior_state_round_trips_and_is_checked():
+    s = NoiseSchedule("cosine", 10)
+    data, _ = _correlated(500, 0)
+    fitted = GaussianCopulaResidual(Zero(), s, 3).fit_correlation(data)
+    assert set(fitted.state_dict()) == {"prior_basis", "prior_eigvals"}  # beside the network's (none here)
+    loaded = wrap_denoiser(Zero(), s, "gaussian-copula-residual", 3, fitted.prior_state())
+    xt, t = torch.randn(4, 3), torch.tensor([1, 3, 5, 9])
+    assert torch.equal(loaded(xt, t, None), fitted(xt, t, None))
+    assert torch.equal(wrap_denoiser(Zero(), s, "gaussian-copula-residual", 3)(xt, t, None),
+                       GaussianResidual(Zero(), s)(xt, t, None))  # unfitted: R = I, the standard-normal prior
+    with pytest.raises(ValueError, match="prior_basis"):
+        wrap_denoiser(Zero(), s, "gaussian-copula-residual", 4, fitted.prior_state())
+    with pytest.raises(ValueError, match="number of elements"):
+        wrap_denoiser(Zero(), s, "gaussian-copula-residual")
 
 
 class ZeroWithVariance(nn.Module):

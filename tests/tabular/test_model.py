@@ -312,3 +312,31 @@ def test_a_per_idp_path_widened_by_the_training_rows_loads_at_its_width(tmp_path
     loaded = NormativeDiffusion.load(tmp_path / "m")
     assert loaded.net_.marginal.hidden.in_features == 29
     pd.testing.assert_frame_equal(loaded.score(df.head(4), seed=1), model.score(df.head(4), seed=1))
+
+
+def test_a_gaussian_copula_model_saves_its_correlation_and_refuses_weights_without_it(cohort, tmp_path):
+    """The copula prior's correlation is the training latents' (shrunk) correlation, saved beside the weights."""
+    from safetensors.torch import load_file, save_file
+
+    df, truth = cohort
+    controls = df[df.group == "control"]
+    model = NormativeDiffusion(**{**TINY, "epochs": 1, "parameterisation": "gaussian-copula-residual"})
+    model.fit(controls, age="age", covariates=["sex", "site"], idps=truth.idp_names)
+    basis, eigvals = model.prior_["prior_basis"], model.prior_["prior_eigvals"]
+    prior_corr = (basis @ torch.diag(eigvals) @ basis.T).numpy()
+    latents = model._to_latent(controls[truth.idp_names].to_numpy(float), controls["age"].to_numpy(float),
+                               model.encoder_.codes(controls))
+    sample_corr = np.corrcoef(latents.T)
+    assert np.allclose(np.diag(prior_corr), 1, atol=1e-5)
+    off = ~np.eye(4, dtype=bool)
+    assert np.abs(sample_corr[off]).max() > 0.2  # the cohort's IDPs are correlated
+    assert np.abs(prior_corr - sample_corr).max() < 0.06  # the prior holds their correlation,
+    assert np.all(np.abs(prior_corr[off]) <= np.abs(sample_corr[off]) + 1e-6)  # shrunk towards none
+    model.save(tmp_path / "m")
+    weights = load_file(tmp_path / "m" / "model.safetensors")
+    assert {"prior.prior_basis", "prior.prior_eigvals"} <= set(weights)
+    loaded = NormativeDiffusion.load(tmp_path / "m")
+    pd.testing.assert_frame_equal(loaded.score(df.head(6), seed=4), model.score(df.head(6), seed=4))
+    save_file({k: v for k, v in weights.items() if not k.startswith("prior.")}, tmp_path / "m" / "model.safetensors")
+    with pytest.raises(InputError, match="prior_basis"):
+        NormativeDiffusion.load(tmp_path / "m")

@@ -1,10 +1,10 @@
-"""Early stopping whose patience scales with the run."""
+"""Early stopping whose patience scales with the run and keeps the untrained denoiser when training only hurts."""
 
 import numpy as np
 import torch
 
 from normcore._utils.progress import Progress
-from normcore.diffusion import NoiseSchedule
+from normcore.diffusion import NoiseSchedule, wrap_denoiser
 from normcore.nets import build_backbone
 from normcore.tabular.training import TrainConfig, ValidationRecord, evaluation_interval, patience_steps, train_denoiser
 
@@ -28,8 +28,28 @@ def test_a_run_that_stops_improving_stops_after_its_patience():
                                 torch.device("cpu"), Progress())
     every = history["eval_every_steps"]
     assert history["planned_steps"] == 400 * 7 and every == 70
-    assert history["stopped_early"] and history["best_step"] == every  # the first evaluation stays the best
-    assert history["stop_step"] == history["best_step"] + history["patience_steps"] == every + 3 * every
+    # no evaluation beats the untrained denoiser (step 0) by min_improvement: the clock runs from step 0
+    assert history["stopped_early"] and history["best_step"] == 0
+    assert history["stop_step"] == history["patience_steps"] == 3 * every
+    assert abs(history["initial_val_loss"] - history["val_loss"][0]) < cfg.min_improvement
+
+
+def test_training_that_only_harms_validation_keeps_the_untrained_denoiser():
+    g = np.random.default_rng(0)
+    x_val = g.normal(size=(200, 3)).astype(np.float32)  # exactly the Gaussian residual's N(0, I) prior
+    x_train = (g.normal(size=(600, 3)) + 2.0).astype(np.float32)  # a shift the network learns, validation lacks
+    c = np.zeros((800, 1), np.float32)
+    torch.manual_seed(0)
+    schedule = NoiseSchedule("cosine", 100)
+    denoiser = wrap_denoiser(build_backbone("film-mlp", 3, 1, width=16, depth=1, emb_dim=8), schedule,
+                             "gaussian-residual")
+    initial = {k: v.clone() for k, v in denoiser.state_dict().items()}
+    cfg = TrainConfig(epochs=60, batch_size=64, warmup_steps=1, patience=3)
+    state, history = train_denoiser(denoiser, x_train, c[:600], x_val, c[600:], schedule, cfg, torch.device("cpu"),
+                                    Progress())
+    assert min(history["val_loss"]) > history["initial_val_loss"] + cfg.min_improvement  # training only hurt it
+    assert history["kept_step"] == history["best_step"] == 0
+    assert all(torch.equal(state[k], initial[k]) for k in initial)  # the untrained weights, returned as they were
 
 
 def test_the_latest_state_validation_cannot_tell_from_the_best_is_kept():
