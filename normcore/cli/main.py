@@ -37,7 +37,6 @@ from normcore.cli.arguments import (
     parse_sets,
 )
 from normcore.diffusion.noise import SAMPLING_NOISE
-from normcore.diffusion.parameterisation import PARAMETERISATIONS
 from normcore.persistence import check_writable_parent
 from normcore.registry import DIFFUSION, SAVABLE
 from normcore.tabular.io import read_table, write_table_atomic
@@ -51,13 +50,14 @@ DISTRIBUTED_COMMANDS = ("fit", "score", "centiles", "evaluate", "mri-cohort")
 seed."""
 
 
-def _kept_weights(history: dict) -> str:
-    """What the fit message says of the weights early stopping kept."""
-    if "kept_step" not in history:
+def _kept_weights(model) -> str:
+    """What the fit message says of the denoiser early stopping kept."""
+    kept = model.history_.get("kept_step")
+    if kept is None:
         return ""
-    if history["kept_step"] == 0:
-        return " (weights: the untrained network, i.e. the Gaussian prior alone; no trained state beat it)"
-    return f" (weights of step {history['kept_step']})"
+    if kept == 0 and getattr(model, "prior_", None):
+        return " (kept: the Gaussian copula of the training latents, no trained network beat it)"
+    return " (kept: the untrained network)" if kept == 0 else f" (weights of step {kept})"
 
 
 def _stderr_progress(quiet: bool) -> Progress:
@@ -133,11 +133,6 @@ def cmd_fit(args: argparse.Namespace) -> None:
     backbone_params = json_object(args.backbone_params, "--backbone-params")
     extra = {"sampling_steps": args.sampling_steps} if args.sampling_steps else {}
     extra.update({p: getattr(args, p) for p in SAMPLING_OPTIONS if getattr(args, p, None) is not None})
-    if args.parameterisation is not None:
-        if args.backbone not in DIFFUSION:
-            raise InputError(f"--parameterisation applies to the diffusion backbones ({', '.join(DIFFUSION)}), "
-                             f"not {args.backbone}")
-        extra["parameterisation"] = args.parameterisation
     batch = csv_list(args.batch_covariates)
     if batch:
         if args.backbone not in DIFFUSION:
@@ -161,7 +156,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
     if "steps" in h:
         print(f"fitted {args.backbone} on {h.get('world_size', 1)} process(es): {len(model.idps)} IDPs, {rows}, "
               f"{h['steps']} steps in {h['fit_time_s']:.1f} s, best validation loss {h['best_val_loss']:.4f}"
-              + _kept_weights(h) + f"; saved to {args.out}")
+              + _kept_weights(model) + f"; saved to {args.out}")
     else:
         print(f"fitted {args.backbone}: {len(model.idps)} IDPs, {rows}, {h['fit_time_s']:.1f} s; saved to {args.out}")
     calibration = getattr(model, "multivariate_calibration_", None)
@@ -447,11 +442,6 @@ def build_parser() -> argparse.ArgumentParser:
     tail_scale(f, stored=True)
     f.add_argument("--backbone-params", default=None, metavar="JSON",
                    help='network size, e.g. \'{"width": 128, "depth": 2}\' (advanced)')
-    f.add_argument("--parameterisation", choices=list(PARAMETERISATIONS), default=None,
-                   help="what the denoiser's network learns (advanced; default gaussian-copula-residual: the departure "
-                        "from the exact denoiser of the training latents' Gaussian copula, which an untrained network "
-                        "is and early stopping keeps when training does not beat it; gaussian-residual: from "
-                        "independent standard normals; eps: the noise itself)")
     f.add_argument("--timesteps", type=int_at_least(MIN_TIMESTEPS), default=1000, help="diffusion steps T (advanced)")
     f.add_argument("--sampling-steps", type=COUNT, default=None, help="DDIM steps used when scoring (advanced)")
     f.add_argument("--batch-size", type=COUNT, default=256, help="training batch size (advanced)")

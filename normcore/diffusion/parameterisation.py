@@ -7,7 +7,7 @@ from torch import nn
 
 from normcore.diffusion.schedule import NoiseSchedule
 
-PARAMETERISATIONS = ("gaussian-copula-residual", "gaussian-residual", "eps")
+PARAMETERISATIONS = ("gaussian-residual", "eps")
 
 
 class CovariateTrend(nn.Module):
@@ -139,7 +139,9 @@ class GaussianCopulaResidual(GaussianPriorResidual):
     E[eps | x_t] = sqrt(1 - abar) U diag(1 / (abar lam + 1 - abar)) U^T x_t, so a network that has learnt little
     falls back to the Gaussian copula: exact standard-normal marginals and the linear dependence of ``R``. The
     correlation is held in the buffers ``prior_basis`` (U) and ``prior_eigvals`` (lam), set by
-    :meth:`fit_correlation`; before that R = I, the standard-normal prior (:class:`GaussianResidual`).
+    :meth:`fit_correlation`; before that R = I, the standard-normal prior (:class:`GaussianResidual`). The tabular
+    model uses it around its untrained network (output zero) as a closed-form candidate that the network trained on
+    the standard-normal prior must beat (``NormativeDiffusion``'s ``copula_candidate``).
     """
 
     PRIOR_BUFFERS = ("prior_basis", "prior_eigvals")
@@ -202,18 +204,17 @@ class GaussianResidual(GaussianPriorResidual):
         super().__init__(net, schedule, None)
 
 
-def wrap_denoiser(net: nn.Module, schedule: NoiseSchedule, parameterisation: str, d: int | None = None,
+def wrap_denoiser(net: nn.Module, schedule: NoiseSchedule, parameterisation: str,
                   prior_state: dict[str, torch.Tensor] | None = None) -> nn.Module:
-    """The module that predicts noise: ``net`` itself (``"eps"``), its Gaussian-residual wrapper, or its Gaussian-copula
-    residual wrapper over ``d`` elements with the correlation of ``prior_state`` (``None``: I, until
-    :meth:`~GaussianCopulaResidual.fit_correlation`)."""
+    """The module that predicts noise: ``net`` itself (``"eps"``) or its Gaussian-residual wrapper, whose exact
+    Gaussian denoiser is that of N(0, I) or, given a :class:`GaussianCopulaResidual`'s ``prior_state``, of N(0, R)."""
     if parameterisation == "eps":
+        if prior_state is not None:
+            raise ValueError("a Gaussian prior's state needs the gaussian-residual parameterisation, not eps")
         return net
     if parameterisation == "gaussian-residual":
-        return GaussianResidual(net, schedule)
-    if parameterisation == "gaussian-copula-residual":
-        if d is None:
-            raise ValueError("the gaussian-copula-residual parameterisation needs the number of elements d")
-        wrapper = GaussianCopulaResidual(net, schedule, d)
-        return wrapper.load_prior_state(prior_state) if prior_state is not None else wrapper
+        if prior_state is None:
+            return GaussianResidual(net, schedule)
+        d = len(prior_state.get("prior_eigvals", ()))
+        return GaussianCopulaResidual(net, schedule, d).load_prior_state(prior_state)
     raise ValueError(f"unknown parameterisation {parameterisation!r}; choose one of {PARAMETERISATIONS}")

@@ -96,6 +96,7 @@ SCORE_AGE_RESOLUTION = 0.025
 
 CALIBRATION_STAGE = "calibrate multivariate score"  # the progress stage of a fit's last part
 PRIOR_PREFIX = "prior."  # saved tensors of the denoiser's prior (the Gaussian copula's correlation), beside the network
+STANDARD_PRIOR, COPULA_PRIOR = "standard-normal", "gaussian-copula"  # the card's denoiser_prior: which exact denoiser
 
 
 class NormativeDiffusion(NormativeModel):
@@ -104,12 +105,14 @@ class NormativeDiffusion(NormativeModel):
     Parameters
     ----------
     backbone : ``"film-mlp"`` or ``"saint"``; ``backbone_params`` are passed to the network.
-    parameterisation : ``"gaussian-copula-residual"`` (default: the network learns the departure from the exact
-      denoiser of the training latents' Gaussian copula, standard-normal IDPs with their shrunk correlation, see
-      :class:`~normcore.diffusion.GaussianCopulaResidual`; the untrained network is that copula, and early stopping
-      keeps it when no trained state beats it on the validation rows), ``"gaussian-residual"`` (the departure from
-      independent standard-normal IDPs, :class:`~normcore.diffusion.GaussianResidual`) or ``"eps"`` (plain noise
-      prediction).
+    parameterisation : ``"gaussian-residual"`` (default: the network learns the departure from the exact
+      denoiser of independent standard-normal IDPs, see :class:`~normcore.diffusion.GaussianResidual`)
+      or ``"eps"`` (plain noise prediction).
+    copula_candidate : with ``"gaussian-residual"``, early stopping's step 0 is the Gaussian copula of the training
+      latents (the exact denoiser of N(0, R), R their Ledoit-Wolf-shrunk correlation, around the untrained network,
+      :class:`~normcore.diffusion.GaussianCopulaResidual`): a closed-form model with the preprocessing's marginals
+      and the linear dependence, kept when no trained state beats it on the validation rows (small cohorts:
+      BENCHMARKS.md). ``False``: step 0 is the untrained network under independent standard normals.
     location_scale : first standardise each IDP by a smooth conditional location and scale
       (:class:`~normcore.tabular.preprocessing.LocationScale`); the diffusion model learns the rest.
     batch_covariates : categorical covariates (e.g. ``["site"]``) modelled as batch effects, as ComBat and
@@ -164,7 +167,7 @@ class NormativeDiffusion(NormativeModel):
         "clip_x0": optional(number(0, float("inf"), lo_open=True)), "location_scale": boolean,
         "parameterisation": choice(*PARAMETERISATIONS), "score_age_resolution": optional(number(0, float("inf"))),
         "sampling_noise": choice(*SAMPLING_NOISE), "tail_scale": choice(*TAIL_SCALES),
-        "batch_covariates": names,
+        "batch_covariates": names, "copula_candidate": boolean,
     }
 
     def __init__(self, backbone: str = "film-mlp", transform: str = "quantile", schedule: str = "cosine",
@@ -174,10 +177,10 @@ class NormativeDiffusion(NormativeModel):
                  weight_decay: float = 1e-4, ema_decay: float = 0.998, val_fraction: float = 0.1,
                  patience: int = 8, seed: int = 0, device: str = "auto", allow_unseen: bool = False,
                  backbone_params: dict | None = None, clip_x0: float | None = 10.0,
-                 location_scale: bool = True, parameterisation: str = "gaussian-copula-residual",
+                 location_scale: bool = True, parameterisation: str = "gaussian-residual",
                  score_age_resolution: float | None = None, sampling_noise: str = "sobol",
                  tail_scale: str = "gaussianised", log_snr_start: float | None = LOG_SNR_START,
-                 batch_covariates: list[str] | tuple[str, ...] = ()):
+                 batch_covariates: list[str] | tuple[str, ...] = (), copula_candidate: bool = True):
         self.backbone = backbone
         self.transform = transform
         self.schedule = schedule
@@ -206,6 +209,7 @@ class NormativeDiffusion(NormativeModel):
         self.log_snr_start = log_snr_start
         self.batch_covariates = list(batch_covariates) if isinstance(batch_covariates, (list, tuple)) \
             else batch_covariates
+        self.copula_candidate = copula_candidate
 
     FORMAT = "normcore-tabular-diffusion"
     FORMAT_VERSION = 3
@@ -281,15 +285,17 @@ class NormativeDiffusion(NormativeModel):
         torch.manual_seed(self.seed)
         net = build_backbone(self.backbone, len(idps), self.encoder_.dim,
                              **self._network_params(len(idps), n_rows=len(train)))
-        denoiser = wrap_denoiser(net, self.schedule_, self.parameterisation, len(idps))
-        if isinstance(denoiser, GaussianCopulaResidual):  # the training rows alone: validation judges the prior too
-            denoiser.fit_correlation(torch.from_numpy(x_train))
+        denoiser = wrap_denoiser(net, self.schedule_, self.parameterisation)
+        copula = None
+        if self.copula_candidate and self.parameterisation == "gaussian-residual":  # the training rows alone:
+            copula = GaussianCopulaResidual(net, self.schedule_, len(idps))        # validation judges it too
+            copula.fit_correlation(torch.from_numpy(x_train))
         params = self.get_params()
         cfg = TrainConfig(**{f.name: params[f.name] for f in dataclasses.fields(TrainConfig) if f.name in params})
         state, history = train_denoiser(denoiser, x_train, c_train, x_val, c_val, self.schedule_, cfg, device,
-                                        progress)
+                                        progress, untrained=copula)
         denoiser.load_state_dict(state)
-        self.prior_ = denoiser.prior_state() if isinstance(denoiser, GaussianCopulaResidual) else {}
+        self.prior_ = copula.prior_state() if copula is not None and history["kept_step"] == 0 else {}
         self.net_ = net.to(device).eval()  # only now is the model fitted (a cancelled fit leaves none)
         start = time.perf_counter()
         try:
@@ -331,8 +337,8 @@ class NormativeDiffusion(NormativeModel):
 
     # ------------------------------------------------------------------ sampling core
     def _eps_fn(self):
-        return wrap_denoiser(self.net_, self.schedule_, self.parameterisation, len(self.idps),
-                             self.prior_ or None).to(self.device_).eval()
+        return wrap_denoiser(self.net_, self.schedule_, self.parameterisation, self.prior_ or None
+                             ).to(self.device_).eval()
 
     def _max_rows(self) -> int:
         # CPU: small chunks keep the activations in cache (see BENCHMARKS.md)
@@ -684,7 +690,8 @@ class NormativeDiffusion(NormativeModel):
         return {**self.net_.state_dict(), **prior}, {
             "transformer": self.transformer_.to_dict(),
             "location_scale": self.location_scale_.to_dict() if self.location_scale_ else None,
-            "schedule": self.schedule_.to_dict()}
+            "schedule": self.schedule_.to_dict(),
+            "denoiser_prior": COPULA_PRIOR if self.prior_ else STANDARD_PRIOR}
 
     def _versions(self) -> dict:
         return {"fitted_on": describe_device(self.device_)}
@@ -710,11 +717,13 @@ class NormativeDiffusion(NormativeModel):
         tensors = dict(tensors)
         self.prior_ = {key.removeprefix(PRIOR_PREFIX): tensors.pop(key)
                        for key in list(tensors) if key.startswith(PRIOR_PREFIX)}
-        if self.parameterisation == "gaussian-copula-residual":
+        if card.get("denoiser_prior", STANDARD_PRIOR) == COPULA_PRIOR:
             try:
                 GaussianCopulaResidual.check_prior_state(self.prior_, len(self.idps))
             except ValueError as exc:
-                raise InputError(f"{path}: {exc}") from None
+                raise InputError(f"{path}: the card's denoiser is the Gaussian copula, but {exc}") from None
+        elif self.prior_:
+            raise InputError(f"{path}: the weights hold a Gaussian copula that the card does not name")
         net = build_backbone(self.backbone, len(self.idps), self.encoder_.dim,
                              **self._network_params(len(self.idps), tensors=tensors))
         try:

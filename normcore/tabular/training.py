@@ -32,10 +32,11 @@ class TrainConfig:
     The weights kept are those of the **latest** evaluation within ``min_improvement`` of the lowest validation loss
     seen: states that validation cannot tell apart from the best are equally good by its measure, and the later one
     has trained longer at a lower learning rate (what that buys on the curves: BENCHMARKS.md). Where the loss rises
-    (over-fitting) the kept state stays at the last one before the rise. The untrained denoiser is evaluated too, as
-    step 0: the networks start with a zero output, so it is the parameterisation's exact Gaussian denoiser alone, and
-    it is kept when no trained state beats it by ``min_improvement`` (a small cohort's network can move well-fitted
-    marginals more than it adds; BENCHMARKS.md).
+    (over-fitting) the kept state stays at the last one before the rise. Step 0 is a candidate too: the untrained
+    denoiser (the networks start with a zero output, so under a Gaussian-residual parameterisation it is the exact
+    Gaussian denoiser alone), or a closed-form alternative given to :func:`train_denoiser`, kept when no trained state
+    beats it by ``min_improvement`` (a small cohort's network can move well-fitted marginals more than it adds;
+    BENCHMARKS.md).
     """
 
     epochs: int | None = None
@@ -120,9 +121,13 @@ def _loss_on(net: nn.Module, batch, schedule: NoiseSchedule, device: torch.devic
 
 def train_denoiser(net: nn.Module, x_train: np.ndarray, c_train: np.ndarray, x_val: np.ndarray,
                    c_val: np.ndarray, schedule: NoiseSchedule, cfg: TrainConfig, device: torch.device,
-                   progress: Progress) -> tuple[dict[str, torch.Tensor], dict]:
+                   progress: Progress, untrained: nn.Module | None = None) -> tuple[dict[str, torch.Tensor], dict]:
     """Train ``net`` with the epsilon-prediction loss; return the kept EMA state dict (:class:`ValidationRecord`) and
     a history.
+
+    Step 0 is evaluated before training: ``untrained`` (a denoiser, e.g. a closed-form one around ``net``'s untrained
+    network) or else ``net`` as initialised. When it stays the kept one (``history["kept_step"] == 0``) the state
+    returned is ``net``'s initial state, and the caller knows which denoiser step 0 was.
 
     Under ``torchrun`` (an initialised process group) each rank trains on its own shard of every
     epoch and gradients are averaged by DistributedDataParallel; all ranks take the same early-stopping
@@ -160,7 +165,8 @@ def train_denoiser(net: nn.Module, x_train: np.ndarray, c_train: np.ndarray, x_v
 
     history: dict = {"step": [], "epoch": [], "train_loss": [], "val_loss": [], "elapsed_s": []}
     record, step = ValidationRecord(cfg.min_improvement), 0
-    history["initial_val_loss"] = _loss_on(ema.shadow, val, schedule, device)  # step 0: the untrained denoiser
+    step0 = untrained.to(device).eval() if untrained is not None else ema.shadow
+    history["initial_val_loss"] = _loss_on(step0, val, schedule, device)  # step 0: before any training
     record.observe(0, history["initial_val_loss"])
     kept_state = {k: v.detach().clone() for k, v in ema.shadow.state_dict().items()}
     every = evaluation_interval(cfg, total_steps)

@@ -50,13 +50,9 @@ def test_fit_writes_a_model_folder(workflow):
 
 def test_fit_with_a_batch_covariate_keeps_it_out_of_the_network(workflow):
     run("fit", workflow / "data.csv", "--age", "age", "--covariates", "sex,site", "--batch-covariates", "site",
-        "--idps-regex", "^idp_", "--group-col", "group", *TINY_FIT, "--parameterisation", "gaussian-residual",
-        "--out", workflow / "batch")
+        "--idps-regex", "^idp_", "--group-col", "group", *TINY_FIT, "--out", workflow / "batch")
     card = json.loads((workflow / "batch" / "model.json").read_text())
     assert card["params"]["batch_covariates"] == ["site"] and card["encoder"]["batch"] == ["site"]
-    assert card["params"]["parameterisation"] == "gaussian-residual"  # the default model is the copula's (above)
-    assert json.loads((workflow / "model" / "model.json").read_text())["params"]["parameterisation"] == \
-        "gaussian-copula-residual"
     model = load_model(workflow / "batch")
     assert model.encoder_.network_covariates == ["sex"] and model.net_.embed.cond[0].in_features == 1 + 2
     run("score", workflow / "batch", workflow / "data.csv", "--out", workflow / "batch.csv", "--samples", 100)
@@ -173,9 +169,6 @@ def test_bad_fit_arguments_are_refused(workflow):
     proc = run("fit", workflow / "data.csv", "--age", "age", "--covariates", "sex", "--batch-covariates", "site",
                "--out", workflow / "m2", check=False)
     assert proc.returncode == 2 and "--batch-covariates ['site']" in proc.stderr and "Traceback" not in proc.stderr
-    proc = run("fit", workflow / "data.csv", "--age", "age", "--backbone", "shash-baseline", "--parameterisation",
-               "eps", "--out", workflow / "m2", check=False)
-    assert proc.returncode == 2 and "--parameterisation applies to the diffusion" in proc.stderr
     proc = run("centiles", workflow / "model", "--ages", "90:20:1", "--out", workflow / "c.csv", check=False)
     assert proc.returncode == 2 and "--ages" in proc.stderr
     proc = run("score", workflow / "nomodel", workflow / "data.csv", "--out", workflow / "s.csv", check=False)

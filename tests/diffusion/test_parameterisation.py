@@ -91,15 +91,16 @@ def test_copula_prior_state_round_trips_and_is_checked():
     data, _ = _correlated(500, 0)
     fitted = GaussianCopulaResidual(Zero(), s, 3).fit_correlation(data)
     assert set(fitted.state_dict()) == {"prior_basis", "prior_eigvals"}  # beside the network's (none here)
-    loaded = wrap_denoiser(Zero(), s, "gaussian-copula-residual", 3, fitted.prior_state())
+    loaded = wrap_denoiser(Zero(), s, "gaussian-residual", fitted.prior_state())
+    assert isinstance(loaded, GaussianCopulaResidual)
     xt, t = torch.randn(4, 3), torch.tensor([1, 3, 5, 9])
     assert torch.equal(loaded(xt, t, None), fitted(xt, t, None))
-    assert torch.equal(wrap_denoiser(Zero(), s, "gaussian-copula-residual", 3)(xt, t, None),
-                       GaussianResidual(Zero(), s)(xt, t, None))  # unfitted: R = I, the standard-normal prior
+    assert torch.allclose(GaussianCopulaResidual(Zero(), s, 3)(xt, t, None),
+                          GaussianResidual(Zero(), s)(xt, t, None))  # unfitted: R = I, the standard-normal prior
     with pytest.raises(ValueError, match="prior_basis"):
-        wrap_denoiser(Zero(), s, "gaussian-copula-residual", 4, fitted.prior_state())
-    with pytest.raises(ValueError, match="number of elements"):
-        wrap_denoiser(Zero(), s, "gaussian-copula-residual")
+        GaussianCopulaResidual(Zero(), s, 4).load_prior_state(fitted.prior_state())
+    with pytest.raises(ValueError, match="not eps"):
+        wrap_denoiser(Zero(), s, "eps", fitted.prior_state())
 
 
 class ZeroWithVariance(nn.Module):

@@ -314,14 +314,16 @@ def test_a_per_idp_path_widened_by_the_training_rows_loads_at_its_width(tmp_path
     pd.testing.assert_frame_equal(loaded.score(df.head(4), seed=1), model.score(df.head(4), seed=1))
 
 
-def test_a_gaussian_copula_model_saves_its_correlation_and_refuses_weights_without_it(cohort, tmp_path):
-    """The copula prior's correlation is the training latents' (shrunk) correlation, saved beside the weights."""
+def test_a_kept_gaussian_copula_saves_its_correlation_and_refuses_weights_without_it(cohort, tmp_path):
+    """When no trained state beats the copula candidate (here nothing can be learnt), the model is the copula: the
+    training latents' (shrunk) correlation, saved beside the weights."""
     from safetensors.torch import load_file, save_file
 
     df, truth = cohort
     controls = df[df.group == "control"]
-    model = NormativeDiffusion(**{**TINY, "epochs": 1, "parameterisation": "gaussian-copula-residual"})
+    model = NormativeDiffusion(**{**TINY, "epochs": 2, "lr": 1e-12})
     model.fit(controls, age="age", covariates=["sex", "site"], idps=truth.idp_names)
+    assert model.history_["kept_step"] == 0 and min(model.history_["val_loss"]) > model.history_["initial_val_loss"]
     basis, eigvals = model.prior_["prior_basis"], model.prior_["prior_eigvals"]
     prior_corr = (basis @ torch.diag(eigvals) @ basis.T).numpy()
     latents = model._to_latent(controls[truth.idp_names].to_numpy(float), controls["age"].to_numpy(float),
@@ -340,3 +342,13 @@ def test_a_gaussian_copula_model_saves_its_correlation_and_refuses_weights_witho
     save_file({k: v for k, v in weights.items() if not k.startswith("prior.")}, tmp_path / "m" / "model.safetensors")
     with pytest.raises(InputError, match="prior_basis"):
         NormativeDiffusion.load(tmp_path / "m")
+
+
+def test_without_the_copula_candidate_step_0_is_the_untrained_network(cohort):
+    df, truth = cohort
+    controls = df[df.group == "control"]
+    model = NormativeDiffusion(**{**TINY, "epochs": 2, "lr": 1e-12, "copula_candidate": False})
+    model.fit(controls, age="age", covariates=["sex", "site"], idps=truth.idp_names)
+    assert model.prior_ == {} and type(model._eps_fn()).__name__ == "GaussianResidual"
+    # the independent-normal step 0 is what every (untrainable) state is: none of them differs from it
+    assert abs(min(model.history_["val_loss"]) - model.history_["initial_val_loss"]) < 1e-4
