@@ -197,6 +197,14 @@ class GaussianCopulaResidual(GaussianPriorResidual):
         return (1 - a).sqrt() * ((rotated / (a * self.prior_eigvals + 1 - a)) @ self.prior_basis.T)
 
 
+class ZeroResidual(nn.Module):
+    """What an untrained network adds to its exact Gaussian denoiser: nothing (every backbone zero-initialises its
+    output layer). A model that kept its untrained state samples with this instead of running the network."""
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(x)
+
+
 class GaussianResidual(GaussianPriorResidual):
     """The standard-normal case used by the tabular model: IDPs are marginally N(0, 1) after preprocessing."""
 

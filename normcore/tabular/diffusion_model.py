@@ -24,7 +24,7 @@ from normcore._utils.progress import Progress, as_progress
 from normcore.diffusion import SAMPLERS, NoiseSchedule
 from normcore.diffusion import sample as run_sampler
 from normcore.diffusion.noise import SAMPLING_NOISE, ScrambledSobol, noise_draws
-from normcore.diffusion.parameterisation import PARAMETERISATIONS, GaussianCopulaResidual, wrap_denoiser
+from normcore.diffusion.parameterisation import PARAMETERISATIONS, GaussianCopulaResidual, ZeroResidual, wrap_denoiser
 from normcore.nets import BACKBONES, build_backbone, check_backbone_params
 from normcore.nets.film_mlp import auto_marginal_width
 from normcore.tabular.base import NormativeModel
@@ -337,8 +337,8 @@ class NormativeDiffusion(NormativeModel):
 
     # ------------------------------------------------------------------ sampling core
     def _eps_fn(self):
-        return wrap_denoiser(self.net_, self.schedule_, self.parameterisation, self.prior_ or None
-                             ).to(self.device_).eval()
+        net = ZeroResidual() if self.prior_ else self.net_  # a kept copula is step 0: the untrained network adds 0
+        return wrap_denoiser(net, self.schedule_, self.parameterisation, self.prior_ or None).to(self.device_).eval()
 
     def _max_rows(self) -> int:
         # CPU: small chunks keep the activations in cache (see BENCHMARKS.md)

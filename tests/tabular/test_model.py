@@ -324,6 +324,12 @@ def test_a_kept_gaussian_copula_saves_its_correlation_and_refuses_weights_withou
     model = NormativeDiffusion(**{**TINY, "epochs": 2, "lr": 1e-12})
     model.fit(controls, age="age", covariates=["sex", "site"], idps=truth.idp_names)
     assert model.history_["kept_step"] == 0 and min(model.history_["val_loss"]) > model.history_["initial_val_loss"]
+    from normcore.diffusion import wrap_denoiser
+    with_network = wrap_denoiser(model.net_, model.schedule_, "gaussian-residual", model.prior_)
+    xt, t = torch.randn(5, 4), torch.tensor([0, 10, 50, 90, 99])
+    cond = torch.from_numpy(model.encoder_.encode(np.full(5, 40.0), model.encoder_.codes(controls.head(5)))).float()
+    # sampling skips the untrained network, which adds exactly nothing
+    assert torch.equal(model._eps_fn()(xt, t, cond), with_network(xt, t, cond))
     basis, eigvals = model.prior_["prior_basis"], model.prior_["prior_eigvals"]
     prior_corr = (basis @ torch.diag(eigvals) @ basis.T).numpy()
     latents = model._to_latent(controls[truth.idp_names].to_numpy(float), controls["age"].to_numpy(float),
