@@ -130,9 +130,9 @@ def pit_histogram(centiles, bins: int = 20, title: str = "PIT of held-out contro
 
 
 def loss_curve(history: dict) -> go.Figure:
-    """Training and validation loss against optimiser steps. A fit's history (``initial_val_loss``: the untrained
-    denoiser's validation loss, drawn at step 0; ``kept_step``: the evaluation whose weights were kept, marked)
-    shows what early stopping chose; a history of progress events has neither."""
+    """Training and validation loss against optimiser steps. A fit's history (``initial_val_loss``: step 0's
+    validation loss, before training; ``kept_step``: the evaluation whose weights were kept, marked, and
+    ``step0_denoiser``: what step 0 was) shows what early stopping chose; a history of progress events has none."""
     fig = go.Figure()
     steps, val = list(history.get("step", [])), list(history.get("val_loss", []))
     if history.get("initial_val_loss") is not None:
@@ -142,7 +142,8 @@ def loss_curve(history: dict) -> go.Figure:
     if history.get("kept_step") is not None:
         kept = history["kept_step"]
         fig.add_vline(x=kept, line_dash="dot", line_color="gray",
-                      annotation_text="kept: untrained (Gaussian prior)" if kept == 0 else f"kept: step {kept}")
+                      annotation_text=f"kept: step 0 ({history.get('step0_denoiser', 'before training')})"
+                      if kept == 0 else f"kept: step {kept}")
     fig.update_layout(template="plotly_white", xaxis_title="step", yaxis_title="ε-prediction loss",
                       margin=dict(l=40, r=20, t=30, b=40))
     return fig

@@ -296,6 +296,7 @@ class NormativeDiffusion(NormativeModel):
                                         progress, untrained=copula)
         denoiser.load_state_dict(state)
         self.prior_ = copula.prior_state() if copula is not None and history["kept_step"] == 0 else {}
+        history["step0_denoiser"] = COPULA_PRIOR if copula is not None else "untrained network"
         self.net_ = net.to(device).eval()  # only now is the model fitted (a cancelled fit leaves none)
         start = time.perf_counter()
         try:

@@ -58,9 +58,9 @@ def test_pit_histogram_and_loss_curve():
     loss = plots.loss_curve({"step": [1, 2], "train_loss": [1.0, 0.5], "val_loss": [1.1, 0.6]}).to_dict()
     assert [t["name"] for t in loss["data"]] == ["train", "validation (EMA)"]
     fitted = plots.loss_curve({"step": [150, 300], "train_loss": [0.6, 0.5], "val_loss": [0.49, 0.50],
-                               "initial_val_loss": 0.48, "kept_step": 0}).to_dict()
+                               "initial_val_loss": 0.48, "kept_step": 0, "step0_denoiser": "gaussian-copula"}).to_dict()
     assert list(fitted["data"][1]["x"]) == [0, 150, 300] and list(fitted["data"][1]["y"]) == [0.48, 0.49, 0.50]
-    assert "untrained" in fitted["layout"]["annotations"][0]["text"]
+    assert fitted["layout"]["annotations"][0]["text"] == "kept: step 0 (gaussian-copula)"
 
 
 def test_visit_trajectory_joins_a_subjects_visits_in_order():

@@ -356,5 +356,6 @@ def test_without_the_copula_candidate_step_0_is_the_untrained_network(cohort):
     model = NormativeDiffusion(**{**TINY, "epochs": 2, "lr": 1e-12, "copula_candidate": False})
     model.fit(controls, age="age", covariates=["sex", "site"], idps=truth.idp_names)
     assert model.prior_ == {} and type(model._eps_fn()).__name__ == "GaussianResidual"
+    assert model.history_["step0_denoiser"] == "untrained network"
     # the independent-normal step 0 is what every (untrainable) state is: none of them differs from it
     assert abs(min(model.history_["val_loss"]) - model.history_["initial_val_loss"]) < 1e-4
