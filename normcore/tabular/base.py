@@ -438,7 +438,7 @@ class NormativeModel:
             est = estimate_level(ls, k, code if known else None, age[rows], sub_codes, y[rows],
                                  new.encoder_.trained_levels[col], train_count)
             ls.set_level_effect(k, code, est.mu, est.logvar)
-            sees = self._has_network_input() and col in self.encoder_.network_covariates  # not a batch covariate
+            sees = self._network_sees(col)
             network = {"network_input": "marginal" if sees else "none"}
             if network_input == "embedding" and sees and not known:
                 network = new._adapt_network_input(col, code, age[rows], sub_codes, y[rows], progress)
@@ -467,6 +467,10 @@ class NormativeModel:
     def _has_network_input(self) -> bool:
         """Whether the model conditions a network on the categorical levels (see :meth:`adapt`)."""
         return False
+
+    def _network_sees(self, col: str) -> bool:
+        """Whether a network is conditioned on categorical covariate ``col`` (not a batch covariate)."""
+        return self._has_network_input() and col in self.encoder_.network_covariates
 
     def _adapt_network_input(self, col: str, code: int, age: np.ndarray, codes: np.ndarray, y: np.ndarray,
                              progress: Progress) -> dict:

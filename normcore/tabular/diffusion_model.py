@@ -405,6 +405,9 @@ class NormativeDiffusion(NormativeModel):
     def _has_network_input(self) -> bool:
         return True
 
+    def _network_sees(self, col: str) -> bool:
+        return not self.prior_ and super()._network_sees(col)  # a kept copula runs no network
+
     def _adapt_network_input(self, col: str, code: int, age: np.ndarray, codes: np.ndarray, y: np.ndarray,
                              progress: Progress) -> dict:
         """Fit the network's input for adapted level ``code`` of ``col`` on its controls, all else frozen.

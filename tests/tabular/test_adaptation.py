@@ -91,7 +91,7 @@ def test_the_reference_model_is_untouched(world, shash):
 @pytest.mark.parametrize("name", ["shash-baseline", "film-mlp", "film-mlp, site a batch covariate"])
 def test_adapted_model_scores_the_new_site_calibrated_and_saves_its_record(name, world, tmp_path):
     truth, reference, site = world
-    settings = {"film-mlp": {**TINY, "epochs": 2}, "shash-baseline": {},
+    settings = {"film-mlp": {**TINY, "epochs": 2, "copula_candidate": False}, "shash-baseline": {},  # a network
                 "film-mlp, site a batch covariate": {**TINY, "epochs": 2, "batch_covariates": ["site"]}}[name]
     model = make_model(name.split(",")[0], **settings).fit(reference.sample(1500, random_state=0), age="age",
                                              covariates=["sex", "site"], idps=truth.idp_names)
@@ -196,8 +196,8 @@ def test_a_local_table_is_conformed_adapted_and_checked_on_held_out_controls(wor
 
 def test_the_network_input_of_a_new_level_can_be_fitted_on_the_controls(world, tmp_path):
     truth, reference, site = world
-    model = make_model("film-mlp", **{**TINY, "epochs": 2}).fit(reference.sample(800, random_state=0), age="age",
-                                                               covariates=["sex", "site"], idps=truth.idp_names)
+    model = make_model("film-mlp", **{**TINY, "epochs": 2, "copula_candidate": False}).fit(
+        reference.sample(800, random_state=0), age="age", covariates=["sex", "site"], idps=truth.idp_names)
     adapted = model.adapt(site.head(30), network_input="embedding")
     weights = np.asarray(adapted.encoder_.embeddings["site"][NEW])
     assert weights.shape == (5,) and (weights >= 0).all() and weights.sum() == pytest.approx(1, abs=1e-4)
@@ -215,6 +215,16 @@ def test_the_network_input_of_a_new_level_can_be_fitted_on_the_controls(world, t
     assert model.adapt(site.head(30)).adaptation_[-1]["levels"][0]["network_input"] == "marginal"
     with pytest.raises(InputError, match="network_input must be one of"):
         model.adapt(site.head(30), network_input="nearest")
+
+
+def test_a_model_that_kept_its_gaussian_copula_adapts_a_new_level_without_a_network(world):
+    truth, reference, site = world
+    model = make_model("film-mlp", **{**TINY, "epochs": 2, "lr": 1e-12}).fit(  # nothing learnt: the copula is kept
+        reference.sample(800, random_state=0), age="age", covariates=["sex", "site"], idps=truth.idp_names)
+    assert model.history_["kept_step"] == 0 and model.prior_
+    adapted = model.adapt(site.head(30), network_input="embedding")  # no network runs: nothing to fit
+    assert adapted.adaptation_[-1]["levels"][0]["network_input"] == "none" and not adapted.encoder_.embeddings
+    assert adapted.score(site.iloc[30:40], n_samples=100, seed=1)["z:" + truth.idp_names[0]].notna().all()
 
 
 def test_a_new_level_of_a_batch_covariate_is_adapted_without_the_network(world):
