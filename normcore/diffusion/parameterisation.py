@@ -148,7 +148,6 @@ class GaussianCopulaResidual(GaussianPriorResidual):
 
     def __init__(self, net: nn.Module, schedule: NoiseSchedule, d: int):
         super().__init__(net, schedule, None)
-        self.standard = False
         self.register_buffer("prior_basis", torch.eye(d))
         self.register_buffer("prior_eigvals", torch.ones(d))
 
