@@ -52,12 +52,19 @@ seed."""
 
 def _kept_weights(model) -> str:
     """What the fit message says of the denoiser early stopping kept."""
-    kept = model.history_.get("kept_step")
+    history = model.history_
+    kept = history.get("kept_step")
     if kept is None:
         return ""
+    weighed = "val_crps_copula" in history  # the network won the loss; the CRPS decided
     if kept == 0 and getattr(model, "prior_", None):
-        return " (kept: the Gaussian copula of the training latents, no trained network beat it)"
-    return " (kept: the untrained network)" if kept == 0 else f" (weights of step {kept})"
+        why = (f"the trained network of step {history['loss_kept_step']} had the lower validation loss but a "
+               "significantly higher CRPS" if weighed else "no trained network beat it on the validation loss")
+        return f" (kept: the Gaussian copula of the training latents; {why})"
+    if kept == 0:
+        return " (kept: the untrained network)"
+    return f" (weights of step {kept}" + ("; lower validation loss than the Gaussian copula, whose CRPS was not "
+                                          "significantly lower)" if weighed else ")")
 
 
 def _stderr_progress(quiet: bool) -> Progress:

@@ -20,9 +20,10 @@ from normcore.metrics.dependence import (
                                           spearman_matrix,
 )
 from normcore.metrics.memorisation import memorisation_report
+from normcore.metrics.scoring_rules import sample_crps
 
 __all__ = ["ace_against_truth", "ace_from_centiles", "ace_heldout", "benjamini_hochberg", "coverage",
            "ks_by_age_band", "pit_ks",
            "explained_variance", "msll", "pearson_rho", "smse", "z_summary", "auc_with_ci", "separation_table",
            "top_k_mean_abs", "welch_t", "dependence_report", "energy_distance", "frobenius_gap", "mmd_rbf",
-           "product_of_marginals", "spearman_matrix", "memorisation_report"]
+           "product_of_marginals", "spearman_matrix", "memorisation_report", "sample_crps"]

@@ -131,8 +131,9 @@ def pit_histogram(centiles, bins: int = 20, title: str = "PIT of held-out contro
 
 def loss_curve(history: dict) -> go.Figure:
     """Training and validation loss against optimiser steps. A fit's history (``initial_val_loss``: step 0's
-    validation loss, before training; ``kept_step``: the evaluation whose weights were kept, marked, and
-    ``step0_denoiser``: what step 0 was) shows what early stopping chose; a history of progress events has none."""
+    validation loss, before training; ``kept_step``: the evaluation whose weights were kept, marked;
+    ``step0_denoiser``: what step 0 was; ``loss_kept_step``: the loss's own choice, when the CRPS overruled it) shows
+    what early stopping chose; a history of progress events has none."""
     fig = go.Figure()
     steps, val = list(history.get("step", [])), list(history.get("val_loss", []))
     if history.get("initial_val_loss") is not None:
@@ -141,9 +142,13 @@ def loss_curve(history: dict) -> go.Figure:
     fig.add_trace(go.Scatter(x=steps, y=val, name="validation (EMA)", mode="lines+markers"))
     if history.get("kept_step") is not None:
         kept = history["kept_step"]
+        by_crps = " by the CRPS" if history.get("loss_kept_step", kept) != kept else ""
         fig.add_vline(x=kept, line_dash="dot", line_color="gray",
-                      annotation_text=f"kept: step 0 ({history.get('step0_denoiser', 'before training')})"
-                      if kept == 0 else f"kept: step {kept}")
+                      annotation_text=f"kept: step 0 ({history.get('step0_denoiser', 'before training')}){by_crps}"
+                      if kept == 0 else f"kept: step {kept}{by_crps}")
+        if by_crps:
+            fig.add_vline(x=history["loss_kept_step"], line_dash="dash", line_color="lightgray",
+                          annotation_text="lowest loss", annotation_position="bottom right")
     fig.update_layout(template="plotly_white", xaxis_title="step", yaxis_title="ε-prediction loss",
                       margin=dict(l=40, r=20, t=30, b=40))
     return fig

@@ -10,7 +10,7 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 import torch
-from scipy import special
+from scipy import special, stats
 
 from normcore._utils.device import describe_device, resolve_device
 from normcore._utils.distributed import (
@@ -25,6 +25,7 @@ from normcore.diffusion import SAMPLERS, NoiseSchedule
 from normcore.diffusion import sample as run_sampler
 from normcore.diffusion.noise import SAMPLING_NOISE, ScrambledSobol, noise_draws
 from normcore.diffusion.parameterisation import PARAMETERISATIONS, GaussianCopulaResidual, ZeroResidual, wrap_denoiser
+from normcore.metrics.scoring_rules import sample_crps
 from normcore.nets import BACKBONES, build_backbone, check_backbone_params
 from normcore.nets.film_mlp import auto_marginal_width
 from normcore.tabular.base import NormativeModel
@@ -95,6 +96,10 @@ SCORE_AGE_RESOLUTION = 0.025
 
 
 CALIBRATION_STAGE = "calibrate multivariate score"  # the progress stage of a fit's last part
+STEP0_STAGE = "choose copula or network"  # the progress stage that weighs the copula against the trained network
+STEP0_SAMPLES = 256  # samples per validation row for that choice (both candidates draw the same noise)
+STEP0_ROWS = 1024  # at most this many validation rows for it (the first ones; the split is random)
+STEP0_ALPHA = 0.025  # the one-sided level at which the copula's lower CRPS overrules the loss's network
 PRIOR_PREFIX = "prior."  # saved tensors of the denoiser's prior (the Gaussian copula's correlation), beside the network
 STANDARD_PRIOR, COPULA_PRIOR = "standard-normal", "gaussian-copula"  # the card's denoiser_prior: which exact denoiser
 
@@ -111,8 +116,11 @@ class NormativeDiffusion(NormativeModel):
     copula_candidate : with ``"gaussian-residual"``, early stopping's step 0 is the Gaussian copula of the training
       latents (the exact denoiser of N(0, R), R their Ledoit-Wolf-shrunk correlation, around the untrained network,
       :class:`~normcore.diffusion.GaussianCopulaResidual`): a closed-form model with the preprocessing's marginals
-      and the linear dependence, kept when no trained state beats it on the validation rows (small cohorts:
-      BENCHMARKS.md). ``False``: step 0 is the untrained network under independent standard normals.
+      and the linear dependence. The trained network is kept only when it beats the copula on the validation rows
+      twice: on the denoising loss (early stopping's measure) and on the mean CRPS of each IDP's predictive
+      distribution (the centiles' proper score); otherwise the copula is (small cohorts: BENCHMARKS.md).
+      ``False``: step 0 is the untrained network under independent standard normals, kept only when no trained
+      state beats it on the validation loss.
     location_scale : first standardise each IDP by a smooth conditional location and scale
       (:class:`~normcore.tabular.preprocessing.LocationScale`); the diffusion model learns the rest.
     batch_covariates : categorical covariates (e.g. ``["site"]``) modelled as batch effects, as ComBat and
@@ -290,22 +298,71 @@ class NormativeDiffusion(NormativeModel):
         if self.copula_candidate and self.parameterisation == "gaussian-residual":  # the training rows alone:
             copula = GaussianCopulaResidual(net, self.schedule_, len(idps))        # validation judges it too
             copula.fit_correlation(torch.from_numpy(x_train))
+            untrained_state = {k: v.detach().clone() for k, v in denoiser.state_dict().items()}
         params = self.get_params()
         cfg = TrainConfig(**{f.name: params[f.name] for f in dataclasses.fields(TrainConfig) if f.name in params})
         state, history = train_denoiser(denoiser, x_train, c_train, x_val, c_val, self.schedule_, cfg, device,
                                         progress, untrained=copula)
-        denoiser.load_state_dict(state)
-        self.prior_ = copula.prior_state() if copula is not None and history["kept_step"] == 0 else {}
+        denoiser.load_state_dict(state)  # with a copula candidate: the trained state early stopping kept
+        self.prior_ = {}
         history["step0_denoiser"] = COPULA_PRIOR if copula is not None else "untrained network"
         self.net_ = net.to(device).eval()  # only now is the model fitted (a cancelled fit leaves none)
-        start = time.perf_counter()
         try:
+            if copula is not None:
+                start = time.perf_counter()
+                history.update(self._choose_copula_or_network(copula, x_val, age_va, codes_va, history, progress))
+                if self.prior_:  # the copula runs around the untrained network, whose output is exactly 0
+                    denoiser.load_state_dict(untrained_state)
+                history["step0_choice_s"] = time.perf_counter() - start
+            start = time.perf_counter()
             self.multivariate_calibration_ = self._calibrate_multivariate(x_val, age_va, codes_va, progress)
         except BaseException:
             del self.net_
+            self.prior_ = {}
             raise
         self.history_ = {**history, "multivariate_calibration_s": time.perf_counter() - start}
         self.training_summary_ = _training_summary(train, val, age, covariates, idps, dropped_rows)
+
+    def _choose_copula_or_network(self, copula: GaussianCopulaResidual, x_val: np.ndarray, age: np.ndarray,
+                                  codes: np.ndarray, history: dict, progress: Progress) -> dict:
+        """Keep the Gaussian copula (``prior_`` set to its correlation) or the trained network (``prior_`` empty).
+
+        Early stopping's choice by the validation loss (``history["kept_step"]``; 0: the copula) stands unless it is
+        the network and the copula's centiles are significantly better on the validation rows: their CRPS (a proper
+        score of each IDP's predictive distribution, on the Gaussianised scale where every IDP weighs alike;
+        ``STEP0_SAMPLES`` samples per row), averaged over the IDPs of each row, lower for the copula by a one-sided
+        paired t-test over the rows at level ``STEP0_ALPHA`` (at most ``STEP0_ROWS`` rows). The denoising loss weighs
+        the joint distribution, mostly the dependence between IDPs; a small cohort's network can lower it while moving
+        the centiles off, which the CRPS sees (BENCHMARKS.md). The test guards against the CRPS's own noise: between
+        two close models its differences are small beside its sampling error. Both candidates draw the same noise
+        (common random numbers); a network whose samples are not all finite loses. ``x_val`` holds out-of-sample
+        latents (leave-one-out residuals). Returns what the history records: the kept step and its loss, the step the
+        loss preferred, and, when they were computed, both mean CRPS and the test's p-value."""
+        out = {"loss_kept_step": history["kept_step"]}
+        keep_copula = history["kept_step"] == 0
+        if not keep_copula:
+            def report(stage: str, done: int, total: int, **info) -> None:
+                progress.update(STEP0_STAGE, done, total, **info)
+
+            staged = Progress(callback=report, cancel_event=progress.cancel_event)
+            m = max(2, min(self.n_samples, STEP0_SAMPLES))
+            rows = slice(0, STEP0_ROWS)
+            per_row = {}
+            for name, prior in (("trained", {}), ("copula", copula.prior_state())):
+                self.prior_ = prior
+                samples = self._draw(age[rows], codes[rows], m, self.seed, staged, to_values=False).numpy()
+                per_row[name] = sample_crps(samples, x_val[rows].astype(float)).mean(axis=1)
+                out[f"val_crps_{name}"] = float(per_row[name].mean())
+            gain = per_row["trained"] - per_row["copula"]
+            if not np.isfinite(gain).all():
+                keep_copula, out["val_crps_p"] = True, 0.0
+            else:
+                p = stats.ttest_1samp(gain, 0.0, alternative="greater").pvalue if len(gain) > 1 else np.nan
+                out["val_crps_p"] = float(p) if np.isfinite(p) else None  # the card is strict JSON
+                keep_copula = bool(p < STEP0_ALPHA)  # nan (one row, or no spread) keeps the loss's choice
+        self.prior_ = copula.prior_state() if keep_copula else {}
+        return {**out, "kept_step": 0 if keep_copula else history["trained_step"],
+                "kept_val_loss": history["initial_val_loss"] if keep_copula else history["trained_val_loss"]}
 
     def _calibrate_multivariate(self, x_val: np.ndarray, age: np.ndarray, codes: np.ndarray,
                                 progress: Progress) -> MultivariateCalibration | None:

@@ -34,9 +34,9 @@ class TrainConfig:
     has trained longer at a lower learning rate (what that buys on the curves: BENCHMARKS.md). Where the loss rises
     (over-fitting) the kept state stays at the last one before the rise. Step 0 is a candidate too: the untrained
     denoiser (the networks start with a zero output, so under a Gaussian-residual parameterisation it is the exact
-    Gaussian denoiser alone), or a closed-form alternative given to :func:`train_denoiser`, kept when no trained state
-    beats it by ``min_improvement`` (a small cohort's network can move well-fitted marginals more than it adds;
-    BENCHMARKS.md).
+    Gaussian denoiser alone), kept when no trained state beats it by ``min_improvement``, or a closed-form alternative
+    given to :func:`train_denoiser`, which the caller weighs against the kept trained state (a small cohort's network
+    can move well-fitted marginals more than it adds; BENCHMARKS.md).
     """
 
     epochs: int | None = None
@@ -126,8 +126,11 @@ def train_denoiser(net: nn.Module, x_train: np.ndarray, c_train: np.ndarray, x_v
     a history.
 
     Step 0 is evaluated before training: ``untrained`` (a denoiser, e.g. a closed-form one around ``net``'s untrained
-    network) or else ``net`` as initialised. When it stays the kept one (``history["kept_step"] == 0``) the state
-    returned is ``net``'s initial state, and the caller knows which denoiser step 0 was.
+    network) or else ``net`` as initialised. Without ``untrained``, the state returned is the kept one, ``net``'s
+    initial state when step 0 stays kept (``history["kept_step"] == 0``). With ``untrained``, step 0 is the caller's
+    own denoiser and the caller chooses: the state returned is then always the kept *trained* state (the same rule
+    over the trained evaluations alone, ``history["trained_step"]``), and ``history["kept_step"] == 0`` says that the
+    validation loss prefers step 0.
 
     Under ``torchrun`` (an initialised process group) each rank trains on its own shard of every
     epoch and gradients are averaged by DistributedDataParallel; all ranks take the same early-stopping
@@ -169,6 +172,7 @@ def train_denoiser(net: nn.Module, x_train: np.ndarray, c_train: np.ndarray, x_v
     history["initial_val_loss"] = _loss_on(step0, val, schedule, device)  # step 0: before any training
     record.observe(0, history["initial_val_loss"])
     kept_state = {k: v.detach().clone() for k, v in ema.shadow.state_dict().items()}
+    trained, trained_state = ValidationRecord(cfg.min_improvement), kept_state  # trained evaluations alone
     every = evaluation_interval(cfg, total_steps)
     running, running_n = 0.0, 0
     start = time.perf_counter()
@@ -204,6 +208,8 @@ def train_denoiser(net: nn.Module, x_train: np.ndarray, c_train: np.ndarray, x_v
                 running, running_n = 0.0, 0
                 if record.observe(step, val_loss):  # as good as the best: keep the later state
                     kept_state = {k: v.detach().clone() for k, v in ema.shadow.state_dict().items()}
+                if trained.observe(step, val_loss):
+                    trained_state = {k: v.detach().clone() for k, v in ema.shadow.state_dict().items()}
                 progress.update("train", step, total_steps, epoch=epoch + 1, train_loss=history["train_loss"][-1],
                                 val_loss=val_loss)
                 if step - record.best_step >= patience_steps(cfg, every, record.best_step):
@@ -214,8 +220,10 @@ def train_denoiser(net: nn.Module, x_train: np.ndarray, c_train: np.ndarray, x_v
         if stopped_early:
             break
     history.update(best_val_loss=record.lowest_val, best_step=record.best_step, kept_step=record.kept_step,
-                   kept_val_loss=record.kept_val, steps=step, stop_step=step, planned_steps=total_steps,
+                   kept_val_loss=record.kept_val, trained_step=trained.kept_step,
+                   trained_val_loss=trained.kept_val, steps=step, stop_step=step, planned_steps=total_steps,
                    eval_every_steps=every, patience_steps=patience_steps(cfg, every, record.best_step),
                    epochs_run=epoch + 1, planned_epochs=epochs, stopped_early=stopped_early, world_size=world,
                    batch_size=batch, fit_time_s=time.perf_counter() - start)
-    return {k: v.cpu() for k, v in kept_state.items()}, history
+    returned = trained_state if untrained is not None else kept_state
+    return {k: v.cpu() for k, v in returned.items()}, history

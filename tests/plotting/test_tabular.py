@@ -61,6 +61,11 @@ def test_pit_histogram_and_loss_curve():
                                "initial_val_loss": 0.48, "kept_step": 0, "step0_denoiser": "gaussian-copula"}).to_dict()
     assert list(fitted["data"][1]["x"]) == [0, 150, 300] and list(fitted["data"][1]["y"]) == [0.48, 0.49, 0.50]
     assert fitted["layout"]["annotations"][0]["text"] == "kept: step 0 (gaussian-copula)"
+    overruled = plots.loss_curve({"step": [150, 300], "train_loss": [0.6, 0.5], "val_loss": [0.47, 0.50],
+                                  "initial_val_loss": 0.48, "kept_step": 0, "loss_kept_step": 150,
+                                  "step0_denoiser": "gaussian-copula"}).to_dict()
+    marks = {a["text"]: a["x"] for a in overruled["layout"]["annotations"]}
+    assert marks == {"kept: step 0 (gaussian-copula) by the CRPS": 0, "lowest loss": 150}
 
 
 def test_visit_trajectory_joins_a_subjects_visits_in_order():

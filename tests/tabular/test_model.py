@@ -1,3 +1,4 @@
+import copy
 import json
 
 import numpy as np
@@ -315,19 +316,24 @@ def test_a_per_idp_path_widened_by_the_training_rows_loads_at_its_width(tmp_path
 
 
 def test_a_kept_gaussian_copula_saves_its_correlation_and_refuses_weights_without_it(cohort, tmp_path):
-    """When no trained state beats the copula candidate (here nothing can be learnt), the model is the copula: the
-    training latents' (shrunk) correlation, saved beside the weights."""
+    """When no trained state beats the copula candidate on the validation loss (here nothing can be learnt), the
+    model is the copula: the training latents' (shrunk) correlation, saved beside the untrained network's weights."""
     from safetensors.torch import load_file, save_file
 
     df, truth = cohort
     controls = df[df.group == "control"]
     model = NormativeDiffusion(**{**TINY, "epochs": 2, "lr": 1e-12})
     model.fit(controls, age="age", covariates=["sex", "site"], idps=truth.idp_names)
-    assert model.history_["kept_step"] == 0 and min(model.history_["val_loss"]) > model.history_["initial_val_loss"]
+    history = model.history_
+    assert history["kept_step"] == history["loss_kept_step"] == 0 < history["trained_step"]
+    assert min(history["val_loss"]) > history["initial_val_loss"] == history["kept_val_loss"]
+    assert "val_crps_copula" not in history  # the loss already chose the copula: nothing sampled
     from normcore.diffusion import wrap_denoiser
     with_network = wrap_denoiser(model.net_, model.schedule_, "gaussian-residual", model.prior_)
     xt, t = torch.randn(5, 4), torch.tensor([0, 10, 50, 90, 99])
     cond = torch.from_numpy(model.encoder_.encode(np.full(5, 40.0), model.encoder_.codes(controls.head(5)))).float()
+    with torch.no_grad():
+        assert torch.equal(model.net_(xt, t, cond), torch.zeros_like(xt))  # the untrained network, restored
     # sampling skips the untrained network, which adds exactly nothing
     assert torch.equal(model._eps_fn()(xt, t, cond), with_network(xt, t, cond))
     basis, eigvals = model.prior_["prior_basis"], model.prior_["prior_eigvals"]
@@ -348,6 +354,46 @@ def test_a_kept_gaussian_copula_saves_its_correlation_and_refuses_weights_withou
     save_file({k: v for k, v in weights.items() if not k.startswith("prior.")}, tmp_path / "m" / "model.safetensors")
     with pytest.raises(InputError, match="prior_basis"):
         NormativeDiffusion.load(tmp_path / "m")
+
+
+class _ShiftedNormalResidual(torch.nn.Module):
+    """The residual that turns the standard-normal denoiser into the exact denoiser of N(shift, I)."""
+
+    def __init__(self, schedule, shift: float):
+        super().__init__()
+        self.abar, self.shift = schedule.alphas_cumprod.float(), shift
+
+    def forward(self, xt, t, cond):
+        a = self.abar[t.long()].view(-1, *([1] * (xt.dim() - 1)))
+        return (-(a * (1 - a)).sqrt() * self.shift).expand_as(xt)
+
+
+def test_the_copula_or_the_network_is_kept_by_the_validation_rows_crps(tiny_model, cohort):
+    """Where the validation loss prefers the trained network, the copula replaces it only when its CRPS is
+    significantly lower: rows shifted as the network's samples are keep the network, rows like the training latents
+    keep the copula. Where the loss prefers the copula, it stays without sampling."""
+    from normcore.diffusion.parameterisation import GaussianCopulaResidual
+
+    df, truth = cohort
+    controls = df[df.group == "control"]
+    model = copy.deepcopy(tiny_model)  # the shared fixture stays as it was
+    age, codes = controls["age"].to_numpy(float), tiny_model.encoder_.codes(controls)
+    x = model._to_latent(controls[truth.idp_names].to_numpy(float), age, codes)
+    copula = GaussianCopulaResidual(tiny_model.net_, model.schedule_, 4).fit_correlation(torch.from_numpy(x))
+    model.net_ = _ShiftedNormalResidual(model.schedule_, 1.0)
+    history = {"kept_step": 75, "trained_step": 75, "initial_val_loss": 1.1, "trained_val_loss": 1.0}
+    from normcore._utils.progress import Progress
+    kept = model._choose_copula_or_network(copula, x + 1.0, age, codes, history, Progress())
+    assert kept["kept_step"] == kept["loss_kept_step"] == 75 and model.prior_ == {}
+    assert kept["val_crps_trained"] < kept["val_crps_copula"] and kept["kept_val_loss"] == 1.0
+    assert kept["val_crps_p"] > 0.5  # the copula is worse: the loss's choice stands
+    kept = model._choose_copula_or_network(copula, x, age, codes, history, Progress())
+    assert kept["kept_step"] == 0 and kept["kept_val_loss"] == 1.1 and kept["val_crps_p"] < 0.025
+    assert kept["val_crps_copula"] < kept["val_crps_trained"]
+    assert torch.equal(model.prior_["prior_basis"], copula.prior_state()["prior_basis"])
+    model.prior_ = {}
+    kept = model._choose_copula_or_network(copula, x + 1.0, age, codes, {**history, "kept_step": 0}, Progress())
+    assert kept["kept_step"] == 0 and "val_crps_trained" not in kept and model.prior_
 
 
 def test_without_the_copula_candidate_step_0_is_the_untrained_network(cohort):

@@ -63,3 +63,26 @@ def test_the_latest_state_validation_cannot_tell_from_the_best_is_kept():
     kept = [rising.observe(step, v) for step, v in ((100, 0.50), (200, 0.40), (300, 0.43), (400, 0.45))]
     assert kept == [True, True, False, False]  # over-fitting: the state before the rise stays
     assert rising.best_step == rising.kept_step == 200 and rising.kept_val == 0.40
+
+
+def test_with_a_closed_form_step_0_the_kept_trained_state_is_returned_for_the_caller_to_weigh():
+    """The same training as above with the untrained denoiser handed in as the closed-form step 0: the validation loss
+    still prefers step 0, but the state returned is the best trained one, for the caller to weigh against its own."""
+    g = np.random.default_rng(0)
+    x_val = g.normal(size=(200, 3)).astype(np.float32)
+    x_train = (g.normal(size=(600, 3)) + 2.0).astype(np.float32)
+    c = np.zeros((800, 1), np.float32)
+    torch.manual_seed(0)
+    schedule = NoiseSchedule("cosine", 100)
+    net = build_backbone("film-mlp", 3, 1, width=16, depth=1, emb_dim=8)
+    denoiser = wrap_denoiser(net, schedule, "gaussian-residual")
+    initial = {k: v.clone() for k, v in denoiser.state_dict().items()}
+    closed_form = wrap_denoiser(net, schedule, "gaussian-residual")
+    cfg = TrainConfig(epochs=60, batch_size=64, warmup_steps=1, patience=3)
+    state, history = train_denoiser(denoiser, x_train, c[:600], x_val, c[600:], schedule, cfg, torch.device("cpu"),
+                                    Progress(), untrained=closed_form)
+    assert history["kept_step"] == 0  # the loss prefers step 0, as without it
+    trained = history["trained_step"]
+    assert trained in history["step"] and trained > 0
+    assert history["trained_val_loss"] <= min(history["val_loss"]) + cfg.min_improvement  # within reach of the lowest
+    assert any(not torch.equal(state[k], initial[k]) for k in initial)  # trained weights, not the initial ones
