@@ -116,9 +116,9 @@ class NormativeDiffusion(NormativeModel):
     copula_candidate : with ``"gaussian-residual"``, early stopping's step 0 is the Gaussian copula of the training
       latents (the exact denoiser of N(0, R), R their Ledoit-Wolf-shrunk correlation, around the untrained network,
       :class:`~normcore.diffusion.GaussianCopulaResidual`): a closed-form model with the preprocessing's marginals
-      and the linear dependence. The trained network is kept only when it beats the copula on the validation rows
-      twice: on the denoising loss (early stopping's measure) and on the mean CRPS of each IDP's predictive
-      distribution (the centiles' proper score); otherwise the copula is (small cohorts: BENCHMARKS.md).
+      and the linear dependence. The trained network is kept when it beats the copula on the validation loss (early
+      stopping's measure), unless the copula's CRPS of each IDP's predictive distribution on the validation rows (the
+      centiles' proper score) is significantly lower (``_choose_copula_or_network``; small cohorts: BENCHMARKS.md).
       ``False``: step 0 is the untrained network under independent standard normals, kept only when no trained
       state beats it on the validation loss.
     location_scale : first standardise each IDP by a smooth conditional location and scale
