@@ -100,10 +100,6 @@ STEP0_STAGE = "choose copula or network"  # the progress stage that weighs the c
 STEP0_SAMPLES = 256  # samples per validation row for that choice (both candidates draw the same noise)
 STEP0_ROWS = 256  # at most this many validation rows for it (the first ones; the split is random)
 STEP0_ALPHA = 0.025  # the one-sided level at which the copula's lower CRPS overrules the loss's network
-RECALIBRATION_STAGE = "recalibrate marginals"  # the progress stage that measures the network's pooled marginals
-RECALIBRATION_DRAWS = 32768  # samples pooled per IDP for it (a quasi-random set at each training row)
-RECALIBRATION_ROWS = 2048  # at most this many training rows' covariates for it (the split is random)
-RECALIBRATION_PREFIX = "recalibration."  # saved tensors of the network's marginal recalibration (scale, shift)
 PRIOR_PREFIX = "prior."  # saved tensors of the denoiser's prior (the Gaussian copula's correlation), beside the network
 STANDARD_PRIOR, COPULA_PRIOR = "standard-normal", "gaussian-copula"  # the card's denoiser_prior: which exact denoiser
 
@@ -125,13 +121,6 @@ class NormativeDiffusion(NormativeModel):
       centiles' proper score) is significantly lower (``_choose_copula_or_network``; small cohorts: BENCHMARKS.md).
       ``False``: step 0 is the untrained network under independent standard normals, kept only when no trained
       state beats it on the validation loss.
-    marginal_recalibration : after training, the network's samples at the training rows' covariates are pooled per IDP
-      and a per-IDP affine map (``recalibration_``: scale, shift) is fitted that gives them the mean and SD of the
-      training latents, which the network was trained to reproduce; every sample of the network then goes through
-      it. A small cohort's network moves these pooled moments (by up to 0.12 in mean and 10% in SD at 900 rows and
-      200 IDPs) while the denoising loss, dominated by the dependence, barely sees it; the map restores them and
-      keeps what the network learnt of each IDP's conditional shape and of the dependence (an affine map per IDP
-      leaves correlations as they are). Not applied to the Gaussian copula, whose marginals are exact (BENCHMARKS.md).
     location_scale : first standardise each IDP by a smooth conditional location and scale
       (:class:`~normcore.tabular.preprocessing.LocationScale`); the diffusion model learns the rest.
     batch_covariates : categorical covariates (e.g. ``["site"]``) modelled as batch effects, as ComBat and
@@ -186,7 +175,7 @@ class NormativeDiffusion(NormativeModel):
         "clip_x0": optional(number(0, float("inf"), lo_open=True)), "location_scale": boolean,
         "parameterisation": choice(*PARAMETERISATIONS), "score_age_resolution": optional(number(0, float("inf"))),
         "sampling_noise": choice(*SAMPLING_NOISE), "tail_scale": choice(*TAIL_SCALES),
-        "batch_covariates": names, "copula_candidate": boolean, "marginal_recalibration": boolean,
+        "batch_covariates": names, "copula_candidate": boolean,
     }
 
     def __init__(self, backbone: str = "film-mlp", transform: str = "quantile", schedule: str = "cosine",
@@ -199,8 +188,7 @@ class NormativeDiffusion(NormativeModel):
                  location_scale: bool = True, parameterisation: str = "gaussian-residual",
                  score_age_resolution: float | None = None, sampling_noise: str = "sobol",
                  tail_scale: str = "gaussianised", log_snr_start: float | None = LOG_SNR_START,
-                 batch_covariates: list[str] | tuple[str, ...] = (), copula_candidate: bool = True,
-                 marginal_recalibration: bool = True):
+                 batch_covariates: list[str] | tuple[str, ...] = (), copula_candidate: bool = True):
         self.backbone = backbone
         self.transform = transform
         self.schedule = schedule
@@ -230,7 +218,6 @@ class NormativeDiffusion(NormativeModel):
         self.batch_covariates = list(batch_covariates) if isinstance(batch_covariates, (list, tuple)) \
             else batch_covariates
         self.copula_candidate = copula_candidate
-        self.marginal_recalibration = marginal_recalibration
 
     FORMAT = "normcore-tabular-diffusion"
     FORMAT_VERSION = 3
@@ -320,46 +307,21 @@ class NormativeDiffusion(NormativeModel):
         self.prior_ = {}
         history["step0_denoiser"] = COPULA_PRIOR if copula is not None else "untrained network"
         self.net_ = net.to(device).eval()  # only now is the model fitted (a cancelled fit leaves none)
-        self.recalibration_ = {}
         try:
-            if self.marginal_recalibration:
-                start = time.perf_counter()
-                self.recalibration_ = self._fit_recalibration(x_train, age_tr, codes_tr, progress)
-                history["recalibration_s"] = time.perf_counter() - start
             if copula is not None:
                 start = time.perf_counter()
                 history.update(self._choose_copula_or_network(copula, x_val, age_va, codes_va, history, progress))
                 if self.prior_:  # the copula runs around the untrained network, whose output is exactly 0
                     denoiser.load_state_dict(untrained_state)
-                    self.recalibration_ = {}
                 history["step0_choice_s"] = time.perf_counter() - start
             start = time.perf_counter()
             self.multivariate_calibration_ = self._calibrate_multivariate(x_val, age_va, codes_va, progress)
         except BaseException:
             del self.net_
-            self.prior_, self.recalibration_ = {}, {}
+            self.prior_ = {}
             raise
         self.history_ = {**history, "multivariate_calibration_s": time.perf_counter() - start}
         self.training_summary_ = _training_summary(train, val, age, covariates, idps, dropped_rows)
-
-    def _fit_recalibration(self, x_train: np.ndarray, age: np.ndarray, codes: np.ndarray,
-                           progress: Progress) -> dict[str, torch.Tensor]:
-        """The per-IDP affine map (``scale``, ``shift``: x -> x * scale + shift) that gives the network's samples,
-        pooled over the training rows' covariates, the mean and SD of the training latents ``x_train`` at those rows
-        (see ``marginal_recalibration``). At most ``RECALIBRATION_ROWS`` rows, ``RECALIBRATION_DRAWS`` samples in all
-        (one quasi-random set per row, at the model's seed); the pooled moments then carry little Monte-Carlo error,
-        and between-row variation is no error at all (the target is the same rows' mean)."""
-        def report(stage: str, done: int, total: int, **info) -> None:
-            progress.update(RECALIBRATION_STAGE, done, total, **info)
-
-        rows = slice(0, RECALIBRATION_ROWS)
-        age, codes, target = age[rows], codes[rows], x_train[rows].astype(float)
-        m = max(2, math.ceil(RECALIBRATION_DRAWS / len(age)))
-        staged = Progress(callback=report, cancel_event=progress.cancel_event)
-        samples = self._draw(age, codes, m, self.seed, staged, to_values=False).numpy().reshape(-1, len(self.idps))
-        scale = target.std(axis=0) / np.maximum(samples.std(axis=0), 1e-6)
-        shift = target.mean(axis=0) - samples.mean(axis=0) * scale
-        return {"scale": torch.from_numpy(scale).float(), "shift": torch.from_numpy(shift).float()}
 
     def _choose_copula_or_network(self, copula: GaussianCopulaResidual, x_val: np.ndarray, age: np.ndarray,
                                   codes: np.ndarray, history: dict, progress: Progress) -> dict:
@@ -470,9 +432,6 @@ class NormativeDiffusion(NormativeModel):
         per_chunk = max(1, self._max_rows() // m)
         chunks = [(s, min(s + per_chunk, u)) for s in range(0, u, per_chunk)]
         eps_fn = self._eps_fn()
-        recalibrate = bool(self.recalibration_) and not self.prior_  # the network's samples only
-        if recalibrate:
-            scale, shift = (self.recalibration_[k].double().numpy() for k in ("scale", "shift"))
         quasi = self.sampling_noise == "sobol" and not independent and m > 1
         eta = self._sampler_eta()
         sobol = ScrambledSobol(m, d, noise_draws(self.sampler, self.sampling_steps, eta), gen) if quasi else None
@@ -494,8 +453,6 @@ class NormativeDiffusion(NormativeModel):
                 x = run_sampler(eps_fn, self.schedule_, cond, ((e - s) * m, 1, d), self.sampler,
                                 self.sampling_steps, eta, gen, self.clip_x0, noise, self.log_snr_start)
             x = x.reshape(-1, d).double().cpu().numpy()
-            if recalibrate:
-                x = x * scale + shift
             values = self._to_values(x, rep_age, rep_codes) if to_values else x
             out[s:e] = torch.from_numpy(values).reshape(e - s, m, d)
             progress.update("sample", done + 1, len(chunks))
@@ -791,9 +748,7 @@ class NormativeDiffusion(NormativeModel):
     # ------------------------------------------------------------------ persistence
     def _state(self) -> tuple[dict[str, torch.Tensor], dict]:
         prior = {PRIOR_PREFIX + name: tensor for name, tensor in self.prior_.items()}
-        recalibration = {RECALIBRATION_PREFIX + name: t for name, t in self.recalibration_.items()}
-        return {**self.net_.state_dict(), **prior, **recalibration}, {
-            "marginal_recalibration": bool(self.recalibration_),
+        return {**self.net_.state_dict(), **prior}, {
             "transformer": self.transformer_.to_dict(),
             "location_scale": self.location_scale_.to_dict() if self.location_scale_ else None,
             "schedule": self.schedule_.to_dict(),
@@ -830,13 +785,6 @@ class NormativeDiffusion(NormativeModel):
                 raise InputError(f"{path}: the card's denoiser is the Gaussian copula, but {exc}") from None
         elif self.prior_:
             raise InputError(f"{path}: the weights hold a Gaussian copula that the card does not name")
-        self.recalibration_ = {key.removeprefix(RECALIBRATION_PREFIX): tensors.pop(key)
-                               for key in list(tensors) if key.startswith(RECALIBRATION_PREFIX)}
-        shapes = {k: tuple(v.shape) for k, v in self.recalibration_.items()}
-        if card.get("marginal_recalibration", False) != bool(self.recalibration_) or (
-                self.recalibration_ and shapes != {"scale": (len(self.idps),), "shift": (len(self.idps),)}):
-            raise InputError(f"{path}: the card's marginal_recalibration ({card.get('marginal_recalibration', False)})"
-                             f" does not match the weights' recalibration tensors {shapes or 'none'}")
         net = build_backbone(self.backbone, len(self.idps), self.encoder_.dim,
                              **self._network_params(len(self.idps), tensors=tensors))
         try:

@@ -328,7 +328,6 @@ def test_a_kept_gaussian_copula_saves_its_correlation_and_refuses_weights_withou
     assert history["kept_step"] == history["loss_kept_step"] == 0 < history["trained_step"]
     assert min(history["val_loss"]) > history["initial_val_loss"] == history["kept_val_loss"]
     assert "val_crps_copula" not in history  # the loss already chose the copula: nothing sampled
-    assert model.recalibration_ == {}  # the copula's marginals are exact: nothing to recalibrate
     from normcore.diffusion import wrap_denoiser
     with_network = wrap_denoiser(model.net_, model.schedule_, "gaussian-residual", model.prior_)
     xt, t = torch.randn(5, 4), torch.tensor([0, 10, 50, 90, 99])
@@ -406,45 +405,3 @@ def test_without_the_copula_candidate_step_0_is_the_untrained_network(cohort):
     assert model.history_["step0_denoiser"] == "untrained network"
     # the independent-normal step 0 is what every (untrainable) state is: none of them differs from it
     assert abs(min(model.history_["val_loss"]) - model.history_["initial_val_loss"]) < 1e-4
-
-
-def test_the_marginal_recalibration_gives_the_networks_pooled_samples_the_training_latents_moments(cohort, tmp_path):
-    """A network whose samples sit one SD too high everywhere is mapped back: pooled over the training rows'
-    covariates, its recalibrated samples have the training latents' mean and SD; the map is saved and loaded."""
-    from safetensors.torch import load_file, save_file
-
-    from normcore._utils.progress import Progress
-
-    df, truth = cohort
-    controls = df[df.group == "control"]
-    fitted = NormativeDiffusion(**{**TINY, "copula_candidate": False})  # the network, whatever it learnt
-    fitted.fit(controls, age="age", covariates=["sex", "site"], idps=truth.idp_names)
-    model = copy.deepcopy(fitted)
-    assert set(model.recalibration_) == {"scale", "shift"} and model.recalibration_["scale"].shape == (4,)
-    age, codes = controls["age"].to_numpy(float), model.encoder_.codes(controls)
-    x = model._to_latent(controls[truth.idp_names].to_numpy(float), age, codes)
-    model.net_, model.prior_, model.recalibration_ = _ShiftedNormalResidual(model.schedule_, 1.0), {}, {}
-    raw = model._draw(age, codes, 64, 5, to_values=False).numpy().reshape(-1, 4)
-    assert np.all(np.abs(raw.mean(0) - x.mean(0) - 1.0) < 0.15)  # the shifted network: one SD too high
-    model.recalibration_ = model._fit_recalibration(x, age, codes, Progress())
-    fixed = model._draw(age, codes, 64, 5, to_values=False).numpy().reshape(-1, 4)
-    assert np.all(np.abs(fixed.mean(0) - x.mean(0)) < 0.02) and np.all(np.abs(fixed.std(0) / x.std(0) - 1) < 0.02)
-    assert np.allclose(np.corrcoef(fixed.T), np.corrcoef(raw.T), atol=1e-6)  # affine per IDP: dependence kept
-    fitted.save(tmp_path / "m")
-    card = json.loads((tmp_path / "m" / "model.json").read_text())
-    weights = load_file(tmp_path / "m" / "model.safetensors")
-    assert card["marginal_recalibration"] is True and {"recalibration.scale", "recalibration.shift"} <= set(weights)
-    loaded = NormativeDiffusion.load(tmp_path / "m")
-    pd.testing.assert_frame_equal(loaded.score(df.head(6), seed=2), fitted.score(df.head(6), seed=2))
-    save_file({k: v for k, v in weights.items() if not k.startswith("recalibration.")},
-              tmp_path / "m" / "model.safetensors")
-    with pytest.raises(InputError, match="marginal_recalibration"):
-        NormativeDiffusion.load(tmp_path / "m")
-
-
-def test_without_marginal_recalibration_the_networks_samples_are_its_own(cohort):
-    df, truth = cohort
-    controls = df[df.group == "control"]
-    model = NormativeDiffusion(**{**TINY, "epochs": 1, "marginal_recalibration": False, "copula_candidate": False})
-    model.fit(controls, age="age", covariates=["sex", "site"], idps=truth.idp_names)
-    assert model.recalibration_ == {} and "recalibration_s" not in model.history_
