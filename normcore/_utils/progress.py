@@ -34,6 +34,14 @@ class Progress:
     def cancel(self) -> None:
         self.cancel_event.set()
 
+    def as_stage(self, stage: str) -> Progress:
+        """A sink that reports every update of nested work under ``stage`` (named as what it is for, not e.g.
+        "sample"), to this callback and with this cancellation token."""
+        def report(_: str, done: int, total: int, **info) -> None:
+            self.update(stage, done, total, **info)
+
+        return Progress(callback=report, cancel_event=self.cancel_event)
+
 
 def as_progress(progress: Progress | Callable[..., None] | None) -> Progress:
     """Accept a :class:`Progress`, a bare callback or ``None``."""

@@ -341,10 +341,7 @@ class NormativeDiffusion(NormativeModel):
         out = {"loss_kept_step": history["kept_step"]}
         keep_copula = history["kept_step"] == 0
         if not keep_copula:
-            def report(stage: str, done: int, total: int, **info) -> None:
-                progress.update(STEP0_STAGE, done, total, **info)
-
-            staged = Progress(callback=report, cancel_event=progress.cancel_event)
+            staged = progress.as_stage(STEP0_STAGE)
             m = max(2, min(self.n_samples, STEP0_SAMPLES))
             rows = slice(0, STEP0_ROWS)
             per_row = {}
@@ -372,10 +369,7 @@ class NormativeDiffusion(NormativeModel):
         location-scale stage saw them."""
         if len(x_val) < MIN_CALIBRATION_ROWS or len(self.idps) > MAX_MULTIVARIATE_IDPS:
             return None
-        def report(stage: str, done: int, total: int, **info) -> None:  # named as what it is, not "sample"
-            progress.update(CALIBRATION_STAGE, done, total, **info)
-
-        staged = Progress(callback=report, cancel_event=progress.cancel_event)
+        staged = progress.as_stage(CALIBRATION_STAGE)
         d2 = []
         for m in (self.n_samples, max(self.n_samples // 2, 1)):
             _, z, _, corr = self._score_core(x_val.astype(float), age, codes, m, None, staged, latent_values=True)

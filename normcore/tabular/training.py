@@ -208,7 +208,7 @@ def train_denoiser(net: nn.Module, x_train: np.ndarray, c_train: np.ndarray, x_v
                 running, running_n = 0.0, 0
                 if record.observe(step, val_loss):  # as good as the best: keep the later state
                     kept_state = {k: v.detach().clone() for k, v in ema.shadow.state_dict().items()}
-                if trained.observe(step, val_loss):
+                if trained.observe(step, val_loss) and untrained is not None:  # only then is it returned
                     trained_state = {k: v.detach().clone() for k, v in ema.shadow.state_dict().items()}
                 progress.update("train", step, total_steps, epoch=epoch + 1, train_loss=history["train_loss"][-1],
                                 val_loss=val_loss)
