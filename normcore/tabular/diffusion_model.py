@@ -152,7 +152,7 @@ class NormativeDiffusion(NormativeModel):
       point's samples get their z from a normal tail (:data:`~normcore.tabular.scoring.TAIL_SCALES`). The residual
       scale assumes conditional tails that are normal in the measures' own units; on heavy-tailed real IDPs it
       scores more healthy values as extreme, so it is not the default (accuracy of both: BENCHMARKS.md, tails).
-    epochs : maximal training epochs (``None``: a budget of ``TrainConfig.auto_steps`` steps);
+    epochs : maximal training epochs (``None``: the auto budget, :func:`~normcore.tabular.training.planned_epochs`);
       early stopping on a validation split of ``val_fraction`` stops sooner.
     allow_unseen : score categories unseen in training by marginalising over the training levels
       (e.g. a new site treated as a random training site); otherwise they are an error.

@@ -21,7 +21,9 @@ from normcore.diffusion.schedule import NoiseSchedule
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings. ``epochs=None`` picks a step budget of ``auto_steps`` optimiser steps.
+    """Optimisation settings. ``epochs=None`` picks the auto budget (:func:`planned_epochs`): ``auto_steps`` optimiser
+    steps, or ``auto_epochs`` passes over the training rows where that is more (from about 10,000 training rows at the
+    default batch; why: BENCHMARKS.md).
 
     Early stopping scales with the run: the validation loss is evaluated every ``eval_every_steps`` steps
     (``None``: 1/40 of the planned steps, between 25 and 300), and training stops once the best evaluation is
@@ -41,6 +43,7 @@ class TrainConfig:
 
     epochs: int | None = None
     auto_steps: int = 6000
+    auto_epochs: int = 160
     batch_size: int = 256
     lr: float = 2e-3
     weight_decay: float = 1e-4
@@ -54,6 +57,15 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def planned_epochs(cfg: TrainConfig, steps_per_epoch: int) -> int:
+    """Epochs of a run of ``steps_per_epoch`` optimiser steps per epoch: ``cfg.epochs`` when set, else the auto budget,
+    the more of ``auto_steps`` steps and ``auto_epochs`` epochs. The learning rate's cosine decay spans the budget and
+    early stopping ends the run where validation stops improving, so the budget is a ceiling on steps, not a count."""
+    if cfg.epochs:
+        return cfg.epochs
+    return max(1, math.ceil(cfg.auto_steps / steps_per_epoch), cfg.auto_epochs)
 
 
 def evaluation_interval(cfg: TrainConfig, total_steps: int) -> int:
@@ -156,7 +168,7 @@ def train_denoiser(net: nn.Module, x_train: np.ndarray, c_train: np.ndarray, x_v
     per_rank = math.ceil(n / world)
     batch = min(cfg.batch_size, per_rank)
     steps_per_epoch = max(1, per_rank // batch)
-    epochs = cfg.epochs or max(1, math.ceil(cfg.auto_steps / steps_per_epoch))
+    epochs = planned_epochs(cfg, steps_per_epoch)
     total_steps = epochs * steps_per_epoch
     def lr_factor(s: int) -> float:  # linear warm-up, then cosine decay to 10%
         cosine = 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps))

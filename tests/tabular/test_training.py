@@ -6,7 +6,14 @@ import torch
 from normcore._utils.progress import Progress
 from normcore.diffusion import NoiseSchedule, wrap_denoiser
 from normcore.nets import build_backbone
-from normcore.tabular.training import TrainConfig, ValidationRecord, evaluation_interval, patience_steps, train_denoiser
+from normcore.tabular.training import (
+    TrainConfig,
+    ValidationRecord,
+    evaluation_interval,
+    patience_steps,
+    planned_epochs,
+    train_denoiser,
+)
 
 
 def test_interval_and_patience_scale_with_the_run():
@@ -15,6 +22,15 @@ def test_interval_and_patience_scale_with_the_run():
     assert evaluation_interval(TrainConfig(eval_every_steps=70), 6000) == 70  # explicit interval kept
     assert patience_steps(cfg, 150, 600) == 1200  # early best: patience evaluations
     assert patience_steps(cfg, 150, 4000) == 2000  # late best: half its own step
+
+
+def test_the_auto_budget_is_its_steps_or_its_passes_over_the_rows_whichever_is_more():
+    cfg = TrainConfig()  # 6000 steps or 160 epochs
+    assert planned_epochs(cfg, 3) == 2000  # a small cohort: 6000 steps of 3 per epoch
+    assert planned_epochs(cfg, 70) == 160  # 18,000 training rows at batch 256: 11,200 steps, not 6000
+    assert planned_epochs(cfg, 37) == 163  # just below the turn: 6000 steps still need more than 160 epochs
+    assert planned_epochs(TrainConfig(epochs=5), 70) == 5  # an explicit epoch count is kept
+    assert planned_epochs(TrainConfig(auto_steps=100, auto_epochs=1), 10) == 10
 
 
 def test_a_run_that_stops_improving_stops_after_its_patience():
