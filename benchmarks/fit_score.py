@@ -172,14 +172,19 @@ def score_row(model, name, d, train, holdout, idps, truth, fit_s, seed, samples,
            "pit_ks_pass": round(float(np.mean(np.asarray(ks) > 0.01)), 3),
            **multivariate_shares(model, scores, len(idps))}
     if truth is not None:
-        site = holdout["site"].to_numpy() if truth.n_sites else None
-        u_true = np.column_stack([truth.cdf(holdout[c].to_numpy(), holdout["age"].to_numpy(),
-                                            holdout["sex"].to_numpy(), c, site=site) for c in idps])
-        u_model = scores[[f"centile:{c}" for c in idps]].to_numpy()
-        z_err = np.abs(special.ndtri(np.clip(u_true, 1e-12, 1 - 1e-12)) - scores[[f"z:{c}" for c in idps]].to_numpy())
-        row.update(median_abs_z_error=round(float(np.median(z_err)), 4),
-                   mean_abs_centile_error=round(float(np.mean(np.abs(u_true - u_model))), 4))
+        row.update(truth_errors(scores, holdout, idps, truth))
     return row
+
+
+def truth_errors(scores, holdout, idps: list[str], truth) -> dict:
+    """Median |z error| against the exact truth's z and mean |centile error| of the scored held-out rows."""
+    site = holdout["site"].to_numpy() if truth.n_sites else None
+    u_true = np.column_stack([truth.cdf(holdout[c].to_numpy(), holdout["age"].to_numpy(),
+                                        holdout["sex"].to_numpy(), c, site=site) for c in idps])
+    u_model = scores[[f"centile:{c}" for c in idps]].to_numpy()
+    z_err = np.abs(special.ndtri(np.clip(u_true, 1e-12, 1 - 1e-12)) - scores[[f"z:{c}" for c in idps]].to_numpy())
+    return {"median_abs_z_error": round(float(np.median(z_err)), 4),
+            "mean_abs_centile_error": round(float(np.mean(np.abs(u_true - u_model))), 4)}
 
 
 def main() -> None:

@@ -44,13 +44,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import special
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 from engine import matmul_gflops  # noqa: E402
+from fit_score import truth_errors  # noqa: E402
 
 STAGES = ("machine", "same-model", "throughput", "calibration")
 RESERVE_S = {"machine": 10, "same-model": 60, "throughput": 60, "calibration": 60}  # least time left to start
@@ -85,7 +85,7 @@ class Run:
         return {**status, "seconds": round(time.perf_counter() - start, 1)}
 
 
-def machine(run: Run, device: torch.device) -> dict:
+def machine(device: torch.device) -> dict:
     props = torch.cuda.get_device_properties(device)
     return {"gpu": props.name, "memory_gib": round(props.total_memory / 2**30, 1),
             "multiprocessors": props.multi_processor_count, "torch": torch.__version__,
@@ -94,17 +94,14 @@ def machine(run: Run, device: torch.device) -> dict:
 
 
 def _errors(scores, holdout, truth) -> dict:
-    """Median |z error| against the exact truth and the mean coverage of the central 95% of the model's scores."""
-    u = np.column_stack([truth.cdf(holdout[c].to_numpy(), holdout["age"].to_numpy(), holdout["sex"].to_numpy(), c)
-                         for c in truth.idp_names])
-    z_true = special.ndtri(np.clip(u, 1e-12, 1 - 1e-12))
-    z = scores[[f"z:{c}" for c in truth.idp_names]].to_numpy()
+    """The scores' errors against the exact truth (:func:`fit_score.truth_errors`) and their mean coverage of the
+    central 95%."""
     centile = scores[[f"centile:{c}" for c in truth.idp_names]].to_numpy()
-    return {"median_abs_z_error": round(float(np.median(np.abs(z - z_true))), 4),
+    return {**truth_errors(scores, holdout, truth.idp_names, truth),
             "coverage95": round(float(np.mean((centile > 0.025) & (centile < 0.975))), 4)}
 
 
-def same_model(run: Run, device: torch.device) -> dict:
+def same_model(device: torch.device) -> dict:
     from normcore import make_synthetic
     from normcore.registry import load_model, make_model
 
@@ -135,7 +132,7 @@ def same_model(run: Run, device: torch.device) -> dict:
     return row
 
 
-def throughput(run: Run, device: torch.device) -> dict:
+def throughput(run: Run) -> dict:
     row = {}
     for name, extra in (("fp32", []), ("bf16", ["--autocast", "bf16"])):
         out = run.out / f"throughput_{name}.json"
@@ -150,7 +147,7 @@ def throughput(run: Run, device: torch.device) -> dict:
     return row
 
 
-def calibration(run: Run, device: torch.device, d: int, n_train: int) -> dict:
+def calibration(run: Run, d: int, n_train: int) -> dict:
     out, row = run.out / "calibration.jsonl", {}
     for backbone in ("film-mlp", "saint"):
         cmd = [sys.executable, str(HERE / "fit_score.py"), "--data", "synthetic", "--d", str(d), "--n-train",
@@ -188,9 +185,8 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     run, device = Run(out, args.budget_s, args.threads), torch.device("cuda")
-    work = {"machine": lambda: machine(run, device), "same-model": lambda: same_model(run, device),
-            "throughput": lambda: throughput(run, device),
-            "calibration": lambda: calibration(run, device, args.d, args.n_train)}
+    work = {"machine": lambda: machine(device), "same-model": lambda: same_model(device),
+            "throughput": lambda: throughput(run), "calibration": lambda: calibration(run, args.d, args.n_train)}
     for stage in (s for s in STAGES if s in stages):
         if run.left() < RESERVE_S[stage]:
             run.record({"stage": stage, "skipped": f"{run.left():.0f} s left, under its reserve {RESERVE_S[stage]} s"})
