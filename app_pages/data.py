@@ -107,7 +107,9 @@ else:
     for f in report.errors:
         st.error(f.message)
     if not report.errors:
-        st.success(f"{len(df) - len(report.rows_with_missing)} usable rows, {len(idps)} IDPs, "
+        incomplete = len(report.rows_with_missing) - len(report.rows_missing_covariates)
+        st.success(f"{len(df) - len(report.rows_missing_covariates)} usable rows"
+                   + (f" ({incomplete} missing some IDP values)" if incomplete else "") + f", {len(idps)} IDPs, "
                    f"age {report.age_range[0]:.1f}–{report.age_range[1]:.1f}")
     a1, a2 = st.columns(2)
     if report.rows_with_missing and a1.button(f"Drop {len(report.rows_with_missing)} row(s) with missing values"):

@@ -15,6 +15,11 @@ same gap for an exact draw of the same size) and the product-of-marginals refere
 (generated rows' nearest-neighbour distance to training over held-out subjects; ~1 without copying), and the
 seconds they took.
 
+``--missing F`` removes a share F of the training IDP values completely at random (seeded) before the fit, and
+``--drop-incomplete`` then drops every row left incomplete (what fitting did before models trained on incomplete
+rows): the pair measures what training on incomplete rows keeps. Held-out rows stay complete, and the memorisation
+ratio compares generated rows with the complete training rows.
+
 ``--root DIR`` imports normcore from another checkout (e.g. a worktree of an earlier commit), so "before" and
 "after" run the same script; ``--set key=value`` overrides a model parameter (e.g. sampling_steps=15);
 ``--vary key=v1,v2`` scores the one fitted model once per value of a scoring parameter; repeated, once per
@@ -107,12 +112,26 @@ def suite_metrics(model, train, holdout, idps: list[str], truth, seed: int) -> d
             "nn_ratio": round(memo["ratio"], 3), "suite_s": round(ace_s + time.perf_counter() - start, 1)}
 
 
+def with_missing(train, idps: list[str], share: float, seed: int, drop_incomplete: bool):
+    """``train`` with a share ``share`` of its IDP values removed completely at random (and, with
+    ``drop_incomplete``, the rows left incomplete dropped)."""
+    if share <= 0:
+        return train
+    values = train[idps].to_numpy(float).copy()
+    values[np.random.default_rng(seed + 555).random(values.shape) < share] = np.nan
+    out = train.copy()
+    out[idps] = values
+    return out.dropna(subset=idps) if drop_incomplete else out
+
+
 def run(name: str, d: int, seed: int, samples: int, overrides: dict, vary: list[tuple[str, list]],
-        holdout_n: int = 2000, n_train: int = 5000, suite: bool = False, sites: int = 0) -> list[dict]:
+        holdout_n: int = 2000, n_train: int = 5000, suite: bool = False, sites: int = 0, missing: float = 0.0,
+        drop_incomplete: bool = False) -> list[dict]:
     train, holdout, idps, covs, truth = split(name, d, seed, holdout_n, n_train, sites)
+    fitted_on = with_missing(train, idps, missing, seed, drop_incomplete)
     model = build(overrides, seed)
     start = time.perf_counter()
-    model.fit(train, age="age", covariates=covs, idps=idps)
+    model.fit(fitted_on, age="age", covariates=covs, idps=idps)
     fit_s = time.perf_counter() - start
     rows = []
     for values in itertools.product(*(v for _, v in vary)):
@@ -120,6 +139,8 @@ def run(name: str, d: int, seed: int, samples: int, overrides: dict, vary: list[
         model.set_params(**setting)
         rows.append(score_row(model, name, d, train, holdout, idps, truth, fit_s, seed, samples,
                               {**overrides, **setting}))
+        if missing > 0:
+            rows[-1].update(missing=missing, drop_incomplete=drop_incomplete, rows_fitted=len(fitted_on))
     if suite and truth is not None:
         rows[-1].update(suite_metrics(model, train, holdout, idps, truth, seed))
     return rows
@@ -205,6 +226,10 @@ def main() -> None:
                          "repeated: once per combination")
     ap.add_argument("--suite", action="store_true",
                     help="synthetic truth: also curve ACE, dependence gap with its noise floor, memorisation ratio")
+    ap.add_argument("--missing", type=float, default=0.0,
+                    help="share of the training IDP values removed completely at random before the fit")
+    ap.add_argument("--drop-incomplete", action="store_true",
+                    help="with --missing: drop the training rows left incomplete (complete-case fitting)")
     ap.add_argument("--out", default=None, help="append the rows to this JSON-lines file")
     args = ap.parse_args()
     sys.path.insert(0, str(HERE))
@@ -216,7 +241,7 @@ def main() -> None:
             for key, values in (text.split("=", 1) for text in args.vary)]
     for name in args.data.split(","):
         for row in run(name, args.d, args.seed, args.samples, overrides, vary, args.holdout, args.n_train,
-                       args.suite, args.sites):
+                       args.suite, args.sites, args.missing, args.drop_incomplete):
             row = {"root": args.root, **row}
             print(json.dumps(row), flush=True)
             if args.out:

@@ -67,6 +67,7 @@ class NormativeModel:
     FORMAT_VERSION: ClassVar[int] = 1
     MIGRATIONS: ClassVar[dict[int, Migration]] = {}
     EXACT: ClassVar[bool] = False  # centiles from a closed form (True) or from samples
+    fits_incomplete_rows: ClassVar[bool] = False  # trains on rows missing some IDP values (else drops them)
     PARAM_RULES: ClassVar[dict[str, Rule]] = {}  # accepted values of each parameter (normcore.tabular.params)
     _FITTED_MARK: ClassVar[str] = "encoder_"  # the attribute whose presence means fitted
 
@@ -154,11 +155,14 @@ class NormativeModel:
         """Fit on a data frame of healthy controls.
 
         IDPs default to every numeric column other than age and covariates. Constant (e.g. all-zero) IDP
-        columns and rows with missing values are dropped; both are recorded in ``fit_warnings_`` and the card.
+        columns and rows missing age or a covariate are dropped; so are rows missing an IDP value unless the model
+        ``fits_incomplete_rows`` (see :func:`~normcore.tabular.validation.prepare_training_table`). What was dropped
+        is recorded in ``fit_warnings_`` and the card.
         """
         self.check_params()
         covariates = list(covariates)
-        data, used, warnings = prepare_training_table(df, age, covariates, idps, idps_regex, label)
+        data, used, warnings = prepare_training_table(df, age, covariates, idps, idps_regex, label,
+                                                      keep_incomplete=self.fits_incomplete_rows)
         self.idps, self.fit_warnings_ = used, warnings
         self._fit_core(data, age, covariates, label, as_progress(progress), dropped_rows=len(df) - len(data))
         return self

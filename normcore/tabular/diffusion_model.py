@@ -29,6 +29,7 @@ from normcore.metrics.scoring_rules import sample_crps
 from normcore.nets import BACKBONES, build_backbone, check_backbone_params
 from normcore.nets.film_mlp import auto_marginal_width
 from normcore.tabular.base import NormativeModel
+from normcore.tabular.imputation import LatentImputer
 from normcore.tabular.multivariate_calibration import MIN_CALIBRATION_ROWS, MultivariateCalibration
 from normcore.tabular.params import MIN_TIMESTEPS, Rule, boolean, choice, integer, names, number, optional
 from normcore.tabular.preprocessing import MARGINALISE, CovariateEncoder, IDPTransformer, LocationScale, category_label
@@ -93,6 +94,10 @@ LOG_SNR_START = -3.0
 # default spacing of the age grid on which scoring draws shared samples, as a share of the training age range
 # (see _score_points)
 SCORE_AGE_RESOLUTION = 0.025
+# training on incomplete rows (see _complete_latents): completions of the training latents, at most this many and
+# at most this much memory together
+IMPUTED_COMPLETIONS = 8
+IMPUTATION_BYTES = 256 * 1024**2
 
 
 CALIBRATION_STAGE = "calibrate multivariate score"  # the progress stage of a fit's last part
@@ -177,6 +182,7 @@ class NormativeDiffusion(NormativeModel):
         "sampling_noise": choice(*SAMPLING_NOISE), "tail_scale": choice(*TAIL_SCALES),
         "batch_covariates": names, "copula_candidate": boolean,
     }
+    fits_incomplete_rows: ClassVar[bool] = True  # per-IDP preprocessing on observed values; see _complete_latents
 
     def __init__(self, backbone: str = "film-mlp", transform: str = "quantile", schedule: str = "cosine",
                  timesteps: int = 1000, sampler: str = "dpm++2m-sde", sampling_steps: int = 25,
@@ -288,6 +294,7 @@ class NormativeDiffusion(NormativeModel):
         self.transformer_ = IDPTransformer(self.transform).fit(r_all)
         x_all = self.transformer_.transform(r_all).astype(np.float32)
         x_train, x_val = x_all[:len(train)], x_all[len(train):]
+        x_train_in, x_val_in, observed_tr, observed_va = self._complete_latents(x_train, x_val)
         c_train = self.encoder_.encode(age_tr, codes_tr)
         c_val = self.encoder_.encode(age_va, codes_va)
         torch.manual_seed(self.seed)
@@ -297,12 +304,13 @@ class NormativeDiffusion(NormativeModel):
         copula = None
         if self.copula_candidate and self.parameterisation == "gaussian-residual":  # the training rows alone:
             copula = GaussianCopulaResidual(net, self.schedule_, len(idps))        # validation judges it too
-            copula.fit_correlation(torch.from_numpy(x_train))
+            copula.fit_correlation(torch.from_numpy(x_train_in[0]))
             untrained_state = {k: v.detach().clone() for k, v in denoiser.state_dict().items()}
         params = self.get_params()
         cfg = TrainConfig(**{f.name: params[f.name] for f in dataclasses.fields(TrainConfig) if f.name in params})
-        state, history = train_denoiser(denoiser, x_train, c_train, x_val, c_val, self.schedule_, cfg, device,
-                                        progress, untrained=copula)
+        state, history = train_denoiser(denoiser, x_train_in, c_train, x_val_in, c_val, self.schedule_, cfg, device,
+                                        progress, untrained=copula, observed_train=observed_tr,
+                                        observed_val=observed_va)
         denoiser.load_state_dict(state)  # with a copula candidate: the trained state early stopping kept
         self.prior_ = {}
         history["step0_denoiser"] = COPULA_PRIOR if copula is not None else "untrained network"
@@ -322,6 +330,23 @@ class NormativeDiffusion(NormativeModel):
             raise
         self.history_ = {**history, "multivariate_calibration_s": time.perf_counter() - start}
         self.training_summary_ = _training_summary(train, val, age, covariates, idps, dropped_rows)
+        if observed_tr is not None:
+            self.history_["imputed_completions"] = int(x_train_in.shape[0])
+
+    def _complete_latents(self, x_train: np.ndarray, x_val: np.ndarray):
+        """The network's inputs when some latents are missing (NaN): ``K`` completions of the training rows and one
+        of the validation rows, drawn by a :class:`~normcore.tabular.imputation.LatentImputer` fitted to the training
+        rows, and the masks of the observed entries (the loss counts only those). Complete latents pass through as
+        they are, without masks. ``K`` is up to ``IMPUTED_COMPLETIONS``, fewer when the copies would exceed
+        ``IMPUTATION_BYTES``."""
+        observed_tr, observed_va = ~np.isnan(x_train), ~np.isnan(x_val)
+        if observed_tr.all() and observed_va.all():
+            return x_train[None], x_val, None, None
+        imputer = LatentImputer(seed=self.seed).fit(x_train)
+        k = int(np.clip(IMPUTATION_BYTES // max(4 * x_train.size, 1), 1, IMPUTED_COMPLETIONS))
+        x_train_in = imputer.draw(x_train, k, seed=self.seed + 1).astype(np.float32)
+        x_val_in = imputer.draw(x_val, 1, seed=self.seed + 2)[0].astype(np.float32)
+        return x_train_in, x_val_in, observed_tr, observed_va
 
     def _choose_copula_or_network(self, copula: GaussianCopulaResidual, x_val: np.ndarray, age: np.ndarray,
                                   codes: np.ndarray, history: dict, progress: Progress) -> dict:
@@ -330,14 +355,15 @@ class NormativeDiffusion(NormativeModel):
         Early stopping's choice by the validation loss (``history["kept_step"]``; 0: the copula) stands unless it is
         the network and the copula's centiles are significantly better on the validation rows: their CRPS (a proper
         score of each IDP's predictive distribution, on the Gaussianised scale where every IDP weighs alike;
-        ``STEP0_SAMPLES`` samples per row), averaged over the IDPs of each row, lower for the copula by a one-sided
-        paired t-test over the rows at level ``STEP0_ALPHA`` (at most ``STEP0_ROWS`` rows). The denoising loss weighs
-        the joint distribution, mostly the dependence between IDPs; a small cohort's network can lower it while moving
-        the centiles off, which the CRPS sees (BENCHMARKS.md). The test guards against the CRPS's own noise: between
-        two close models its differences are small beside its sampling error. Both candidates draw the same noise
-        (common random numbers); a network whose samples are not all finite loses. ``x_val`` holds out-of-sample
-        latents (leave-one-out residuals). Returns what the history records: the kept step and its loss, the step the
-        loss preferred, and, when they were computed, both mean CRPS and the test's p-value."""
+        ``STEP0_SAMPLES`` samples per row), averaged over the observed IDPs of each row, lower for the copula by a
+        one-sided paired t-test over the rows at level ``STEP0_ALPHA`` (at most ``STEP0_ROWS`` rows). The denoising
+        loss weighs the joint distribution, mostly the dependence between IDPs; a small cohort's network can lower it
+        while moving the centiles off, which the CRPS sees (BENCHMARKS.md). The test guards against the CRPS's own
+        noise: between two close models its differences are small beside its sampling error. Both candidates draw the
+        same noise (common random numbers); a network whose samples are not all finite loses. ``x_val`` holds
+        out-of-sample latents (leave-one-out residuals; NaN where missing). Returns what the history records: the kept
+        step and its loss, the step the loss preferred, and, when they were computed, both mean CRPS and the test's
+        p-value."""
         out = {"loss_kept_step": history["kept_step"]}
         keep_copula = history["kept_step"] == 0
         if not keep_copula:
@@ -348,7 +374,7 @@ class NormativeDiffusion(NormativeModel):
             for name, prior in (("trained", {}), ("copula", copula.prior_state())):
                 self.prior_ = prior
                 samples = self._draw(age[rows], codes[rows], m, self.seed, staged, to_values=False).numpy()
-                per_row[name] = sample_crps(samples, x_val[rows].astype(float)).mean(axis=1)
+                per_row[name] = np.nanmean(sample_crps(samples, x_val[rows].astype(float)), axis=1)  # observed IDPs
                 out[f"val_crps_{name}"] = float(per_row[name].mean())
             gain = per_row["trained"] - per_row["copula"]
             if not np.isfinite(gain).all():
@@ -364,9 +390,10 @@ class NormativeDiffusion(NormativeModel):
     def _calibrate_multivariate(self, x_val: np.ndarray, age: np.ndarray, codes: np.ndarray,
                                 progress: Progress) -> MultivariateCalibration | None:
         """The multivariate score's distribution on the validation rows, scored as new subjects with the model's
-        default samples and with half as many, at its seed (:mod:`~normcore.tabular.multivariate_calibration`).
-        Their Gaussianised values ``x_val`` come from leave-one-out residuals, so neither the network nor the
-        location-scale stage saw them."""
+        default samples and with half as many, at its seed (:mod:`~normcore.tabular.multivariate_calibration`); the
+        complete rows alone (the fit is over all D IDPs). Their Gaussianised values ``x_val`` come from leave-one-out
+        residuals, so neither the network nor the location-scale stage saw them."""
+        x_val, age, codes = (v[~np.isnan(x_val).any(axis=1)] for v in (x_val, age, codes))  # complete rows alone
         if len(x_val) < MIN_CALIBRATION_ROWS or len(self.idps) > MAX_MULTIVARIATE_IDPS:
             return None
         staged = progress.as_stage(CALIBRATION_STAGE)
@@ -791,10 +818,14 @@ class NormativeDiffusion(NormativeModel):
 def _training_summary(train: pd.DataFrame, val: pd.DataFrame, age: str, covariates: list[str],
                       idps: list[str], dropped_rows: int) -> dict:
     both = pd.concat([train, val])
+    gaps = both[idps].isna()
+    incomplete = {"incomplete_rows": int(gaps.any(axis=1).sum()),  # rows kept though missing some IDP values
+                  "missing_idp_values": round(float(gaps.to_numpy().mean()), 6)} if gaps.to_numpy().any() else {}
     return {
         "n_train": int(len(train)),
         "n_validation": int(len(val)),
         "dropped_rows": int(dropped_rows),
+        **incomplete,
         "age": {"min": float(both[age].min()), "max": float(both[age].max()), "mean": float(both[age].mean())},
         "levels": {c: both[c].map(category_label).value_counts().sort_index().astype(int).to_dict()
                    for c in covariates},

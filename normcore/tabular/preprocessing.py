@@ -215,6 +215,7 @@ class IDPTransformer:
 
     ``method``: ``"standard"`` (z-score), ``"yeo-johnson"`` (power transform then z-score) or
     ``"quantile"`` (piecewise-linear map of empirical quantiles to normal scores, with linear tails).
+    Missing values (NaN) are left out of the fit and map to NaN.
 
     The quantile map's tails: beyond its knots at the outer 5% on each side (the anchors) the map is a line
     through the anchor, fitted by least squares to every training value beyond it against its normal score
@@ -239,6 +240,7 @@ class IDPTransformer:
         return self
 
     def _fit_column(self, col: np.ndarray) -> dict:
+        col = col[~np.isnan(col)]  # missing values: the map is fitted on the observed ones (NaN maps to NaN)
         if self.method == "quantile":
             n = col.size
             probs = np.linspace(0.5 / n, 1 - 0.5 / n, min(self.n_knots, n))
@@ -464,13 +466,42 @@ class LocationScale:
         sites; a model trained on them gives held-out intervals that are too narrow. The stored coefficients
         are the full fit, rescaled so that the full fit's standardised residuals have unit variance; the
         leave-one-out residuals share that rescaling, so they are spread like new subjects' residuals.
+
+        Missing values (NaN in ``y``) are allowed: each IDP is fitted on the rows where it is observed (the age
+        knots and range come from every row), exactly as if its column alone had been given those rows, and its
+        residuals are NaN where it is missing. Each IDP needs at least two observed rows.
         """
         age = np.asarray(age, float)
+        y = np.asarray(y, float)
         self.age_lo, self.age_hi = float(age.min()), float(max(age.max(), age.min() + 1e-6))
         probs = np.linspace(0, 1, self.n_knots + 2)[1:-1]
         self.knots = np.unique(np.quantile(age, probs)).tolist()
         self.n_levels = list(n_levels)
-        mu_coef, resid = self._fit_location(age, codes, y)
+        observed = ~np.isnan(y)
+        if observed.all():
+            mu_coef, lv_coef, out, penalties = self._fit_columns(age, codes, y)
+        else:  # each IDP on its observed rows; IDPs observed on the same rows share one solve
+            mu_coef = np.zeros((self._location_basis(age[:1], codes[:1]).shape[1], y.shape[1]))
+            lv_coef = np.zeros((self._basis(age[:1], codes[:1], False).shape[1], y.shape[1]))
+            out, penalties = np.full(y.shape, np.nan), [None] * y.shape[1]
+            patterns, group = np.unique(observed.T, axis=0, return_inverse=True)
+            for g, rows in enumerate(patterns):
+                cols = np.flatnonzero(group.ravel() == g)
+                if rows.sum() < 2:
+                    raise ValueError(f"IDP column(s) {cols.tolist()} have fewer than two observed values")
+                m, lv, r, pen = self._fit_columns(age[rows], codes[rows], y[np.ix_(rows, cols)])
+                mu_coef[:, cols], lv_coef[:, cols] = m, lv
+                out[np.ix_(rows, cols)] = r
+                for j, value in zip(cols, pen, strict=True):
+                    penalties[j] = value
+        self.curve_penalty = penalties if self.curves else []
+        self.mu_coef, self.logvar_coef = mu_coef.tolist(), lv_coef.tolist()
+        return out
+
+    def _fit_columns(self, age: np.ndarray, codes: np.ndarray, y: np.ndarray):
+        """Location and log-variance coefficients of complete columns ``y`` (knots and levels already set), their
+        rows' leave-one-out standardised residuals (see :meth:`fit_transform`) and each column's curve penalty."""
+        mu_coef, resid, penalties = self._fit_location(age, codes, y)
         floor = 1e-6 * np.maximum(resid.var(axis=0), 1e-12)
         var_basis = self._basis(age, codes, extrapolate=False)
         log_sq = np.log(resid**2 + floor)
@@ -482,11 +513,12 @@ class LocationScale:
         n_spline = len(self.knots) + 4
         scale = ((resid / sd) ** 2).mean(axis=0)
         lv_coef[:n_spline] += np.log(scale)
-        self.mu_coef, self.logvar_coef = mu_coef.tolist(), lv_coef.tolist()
-        return resid / (sd_loo * np.sqrt(scale))
+        return mu_coef, lv_coef, resid / (sd_loo * np.sqrt(scale)), penalties
 
-    def _fit_location(self, age: np.ndarray, codes: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Location coefficients (rows of :meth:`_location_basis`) and the training rows' leave-one-out residuals.
+    def _fit_location(self, age: np.ndarray, codes: np.ndarray,
+                      y: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[float | None]]:
+        """Location coefficients (rows of :meth:`_location_basis`), the training rows' leave-one-out residuals and
+        each column's curve penalty (None: no level curves).
 
         With level curves, every candidate penalty of :attr:`CURVE_PENALTIES` and the fit without curves are
         solved for all IDPs at once; each IDP keeps the one with the smallest sum of squared leave-one-out
@@ -496,9 +528,9 @@ class LocationScale:
         coef, hat = self._solve(basis, y, with_hat=True)
         resid = _leave_one_out_residual(y, basis @ coef, hat)
         curve = self._curve_basis(age, codes)
-        self.curve_penalty = [None] * y.shape[1] if self.curves else []
+        penalties: list[float | None] = [None] * y.shape[1]
         if not curve.shape[1]:
-            return coef, resid
+            return coef, resid, penalties
         coef = np.vstack([coef, np.zeros((curve.shape[1], y.shape[1]))])
         loss = (resid**2).sum(axis=0)
         full = np.concatenate([basis, curve], axis=1)
@@ -514,8 +546,8 @@ class LocationScale:
             better = r_loss < loss
             coef[:, better], resid[:, better], loss[better] = candidate[:, better], r[:, better], r_loss[better]
             for j in np.flatnonzero(better):
-                self.curve_penalty[j] = penalty
-        return coef, resid
+                penalties[j] = penalty
+        return coef, resid, penalties
 
     def _level_row(self, k: int, level: int) -> int | None:
         """Row of covariate ``k``'s ``level`` in the coefficient matrices (None: level 0, the reference)."""

@@ -108,8 +108,10 @@ class ValidationRecord:
         return False
 
 
-def _validation_batch(x: torch.Tensor, c: torch.Tensor, schedule: NoiseSchedule, repeats: int, seed: int):
-    """Fixed noise and stratified timesteps so validation losses are comparable across evaluations."""
+def _validation_batch(x: torch.Tensor, c: torch.Tensor, schedule: NoiseSchedule, repeats: int, seed: int,
+                      observed: torch.Tensor | None = None):
+    """Fixed noise and stratified timesteps so validation losses are comparable across evaluations (with
+    ``observed``, its mask of the entries the loss counts, repeated alike)."""
     g = torch.Generator().manual_seed(seed + 7919)
     n = x.shape[0]
     xr, cr = x.repeat(repeats, 1), c.repeat(repeats, 1)
@@ -117,25 +119,33 @@ def _validation_batch(x: torch.Tensor, c: torch.Tensor, schedule: NoiseSchedule,
          * schedule.timesteps).long().clamp(max=schedule.timesteps - 1)
     t = t[torch.randperm(n * repeats, generator=g)]
     noise = torch.randn(xr.shape, generator=g)
-    return xr, cr, t, noise
+    return xr, cr, t, noise, None if observed is None else observed.repeat(repeats, 1)
 
 
 @torch.no_grad()
 def _loss_on(net: nn.Module, batch, schedule: NoiseSchedule, device: torch.device, chunk: int = 8192) -> float:
-    x, c, t, noise = batch
+    """Mean squared noise-prediction error over the batch's entries (its observed ones, when it has a mask)."""
+    x, c, t, noise, observed = batch
     total = 0.0
     for s in range(0, x.shape[0], chunk):
         xs, cs, ts, ns = (v[s:s + chunk].to(device) for v in (x, c, t, noise))
         pred = net(schedule.add_noise(xs, ns, ts), ts, cs).float()
-        total += float(((pred - ns) ** 2).sum())
-    return total / x.numel()
+        err = (pred - ns) ** 2
+        total += float(err.sum() if observed is None else (err * observed[s:s + chunk].to(device)).sum())
+    return total / (x.numel() if observed is None else max(float(observed.sum()), 1.0))
 
 
 def train_denoiser(net: nn.Module, x_train: np.ndarray, c_train: np.ndarray, x_val: np.ndarray,
                    c_val: np.ndarray, schedule: NoiseSchedule, cfg: TrainConfig, device: torch.device,
-                   progress: Progress, untrained: nn.Module | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+                   progress: Progress, untrained: nn.Module | None = None, observed_train: np.ndarray | None = None,
+                   observed_val: np.ndarray | None = None) -> tuple[dict[str, torch.Tensor], dict]:
     """Train ``net`` with the epsilon-prediction loss; return the kept EMA state dict (:class:`ValidationRecord`) and
     a history.
+
+    Incomplete rows (:mod:`~normcore.tabular.imputation`): ``x_train`` may be (K, n, D), K completions of the
+    training rows, of which each row of a batch uses one drawn at random; ``observed_train`` / ``observed_val``
+    ((n, D) booleans) restrict the loss to the observed entries (the imputed ones are inputs, never targets).
+    Complete data (no masks, one completion) trains exactly as before.
 
     Step 0 is evaluated before training: ``untrained`` (a denoiser, e.g. a closed-form one around ``net``'s untrained
     network) or else ``net`` as initialised. Without ``untrained``, the state returned is the kept one, ``net``'s
@@ -161,10 +171,13 @@ def train_denoiser(net: nn.Module, x_train: np.ndarray, c_train: np.ndarray, x_v
     amp = autocast_dtype(device)
 
     xt = torch.as_tensor(x_train, dtype=torch.float32)
+    xt = xt[None] if xt.ndim == 2 else xt  # (K, n, D): K completions of the rows
     ct = torch.as_tensor(c_train, dtype=torch.float32)
+    mask_train = None if observed_train is None else torch.as_tensor(observed_train, dtype=torch.float32)
+    mask_val = None if observed_val is None else torch.as_tensor(observed_val, dtype=torch.float32)
     val = _validation_batch(torch.as_tensor(x_val, dtype=torch.float32), torch.as_tensor(c_val, dtype=torch.float32),
-                            schedule, repeats=max(1, 4096 // max(1, len(x_val))), seed=cfg.seed)
-    n = xt.shape[0]
+                            schedule, repeats=max(1, 4096 // max(1, len(x_val))), seed=cfg.seed, observed=mask_val)
+    n_draws, n = xt.shape[0], xt.shape[1]
     per_rank = math.ceil(n / world)
     batch = min(cfg.batch_size, per_rank)
     steps_per_epoch = max(1, per_rank // batch)
@@ -176,6 +189,7 @@ def train_denoiser(net: nn.Module, x_train: np.ndarray, c_train: np.ndarray, x_v
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     xt_dev, ct_dev = xt.to(device), ct.to(device)
+    mask_dev = None if mask_train is None else mask_train.to(device)
     report_every = max(1, min(20, total_steps // 100))
 
     history: dict = {"step": [], "epoch": [], "train_loss": [], "val_loss": [], "elapsed_s": []}
@@ -194,12 +208,20 @@ def train_denoiser(net: nn.Module, x_train: np.ndarray, c_train: np.ndarray, x_v
         model.train()
         for b in range(steps_per_epoch):
             idx = perm[b * batch:(b + 1) * batch]
-            x0, c = xt_dev[idx], ct_dev[idx]
+            if n_draws == 1:
+                x0 = xt_dev[0, idx]
+            else:
+                x0 = xt_dev[torch.randint(0, n_draws, (len(idx),), device=device), idx]
+            c = ct_dev[idx]
             t = torch.randint(0, schedule.timesteps, (x0.shape[0],), device=device)
             noise = torch.randn_like(x0)
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                 pred = model(schedule.add_noise(x0, noise, t), t, c)
-            loss = ((pred.float() - noise) ** 2).mean()
+            if mask_dev is None:
+                loss = ((pred.float() - noise) ** 2).mean()
+            else:
+                w = mask_dev[idx]
+                loss = (((pred.float() - noise) ** 2) * w).sum() / w.sum().clamp_min(1.0)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)

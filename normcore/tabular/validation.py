@@ -29,7 +29,8 @@ class ValidationReport:
 
     findings: list[Finding] = field(default_factory=list)
     constant_idps: list[str] = field(default_factory=list)
-    rows_with_missing: list[int] = field(default_factory=list)
+    rows_with_missing: list[int] = field(default_factory=list)  # any of age, covariates or IDPs missing
+    rows_missing_covariates: list[int] = field(default_factory=list)  # age or a covariate missing
     duplicate_ids: list[str] = field(default_factory=list)
     small_groups: dict[str, dict[str, int]] = field(default_factory=dict)
     age_range: tuple[float, float] | None = None
@@ -144,13 +145,22 @@ def validate_table(df: pd.DataFrame, age: str, covariates: list[str], idps: list
             kind = "all zero" if (v == 0).all() else "constant"
             report.constant_idps.append(col)
             report.add("warning", col, f"IDP {col!r} is {kind}; it carries no information and will be dropped")
-    used = df[[age, *covariates, *idps]]
-    missing_rows = np.flatnonzero(used.isna().any(axis=1).to_numpy() | ages.isna().to_numpy())
-    report.rows_with_missing = missing_rows.tolist()
-    if len(missing_rows):
-        cols = used.columns[used.isna().any()].tolist()
-        report.add("warning", cols[0] if cols else None,
-                   f"{len(missing_rows)} row(s) have missing values (in {', '.join(cols[:5])}); they will be dropped")
+    covs = df[[age, *covariates]]
+    no_covariates = covs.isna().any(axis=1).to_numpy() | ages.isna().to_numpy()
+    no_idp = values.isna().any(axis=1).to_numpy()
+    report.rows_with_missing = np.flatnonzero(no_covariates | no_idp).tolist()
+    report.rows_missing_covariates = np.flatnonzero(no_covariates).tolist()
+    if no_covariates.any():
+        cols = covs.columns[covs.isna().any()].tolist() or [age]
+        report.add("warning", cols[0], f"{int(no_covariates.sum())} row(s) miss age or a covariate (in "
+                   f"{', '.join(cols[:5])}); they will be dropped")
+    incomplete = no_idp & ~no_covariates
+    if incomplete.any():
+        cols = [c for c in idps if values[c].isna().any()]
+        share = float(values[~no_covariates].isna().to_numpy().mean())
+        report.add("warning", cols[0], f"{int(incomplete.sum())} row(s) miss some IDP values ({100 * share:.1f}% of "
+                   f"the IDP values, in {len(cols)} IDP(s): {', '.join(cols[:5])}); the diffusion model trains on "
+                   "them (each IDP on its observed values), the SHASH and BLR baselines drop them")
     if id_col:
         dup = df[id_col][df[id_col].duplicated(keep=False)].astype(str).unique().tolist()
         report.duplicate_ids = dup
@@ -172,20 +182,40 @@ def validate_table(df: pd.DataFrame, age: str, covariates: list[str], idps: list
 
 
 def prepare_training_table(df: pd.DataFrame, age: str, covariates: list[str], idps: list[str] | None,
-                           idps_regex: str | None, label: str,
-                           min_rows: int = 20) -> tuple[pd.DataFrame, list[str], list[str]]:
-    """Validate a training table; drop constant IDPs and incomplete rows (returned as warnings).
+                           idps_regex: str | None, label: str, min_rows: int = 20,
+                           keep_incomplete: bool = False) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """Validate a training table; drop constant IDPs and unusable rows (returned as warnings).
 
-    Returns (complete rows, usable IDP names, warning messages); raises :class:`InputError` on errors.
+    Rows missing age or a covariate are dropped. Rows missing some IDP values are dropped too, unless
+    ``keep_incomplete`` (a model that fits each IDP on its observed values): then only rows with no usable IDP value
+    go, and IDPs observed in fewer than ``min_rows`` of the kept rows are dropped. Returns (rows, usable IDP names,
+    warning messages); raises :class:`InputError` on errors.
     """
     idps = resolve_idps(df, idps, idps_regex, exclude=[age, *covariates], label=label)
     report = validate_table(df, age, covariates, idps)
     report.raise_errors(label)
     warnings = [f.message for f in report.warnings]
     idps = [c for c in idps if c not in report.constant_idps]
-    data = df.drop(index=df.index[report.rows_with_missing])
-    if len(data) < min_rows:
-        raise InputError(f"{label}: only {len(data)} complete rows; at least {min_rows} are needed to fit")
     if not idps:
         raise InputError(f"{label}: no usable IDP columns")
+    if not keep_incomplete:
+        data = df.drop(index=df.index[report.rows_with_missing])
+        if len(data) < min_rows:
+            raise InputError(f"{label}: only {len(data)} complete rows; at least {min_rows} are needed to fit")
+        return data, idps, warnings
+    data = df.drop(index=df.index[report.rows_missing_covariates])
+    observed = data[idps].apply(pd.to_numeric, errors="coerce").notna()
+    sparse = [c for c in idps if observed[c].sum() < min_rows]
+    if sparse:
+        warnings.append(f"{len(sparse)} IDP(s) are observed in fewer than {min_rows} rows and will be dropped: "
+                        f"{', '.join(sparse[:5])}")
+        idps = [c for c in idps if c not in sparse]
+        if not idps:
+            raise InputError(f"{label}: no IDP is observed in at least {min_rows} rows")
+    empty = ~observed[idps].any(axis=1).to_numpy()
+    if empty.any():
+        warnings.append(f"{int(empty.sum())} row(s) have no value of any IDP and will be dropped")
+        data = data[~empty]
+    if len(data) < min_rows:
+        raise InputError(f"{label}: only {len(data)} usable rows; at least {min_rows} are needed to fit")
     return data, idps, warnings

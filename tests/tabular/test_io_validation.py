@@ -86,3 +86,24 @@ def test_downloads_and_files_escape_formula_cells_but_not_numbers(tmp_path):
     assert list(back["neg"]) == [-3, 4] and list(back["'=SUM(A1)"]) == [1.5, -2.0]  # numbers untouched
     write_table_atomic(frame, tmp_path / "t.csv")
     assert (tmp_path / "t.csv").read_text() == text
+
+
+def test_training_table_keeps_incomplete_rows_only_for_a_model_that_fits_them():
+    from normcore.tabular.validation import prepare_training_table
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"age": rng.uniform(20, 80, 60), "sex": rng.integers(0, 2, 60).astype(float),
+                       "a": rng.normal(size=60), "b": rng.normal(size=60), "rare": np.nan})
+    df.loc[:9, "a"] = np.nan  # 10 rows miss one IDP value
+    df.loc[10:11, ["a", "b"]] = np.nan  # 2 rows have none
+    df.loc[12, "sex"] = np.nan  # 1 row misses a covariate
+    df.loc[:14, "rare"] = rng.normal(size=15)  # observed in 15 rows: too few to fit
+    args = (df, "age", ["sex"], ["a", "b", "rare"], None, "t.csv")
+    with pytest.raises(InputError, match="only 2 complete rows"):  # rows 13 and 14 alone have every value
+        prepare_training_table(*args)
+    kept, idps, warnings = prepare_training_table(*args, keep_incomplete=True)
+    assert idps == ["a", "b"]
+    assert sorted(kept.index) == [i for i in range(60) if i not in (10, 11, 12)]
+    assert any("1 IDP(s) are observed in fewer than 20 rows" in w for w in warnings)
+    assert any("2 row(s) have no value of any IDP" in w for w in warnings)
+    assert any("1 row(s) miss age or a covariate" in w for w in warnings)

@@ -224,3 +224,37 @@ def test_level_curves_survive_a_new_level_and_a_round_trip():
     again = LocationScale.from_dict(ls.to_dict())
     np.testing.assert_allclose(again.location_scale(age, new)[0], ls.location_scale(age, new)[0])
     assert again.curves == [1] and again.curve_penalty == ls.curve_penalty
+
+
+def test_location_scale_fits_each_idp_on_its_observed_rows():
+    from normcore.tabular.preprocessing import LocationScale
+
+    age, codes, y = _sites_scaling_an_age_trend(1500, 3)
+    missing = np.random.default_rng(4).random(len(age)) < 0.3
+    gappy = np.column_stack([y, np.where(missing, np.nan, y[:, 0])])  # IDP 2: IDP 0 with 30% of its rows missing
+    ls = LocationScale(curves=[1])
+    r = ls.fit_transform(age, codes, gappy, [2, 4])
+    complete = LocationScale(curves=[1])
+    r_complete = complete.fit_transform(age, codes, y, [2, 4])
+    # the complete IDPs are fitted exactly as without the gappy one
+    np.testing.assert_allclose(r[:, :2], r_complete, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(ls.mu_coef)[:, :2], np.asarray(complete.mu_coef), atol=1e-12)
+    assert ls.curve_penalty[:2] == complete.curve_penalty
+    # the gappy one: NaN exactly where missing, and the fit of its observed rows alone (same knots and levels)
+    assert np.array_equal(np.isnan(r[:, 2]), missing)
+    mu, lv, resid, _ = complete._fit_columns(age[~missing], codes[~missing], y[~missing, :1])
+    np.testing.assert_allclose(r[~missing, 2], resid[:, 0], atol=1e-12)
+    np.testing.assert_allclose(np.asarray(ls.mu_coef)[:, 2], mu[:, 0], atol=1e-12)
+    np.testing.assert_allclose(np.asarray(ls.logvar_coef)[:, 2], lv[:, 0], atol=1e-12)
+    assert np.corrcoef(r[~missing, 2], r[~missing, 0])[0, 1] > 0.99  # and it standardises like the complete fit
+    assert np.isfinite(ls.transform(y[:, [0, 1, 0]], age, codes)).all()  # new subjects need no missing pattern
+
+
+def test_quantile_map_is_fitted_on_the_observed_values_and_maps_missing_to_missing():
+    column = np.random.default_rng(5).gamma(2.0, 1.0, 800)
+    gappy = column.copy()
+    gappy[::4] = np.nan
+    tr = IDPTransformer("quantile").fit(gappy[:, None])
+    assert tr.params == IDPTransformer("quantile").fit(column[~np.isnan(gappy)][:, None]).params
+    z = tr.transform(gappy[:, None])[:, 0]
+    assert np.array_equal(np.isnan(z), np.isnan(gappy))
