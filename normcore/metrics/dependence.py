@@ -8,8 +8,11 @@ from scipy import stats
 
 
 def spearman_matrix(x: np.ndarray) -> np.ndarray:
-    """Spearman correlation matrix of the columns of x (n, D)."""
+    """Spearman correlation matrix of the columns of x (n, D); with missing values (NaN) each pair's over the rows
+    where both are observed."""
     x = np.asarray(x, float)
+    if np.isnan(x).any():
+        return pd.DataFrame(x).corr(method="spearman").to_numpy(float)
     r = stats.spearmanr(x).statistic if x.shape[1] > 2 else np.corrcoef(stats.rankdata(x, axis=0), rowvar=False)
     return np.atleast_2d(np.asarray(r, float))
 
@@ -64,8 +67,10 @@ def pairwise_distribution_gaps(real: pd.DataFrame, generated: pd.DataFrame, idps
     g = ((generated[idps] - mu) / sd).to_numpy()
     r = r[rng.permutation(len(r))[:max_rows]]
     g = g[rng.permutation(len(g))[:max_rows]]
+    def both(a: np.ndarray, i: int, j: int) -> np.ndarray:  # the rows where the pair is observed
+        return a[~np.isnan(a[:, [i, j]]).any(axis=1)][:, [i, j]]
     rows = [{"idp_a": idps[i], "idp_b": idps[j], "spearman_real": float(s[i, j]),
-             "energy": energy_distance(r[:, [i, j]], g[:, [i, j]]), "mmd": mmd_rbf(r[:, [i, j]], g[:, [i, j]])}
+             "energy": energy_distance(both(r, i, j), both(g, i, j)), "mmd": mmd_rbf(both(r, i, j), both(g, i, j))}
             for _, i, j in pairs[:max_pairs]]
     return pd.DataFrame(rows)
 

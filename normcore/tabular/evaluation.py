@@ -49,17 +49,18 @@ def evaluate(model, holdout: pd.DataFrame, truth: SyntheticTruth | None = None, 
     for j, name in enumerate(idps):
         u = ctrl[f"centile:{name}"].to_numpy(float)
         y = ctrl[name].to_numpy(float)
+        seen = ~np.isnan(y)  # the regression metrics use the rows where the IDP is observed
+        y, mu, sd2 = y[seen], mean[seen, j], np.maximum(var[seen, j], 1e-12)
         ks_stat, ks_p = M.pit_ks(u)
         cov = M.coverage(u).set_index("level")
         row = {"idp": name, "pit_ks": ks_stat, "pit_ks_p": ks_p,
                "coverage50": cov.loc[0.5, "coverage"], "coverage90": cov.loc[0.9, "coverage"],
                "coverage95": cov.loc[0.95, "coverage"], "coverage95_se": cov.loc[0.95, "se"],
                "ace_heldout": M.ace_from_centiles(u, ctrl[age].to_numpy(float)),
-               "expv": M.explained_variance(y, mean[:, j]), "smse": M.smse(y, mean[:, j]),
-               "rho": M.pearson_rho(y, mean[:, j])}
+               "expv": M.explained_variance(y, mu), "smse": M.smse(y, mu), "rho": M.pearson_rho(y, mu)}
         train_mean = tr.get("idp_mean", {}).get(name, float(np.mean(y)))
         train_sd = tr.get("idp_std", {}).get(name, float(np.std(y)))
-        row["msll"] = M.msll(y, mean[:, j], np.maximum(var[:, j], 1e-12), train_mean, train_sd**2)
+        row["msll"] = M.msll(y, mu, sd2, train_mean, train_sd**2)
         row.update(M.z_summary(ctrl[f"z:{name}"].to_numpy(float)))
         per_idp.append(row)
     table = pd.DataFrame(per_idp)
@@ -100,11 +101,18 @@ def evaluate(model, holdout: pd.DataFrame, truth: SyntheticTruth | None = None, 
 
 def memorisation_check(model, generated: pd.DataFrame, train: pd.DataFrame, reference: pd.DataFrame) -> dict:
     """:func:`normcore.metrics.memorisation_report` of ``generated`` rows against the training rows and unseen
-    ``reference`` rows, each as age, the model's covariate codes and its IDPs."""
+    ``reference`` rows, each as age, the model's covariate codes and its IDPs. Distances need every coordinate, so
+    the complete rows of ``train`` and ``reference`` take part (their counts: ``n_train_rows``, ``n_reference_rows``);
+    with fewer than two of either the report holds the counts alone."""
     def as_matrix(frame: pd.DataFrame) -> np.ndarray:
+        frame = frame.dropna(subset=[model.encoder_.age, *model.encoder_.categorical, *model.idps])
         codes = model.encoder_.codes(frame, allow_unseen=True).astype(float)
         return np.column_stack([frame[model.encoder_.age].to_numpy(float), codes, frame[model.idps].to_numpy(float)])
-    return M.memorisation_report(as_matrix(generated), as_matrix(train), as_matrix(reference))
+    t, r = as_matrix(train), as_matrix(reference)
+    counts = {"n_train_rows": int(len(t)), "n_reference_rows": int(len(r))}
+    if min(len(t), len(r)) < 2:
+        return counts
+    return {**M.memorisation_report(as_matrix(generated), t, r), **counts}
 
 
 def dependence_noise_floor(truth: SyntheticTruth, real: pd.DataFrame, idps: list[str], seed: int = 0) -> float:

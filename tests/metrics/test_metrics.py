@@ -144,3 +144,15 @@ def test_ace_from_centiles_zero_for_uniform_and_large_for_skewed():
     ages = rng.uniform(20, 80, 20000)
     assert M.ace_from_centiles(rng.random(20000), ages) < 0.01
     assert M.ace_from_centiles(rng.random(20000) ** 2, ages) > 0.1
+
+
+def test_spearman_matrix_with_missing_values_uses_each_pair_s_common_rows():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((300, 3))
+    x[:, 1] += x[:, 0]
+    x[:100, 0] = np.nan
+    x[200:, 2] = np.nan
+    s = M.spearman_matrix(x)
+    assert s[0, 1] == pytest.approx(stats.spearmanr(x[100:, 0], x[100:, 1]).statistic, abs=1e-12)
+    assert s[1, 2] == pytest.approx(stats.spearmanr(x[:200, 1], x[:200, 2]).statistic, abs=1e-12)
+    assert s[0, 2] == pytest.approx(stats.spearmanr(x[100:200, 0], x[100:200, 2]).statistic, abs=1e-12)

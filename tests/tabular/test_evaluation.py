@@ -35,3 +35,26 @@ def test_curve_ace_against_a_truth_with_sites_at_the_first_site_or_at_every_site
     assert every["ace"] == pytest.approx(np.mean(list(every["ace_per_site"].values())))
     assert len(set(every["ace_per_site"].values())) == 3  # each site's own curves against its own truth
     assert 0 < every["ace"] < 0.1
+
+
+def test_the_suite_reports_finite_metrics_for_tables_missing_some_idp_values():
+    """Missing values leave each metric to the rows where what it needs is observed, never NaN for the IDP."""
+    from normcore import make_model
+    from normcore.tabular.evaluation import evaluate
+    from normcore.tabular.synthetic import SyntheticTruth
+
+    truth = SyntheticTruth.create(d=3, seed=7)
+    train, holdout = truth.sample(600, seed=8), truth.sample(400, seed=9)
+    model = make_model("shash-baseline").fit(train, age="age", covariates=["sex"], idps=truth.idp_names)
+
+    def gappy(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
+        values = frame[truth.idp_names].to_numpy(float).copy()
+        values[np.random.default_rng(seed).random(values.shape) < 0.2] = np.nan
+        return frame.assign(**dict(zip(truth.idp_names, values.T, strict=True)))
+
+    report = evaluate(model, gappy(holdout, 1), train=gappy(train, 2), n_samples=200)
+    for row in report["per_idp"]:
+        assert all(np.isfinite(row[k]) for k in ("expv", "smse", "rho", "msll", "coverage95"))
+    assert np.isfinite(report["dependence"]["frobenius_model"]) and np.isfinite(report["dependence"]["energy_model"])
+    memo = report["memorisation"]
+    assert np.isfinite(memo["ratio"]) and 250 < memo["n_train_rows"] < 350 and 150 < memo["n_reference_rows"] < 250
