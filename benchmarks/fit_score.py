@@ -112,13 +112,25 @@ def suite_metrics(model, train, holdout, idps: list[str], truth, seed: int) -> d
             "nn_ratio": round(memo["ratio"], 3), "suite_s": round(ace_s + time.perf_counter() - start, 1)}
 
 
-def with_missing(train, idps: list[str], share: float, seed: int, drop_incomplete: bool):
-    """``train`` with a share ``share`` of its IDP values removed completely at random (and, with
-    ``drop_incomplete``, the rows left incomplete dropped)."""
+def with_missing(train, idps: list[str], share: float, seed: int, drop_incomplete: bool, mechanism: str = "mcar"):
+    """``train`` with a share ``share`` of its IDP values removed (and, with ``drop_incomplete``, the rows left
+    incomplete dropped). ``mechanism``: ``mcar``, completely at random; ``previous-idp``, IDP j (j > 0) missing with a
+    probability that rises with IDP j-1's value (logistic in its rank score, slope 2, so the highest values go about
+    7 times as often as the lowest; IDP 0 stays complete, the others average ``share``): missing at random given
+    the observed values, which complete-case fitting is biased by."""
     if share <= 0:
         return train
     values = train[idps].to_numpy(float).copy()
-    values[np.random.default_rng(seed + 555).random(values.shape) < share] = np.nan
+    rng = np.random.default_rng(seed + 555)
+    if mechanism == "mcar":
+        drop = rng.random(values.shape) < share
+    else:
+        ranks = special.ndtri((stats.rankdata(values, axis=0) - 0.5) / len(values))[:, :-1]
+        logit = np.log(share / (1 - share))
+        odds = 1 / (1 + np.exp(-(logit + 2 * ranks)))
+        odds *= share / odds.mean(axis=0)  # each column's average share exactly
+        drop = np.column_stack([np.zeros(len(values), bool), rng.random(odds.shape) < odds])
+    values[drop] = np.nan
     out = train.copy()
     out[idps] = values
     return out.dropna(subset=idps) if drop_incomplete else out
@@ -126,9 +138,9 @@ def with_missing(train, idps: list[str], share: float, seed: int, drop_incomplet
 
 def run(name: str, d: int, seed: int, samples: int, overrides: dict, vary: list[tuple[str, list]],
         holdout_n: int = 2000, n_train: int = 5000, suite: bool = False, sites: int = 0, missing: float = 0.0,
-        drop_incomplete: bool = False) -> list[dict]:
+        drop_incomplete: bool = False, mechanism: str = "mcar") -> list[dict]:
     train, holdout, idps, covs, truth = split(name, d, seed, holdout_n, n_train, sites)
-    fitted_on = with_missing(train, idps, missing, seed, drop_incomplete)
+    fitted_on = with_missing(train, idps, missing, seed, drop_incomplete, mechanism)
     model = build(overrides, seed)
     start = time.perf_counter()
     model.fit(fitted_on, age="age", covariates=covs, idps=idps)
@@ -140,7 +152,8 @@ def run(name: str, d: int, seed: int, samples: int, overrides: dict, vary: list[
         rows.append(score_row(model, name, d, train, holdout, idps, truth, fit_s, seed, samples,
                               {**overrides, **setting}))
         if missing > 0:
-            rows[-1].update(missing=missing, drop_incomplete=drop_incomplete, rows_fitted=len(fitted_on))
+            rows[-1].update(missing=missing, missing_mechanism=mechanism, drop_incomplete=drop_incomplete,
+                            rows_fitted=len(fitted_on), imputation_s=getattr(model, "history_", {}).get("imputation_s"))
     if suite and truth is not None:
         rows[-1].update(suite_metrics(model, train, holdout, idps, truth, seed))
     return rows
@@ -228,6 +241,8 @@ def main() -> None:
                     help="synthetic truth: also curve ACE, dependence gap with its noise floor, memorisation ratio")
     ap.add_argument("--missing", type=float, default=0.0,
                     help="share of the training IDP values removed completely at random before the fit")
+    ap.add_argument("--missing-mechanism", choices=("mcar", "previous-idp"), default="mcar",
+                    help="which values --missing removes (see with_missing)")
     ap.add_argument("--drop-incomplete", action="store_true",
                     help="with --missing: drop the training rows left incomplete (complete-case fitting)")
     ap.add_argument("--out", default=None, help="append the rows to this JSON-lines file")
@@ -241,7 +256,7 @@ def main() -> None:
             for key, values in (text.split("=", 1) for text in args.vary)]
     for name in args.data.split(","):
         for row in run(name, args.d, args.seed, args.samples, overrides, vary, args.holdout, args.n_train,
-                       args.suite, args.sites, args.missing, args.drop_incomplete):
+                       args.suite, args.sites, args.missing, args.drop_incomplete, args.missing_mechanism):
             row = {"root": args.root, **row}
             print(json.dumps(row), flush=True)
             if args.out:

@@ -294,7 +294,9 @@ class NormativeDiffusion(NormativeModel):
         self.transformer_ = IDPTransformer(self.transform).fit(r_all)
         x_all = self.transformer_.transform(r_all).astype(np.float32)
         x_train, x_val = x_all[:len(train)], x_all[len(train):]
+        start = time.perf_counter()
         x_train_in, x_val_in, observed_tr, observed_va = self._complete_latents(x_train, x_val)
+        imputation_s = time.perf_counter() - start
         c_train = self.encoder_.encode(age_tr, codes_tr)
         c_val = self.encoder_.encode(age_va, codes_va)
         torch.manual_seed(self.seed)
@@ -331,7 +333,7 @@ class NormativeDiffusion(NormativeModel):
         self.history_ = {**history, "multivariate_calibration_s": time.perf_counter() - start}
         self.training_summary_ = _training_summary(train, val, age, covariates, idps, dropped_rows)
         if observed_tr is not None:
-            self.history_["imputed_completions"] = int(x_train_in.shape[0])
+            self.history_.update(imputed_completions=int(x_train_in.shape[0]), imputation_s=imputation_s)
 
     def _complete_latents(self, x_train: np.ndarray, x_val: np.ndarray):
         """The network's inputs when some latents are missing (NaN): ``K`` completions of the training rows and one

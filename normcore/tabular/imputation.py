@@ -13,9 +13,9 @@ a target, so the model is not trained to reproduce the imputation.
 :class:`LatentImputer` models the latents as N(0, R), the Gaussian copula the latents are built to approach (each
 is standard normal by construction). R is estimated with missing values by a stochastic EM: start from the
 pairwise-complete correlations (projected to a valid correlation), then alternate a conditional draw of the missing
-entries with the shrunk (Ledoit-Wolf) correlation of the completed table. Draws given the observed values x_o use
-Matheron's rule: draw z ~ N(0, R), then x_m = z_m + R_mo R_oo^-1 (x_o - z_o), exact for the conditional N(0, R)
-and batched over rows with one linear solve per row for any number of draws.
+entries with the shrunk (Ledoit-Wolf) correlation of the completed table (on at most ``EM_ROWS`` rows). Draws given
+the observed values x_o use Matheron's rule: draw z ~ N(0, R), then x_m = z_m + R_mo R_oo^-1 (x_o - z_o), exact
+for the conditional N(0, R) and batched over rows with one linear solve per row for any number of draws.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import numpy as np
 from sklearn.covariance import ledoit_wolf
 
 EM_ROUNDS = 3  # stochastic-EM rounds after the pairwise start (the correlation settles within 2-3)
+EM_ROWS = 4000  # rows the EM rounds use at most (a random subset; the pairwise start uses every row)
 MIN_EIGENVALUE = 1e-3  # floor of the correlation's eigenvalues (keeps every conditional well posed)
 SOLVE_BYTES = 1 << 26  # memory of one batch of per-row systems
 
@@ -74,8 +75,9 @@ class LatentImputer:
         self.correlation_ = pairwise_correlation(x)
         if np.isnan(x).any() and len(x) > 2:
             rng = np.random.default_rng(self.seed)
+            rows = x[np.sort(rng.permutation(len(x))[:EM_ROWS])]
             for _ in range(EM_ROUNDS):
-                completed = self._draws(x, 1, rng)[0]
+                completed = self._draws(rows, 1, rng)[0]
                 cov = ledoit_wolf(completed, assume_centered=True)[0]
                 self.correlation_ = _as_correlation(cov)
         return self
@@ -102,12 +104,12 @@ class LatentImputer:
             rows = incomplete[s:s + batch]
             obs = ~np.isnan(x[rows])  # (b, D)
             prior = rng.standard_normal((len(rows), d, n_draws))
-            z = np.einsum("ij,bjk->bik", chol, prior)  # (b, D, K) ~ N(0, R)
+            z = chol @ prior  # (b, D, K) ~ N(0, R)
             m = obs.astype(float)
             # R_oo padded with the identity on missing entries: solving it applies R_oo^-1 to the observed block
             system = corr[None] * (m[:, :, None] * m[:, None, :]) + eye[None] * (1.0 - m)[:, :, None]
             gap = (np.nan_to_num(x[rows])[:, :, None] - z) * m[:, :, None]
-            completed = z + np.einsum("ij,bjk->bik", corr, np.linalg.solve(system, gap))
+            completed = z + corr @ np.linalg.solve(system, gap)
             filled = np.where(obs[:, :, None], x[rows][:, :, None], completed)  # (b, D, K)
             out[:, rows] = filled.transpose(2, 0, 1)
         return out

@@ -369,7 +369,7 @@ def _ridge(basis: np.ndarray, gram: np.ndarray, target: np.ndarray, penalty: np.
     coef = inv @ (basis.T @ target)
     if not with_hat:
         return coef
-    return coef, np.einsum("ij,jk,ik->i", basis, inv, basis)
+    return coef, ((basis @ inv) * basis).sum(axis=1)
 
 
 class LocationScale:
