@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -88,3 +90,15 @@ def adapt_threads() -> int:
         torch.set_num_threads(n)
     _last_set = n
     return n
+
+
+@contextmanager
+def blas_threads_like_torch() -> Iterator[int]:
+    """Run numpy's BLAS and LAPACK (OpenBLAS, MKL) on the threads torch uses now (:func:`adapt_threads`), so the
+    closed-form stages of a fit (the location-scale ridge solves, the imputer's per-row solves) do not spin a thread
+    per core on a busy machine either; yields that count."""
+    from threadpoolctl import threadpool_limits
+
+    n = adapt_threads()
+    with threadpool_limits(limits=n, user_api="blas"):
+        yield n

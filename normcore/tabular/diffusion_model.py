@@ -21,6 +21,7 @@ from normcore._utils.distributed import (
 )
 from normcore._utils.errors import InputError
 from normcore._utils.progress import Progress, as_progress
+from normcore._utils.threads import blas_threads_like_torch
 from normcore.diffusion import SAMPLERS, NoiseSchedule
 from normcore.diffusion import sample as run_sampler
 from normcore.diffusion.noise import SAMPLING_NOISE, ScrambledSobol, noise_draws
@@ -286,17 +287,18 @@ class NormativeDiffusion(NormativeModel):
         age_va, codes_va = covs(val)
         ages, codes_all = np.r_[age_tr, age_va], np.concatenate([codes_tr, codes_va])
         y_all = np.concatenate([train[idps].to_numpy(float), val[idps].to_numpy(float)])
-        if self.location_scale:
-            self.location_scale_ = LocationScale(curves=self.encoder_.batch_columns)  # see its docstring
-            r_all = self.location_scale_.fit_transform(ages, codes_all, y_all, n_levels)  # leave-one-out
-        else:
-            self.location_scale_, r_all = None, y_all
-        self.transformer_ = IDPTransformer(self.transform).fit(r_all)
-        x_all = self.transformer_.transform(r_all).astype(np.float32)
-        x_train, x_val = x_all[:len(train)], x_all[len(train):]
-        start = time.perf_counter()
-        x_train_in, x_val_in, observed_tr, observed_va = self._complete_latents(x_train, x_val)
-        imputation_s = time.perf_counter() - start
+        with blas_threads_like_torch():
+            if self.location_scale:
+                self.location_scale_ = LocationScale(curves=self.encoder_.batch_columns)  # see its docstring
+                r_all = self.location_scale_.fit_transform(ages, codes_all, y_all, n_levels)  # leave-one-out
+            else:
+                self.location_scale_, r_all = None, y_all
+            self.transformer_ = IDPTransformer(self.transform).fit(r_all)
+            x_all = self.transformer_.transform(r_all).astype(np.float32)
+            x_train, x_val = x_all[:len(train)], x_all[len(train):]
+            start = time.perf_counter()
+            x_train_in, x_val_in, observed_tr, observed_va = self._complete_latents(x_train, x_val)
+            imputation_s = time.perf_counter() - start
         c_train = self.encoder_.encode(age_tr, codes_tr)
         c_val = self.encoder_.encode(age_va, codes_va)
         torch.manual_seed(self.seed)
@@ -392,18 +394,20 @@ class NormativeDiffusion(NormativeModel):
     def _calibrate_multivariate(self, x_val: np.ndarray, age: np.ndarray, codes: np.ndarray,
                                 progress: Progress) -> MultivariateCalibration | None:
         """The multivariate score's distribution on the validation rows, scored as new subjects with the model's
-        default samples and with half as many, at its seed (:mod:`~normcore.tabular.multivariate_calibration`); the
-        complete rows alone (the fit is over all D IDPs). Their Gaussianised values ``x_val`` come from leave-one-out
-        residuals, so neither the network nor the location-scale stage saw them."""
-        x_val, age, codes = (v[~np.isnan(x_val).any(axis=1)] for v in (x_val, age, codes))  # complete rows alone
+        default samples and with half as many, at its seed (:mod:`~normcore.tabular.multivariate_calibration`); a row
+        missing some IDPs gives its d2 over the observed ones. Their Gaussianised values ``x_val`` come from
+        leave-one-out residuals, so neither the network nor the location-scale stage saw them."""
         if len(x_val) < MIN_CALIBRATION_ROWS or len(self.idps) > MAX_MULTIVARIATE_IDPS:
             return None
         staged = progress.as_stage(CALIBRATION_STAGE)
+        missing = np.isnan(x_val)
         d2 = []
         for m in (self.n_samples, max(self.n_samples // 2, 1)):
             _, z, _, corr = self._score_core(x_val.astype(float), age, codes, m, None, staged, latent_values=True)
+            z[missing] = np.nan  # a row's d2 is over its observed IDPs
             d2.append(multivariate_scores(z, corr, np.ones(len(self.idps), bool))[0])
-        return MultivariateCalibration.fit(d2[0], d2[1], len(self.idps), self.n_samples)
+        return MultivariateCalibration.fit(d2[0], d2[1], len(self.idps), self.n_samples,
+                                           n_observed=(~missing).sum(axis=1))
 
     def _network_params(self, d: int, n_rows: int = 0, tensors: dict[str, torch.Tensor] | None = None) -> dict:
         """The backbone's keyword arguments: ``backbone_params`` with a FiLM-MLP's automatic per-IDP path width

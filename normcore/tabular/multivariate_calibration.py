@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy import special
+from scipy import optimize, special
 
 MIN_CALIBRATION_ROWS = 50
 """Fewer out-of-sample rows than this give no calibration (the chi-square reference is kept): the gamma's shape,
@@ -48,21 +48,28 @@ class MultivariateCalibration:
     mean_d2_half: float
 
     @classmethod
-    def fit(cls, d2: np.ndarray, d2_half: np.ndarray, n_idps: int, n_samples: int) -> MultivariateCalibration | None:
+    def fit(cls, d2: np.ndarray, d2_half: np.ndarray, n_idps: int, n_samples: int,
+            n_observed: np.ndarray | None = None) -> MultivariateCalibration | None:
         """Maximum-likelihood scaled chi-square of the finite, positive ``d2`` (the same rows' ``d2_half``, scored
         with ``n_samples // 2`` samples, give its dependence on M); None with fewer than
-        :data:`MIN_CALIBRATION_ROWS` of them, or none spread (all equal)."""
+        :data:`MIN_CALIBRATION_ROWS` of them, or none spread (all equal).
+
+        ``n_observed``: the IDPs each row's d2 is over (default: all ``n_idps``). A row over D' of them is taken as
+        ``scale`` * chi2(``dof`` * D' / D), the rule :meth:`z` scores with, and the fit maximises that likelihood over
+        the rows (so rows missing some IDPs calibrate too); the means that carry the dependence on M are of d2 * D / D'.
+        """
         x, half = np.asarray(d2, float), np.asarray(d2_half, float)
-        ok = np.isfinite(x) & (x > 0) & np.isfinite(half) & (half > 0)
-        x, half = x[ok], half[ok]
+        frac = np.ones(len(x)) if n_observed is None else np.asarray(n_observed, float) / n_idps
+        ok = np.isfinite(x) & (x > 0) & np.isfinite(half) & (half > 0) & (frac > 0)
+        x, half, frac = x[ok], half[ok], frac[ok]
         if len(x) < MIN_CALIBRATION_ROWS:
             return None
-        shape = _gamma_shape(x)
+        shape = _gamma_shape(x) if np.all(frac == 1) else _gamma_shape_scaled(x, frac)
         if shape is None:
             return None
-        theta = float(x.mean()) / shape  # gamma(shape, theta) = (theta / 2) * chi2(2 shape)
+        theta = float(x.sum() / (shape * frac.sum()))  # gamma(shape, theta) = (theta / 2) * chi2(2 shape)
         return cls(scale=theta / 2, dof=2 * shape, n_idps=int(n_idps), n_rows=int(len(x)), n_samples=int(n_samples),
-                   mean_d2=float(x.mean()), mean_d2_half=float(half.mean()))
+                   mean_d2=float((x / frac).mean()), mean_d2_half=float((half / frac).mean()))
 
     def scale_at(self, n_samples: int | None) -> float:
         """``scale`` for d2 computed with ``n_samples`` samples per point (None: the calibration's own)."""
@@ -115,3 +122,21 @@ def _gamma_shape(x: np.ndarray) -> float | None:
         k -= (np.log(k) - special.digamma(k) - s) / (1 / k - special.polygamma(1, k))
         k = max(k, 1e-6)
     return float(k)
+
+
+def _gamma_shape_scaled(x: np.ndarray, frac: np.ndarray) -> float | None:
+    """Maximum-likelihood k of x_i ~ gamma(k * frac_i, theta) with a common theta (profiled out: theta =
+    sum x / (k sum frac)); None when the values do not vary."""
+    if not np.ptp(np.log(x) - np.log(frac)) > 1e-9:
+        return None
+    log_x, total, weight = np.log(x), float(x.sum()), float(frac.sum())
+
+    def negative_loglik(log_k: float) -> float:
+        k = np.exp(log_k)
+        theta = total / (k * weight)
+        shapes = k * frac
+        return -float(np.sum((shapes - 1) * log_x - shapes * np.log(theta) - special.gammaln(shapes)) - total / theta)
+
+    start = np.log(_gamma_shape(x / frac) or 1.0)
+    result = optimize.minimize_scalar(negative_loglik, bracket=(start - 0.5, start + 0.5))
+    return float(np.exp(result.x)) if result.success and np.isfinite(result.x) else None

@@ -36,3 +36,18 @@ def test_adapting_changes_only_counts_this_module_chose(monkeypatch):
 def test_busy_cores_reads_the_run_queue():
     assert threads._running_tasks() >= 1  # this process at least
     assert threads.busy_cores(samples=3, interval_s=0.0) >= 0
+
+
+def test_blas_threads_follow_torch_inside_the_block_and_are_restored_after():
+    from threadpoolctl import threadpool_info
+
+    from normcore._utils.threads import blas_threads_like_torch
+
+    def blas_threads() -> set[int]:
+        return {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+
+    before = blas_threads()
+    with blas_threads_like_torch() as n:
+        assert n == torch.get_num_threads()
+        assert blas_threads() <= {n}
+    assert blas_threads() == before

@@ -122,3 +122,35 @@ def test_the_calibration_reports_its_own_stage_and_a_cancel_during_it_leaves_no_
         model.fit(df, age="age", covariates=["sex"], idps=truth.idp_names, progress=progress)
     assert "train" in stages and stages[-1] == CALIBRATION_STAGE and "sample" not in stages
     assert not model.is_fitted
+
+
+def test_rows_over_fewer_idps_calibrate_by_the_rule_z_scores_them_with():
+    """d2 of a row over D' of D IDPs ~ scale * chi2(dof * D' / D): a fit on such rows recovers scale and dof, and
+    complete rows alone fit exactly as without ``n_observed``."""
+    rng = np.random.default_rng(2)
+    n_obs = rng.integers(60, 101, 6000)
+    d2 = 3.0 * rng.chisquare(40.0 * n_obs / 100)
+    cal = MultivariateCalibration.fit(d2, 0.9 * d2, n_idps=100, n_samples=1000, n_observed=n_obs)
+    assert cal.scale == pytest.approx(3.0, rel=0.05) and cal.dof == pytest.approx(40.0, rel=0.05)
+    assert cal.mean_d2 == pytest.approx(np.mean(d2 * 100 / n_obs))
+    fresh_obs = rng.integers(60, 101, 20000)
+    z = cal.z(3.0 * rng.chisquare(40.0 * fresh_obs / 100), fresh_obs)
+    assert np.mean(z > stats.norm.ppf(0.95)) == pytest.approx(0.05, abs=0.01)
+    complete = 3.0 * rng.chisquare(40.0, 3000)
+    assert MultivariateCalibration.fit(complete, complete, 100, 1000, n_observed=np.full(3000, 100)) == \
+        MultivariateCalibration.fit(complete, complete, 100, 1000)
+
+
+def test_a_fit_on_incomplete_rows_calibrates_on_validation_rows_missing_some_idps():
+    """With 40% of the values missing, few validation rows are complete; every one with an observed IDP counts, and
+    fresh subjects' multivariate z (over their observed IDPs) is about standard normal in its upper tail."""
+    df, truth = make_synthetic(700, d=4, seed=5)
+    values = df[truth.idp_names].to_numpy(float).copy()
+    values[np.random.default_rng(0).random(values.shape) < 0.4] = np.nan
+    gappy = df.assign(**dict(zip(truth.idp_names, values.T, strict=True)))
+    model = NormativeDiffusion(**TINY).fit(gappy, age="age", covariates=["sex"], idps=truth.idp_names)
+    cal = model.multivariate_calibration_
+    assert cal is not None and cal.n_rows == model.training_summary_["n_validation"]  # about 9 of them complete
+    fresh = truth.sample(2000, seed=6)
+    z = model.score(fresh)["multivariate_z"].to_numpy()
+    assert np.mean(z > stats.norm.ppf(0.95)) == pytest.approx(0.05, abs=0.02)

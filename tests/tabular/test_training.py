@@ -102,3 +102,31 @@ def test_with_a_closed_form_step_0_the_kept_trained_state_is_returned_for_the_ca
     assert trained in history["step"] and trained > 0
     assert history["trained_val_loss"] <= min(history["val_loss"]) + cfg.min_improvement  # within reach of the lowest
     assert any(not torch.equal(state[k], initial[k]) for k in initial)  # trained weights, not the initial ones
+
+
+def test_masked_entries_are_never_a_target_of_the_loss():
+    """The untrained Gaussian-residual denoiser predicts each coordinate from itself alone, so with the corrupt
+    (imputed) entries masked out the validation loss is the same whatever they hold, and without the mask it is not;
+    training on several completions with a mask runs and reports finite losses."""
+    g = np.random.default_rng(1)
+    x = g.normal(size=(400, 3)).astype(np.float32)
+    observed = g.random((400, 3)) > 0.3
+    corrupt = np.where(observed, x, 50.0).astype(np.float32)
+    c = np.zeros((400, 1), np.float32)
+    schedule = NoiseSchedule("cosine", 100)
+    cfg = TrainConfig(epochs=1, batch_size=64, warmup_steps=1)
+
+    def initial_loss(x_val: np.ndarray, mask: np.ndarray | None) -> float:
+        torch.manual_seed(0)
+        denoiser = wrap_denoiser(build_backbone("film-mlp", 3, 1, width=16, depth=1, emb_dim=8), schedule,
+                                 "gaussian-residual")
+        completions = np.stack([np.where(observed[:300], x[:300], g.normal(size=(300, 3)))] * 2).astype(np.float32)
+        _, history = train_denoiser(denoiser, completions, c[:300], x_val, c[300:], schedule, cfg,
+                                    torch.device("cpu"), Progress(), observed_train=observed[:300],
+                                    observed_val=mask)
+        assert np.isfinite(history["val_loss"]).all()
+        return history["initial_val_loss"]
+
+    clean = initial_loss(x[300:], observed[300:])
+    assert initial_loss(corrupt[300:], observed[300:]) == clean
+    assert initial_loss(corrupt[300:], None) > 10 * clean
