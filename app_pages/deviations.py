@@ -24,6 +24,8 @@ except Exception as exc:
 idps = model.idps
 zcols = [f"z:{i}" for i in idps]
 z = scores[zcols].to_numpy(float)
+for note in scores.attrs.get("notes", []):
+    st.info(note)
 n_out = int(scores["out_of_range"].sum())
 if n_out:
     st.warning(f"{n_out} subject(s) are outside the model's training age range; their scores are extrapolated.")

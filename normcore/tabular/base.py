@@ -258,8 +258,30 @@ class NormativeModel:
         if note is None and keep.sum() > MAX_MULTIVARIATE_IDPS:
             note = (f"no multivariate score: {int(keep.sum())} IDPs is over the {MAX_MULTIVARIATE_IDPS} for which "
                     "it is computed")
-        out.attrs["notes"] = out.attrs.get("notes", []) + ([note] if note else [])
+        notes = [note] if note else []
+        notes += self._unmeasured_notes(df, y)
+        out.attrs["notes"] = out.attrs.get("notes", []) + notes
         return out
+
+    def _unmeasured_notes(self, df: pd.DataFrame, y: np.ndarray) -> list[str]:
+        """One note per covariate level of the scored rows that had no training value of some IDP the rows have
+        (``training_summary_["unmeasured_levels"]``): their scores on it use the mean effect of the other levels."""
+        notes = []
+        unmeasured = (getattr(self, "training_summary_", None) or {}).get("unmeasured_levels", {})
+        for col, levels in unmeasured.items():
+            if col not in df.columns:
+                continue
+            labels = df[col].map(category_label).to_numpy()
+            for level, names in levels.items():
+                cols = [self.idps.index(c) for c in names if c in self.idps]
+                rows = labels == level
+                scored = [self.idps[j] for j in cols if (~np.isnan(y[rows, j])).any()]
+                if scored:
+                    notes.append(f"{col} {level!r} had no training value of {len(scored)} IDP(s) its subjects have "
+                                 f"here (e.g. {', '.join(scored[:3])}): their scores on them use the mean of the other "
+                                 f"{col} levels' effects; adapting the model to healthy controls of {level!r} "
+                                 f"(adapt --refine {col}) calibrates them")
+        return notes
 
     def centiles(self, ages: np.ndarray | list[float], quantiles: tuple[float, ...] = DEFAULT_QUANTILES,
                  fixed: dict | None = None, n_samples: int | None = None, idps: list[str] | None = None,

@@ -337,7 +337,8 @@ class NormativeDiffusion(NormativeModel):
         if observed_tr is not None:
             self.history_.update(imputed_completions=int(x_train_in.shape[0]), imputation_s=imputation_s)
 
-    def _complete_latents(self, x_train: np.ndarray, x_val: np.ndarray):
+    def _complete_latents(self, x_train: np.ndarray, x_val: np.ndarray
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
         """The network's inputs when some latents are missing (NaN): ``K`` completions of the training rows and one
         of the validation rows, drawn by a :class:`~normcore.tabular.imputation.LatentImputer` fitted to the training
         rows, and the masks of the observed entries (the loss counts only those). Complete latents pass through as
@@ -825,8 +826,19 @@ def _training_summary(train: pd.DataFrame, val: pd.DataFrame, age: str, covariat
                       idps: list[str], dropped_rows: int) -> dict:
     both = pd.concat([train, val])
     gaps = both[idps].isna()
-    incomplete = {"incomplete_rows": int(gaps.any(axis=1).sum()),  # rows kept though missing some IDP values
-                  "missing_idp_values": round(float(gaps.to_numpy().mean()), 6)} if gaps.to_numpy().any() else {}
+    incomplete = {}
+    if gaps.to_numpy().any():
+        unmeasured = {}  # covariate -> level -> IDPs none of the level's training rows has (see LocationScale)
+        for c in covariates:
+            labels = both[c].map(category_label)
+            seen = (~gaps).groupby(labels.to_numpy()).any()
+            found = {str(level): [idps[j] for j in np.flatnonzero(~row)] for level, row in zip(
+                seen.index, seen.to_numpy(), strict=True) if not row.all()}
+            if found:
+                unmeasured[c] = found
+        incomplete = {"incomplete_rows": int(gaps.any(axis=1).sum()),  # rows kept though missing some IDP values
+                      "missing_idp_values": round(float(gaps.to_numpy().mean()), 6),
+                      **({"unmeasured_levels": unmeasured} if unmeasured else {})}
     return {
         "n_train": int(len(train)),
         "n_validation": int(len(val)),

@@ -468,8 +468,10 @@ class LocationScale:
         leave-one-out residuals share that rescaling, so they are spread like new subjects' residuals.
 
         Missing values (NaN in ``y``) are allowed: each IDP is fitted on the rows where it is observed (the age
-        knots and range come from every row), exactly as if its column alone had been given those rows, and its
-        residuals are NaN where it is missing. Each IDP needs at least two observed rows.
+        knots and range come from every row), as if its column alone had been given those rows, and its residuals
+        are NaN where it is missing. A level none of those rows has (a site that never measured the IDP) gets the
+        mean effect of the levels that have some (:meth:`_average_unseen_levels`): what is known of a site never
+        seen. Each IDP needs at least two observed rows.
         """
         age = np.asarray(age, float)
         y = np.asarray(y, float)
@@ -490,6 +492,8 @@ class LocationScale:
                 if rows.sum() < 2:
                     raise ValueError(f"IDP column(s) {cols.tolist()} have fewer than two observed values")
                 m, lv, r, pen = self._fit_columns(age[rows], codes[rows], y[np.ix_(rows, cols)])
+                for coef in (m, lv):
+                    self._average_unseen_levels(coef, codes[rows])
                 mu_coef[:, cols], lv_coef[:, cols] = m, lv
                 out[np.ix_(rows, cols)] = r
                 for j, value in zip(cols, pen, strict=True):
@@ -497,6 +501,25 @@ class LocationScale:
         self.curve_penalty = penalties if self.curves else []
         self.mu_coef, self.logvar_coef = mu_coef.tolist(), lv_coef.tolist()
         return out
+
+    def _average_unseen_levels(self, coef: np.ndarray, codes: np.ndarray) -> None:
+        """Give each level of each covariate that no row of ``codes`` has the mean effect of the levels some row has
+        (level 0's effect is 0), in place in ``coef`` (rows of :meth:`_basis` first, as ``mu_coef`` and
+        ``logvar_coef``). The ridge fit leaves such a level at 0, which is the reference level's effect, an arbitrary
+        site. Level 0 has no row of its own: moving it shifts the B-spline rows (which sum to one at every age) and the
+        other levels the opposite way, as :meth:`set_level_effect` does."""
+        n_spline = len(self.knots) + 4
+        for k, n_lv in enumerate(self.n_levels):
+            seen = np.zeros(n_lv, bool)
+            seen[np.unique(codes[:, k])] = True
+            if seen.all() or not seen.any():
+                continue
+            rows = [self._level_row(k, level) for level in range(n_lv)]
+            effects = np.stack([np.zeros(coef.shape[1]) if r is None else coef[r] for r in rows])
+            effects[~seen] = effects[seen].mean(axis=0)
+            coef[:n_spline] += effects[0]  # level 0 to its new effect; the others relative to it
+            for level in range(1, n_lv):
+                coef[rows[level]] = effects[level] - effects[0]
 
     def _fit_columns(self, age: np.ndarray, codes: np.ndarray, y: np.ndarray):
         """Location and log-variance coefficients of complete columns ``y`` (knots and levels already set), their

@@ -435,3 +435,17 @@ def test_without_the_copula_candidate_step_0_is_the_untrained_network(cohort):
     assert model.history_["step0_denoiser"] == "untrained network"
     # the independent-normal step 0 is what every (untrainable) state is: none of them differs from it
     assert abs(min(model.history_["val_loss"]) - model.history_["initial_val_loss"]) < 1e-4
+
+
+def test_scores_say_which_levels_never_measured_an_idp_in_training(cohort):
+    df, truth = cohort
+    controls = df[df.group == "control"]
+    gappy = controls.copy()
+    gappy.loc[gappy.site == "site_02", truth.idp_names[1]] = np.nan
+    model = NormativeDiffusion(**{**TINY, "epochs": 1}).fit(gappy, age="age", covariates=["sex", "site"],
+                                                            idps=truth.idp_names)
+    assert model.training_summary_["unmeasured_levels"] == {"site": {"site_02": [truth.idp_names[1]]}}
+    notes = model.score(controls.head(40)).attrs["notes"]
+    assert any("site 'site_02' had no training value of 1 IDP(s)" in n and "--refine site" in n for n in notes)
+    elsewhere = controls[controls.site != "site_02"].head(20)
+    assert not any("had no training value" in n for n in model.score(elsewhere).attrs["notes"])

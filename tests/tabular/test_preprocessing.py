@@ -258,3 +258,26 @@ def test_quantile_map_is_fitted_on_the_observed_values_and_maps_missing_to_missi
     assert tr.params == IDPTransformer("quantile").fit(column[~np.isnan(gappy)][:, None]).params
     z = tr.transform(gappy[:, None])[:, 0]
     assert np.array_equal(np.isnan(z), np.isnan(gappy))
+
+
+@pytest.mark.parametrize("unseen", [3, 0])
+def test_a_site_that_never_measured_an_idp_gets_the_mean_site_effect_not_the_reference_site_s(unseen):
+    from normcore.tabular.preprocessing import LocationScale
+
+    rng = np.random.default_rng(6)
+    n = 2000
+    age, site = rng.uniform(20, 80, n), rng.integers(0, 4, n)
+    codes = site[:, None]
+    offset = np.array([0.0, 1.0, 2.0, 4.0])[site]
+    y = np.column_stack([offset + rng.normal(0, 0.3, n), offset + rng.normal(0, 0.3, n)])
+    y[site == unseen, 1] = np.nan
+    ls = LocationScale(curves=[0])
+    ls.fit_transform(age, codes, y, [4])
+    probe_age, probe_codes = np.full(4, 50.0), np.arange(4)[:, None]
+    mu, sd = ls.location_scale(probe_age, probe_codes)
+    seen = [s for s in range(4) if s != unseen]
+    expected = np.array([0.0, 1.0, 2.0, 4.0])
+    np.testing.assert_allclose(mu[seen, 1], expected[seen], atol=0.05)  # measured sites keep their own effects
+    assert mu[unseen, 1] == pytest.approx(expected[seen].mean(), abs=0.05)  # the unmeasured one: their mean
+    np.testing.assert_allclose(mu[:, 0], expected, atol=0.05)  # and the complete IDP is untouched
+    assert sd[unseen, 1] == pytest.approx(np.mean(sd[seen, 1]), rel=0.1)
