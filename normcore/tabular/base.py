@@ -67,7 +67,7 @@ class NormativeModel:
     FORMAT_VERSION: ClassVar[int] = 1
     MIGRATIONS: ClassVar[dict[int, Migration]] = {}
     EXACT: ClassVar[bool] = False  # centiles from a closed form (True) or from samples
-    fits_incomplete_rows: ClassVar[bool] = False  # trains on rows missing some IDP values (else drops them)
+    FITS_INCOMPLETE_ROWS: ClassVar[bool] = False  # trains on rows missing some IDP values (else drops them)
     PARAM_RULES: ClassVar[dict[str, Rule]] = {}  # accepted values of each parameter (normcore.tabular.params)
     _FITTED_MARK: ClassVar[str] = "encoder_"  # the attribute whose presence means fitted
 
@@ -156,13 +156,13 @@ class NormativeModel:
 
         IDPs default to every numeric column other than age and covariates. Constant (e.g. all-zero) IDP
         columns and rows missing age or a covariate are dropped; so are rows missing an IDP value unless the model
-        ``fits_incomplete_rows`` (see :func:`~normcore.tabular.validation.prepare_training_table`). What was dropped
+        ``FITS_INCOMPLETE_ROWS`` (see :func:`~normcore.tabular.validation.prepare_training_table`). What was dropped
         is recorded in ``fit_warnings_`` and the card.
         """
         self.check_params()
         covariates = list(covariates)
         data, used, warnings = prepare_training_table(df, age, covariates, idps, idps_regex, label,
-                                                      keep_incomplete=self.fits_incomplete_rows)
+                                                      keep_incomplete=self.FITS_INCOMPLETE_ROWS)
         self.idps, self.fit_warnings_ = used, warnings
         self._fit_core(data, age, covariates, label, as_progress(progress), dropped_rows=len(df) - len(data))
         return self

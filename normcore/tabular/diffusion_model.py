@@ -183,7 +183,7 @@ class NormativeDiffusion(NormativeModel):
         "sampling_noise": choice(*SAMPLING_NOISE), "tail_scale": choice(*TAIL_SCALES),
         "batch_covariates": names, "copula_candidate": boolean,
     }
-    fits_incomplete_rows: ClassVar[bool] = True  # per-IDP preprocessing on observed values; see _complete_latents
+    FITS_INCOMPLETE_ROWS: ClassVar[bool] = True  # per-IDP preprocessing on observed values; see _complete_latents
 
     def __init__(self, backbone: str = "film-mlp", transform: str = "quantile", schedule: str = "cosine",
                  timesteps: int = 1000, sampler: str = "dpm++2m-sde", sampling_steps: int = 25,

@@ -188,3 +188,18 @@ def test_persistence(name, fitted, data, tmp_path):
                                   model.score(df.head(5), n_samples=200, seed=3))
     with pytest.raises(InputError, match="a tabular model, not an imaging restoration model"):
         load_model(tmp_path / "m", kind="imaging")
+
+
+@pytest.mark.parametrize("name", TYPES)
+def test_fit_on_a_table_missing_some_idp_values(name, data):
+    """A model that says it fits incomplete rows uses every row; one that does not drops them, and says so."""
+    df, idps = data
+    gappy = df.copy()
+    gappy.loc[gappy.index[::4], idps[0]] = np.nan
+    model = make_model(name, **SETTINGS[name]).fit(gappy, age="age", covariates=["sex"], idps=idps)
+    summary = model.training_summary_
+    used = summary["n_train"] + summary["n_validation"]
+    assert used == (len(df) if type(model).FITS_INCOMPLETE_ROWS else len(df) - len(df.index[::4]))
+    assert any("miss some IDP values" in w for w in model.fit_warnings_)
+    scores = model.score(df.head(20))
+    assert np.isfinite(scores[[f"z:{c}" for c in idps]].to_numpy()).all()
