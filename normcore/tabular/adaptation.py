@@ -57,13 +57,16 @@ def training_level_effects(ls: LocationScale, k: int) -> tuple[np.ndarray, np.nd
 
 
 def estimate_level(ls: LocationScale, k: int, level: int | None, age: np.ndarray, codes: np.ndarray,
-                   y: np.ndarray, train_levels: int, train_count: float | None) -> LevelEstimate:
+                   y: np.ndarray, train_levels: int, train_count: float | None,
+                   unmeasured: np.ndarray | None = None) -> LevelEstimate:
     """Empirical-Bayes effects of covariate ``k`` at ``level`` (None: a new level) from controls (age, codes, y).
 
     ``codes[:, k]`` holds the code of the level being estimated (a new level already added to ``ls``) for every
     control; the other columns are the controls' own levels of the other covariates. ``y`` is (K, D) with NaN
     where an IDP is absent. ``train_levels`` is how many training levels the covariate had; ``train_count`` the
-    training rows of a known level (its estimate's precision).
+    training rows of a known level (its estimate's precision). ``unmeasured`` (D,) marks IDPs a known level had no
+    training value of: their effect is the other levels' mean (:meth:`LocationScale._average_unseen_levels`), so
+    its prior spread is theirs, as for a new level, not a precision from training rows it never had.
     """
     mu_tr, lv_tr = training_level_effects(ls, k)
     mu_tr, lv_tr = mu_tr[:train_levels], lv_tr[:train_levels]
@@ -85,6 +88,10 @@ def estimate_level(ls: LocationScale, k: int, level: int | None, age: np.ndarray
     if level is not None:  # prior precision: the reference's own estimate from its training rows
         tau2_mu = (np.exp(prior_lv) * np.mean(sd0**2, axis=0)) / max(float(train_count or 1.0), 1.0)
         tau2_lv = np.full_like(prior_lv, 2.0 / max(float(train_count or 1.0), 1.0))
+        others = [lvl for lvl in range(train_levels) if lvl != level]
+        if unmeasured is not None and unmeasured.any() and len(others) >= 2:
+            tau2_mu = np.where(unmeasured, mu_tr[others].var(0, ddof=1), tau2_mu)
+            tau2_lv = np.where(unmeasured, lv_tr[others].var(0, ddof=1), tau2_lv)
     shrink_mu = np.where(n > 0, tau2_mu / (tau2_mu + v), 0.0)
     mu = prior_mu + shrink_mu * (d - prior_mu)
     post_var_mu = np.where(n > 0, shrink_mu * v, tau2_mu)  # posterior variance of the location effect

@@ -263,17 +263,26 @@ class NormativeModel:
         out.attrs["notes"] = out.attrs.get("notes", []) + notes
         return out
 
+    def _unmeasured_idps(self, col: str, level: str) -> list[str]:
+        """IDPs no training row of ``col`` = ``level`` had a value of (``training_summary_["unmeasured_levels"]``),
+        less those an adaptation has since estimated from that level's controls (``newly_measured``)."""
+        summary = getattr(self, "training_summary_", None) or {}
+        names = summary.get("unmeasured_levels", {}).get(col, {}).get(level, [])
+        measured = {c for entry in getattr(self, "adaptation_", []) for rec in entry.get("levels", [])
+                    if rec.get("covariate") == col and rec.get("level") == level for c in rec.get("newly_measured", [])}
+        return [c for c in names if c not in measured]
+
     def _unmeasured_notes(self, df: pd.DataFrame, y: np.ndarray) -> list[str]:
         """One note per covariate level of the scored rows that had no training value of some IDP the rows have
-        (``training_summary_["unmeasured_levels"]``): their scores on it use the mean effect of the other levels."""
+        (:meth:`_unmeasured_idps`): their scores on it use the mean effect of the other levels."""
         notes = []
         unmeasured = (getattr(self, "training_summary_", None) or {}).get("unmeasured_levels", {})
         for col, levels in unmeasured.items():
             if col not in df.columns:
                 continue
             labels = df[col].map(category_label).to_numpy()
-            for level, names in levels.items():
-                cols = [self.idps.index(c) for c in names if c in self.idps]
+            for level in levels:
+                cols = [self.idps.index(c) for c in self._unmeasured_idps(col, level) if c in self.idps]
                 rows = labels == level
                 scored = [self.idps[j] for j in cols if (~np.isnan(y[rows, j])).any()]
                 if scored:
@@ -461,8 +470,11 @@ class NormativeModel:
                 train_count = None
             sub_codes = codes[rows].copy()
             sub_codes[:, k] = code
+            unmeasured_here = new._unmeasured_idps(col, lvl) if known else []
             est = estimate_level(ls, k, code if known else None, age[rows], sub_codes, y[rows],
-                                 new.encoder_.trained_levels[col], train_count)
+                                 new.encoder_.trained_levels[col], train_count,
+                                 np.isin(self.idps, unmeasured_here) if unmeasured_here else None)
+            measured_now = [c for c, n in zip(self.idps, est.n_controls, strict=True) if c in unmeasured_here and n]
             ls.set_level_effect(k, code, est.mu, est.logvar)
             sees = self._network_sees(col)
             network = {"network_input": "marginal" if sees else "none"}
@@ -482,7 +494,7 @@ class NormativeModel:
                             "idps_adapted": int((est.n_controls > 0).sum()),
                             "mean_weight_location": float(est.weight_location[est.n_controls > 0].mean()),
                             "mean_weight_scale": float(est.weight_scale[est.n_controls > 0].mean()),
-                            **network})
+                            **({"newly_measured": measured_now} if known and measured_now else {}), **network})
             progress.update("adapt", step + 1, len(work))
         new.adaptation_ = list(getattr(self, "adaptation_", [])) + [{
             "levels": records, "reference": self.identity(), "idps_present": len(present), "idps": len(self.idps),

@@ -449,3 +449,16 @@ def test_scores_say_which_levels_never_measured_an_idp_in_training(cohort):
     assert any("site 'site_02' had no training value of 1 IDP(s)" in n and "--refine site" in n for n in notes)
     elsewhere = controls[controls.site != "site_02"].head(20)
     assert not any("had no training value" in n for n in model.score(elsewhere).attrs["notes"])
+    # refining the level with its controls estimates the unmeasured IDP as for a new level (the other levels'
+    # spread as prior, not a precision from training rows it never had), and the note goes
+    site = controls[controls.site == "site_02"]
+    adapted = model.adapt(site.head(25), refine=["site"])
+    record = adapted.adaptation_[-1]["levels"][0]
+    assert record["level"] == "site_02" and record["newly_measured"] == [truth.idp_names[1]]
+    assert not any("had no training value" in n for n in adapted.score(site).attrs["notes"])
+    k = model.encoder_.categorical.index("site")
+    code = model.encoder_.levels["site"].index("site_02")
+    before = model.location_scale_.level_effect(k, code)[0]
+    after = adapted.location_scale_.level_effect(k, code)[0]
+    moved = np.abs(after - before)
+    assert moved[1] > 3 * np.delete(moved, 1).max()  # the unmeasured IDP learns from the controls, the others barely
