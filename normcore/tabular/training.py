@@ -173,7 +173,6 @@ def train_denoiser(net: nn.Module, x_train: np.ndarray, c_train: np.ndarray, x_v
     xt = torch.as_tensor(x_train, dtype=torch.float32)
     xt = xt[None] if xt.ndim == 2 else xt  # (K, n, D): K completions of the rows
     ct = torch.as_tensor(c_train, dtype=torch.float32)
-    mask_train = None if observed_train is None else torch.as_tensor(observed_train, dtype=torch.float32)
     mask_val = None if observed_val is None else torch.as_tensor(observed_val, dtype=torch.float32)
     val = _validation_batch(torch.as_tensor(x_val, dtype=torch.float32), torch.as_tensor(c_val, dtype=torch.float32),
                             schedule, repeats=max(1, 4096 // max(1, len(x_val))), seed=cfg.seed, observed=mask_val)
@@ -189,7 +188,8 @@ def train_denoiser(net: nn.Module, x_train: np.ndarray, c_train: np.ndarray, x_v
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     xt_dev, ct_dev = xt.to(device), ct.to(device)
-    mask_dev = None if mask_train is None else mask_train.to(device)
+    mask_dev = None if observed_train is None else torch.as_tensor(observed_train, dtype=torch.float32,
+                                                                   device=device)
     report_every = max(1, min(20, total_steps // 100))
 
     history: dict = {"step": [], "epoch": [], "train_loss": [], "val_loss": [], "elapsed_s": []}
