@@ -155,9 +155,10 @@ def multivariate_scores(z: np.ndarray, corr: RowCorrelations, keep: np.ndarray,
                         rows_per_chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """d2 and its z scale (:func:`mahalanobis`) on the IDPs ``keep`` of ``z`` (n, D).
 
-    One shared (D, D) correlation is factorised once per pattern of observed IDPs; per-row or per-point
-    correlations are taken in chunks of ``rows_per_chunk`` rows, so that few D x D matrices exist at once.
-    Above ``MAX_MULTIVARIATE_IDPS`` IDPs the result is NaN.
+    One shared (D, D) correlation, and each distinct point's correlation, is factorised once per pattern of
+    observed IDPs and solved for all the rows that use it (cost U x D^3 + n x D^2 for U points); per-row
+    correlations (n, D, D) are taken in chunks of ``rows_per_chunk`` rows, so that few D x D matrices exist at
+    once. Above ``MAX_MULTIVARIATE_IDPS`` IDPs the result is NaN.
     """
     n = len(z)
     d2, mz = np.full(n, np.nan), np.full(n, np.nan)
@@ -165,11 +166,18 @@ def multivariate_scores(z: np.ndarray, corr: RowCorrelations, keep: np.ndarray,
             (isinstance(corr, PointCorrelations) and corr.per_point is None):
         return d2, mz
     zk = z[:, keep]
-    if not isinstance(corr, PointCorrelations) and np.asarray(corr).ndim == 2:
+    if isinstance(corr, PointCorrelations):
+        inverse = np.asarray(corr.inverse)
+        order = np.argsort(inverse, kind="stable")
+        points, starts = np.unique(inverse[order], return_index=True)
+        for u, rows in zip(points, np.split(order, starts[1:]), strict=True):
+            d2[rows], mz[rows] = _shared_mahalanobis(zk[rows], corr.per_point[u][np.ix_(keep, keep)])
+        return d2, mz
+    if np.asarray(corr).ndim == 2:
         return _shared_mahalanobis(zk, np.asarray(corr, float)[np.ix_(keep, keep)])
     for s in range(0, n, rows_per_chunk):
         rows = slice(s, min(s + rows_per_chunk, n))
-        c = corr.per_point[corr.inverse[rows]] if isinstance(corr, PointCorrelations) else np.asarray(corr)[rows]
+        c = np.asarray(corr)[rows]
         d2[rows], mz[rows] = mahalanobis(zk[rows], c[:, keep][:, :, keep])
     return d2, mz
 

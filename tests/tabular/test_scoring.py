@@ -104,6 +104,30 @@ def test_one_shared_correlation_gives_the_per_row_result_without_copies():
     assert np.isfinite(shared[0]).all()
 
 
+def test_per_point_correlations_give_the_per_row_result():
+    """Rows grouped by their covariate point (each point's matrix factorised once) score as if each row
+    carried its own copy of its point's correlation, missing IDPs included."""
+    from normcore.tabular.scoring import PointCorrelations, multivariate_scores
+
+    rng = np.random.default_rng(1)
+    corrs = []
+    for _ in range(3):
+        a = rng.standard_normal((6, 6))
+        cov = a @ a.T + 3 * np.eye(6)
+        corrs.append(cov / np.sqrt(np.outer(np.diag(cov), np.diag(cov))))
+    per_point = np.stack(corrs)
+    inverse = rng.integers(0, 3, 50)
+    inverse[inverse == 1] = 2  # a point no row uses
+    z = rng.standard_normal((50, 6))
+    z[[2, 5, 11], 0] = np.nan
+    z[[5, 20], 3] = np.nan
+    keep = np.array([True, True, False, True, True, True])
+    grouped = multivariate_scores(z, PointCorrelations(per_point, inverse), keep)
+    per_row = multivariate_scores(z, per_point[inverse], keep)
+    np.testing.assert_allclose(grouped, per_row, rtol=1e-10)
+    assert np.isfinite(grouped[0]).all() and len(np.unique(inverse)) == 2
+
+
 def test_tail_z_is_exact_for_a_normal_conditional_far_beyond_the_samples():
     """On the Gaussianised scale a normal conditional's tail is extrapolated exactly: values at true |z| 3-6
     (the samples end near 3.3) are scored within the Monte Carlo error of the fitted scale."""
