@@ -1,5 +1,7 @@
 """Change between visits: calibrated change scores per pair of visits, and one subject's trajectory."""
 
+import functools
+
 import pandas as pd
 import streamlit as st
 
@@ -69,7 +71,8 @@ table = result.table.sort_values("multivariate_change", ascending=False)
 st.success(f"{len(table)} pairs of consecutive visits; visit-to-visit correlation {result.rho_source}.")
 st.dataframe(table[[m.id_col, "visit_from", "visit_to", "multivariate_change", "n_significant_change",
                     "significant_idps"]], width="stretch", hide_index=True, height=240)
-st.download_button("Download the change scores (CSV, same columns as the CLI)", table_csv_bytes(result.table),
+st.download_button("Download the change scores (CSV, same columns as the CLI)",
+                   functools.partial(table_csv_bytes, result.table),
                    file_name="change-scores.csv", mime="text/csv")
 
 st.subheader("One subject's visits on the centile curves")

@@ -1,11 +1,13 @@
 """Deviations: subject x IDP z heatmap, one subject's profile, extreme counts, group comparison."""
 
+import functools
+
 import numpy as np
 import pandas as pd
 import streamlit as st
 
 from dashboard.reports import download_panel, make_cohort_report, make_pcntoolkit_export, make_report
-from dashboard.state import data_key, model_for_table, model_key, scores_for, show_error
+from dashboard.state import data_key, model_for_table, model_key, scores_or_progress, show_error
 from normcore.jobs import Job
 from normcore.metrics import separation_table
 from normcore.plotting.tabular import deviation_profile, z_heatmap
@@ -17,9 +19,11 @@ st.title("Deviations")
 ss = st.session_state
 model, df, m = model_for_table()
 try:
-    scores = scores_for(model, df)
+    scores = scores_or_progress(model, df)
 except Exception as exc:
     show_error(exc)
+    st.stop()
+if scores is None:
     st.stop()
 idps = model.idps
 zcols = [f"z:{i}" for i in idps]
@@ -97,7 +101,7 @@ if m.group_col and m.group_col in scores:
             ss.cohort_report_job_for = (model_key(), *data_key())
         download_panel("cohort_report_job", (model_key(), *data_key()))
 st.subheader("Downloads")
-st.download_button("Download all scores (CSV, same columns as the CLI)", table_csv_bytes(scores),
+st.download_button("Download all scores (CSV, same columns as the CLI)", functools.partial(table_csv_bytes, scores),
                    file_name="normdiff-scores.csv", mime="text/csv")
 st.caption("For PCNtoolkit users: the tables its `predict` writes (Z, centiles 5/25/50/75/95 in the IDPs' units, "
            "per-IDP statistics), as `score --format pcntoolkit` writes them; the centiles sample the model at every "

@@ -26,7 +26,7 @@ from normcore.registry import load_model
 __all__ = ["Mapping", "active_model", "age_grid_for", "autosave_model", "cached_model", "categorical_choices",
            "clear_scores", "data_key", "finished_scores", "fitted_in_sample", "heldout_rows", "init_state",
            "level_label",
-           "model_columns_present", "model_for_table", "model_key", "require_model", "score_job", "scores_for",
+           "model_columns_present", "model_for_table", "model_key", "require_model", "score_job", "scores_or_progress",
            "set_data", "set_heldout", "show_error", "use_model", "use_saved_model", "library", "remember_table",
            "restore_last_work"]
 
@@ -279,15 +279,34 @@ def clear_scores() -> None:
     st.session_state.score_jobs = {}
 
 
-def scores_for(model, df: pd.DataFrame, n_samples: int = 1000) -> pd.DataFrame:
-    """Scores of the active table (waits for :func:`score_job` with a spinner); InputError if scoring failed."""
+def scores_or_progress(model, df: pd.DataFrame, n_samples: int = 1000) -> pd.DataFrame | None:
+    """Scores of the active table once its :func:`score_job` is done; None while it runs (a progress bar with a
+    Cancel button polls it in a fragment, which reruns the page when the job ends) and after a cancel (until the
+    user asks to score again). InputError if scoring failed."""
+    key = _score_key(model, df, n_samples)
+    job = st.session_state.setdefault("score_jobs", {}).get(key)
+    if job is not None and job.status == "cancelled":
+        st.warning("Scoring was cancelled.")
+        if not st.button("Score again", type="primary", key="score_again"):
+            return None
     job = score_job(model, df, n_samples)
     if job.running:
-        with st.spinner(f"Scoring {len(df)} subjects against the model…"):
-            job.wait()
+        _scoring_progress(job, len(df))
+        return None
     if job.status != "done":
         raise InputError(job.error or f"scoring was {job.status}")
     return job.result
+
+
+@st.fragment(run_every=1.0)
+def _scoring_progress(job: Job, n_rows: int) -> None:
+    snap = job.snapshot()
+    if snap["status"] != "running":
+        st.rerun()
+    st.progress(snap["fraction"], text=f"Scoring {n_rows} subjects against the model (in the background: the other "
+                                       "pages stay usable)")
+    if st.button("Cancel scoring", key="score_cancel"):
+        job.cancel()
 
 
 def model_columns_present(model, df: pd.DataFrame) -> str | None:

@@ -2,6 +2,7 @@
 
 import io
 import json
+import threading
 import zipfile
 
 import pandas as pd
@@ -280,9 +281,17 @@ def test_change_between_visits_page_scores_pairs_and_draws_a_trajectory():
     assert spec["data"][-1]["name"] == "visits"
 
 
+def scored(at) -> AppTest:
+    """Wait for the session's background scoring jobs, then rerun the page (as its polling fragment does)."""
+    for job in at.session_state["score_jobs"].values():
+        assert job.wait(TIMEOUT) == "done", job.error
+    return at.run()
+
+
 def test_deviations_page_heatmap_downloads_and_reports():
     at = goto(with_fast_model(app().run()), "deviations")
     assert not at.exception
+    at = scored(at)
     specs = charts(at)
     heat = specs[0]["data"][0]
     assert heat["type"] == "heatmap" and heat["zmid"] == 0
@@ -319,3 +328,30 @@ def test_deviations_page_heatmap_downloads_and_reports():
         z = pd.read_csv(archive.open("Z_test.csv"))
     assert list(z.columns[:2]) == ["observations", "subject_ids"] and len(z) == len(at.session_state.data)
     assert label in [b.label for b in at.get("download_button")]
+
+
+def test_deviations_scoring_shows_progress_and_can_be_cancelled_and_restarted(monkeypatch):
+    """The page never blocks on scoring: it shows a progress bar with a Cancel button; a cancel says so and offers
+    to score again, and scoring again starts a new job."""
+    import dashboard.state
+
+    def scoring_until_cancelled(model, df, n_samples, progress=None):  # reports progress until the user cancels
+        while True:
+            progress.update("sample", 1, 4)
+            threading.Event().wait(0.02)
+
+    monkeypatch.setattr(dashboard.state, "_score_table", scoring_until_cancelled)
+    at = goto(with_fast_model(app().run()), "deviations")
+    assert not at.exception and not at.get("plotly_chart")
+    (job,) = at.session_state["score_jobs"].values()
+    assert job.running and at.get("progress")
+    next(b for b in at.button if b.label == "Cancel scoring").click().run()
+    assert job.wait(TIMEOUT) == "cancelled"
+    at.run()
+    assert not at.exception and any("cancelled" in w.value for w in at.warning)
+    assert not at.get("plotly_chart") and job is next(iter(at.session_state["score_jobs"].values()))
+    next(b for b in at.button if b.label == "Score again").click().run()
+    (again,) = at.session_state["score_jobs"].values()
+    assert again is not job and again.running and not at.exception
+    again.cancel()
+    assert again.wait(TIMEOUT) == "cancelled"
