@@ -82,9 +82,11 @@ def _saved_marginal_width(tensors: dict[str, torch.Tensor]) -> int:
 ADAPT_INPUT_ROWS = 2048
 ADAPT_INPUT_STEPS = 150
 ADAPT_INPUT_LR = 0.05
-# memory bounds of scoring (see _score_core): samples held at once, and per-point correlations kept
+# memory bounds of scoring (see _score_core): samples held at once, per-point correlations kept, and values (rows x
+# IDPs) whose tails are scored at once (_tail_scores)
 SCORE_SAMPLE_BYTES = 128 * 1024**2
 CORRELATION_BYTES = 1024**3
+TAIL_BLOCK_VALUES = 1 << 20
 # covariate points per chunk at most: the unit of work that `torchrun` ranks share (see _point_chunks)
 POINTS_PER_CHUNK = 256
 # the sampler's defaults for new models (BENCHMARKS.md, solver): the share of the reverse SDE's noise that
@@ -679,7 +681,7 @@ class NormativeDiffusion(NormativeModel):
                 sub = rows[r:r + step]
                 uu, bb = randomised_pit(sorted_s[inverse[sub] - s].contiguous(), y_t[sub], v[sub])
                 centile[sub], beyond[sub] = uu.numpy(), bb.numpy()
-            z[rows] = special.ndtri(centile[rows])
+                z[sub] = special.ndtri(centile[sub])
             self._tail_scores(sorted_s, u_age[s:e], u_codes[s:e], rows, inverse[rows] - s, observed_c, age_c,
                               codes_c, z, centile, latent)
             if multivariate:
@@ -709,38 +711,54 @@ class NormativeDiffusion(NormativeModel):
         ``latent`` points' samples and values are on the Gaussianised scale; other points' (marginalised levels)
         are in IDP units. For "gaussianised" the latter are mapped there; for "residual" the former are mapped back
         through the quantile transform to the location-scale residual (IDP units at a point, up to an increasing
-        affine map), and IDP units are used as they are."""
+        affine map), and IDP units are used as they are. Rows are taken in blocks of ``TAIL_BLOCK_VALUES`` values,
+        so memory stays bounded however many rows (or values beyond the anchors) a chunk of points has."""
         residual = self.tail_scale == "residual"
         m, d = sorted_s.shape[-1], sorted_s.shape[1]
         k, lo_idx, hi_idx = tail_ranks(m, TAIL_FIT_FROM[self.tail_scale])
         if k == 0:
             return
-        yr = y[rows]
-        edges = sorted_s[:, :, [k - 1, m - k]].numpy()[points]  # (n, D, 2) anchors (no sample copies)
-        below, above = yr < edges[..., 0], yr > edges[..., 1]  # NaN compares False: missing values stay out
-        if not (below.any() or above.any()):
-            return
-        need = np.unique(points[(below | above).any(axis=1)])
+        anchors = sorted_s[:, :, [k - 1, m - k]].numpy()  # (P, D, 2)
         idx = np.concatenate([lo_idx, hi_idx])
+        order_stats = None
+        block = max(1, TAIL_BLOCK_VALUES // d)
+        for r in range(0, len(rows), block):
+            rb, pb = rows[r:r + block], points[r:r + block]
+            yr = y[rb]
+            edges = anchors[pb]  # (rows, D, 2)
+            below, above = yr < edges[..., 0], yr > edges[..., 1]  # NaN compares False: missing values stay out
+            if not (below.any() or above.any()):
+                continue
+            if order_stats is None:  # the order statistics of the chunk's points, on the values' scale
+                order_stats = self._tail_order_stats(sorted_s, idx, np.unique(points), p_age, p_codes, latent)
+            x = yr
+            if residual and latent:
+                x = self.transformer_.inverse_transform(yr)
+            elif not residual and not latent:
+                x = self._to_latent(yr, age[rb], codes[rb])
+            for mask, part, upper in ((below, slice(0, len(lo_idx)), False), (above, slice(len(lo_idx), None), True)):
+                i, j = np.nonzero(mask)
+                if not i.size:
+                    continue
+                ranks = lo_idx if not upper else hi_idx
+                zt = tail_z(order_stats[pb[i], part, j], ranks, m, x[i, j], upper)
+                z[rb[i], j] = zt
+                centile[rb[i], j] = special.ndtr(zt)
+
+    def _tail_order_stats(self, sorted_s: torch.Tensor, idx: np.ndarray, need: np.ndarray, p_age: np.ndarray,
+                          p_codes: np.ndarray, latent: bool) -> np.ndarray:
+        """Order statistics ``idx`` of the points ``need`` (rows ``need`` of a (P, len(idx), D) array, the others
+        unset) on the scale the tail is fitted on (:meth:`_tail_scores`)."""
+        d = sorted_s.shape[1]
         picked = sorted_s[:, :, idx][need].permute(0, 2, 1).reshape(-1, d).numpy()  # (P * J, D)
-        x = yr
-        if residual and latent:
+        if self.tail_scale == "residual" and latent:
             picked = self.transformer_.inverse_transform(picked)
-            x = self.transformer_.inverse_transform(yr)
-        elif not residual and not latent:
+        elif self.tail_scale != "residual" and not latent:
             picked = self._to_latent(picked, np.repeat(p_age[need], len(idx)),
                                      np.repeat(p_codes[need], len(idx), axis=0))
-            x = self._to_latent(yr, age[rows], codes[rows])
-        order_stats = np.empty((points.max() + 1, len(idx), d))
+        order_stats = np.empty((len(sorted_s), len(idx), d))
         order_stats[need] = picked.reshape(len(need), len(idx), d)
-        for mask, part, upper in ((below, slice(0, len(lo_idx)), False), (above, slice(len(lo_idx), None), True)):
-            i, j = np.nonzero(mask)
-            if not i.size:
-                continue
-            ranks = lo_idx if not upper else hi_idx
-            zt = tail_z(order_stats[points[i], part, j], ranks, m, x[i, j], upper)
-            z[rows[i], j] = zt
-            centile[rows[i], j] = special.ndtr(zt)
+        return order_stats
 
     def _quantile_core(self, ages, codes, quantiles, n_samples, seed, progress) -> np.ndarray:
         """Sample quantiles; defaults to max(n_samples, 4000) samples per age (quantile error ~ 1/sqrt(M)).
