@@ -1,9 +1,10 @@
 """Reading and writing user tables safely.
 
-Reading: size limits, parse errors turned into one-line messages, and the two spreadsheet-export habits
-that otherwise shift or hide data: a delimiter at the end of every row (read as an extra, empty field, not
-as a row index that shifts every column by one) and semicolon-separated tables with decimal commas (read
-as numbers). What was recognised is listed in ``df.attrs["read_notes"]`` for the caller to show.
+Reading: size limits (uploaded content 200 MiB; a file on this machine, what its memory allows), parse errors
+turned into one-line messages, and the two spreadsheet-export habits that otherwise shift or hide data: a
+delimiter at the end of every row (read as an extra, empty field, not as a row index that shifts every column by
+one) and semicolon-separated tables with decimal commas (read as numbers). What was recognised is listed in
+``df.attrs["read_notes"]`` for the caller to show.
 
 Writing: CSV cells and headers that a spreadsheet would run as a formula (starting with ``=``, ``+``,
 ``-``, ``@``, tab or carriage return) are prefixed with a single quote (the OWASP advice against CSV
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 from pathlib import Path
 from typing import BinaryIO
@@ -24,30 +26,62 @@ from normcore._utils.atomic import write_atomic
 from normcore._utils.errors import InputError
 
 MAX_TABLE_BYTES = 200 * 1024 * 1024
+"""The size limit of uploaded content (bytes or a stream: what a browser sends), and the least limit of a file."""
+MEMORY_PER_TABLE_BYTE = 8
+"""A file on this machine may use at most this share (1/8) of the memory available when it is read: reading and
+scoring a table takes several times its size in memory (measured in BENCHMARKS.md, 2026-12-06)."""
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 _DECIMAL_COMMA = re.compile(r"^\s*[-+]?\d+,\d+(?:[eE][-+]?\d+)?\s*$")
 
 
+def available_memory() -> int | None:
+    """Bytes of memory available to new work now (Linux MemAvailable, else the free pages), None if unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def local_table_limit() -> int:
+    """The size limit of a table file on this machine: 1/``MEMORY_PER_TABLE_BYTE`` of the available memory, at
+    least ``MAX_TABLE_BYTES`` (which is also the limit where the memory is unknown)."""
+    memory = available_memory()
+    return max(MAX_TABLE_BYTES, (memory or 0) // MEMORY_PER_TABLE_BYTE)
+
+
 def read_table(source: str | Path | BinaryIO | bytes, name: str | None = None,
-               max_bytes: int = MAX_TABLE_BYTES) -> pd.DataFrame:
+               max_bytes: int | None = None) -> pd.DataFrame:
     """Read a CSV (comma, semicolon or tab separated) into a data frame.
 
-    Raises :class:`InputError` naming the file for a missing, empty, oversized or unparsable file.
+    ``max_bytes`` caps the size: by default ``MAX_TABLE_BYTES`` for bytes and streams (uploads), and
+    :func:`local_table_limit` for a path (a file the user named on their own machine, e.g. a UK Biobank-sized
+    cohort). Raises :class:`InputError` naming the file for a missing, empty, oversized or unparsable file.
     """
     label = name or (str(source) if isinstance(source, (str, Path)) else "uploaded file")
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_file():
             raise InputError(f"{label}: file not found")
-        if path.stat().st_size > max_bytes:
-            raise InputError(f"{label}: file is {path.stat().st_size / 2**20:.0f} MiB, over the "
-                             f"{max_bytes / 2**20:.0f} MiB limit")
+        size, limit = path.stat().st_size, max_bytes or local_table_limit()
+        if size > limit:
+            raise InputError(f"{label}: file is {size / 2**20:.0f} MiB, over the {limit / 2**20:.0f} MiB limit"
+                             + ("" if max_bytes else f" (1/{MEMORY_PER_TABLE_BYTE} of the memory available now: "
+                                "reading and scoring a table takes several times its size); score it in parts"))
         raw = path.read_bytes()
     elif isinstance(source, bytes):
         raw = source
+        max_bytes = max_bytes or MAX_TABLE_BYTES
     else:
+        max_bytes = max_bytes or MAX_TABLE_BYTES
         raw = source.read(max_bytes + 1)
-    if len(raw) > max_bytes:
+    if max_bytes and len(raw) > max_bytes:
         raise InputError(f"{label}: file is over the {max_bytes / 2**20:.0f} MiB limit")
     if not raw.strip():
         raise InputError(f"{label}: file is empty")

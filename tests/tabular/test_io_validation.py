@@ -27,6 +27,28 @@ def test_read_table_refuses_huge_files():
         read_table(io.BytesIO(b"a,b\n" + b"1,2\n" * 100), max_bytes=50)
 
 
+def test_a_local_file_may_be_as_large_as_the_memory_allows_an_upload_may_not(tmp_path, monkeypatch):
+    """Uploads stop at MAX_TABLE_BYTES; a file the user names on their machine (e.g. a UK Biobank-sized cohort) may
+    use 1/MEMORY_PER_TABLE_BYTE of the memory available, and a larger one is refused with the reason and the remedy."""
+    import normcore.tabular.io as tio
+
+    monkeypatch.setattr(tio, "MAX_TABLE_BYTES", 100)
+    monkeypatch.setattr(tio, "available_memory", lambda: 1000 * tio.MEMORY_PER_TABLE_BYTE)
+    assert tio.local_table_limit() == 1000
+    content = b"a,b\n" + b"1,2\n" * 100  # 404 bytes
+    (tmp_path / "mid.csv").write_bytes(content)
+    assert len(read_table(tmp_path / "mid.csv")) == 100
+    with pytest.raises(InputError, match="limit"):
+        read_table(content, name="upload.csv")
+    with pytest.raises(InputError, match="limit"):
+        read_table(io.BytesIO(content))
+    (tmp_path / "big.csv").write_bytes(content * 3)
+    with pytest.raises(InputError, match="memory available now.*score it in parts"):
+        read_table(tmp_path / "big.csv")
+    monkeypatch.setattr(tio, "available_memory", lambda: None)  # unknown memory: the upload limit
+    assert tio.local_table_limit() == 100
+
+
 def test_write_is_atomic_and_leaves_no_temp_file(tmp_path):
     write_table_atomic(pd.DataFrame({"a": [1]}), tmp_path / "out.csv")
     assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]
