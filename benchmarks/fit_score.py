@@ -117,7 +117,9 @@ def with_missing(train, idps: list[str], share: float, seed: int, drop_incomplet
     incomplete dropped). ``mechanism``: ``mcar``, completely at random; ``previous-idp``, IDP j (j > 0) missing with a
     probability that rises with IDP j-1's value (logistic in its rank score, slope 2: at a 10% share about 40% of
     the top decile goes against 0.2% of the bottom one; IDP 0 stays complete, the others average ``share``): missing
-    at random given the observed values, which complete-case fitting is biased by."""
+    at random given the observed values, which complete-case fitting is biased by; ``own-value``, every IDP missing
+    with the same rising probability in its own value (missing not at random: e.g. the largest lesion loads failing
+    segmentation), which no fit of the observed values alone can undo."""
     if share <= 0:
         return train
     values = train[idps].to_numpy(float).copy()
@@ -125,11 +127,15 @@ def with_missing(train, idps: list[str], share: float, seed: int, drop_incomplet
     if mechanism == "mcar":
         drop = rng.random(values.shape) < share
     else:
-        ranks = special.ndtri((stats.rankdata(values, axis=0) - 0.5) / len(values))[:, :-1]
+        ranks = special.ndtri((stats.rankdata(values, axis=0) - 0.5) / len(values))
+        if mechanism == "previous-idp":
+            ranks = ranks[:, :-1]
         logit = np.log(share / (1 - share))
         odds = 1 / (1 + np.exp(-(logit + 2 * ranks)))
         odds *= share / odds.mean(axis=0)  # each column's average share exactly
-        drop = np.column_stack([np.zeros(len(values), bool), rng.random(odds.shape) < odds])
+        drop = rng.random(odds.shape) < odds
+        if mechanism == "previous-idp":
+            drop = np.column_stack([np.zeros(len(values), bool), drop])
     values[drop] = np.nan
     out = train.copy()
     out[idps] = values
@@ -241,7 +247,7 @@ def main() -> None:
                     help="synthetic truth: also curve ACE, dependence gap with its noise floor, memorisation ratio")
     ap.add_argument("--missing", type=float, default=0.0,
                     help="share of the training IDP values removed completely at random before the fit")
-    ap.add_argument("--missing-mechanism", choices=("mcar", "previous-idp"), default="mcar",
+    ap.add_argument("--missing-mechanism", choices=("mcar", "previous-idp", "own-value"), default="mcar",
                     help="which values --missing removes (see with_missing)")
     ap.add_argument("--drop-incomplete", action="store_true",
                     help="with --missing: drop the training rows left incomplete (complete-case fitting)")
