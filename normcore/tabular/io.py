@@ -27,8 +27,8 @@ from normcore._utils.errors import InputError
 
 MAX_TABLE_BYTES = 200 * 1024 * 1024
 """The size limit of uploaded content (bytes or a stream: what a browser sends), and the least limit of a file."""
-MEMORY_PER_TABLE_BYTE = 8
-"""A file on this machine may use at most this share (1/8) of the memory available when it is read: reading and
+MEMORY_PER_TABLE_BYTE = 12
+"""A file on this machine may use at most this share (1/12) of the memory available when it is read: reading and
 scoring a table takes several times its size in memory (measured in BENCHMARKS.md, 2026-12-06)."""
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 _DECIMAL_COMMA = re.compile(r"^\s*[-+]?\d+,\d+(?:[eE][-+]?\d+)?\s*$")
