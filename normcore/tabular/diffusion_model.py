@@ -777,19 +777,33 @@ class NormativeDiffusion(NormativeModel):
 
     def predict_moments(self, df: pd.DataFrame, n_samples: int | None = None,
                         seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Predictive mean and variance (n, D) from samples at each row's covariates (for EXPV/SMSE/MSLL)."""
+        """Predictive mean and variance (n, D) in IDP units at each row's covariates (for EXPV/SMSE/MSLL), under
+        the samples scoring compares the row with (:meth:`_score_points`): residual samples shared on the age
+        grid, with the location and scale of the row's exact age and levels, and for a row between two grid points
+        the moments of the two points' mixture with scoring's weights. Each point's variance is unbiased (ddof 1).
+        So the cost grows with the grid's points, not with the rows."""
         self._check_fitted()
         age, codes = self._covariates_of(df, "table")
-        u_age, u_codes, inverse = self._unique_points(age, codes)
-        m = int(n_samples or self.n_samples)
-        mean, var = np.zeros((2, len(u_age), len(self.idps)))
-        chunks = self._point_chunks(len(u_age), m, self.seed if seed is None else seed)
+        u_age, u_codes, pair, weight, n_latent = self._score_points(age, codes)
+        m, d = int(n_samples or self.n_samples), len(self.idps)
+        point_mean, point_var = np.zeros((2, len(u_age), d))
+        chunks = self._point_chunks(len(u_age), m, self.seed if seed is None else seed, breaks=(n_latent,))
         for ci in owned_chunks(len(chunks)):
             s, e, chunk_seed = chunks[ci]
-            samples = self._draw(u_age[s:e], u_codes[s:e], m, chunk_seed)
-            mean[s:e], var[s:e] = samples.mean(dim=1).numpy(), samples.var(dim=1).numpy()
-        sum_across_ranks(mean, var)
-        return mean[inverse], var[inverse]
+            latent = s < n_latent
+            samples = self._draw(u_age[s:e], u_codes[s:e], m, chunk_seed, to_values=not latent).numpy()
+            if latent:  # to the location-scale residual, which each of the point's rows then places in IDP units
+                samples = self.transformer_.inverse_transform(samples.reshape(-1, d)).reshape(samples.shape)
+            point_mean[s:e], point_var[s:e] = samples.mean(axis=1), samples.var(axis=1, ddof=1)
+        sum_across_ranks(point_mean, point_var)
+        w = weight[:, :, None]
+        mean = (w * point_mean[pair]).sum(axis=1)
+        var = np.maximum((w * (point_var[pair] + point_mean[pair] ** 2)).sum(axis=1) - mean**2, 0.0)
+        rows = pair[:, 0] < n_latent
+        if self.location_scale_ is not None and rows.any():
+            mu, sd = self.location_scale_.location_scale(age[rows], codes[rows])
+            mean[rows], var[rows] = mu + sd * mean[rows], var[rows] * sd**2
+        return mean, var
 
     # ------------------------------------------------------------------ persistence
     def _state(self) -> tuple[dict[str, torch.Tensor], dict]:

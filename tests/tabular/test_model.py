@@ -72,6 +72,25 @@ def test_a_batch_covariate_shares_samples_across_its_levels(tiny_model, cohort, 
         NormativeDiffusion(batch_covariates="site").check_params()
 
 
+@pytest.mark.parametrize("batch", [False, True])
+def test_predict_moments_from_the_shared_grid_match_samples_at_each_rows_own_covariates(tiny_model, cohort, batch):
+    """Predictive moments come from scoring's shared age grid (residual samples, each row's own location and scale,
+    mixed between grid points), so their cost grows with the grid, not the rows; they agree with the moments of
+    samples drawn at each row's exact covariates within Monte Carlo error, with the site a network input or a batch
+    effect."""
+    df, truth = cohort
+    controls = df[df.group == "control"]
+    model = tiny_model if not batch else NormativeDiffusion(**TINY, batch_covariates=["site"]).fit(
+        controls, age="age", covariates=["sex", "site"], idps=truth.idp_names)
+    rows = controls.sample(40, random_state=0)
+    mean, var = model.predict_moments(rows, n_samples=4000, seed=1)
+    age, codes = model._covariates_of(rows, "rows")
+    exact = model._draw(age, codes, 4000, seed=2).numpy()  # at each row's own age and levels
+    sd = exact.std(axis=1, ddof=1)
+    assert (np.abs(mean - exact.mean(axis=1)) < 0.05 * sd).all()
+    assert np.all((var / sd**2 > 0.85) & (var / sd**2 < 1.15))
+
+
 def test_out_of_range_age_is_scored_and_flagged(tiny_model, cohort):
     df, _ = cohort
     old = df.head(2).assign(age=[130.0, 50.0])
