@@ -53,6 +53,9 @@ def test_every_page_renders_without_exception():
         goto(at, page)
         assert not at.exception, page
         assert not at.error, (page, [e.value for e in at.error])
+    for job in at.session_state["score_jobs"].values():  # scoring started in the background: not left running
+        job.cancel()
+        assert job.wait(TIMEOUT) in ("cancelled", "done")
 
 
 def test_centiles_page_draws_groups_and_hover():
