@@ -136,7 +136,7 @@ def change_scores(model, df: pd.DataFrame, id_col: str, visit_col: str, group_co
         source = "supplied" if rho is not None else "stored in the model card"
     zchange = dz / np.sqrt(2.0 * (1.0 - r))
     corr = _change_correlation(zchange[pair_control]) if n_control >= MIN_CONTROL_PAIRS else np.eye(len(idps))
-    d2, mz = mahalanobis(zchange, np.broadcast_to(corr, (len(zchange), len(idps), len(idps))))
+    d2, mz = mahalanobis(zchange, corr)
     out = pd.DataFrame({id_col: frame[id_col].to_numpy()[earlier],
                         "visit_from": frame[visit_col].to_numpy()[earlier],
                         "visit_to": frame[visit_col].to_numpy()[later]})

@@ -171,10 +171,10 @@ def multivariate_scores(z: np.ndarray, corr: RowCorrelations, keep: np.ndarray,
         order = np.argsort(inverse, kind="stable")
         points, starts = np.unique(inverse[order], return_index=True)
         for u, rows in zip(points, np.split(order, starts[1:]), strict=True):
-            d2[rows], mz[rows] = _shared_mahalanobis(zk[rows], corr.per_point[u][np.ix_(keep, keep)])
+            d2[rows], mz[rows] = mahalanobis(zk[rows], corr.per_point[u][np.ix_(keep, keep)])
         return d2, mz
     if np.asarray(corr).ndim == 2:
-        return _shared_mahalanobis(zk, np.asarray(corr, float)[np.ix_(keep, keep)])
+        return mahalanobis(zk, np.asarray(corr, float)[np.ix_(keep, keep)])
     for s in range(0, n, rows_per_chunk):
         rows = slice(s, min(s + rows_per_chunk, n))
         c = np.asarray(corr)[rows]
@@ -182,27 +182,13 @@ def multivariate_scores(z: np.ndarray, corr: RowCorrelations, keep: np.ndarray,
     return d2, mz
 
 
-def _shared_mahalanobis(z: np.ndarray, corr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`mahalanobis` with one correlation for every row, without copying it per row."""
-    n, d = z.shape
-    d2, dof = np.full(n, np.nan), np.full(n, float(d))
-    observed = ~np.isnan(z)
-    patterns, group = np.unique(observed, axis=0, return_inverse=True)
-    for g, obs in enumerate(patterns):
-        rows = np.flatnonzero(group.reshape(-1) == g)
-        if obs.any():
-            zo = z[np.ix_(rows, np.flatnonzero(obs))]
-            sol = np.linalg.solve(corr[np.ix_(obs, obs)], zo.T).T
-            d2[rows] = (zo * sol).sum(axis=1)
-            dof[rows] = obs.sum()
-    return d2, _chi2_z(d2, dof)
-
-
 def mahalanobis(z: np.ndarray, corr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Squared Mahalanobis distance of z (n, D) under per-row correlations (n, D, D), and its z scale.
+    """Squared Mahalanobis distance of z (n, D) under one correlation (D, D) for every row, or per-row
+    correlations (n, D, D), and its z scale.
 
-    Missing entries of z (NaN) are left out: the distance uses the observed sub-vector and its
-    correlation block, with the chi-square degrees of freedom reduced to match.
+    Missing entries of z (NaN) are left out: the distance uses the observed sub-vector and its correlation block,
+    with the chi-square degrees of freedom reduced to match. Rows sharing a pattern of observed IDPs are solved
+    together (a shared correlation: one factorisation per pattern, never copied per row).
     """
     z = np.asarray(z, float)
     corr = np.asarray(corr, float)
@@ -211,13 +197,15 @@ def mahalanobis(z: np.ndarray, corr: np.ndarray) -> tuple[np.ndarray, np.ndarray
     dof = np.full(n, float(d))
     observed = ~np.isnan(z)
     patterns, group = np.unique(observed, axis=0, return_inverse=True)
-    for g, obs in enumerate(patterns):  # rows sharing a pattern of observed IDPs are solved together
+    for g, obs in enumerate(patterns):
         rows = np.flatnonzero(group.reshape(-1) == g)
         if not obs.any():
             continue
-        sub = corr[rows][:, obs][:, :, obs]
-        zo = z[rows][:, obs]
-        sol = np.linalg.solve(sub, zo[..., None])[..., 0]
+        zo = z[np.ix_(rows, np.flatnonzero(obs))]
+        if corr.ndim == 2:
+            sol = np.linalg.solve(corr[np.ix_(obs, obs)], zo.T).T
+        else:
+            sol = np.linalg.solve(corr[rows][:, obs][:, :, obs], zo[..., None])[..., 0]
         d2[rows] = (zo * sol).sum(axis=1)
         dof[rows] = obs.sum()
     return d2, _chi2_z(d2, dof)

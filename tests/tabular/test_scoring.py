@@ -61,6 +61,7 @@ def test_mahalanobis_matches_hand_computation_and_handles_missing():
     assert d2[0] == expected and d2[1] == 4.0
     assert mz[0] == special.ndtri(stats.chi2.cdf(expected, 2))
     assert mz[1] == special.ndtri(stats.chi2.cdf(4.0, 1))
+    np.testing.assert_allclose(mahalanobis(z, corr[0]), (d2, mz))  # one correlation shared by every row
 
 
 def test_tails_scored_in_blocks_of_values_give_identical_scores(tiny_model, cohort, monkeypatch):
