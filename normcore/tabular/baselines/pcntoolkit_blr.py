@@ -52,6 +52,17 @@ def _quiet():
             logging.disable(logging.NOTSET)
 
 
+@contextlib.contextmanager
+def _scratch_dir(model=None):
+    """PCNtoolkit makes folders under its model's ``save_dir`` on every fit and predict (and, given none, in the
+    user's home), though this adapter has it save nothing: a temporary folder (yielded, and made ``model``'s
+    ``save_dir`` when given) that is removed when the call ends."""
+    with tempfile.TemporaryDirectory(prefix="normcore-pcn-") as folder:
+        if model is not None:
+            model.save_dir = folder
+        yield folder
+
+
 class PCNToolkitBLR(NormativeModel):
     """PCNtoolkit BLR (B-spline, heteroscedastic, SinhArcsinh warp, sex/site fixed effects) per IDP."""
 
@@ -90,15 +101,14 @@ class PCNToolkitBLR(NormativeModel):
 
         start = time.perf_counter()
         encoder = CovariateEncoder(age, covariates).fit(data)
-        self._dir = tempfile.mkdtemp(prefix="normcore-pcn-")
         blr = BLR(name="blr", fixed_effect=True, heteroskedastic=True, fixed_effect_var=True, warp_name=self.warp,
                   basis_function_mean=BsplineBasisFunction(degree=3, nknots=self.nknots),
                   basis_function_var=BsplineBasisFunction(degree=3, nknots=self.nknots))
-        self.model_ = PCNNormativeModel(blr, savemodel=False, saveresults=False, saveplots=False,
-                                        evaluate_model=False, save_dir=self._dir)
         self.encoder_ = encoder
         np.random.seed(self.seed)
-        with _quiet():
+        with _quiet(), _scratch_dir() as folder:
+            self.model_ = PCNNormativeModel(blr, savemodel=False, saveresults=False, saveplots=False,
+                                            evaluate_model=False, save_dir=folder)
             self.model_.fit(self._norm_data(data, "train"))
             z = self.model_.predict(self._norm_data(data, "train_z"))["Z"].to_numpy()
         self.z_correlation_ = np.corrcoef(z, rowvar=False).reshape(len(self.idps), len(self.idps))
@@ -114,7 +124,7 @@ class PCNToolkitBLR(NormativeModel):
         for k, col in enumerate(self.encoder_.categorical):
             frame[col] = [self.encoder_.levels[col][c] for c in codes[:, k]]
         frame[self.idps] = np.nan_to_num(y)
-        with _quiet():
+        with _quiet(), _scratch_dir(self.model_):
             z = self.model_.predict(self._norm_data(frame, "score"))["Z"].to_numpy().astype(float)
         return special.ndtr(z), z, np.zeros_like(z, dtype=bool), np.asarray(self.z_correlation_)
 
@@ -127,7 +137,7 @@ class PCNToolkitBLR(NormativeModel):
         return cov
 
     def _centile_matrix(self, cov: pd.DataFrame, quantiles) -> np.ndarray:
-        with _quiet():
+        with _quiet(), _scratch_dir(self.model_):
             out = self.model_.compute_centiles(self._norm_data(cov, "centiles", with_y=False),
                                                centiles=list(map(float, quantiles)))
         return out["centiles"].transpose("centile", "observations", "response_vars").sel(

@@ -48,3 +48,21 @@ def test_adapter_samples_and_refuses_to_save(fitted, tmp_path):
     assert len(s) == 100 and np.isfinite(s[truth.idp_names].to_numpy()).all()
     with pytest.raises(InputError, match="not saved"):
         model.save(tmp_path / "x")
+
+
+def test_fit_and_predictions_leave_no_folder_behind(tmp_path, monkeypatch):
+    """PCNtoolkit makes folders on every fit and predict; the adapter's go in temporary folders it removes, and
+    none lands in the user's home or the working directory."""
+    scratch, home, cwd = (tmp_path / name for name in ("tmp", "home", "cwd"))
+    for folder in (scratch, home, cwd):
+        folder.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(scratch))
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("PCN_SAVE_DIR", raising=False)
+    monkeypatch.chdir(cwd)
+    truth = SyntheticTruth.create(d=2, n_sites=2, seed=5)
+    df = truth.sample(200, seed=6)
+    model = PCNToolkitBLR().fit(df, age="age", covariates=["sex", "site"], idps=truth.idp_names)
+    model.score(df.head(5))
+    model.centiles([40.0], quantiles=(0.5,))
+    assert [list(folder.iterdir()) for folder in (scratch, home, cwd)] == [[], [], []]
