@@ -104,8 +104,8 @@ st.subheader("Downloads")
 st.download_button("Download all scores (CSV, same columns as the CLI)", functools.partial(table_csv_bytes, scores),
                    file_name="normdiff-scores.csv", mime="text/csv")
 st.caption("For PCNtoolkit users: the tables its `predict` writes (Z, centiles 5/25/50/75/95 in the IDPs' units, "
-           "per-IDP statistics), as `score --format pcntoolkit` writes them; the centiles sample the model at every "
-           "subject's covariates.")
+           "per-IDP statistics), as `score --format pcntoolkit` writes them; the centiles are the model's at each "
+           "subject's covariates, sampled on the age grid scoring uses.")
 if st.button("Prepare the PCNtoolkit tables"):
     ss.pcn_job = Job(make_pcntoolkit_export, model, df, scores, m.id_col if m.id_col in df else None,
                      name="pcntoolkit-export").start()

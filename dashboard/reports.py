@@ -56,19 +56,28 @@ def make_cohort_report(model, scores, group_col, control_value, id_col, progress
 
 def make_pcntoolkit_export(model, table, scores, id_col, name: str = "test", progress=None) -> dict:
     """The Z, centiles and statistics tables in PCNtoolkit's layout, zipped (``score --format pcntoolkit``)."""
-    tables = pcntoolkit_tables(model, table, scores, id_col=id_col)
+    tables = pcntoolkit_tables(model, table, scores, id_col=id_col, progress=progress)
     return {"downloads": [("Download for PCNtoolkit (zip of Z, centiles, statistics)", pcntoolkit_zip_bytes(
         tables, name), f"pcntoolkit-{file_stem(name)}.zip", "application/zip")]}
 
 
 @st.fragment(run_every=1.0)
 def download_panel(job_name: str, key: tuple) -> None:
-    """Progress of the job ``ss[job_name]`` started for ``key``, then its downloads."""
+    """Progress of the job ``ss[job_name]`` started for ``key`` (its stage and share done, where the work reports
+    them) with a Cancel button, then its downloads."""
     job = ss.get(job_name)
     if job is None or ss.get(f"{job_name}_for") != key:
         return
     if job.running:
-        st.progress(0.5, text="Working on it (reports and exports sample the model)…")
+        snap = job.snapshot()
+        stage = (snap["last"] or {}).get("stage")
+        st.progress(snap["fraction"], text=f"Working on it: {stage}…" if stage else
+                    "Working on it (reports and exports sample the model)…")
+        if st.button("Cancel", key=f"{job_name}_cancel"):
+            job.cancel()
+        return
+    if job.status == "cancelled":
+        st.warning("Cancelled: nothing was made.")
         return
     if job.status != "done":
         st.error(job.error or f"the report was {job.status}")

@@ -12,7 +12,7 @@ its core:
   beyond-samples mask (n, D), correlation of the normal scores (n, D, D);
 - ``_quantile_core(ages, codes, quantiles, n_samples, seed, progress)`` -> values (Q, G, D);
 - ``_sample_core(age, codes, n, seed, progress)`` -> values (rows, n, D);
-- ``predict_moments(df, n_samples=None, seed=None)`` -> predictive mean and variance (n, D);
+- ``predict_moments(df, n_samples=None, seed=None, progress=None)`` -> predictive mean and variance (n, D);
 - for persistence, ``_state()`` -> (tensors, card entries) and ``_restore(tensors, card)``.
 
 Codes of categorical covariates are integers into the training levels; ``MARGINALISE`` (-1) marks a
@@ -43,7 +43,7 @@ from normcore._utils.progress import Progress, as_progress
 from normcore._version import __version__
 from normcore.persistence import Migration, load_model_dir, save_model_dir
 from normcore.tabular.multivariate_calibration import MultivariateCalibration
-from normcore.tabular.params import Rule, check_count, check_params, check_seed
+from normcore.tabular.params import Rule, check_count, check_params, check_seed, checked_quantiles
 from normcore.tabular.preprocessing import MARGINALISE, CovariateEncoder, category_label
 from normcore.tabular.scoring import MAX_MULTIVARIATE_IDPS, assemble_scores, multivariate_scores
 from normcore.tabular.validation import prepare_training_table
@@ -304,9 +304,7 @@ class NormativeModel:
         self._check_fitted()
         self._check_call(n_samples, seed)
         fixed = dict(fixed or {})
-        q = np.asarray(quantiles, float)
-        if q.size == 0 or (q <= 0).any() or (q >= 1).any():
-            raise InputError("quantiles must lie strictly between 0 and 1")
+        q = checked_quantiles(quantiles)
         ages = np.asarray(ages, float)
         if ages.ndim != 1 or not ages.size:
             raise InputError("ages must be a non-empty list of numbers")
@@ -333,9 +331,7 @@ class NormativeModel:
         them; computed ``points_per_chunk`` distinct points at a time, so memory stays bounded)."""
         self._check_fitted()
         self._check_call(n_samples, seed)
-        q = np.asarray(quantiles, float)
-        if q.size == 0 or (q <= 0).any() or (q >= 1).any():
-            raise InputError("quantiles must lie strictly between 0 and 1")
+        q = checked_quantiles(quantiles)
         u_age, u_codes, inverse = self._unique_points(*self._covariates_of(df, "table"))
         out = np.empty((len(q), len(u_age), len(self.idps)))
         progress = as_progress(progress)
@@ -344,6 +340,17 @@ class NormativeModel:
             out[:, s:e] = self._quantile_core(u_age[s:e], u_codes[s:e], q, n_samples, seed, Progress())
             progress.update("quantiles", e, len(u_age))
         return out[:, inverse]
+
+    def predict_quantiles_and_moments(self, df: pd.DataFrame, quantiles: tuple[float, ...],
+                                      n_samples: int | None = None, seed: int | None = None,
+                                      progress: Progress | None = None
+                                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(Q, n, D) quantiles, then (n, D) mean and variance at each row's covariates: :meth:`predict_quantiles`
+        and :meth:`predict_moments` (a sampling model may draw both from one set of samples)."""
+        progress = as_progress(progress)
+        quant = self.predict_quantiles(df, quantiles, n_samples, seed, progress.as_stage("centiles"))
+        mean, var = self.predict_moments(df, n_samples, seed, progress.as_stage("moments"))
+        return quant, mean, var
 
     def _unique_points(self, age: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Distinct covariate points (ages, codes) and each row's index into them: rows share samples."""
@@ -368,9 +375,10 @@ class NormativeModel:
         base.insert(len(cols), "sample", np.tile(np.arange(n), len(covariates)))
         return pd.concat([base, pd.DataFrame(values, columns=self.idps)], axis=1)
 
-    def predict_moments(self, df: pd.DataFrame, n_samples: int | None = None,
-                        seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Predictive mean and variance (n, D) at each row's covariates (for EXPV, SMSE, MSLL)."""
+    def predict_moments(self, df: pd.DataFrame, n_samples: int | None = None, seed: int | None = None,
+                        progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Predictive mean and variance (n, D) at each row's covariates (for EXPV, SMSE, MSLL); ``progress`` hears of
+        (and may cancel) the work where the model samples."""
         raise NotImplementedError
 
     def _score_core(self, y, age, codes, n_samples, seed, progress):

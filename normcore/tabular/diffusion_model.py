@@ -32,7 +32,17 @@ from normcore.nets.film_mlp import auto_marginal_width
 from normcore.tabular.base import NormativeModel
 from normcore.tabular.imputation import LatentImputer
 from normcore.tabular.multivariate_calibration import MIN_CALIBRATION_ROWS, MultivariateCalibration
-from normcore.tabular.params import MIN_TIMESTEPS, Rule, boolean, choice, integer, names, number, optional
+from normcore.tabular.params import (
+    MIN_TIMESTEPS,
+    Rule,
+    boolean,
+    checked_quantiles,
+    choice,
+    integer,
+    names,
+    number,
+    optional,
+)
 from normcore.tabular.preprocessing import MARGINALISE, CovariateEncoder, IDPTransformer, LocationScale, category_label
 from normcore.tabular.scoring import (
     MAX_MULTIVARIATE_IDPS,
@@ -557,16 +567,16 @@ class NormativeDiffusion(NormativeModel):
         seed = self.seed if seed is None else seed
         return self._draw(age, codes, n, seed, progress, independent=True).numpy()
 
-    def _point_chunks(self, n_points: int, m: int, seed: int,
-                      breaks: tuple[int, ...] = ()) -> list[tuple[int, int, int]]:
+    def _point_chunks(self, n_points: int, m: int, seed: int, breaks: tuple[int, ...] = (),
+                      max_points: int = POINTS_PER_CHUNK) -> list[tuple[int, int, int]]:
         """(start, stop, seed) of the chunks in which ``n_points`` covariate points are sampled, ``m`` samples each.
 
-        A chunk holds at most ``SCORE_SAMPLE_BYTES`` of samples and ``POINTS_PER_CHUNK`` points and never spans
+        A chunk holds at most ``SCORE_SAMPLE_BYTES`` of samples and ``max_points`` points and never spans
         one of ``breaks``; the first draws from ``seed``, chunk i from ``seed + 7919 i``. Chunks never depend on
         the number of processes, so ``torchrun`` ranks can share them (:mod:`normcore._utils.distributed`) and
         reproduce a one-process run.
         """
-        per_chunk = max(1, min(POINTS_PER_CHUNK, SCORE_SAMPLE_BYTES // (m * len(self.idps) * 8)))
+        per_chunk = max(1, min(max_points, SCORE_SAMPLE_BYTES // (m * len(self.idps) * 8)))
         edges = sorted({0, n_points, *(b for b in breaks if 0 < b < n_points)})
         spans = [(s, min(s + per_chunk, hi))
                  for lo, hi in zip(edges, edges[1:], strict=False) for s in range(lo, hi, per_chunk)]
@@ -775,35 +785,95 @@ class NormativeDiffusion(NormativeModel):
         sum_across_ranks(out)
         return out
 
-    def predict_moments(self, df: pd.DataFrame, n_samples: int | None = None,
-                        seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Predictive mean and variance (n, D) in IDP units at each row's covariates (for EXPV/SMSE/MSLL), under
-        the samples scoring compares the row with (:meth:`_score_points`): residual samples shared on the age
-        grid, with the location and scale of the row's exact age and levels, and for a row between two grid points
-        the moments of the two points' mixture with scoring's weights. Each point's variance is unbiased (ddof 1).
-        So the cost grows with the grid's points, not with the rows."""
+    def predict_quantiles(self, df: pd.DataFrame, quantiles: tuple[float, ...], n_samples: int | None = None,
+                          seed: int | None = None, progress: Progress | None = None,
+                          points_per_chunk: int = POINTS_PER_CHUNK) -> np.ndarray:
+        """(Q, n, D) predictive quantiles in IDP units at each row's covariates, from max(``n_samples``, 4000)
+        samples (as :meth:`centiles`) at each of scoring's points (:meth:`_grid_summaries`), so the cost grows with
+        the age grid, not the rows. ``points_per_chunk`` caps the points sampled at once (memory)."""
+        self._check_call(n_samples, seed)
+        q = checked_quantiles(quantiles)
+        return self._grid_summaries(df, q, int(n_samples or max(self.n_samples, 4000)), seed, progress,
+                                    moments=False, max_points=points_per_chunk)[0]
+
+    def predict_moments(self, df: pd.DataFrame, n_samples: int | None = None, seed: int | None = None,
+                        progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Predictive mean and variance (n, D) in IDP units at each row's covariates (for EXPV/SMSE/MSLL), from
+        ``n_samples`` (default the model's) samples at each of scoring's points (:meth:`_grid_summaries`)."""
+        _, mean, var = self._grid_summaries(df, np.empty(0), int(n_samples or self.n_samples), seed, progress,
+                                            moments=True)
+        return mean, var
+
+    def predict_quantiles_and_moments(self, df: pd.DataFrame, quantiles: tuple[float, ...],
+                                      n_samples: int | None = None, seed: int | None = None,
+                                      progress: Progress | None = None
+                                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`predict_quantiles` and the mean and variance of the same max(``n_samples``, 4000) samples at each
+        point, drawn once (the PCNtoolkit export needs both)."""
+        self._check_call(n_samples, seed)
+        q = checked_quantiles(quantiles)
+        return self._grid_summaries(df, q, int(n_samples or max(self.n_samples, 4000)), seed, progress,
+                                    moments=True)
+
+    def _grid_summaries(self, df: pd.DataFrame, q: np.ndarray, m: int, seed: int | None,
+                        progress: Progress | None, moments: bool, max_points: int = POINTS_PER_CHUNK
+                        ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Quantiles ``q`` (Q, n, D) and, with ``moments``, the mean and variance (n, D) of each row's predictive
+        distribution in IDP units, under the samples scoring compares the row with (:meth:`_score_points`).
+
+        ``m`` samples are drawn at each of scoring's points; for the rows whose covariates all name a level (the
+        latent points) they are taken to the location-scale residual, which each row's own location and scale
+        (increasing and affine) place in IDP units at its exact age and levels. Quantiles are taken on the
+        Gaussianised scale and mapped back (the map is increasing, so it carries quantiles over). A row between
+        two grid points gets the moments of the two points' mixture with scoring's weights (each point's variance
+        unbiased, ddof 1) and the two points' quantiles interpolated with the same weights, linear in its age; the
+        quantile of the mixture itself, which scoring's centiles use, differs from that by an amount second-order
+        in the gap between the two points' shapes (measured: BENCHMARKS.md). Rows with a marginalised covariate
+        take their exact point's samples in IDP units. The cost grows with the points, not with the rows; chunks
+        of points are shared by ``torchrun`` ranks as scoring's are."""
         self._check_fitted()
         age, codes = self._covariates_of(df, "table")
         u_age, u_codes, pair, weight, n_latent = self._score_points(age, codes)
-        m, d = int(n_samples or self.n_samples), len(self.idps)
-        point_mean, point_var = np.zeros((2, len(u_age), d))
-        chunks = self._point_chunks(len(u_age), m, self.seed if seed is None else seed, breaks=(n_latent,))
+        d, n_points = len(self.idps), len(u_age)
+        progress = as_progress(progress)
+        q_t = torch.as_tensor(q, dtype=torch.float64)
+        point_q = np.zeros((len(q), n_points, d))
+        point_mean, point_var = np.zeros((2, n_points, d)) if moments else (None, None)
+        chunks = self._point_chunks(n_points, m, self.seed if seed is None else seed, breaks=(n_latent,),
+                                    max_points=max_points)
         for ci in owned_chunks(len(chunks)):
             s, e, chunk_seed = chunks[ci]
             latent = s < n_latent
-            samples = self._draw(u_age[s:e], u_codes[s:e], m, chunk_seed, to_values=not latent).numpy()
-            if latent:  # to the location-scale residual, which each of the point's rows then places in IDP units
-                samples = self.transformer_.inverse_transform(samples.reshape(-1, d)).reshape(samples.shape)
-            point_mean[s:e], point_var[s:e] = samples.mean(axis=1), samples.var(axis=1, ddof=1)
-        sum_across_ranks(point_mean, point_var)
-        w = weight[:, :, None]
-        mean = (w * point_mean[pair]).sum(axis=1)
-        var = np.maximum((w * (point_var[pair] + point_mean[pair] ** 2)).sum(axis=1) - mean**2, 0.0)
+            samples = self._draw(u_age[s:e], u_codes[s:e], m, chunk_seed, to_values=not latent)
+            if len(q):
+                values = torch.quantile(samples, q_t, dim=1).numpy()  # (Q, points, D)
+                if latent:
+                    values = self.transformer_.inverse_transform(values.reshape(-1, d)).reshape(values.shape)
+                point_q[:, s:e] = values
+            if moments:
+                x = samples.numpy()
+                if latent:
+                    x = self.transformer_.inverse_transform(x.reshape(-1, d)).reshape(x.shape)
+                point_mean[s:e], point_var[s:e] = x.mean(axis=1), x.var(axis=1, ddof=1)
+            progress.update("quantiles" if len(q) else "moments", ci + 1, len(chunks))
+        sum_across_ranks(*(a for a in (point_q, point_mean, point_var) if a is not None))
+        w_a, w_b = weight[:, :1], weight[:, 1:]
+        a, b = pair[:, 0], pair[:, 1]
+        quant = np.empty((len(q), len(age), d))
+        for k in range(len(q)):  # one level at a time: no (Q, n, 2, D) intermediate
+            quant[k] = w_a * point_q[k, a] + w_b * point_q[k, b]
+        mean = var = None
+        if moments:
+            mean = w_a * point_mean[a] + w_b * point_mean[b]
+            second = w_a * (point_var[a] + point_mean[a] ** 2) + w_b * (point_var[b] + point_mean[b] ** 2)
+            var = np.maximum(second - mean**2, 0.0)
         rows = pair[:, 0] < n_latent
         if self.location_scale_ is not None and rows.any():
             mu, sd = self.location_scale_.location_scale(age[rows], codes[rows])
-            mean[rows], var[rows] = mu + sd * mean[rows], var[rows] * sd**2
-        return mean, var
+            quant[:, rows] = mu + sd * quant[:, rows]
+            if moments:
+                mean[rows], var[rows] = mu + sd * mean[rows], var[rows] * sd**2
+        return quant, mean, var
 
     # ------------------------------------------------------------------ persistence
     def _state(self) -> tuple[dict[str, torch.Tensor], dict]:

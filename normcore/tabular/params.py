@@ -11,6 +11,8 @@ import math
 from collections.abc import Callable
 from numbers import Integral, Real
 
+import numpy as np
+
 from normcore._utils.errors import InputError
 
 Rule = Callable[[object], str | None]
@@ -77,3 +79,11 @@ def check_count(value: int | None, what: str) -> None:
 def check_seed(value: int | None) -> None:
     if value is not None and integer(0, 2**32 - 1)(value):
         raise InputError(f"seed must be an integer in 0..{2**32 - 1}, not {value!r}")
+
+
+def checked_quantiles(quantiles) -> np.ndarray:
+    """Quantile levels given at call time as a float array: at least one, each strictly between 0 and 1."""
+    q = np.asarray(quantiles, float)
+    if q.size == 0 or (q <= 0).any() or (q >= 1).any():
+        raise InputError("quantiles must lie strictly between 0 and 1")
+    return q

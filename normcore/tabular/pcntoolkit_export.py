@@ -33,6 +33,7 @@ from scipy import stats
 
 from normcore._utils.atomic import write_atomic
 from normcore._utils.errors import InputError, column_not_found
+from normcore._utils.progress import Progress
 from normcore.tabular.io import escape_formulas
 
 PCN_CENTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -40,8 +41,10 @@ STATISTICS = ("Rho", "Rho_p", "R2", "RMSE", "SMSE", "MSLL", "MLL", "ShapiroW", "
 
 
 def pcntoolkit_tables(model, df: pd.DataFrame, scores: pd.DataFrame, id_col: str | None = None,
-                      n_samples: int | None = None, seed: int | None = None) -> dict[str, pd.DataFrame]:
-    """The Z, centiles and statistics tables (keys ``Z``, ``centiles``, ``statistics``) in PCNtoolkit's layout."""
+                      n_samples: int | None = None, seed: int | None = None,
+                      progress: Progress | None = None) -> dict[str, pd.DataFrame]:
+    """The Z, centiles and statistics tables (keys ``Z``, ``centiles``, ``statistics``) in PCNtoolkit's layout;
+    ``progress`` hears of (and may cancel) the model's sampling."""
     if id_col and id_col not in df.columns:
         raise column_not_found("table", "subject ID", id_col, df.columns)
     idps = sorted(c for c in model.idps_ if f"z:{c}" in scores.columns)
@@ -54,13 +57,13 @@ def pcntoolkit_tables(model, df: pd.DataFrame, scores: pd.DataFrame, id_col: str
 
     order = [model.idps_.index(c) for c in idps]
     q = np.asarray(PCN_CENTILES)
-    quant = model.predict_quantiles(df, PCN_CENTILES, n_samples=n_samples, seed=seed)[:, :, order]  # (Q, n, D)
+    quant, mean, var = model.predict_quantiles_and_moments(df, PCN_CENTILES, n_samples=n_samples, seed=seed,
+                                                           progress=progress)
+    quant, mean, var = quant[:, :, order], mean[:, order], var[:, order]  # (Q, n, D), (n, D)
     rows = pd.MultiIndex.from_product([obs, [str(c) for c in q]], names=["observations", "centile"])
     centiles = pd.DataFrame({"subject_ids": np.repeat(subjects, len(q)),
                              **{c: quant[:, :, j].T.reshape(-1) for j, c in enumerate(idps)}}, index=rows)
 
-    mean, var = model.predict_moments(df, n_samples=n_samples, seed=seed)
-    mean, var = mean[:, order], var[:, order]
     y = df[idps].apply(pd.to_numeric, errors="coerce").to_numpy(float)
     groups = _covariate_groups(model, df)
     stats_table = pd.DataFrame(index=pd.Index(STATISTICS, name="statistic"), columns=idps, dtype=float)

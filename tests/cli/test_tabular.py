@@ -271,6 +271,13 @@ def test_torchrun_score_and_centiles_equal_one_process(workflow):
     assert one["z:idp_01"].notna().all() and (one["z:idp_01"] != 0).all()  # every row scored (by either rank)
     pd.testing.assert_frame_equal(one, two, check_exact=True)
 
+    # the PCNtoolkit tables: centiles and moments sampled on the same points, shared by the ranks
+    pcn = ["--format", "pcntoolkit", "--age-resolution", 0.25, *common]
+    run("score", workflow / "model", workflow / "big.csv", "--out", workflow / "pcn_one", *pcn)
+    run_torchrun("score", workflow / "model", workflow / "big.csv", "--out", workflow / "pcn_two", *pcn)
+    for name in ("Z_test.csv", "centiles_test.csv", "statistics_test.csv"):
+        assert (workflow / "pcn_one" / name).read_text() == (workflow / "pcn_two" / name).read_text(), name
+
     grid = ["--ages", "20:80:0.2", "--quantiles", "0.05,0.5,0.95", *common]
     run("centiles", workflow / "model", *grid, "--out", workflow / "curves_one.csv")
     run_torchrun("centiles", workflow / "model", *grid, "--out", workflow / "curves_two.csv")

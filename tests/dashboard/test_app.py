@@ -333,6 +333,28 @@ def test_deviations_page_heatmap_downloads_and_reports():
     assert label in [b.label for b in at.get("download_button")]
 
 
+def test_an_export_shows_its_progress_and_can_be_cancelled(monkeypatch):
+    """A report or export job shows a progress bar and a Cancel button while it runs; a cancel says so and leaves
+    no download."""
+    import dashboard.reports
+
+    def export_until_cancelled(model, table, scores, id_col, name="test", progress=None):
+        while True:
+            progress.update("centiles", 1, 4)
+            threading.Event().wait(0.02)
+
+    monkeypatch.setattr(dashboard.reports, "make_pcntoolkit_export", export_until_cancelled)
+    at = scored(goto(with_fast_model(app().run()), "deviations"))
+    next(b for b in at.button if b.label == "Prepare the PCNtoolkit tables").click().run()
+    job = at.session_state["pcn_job"]
+    assert job.running and at.get("progress") and not at.exception
+    at.button(key="pcn_job_cancel").click().run()
+    assert job.wait(TIMEOUT) == "cancelled"
+    at.run()
+    assert not at.exception and any("Cancelled" in w.value for w in at.warning)
+    assert not any(b.label.startswith("Download for PCNtoolkit") for b in at.get("download_button"))
+
+
 def test_deviations_scoring_shows_progress_and_can_be_cancelled_and_restarted(monkeypatch):
     """The page never blocks on scoring: it shows a progress bar with a Cancel button; a cancel says so and offers
     to score again, and scoring again starts a new job."""

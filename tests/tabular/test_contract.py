@@ -171,6 +171,20 @@ def test_predict_moments_takes_samples_and_seed(name, fitted, data):
 
 
 @pytest.mark.parametrize("name", TYPES)
+def test_quantiles_and_moments_together_equal_the_quantiles_alone(name, fitted, data):
+    """The PCNtoolkit export's one call gives the quantiles :meth:`predict_quantiles` gives with the same samples
+    and seed, ordered, and a positive variance."""
+    df, idps = data
+    model = fitted(name)
+    quant, mean, var = model.predict_quantiles_and_moments(df.head(5), (0.1, 0.5, 0.9), n_samples=300, seed=4)
+    assert quant.shape == (3, 5, len(idps)) and mean.shape == var.shape == (5, len(idps))
+    np.testing.assert_array_equal(quant, model.predict_quantiles(df.head(5), (0.1, 0.5, 0.9), n_samples=300, seed=4))
+    assert (np.diff(quant, axis=0) > 0).all() and np.isfinite(mean).all() and (var > 0).all()
+    with pytest.raises(InputError, match="strictly between 0 and 1"):
+        model.predict_quantiles_and_moments(df.head(5), (0.5, 1.0))
+
+
+@pytest.mark.parametrize("name", TYPES)
 def test_persistence(name, fitted, data, tmp_path):
     df, _ = data
     model = fitted(name)

@@ -8,6 +8,7 @@ import torch
 
 from normcore import NormativeDiffusion
 from normcore._utils.errors import InputError
+from normcore.tabular.base import NormativeModel
 from tests.conftest import TINY
 
 
@@ -89,6 +90,28 @@ def test_predict_moments_from_the_shared_grid_match_samples_at_each_rows_own_cov
     sd = exact.std(axis=1, ddof=1)
     assert (np.abs(mean - exact.mean(axis=1)) < 0.05 * sd).all()
     assert np.all((var / sd**2 > 0.85) & (var / sd**2 < 1.15))
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_predict_quantiles_from_the_shared_grid_match_quantiles_at_each_rows_own_covariates(tiny_model, cohort,
+                                                                                             batch):
+    """Predictive quantiles (the PCNtoolkit export's centile table) come from scoring's shared age grid: residual
+    quantiles interpolated between grid points, placed with each row's own location and scale. They agree with the
+    quantiles of samples drawn at each row's exact covariates (the per-row reference) within its Monte Carlo error,
+    measured here as the gap between two reference runs of different seeds."""
+    df, truth = cohort
+    controls = df[df.group == "control"]
+    model = tiny_model if not batch else NormativeDiffusion(**TINY, batch_covariates=["site"]).fit(
+        controls, age="age", covariates=["sex", "site"], idps=truth.idp_names)
+    rows = controls.sample(40, random_state=0)
+    q = (0.05, 0.25, 0.5, 0.75, 0.95)
+    shared = model.predict_quantiles(rows, q, seed=1)
+    assert shared.shape == (len(q), len(rows), len(truth.idp_names)) and (np.diff(shared, axis=0) > 0).all()
+    reference, again = (NormativeModel.predict_quantiles(model, rows, q, seed=s) for s in (2, 3))
+    age, codes = model._covariates_of(rows, "rows")
+    sd = model._draw(age, codes, 4000, seed=4).numpy().std(axis=1)
+    error, floor = np.abs(shared - reference) / sd, np.abs(again - reference) / sd
+    assert np.median(error) < 1.5 * np.median(floor) and error.max() < 1.5 * floor.max()
 
 
 def test_out_of_range_age_is_scored_and_flagged(tiny_model, cohort):

@@ -160,8 +160,8 @@ class PCNToolkitBLR(NormativeModel):
         cols = np.arange(len(self.idps))[None, None, :]
         return (1 - w) * tab[rows, cols, pos] + w * tab[rows, cols, pos + 1]
 
-    def predict_moments(self, df: pd.DataFrame, n_samples: int | None = None,
-                        seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def predict_moments(self, df: pd.DataFrame, n_samples: int | None = None, seed: int | None = None,
+                        progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Mean and variance (n, D): the median and the 15.9-84.1% half-width of the predictive centiles."""
         self._check_fitted()
         age, codes = self._covariates_of(df, "table")

@@ -130,8 +130,8 @@ class LocationScaleSHASH(NormativeModel):
         r = np.column_stack([shash_inverse(z[:, j], p) for j, p in enumerate(self.shash_)])
         return self.location_scale_.inverse_transform(r, rep_age, rep_codes).reshape(len(age), n, len(self.idps))
 
-    def predict_moments(self, df: pd.DataFrame, n_samples: int | None = None,
-                        seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def predict_moments(self, df: pd.DataFrame, n_samples: int | None = None, seed: int | None = None,
+                        progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Exact predictive mean and variance (n, D) (marginalised levels: the first level)."""
         self._check_fitted()
         age, codes = self._covariates_of(df, "table")
