@@ -855,7 +855,7 @@ class NormativeDiffusion(NormativeModel):
                 if latent:
                     x = self.transformer_.inverse_transform(x.reshape(-1, d)).reshape(x.shape)
                 point_mean[s:e], point_var[s:e] = x.mean(axis=1), x.var(axis=1, ddof=1)
-            progress.update("quantiles" if len(q) else "moments", ci + 1, len(chunks))
+            progress.update("centiles" if len(q) else "moments", ci + 1, len(chunks))
         sum_across_ranks(*(a for a in (point_q, point_mean, point_var) if a is not None))
         w_a, w_b = weight[:, :1], weight[:, 1:]
         a, b = pair[:, 0], pair[:, 1]
