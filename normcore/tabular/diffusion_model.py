@@ -841,10 +841,11 @@ class NormativeDiffusion(NormativeModel):
         point_mean, point_var = np.zeros((2, n_points, d)) if moments else (None, None)
         chunks = self._point_chunks(n_points, m, self.seed if seed is None else seed, breaks=(n_latent,),
                                     max_points=max_points)
+        stage = progress.as_stage("centiles" if len(q) else "moments")  # per sampler call; restarts each chunk
         for ci in owned_chunks(len(chunks)):
             s, e, chunk_seed = chunks[ci]
             latent = s < n_latent
-            samples = self._draw(u_age[s:e], u_codes[s:e], m, chunk_seed, to_values=not latent)
+            samples = self._draw(u_age[s:e], u_codes[s:e], m, chunk_seed, stage, to_values=not latent)
             if len(q):
                 values = torch.quantile(samples, q_t, dim=1).numpy()  # (Q, points, D)
                 if latent:
@@ -855,7 +856,6 @@ class NormativeDiffusion(NormativeModel):
                 if latent:
                     x = self.transformer_.inverse_transform(x.reshape(-1, d)).reshape(x.shape)
                 point_mean[s:e], point_var[s:e] = x.mean(axis=1), x.var(axis=1, ddof=1)
-            progress.update("centiles" if len(q) else "moments", ci + 1, len(chunks))
         sum_across_ranks(*(a for a in (point_q, point_mean, point_var) if a is not None))
         w_a, w_b = weight[:, :1], weight[:, 1:]
         a, b = pair[:, 0], pair[:, 1]

@@ -8,6 +8,7 @@ import torch
 
 from normcore import NormativeDiffusion
 from normcore._utils.errors import InputError
+from normcore._utils.progress import Cancelled, Progress
 from normcore.tabular.base import NormativeModel
 from tests.conftest import TINY
 
@@ -112,6 +113,17 @@ def test_predict_quantiles_from_the_shared_grid_match_quantiles_at_each_rows_own
     sd = model._draw(age, codes, 4000, seed=4).numpy().std(axis=1)
     error, floor = np.abs(shared - reference) / sd, np.abs(again - reference) / sd
     assert np.median(error) < 1.5 * np.median(floor) and error.max() < 1.5 * floor.max()
+
+
+def test_predict_quantiles_reports_progress_and_stops_when_cancelled(tiny_model, cohort):
+    """The export's sampling reports each sampler call under "centiles" and stops at the next one after a cancel
+    (a cohort's points may all lie in one chunk)."""
+    df, _ = cohort
+    heard = []
+    progress = Progress(callback=lambda stage, done, total, **_: heard.append(stage) or progress.cancel())
+    with pytest.raises(Cancelled):
+        tiny_model.predict_quantiles(df.head(40), (0.1, 0.9), progress=progress)
+    assert heard == ["centiles"]
 
 
 def test_out_of_range_age_is_scored_and_flagged(tiny_model, cohort):
