@@ -5,23 +5,41 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from scipy import stats
-from sklearn.metrics import roc_auc_score
+
+
+def _auc_rows(score: np.ndarray, positive: np.ndarray) -> np.ndarray:
+    """ROC AUC of each row of ``score`` (B, n) against the boolean labels ``positive`` (B, n): the Mann-Whitney
+    statistic with mid-ranks, so ties count one half (as :func:`sklearn.metrics.roc_auc_score`)."""
+    ranks = stats.rankdata(score, axis=1)
+    n_pos = positive.sum(axis=1)
+    n_neg = positive.shape[1] - n_pos
+    u = (ranks * positive).sum(axis=1) - n_pos * (n_pos + 1) / 2
+    return u / (n_pos * n_neg)
 
 
 def auc_with_ci(score: np.ndarray, is_patient: np.ndarray, n_boot: int = 1000, seed: int = 0,
                 level: float = 0.95) -> tuple[float, float, float]:
-    """ROC AUC of ``score`` for patients vs controls and a percentile bootstrap CI (stratified)."""
+    """ROC AUC of ``score`` for patients vs controls and a percentile bootstrap CI (stratified: each resample keeps
+    the numbers of patients and controls). Non-finite scores are left out; ValueError without both groups.
+
+    The bootstrap is computed in blocks of resamples at once (ranks per resample), not one sklearn call per
+    resample: a page's separation table is interactive."""
     score, y = np.asarray(score, float), np.asarray(is_patient, bool)
     ok = np.isfinite(score)
     score, y = score[ok], y[ok]
-    auc = float(roc_auc_score(y, score))
-    rng = np.random.default_rng(seed)
     pos, neg = np.flatnonzero(y), np.flatnonzero(~y)
-    boots = np.empty(n_boot)
-    for b in range(n_boot):
-        idx = np.concatenate([rng.choice(pos, pos.size), rng.choice(neg, neg.size)])
-        boots[b] = roc_auc_score(y[idx], score[idx])
-    lo, hi = np.quantile(boots, [(1 - level) / 2, 1 - (1 - level) / 2])
+    if pos.size == 0 or neg.size == 0:
+        raise ValueError("the AUC needs both patients and controls with a finite score")
+    auc = float(_auc_rows(score[None], y[None])[0])
+    rng = np.random.default_rng(seed)
+    labels = np.r_[np.ones(pos.size, bool), np.zeros(neg.size, bool)]
+    block = max(1, 2_000_000 // labels.size)  # resamples per block: a few tens of MB at most
+    boots = []
+    for start in range(0, n_boot, block):
+        b = min(block, n_boot - start)
+        idx = np.concatenate([rng.choice(pos, (b, pos.size)), rng.choice(neg, (b, neg.size))], axis=1)
+        boots.append(_auc_rows(score[idx], np.broadcast_to(labels, idx.shape)))
+    lo, hi = np.quantile(np.concatenate(boots), [(1 - level) / 2, 1 - (1 - level) / 2])
     return auc, float(lo), float(hi)
 
 

@@ -123,6 +123,24 @@ def test_auc_ci_and_welch_on_known_separation():
     assert t > 20 and p < 1e-50
 
 
+def test_auc_equals_sklearn_with_ties_and_its_bootstrap_covers_resampled_aucs():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(11)
+    y = rng.random(300) < 0.3
+    score = rng.integers(0, 6, 300).astype(float) + 0.5 * y  # many ties
+    auc, lo, hi = M.auc_with_ci(score, y, n_boot=400)
+    assert auc == pytest.approx(roc_auc_score(y, score), abs=1e-12)
+    # the interval is the spread of AUCs of stratified resamples, as one sklearn call per resample gives it
+    pos, neg = np.flatnonzero(y), np.flatnonzero(~y)
+    loop = [roc_auc_score(y[i], score[i]) for i in
+            (np.r_[rng.choice(pos, pos.size), rng.choice(neg, neg.size)] for _ in range(400))]
+    assert lo == pytest.approx(np.quantile(loop, 0.025), abs=0.02)
+    assert hi == pytest.approx(np.quantile(loop, 0.975), abs=0.02)
+    with pytest.raises(ValueError, match="both patients and controls"):
+        M.auc_with_ci(score, np.zeros(300, bool))
+
+
 def test_top_k_mean_abs():
     z = np.array([[0.0, -3.0, 1.0, 2.0]])
     assert M.top_k_mean_abs(z, 0.5)[0] == 2.5 and M.top_k_mean_abs(z, 0.01)[0] == 3.0
