@@ -292,6 +292,11 @@ def scored(at) -> AppTest:
 
 
 def test_deviations_page_heatmap_downloads_and_reports(monkeypatch):
+    import normcore.metrics
+
+    tables = []  # the patients-vs-controls table (a bootstrap per score) is made once, not on every rerun
+    monkeypatch.setattr(normcore.metrics, "separation_table", lambda *a, _real=normcore.metrics.separation_table,
+                        **k: tables.append(1) or _real(*a, **k))
     at = goto(with_fast_model(app().run()), "deviations")
     assert not at.exception
     at = scored(at)
@@ -349,6 +354,7 @@ def test_deviations_page_heatmap_downloads_and_reports(monkeypatch):
     at.run()
     assert not at.exception and any("Cancelled" in w.value for w in at.warning)
     assert label not in [b.label for b in at.get("download_button")]
+    assert len(tables) == 1
 
 
 def test_deviations_scoring_shows_progress_and_can_be_cancelled_and_restarted(monkeypatch):
