@@ -27,14 +27,18 @@ def frobenius_gap(real: np.ndarray, generated: np.ndarray) -> float:
 
 def product_of_marginals(generated: pd.DataFrame, age: str, idps: list[str], bin_width: float = 5.0,
                          seed: int = 0) -> pd.DataFrame:
-    """Reference with no dependence: each IDP column permuted independently within narrow age bins."""
+    """Reference with no dependence: each IDP column permuted independently within narrow age bins (bins of
+    ``bin_width`` years; each bin's permutations drawn column by column, in ``idps`` order, from ``seed``)."""
     rng = np.random.default_rng(seed)
-    out = generated.copy()
+    values = generated[idps].to_numpy(float)
+    shuffled = values.copy()
     bins = np.floor(generated[age].to_numpy() / bin_width)
     for b in np.unique(bins):
         idx = np.flatnonzero(bins == b)
-        for c in idps:
-            out.iloc[idx, out.columns.get_loc(c)] = generated[c].to_numpy()[rng.permutation(idx)]
+        for j in range(len(idps)):
+            shuffled[idx, j] = values[rng.permutation(idx), j]
+    out = generated.copy()
+    out[idps] = shuffled  # one assignment: column by column through pandas took seconds at 200 IDPs
     return out
 
 

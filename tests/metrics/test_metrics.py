@@ -88,6 +88,9 @@ def test_product_of_marginals_keeps_marginals_and_removes_dependence():
     pom = M.product_of_marginals(df, "age", ["a", "b"])
     np.testing.assert_array_equal(np.sort(pom.a), np.sort(df.a))
     assert abs(stats.spearmanr(pom.a, pom.b).statistic) < 0.05
+    for _, rows in df.groupby(np.floor(df.age / 5.0)).groups.items():  # values move only within their age bin
+        np.testing.assert_array_equal(np.sort(pom.loc[rows, "b"]), np.sort(df.loc[rows, "b"]))
+    pd.testing.assert_series_equal(pom.age, df.age)
 
 
 def test_energy_distance_and_mmd_are_zero_for_identical_and_grow_with_shift():
