@@ -4,16 +4,16 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.state import (
+    calibration_checks,
     data_key,
-    finished_scores,
     fitted_in_sample,
     heldout_rows,
     model_for_table,
     model_key,
     show_error,
 )
+from normcore.jobs import Job
 from normcore.plotting.tabular import pit_histogram
-from normcore.tabular.evaluation import evaluate
 
 st.title("Calibration on held-out controls")
 ss = st.session_state
@@ -39,44 +39,64 @@ if df.empty:
     st.stop()
 samples = st.select_slider("Samples per subject (M)", [200, 500, 1000, 2000], value=200)
 key = (model_key(), *data_key(), len(df), samples)
-if st.button("Run the calibration checks", type="primary") or ss.get("calib_key") == key:
-    try:
-        if ss.get("calib_key") != key:
-            with st.spinner("Scoring, sampling and computing every metric…"):
-                ss.calib = evaluate(model, df, group_col=m.group_col if m.group_col in df else None,
-                                    control_value=m.control_value, n_samples=samples)
-                ss.calib_key = key
-        rep = ss.calib
-        agg = rep["aggregate"]
-        c = st.columns(4)
-        c[0].metric("Coverage 95% (mean over IDPs)", f"{agg['coverage95_mean']:.3f}")
-        c[1].metric("Coverage 50%", f"{agg['coverage50_mean']:.3f}")
-        c[2].metric("PIT-KS pass rate (α=0.01)", f"{agg['pit_ks_pass_rate_0.01']:.2f}")
-        c[3].metric("Held-out ACE", f"{agg['ace_heldout_mean']:.4f}")
-        table = pd.DataFrame(rep["per_idp"])
-        idp = st.selectbox("PIT histogram of IDP", model.idps)
-        scores = finished_scores(model, df)
-        controls = m.controls(df)
-        if scores is None:
-            scores = model.score(controls, n_samples=samples)
-        else:
-            scores = m.controls(scores)
-        st.plotly_chart(pit_histogram(scores[f"centile:{idp}"], title=f"PIT of {idp}"),
-                        width="stretch", key="pit")
-        st.subheader("Per IDP")
-        st.dataframe(table[["idp", "coverage50", "coverage90", "coverage95", "coverage95_se", "ace_heldout",
-                            "pit_ks", "pit_ks_p", "z_mean", "z_sd", "msll", "expv"]].round(4),
-                     hide_index=True, width="stretch")
-        ks = rep["ks_by_age_band"]
-        dep = rep["dependence"]
-        st.markdown(f"**Two-sample KS per age band** (real vs model samples, BH-corrected): "
-                    f"{ks['rejected_bh']} of {ks['n_tests']} tests rejected.  \n"
-                    f"**Dependence**: Spearman RMS gap {dep['frobenius_model']:.4f} (model) vs "
-                    f"{dep['frobenius_product_of_marginals']:.4f} (product of marginals).")
-        if "memorisation" in rep:
-            st.json(rep["memorisation"])
-        else:
-            st.caption("Memorisation needs the training table, which models do not store (privacy): run "
-                       "`python -m normcore evaluate MODEL HOLDOUT.csv --train TRAIN.csv`.")
-    except Exception as exc:
-        show_error(exc)
+job = ss.get("calib_job") if ss.get("calib_job_for") == key else None
+if st.button("Run the calibration checks", type="primary", disabled=job is not None and job.running):
+    job = ss.calib_job = Job(calibration_checks, model, df, m.group_col if m.group_col in df else None,
+                             m.control_value, samples, name="calibration").start()
+    ss.calib_job_for = key
+
+
+@st.fragment(run_every=1.0)
+def checks_progress() -> None:
+    """Progress of the running checks with a Cancel button; the whole page reruns when they end."""
+    snap = job.snapshot()
+    if snap["status"] != "running":
+        st.rerun()
+    stage = (snap["last"] or {}).get("stage")
+    st.progress(snap["fraction"], text=f"Running the calibration checks: {stage or 'starting'}… (in the background: "
+                                       "the other pages stay usable)")
+    if st.button("Cancel", key="calib_cancel"):
+        job.cancel()
+
+
+if job is None:
+    st.stop()
+if job.running:
+    checks_progress()
+    st.stop()
+if job.status == "cancelled":
+    st.warning("The calibration checks were cancelled: nothing was computed.")
+    st.stop()
+if job.status != "done":
+    st.error(job.error or f"The calibration checks {job.status}.")
+    st.stop()
+try:
+    rep, scores = job.result
+    agg = rep["aggregate"]
+    c = st.columns(4)
+    c[0].metric("Coverage 95% (mean over IDPs)", f"{agg['coverage95_mean']:.3f}")
+    c[1].metric("Coverage 50%", f"{agg['coverage50_mean']:.3f}")
+    c[2].metric("PIT-KS pass rate (α=0.01)", f"{agg['pit_ks_pass_rate_0.01']:.2f}")
+    c[3].metric("Held-out ACE", f"{agg['ace_heldout_mean']:.4f}")
+    table = pd.DataFrame(rep["per_idp"])
+    idp = st.selectbox("PIT histogram of IDP", model.idps)
+    scores = m.controls(scores)
+    st.plotly_chart(pit_histogram(scores[f"centile:{idp}"], title=f"PIT of {idp}"),
+                    width="stretch", key="pit")
+    st.subheader("Per IDP")
+    st.dataframe(table[["idp", "coverage50", "coverage90", "coverage95", "coverage95_se", "ace_heldout",
+                        "pit_ks", "pit_ks_p", "z_mean", "z_sd", "msll", "expv"]].round(4),
+                 hide_index=True, width="stretch")
+    ks = rep["ks_by_age_band"]
+    dep = rep["dependence"]
+    st.markdown(f"**Two-sample KS per age band** (real vs model samples, BH-corrected): "
+                f"{ks['rejected_bh']} of {ks['n_tests']} tests rejected.  \n"
+                f"**Dependence**: Spearman RMS gap {dep['frobenius_model']:.4f} (model) vs "
+                f"{dep['frobenius_product_of_marginals']:.4f} (product of marginals).")
+    if "memorisation" in rep:
+        st.json(rep["memorisation"])
+    else:
+        st.caption("Memorisation needs the training table, which models do not store (privacy): run "
+                   "`python -m normcore evaluate MODEL HOLDOUT.csv --train TRAIN.csv`.")
+except Exception as exc:
+    show_error(exc)

@@ -22,8 +22,10 @@ from normcore import InputError
 from normcore._utils.errors import column_hint
 from normcore.jobs import Job
 from normcore.registry import load_model
+from normcore.tabular.evaluation import evaluate
 
-__all__ = ["Mapping", "active_model", "age_grid_for", "autosave_model", "cached_model", "categorical_choices",
+__all__ = ["Mapping", "active_model", "age_grid_for", "autosave_model", "cached_model", "calibration_checks",
+           "categorical_choices",
            "clear_scores", "data_key", "finished_scores", "fitted_in_sample", "heldout_rows", "init_state",
            "level_label",
            "model_columns_present", "model_for_table", "model_key", "require_model", "score_job", "scores_or_progress",
@@ -264,6 +266,15 @@ def score_job(model, df: pd.DataFrame, n_samples: int = 1000) -> Job:
 
 def _score_table(model, df: pd.DataFrame, n_samples: int, progress=None) -> pd.DataFrame:
     return model.score(df, n_samples=n_samples, progress=progress)
+
+
+def calibration_checks(model, df: pd.DataFrame, group_col: str | None, control_value: str | None, n_samples: int,
+                       progress=None) -> tuple[dict, pd.DataFrame]:
+    """The Calibration page's background work: ``evaluate``'s report of ``df`` and the scores it was computed from
+    (scored once, seed 0, as the CLI's ``evaluate``), for the page's PIT histograms."""
+    scores = model.score(df, n_samples=n_samples, seed=0, progress=progress.as_stage("scoring") if progress else None)
+    return evaluate(model, df, group_col=group_col, control_value=control_value, n_samples=n_samples,
+                    progress=progress, scores=scores), scores
 
 
 def finished_scores(model, df: pd.DataFrame, n_samples: int = 1000) -> pd.DataFrame | None:

@@ -9,6 +9,7 @@ import pandas as pd
 from scipy import special
 
 from normcore import metrics as M
+from normcore._utils.progress import Progress, as_progress
 from normcore.tabular.synthetic import SyntheticTruth
 
 
@@ -20,14 +21,20 @@ def _bands(ages: np.ndarray, n_bands: int = 4) -> list[tuple[float, float]]:
 
 def evaluate(model, holdout: pd.DataFrame, truth: SyntheticTruth | None = None, group_col: str | None = None,
              control_value: str | None = None, train: pd.DataFrame | None = None, n_samples: int | None = None,
-             seed: int = 0) -> dict:
+             seed: int = 0, progress: Progress | None = None, scores: pd.DataFrame | None = None) -> dict:
     """Calibration (per IDP, and of the multivariate score), classic, dependence, memorisation and clinical metrics
     of ``model`` on ``holdout``.
 
     Controls are the rows with ``group_col == control_value`` (all rows without a group column);
     patients, when present, give the clinical-separation table. ``truth`` (synthetic data) adds the
     ACE of centile curves against the exact truth; ``train`` adds the memorisation check.
+
+    ``progress`` hears of (and may cancel) the sampling, in the stages "scoring", "predictive moments" and
+    "samples for the dependence checks". ``scores``: ``model.score(holdout, n_samples=n_samples, seed=seed)`` when
+    the caller already has it (one row per row of ``holdout``, in its order); it is then not scored again and
+    ``score_time_s`` is None.
     """
+    progress = as_progress(progress)
     age = model.encoder_.age
     idps = model.idps
     cats = model.encoder_.categorical
@@ -37,14 +44,20 @@ def evaluate(model, holdout: pd.DataFrame, truth: SyntheticTruth | None = None, 
         is_control = holdout[group_col].astype(str) == str(control_value)
     else:
         is_control = pd.Series(True, index=holdout.index)
-    start = time.perf_counter()
-    scores = model.score(holdout, n_samples=n_samples, seed=seed)
-    report["score_time_s"] = time.perf_counter() - start
+    if scores is None:
+        start = time.perf_counter()
+        scores = model.score(holdout, n_samples=n_samples, seed=seed, progress=progress.as_stage("scoring"))
+        report["score_time_s"] = time.perf_counter() - start
+    elif len(scores) != len(holdout):
+        raise ValueError(f"scores has {len(scores)} rows for a held-out table of {len(holdout)}")
+    else:
+        report["score_time_s"] = None
     ctrl = scores[is_control.to_numpy()]
     report["n_controls"] = int(len(ctrl))
 
     per_idp = []
-    mean, var = model.predict_moments(holdout[is_control.to_numpy()], n_samples=200)
+    mean, var = model.predict_moments(holdout[is_control.to_numpy()], n_samples=200,
+                                      progress=progress.as_stage("predictive moments"))
     tr = model.training_summary_
     for j, name in enumerate(idps):
         u = ctrl[f"centile:{name}"].to_numpy(float)
@@ -79,7 +92,8 @@ def evaluate(model, holdout: pd.DataFrame, truth: SyntheticTruth | None = None, 
         report["multivariate"]["calibrated_on"] = calibration.n_rows if calibration is not None else None
 
     controls = holdout[is_control.to_numpy()].reset_index(drop=True)
-    generated = model.sample(controls[[age, *cats]], n=1, seed=seed + 1)
+    generated = model.sample(controls[[age, *cats]], n=1, seed=seed + 1,
+                             progress=progress.as_stage("samples for the dependence checks"))
     bands = _bands(controls[age].to_numpy(float))
     report["dependence"] = M.dependence_report(controls, generated, age, idps, bands, seed=seed)
     ks = M.ks_by_age_band(controls, generated, age, idps, bands)
@@ -167,8 +181,8 @@ def multivariate_calibration(scores: pd.DataFrame) -> dict:
 def summary_lines(report: dict) -> list[str]:
     """Human-readable summary of an evaluation report."""
     agg = report["aggregate"]
-    lines = [f"model {report['model']}: {report['n_controls']} held-out controls, {len(report['idps'])} IDPs, "
-             f"scored in {report['score_time_s']:.1f} s",
+    timed = f", scored in {report['score_time_s']:.1f} s" if report.get("score_time_s") is not None else ""
+    lines = [f"model {report['model']}: {report['n_controls']} held-out controls, {len(report['idps'])} IDPs{timed}",
              f"  coverage 50/90/95%: {agg['coverage50_mean']:.3f} / {agg['coverage90_mean']:.3f} / "
              f"{agg['coverage95_mean']:.3f}",
              f"  held-out ACE {agg['ace_heldout_mean']:.4f}; PIT KS pass rate (alpha 0.01) "

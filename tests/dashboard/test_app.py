@@ -125,6 +125,9 @@ def test_calibration_page_runs_checks_and_draws_pit_histogram():
     at = goto(with_fast_model(app().run()), "calibration")
     assert not at.exception and not charts(at)  # nothing is computed before the button
     next(b for b in at.button if b.label == "Run the calibration checks").click().run()
+    assert not at.exception
+    assert at.session_state["calib_job"].wait(TIMEOUT) == "done", at.session_state["calib_job"].error
+    at.run()  # as the polling fragment does when the checks end
     assert not at.exception and not at.error
     labels = [mtr.label for mtr in at.metric]
     assert "Coverage 95% (mean over IDPs)" in labels
@@ -132,6 +135,25 @@ def test_calibration_page_runs_checks_and_draws_pit_histogram():
     assert 0.85 < coverage <= 1.0
     spec = charts(at)[0]
     assert spec["data"][0]["type"] == "histogram" and "PIT of idp_01" in spec["layout"]["title"]["text"]
+
+
+def test_calibration_checks_run_in_the_background_and_can_be_cancelled(monkeypatch):
+    import dashboard.state
+
+    def checks_until_cancelled(model, df, group_col, control_value, n_samples, progress=None):
+        while True:
+            progress.update("scoring", 1, 4)
+            threading.Event().wait(0.02)
+
+    monkeypatch.setattr(dashboard.state, "calibration_checks", checks_until_cancelled)
+    at = goto(with_fast_model(app().run()), "calibration")
+    next(b for b in at.button if b.label == "Run the calibration checks").click().run()
+    job = at.session_state["calib_job"]
+    assert job.running and at.get("progress") and not at.exception
+    at.button(key="calib_cancel").click().run()
+    assert job.wait(TIMEOUT) == "cancelled"
+    at.run()
+    assert not at.exception and any("cancelled" in w.value for w in at.warning) and not at.metric
 
 
 def test_sessions_never_modify_the_shared_cached_model():

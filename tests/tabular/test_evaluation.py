@@ -58,3 +58,23 @@ def test_the_suite_reports_finite_metrics_for_tables_missing_some_idp_values():
     assert np.isfinite(report["dependence"]["frobenius_model"]) and np.isfinite(report["dependence"]["energy_model"])
     memo = report["memorisation"]
     assert np.isfinite(memo["ratio"]) and 250 < memo["n_train_rows"] < 350 and 150 < memo["n_reference_rows"] < 250
+
+
+def test_the_suite_reports_its_sampling_stages_and_reuses_given_scores(tiny_model, cohort):
+    """``progress`` hears each sampling stage (the dashboard shows them and may cancel); scores the caller already
+    has give the same report without scoring again."""
+    from normcore._utils.progress import Progress
+    from normcore.tabular.evaluation import evaluate
+
+    df, _ = cohort
+    holdout = df.head(120)
+    stages: list[str] = []
+    report = evaluate(tiny_model, holdout, n_samples=64, progress=Progress(lambda stage, *a, **k: stages.append(stage)))
+    assert {"scoring", "predictive moments", "samples for the dependence checks"} <= set(stages)
+    scores = tiny_model.score(holdout, n_samples=64, seed=0)
+    given = evaluate(tiny_model, holdout, n_samples=64, scores=scores)
+    assert given["score_time_s"] is None and report["score_time_s"] > 0
+    pd.testing.assert_frame_equal(pd.DataFrame(given["per_idp"]), pd.DataFrame(report["per_idp"]))
+    assert given["aggregate"] == pytest.approx(report["aggregate"], nan_ok=True)
+    with pytest.raises(ValueError, match="rows"):
+        evaluate(tiny_model, holdout, n_samples=64, scores=scores.head(10))
