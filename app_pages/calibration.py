@@ -41,6 +41,8 @@ samples = st.select_slider("Samples per subject (M)", [200, 500, 1000, 2000], va
 key = (model_key(), *data_key(), len(df), samples)
 job = ss.get("calib_job") if ss.get("calib_job_for") == key else None
 if st.button("Run the calibration checks", type="primary", disabled=job is not None and job.running):
+    if ss.get("calib_job") is not None:
+        ss.calib_job.cancel()  # one run of the checks at a time per session (e.g. M changed while one ran)
     job = ss.calib_job = Job(calibration_checks, model, df, m.group_col if m.group_col in df else None,
                              m.control_value, samples, name="calibration").start()
     ss.calib_job_for = key
