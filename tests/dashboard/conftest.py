@@ -24,3 +24,16 @@ def with_fast_model(at):
     at.session_state["model"] = load_model(available_demo_models()["SHASH baseline (demo)"])
     at.session_state["model_name"], at.session_state["model_token"] = "SHASH baseline (demo)", "shash-test"
     return at
+
+
+def work_until_cancelled(stage: str):
+    """A stand-in for a page's background work: it reports progress under ``stage`` until the user cancels it
+    (whatever arguments the page passes)."""
+    import threading
+
+    def work(*args, progress=None, **kwargs):
+        while True:
+            progress.update(stage, 1, 4)
+            threading.Event().wait(0.02)
+
+    return work

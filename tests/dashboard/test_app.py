@@ -2,7 +2,6 @@
 
 import io
 import json
-import threading
 import zipfile
 
 import pandas as pd
@@ -11,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard.demo import available_demo_models
 from tests.conftest import ROOT
-from tests.dashboard.conftest import with_fast_model
+from tests.dashboard.conftest import with_fast_model, work_until_cancelled
 
 pytestmark = pytest.mark.skipif(not available_demo_models(),
                                 reason="demo models not trained (benchmarks/train_demo.py)")
@@ -121,6 +120,17 @@ def test_short_fit_through_the_fit_page_then_centiles():
     assert not at.exception and charts(at)
 
 
+def started_then_cancelled(at: AppTest, button: str, job_name: str, cancel_key: str) -> AppTest:
+    """Click ``button``; its background job ``session_state[job_name]`` shows a progress bar; its Cancel button
+    (``cancel_key``) stops it; the page rerun after the cancel is returned."""
+    next(b for b in at.button if b.label == button).click().run()
+    job = at.session_state[job_name]
+    assert job.running and at.get("progress") and not at.exception
+    at.button(key=cancel_key).click().run()
+    assert job.wait(TIMEOUT) == "cancelled"
+    return at.run()
+
+
 def test_calibration_page_runs_checks_and_draws_pit_histogram():
     at = goto(with_fast_model(app().run()), "calibration")
     assert not at.exception and not charts(at)  # nothing is computed before the button
@@ -140,19 +150,9 @@ def test_calibration_page_runs_checks_and_draws_pit_histogram():
 def test_calibration_checks_run_in_the_background_and_can_be_cancelled(monkeypatch):
     import dashboard.state
 
-    def checks_until_cancelled(model, df, group_col, control_value, n_samples, progress=None):
-        while True:
-            progress.update("scoring", 1, 4)
-            threading.Event().wait(0.02)
-
-    monkeypatch.setattr(dashboard.state, "calibration_checks", checks_until_cancelled)
+    monkeypatch.setattr(dashboard.state, "calibration_checks", work_until_cancelled("scoring"))
     at = goto(with_fast_model(app().run()), "calibration")
-    next(b for b in at.button if b.label == "Run the calibration checks").click().run()
-    job = at.session_state["calib_job"]
-    assert job.running and at.get("progress") and not at.exception
-    at.button(key="calib_cancel").click().run()
-    assert job.wait(TIMEOUT) == "cancelled"
-    at.run()
+    at = started_then_cancelled(at, "Run the calibration checks", "calib_job", "calib_cancel")
     assert not at.exception and any("cancelled" in w.value for w in at.warning) and not at.metric
 
 
@@ -362,18 +362,8 @@ def test_deviations_page_heatmap_downloads_and_reports(monkeypatch):
     # while a report or export runs: a progress bar and a Cancel button; a cancel says so and leaves no download
     import dashboard.reports
 
-    def export_until_cancelled(model, table, scores, id_col, name="test", progress=None):
-        while True:
-            progress.update("centiles", 1, 4)
-            threading.Event().wait(0.02)
-
-    monkeypatch.setattr(dashboard.reports, "make_pcntoolkit_export", export_until_cancelled)
-    next(b for b in at.button if b.label == "Prepare the PCNtoolkit tables").click().run()
-    job = at.session_state["pcn_job"]
-    assert job.running and at.get("progress") and not at.exception
-    at.button(key="pcn_job_cancel").click().run()
-    assert job.wait(TIMEOUT) == "cancelled"
-    at.run()
+    monkeypatch.setattr(dashboard.reports, "make_pcntoolkit_export", work_until_cancelled("centiles"))
+    at = started_then_cancelled(at, "Prepare the PCNtoolkit tables", "pcn_job", "pcn_job_cancel")
     assert not at.exception and any("Cancelled" in w.value for w in at.warning)
     assert label not in [b.label for b in at.get("download_button")]
     assert len(tables) == 1
@@ -384,12 +374,7 @@ def test_deviations_scoring_shows_progress_and_can_be_cancelled_and_restarted(mo
     to score again, and scoring again starts a new job."""
     import dashboard.state
 
-    def scoring_until_cancelled(model, df, n_samples, progress=None):  # reports progress until the user cancels
-        while True:
-            progress.update("sample", 1, 4)
-            threading.Event().wait(0.02)
-
-    monkeypatch.setattr(dashboard.state, "_score_table", scoring_until_cancelled)
+    monkeypatch.setattr(dashboard.state, "_score_table", work_until_cancelled("sample"))
     at = goto(with_fast_model(app().run()), "deviations")
     assert not at.exception and not at.get("plotly_chart")
     (job,) = at.session_state["score_jobs"].values()
