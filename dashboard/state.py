@@ -20,6 +20,7 @@ from dashboard.demo import LIBRARY_ROOT, available_demo_models, demo_cohort, dem
 from dashboard.library import SessionLibrary, new_session_key, remove_stale_sessions, valid_key
 from normcore import InputError
 from normcore._utils.errors import column_hint
+from normcore._utils.progress import as_progress
 from normcore.jobs import Job
 from normcore.registry import load_model
 from normcore.tabular.evaluation import evaluate
@@ -272,7 +273,8 @@ def calibration_checks(model, df: pd.DataFrame, group_col: str | None, control_v
                        progress=None) -> tuple[dict, pd.DataFrame]:
     """The Calibration page's background work: ``evaluate``'s report of ``df`` and the scores it was computed from
     (scored once, seed 0, as the CLI's ``evaluate``), for the page's PIT histograms."""
-    scores = model.score(df, n_samples=n_samples, seed=0, progress=progress.as_stage("scoring") if progress else None)
+    progress = as_progress(progress)
+    scores = model.score(df, n_samples=n_samples, seed=0, progress=progress.as_stage("scoring"))
     return evaluate(model, df, group_col=group_col, control_value=control_value, n_samples=n_samples,
                     progress=progress, scores=scores), scores
 
