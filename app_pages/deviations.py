@@ -89,13 +89,6 @@ if m.group_col and m.group_col in scores:
         separation_for = (model_key(), *data_key(), m.group_col, str(m.control_value))
         if ss.get("separation_for") != separation_for:  # a bootstrap per score: not redone on every widget rerun
             table = separation_table(scores, idps, patients.to_numpy(), n_boot=200)
-            cohen = []
-            for name in table["score"]:
-                col = (np.abs(scores[f"z:{name[6:]}"]) if name.startswith("abs_z:") else None)
-                cohen.append(np.nan if col is None else float(
-                    (col[patients].mean() - col[~patients].mean()) / np.sqrt(0.5 * (col[patients].var()
-                                                                                     + col[~patients].var()))))
-            table["cohen_d"] = cohen
             ss.separation, ss.separation_for = table, separation_for
         table = ss.separation
         st.dataframe(table.round(4), hide_index=True, width="stretch")

@@ -43,6 +43,23 @@ def auc_with_ci(score: np.ndarray, is_patient: np.ndarray, n_boot: int = 1000, s
     return auc, float(lo), float(hi)
 
 
+def cohen_d(patients: np.ndarray, controls: np.ndarray) -> tuple[float, float, float]:
+    """Cohen's d of patients minus controls with the pooled SD (each group's variance weighted by its degrees of
+    freedom) and its approximate 95% CI, SE = sqrt((n1 + n2) / (n1 n2) + d^2 / (2 (n1 + n2))). Non-finite values
+    are left out; NaN for all three with fewer than two values in a group or no spread."""
+    p, c = np.asarray(patients, float), np.asarray(controls, float)
+    p, c = p[np.isfinite(p)], c[np.isfinite(c)]
+    n1, n2 = len(p), len(c)
+    if n1 < 2 or n2 < 2:
+        return np.nan, np.nan, np.nan
+    pooled = np.sqrt(((n1 - 1) * p.var(ddof=1) + (n2 - 1) * c.var(ddof=1)) / (n1 + n2 - 2))
+    if not pooled > 0:
+        return np.nan, np.nan, np.nan
+    d = float((p.mean() - c.mean()) / pooled)
+    se = np.sqrt((n1 + n2) / (n1 * n2) + d**2 / (2 * (n1 + n2)))
+    return d, d - 1.96 * se, d + 1.96 * se
+
+
 def welch_t(score: np.ndarray, is_patient: np.ndarray) -> tuple[float, float]:
     """Welch's unequal-variance t statistic (patients minus controls) and two-sided p-value."""
     score, y = np.asarray(score, float), np.asarray(is_patient, bool)
@@ -59,7 +76,8 @@ def top_k_mean_abs(z: np.ndarray, fraction: float = 0.05) -> np.ndarray:
 
 def separation_table(scores: pd.DataFrame, idps: list[str], is_patient: np.ndarray, n_boot: int = 1000,
                      seed: int = 0) -> pd.DataFrame:
-    """AUC (with CI) and Welch t for per-IDP |z| and for subject-level summaries of a score table."""
+    """AUC (with CI), Cohen's d (:func:`cohen_d`, patients minus controls) and Welch t for per-IDP |z| and for
+    subject-level summaries of a score table, one row per score."""
     z = scores[[f"z:{i}" for i in idps]].to_numpy(float)
     summaries = {
         "mean_abs_z": np.nanmean(np.abs(z), axis=1),
@@ -69,9 +87,12 @@ def separation_table(scores: pd.DataFrame, idps: list[str], is_patient: np.ndarr
     if "multivariate_d2" in scores:
         summaries["multivariate_d2"] = scores["multivariate_d2"].to_numpy(float)
     summaries.update({f"abs_z:{i}": np.abs(z[:, j]) for j, i in enumerate(idps)})
+    is_patient = np.asarray(is_patient, bool)
     rows = []
     for name, s in summaries.items():
         auc, lo, hi = auc_with_ci(s, is_patient, n_boot, seed)
         t, p = welch_t(s, is_patient)
-        rows.append({"score": name, "auc": auc, "auc_lo": lo, "auc_hi": hi, "welch_t": t, "welch_p": p})
+        d = cohen_d(s[is_patient], s[~is_patient])[0]
+        rows.append({"score": name, "auc": auc, "auc_lo": lo, "auc_hi": hi, "welch_t": t, "welch_p": p,
+                     "cohen_d": d})
     return pd.DataFrame(rows)

@@ -18,22 +18,11 @@ import pandas as pd
 from scipy import stats
 
 from normcore._utils.errors import InputError, column_not_found
+from normcore.metrics.clinical import cohen_d
 from normcore.reports.subject import DISCLAIMER
 from normcore.tabular.anatomy import anatomical_group, group_order
 
 EXTREME = 1.959964
-
-
-def cohen_d(patients: np.ndarray, controls: np.ndarray) -> tuple[float, float, float]:
-    """Cohen's d (pooled SD) of patients minus controls and its approximate 95% CI."""
-    p, c = patients[np.isfinite(patients)], controls[np.isfinite(controls)]
-    n1, n2 = len(p), len(c)
-    if n1 < 2 or n2 < 2:
-        return np.nan, np.nan, np.nan
-    pooled = np.sqrt(((n1 - 1) * p.var(ddof=1) + (n2 - 1) * c.var(ddof=1)) / (n1 + n2 - 2))
-    d = float((p.mean() - c.mean()) / pooled) if pooled > 0 else np.nan
-    se = np.sqrt((n1 + n2) / (n1 * n2) + d**2 / (2 * (n1 + n2)))
-    return d, d - 1.96 * se, d + 1.96 * se
 
 
 def auc_hanley_mcneil(patients: np.ndarray, controls: np.ndarray) -> tuple[float, float, float]:

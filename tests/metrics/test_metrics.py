@@ -158,6 +158,18 @@ def test_separation_table_ranks_shifted_idp_first():
     scores = pd.DataFrame({f"z:i{j}": z[:, j] for j in range(3)})
     tab = M.separation_table(scores, ["i0", "i1", "i2"], y, n_boot=50).set_index("score")
     assert tab.loc["abs_z:i1", "auc"] > 0.75 and abs(tab.loc["abs_z:i0", "auc"] - 0.5) < 0.07
+    assert tab.loc["abs_z:i1", "cohen_d"] == pytest.approx(M.cohen_d(np.abs(z[y, 1]), np.abs(z[~y, 1]))[0])
+    assert tab.loc["abs_z:i1", "cohen_d"] > 1.0 and abs(tab.loc["abs_z:i0", "cohen_d"]) < 0.2
+
+
+def test_cohen_d_matches_hand_computation():
+    rng = np.random.default_rng(0)
+    p, c = rng.normal(-1.0, 1.0, 50), rng.normal(0.0, 1.0, 80)
+    d, lo, hi = M.cohen_d(np.r_[p, np.nan], c)  # a missing value is left out
+    pooled = np.sqrt((49 * p.var(ddof=1) + 79 * c.var(ddof=1)) / 128)
+    assert d == pytest.approx((p.mean() - c.mean()) / pooled)
+    assert lo < d < hi and hi - lo == pytest.approx(2 * 1.96 * np.sqrt(130 / 4000 + d**2 / 260))
+    assert np.isnan(M.cohen_d(p[:1], c)).all() and np.isnan(M.cohen_d(np.ones(5), np.ones(5))).all()
 
 
 def test_ace_from_centiles_zero_for_uniform_and_large_for_skewed():
