@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,19 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 
 TINY = dict(backbone_params=dict(width=32, depth=1, emb_dim=16), timesteps=100, sampling_steps=8,
             epochs=3, batch_size=64, n_samples=200, device="cpu")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def subprocess_tmpdir(tmp_path_factory):
+    """Subprocesses the tests start (the CLI, torchrun and its elastic agent, a dashboard server) write their
+    temporary files under the session's pytest folder, which pytest prunes, instead of leaving them in /tmp."""
+    before = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(tmp_path_factory.mktemp("subprocess-tmp"))
+    yield
+    if before is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = before
 
 
 @pytest.fixture(scope="session")
