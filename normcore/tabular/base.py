@@ -238,8 +238,7 @@ class NormativeModel:
         if not present:
             raise InputError(f"{label}: none of the model's {len(self.idps)} IDP columns is present "
                              f"(e.g. {', '.join(self.idps[:3])})")
-        absent = [c for c in self.idps if c not in df.columns]
-        y = self._idp_values(df.assign(**{c: np.nan for c in absent}) if absent else df, label)
+        y = self._idp_values(df.reindex(columns=self.idps), label)  # absent IDPs: NaN (one block, not a column each)
         age, codes = self._covariates_of(df, label)
         centile, z, beyond, corr = self._score_core(y, age, codes, n_samples, seed, as_progress(progress))
         missing = np.isnan(y)
