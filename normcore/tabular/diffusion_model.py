@@ -117,6 +117,8 @@ CALIBRATION_STAGE = "calibrate multivariate score"  # the progress stage of a fi
 STEP0_STAGE = "choose copula or network"  # the progress stage that weighs the copula against the trained network
 STEP0_SAMPLES = 256  # samples per validation row for that choice (both candidates draw the same noise)
 STEP0_ROWS = 256  # at most this many validation rows for it (the first ones; the split is random)
+STEP0_INTERIM_ROWS = 64  # the test is first made on this many rows ...
+STEP0_FUTILITY_P = 0.9  # ... and stops there, keeping the network, when its p-value is above this (copula worse)
 STEP0_ALPHA = 0.025  # the one-sided level at which the copula's lower CRPS overrules the loss's network
 PRIOR_PREFIX = "prior."  # saved tensors of the denoiser's prior (the Gaussian copula's correlation), beside the network
 STANDARD_PRIOR, COPULA_PRIOR = "standard-normal", "gaussian-copula"  # the card's denoiser_prior: which exact denoiser
@@ -373,31 +375,41 @@ class NormativeDiffusion(NormativeModel):
         the network and the copula's centiles are significantly better on the validation rows: their CRPS (a proper
         score of each IDP's predictive distribution, on the Gaussianised scale where every IDP weighs alike;
         ``STEP0_SAMPLES`` samples per row), averaged over the observed IDPs of each row, lower for the copula by a
-        one-sided paired t-test over the rows at level ``STEP0_ALPHA`` (at most ``STEP0_ROWS`` rows). The denoising
+        one-sided paired t-test over the rows at level ``STEP0_ALPHA`` (at most ``STEP0_ROWS`` rows). The test is made
+        first on ``STEP0_INTERIM_ROWS`` rows and stops there for futility, keeping the network, when its p-value is
+        above ``STEP0_FUTILITY_P`` (the copula's CRPS higher: the common case in large cohorts); stopping only for
+        futility never keeps the copula more often than the one-stage test. The denoising
         loss weighs the joint distribution, mostly the dependence between IDPs; a small cohort's network can lower it
         while moving the centiles off, which the CRPS sees (BENCHMARKS.md). The test guards against the CRPS's own
         noise: between two close models its differences are small beside its sampling error. Both candidates draw the
         same noise (common random numbers); a network whose samples are not all finite loses. ``x_val`` holds
         out-of-sample latents (leave-one-out residuals; NaN where missing). Returns what the history records: the kept
-        step and its loss, the step the loss preferred, and, when they were computed, both mean CRPS and the test's
-        p-value."""
+        step and its loss, the step the loss preferred, and, when they were computed, both mean CRPS, the rows they
+        were computed on (``val_crps_rows``) and the test's p-value."""
         out = {"loss_kept_step": history["kept_step"]}
         keep_copula = history["kept_step"] == 0
         if not keep_copula:
             staged = progress.as_stage(STEP0_STAGE)
             m = max(2, min(self.n_samples, STEP0_SAMPLES))
-            rows = slice(0, STEP0_ROWS)
-            per_row = {}
-            for name, prior in (("trained", {}), ("copula", copula.prior_state())):
-                self.prior_ = prior
-                samples = self._draw(age[rows], codes[rows], m, self.seed, staged, to_values=False).numpy()
-                per_row[name] = np.nanmean(sample_crps(samples, x_val[rows].astype(float)), axis=1)  # observed IDPs
-                out[f"val_crps_{name}"] = float(per_row[name].mean())
-            gain = per_row["trained"] - per_row["copula"]
+            n_rows = min(len(x_val), STEP0_ROWS)
+            stages = [0, STEP0_INTERIM_ROWS, n_rows] if n_rows > STEP0_INTERIM_ROWS else [0, n_rows]
+            crps = {"trained": [], "copula": []}
+            for k, (start, stop) in enumerate(zip(stages[:-1], stages[1:], strict=True)):
+                rows = slice(start, stop)
+                for name, prior in (("trained", {}), ("copula", copula.prior_state())):
+                    self.prior_ = prior
+                    samples = self._draw(age[rows], codes[rows], m, self.seed + k, staged, to_values=False).numpy()
+                    crps[name].append(np.nanmean(sample_crps(samples, x_val[rows].astype(float)), axis=1))
+                gain = np.concatenate(crps["trained"]) - np.concatenate(crps["copula"])
+                p = stats.ttest_1samp(gain, 0.0, alternative="greater").pvalue if len(gain) > 1 else np.nan
+                if not (np.isfinite(gain).all() and p <= STEP0_FUTILITY_P):
+                    break  # a network with non-finite samples loses; a clearly better one is kept without more rows
+            for name, values in crps.items():
+                out[f"val_crps_{name}"] = float(np.concatenate(values).mean())
+            out["val_crps_rows"] = int(len(gain))
             if not np.isfinite(gain).all():
                 keep_copula, out["val_crps_p"] = True, 0.0
             else:
-                p = stats.ttest_1samp(gain, 0.0, alternative="greater").pvalue if len(gain) > 1 else np.nan
                 out["val_crps_p"] = float(p) if np.isfinite(p) else None  # the card is strict JSON
                 keep_copula = bool(p < STEP0_ALPHA)  # nan (one row, or no spread) keeps the loss's choice
         self.prior_ = copula.prior_state() if keep_copula else {}

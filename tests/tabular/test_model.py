@@ -471,8 +471,10 @@ def test_the_copula_or_the_network_is_kept_by_the_validation_rows_crps(tiny_mode
     assert kept["kept_step"] == kept["loss_kept_step"] == 75 and model.prior_ == {}
     assert kept["val_crps_trained"] < kept["val_crps_copula"] and kept["kept_val_loss"] == 1.0
     assert kept["val_crps_p"] > 0.5  # the copula is worse: the loss's choice stands
+    assert kept["val_crps_rows"] == 64  # so clearly that the test stopped at its interim rows
     kept = model._choose_copula_or_network(copula, x, age, codes, history, Progress())
     assert kept["kept_step"] == 0 and kept["kept_val_loss"] == 1.1 and kept["val_crps_p"] < 0.025
+    assert kept["val_crps_rows"] == min(len(x), 256)  # the copula is kept only on all the rows' test
     assert kept["val_crps_copula"] < kept["val_crps_trained"]
     assert torch.equal(model.prior_["prior_basis"], copula.prior_state()["prior_basis"])
     model.prior_ = {}
