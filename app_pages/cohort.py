@@ -19,7 +19,15 @@ from dashboard.state import (
 from normcore import InputError
 from normcore.jobs import Job
 from normcore.tabular import read_table
-from normcore.tabular.column_matching import GROUP_NAMES, ID_NAMES, guess_column, match_columns, match_levels
+from normcore.tabular.column_matching import (
+    AGE_NAMES,
+    GROUP_NAMES,
+    ID_NAMES,
+    guess_column,
+    guess_covariate_column,
+    match_columns,
+    match_levels,
+)
 from normcore.tabular.local_cohort import adapt_to_cohort, conform_table
 
 st.title("Score my cohort")
@@ -76,16 +84,21 @@ columns: dict[str, str] = {}
 constants: dict[str, str] = {}
 levels: dict[str, dict[str, str]] = {}
 a1, a2 = st.columns(2)
-age_default = auto.get(ref.age_) or guess_column(cols, ("age", "age_years"))
+age_default = auto.get(ref.age_) or guess_column(cols, (ref.age_, *AGE_NAMES))
 columns[ref.age_] = a1.selectbox(f"Age column (model: {ref.age_})", cols,
                                  index=cols.index(age_default) if age_default in cols else 0)
 coding = info.get("data", {}).get("sex_coding", {})
 for cov in ref.covariates_:
-    default = auto.get(cov)
     is_site = cov.lower() in ("site", "scanner", "batch")
+    default = auto.get(cov) or guess_covariate_column(  # by name, or (not a site) by values that are model levels
+        raw, cov, None if is_site else ref.levels_[cov], coding if cov.lower() in ("sex", "gender") else None,
+        exclude=(columns[ref.age_], id_col, group_col))
     options = [ONE_SITE, *cols] if is_site else cols
-    pick = a2.selectbox(f"Column for the model's {cov!r}", options,
-                        index=options.index(default) if default in options else 0, key=f"cohort_cov_{cov}")
+    pick = a2.selectbox(f"Column for the model's {cov!r}", options, placeholder="Choose the column",
+                        index=options.index(default) if default in options else (0 if is_site else None),
+                        key=f"cohort_cov_{cov}")  # no guess: the user chooses (never the first column silently)
+    if pick is None:
+        continue
     if pick == ONE_SITE:
         constants[cov] = a2.text_input(f"Name of your {cov}", "my_site", key=f"cohort_const_{cov}").strip() or "my_site"
         continue

@@ -19,6 +19,12 @@ SEX_WORDS = {"f": "female", "female": "female", "w": "female", "woman": "female"
              "man": "male"}
 ID_NAMES = ("sub_id", "subject_id", "participant_id", "subject", "participant", "id", "eid", "subjid", "rid")
 GROUP_NAMES = ("group", "diagnosis", "dx", "status", "label", "cohort", "condition")
+AGE_NAMES = ("age", "age_years", "age_at_scan", "age_at_mri", "age_yrs", "subject_age", "age_y")
+COVARIATE_NAMES = {"sex": ("sex", "gender", "biological_sex", "sex_mf"),
+                   "site": ("site", "scanner", "centre", "center", "site_id", "scanner_id", "acquisition_site")}
+"""Other names of a model's usual covariates, tried in this order after the covariate's own name."""
+MAX_LEVEL_GUESS_VALUES = 50
+"""A column with more distinct values than this is not read to guess a categorical covariate from its values."""
 
 
 def normalise_name(name: str) -> str:
@@ -65,6 +71,28 @@ def guess_column(table_columns: list[str], names: tuple[str, ...]) -> str | None
     for name in names:
         if normalise_name(name) in norm:
             return norm[normalise_name(name)]
+    return None
+
+
+def guess_covariate_column(table: pd.DataFrame, covariate: str, model_levels: list[str] | None = None,
+                           level_names: dict[str, str] | None = None, exclude: tuple[str, ...] = ()) -> str | None:
+    """A table column for the model's categorical ``covariate``, for the user to confirm: the first named as the
+    covariate or one of its other names (:data:`COVARIATE_NAMES`, e.g. gender for sex); else, with
+    ``model_levels``, the first column (not in ``exclude``) whose values all map to a model level
+    (:func:`match_levels`, e.g. M/F through the card's ``level_names``); else None. A column of new levels (a new
+    site) can only be found by its name."""
+    columns = [str(c) for c in table.columns if str(c) not in exclude]
+    names = (covariate, *COVARIATE_NAMES.get(normalise_name(covariate), ()))
+    named = guess_column(columns, names)
+    if named is not None or not model_levels:
+        return named
+    for col in columns:
+        values = table[col].dropna()
+        if values.empty or values.nunique() > MAX_LEVEL_GUESS_VALUES:
+            continue
+        found = match_levels(values, model_levels, level_names)
+        if found and all(level is not None for level in found.values()):
+            return col
     return None
 
 

@@ -172,7 +172,8 @@ REFERENCE = ROOT / "models" / "fcon1000-film-mlp"
 
 def site_table(n: int = 40) -> pd.DataFrame:
     """A new site's table in its own naming: drawn from the shipped reference at one of its sites, then
-    relabelled (no site column, sex as F/M, other column names), with patients shifted in one IDP."""
+    relabelled (no site column, sex as F/M in a "Gender" column, other column names), with patients shifted in one
+    IDP."""
     from normcore import load_model
 
     ref = load_model(REFERENCE, device="cpu")
@@ -180,8 +181,8 @@ def site_table(n: int = 40) -> pd.DataFrame:
     cov = pd.DataFrame({"age": [22.0 + (i % 10) for i in range(n)], "sex": [str(i % 2) for i in range(n)],
                         "site": site})
     values = ref.sample(cov, n=1, seed=3)
-    table = values.drop(columns=["sample", "site"]).rename(columns={"age": "Age", "sex": "Sex"})
-    table["Sex"] = table["Sex"].map({"0": "F", "1": "M"})
+    table = values.drop(columns=["sample", "site"]).rename(columns={"age": "Age", "sex": "Gender"})
+    table["Gender"] = table["Gender"].map({"0": "F", "1": "M"})
     table.insert(0, "subject_id", [f"s{i:03d}" for i in range(n)])
     table["group"] = ["control"] * (n - 10) + ["patient"] * 10
     table.loc[table.group == "patient", "Left-Hippocampus"] *= 0.8
@@ -198,6 +199,7 @@ def test_score_my_cohort_adapts_the_reference_and_every_page_uses_it():
     assert "fcon1000" in at.selectbox[0].value
     assert any("of 208 matched automatically" in e.label for e in at.expander)
     assert at.selectbox(key="cohort_cov_site").value.startswith("(all rows are one site")
+    assert at.selectbox(key="cohort_cov_sex").value == "Gender"  # found by another name, not the first column
     at.button[0].click().run()
     job = at.session_state["cohort_job"]
     assert job.wait(TIMEOUT) == "done", job.error

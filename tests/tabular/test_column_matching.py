@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pandas as pd
 
-from normcore.tabular.column_matching import guess_column, match_columns, match_levels, normalise_name
+from normcore.tabular.column_matching import (
+    guess_column,
+    guess_covariate_column,
+    match_columns,
+    match_levels,
+    normalise_name,
+)
 
 
 def test_freesurfer_name_variants_match():
@@ -32,3 +38,18 @@ def test_sex_words_map_through_the_cards_coding():
 def test_id_and_group_columns_are_guessed():
     assert guess_column(["age", "Sub_ID", "group"], ("sub_id", "subject_id")) == "Sub_ID"
     assert guess_column(["age", "sex"], ("group",)) is None
+
+
+def test_covariate_columns_are_guessed_by_other_names_or_by_their_values():
+    coding = {"0": "female", "1": "male"}
+    table = pd.DataFrame({"participant_id": ["a", "b", "c"], "Age": [30, 40, 50], "Gender": ["F", "M", "M"],
+                          "Scanner": ["x", "x", "y"]})
+    assert guess_covariate_column(table, "sex", ["0", "1"], coding) == "Gender"
+    assert guess_covariate_column(table, "site") == "Scanner"  # a new site's levels: by name only
+    by_values = table.rename(columns={"Gender": "S", "Scanner": "where"})
+    assert guess_covariate_column(by_values, "sex", ["0", "1"], coding) == "S"  # every value maps to a level
+    assert guess_covariate_column(by_values, "site") is None
+    # an ID column never passes for sex, and a column left out (the age) is not read
+    assert guess_covariate_column(by_values.drop(columns="S"), "sex", ["0", "1"], coding) is None
+    ages = pd.DataFrame({"age": [0, 1, 1], "id": ["a", "b", "c"]})
+    assert guess_covariate_column(ages, "sex", ["0", "1"], exclude=("age",)) is None
