@@ -7,7 +7,7 @@ from dashboard.demo import demo_cohort, demo_truth
 from dashboard.state import Mapping, clear_scores, remember_table, set_data
 from normcore import InputError
 from normcore.tabular import read_table, validate_table
-from normcore.tabular.column_matching import GROUP_NAMES, ID_NAMES, guess_column
+from normcore.tabular.column_matching import AGE_NAMES, GROUP_NAMES, ID_NAMES, guess_column, guess_usual_covariates
 from normcore.tabular.synthetic import SyntheticTruth
 from normcore.tabular.validation import is_qc_column
 
@@ -26,12 +26,12 @@ if source == "Upload a CSV":
             ss.upload_id = upload.file_id
             set_data(frame, f"upload: {upload.name}")
             numeric = [c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c])]
-            age = next((c for c in frame.columns if c.lower() in ("age", "age_years")), numeric[0] if numeric else None)
+            age = guess_column(list(frame.columns), AGE_NAMES) or (numeric[0] if numeric else None)
             id_col = guess_column(list(frame.columns), ID_NAMES)
             group_col = guess_column(list(frame.columns), GROUP_NAMES)
             controls = [v for v in ("control", "controls", "HC", "healthy", "CN", "0")
                         if group_col and v in frame[group_col].astype(str).unique()]
-            covariates = [c for c in frame.columns if c.lower() in ("sex", "site", "scanner")]
+            covariates = [c for c in guess_usual_covariates(list(frame.columns)) if c != age]
             ss.mapping = Mapping(age=age, covariates=covariates,
                                  idps=[c for c in numeric if c not in (age, id_col, group_col, *covariates)
                                        and not is_qc_column(c)],

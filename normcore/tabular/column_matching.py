@@ -74,6 +74,12 @@ def guess_column(table_columns: list[str], names: tuple[str, ...]) -> str | None
     return None
 
 
+def guess_usual_covariates(table_columns: list[str]) -> list[str]:
+    """The table's columns named as one of the usual covariates (:data:`COVARIATE_NAMES`: sex, site), one each."""
+    found = (guess_column(table_columns, names) for names in COVARIATE_NAMES.values())
+    return [c for c in found if c is not None]
+
+
 def guess_covariate_column(table: pd.DataFrame, covariate: str, model_levels: list[str] | None = None,
                            level_names: dict[str, str] | None = None, exclude: tuple[str, ...] = ()) -> str | None:
     """A table column for the model's categorical ``covariate``, for the user to confirm: the first named as the

@@ -83,6 +83,11 @@ def test_upload_and_bad_uploads_show_messages(tmp_path):
     at.file_uploader[0].upload("good.csv", good.to_csv(index=False).encode(), "text/csv").run()
     assert not at.exception
     assert "upload: good.csv" in at.session_state.data_name and list(at.session_state.data.columns)[0] == "age"
+    # other names for age and sex: a numeric sex column is a covariate, not an IDP
+    named = good.rename(columns={"age": "Age_at_scan", "sex": "Gender"})[["x1", "Age_at_scan", "Gender", "x2"]]
+    at.file_uploader[0].upload("named.csv", named.to_csv(index=False).encode(), "text/csv").run()
+    m = at.session_state.mapping
+    assert (m.age, m.covariates, m.idps) == ("Age_at_scan", ["Gender"], ["x1", "x2"])
     for content in (b"\xff\xfe\x00", b"age,x\n1,2\n3", b"a;b\n1;2\n", b"onecolumn\n1\n"):
         at.file_uploader[0].upload("bad.csv", content, "text/csv").run()
         assert not at.exception

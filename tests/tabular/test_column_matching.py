@@ -7,6 +7,7 @@ import pandas as pd
 from normcore.tabular.column_matching import (
     guess_column,
     guess_covariate_column,
+    guess_usual_covariates,
     match_columns,
     match_levels,
     normalise_name,
@@ -53,3 +54,9 @@ def test_covariate_columns_are_guessed_by_other_names_or_by_their_values():
     assert guess_covariate_column(by_values.drop(columns="S"), "sex", ["0", "1"], coding) is None
     ages = pd.DataFrame({"age": [0, 1, 1], "id": ["a", "b", "c"]})
     assert guess_covariate_column(ages, "sex", ["0", "1"], exclude=("age",)) is None
+
+
+def test_the_usual_covariates_are_found_by_their_names():
+    assert guess_usual_covariates(["Age", "Gender", "Scanner", "lh_thickness"]) == ["Gender", "Scanner"]
+    assert guess_usual_covariates(["age", "SEX", "site", "gender"]) == ["SEX", "site"]  # one each
+    assert guess_usual_covariates(["age", "x"]) == []
