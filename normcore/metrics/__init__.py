@@ -26,5 +26,4 @@ __all__ = ["ace_against_truth", "ace_from_centiles", "ace_heldout", "benjamini_h
            "ks_by_age_band", "pit_ks",
            "explained_variance", "msll", "pearson_rho", "smse", "z_summary", "auc_with_ci", "cohen_d",
            "separation_table", "top_k_mean_abs", "welch_t", "dependence_report", "energy_distance", "frobenius_gap",
-           "mmd_rbf",
-           "product_of_marginals", "spearman_matrix", "memorisation_report", "sample_crps"]
+           "mmd_rbf", "product_of_marginals", "spearman_matrix", "memorisation_report", "sample_crps"]
