@@ -8,10 +8,9 @@ import streamlit as st
 from dashboard.state import age_grid_for, data_key, model_for_table, model_key, show_error
 from normcore.jobs import Job
 from normcore.plotting.tabular import visit_trajectory
+from normcore.tabular.column_matching import VISIT_NAMES, guess_column
 from normcore.tabular.io import table_csv_bytes
 from normcore.tabular.longitudinal import MIN_CONTROL_PAIRS, change_scores
-
-VISIT_NAMES = ("visit", "session", "timepoint", "time_point", "wave", "visit_id", "ses")
 
 st.title("Change between visits")
 ss = st.session_state
@@ -21,13 +20,13 @@ if not m.id_col:
     st.stop()
 used = {m.id_col, model.age_, *model.covariates_, *model.idps_, m.group_col}
 candidates = [c for c in df.columns if c not in used]
-guess = next((c for c in candidates if c.lower() in VISIT_NAMES), None)
+guess = guess_column([str(c) for c in candidates], VISIT_NAMES)  # names compared after normalisation
 if not candidates:
     st.info("The active table has no column left to serve as the visit (one row per visit is expected).")
     st.stop()
 c1, c2 = st.columns(2)
 visit_col = c1.selectbox("Visit column (numbers, or labels that sort in time order)", candidates,
-                         index=candidates.index(guess) if guess else 0)
+                         index=candidates.index(guess) if guess in candidates else 0)
 rho = c2.number_input("Visit-to-visit correlation of z (used only with fewer than "
                       f"{MIN_CONTROL_PAIRS} pairs of control visits)", 0.0, 0.99, 0.9, 0.01)
 st.caption("Each visit is scored against the model; the change in z between consecutive visits is divided by "

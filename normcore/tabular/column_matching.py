@@ -19,6 +19,7 @@ SEX_WORDS = {"f": "female", "female": "female", "w": "female", "woman": "female"
              "man": "male"}
 ID_NAMES = ("sub_id", "subject_id", "participant_id", "subject", "participant", "id", "eid", "subjid", "rid")
 GROUP_NAMES = ("group", "diagnosis", "dx", "status", "label", "cohort", "condition")
+VISIT_NAMES = ("visit", "session", "timepoint", "wave", "visit_id", "visit_number", "session_id", "ses")
 AGE_NAMES = ("age", "age_years", "age_at_scan", "age_at_mri", "age_yrs", "subject_age", "age_y")
 COVARIATE_NAMES = {"sex": ("sex", "gender", "biological_sex", "sex_mf"),
                    "site": ("site", "scanner", "centre", "center", "site_id", "scanner_id", "acquisition_site")}

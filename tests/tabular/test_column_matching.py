@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from normcore.tabular.column_matching import (
+    VISIT_NAMES,
     guess_column,
     guess_covariate_column,
     guess_usual_covariates,
@@ -38,6 +39,8 @@ def test_sex_words_map_through_the_cards_coding():
 
 def test_id_and_group_columns_are_guessed():
     assert guess_column(["age", "Sub_ID", "group"], ("sub_id", "subject_id")) == "Sub_ID"
+    assert guess_column(["age", "Time-Point"], VISIT_NAMES) == "Time-Point"  # names compared after normalisation
+    assert guess_column(["Visit_Number", "session"], VISIT_NAMES) == "session"  # in the names' order of preference
     assert guess_column(["age", "sex"], ("group",)) is None
 
 
