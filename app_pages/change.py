@@ -20,7 +20,7 @@ if not m.id_col:
     st.stop()
 used = {m.id_col, model.age_, *model.covariates_, *model.idps_, m.group_col}
 candidates = [c for c in df.columns if c not in used]
-guess = guess_column([str(c) for c in candidates], VISIT_NAMES)  # names compared after normalisation
+guess = guess_column(candidates, VISIT_NAMES)  # names compared after normalisation
 if not candidates:
     st.info("The active table has no column left to serve as the visit (one row per visit is expected).")
     st.stop()

@@ -90,9 +90,9 @@ columns[ref.age_] = a1.selectbox(f"Age column (model: {ref.age_})", cols,
 coding = info.get("data", {}).get("sex_coding", {})
 for cov in ref.covariates_:
     is_site = cov.lower() in ("site", "scanner", "batch")
+    level_names = coding if cov.lower() in ("sex", "gender") else None
     default = auto.get(cov) or guess_covariate_column(  # by name, or (not a site) by values that are model levels
-        raw, cov, None if is_site else ref.levels_[cov], coding if cov.lower() in ("sex", "gender") else None,
-        exclude=(columns[ref.age_], id_col, group_col))
+        raw, cov, None if is_site else ref.levels_[cov], level_names, exclude=(columns[ref.age_], id_col, group_col))
     options = [ONE_SITE, *cols] if is_site else cols
     pick = a2.selectbox(f"Column for the model's {cov!r}", options, placeholder="Choose the column",
                         index=options.index(default) if default in options else (0 if is_site else None),
@@ -105,7 +105,7 @@ for cov in ref.covariates_:
     columns[cov] = pick
     if not is_site:
         model_levels = ref.levels_[cov]
-        found = match_levels(raw[pick], model_levels, coding if cov.lower() in ("sex", "gender") else None)
+        found = match_levels(raw[pick], model_levels, level_names)
         labels = {lv: f"{lv} ({coding[lv]})" if lv in coding else lv for lv in model_levels}
         frame = pd.DataFrame({"your value": list(found), "model level": [labels.get(v) for v in found.values()]})
         edited = st.data_editor(frame, key=f"cohort_levels_{cov}", hide_index=True, disabled=["your value"],

@@ -26,12 +26,10 @@ from normcore.registry import load_model
 from normcore.tabular.evaluation import evaluate
 
 __all__ = ["Mapping", "active_model", "age_grid_for", "autosave_model", "cached_model", "calibration_checks",
-           "categorical_choices",
-           "clear_scores", "data_key", "finished_scores", "fitted_in_sample", "heldout_rows", "init_state",
-           "level_label",
-           "model_columns_present", "model_for_table", "model_key", "require_model", "score_job", "scores_or_progress",
-           "set_data", "set_heldout", "show_error", "use_model", "use_saved_model", "library", "remember_table",
-           "restore_last_work"]
+           "categorical_choices", "clear_scores", "data_key", "finished_scores", "fitted_in_sample", "heldout_rows",
+           "init_state", "level_label", "model_columns_present", "model_for_table", "model_key", "require_model",
+           "score_job", "scores_or_progress", "set_data", "set_heldout", "show_error", "use_model", "use_saved_model",
+           "library", "remember_table", "restore_last_work"]
 
 
 @dataclass

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -23,13 +22,9 @@ TINY = dict(backbone_params=dict(width=32, depth=1, emb_dim=16), timesteps=100, 
 def subprocess_tmpdir(tmp_path_factory):
     """Subprocesses the tests start (the CLI, torchrun and its elastic agent, a dashboard server) write their
     temporary files under the session's pytest folder, which pytest prunes, instead of leaving them in /tmp."""
-    before = os.environ.get("TMPDIR")
-    os.environ["TMPDIR"] = str(tmp_path_factory.mktemp("subprocess-tmp"))
-    yield
-    if before is None:
-        os.environ.pop("TMPDIR", None)
-    else:
-        os.environ["TMPDIR"] = before
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TMPDIR", str(tmp_path_factory.mktemp("subprocess-tmp")))
+        yield
 
 
 @pytest.fixture(scope="session")

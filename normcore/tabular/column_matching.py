@@ -88,7 +88,7 @@ def guess_covariate_column(table: pd.DataFrame, covariate: str, model_levels: li
     ``model_levels``, the first column (not in ``exclude``) whose values all map to a model level
     (:func:`match_levels`, e.g. M/F through the card's ``level_names``); else None. A column of new levels (a new
     site) can only be found by its name."""
-    columns = [str(c) for c in table.columns if str(c) not in exclude]
+    columns = [c for c in table.columns if str(c) not in exclude]
     names = (covariate, *COVARIATE_NAMES.get(normalise_name(covariate), ()))
     named = guess_column(columns, names)
     if named is not None or not model_levels:
