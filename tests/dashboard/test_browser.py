@@ -51,10 +51,12 @@ def server(tmp_path_factory):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT),
            "NORMDIFF_LIBRARY": str(tmp_path_factory.mktemp("library")),  # sessions' models stay out of models/
            "NORMDIFF_DEMO_MODEL": "demo-shash-baseline"}  # pages score the demo cohort in seconds, not minutes
+    # the server's output goes to a file: a pipe that nobody reads would block the server once full
+    log = (tmp_path_factory.mktemp("server") / "streamlit.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
                              "--server.address", "127.0.0.1", "--server.headless", "true",
                              "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + 60
     while time.time() < deadline:
         with socket.socket() as s:
@@ -68,6 +70,7 @@ def server(tmp_path_factory):
     except subprocess.TimeoutExpired:  # a worker thread still sampling: stop it hard
         proc.kill()
         proc.wait(10)
+    log.close()
 
 
 def test_upload_fit_chart_and_page_switch_stay_local(server, tmp_path):
