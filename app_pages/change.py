@@ -41,8 +41,7 @@ if st.button("Compute change scores", type="primary", disabled=job is not None a
     st.rerun()
 
 
-@st.fragment(run_every=1.0)
-def progress_panel():
+def progress_panel():  # polls (a fragment rerun every second) only while the job runs; its end reruns the page
     job = ss.get("change_job")
     if job is None or not job.running:
         if ss.get("change_watched") is job and job is not None:
@@ -56,7 +55,7 @@ def progress_panel():
         job.cancel()
 
 
-progress_panel()
+st.fragment(run_every=1.0 if job is not None and job.running else None)(progress_panel)()
 job = ss.get("change_job")
 if job is None or job.running or ss.get("change_key") != key:
     st.stop()

@@ -89,8 +89,7 @@ if st.button("Start fitting", type="primary", disabled=running or not m.idps):
     st.rerun()
 
 
-@st.fragment(run_every=1.0)
-def job_panel():
+def job_panel():  # polls (a fragment rerun every second) only while the fit runs; its end reruns the page
     job = st.session_state.get("job")
     if job is None:
         return
@@ -135,7 +134,7 @@ def job_panel():
         st.warning("Fitting was cancelled; the previous model stays active.")
 
 
-job_panel()
+st.fragment(run_every=1.0 if running else None)(job_panel)()
 
 st.divider()
 st.subheader("Save, load and share models")

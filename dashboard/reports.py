@@ -61,21 +61,36 @@ def make_pcntoolkit_export(model, table, scores, id_col, name: str = "test", pro
         tables, name), f"pcntoolkit-{file_stem(name)}.zip", "application/zip")]}
 
 
-@st.fragment(run_every=1.0)
 def download_panel(job_name: str, key: tuple) -> None:
     """Progress of the job ``ss[job_name]`` started for ``key`` (its stage and share done, where the work reports
-    them) with a Cancel button, then its downloads."""
+    them) with a Cancel button, then its downloads (or why there are none).
+
+    Only a running job's panel polls (a fragment rerun every second, which reruns the page when the job ends): a
+    page whose panels all polled forever reran them every second while the user only read it, and the timers of
+    a page being rerun by a click could fire into it as it was redrawn (Streamlit then blanked the page: "Bad
+    delta path index", seen in the browser)."""
     job = ss.get(job_name)
     if job is None or ss.get(f"{job_name}_for") != key:
         return
     if job.running:
-        snap = job.snapshot()
-        stage = (snap["last"] or {}).get("stage")
-        st.progress(snap["fraction"], text=f"Working on it: {stage}…" if stage else
-                    "Working on it (reports and exports sample the model)…")
-        if st.button("Cancel", key=f"{job_name}_cancel"):
-            job.cancel()
-        return
+        st.fragment(run_every=1.0)(_job_progress)(job_name)
+    else:
+        _job_outcome(job_name, job)
+
+
+def _job_progress(job_name: str) -> None:  # one function per fragment: Streamlit tells fragments apart by function
+    job = ss[job_name]
+    if not job.running:
+        st.rerun()  # the whole page, which shows the outcome without polling
+    snap = job.snapshot()
+    stage = (snap["last"] or {}).get("stage")
+    st.progress(snap["fraction"], text=f"Working on it: {stage}…" if stage else
+                "Working on it (reports and exports sample the model)…")
+    if st.button("Cancel", key=f"{job_name}_cancel"):
+        job.cancel()
+
+
+def _job_outcome(job_name: str, job) -> None:
     if job.status == "cancelled":
         st.warning("Cancelled: nothing was made.")
         return
