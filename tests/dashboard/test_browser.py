@@ -12,6 +12,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import urlparse
 
 import pytest
@@ -45,14 +49,44 @@ def open_page(p, hosts: set[str]):
     return browser, page
 
 
+class Server(NamedTuple):
+    url: str
+    log: Path  # the server's stdout and stderr
+
+
+def settle(page, timeout_s: float = 120.0) -> None:
+    """Wait until the page has finished drawing (Streamlit's running indicator gone), as a user who reads it would.
+    A click that lands while the page is still being drawn can blank it (Streamlit's frontend: "Bad delta path
+    index", about 1 run in 12 of benchmarks/dashboard_report.py without this wait)."""
+    page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')", timeout=timeout_s * 1000)
+
+
+@contextmanager
+def diagnosed(page, server: Server, name: str) -> Iterator[None]:
+    """A failure inside says what the user saw: the page's screenshot goes to the test output, and the page's
+    last text and the server log's tail join the error (a wait that timed out says only what it waited for)."""
+    try:
+        yield
+    except Exception as exc:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        try:
+            page.screenshot(path=str(SHOTS / f"failed-{name}.png"), full_page=True)
+            text = page.locator(".stMain").inner_text(timeout=5000)[-1500:]
+        except Exception as inner:  # the page itself is gone
+            text = f"(page unreadable: {inner})"
+        log = server.log.read_text(errors="replace")[-3000:]
+        raise AssertionError(f"{exc}\n--- the page's text, end ---\n{text}\n--- server log, end ---\n{log}") from exc
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory) -> Iterator[Server]:
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT),
            "NORMDIFF_LIBRARY": str(tmp_path_factory.mktemp("library")),  # sessions' models stay out of models/
            "NORMDIFF_DEMO_MODEL": "demo-shash-baseline"}  # pages score the demo cohort in seconds, not minutes
     # the server's output goes to a file: a pipe that nobody reads would block the server once full
-    log = (tmp_path_factory.mktemp("server") / "streamlit.log").open("wb")
+    log_path = tmp_path_factory.mktemp("server") / "streamlit.log"
+    log = log_path.open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
                              "--server.address", "127.0.0.1", "--server.headless", "true",
                              "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env,
@@ -63,7 +97,7 @@ def server(tmp_path_factory):
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 break
         time.sleep(0.2)
-    yield f"http://127.0.0.1:{port}"
+    yield Server(f"http://127.0.0.1:{port}", log_path)
     proc.terminate()
     try:
         proc.wait(10)
@@ -82,43 +116,44 @@ def test_upload_fit_chart_and_page_switch_stay_local(server, tmp_path):
     hosts: set[str] = set()
     with playwright.sync_playwright() as p:
         browser, page = open_page(p, hosts)
-        # a bookmarked page as the very first request to a fresh server goes through the router
-        page.goto(f"{server}/data")
-        page.get_by_text("Active dataset").wait_for(timeout=60000)
-        page.get_by_role("link", name="Centile curves").wait_for()
-        page.goto(server)
-        page.get_by_text("What am I looking at?").wait_for(timeout=60000)
-        page.locator(".js-plotly-plot").first.wait_for(timeout=90000)
-        page.screenshot(path=str(SHOTS / "start.png"), full_page=True)
+        with diagnosed(page, server, "fit-and-pages"):
+            # a bookmarked page as the very first request to a fresh server goes through the router
+            page.goto(f"{server.url}/data")
+            page.get_by_text("Active dataset").wait_for(timeout=60000)
+            page.get_by_role("link", name="Centile curves").wait_for()
+            page.goto(server.url)
+            page.get_by_text("What am I looking at?").wait_for(timeout=60000)
+            page.locator(".js-plotly-plot").first.wait_for(timeout=90000)
+            page.screenshot(path=str(SHOTS / "start.png"), full_page=True)
 
-        page.get_by_role("link", name="Data").click()
-        page.locator("input[type=file]").set_input_files(str(csv))
-        page.get_by_text("upload: cohort.csv").first.wait_for(timeout=60000)
-        page.screenshot(path=str(SHOTS / "data.png"), full_page=True)
+            page.get_by_role("link", name="Data").click()
+            page.locator("input[type=file]").set_input_files(str(csv))
+            page.get_by_text("upload: cohort.csv").first.wait_for(timeout=60000)
+            page.screenshot(path=str(SHOTS / "data.png"), full_page=True)
 
-        page.get_by_role("link", name="Fit").click()
-        page.get_by_label("Max epochs (0 = automatic)").fill("2")
-        page.get_by_label("Max epochs (0 = automatic)").press("Enter")
-        page.get_by_role("button", name="Start fitting").click()
-        page.get_by_text("fitted: film-mlp").first.wait_for(timeout=240000)
-        page.screenshot(path=str(SHOTS / "fit.png"), full_page=True)
+            page.get_by_role("link", name="Fit").click()
+            page.get_by_label("Max epochs (0 = automatic)").fill("2")
+            page.get_by_label("Max epochs (0 = automatic)").press("Enter")
+            page.get_by_role("button", name="Start fitting").click()
+            page.get_by_text("fitted: film-mlp").first.wait_for(timeout=240000)
+            page.screenshot(path=str(SHOTS / "fit.png"), full_page=True)
 
-        for link, title, shot in (("Centile curves", "Centile curves", "centiles"),
-                                  ("Deviations", "Deviations", "deviations"),
-                                  ("Joint dependence", "Joint dependence between IDPs", "dependence"),
-                                  ("Calibration", "Calibration on held-out controls", "calibration")):
-            page.get_by_role("link", name=link).click()
-            page.get_by_role("heading", name=title, exact=True).wait_for(timeout=60000)
-            if shot == "calibration":
-                page.get_by_role("button", name="Run the calibration checks").click()
+            for link, title, shot in (("Centile curves", "Centile curves", "centiles"),
+                                      ("Deviations", "Deviations", "deviations"),
+                                      ("Joint dependence", "Joint dependence between IDPs", "dependence"),
+                                      ("Calibration", "Calibration on held-out controls", "calibration")):
+                page.get_by_role("link", name=link).click()
+                page.get_by_role("heading", name=title, exact=True).wait_for(timeout=60000)
+                if shot == "calibration":
+                    page.get_by_role("button", name="Run the calibration checks").click()
+                page.locator(".stMain .js-plotly-plot").first.wait_for(timeout=180000)
+                page.screenshot(path=str(SHOTS / f"{shot}.png"), full_page=True)
+            # MRI: the shipped imaging model on the demo scans (preselected), restored in the background
+            page.get_by_role("link", name="MRI").click()
+            page.get_by_role("heading", name="MRI: pseudo-healthy restoration").wait_for(timeout=60000)
+            page.get_by_role("button", name="Run restoration").click()
             page.locator(".stMain .js-plotly-plot").first.wait_for(timeout=180000)
-            page.screenshot(path=str(SHOTS / f"{shot}.png"), full_page=True)
-        # MRI: the shipped imaging model on the demo scans (preselected), restored in the background
-        page.get_by_role("link", name="MRI").click()
-        page.get_by_role("heading", name="MRI: pseudo-healthy restoration").wait_for(timeout=60000)
-        page.get_by_role("button", name="Run restoration").click()
-        page.locator(".stMain .js-plotly-plot").first.wait_for(timeout=180000)
-        page.screenshot(path=str(SHOTS / "mri.png"), full_page=True)
+            page.screenshot(path=str(SHOTS / "mri.png"), full_page=True)
         browser.close()
     assert hosts and hosts <= {"127.0.0.1"}, f"requests left the machine: {sorted(hosts)}"
     assert (SHOTS / "centiles.png").stat().st_size > 10000
@@ -136,24 +171,28 @@ def test_a_report_downloaded_from_the_dashboard(server, tmp_path):
     hosts: set[str] = set()
     with playwright.sync_playwright() as p:
         browser, page = open_page(p, hosts)
-        page.goto(f"{server}/deviations")
-        page.get_by_role("heading", name="Deviations", exact=True).wait_for(timeout=60000)
-        page.get_by_role("button", name=re.compile("^Make a report of")).click(timeout=120000)
-        pdf_button = page.get_by_role("button", name="Download the report (PDF)")
-        pdf_button.wait_for(timeout=120000)
-        page.screenshot(path=str(SHOTS / "deviations_report.png"), full_page=True)
-        with page.expect_download() as info:
-            pdf_button.click()
-        info.value.save_as(tmp_path / "report.pdf")
-        with page.expect_download() as info:
-            page.get_by_role("button", name="Download the report (HTML)").click()
-        info.value.save_as(tmp_path / "report.html")
-        offline: set[str] = set()
-        viewer = browser.new_page()
-        viewer.on("request", lambda req: offline.add(urlparse(req.url).scheme))
-        viewer.goto((tmp_path / "report.html").as_uri())
-        viewer.get_by_text("Research use only").first.wait_for(timeout=30000)
-        viewer.screenshot(path=str(SHOTS / "report_html.png"), full_page=True)
+        with diagnosed(page, server, "report"):
+            page.goto(f"{server.url}/deviations")
+            page.get_by_role("heading", name="Deviations", exact=True).wait_for(timeout=60000)
+            report = page.get_by_role("button", name=re.compile("^Make a report of"))
+            report.wait_for(timeout=120000)
+            settle(page)
+            report.click()
+            pdf_button = page.get_by_role("button", name="Download the report (PDF)")
+            pdf_button.wait_for(timeout=120000)
+            page.screenshot(path=str(SHOTS / "deviations_report.png"), full_page=True)
+            with page.expect_download() as info:
+                pdf_button.click()
+            info.value.save_as(tmp_path / "report.pdf")
+            with page.expect_download() as info:
+                page.get_by_role("button", name="Download the report (HTML)").click()
+            info.value.save_as(tmp_path / "report.html")
+            offline: set[str] = set()
+            viewer = browser.new_page()
+            viewer.on("request", lambda req: offline.add(urlparse(req.url).scheme))
+            viewer.goto((tmp_path / "report.html").as_uri())
+            viewer.get_by_text("Research use only").first.wait_for(timeout=30000)
+            viewer.screenshot(path=str(SHOTS / "report_html.png"), full_page=True)
         browser.close()
     pdf = pdfium.PdfDocument(str(tmp_path / "report.pdf"))
     assert len(pdf) == 3
@@ -174,21 +213,22 @@ def test_a_new_sites_csv_to_adapted_deviation_scores(server, tmp_path):
     hosts: set[str] = set()
     with playwright.sync_playwright() as p:
         browser, page = open_page(p, hosts)
-        page.goto(server)
-        page.get_by_role("link", name="Score my cohort").click()
-        page.get_by_role("heading", name="Score my cohort").wait_for(timeout=60000)
-        start = time.perf_counter()
-        page.locator("input[type=file]").set_input_files(str(csv))
-        page.get_by_text("of 208 matched automatically").first.wait_for(timeout=60000)
-        page.get_by_role("button", name="Adapt to my site and score").click()
-        page.get_by_text("Adapted on").first.wait_for(timeout=120000)
-        page.screenshot(path=str(SHOTS / "cohort.png"), full_page=True)
-        page.get_by_role("link", name="Deviations").first.click()
-        page.get_by_role("heading", name="Deviations", exact=True).wait_for(timeout=60000)
-        page.locator(".stMain .js-plotly-plot").first.wait_for(timeout=120000)
-        seconds = time.perf_counter() - start  # recorded for BENCHMARKS.md, not asserted
-        (SHOTS.parent / "cohort_flow_seconds.txt").write_text(f"{seconds:.1f}\n")
-        page.screenshot(path=str(SHOTS / "cohort_deviations.png"), full_page=True)
+        with diagnosed(page, server, "cohort"):
+            page.goto(server.url)
+            page.get_by_role("link", name="Score my cohort").click()
+            page.get_by_role("heading", name="Score my cohort").wait_for(timeout=60000)
+            start = time.perf_counter()
+            page.locator("input[type=file]").set_input_files(str(csv))
+            page.get_by_text("of 208 matched automatically").first.wait_for(timeout=60000)
+            page.get_by_role("button", name="Adapt to my site and score").click()
+            page.get_by_text("Adapted on").first.wait_for(timeout=120000)
+            page.screenshot(path=str(SHOTS / "cohort.png"), full_page=True)
+            page.get_by_role("link", name="Deviations").first.click()
+            page.get_by_role("heading", name="Deviations", exact=True).wait_for(timeout=60000)
+            page.locator(".stMain .js-plotly-plot").first.wait_for(timeout=120000)
+            seconds = time.perf_counter() - start  # recorded for BENCHMARKS.md, not asserted
+            (SHOTS.parent / "cohort_flow_seconds.txt").write_text(f"{seconds:.1f}\n")
+            page.screenshot(path=str(SHOTS / "cohort_deviations.png"), full_page=True)
         browser.close()
     assert hosts and hosts <= {"127.0.0.1"}, f"requests left the machine: {sorted(hosts)}"
 
@@ -200,17 +240,18 @@ def test_start_fitting_is_offered_again_after_a_cancel(server):
     hosts: set[str] = set()
     with playwright.sync_playwright() as p:
         browser, page = open_page(p, hosts)
-        page.goto(f"{server}/fit")
-        page.get_by_role("heading", name="Fit a normative model").wait_for(timeout=60000)
-        page.get_by_label("Max epochs (0 = automatic)").fill("100000")
-        page.get_by_label("Max epochs (0 = automatic)").press("Enter")
-        page.get_by_role("button", name="Start fitting").click()
-        page.get_by_role("button", name="Cancel").click(timeout=60000)
-        page.get_by_text("Fitting was cancelled").wait_for(timeout=60000)
-        start = page.get_by_role("button", name="Start fitting")
-        deadline = time.time() + 30  # a bound for a slow box (the fragment polls every second), no timing claim
-        while start.is_disabled() and time.time() < deadline:
-            page.wait_for_timeout(500)
-        assert start.is_enabled()
+        with diagnosed(page, server, "cancel"):
+            page.goto(f"{server.url}/fit")
+            page.get_by_role("heading", name="Fit a normative model").wait_for(timeout=60000)
+            page.get_by_label("Max epochs (0 = automatic)").fill("100000")
+            page.get_by_label("Max epochs (0 = automatic)").press("Enter")
+            page.get_by_role("button", name="Start fitting").click()
+            page.get_by_role("button", name="Cancel").click(timeout=60000)
+            page.get_by_text("Fitting was cancelled").wait_for(timeout=60000)
+            start = page.get_by_role("button", name="Start fitting")
+            deadline = time.time() + 30  # a bound for a slow box (the fragment polls every second), no timing claim
+            while start.is_disabled() and time.time() < deadline:
+                page.wait_for_timeout(500)
+            assert start.is_enabled()
         browser.close()
     assert hosts and hosts <= {"127.0.0.1"}
