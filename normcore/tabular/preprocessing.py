@@ -408,7 +408,9 @@ class LocationScale:
     def _spline(self, age: np.ndarray) -> np.ndarray:
         from scipy.interpolate import BSpline
 
-        a = np.clip(np.asarray(age, float), self.age_lo, self.age_hi)
+        # the oldest training age is evaluated from just below: where the top interior knot equals it (integer ages,
+        # a third of the rows or more at the oldest), scipy's basis is all zeros at the knot vector's very end
+        a = np.clip(np.asarray(age, float), self.age_lo, np.nextafter(self.age_hi, -np.inf))
         t = np.r_[[self.age_lo] * 4, self.knots, [self.age_hi] * 4]
         return BSpline.design_matrix(a, t, 3, extrapolate=False).toarray()
 

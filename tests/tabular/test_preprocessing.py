@@ -122,6 +122,24 @@ def test_location_scale_training_residuals_are_leave_one_out():
         assert r[i, 0] == pytest.approx(resid[i] / sd_without_i, rel=1e-6)
 
 
+def test_location_at_the_oldest_training_age_when_a_knot_sits_there():
+    """Integer ages with a third or more of the rows at the oldest: the top age-quantile knot equals the oldest age.
+    The location there was 0 (scipy's B-spline basis is all zeros at the end of such a knot vector), so those
+    subjects' z and the training residuals were wild (seen on fcon1000's Oulu site, ages 20-22)."""
+    from normcore.tabular.preprocessing import LocationScale
+
+    rng = np.random.default_rng(3)
+    age = np.r_[np.full(2, 20.0), np.full(20, 21.0), np.full(29, 22.0)]
+    y = np.c_[2.5 + 0.01 * (age - 21) + 0.1 * rng.normal(size=len(age))]
+    codes = np.zeros((len(age), 1), int)
+    ls = LocationScale().fit(age, codes, y, [1])
+    assert ls.knots[-1] == ls.age_hi == 22.0  # the case itself
+    mu, sd = ls.location_scale(np.array([20.0, 21.0, 22.0]), np.zeros((3, 1), int))
+    for i, a in enumerate((20.0, 21.0, 22.0)):
+        assert mu[i, 0] == pytest.approx(y[age == a, 0].mean(), abs=0.1)
+    assert np.all(np.abs(ls.fit_transform(age, codes, y, [1])) < 5)
+
+
 def test_location_scale_training_residuals_are_spread_like_new_subjects():
     """At small sites in-sample residuals are too narrow (a large residual widens its own site's scale); the
     leave-one-out ones a model is trained on are as wide as those of new subjects from the same sites."""
