@@ -65,10 +65,9 @@ def download_panel(job_name: str, key: tuple) -> None:
     """Progress of the job ``ss[job_name]`` started for ``key`` (its stage and share done, where the work reports
     them) with a Cancel button, then its downloads (or why there are none).
 
-    Only a running job's panel polls (a fragment rerun every second, which reruns the page when the job ends): a
-    page whose panels all polled forever reran them every second while the user only read it, and the timers of
-    a page being rerun by a click could fire into it as it was redrawn (Streamlit then blanked the page: "Bad
-    delta path index", seen in the browser)."""
+    Only a running job's panel polls (a fragment rerun every second, which reruns the page when the job ends): the
+    Deviations page's three panels had polled forever, each poll followed by Streamlit's full garbage collection,
+    which starved report jobs (BENCHMARKS.md, 2026-12-07)."""
     job = ss.get(job_name)
     if job is None or ss.get(f"{job_name}_for") != key:
         return
@@ -78,7 +77,7 @@ def download_panel(job_name: str, key: tuple) -> None:
         _job_outcome(job_name, job)
 
 
-def _job_progress(job_name: str) -> None:  # one function per fragment: Streamlit tells fragments apart by function
+def _job_progress(job_name: str) -> None:  # run as a fragment: its id includes its place, so it serves every panel
     job = ss[job_name]
     if not job.running:
         st.rerun()  # the whole page, which shows the outcome without polling
