@@ -363,9 +363,9 @@ def _leave_one_out_residual(target: np.ndarray, fitted: np.ndarray, hat: np.ndar
 
 
 def _ridge(basis: np.ndarray, gram: np.ndarray, target: np.ndarray, penalty: np.ndarray, with_hat: bool = False):
-    """Ridge coefficients of ``target`` on ``basis`` (whose Gram matrix is ``gram``) with the per-column diagonal
-    ``penalty``, and, if asked, the diagonal of the hat matrix."""
-    inv = np.linalg.inv(gram + np.diag(penalty))
+    """Ridge coefficients of ``target`` on ``basis`` (whose Gram matrix is ``gram``) with the penalty ``penalty``
+    (a per-column diagonal, or a full symmetric matrix), and, if asked, the diagonal of the hat matrix."""
+    inv = np.linalg.inv(gram + (penalty if penalty.ndim == 2 else np.diag(penalty)))
     coef = inv @ (basis.T @ target)
     if not with_hat:
         return coef
@@ -376,7 +376,10 @@ class LocationScale:
     """Per-IDP conditional location and scale: y -> (y - mu(c)) / sigma(c), fitted on training data.
 
     mu is a ridge regression on a cubic B-spline basis of age (interior knots at age quantiles, plus a
-    linear term that extrapolates beyond the training ages) and categorical effects; log sigma^2 is a
+    linear term that extrapolates beyond the training ages) and categorical effects, its age curve also penalised
+    for roughness (the integral of its squared second derivative) by a weight chosen per IDP from
+    :attr:`SMOOTHING` by exact leave-one-out error (weight 0, the ridge alone, included: a curve is smoothed only
+    where that predicts left-out subjects better, as with few or age-skewed subjects); log sigma^2 is a
     ridge regression of log squared residuals on the same basis (age clamped to the training range),
     rescaled so the standardised residuals have unit variance. For fixed covariates the map is an
     increasing affine function of y, so centiles and ranks map back exactly. The diffusion model then
@@ -392,6 +395,8 @@ class LocationScale:
     """
 
     CURVE_PENALTIES = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)  # x the mean diagonal of the curve columns' Gram matrix
+    # x (the spline columns' Gram trace / the roughness matrix's trace); 0: the ridge alone
+    SMOOTHING = (0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4)
 
     def __init__(self, n_knots: int = 4, ridge: float = 1e-3, curves: list[int] | tuple[int, ...] = ()):
         self.n_knots = n_knots
@@ -404,6 +409,7 @@ class LocationScale:
         self.mu_coef: list[list[float]] = []  # rows: the basis of _basis, then those of _curve_basis
         self.logvar_coef: list[list[float]] = []  # rows: the basis of _basis
         self.curve_penalty: list[float | None] = []  # per IDP: the chosen penalty (None: no level curves)
+        self.smoothing: list[float] = []  # per IDP: the chosen roughness weight (empty: a stage saved before them)
 
     def _spline(self, age: np.ndarray) -> np.ndarray:
         from scipy.interpolate import BSpline
@@ -413,6 +419,15 @@ class LocationScale:
         a = np.clip(np.asarray(age, float), self.age_lo, np.nextafter(self.age_hi, -np.inf))
         t = np.r_[[self.age_lo] * 4, self.knots, [self.age_hi] * 4]
         return BSpline.design_matrix(a, t, 3, extrapolate=False).toarray()
+
+    def _roughness(self, n_grid: int = 400) -> np.ndarray:
+        """(S, S) integral over the training ages of the products of the spline columns' second derivatives, by
+        second differences on a fine grid (exact up to O(h^2), and defined where knots repeat)."""
+        x = np.linspace(self.age_lo, self.age_hi, n_grid)
+        h = x[1] - x[0]
+        spline = self._spline(x)
+        d2 = (spline[2:] - 2 * spline[1:-1] + spline[:-2]) / h**2
+        return d2.T @ d2 * h
 
     def _basis(self, age: np.ndarray, codes: np.ndarray, extrapolate: bool,
                without_level_effect: int | None = None) -> np.ndarray:
@@ -483,24 +498,25 @@ class LocationScale:
         self.n_levels = list(n_levels)
         observed = ~np.isnan(y)
         if observed.all():
-            mu_coef, lv_coef, out, penalties = self._fit_columns(age, codes, y)
+            mu_coef, lv_coef, out, penalties, smoothing = self._fit_columns(age, codes, y)
         else:  # each IDP on its observed rows; IDPs observed on the same rows share one solve
             mu_coef = np.zeros((self._location_basis(age[:1], codes[:1]).shape[1], y.shape[1]))
             lv_coef = np.zeros((self._basis(age[:1], codes[:1], False).shape[1], y.shape[1]))
-            out, penalties = np.full(y.shape, np.nan), [None] * y.shape[1]
+            out, penalties, smoothing = np.full(y.shape, np.nan), [None] * y.shape[1], [0.0] * y.shape[1]
             patterns, group = np.unique(observed.T, axis=0, return_inverse=True)
             for g, rows in enumerate(patterns):
                 cols = np.flatnonzero(group.ravel() == g)
                 if rows.sum() < 2:
                     raise ValueError(f"IDP column(s) {cols.tolist()} have fewer than two observed values")
-                m, lv, r, pen = self._fit_columns(age[rows], codes[rows], y[np.ix_(rows, cols)])
+                m, lv, r, pen, smooth = self._fit_columns(age[rows], codes[rows], y[np.ix_(rows, cols)])
                 for coef in (m, lv):
                     self._average_unseen_levels(coef, codes[rows])
                 mu_coef[:, cols], lv_coef[:, cols] = m, lv
                 out[np.ix_(rows, cols)] = r
-                for j, value in zip(cols, pen, strict=True):
-                    penalties[j] = value
+                for j, value, weight in zip(cols, pen, smooth, strict=True):
+                    penalties[j], smoothing[j] = value, weight
         self.curve_penalty = penalties if self.curves else []
+        self.smoothing = [float(w) for w in smoothing]
         self.mu_coef, self.logvar_coef = mu_coef.tolist(), lv_coef.tolist()
         return out
 
@@ -525,8 +541,9 @@ class LocationScale:
 
     def _fit_columns(self, age: np.ndarray, codes: np.ndarray, y: np.ndarray):
         """Location and log-variance coefficients of complete columns ``y`` (knots and levels already set), their
-        rows' leave-one-out standardised residuals (see :meth:`fit_transform`) and each column's curve penalty."""
-        mu_coef, resid, penalties = self._fit_location(age, codes, y)
+        rows' leave-one-out standardised residuals (see :meth:`fit_transform`), each column's curve penalty and its
+        roughness weight."""
+        mu_coef, resid, penalties, smoothing = self._fit_location(age, codes, y)
         floor = 1e-6 * np.maximum(resid.var(axis=0), 1e-12)
         var_basis = self._basis(age, codes, extrapolate=False)
         log_sq = np.log(resid**2 + floor)
@@ -538,41 +555,67 @@ class LocationScale:
         n_spline = len(self.knots) + 4
         scale = ((resid / sd) ** 2).mean(axis=0)
         lv_coef[:n_spline] += np.log(scale)
-        return mu_coef, lv_coef, resid / (sd_loo * np.sqrt(scale)), penalties
+        return mu_coef, lv_coef, resid / (sd_loo * np.sqrt(scale)), penalties, smoothing
 
     def _fit_location(self, age: np.ndarray, codes: np.ndarray,
-                      y: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[float | None]]:
-        """Location coefficients (rows of :meth:`_location_basis`), the training rows' leave-one-out residuals and
-        each column's curve penalty (None: no level curves).
+                      y: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[float | None], list[float]]:
+        """Location coefficients (rows of :meth:`_location_basis`), the training rows' leave-one-out residuals,
+        each column's curve penalty (None: no level curves) and its roughness weight.
 
-        With level curves, every candidate penalty of :attr:`CURVE_PENALTIES` and the fit without curves are
-        solved for all IDPs at once; each IDP keeps the one with the smallest sum of squared leave-one-out
-        residuals (exact for a linear smoother: r_i / (1 - h_ii)). The common curve and level effects keep
-        the penalty of the fit without curves."""
+        Every roughness weight of :attr:`SMOOTHING` is solved for all IDPs at once; each IDP keeps the one with the
+        smallest sum of squared leave-one-out residuals (exact for a linear smoother: r_i / (1 - h_ii)). With level
+        curves, every candidate penalty of :attr:`CURVE_PENALTIES` is then solved with each IDP's roughness weight
+        (IDPs that share a weight in one solve), and each IDP keeps the curves' penalty, or no curves, by the same
+        criterion."""
         basis = self._basis(age, codes, extrapolate=True)
-        coef, hat = self._solve(basis, y, with_hat=True)
-        resid = _leave_one_out_residual(y, basis @ coef, hat)
+        gram = basis.T @ basis
+        n_main = basis.shape[1]
+        coef = resid = loss = None
+        weight = np.zeros(y.shape[1])
+        for s in self.SMOOTHING:
+            candidate, hat = _ridge(basis, gram, y, self._location_penalty(gram, s), with_hat=True)
+            r = _leave_one_out_residual(y, basis @ candidate, hat)
+            r_loss = (r**2).sum(axis=0)
+            if coef is None:
+                coef, resid, loss = candidate, r, r_loss
+                continue
+            better = r_loss < loss
+            coef[:, better], resid[:, better], loss[better], weight[better] = (candidate[:, better], r[:, better],
+                                                                               r_loss[better], s)
         curve = self._curve_basis(age, codes)
         penalties: list[float | None] = [None] * y.shape[1]
         if not curve.shape[1]:
-            return coef, resid, penalties
+            return coef, resid, penalties, weight.tolist()
         coef = np.vstack([coef, np.zeros((curve.shape[1], y.shape[1]))])
-        loss = (resid**2).sum(axis=0)
         full = np.concatenate([basis, curve], axis=1)
         gram = full.T @ full
-        n_main = basis.shape[1]
-        main = self.ridge * np.trace(gram[:n_main, :n_main]) / n_main
         unit = float(np.mean(np.diag(gram)[n_main:]))
-        for penalty in self.CURVE_PENALTIES:
-            reg = np.r_[np.full(n_main, main), np.full(curve.shape[1], penalty * unit)]
-            candidate, hat = _ridge(full, gram, y, reg, with_hat=True)
-            r = _leave_one_out_residual(y, full @ candidate, hat)
-            r_loss = (r**2).sum(axis=0)
-            better = r_loss < loss
-            coef[:, better], resid[:, better], loss[better] = candidate[:, better], r[:, better], r_loss[better]
-            for j in np.flatnonzero(better):
-                penalties[j] = penalty
-        return coef, resid, penalties
+        for s in np.unique(weight):
+            cols = np.flatnonzero(weight == s)
+            for penalty in self.CURVE_PENALTIES:
+                reg = np.zeros_like(gram)
+                reg[:n_main, :n_main] = self._location_penalty(gram[:n_main, :n_main], s)
+                reg[n_main:, n_main:] = np.diag(np.full(curve.shape[1], penalty * unit))
+                candidate, hat = _ridge(full, gram, y[:, cols], reg, with_hat=True)
+                r = _leave_one_out_residual(y[:, cols], full @ candidate, hat)
+                r_loss = (r**2).sum(axis=0)
+                better = r_loss < loss[cols]
+                keep = cols[better]
+                coef[:, keep], resid[:, keep], loss[keep] = candidate[:, better], r[:, better], r_loss[better]
+                for j in keep:
+                    penalties[j] = penalty
+        return coef, resid, penalties, weight.tolist()
+
+    def _location_penalty(self, gram: np.ndarray, smoothing: float) -> np.ndarray:
+        """The penalty matrix of the location's common part (rows of :meth:`_basis`, Gram matrix ``gram``): the
+        ridge, plus ``smoothing`` x the spline columns' roughness scaled to their Gram trace."""
+        n_main, n_spline = len(gram), len(self.knots) + 4
+        penalty = np.diag(np.full(n_main, self.ridge * np.trace(gram) / n_main))
+        roughness = self._roughness() if smoothing else np.zeros((n_spline, n_spline))
+        if np.trace(roughness) > 0:
+            penalty[:n_spline, :n_spline] += (smoothing * roughness * np.trace(gram[:n_spline, :n_spline])
+                                              / np.trace(roughness))
+        return penalty
 
     def _level_row(self, k: int, level: int) -> int | None:
         """Row of covariate ``k``'s ``level`` in the coefficient matrices (None: level 0, the reference)."""
@@ -645,7 +688,7 @@ class LocationScale:
     def to_dict(self) -> dict:
         out = {"n_knots": self.n_knots, "ridge": self.ridge, "knots": self.knots, "age_lo": self.age_lo,
                "age_hi": self.age_hi, "n_levels": self.n_levels, "mu_coef": self.mu_coef,
-               "logvar_coef": self.logvar_coef}
+               "logvar_coef": self.logvar_coef, "smoothing": self.smoothing}
         if self.curves:  # stages without level curves keep the format they had before them
             out.update(curves=self.curves, curve_penalty=self.curve_penalty)
         return out
@@ -656,5 +699,6 @@ class LocationScale:
         for key in ("knots", "n_levels", "mu_coef", "logvar_coef"):
             setattr(ls, key, data[key])
         ls.curve_penalty = list(data.get("curve_penalty", []))
+        ls.smoothing = [float(w) for w in data.get("smoothing", [])]
         ls.age_lo, ls.age_hi = float(data["age_lo"]), float(data["age_hi"])
         return ls
