@@ -380,10 +380,11 @@ class LocationScale:
     for roughness (the integral of its squared second derivative) by a weight chosen per IDP from
     :attr:`SMOOTHING` by exact leave-one-out error (weight 0, the ridge alone, included: a curve is smoothed only
     where that predicts left-out subjects better, as with few or age-skewed subjects); log sigma^2 is a
-    ridge regression of log squared residuals on the same basis (age clamped to the training range),
-    rescaled so the standardised residuals have unit variance. For fixed covariates the map is an
-    increasing affine function of y, so centiles and ranks map back exactly. The diffusion model then
-    learns everything this simple model misses (shape, skew, multimodality, dependence).
+    ridge regression of log squared residuals on the same basis (age clamped to the training range), its age curve
+    penalised for roughness alike, by a weight chosen per IDP from :attr:`SCALE_SMOOTHING` by the leave-one-out
+    scales' Gaussian log score, and rescaled so the standardised residuals have unit variance. For fixed
+    covariates the map is an increasing affine function of y, so centiles and ranks map back exactly. The diffusion
+    model then learns everything this simple model misses (shape, skew, multimodality, dependence).
 
     ``curves`` names covariates (by their column in ``codes``) whose levels also get their own age curve of the
     location: a deviation from the common curve on the same B-spline basis (age clamped) for every level,
@@ -397,6 +398,7 @@ class LocationScale:
     CURVE_PENALTIES = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)  # x the mean diagonal of the curve columns' Gram matrix
     # x (the spline columns' Gram trace / the roughness matrix's trace); 0: the ridge alone
     SMOOTHING = (0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4)
+    SCALE_SMOOTHING = SMOOTHING  # the log variance's candidate roughness weights, in the same units
 
     def __init__(self, n_knots: int = 4, ridge: float = 1e-3, curves: list[int] | tuple[int, ...] = ()):
         self.n_knots = n_knots
@@ -410,6 +412,7 @@ class LocationScale:
         self.logvar_coef: list[list[float]] = []  # rows: the basis of _basis
         self.curve_penalty: list[float | None] = []  # per IDP: the chosen penalty (None: no level curves)
         self.smoothing: list[float] = []  # per IDP: the chosen roughness weight (empty: a stage saved before them)
+        self.scale_smoothing: list[float] = []  # per IDP: the log variance's roughness weight (empty: saved before)
 
     def _spline(self, age: np.ndarray) -> np.ndarray:
         from scipy.interpolate import BSpline
@@ -462,11 +465,6 @@ class LocationScale:
         return np.concatenate([self._basis(age, codes, True, without_level_effect),
                                self._curve_basis(age, codes)], axis=1)
 
-    def _solve(self, basis: np.ndarray, target: np.ndarray, with_hat: bool = False):
-        """Ridge coefficients (and, if asked, the diagonal of the hat matrix)."""
-        gram = basis.T @ basis
-        return _ridge(basis, gram, target, np.full(len(gram), self.ridge * np.trace(gram) / len(gram)), with_hat)
-
     def fit(self, age: np.ndarray, codes: np.ndarray, y: np.ndarray, n_levels: list[int]) -> LocationScale:
         self.fit_transform(age, codes, y, n_levels)
         return self
@@ -498,25 +496,27 @@ class LocationScale:
         self.n_levels = list(n_levels)
         observed = ~np.isnan(y)
         if observed.all():
-            mu_coef, lv_coef, out, penalties, smoothing = self._fit_columns(age, codes, y)
+            mu_coef, lv_coef, out, penalties, (smoothing, scale_smoothing) = self._fit_columns(age, codes, y)
         else:  # each IDP on its observed rows; IDPs observed on the same rows share one solve
             mu_coef = np.zeros((self._location_basis(age[:1], codes[:1]).shape[1], y.shape[1]))
             lv_coef = np.zeros((self._basis(age[:1], codes[:1], False).shape[1], y.shape[1]))
-            out, penalties, smoothing = np.full(y.shape, np.nan), [None] * y.shape[1], [0.0] * y.shape[1]
+            out, penalties = np.full(y.shape, np.nan), [None] * y.shape[1]
+            smoothing, scale_smoothing = [0.0] * y.shape[1], [0.0] * y.shape[1]
             patterns, group = np.unique(observed.T, axis=0, return_inverse=True)
             for g, rows in enumerate(patterns):
                 cols = np.flatnonzero(group.ravel() == g)
                 if rows.sum() < 2:
                     raise ValueError(f"IDP column(s) {cols.tolist()} have fewer than two observed values")
-                m, lv, r, pen, smooth = self._fit_columns(age[rows], codes[rows], y[np.ix_(rows, cols)])
+                m, lv, r, pen, (smooth, scale_smooth) = self._fit_columns(age[rows], codes[rows], y[np.ix_(rows, cols)])
                 for coef in (m, lv):
                     self._average_unseen_levels(coef, codes[rows])
                 mu_coef[:, cols], lv_coef[:, cols] = m, lv
                 out[np.ix_(rows, cols)] = r
-                for j, value, weight in zip(cols, pen, smooth, strict=True):
-                    penalties[j], smoothing[j] = value, weight
+                for j, value, weight, scale_weight in zip(cols, pen, smooth, scale_smooth, strict=True):
+                    penalties[j], smoothing[j], scale_smoothing[j] = value, weight, scale_weight
         self.curve_penalty = penalties if self.curves else []
         self.smoothing = [float(w) for w in smoothing]
+        self.scale_smoothing = [float(w) for w in scale_smoothing]
         self.mu_coef, self.logvar_coef = mu_coef.tolist(), lv_coef.tolist()
         return out
 
@@ -542,20 +542,47 @@ class LocationScale:
     def _fit_columns(self, age: np.ndarray, codes: np.ndarray, y: np.ndarray):
         """Location and log-variance coefficients of complete columns ``y`` (knots and levels already set), their
         rows' leave-one-out standardised residuals (see :meth:`fit_transform`), each column's curve penalty and its
-        roughness weight."""
+        roughness weights (location, log variance)."""
         mu_coef, resid, penalties, smoothing = self._fit_location(age, codes, y)
-        floor = 1e-6 * np.maximum(resid.var(axis=0), 1e-12)
-        var_basis = self._basis(age, codes, extrapolate=False)
-        log_sq = np.log(resid**2 + floor)
-        lv_coef, var_hat = self._solve(var_basis, log_sq, with_hat=True)
-        fitted = var_basis @ lv_coef
-        sd = np.exp(0.5 * fitted)
-        sd_loo = np.exp(0.5 * (log_sq - _leave_one_out_residual(log_sq, fitted, var_hat)))
+        lv_coef, sd, sd_loo, scale_smoothing = self._fit_log_variance(age, codes, resid)
         # B-splines sum to one, so adding c to every spline coefficient rescales sigma by exp(c/2)
         n_spline = len(self.knots) + 4
         scale = ((resid / sd) ** 2).mean(axis=0)
         lv_coef[:n_spline] += np.log(scale)
-        return mu_coef, lv_coef, resid / (sd_loo * np.sqrt(scale)), penalties, smoothing
+        return mu_coef, lv_coef, resid / (sd_loo * np.sqrt(scale)), penalties, (smoothing, scale_smoothing)
+
+    def _fit_log_variance(self, age: np.ndarray, codes: np.ndarray,
+                          resid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[float]]:
+        """Log-variance coefficients (rows of :meth:`_basis`) from the location's residuals ``resid``, the full fit's
+        scale and each row's leave-one-out scale (both before the rescale to unit variance), and each column's
+        roughness weight.
+
+        The log squared residuals are regressed on the basis with every roughness weight of :attr:`SMOOTHING`; each
+        IDP keeps the weight whose leave-one-out scales give its residuals the best Gaussian log score once rescaled
+        to unit variance (the rescale :meth:`_fit_columns` applies): a scale curve is smoothed where that predicts
+        left-out subjects' spread better. Squared log residuals are noisy (a log chi-square with one degree of
+        freedom has variance pi^2 / 2), so a curve fitted to them follows a few subjects more readily than the
+        location does."""
+        basis = self._basis(age, codes, extrapolate=False)
+        gram = basis.T @ basis
+        floor = 1e-6 * np.maximum(resid.var(axis=0), 1e-12)
+        log_sq = np.log(resid**2 + floor)
+        coef = fitted = loo = loss = None
+        weight = np.zeros(resid.shape[1])
+        for s in self.SCALE_SMOOTHING:
+            candidate, hat = _ridge(basis, gram, log_sq, self._smoothness_penalty(gram, s), with_hat=True)
+            c_fitted = basis @ candidate
+            c_loo = log_sq - _leave_one_out_residual(log_sq, c_fitted, hat)  # each row's log variance without it
+            # twice the mean Gaussian negative log score, less constants, at the best common rescale of the variance
+            c_loss = c_loo.mean(axis=0) + np.log((resid**2 * np.exp(-c_loo)).mean(axis=0) + 1e-300)
+            if coef is None:
+                coef, fitted, loo, loss = candidate, c_fitted, c_loo, c_loss
+                continue
+            better = c_loss < loss
+            coef[:, better], fitted[:, better], loo[:, better] = (candidate[:, better], c_fitted[:, better],
+                                                                  c_loo[:, better])
+            loss[better], weight[better] = c_loss[better], s
+        return coef, np.exp(0.5 * fitted), np.exp(0.5 * loo), weight.tolist()
 
     def _fit_location(self, age: np.ndarray, codes: np.ndarray,
                       y: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[float | None], list[float]]:
@@ -573,7 +600,7 @@ class LocationScale:
         coef = resid = loss = None
         weight = np.zeros(y.shape[1])
         for s in self.SMOOTHING:
-            candidate, hat = _ridge(basis, gram, y, self._location_penalty(gram, s), with_hat=True)
+            candidate, hat = _ridge(basis, gram, y, self._smoothness_penalty(gram, s), with_hat=True)
             r = _leave_one_out_residual(y, basis @ candidate, hat)
             r_loss = (r**2).sum(axis=0)
             if coef is None:
@@ -594,7 +621,7 @@ class LocationScale:
             cols = np.flatnonzero(weight == s)
             for penalty in self.CURVE_PENALTIES:
                 reg = np.zeros_like(gram)
-                reg[:n_main, :n_main] = self._location_penalty(gram[:n_main, :n_main], s)
+                reg[:n_main, :n_main] = self._smoothness_penalty(gram[:n_main, :n_main], s)
                 reg[n_main:, n_main:] = np.diag(np.full(curve.shape[1], penalty * unit))
                 candidate, hat = _ridge(full, gram, y[:, cols], reg, with_hat=True)
                 r = _leave_one_out_residual(y[:, cols], full @ candidate, hat)
@@ -606,9 +633,10 @@ class LocationScale:
                     penalties[j] = penalty
         return coef, resid, penalties, weight.tolist()
 
-    def _location_penalty(self, gram: np.ndarray, smoothing: float) -> np.ndarray:
-        """The penalty matrix of the location's common part (rows of :meth:`_basis`, Gram matrix ``gram``): the
-        ridge, plus ``smoothing`` x the spline columns' roughness scaled to their Gram trace."""
+    def _smoothness_penalty(self, gram: np.ndarray, smoothing: float) -> np.ndarray:
+        """The penalty matrix of a regression on the rows of :meth:`_basis` (the location's common part, or the log
+        variance) whose Gram matrix is ``gram``: the ridge, plus ``smoothing`` x the spline columns' roughness scaled
+        to their Gram trace."""
         n_main, n_spline = len(gram), len(self.knots) + 4
         penalty = np.diag(np.full(n_main, self.ridge * np.trace(gram) / n_main))
         roughness = self._roughness() if smoothing else np.zeros((n_spline, n_spline))
@@ -688,7 +716,7 @@ class LocationScale:
     def to_dict(self) -> dict:
         out = {"n_knots": self.n_knots, "ridge": self.ridge, "knots": self.knots, "age_lo": self.age_lo,
                "age_hi": self.age_hi, "n_levels": self.n_levels, "mu_coef": self.mu_coef,
-               "logvar_coef": self.logvar_coef, "smoothing": self.smoothing}
+               "logvar_coef": self.logvar_coef, "smoothing": self.smoothing, "scale_smoothing": self.scale_smoothing}
         if self.curves:  # stages without level curves keep the format they had before them
             out.update(curves=self.curves, curve_penalty=self.curve_penalty)
         return out
@@ -700,5 +728,6 @@ class LocationScale:
             setattr(ls, key, data[key])
         ls.curve_penalty = list(data.get("curve_penalty", []))
         ls.smoothing = [float(w) for w in data.get("smoothing", [])]
+        ls.scale_smoothing = [float(w) for w in data.get("scale_smoothing", [])]
         ls.age_lo, ls.age_hi = float(data["age_lo"]), float(data["age_hi"])
         return ls

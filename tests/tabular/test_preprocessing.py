@@ -104,9 +104,9 @@ def test_location_scale_training_residuals_are_leave_one_out():
     ls = LocationScale(n_knots=2, ridge=1e-3)
     r = ls.fit_transform(age, codes, y, [3])
 
-    def ridge(basis, target, keep, smoothing=0.0):  # the fit's penalty (ridge and chosen roughness), held fixed
+    def ridge(basis, target, keep, smoothing):  # the fit's penalty (ridge and chosen roughness), held fixed
         gram = basis.T @ basis
-        penalty = ls._location_penalty(gram, smoothing)
+        penalty = ls._smoothness_penalty(gram, smoothing)
         return np.linalg.solve(basis[keep].T @ basis[keep] + penalty, basis[keep].T @ target[keep])
 
     basis, var_basis = ls._basis(age, codes, extrapolate=True), ls._basis(age, codes, extrapolate=False)
@@ -115,11 +115,12 @@ def test_location_scale_training_residuals_are_leave_one_out():
                       for i in range(n)])
     log_sq = np.log(resid**2 + 1e-6 * resid.var())
     _, sd = ls.location_scale(age, codes)  # the full fit, rescaled to unit variance
-    rescale = sd[:, 0] / np.exp(0.5 * var_basis @ ridge(var_basis, log_sq, everyone))
+    rescale = sd[:, 0] / np.exp(0.5 * var_basis @ ridge(var_basis, log_sq, everyone, ls.scale_smoothing[0]))
     assert np.ptp(rescale) < 1e-9 * rescale[0]
     assert ((resid / sd[:, 0]) ** 2).mean() == pytest.approx(1.0, rel=1e-6)
     for i in (0, 17, 42):
-        sd_without_i = np.exp(0.5 * var_basis[i] @ ridge(var_basis, log_sq, np.arange(n) != i)) * rescale[0]
+        without_i = ridge(var_basis, log_sq, np.arange(n) != i, ls.scale_smoothing[0])
+        sd_without_i = np.exp(0.5 * var_basis[i] @ without_i) * rescale[0]
         assert r[i, 0] == pytest.approx(resid[i] / sd_without_i, rel=1e-6)
 
 
@@ -331,3 +332,27 @@ def test_roughness_weight_smooths_sparse_ages_and_spares_a_well_sampled_curve():
     mu, _ = ls.location_scale(grid, np.zeros((len(grid), 1), int))
     assert np.max(np.abs(mu[:, 0] - 50 * np.exp(-((grid - 45) / 12) ** 2))) < 10
     assert LocationScale.from_dict(ls.to_dict()).smoothing == ls.smoothing
+
+
+def test_scale_roughness_weight_steadies_the_spread_over_sparse_ages():
+    """A small, age-skewed cohort (most subjects 18-22, a dozen older) whose spread grows slowly with age: the scale
+    curve chosen by leave-one-out roughness weight is nearer the truth over the sparse ages than the fixed ridge's
+    (which follows the few older subjects' squared residuals), and the chosen weights survive a round trip."""
+    from normcore.tabular.preprocessing import LocationScale
+
+    class RidgeOnly(LocationScale):
+        SCALE_SMOOTHING = (0.0,)
+
+    grid = np.linspace(23, 30, 30)
+    errors = {"ridge": [], "smoothed": []}
+    for seed in range(8):
+        rng = np.random.default_rng(seed)
+        age = np.r_[rng.uniform(18, 22, 150), rng.uniform(22, 30, 12)]
+        y = np.c_[100 + 2 * age + (5 + 0.2 * age) * rng.normal(size=len(age))]
+        codes = np.zeros((len(age), 1), int)
+        for name, cls in (("ridge", RidgeOnly), ("smoothed", LocationScale)):
+            ls = cls().fit(age, codes, y, [1])
+            _, sd = ls.location_scale(grid, np.zeros((len(grid), 1), int))
+            errors[name].append(np.sqrt(np.mean(np.log(sd[:, 0] / (5 + 0.2 * grid)) ** 2)))
+    assert np.mean(errors["smoothed"]) < 0.8 * np.mean(errors["ridge"])
+    assert LocationScale.from_dict(ls.to_dict()).scale_smoothing == ls.scale_smoothing != []
