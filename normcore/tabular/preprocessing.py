@@ -375,8 +375,8 @@ def _ridge(basis: np.ndarray, gram: np.ndarray, target: np.ndarray, penalty: np.
 class LocationScale:
     """Per-IDP conditional location and scale: y -> (y - mu(c)) / sigma(c), fitted on training data.
 
-    mu is a ridge regression on a cubic B-spline basis of age (interior knots at age quantiles, plus a
-    linear term that extrapolates beyond the training ages) and categorical effects, its age curve also penalised
+    mu is a ridge regression on a cubic B-spline basis of age (interior knots at age quantiles) and categorical
+    effects, its age curve also penalised
     for roughness (the integral of its squared second derivative) by a weight chosen per IDP from
     :attr:`SMOOTHING` by exact leave-one-out error (weight 0, the ridge alone, included: a curve is smoothed only
     where that predicts left-out subjects better, as with few or age-skewed subjects); log sigma^2 is a
@@ -393,6 +393,11 @@ class LocationScale:
     network, which does not see it, cannot correct a location whose age trend differs between its levels
     (a site that scales an age-dependent mean). Deviations of every level are penalised alike, so they average
     to about zero and a level without data (a new site) gets the common curve.
+
+    Beyond the training ages the location and the scale stay at their values at the nearer edge. (The basis's linear
+    extrapolation column is zero on every training row, so its coefficient is always 0; it keeps saved coefficient
+    matrices' rows.) A straight continuation of the location's edge chord was measured and is not used: on fcon1000
+    it made scores beyond the oldest training age worse (BENCHMARKS.md, forty-first session).
     """
 
     CURVE_PENALTIES = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)  # x the mean diagonal of the curve columns' Gram matrix

@@ -356,3 +356,20 @@ def test_scale_roughness_weight_steadies_the_spread_over_sparse_ages():
             errors[name].append(np.sqrt(np.mean(np.log(sd[:, 0] / (5 + 0.2 * grid)) ** 2)))
     assert np.mean(errors["smoothed"]) < 0.8 * np.mean(errors["ridge"])
     assert LocationScale.from_dict(ls.to_dict()).scale_smoothing == ls.scale_smoothing != []
+
+
+def test_location_and_scale_stay_at_the_nearer_edge_beyond_the_training_ages():
+    """The documented contract beyond the training ages: no extrapolated trend (a straight continuation measured
+    worse above the oldest age on fcon1000), even where the curve is steep at the edge."""
+    from normcore.tabular.preprocessing import LocationScale
+
+    rng = np.random.default_rng(0)
+    age = rng.uniform(20, 60, 400)
+    y = np.c_[0.05 * (age - 20) ** 2 + (1 + 0.05 * age) * rng.normal(size=len(age))]
+    ls = LocationScale().fit(age, np.zeros((len(age), 1), int), y, [1])
+    edges = np.array([ls.age_lo, ls.age_hi])
+    mu_edge, sd_edge = ls.location_scale(edges, np.zeros((2, 1), int))
+    mu, sd = ls.location_scale(np.array([5.0, 15.0, 70.0, 90.0]), np.zeros((4, 1), int))
+    np.testing.assert_allclose(mu[:, 0], mu_edge[[0, 0, 1, 1], 0])
+    np.testing.assert_allclose(sd[:, 0], sd_edge[[0, 0, 1, 1], 0])
+    assert mu_edge[1, 0] - mu_edge[0, 0] > 50  # the curve itself is steep: the flatness is the edge rule's
