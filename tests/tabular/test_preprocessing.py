@@ -303,26 +303,35 @@ def test_a_site_that_never_measured_an_idp_gets_the_mean_site_effect_not_the_ref
     assert sd[unseen, 1] == pytest.approx(np.mean(sd[seen, 1]), rel=0.1)
 
 
+def _sparse_old_ages_errors(ridge_only: str, n_young: int, seeds: int, spread, error) -> dict[str, float]:
+    """Mean over ``seeds`` cohorts (``n_young`` subjects aged 18-22, a dozen 22-30; y = 100 + 2 age + spread(age) x
+    noise) of ``error(mu, sd, grid)`` over ages 23-30, for the stage with ``ridge_only`` set to (0.0,) (the ridge
+    alone) and for the stage as it is."""
+    from normcore.tabular.preprocessing import LocationScale
+
+    ridge = type("RidgeOnly", (LocationScale,), {ridge_only: (0.0,)})
+    grid = np.linspace(23, 30, 30)
+    errors = {"ridge": [], "smoothed": []}
+    for seed in range(seeds):
+        rng = np.random.default_rng(seed)
+        age = np.r_[rng.uniform(18, 22, n_young), rng.uniform(22, 30, 12)]
+        y = np.c_[100 + 2 * age + spread(age) * rng.normal(size=len(age))]
+        codes = np.zeros((len(age), 1), int)
+        for name, cls in (("ridge", ridge), ("smoothed", LocationScale)):
+            mu, sd = cls().fit(age, codes, y, [1]).location_scale(grid, np.zeros((len(grid), 1), int))
+            errors[name].append(error(mu[:, 0], sd[:, 0], grid))
+    return {name: float(np.mean(values)) for name, values in errors.items()}
+
+
 def test_roughness_weight_smooths_sparse_ages_and_spares_a_well_sampled_curve():
     """A small, age-skewed cohort (most subjects 18-22, a dozen older) of a straight-line truth: the curve chosen by
     leave-one-out roughness weight is nearer the truth over the sparse ages than the ridge alone. A well-sampled
     curved truth keeps its curvature (a small weight), and the chosen weights survive a round trip."""
     from normcore.tabular.preprocessing import LocationScale
 
-    class RidgeOnly(LocationScale):
-        SMOOTHING = (0.0,)
-
-    grid = np.linspace(23, 30, 30)
-    errors = {"ridge": [], "smoothed": []}
-    for seed in range(5):
-        rng = np.random.default_rng(seed)
-        age = np.r_[rng.uniform(18, 22, 120), rng.uniform(22, 30, 12)]
-        y = np.c_[100 + 2 * age + 10 * rng.normal(size=len(age))]
-        codes = np.zeros((len(age), 1), int)
-        for name, cls in (("ridge", RidgeOnly), ("smoothed", LocationScale)):
-            mu, _ = cls().fit(age, codes, y, [1]).location_scale(grid, np.zeros((len(grid), 1), int))
-            errors[name].append(np.sqrt(np.mean((mu[:, 0] - (100 + 2 * grid)) ** 2)))
-    assert np.mean(errors["smoothed"]) < 0.9 * np.mean(errors["ridge"])
+    errors = _sparse_old_ages_errors("SMOOTHING", 120, 5, lambda age: 10.0,
+                                     lambda mu, sd, grid: np.sqrt(np.mean((mu - (100 + 2 * grid)) ** 2)))
+    assert errors["smoothed"] < 0.9 * errors["ridge"]
 
     rng = np.random.default_rng(0)
     age = rng.uniform(10, 80, 2000)
@@ -340,21 +349,12 @@ def test_scale_roughness_weight_steadies_the_spread_over_sparse_ages():
     (which follows the few older subjects' squared residuals), and the chosen weights survive a round trip."""
     from normcore.tabular.preprocessing import LocationScale
 
-    class RidgeOnly(LocationScale):
-        SCALE_SMOOTHING = (0.0,)
-
-    grid = np.linspace(23, 30, 30)
-    errors = {"ridge": [], "smoothed": []}
-    for seed in range(8):
-        rng = np.random.default_rng(seed)
-        age = np.r_[rng.uniform(18, 22, 150), rng.uniform(22, 30, 12)]
-        y = np.c_[100 + 2 * age + (5 + 0.2 * age) * rng.normal(size=len(age))]
-        codes = np.zeros((len(age), 1), int)
-        for name, cls in (("ridge", RidgeOnly), ("smoothed", LocationScale)):
-            ls = cls().fit(age, codes, y, [1])
-            _, sd = ls.location_scale(grid, np.zeros((len(grid), 1), int))
-            errors[name].append(np.sqrt(np.mean(np.log(sd[:, 0] / (5 + 0.2 * grid)) ** 2)))
-    assert np.mean(errors["smoothed"]) < 0.8 * np.mean(errors["ridge"])
+    errors = _sparse_old_ages_errors("SCALE_SMOOTHING", 150, 8, lambda age: 5 + 0.2 * age,
+                                     lambda mu, sd, grid: np.sqrt(np.mean(np.log(sd / (5 + 0.2 * grid)) ** 2)))
+    assert errors["smoothed"] < 0.8 * errors["ridge"]
+    rng = np.random.default_rng(0)
+    age = rng.uniform(18, 30, 200)
+    ls = LocationScale().fit(age, np.zeros((len(age), 1), int), np.c_[age + rng.normal(size=len(age))], [1])
     assert LocationScale.from_dict(ls.to_dict()).scale_smoothing == ls.scale_smoothing != []
 
 
