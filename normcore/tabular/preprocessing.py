@@ -20,6 +20,7 @@ from normcore._utils.errors import InputError, column_not_found, table_row
 from normcore._utils.plausibility import check_ages
 
 MARGINALISE = -1
+_SINGLE_AGE_SPAN = 1e-6  # years: the nominal age range of a cohort whose subjects all have one age
 
 
 class CovariateEncoder:
@@ -423,8 +424,12 @@ class LocationScale:
         from scipy.interpolate import BSpline
 
         # the oldest training age is evaluated from just below: where the top interior knot equals it (integer ages,
-        # a third of the rows or more at the oldest), scipy's basis is all zeros at the knot vector's very end
-        a = np.clip(np.asarray(age, float), self.age_lo, np.nextafter(self.age_hi, -np.inf))
+        # a third of the rows or more at the oldest), scipy's basis is all zeros at the knot vector's very end. A
+        # cohort of one age has no age curve: every age is evaluated there (not at the nominal interval's far end,
+        # whose basis column no row has)
+        single_age = self.age_hi - self.age_lo <= 1.5 * _SINGLE_AGE_SPAN
+        top = self.age_lo if single_age else np.nextafter(self.age_hi, -np.inf)
+        a = np.clip(np.asarray(age, float), self.age_lo, top)
         t = np.r_[[self.age_lo] * 4, self.knots, [self.age_hi] * 4]
         return BSpline.design_matrix(a, t, 3, extrapolate=False).toarray()
 
@@ -495,7 +500,7 @@ class LocationScale:
         """
         age = np.asarray(age, float)
         y = np.asarray(y, float)
-        self.age_lo, self.age_hi = float(age.min()), float(max(age.max(), age.min() + 1e-6))
+        self.age_lo, self.age_hi = float(age.min()), float(max(age.max(), age.min() + _SINGLE_AGE_SPAN))
         probs = np.linspace(0, 1, self.n_knots + 2)[1:-1]
         self.knots = np.unique(np.quantile(age, probs)).tolist()
         self.n_levels = list(n_levels)

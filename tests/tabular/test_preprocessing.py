@@ -142,6 +142,22 @@ def test_location_at_the_oldest_training_age_when_a_knot_sits_there():
     assert np.all(np.abs(ls.fit_transform(age, codes, y, [1])) < 5)
 
 
+def test_a_cohort_of_one_age_is_held_at_that_age():
+    """Every training subject aged 40: no age curve can be fitted, and every age is scored as 40 would be. (Before,
+    ages other than 40 were evaluated at the far end of the nominal 1e-6-year range, a basis column no row has: the
+    location there was 0.)"""
+    from normcore.tabular.preprocessing import LocationScale
+
+    rng = np.random.default_rng(0)
+    y = np.c_[5 + rng.normal(size=300), -2 + 3 * rng.normal(size=300)]
+    ls = LocationScale().fit(np.full(300, 40.0), np.zeros((300, 1), int), y, [1])
+    mu, sd = ls.location_scale(np.array([20.0, 40.0, 40.5, 45.0, 80.0]), np.zeros((5, 1), int))
+    np.testing.assert_allclose(mu, np.broadcast_to(mu[1], mu.shape))
+    np.testing.assert_allclose(sd, np.broadcast_to(sd[1], sd.shape))
+    np.testing.assert_allclose(mu[1], y.mean(axis=0), atol=0.05)
+    np.testing.assert_allclose(sd[1], y.std(axis=0), rtol=0.05)
+
+
 def test_location_scale_training_residuals_are_spread_like_new_subjects():
     """At small sites in-sample residuals are too narrow (a large residual widens its own site's scale); the
     leave-one-out ones a model is trained on are as wide as those of new subjects from the same sites."""
