@@ -135,6 +135,9 @@ def validate_table(df: pd.DataFrame, age: str, covariates: list[str], idps: list
         if (np.isinf(a) | (a < AGE_LIMITS[0]) | (a > AGE_LIMITS[1])).any():
             report.add("error", age, f"column {age!r} has impossible ages (infinite, or outside "
                        f"{AGE_LIMITS[0]:g}–{AGE_LIMITS[1]:g} years)")
+        elif report.age_range[0] == report.age_range[1] and len(a) > 1:
+            report.add("warning", age, f"every subject has age {report.age_range[0]:g}: a model fitted on them has no "
+                       "age curve, and subjects of other ages are scored as if that age (flagged out_of_range)")
     values = df[idps].apply(pd.to_numeric, errors="coerce")
     if np.isinf(values.to_numpy(dtype=float)).any():
         cols = [c for c in idps if np.isinf(values[c].to_numpy(dtype=float)).any()]

@@ -75,6 +75,17 @@ def test_validation_report_lists_every_problem_without_changing_data():
     assert not rep.errors and rep.age_range == (20.0, 50.0)
 
 
+def test_a_table_of_one_age_is_warned_about():
+    """A model of one age has no age curve: the report says so, and that other ages will be scored as that age."""
+    df = pd.DataFrame({"age": [40.0] * 5, "x": [1.0, 2.0, 3.0, 4.0, 5.0]})
+    rep = validate_table(df, "age", [], ["x"])
+    assert not rep.errors
+    messages = [f.message for f in rep.warnings]
+    assert any("every subject has age 40" in w and "scored as if that age" in w for w in messages)
+    df.loc[0, "age"] = 41.0
+    assert not any("every subject" in w for w in (f.message for f in validate_table(df, "age", [], ["x"]).warnings))
+
+
 def test_validation_errors_name_the_column():
     df = pd.DataFrame({"age": [20, 30], "x": ["1.0", "oops"]})
     rep = validate_table(df, "age", [], ["x"])
