@@ -569,11 +569,11 @@ class LocationScale:
         scale and each row's leave-one-out scale (both before the rescale to unit variance), and each column's
         roughness weight.
 
-        The log squared residuals are regressed on the basis with every roughness weight of :attr:`SMOOTHING`; each
-        IDP keeps the weight whose leave-one-out scales give its residuals the best Gaussian log score once rescaled
-        to unit variance (the rescale :meth:`_fit_columns` applies): a scale curve is smoothed where that predicts
-        left-out subjects' spread better. Squared log residuals are noisy (a log chi-square with one degree of
-        freedom has variance pi^2 / 2), so a curve fitted to them follows a few subjects more readily than the
+        The log squared residuals are regressed on the basis with every roughness weight of :attr:`SCALE_SMOOTHING`;
+        each IDP keeps the weight whose leave-one-out scales give its residuals the best Gaussian log score once
+        rescaled to unit variance (the rescale :meth:`_fit_columns` applies): a scale curve is smoothed where that
+        predicts left-out subjects' spread better. Log squared residuals are noisy (a log chi-square with one degree
+        of freedom has variance pi^2 / 2), so a curve fitted to them follows a few subjects more readily than the
         location does."""
         basis = self._basis(age, codes, extrapolate=False)
         gram = basis.T @ basis
@@ -603,13 +603,12 @@ class LocationScale:
 
         Every roughness weight of :attr:`SMOOTHING` is solved for all IDPs at once; each IDP keeps the largest whose
         sum of squared leave-one-out residuals (exact for a linear smoother: r_i / (1 - h_ii)) is within
-        :attr:`SMOOTHING_TOLERANCE` of the smallest. Where the rows cannot tell the weights apart, the smoothest curve
-        is kept: between two age groups of a cohort (no subject in between) the ridge alone shrank the spline
+        :attr:`SMOOTHING_TOLERANCE` of the smallest. Where the rows cannot tell the weights apart, the smoothest
+        curve is kept: between two age groups of a cohort (no subject in between) the ridge alone shrank the spline
         coefficients there to 0, digging the location towards 0, while their leave-one-out losses differed by 0.02%.
-        With level
-        curves, every candidate penalty of :attr:`CURVE_PENALTIES` is then solved with each IDP's roughness weight
-        (IDPs that share a weight in one solve), and each IDP keeps the curves' penalty, or no curves, by the same
-        criterion."""
+        With level curves, every candidate penalty of :attr:`CURVE_PENALTIES` is then solved with each IDP's
+        roughness weight (IDPs that share a weight in one solve), and each IDP keeps the curves' penalty, or no
+        curves, by the same criterion."""
         basis = self._basis(age, codes, extrapolate=True)
         gram = basis.T @ basis
         n_main = basis.shape[1]
