@@ -377,15 +377,15 @@ class LocationScale:
     """Per-IDP conditional location and scale: y -> (y - mu(c)) / sigma(c), fitted on training data.
 
     mu is a ridge regression on a cubic B-spline basis of age (interior knots at age quantiles) and categorical
-    effects, its age curve also penalised for roughness (the integral of its squared second derivative) by a weight
-    chosen per IDP from :attr:`SMOOTHING` by exact leave-one-out error (weight 0, the ridge alone, included: a curve
-    is smoothed only where that predicts left-out subjects better, as with few or age-skewed subjects, or where the
-    rows cannot tell the weights apart); log sigma^2 is a ridge regression of log squared residuals on the same
-    basis (age clamped to the training range), its age curve penalised for roughness alike, by a weight chosen per
-    IDP from :attr:`SCALE_SMOOTHING` by the leave-one-out scales' Gaussian log score, and rescaled so the
-    standardised residuals have unit variance. For fixed covariates the map is an increasing affine function of y,
-    so centiles and ranks map back exactly. The diffusion model then learns everything this simple model misses
-    (shape, skew, multimodality, dependence).
+    effects, its age curve also penalised
+    for roughness (the integral of its squared second derivative) by a weight chosen per IDP from
+    :attr:`SMOOTHING` by exact leave-one-out error (weight 0, the ridge alone, included: a curve is smoothed only
+    where that predicts left-out subjects better, as with few or age-skewed subjects); log sigma^2 is a
+    ridge regression of log squared residuals on the same basis (age clamped to the training range), its age curve
+    penalised for roughness alike, by a weight chosen per IDP from :attr:`SCALE_SMOOTHING` by the leave-one-out
+    scales' Gaussian log score, and rescaled so the standardised residuals have unit variance. For fixed
+    covariates the map is an increasing affine function of y, so centiles and ranks map back exactly. The diffusion
+    model then learns everything this simple model misses (shape, skew, multimodality, dependence).
 
     ``curves`` names covariates (by their column in ``codes``) whose levels also get their own age curve of the
     location: a deviation from the common curve on the same B-spline basis (age clamped) for every level,
@@ -405,8 +405,6 @@ class LocationScale:
     # x (the spline columns' Gram trace / the roughness matrix's trace); 0: the ridge alone
     SMOOTHING = (0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4)
     SCALE_SMOOTHING = SMOOTHING  # the log variance's candidate roughness weights, in the same units
-    # the location keeps the smoothest weight whose leave-one-out loss is within this share of the best one's
-    SMOOTHING_TOLERANCE = 1e-3
 
     def __init__(self, n_knots: int = 4, ridge: float = 1e-3, curves: list[int] | tuple[int, ...] = ()):
         self.n_knots = n_knots
@@ -601,33 +599,26 @@ class LocationScale:
         """Location coefficients (rows of :meth:`_location_basis`), the training rows' leave-one-out residuals,
         each column's curve penalty (None: no level curves) and its roughness weight.
 
-        Every roughness weight of :attr:`SMOOTHING` is solved for all IDPs at once; each IDP keeps the largest whose
-        sum of squared leave-one-out residuals (exact for a linear smoother: r_i / (1 - h_ii)) is within
-        :attr:`SMOOTHING_TOLERANCE` of the smallest. Where the rows cannot tell the weights apart, the smoothest
-        curve is kept: between two age groups of a cohort (no subject in between) the ridge alone shrank the spline
-        coefficients there to 0, digging the location towards 0, while their leave-one-out losses differed by 0.02%.
-        With level curves, every candidate penalty of :attr:`CURVE_PENALTIES` is then solved with each IDP's
-        roughness weight (IDPs that share a weight in one solve), and each IDP keeps the curves' penalty, or no
-        curves, by the same criterion."""
+        Every roughness weight of :attr:`SMOOTHING` is solved for all IDPs at once; each IDP keeps the one with the
+        smallest sum of squared leave-one-out residuals (exact for a linear smoother: r_i / (1 - h_ii)). With level
+        curves, every candidate penalty of :attr:`CURVE_PENALTIES` is then solved with each IDP's roughness weight
+        (IDPs that share a weight in one solve), and each IDP keeps the curves' penalty, or no curves, by the same
+        criterion."""
         basis = self._basis(age, codes, extrapolate=True)
         gram = basis.T @ basis
         n_main = basis.shape[1]
-
-        def solve(s: float, cols: np.ndarray):
-            candidate, hat = _ridge(basis, gram, y[:, cols], self._smoothness_penalty(gram, s), with_hat=True)
-            r = _leave_one_out_residual(y[:, cols], basis @ candidate, hat)
-            return candidate, r, (r**2).sum(axis=0)
-
-        every = np.arange(y.shape[1])
-        losses = np.stack([solve(s, every)[2] for s in self.SMOOTHING])
-        near_best = losses <= losses.min(axis=0) * (1 + self.SMOOTHING_TOLERANCE)
-        choice = len(self.SMOOTHING) - 1 - np.argmax(near_best[::-1], axis=0)  # the smoothest near the best
-        weight = np.asarray(self.SMOOTHING, float)[choice]
-        coef = np.zeros((n_main, y.shape[1]))
-        resid, loss = np.zeros(y.shape), np.zeros(y.shape[1])
-        for k in np.unique(choice):
-            cols = np.flatnonzero(choice == k)
-            coef[:, cols], resid[:, cols], loss[cols] = solve(self.SMOOTHING[k], cols)
+        coef = resid = loss = None
+        weight = np.zeros(y.shape[1])
+        for s in self.SMOOTHING:
+            candidate, hat = _ridge(basis, gram, y, self._smoothness_penalty(gram, s), with_hat=True)
+            r = _leave_one_out_residual(y, basis @ candidate, hat)
+            r_loss = (r**2).sum(axis=0)
+            if coef is None:
+                coef, resid, loss = candidate, r, r_loss
+                continue
+            better = r_loss < loss
+            coef[:, better], resid[:, better], loss[better], weight[better] = (candidate[:, better], r[:, better],
+                                                                               r_loss[better], s)
         curve = self._curve_basis(age, codes)
         penalties: list[float | None] = [None] * y.shape[1]
         if not curve.shape[1]:
