@@ -21,6 +21,7 @@ from normcore._utils.plausibility import check_ages
 
 MARGINALISE = -1
 _SINGLE_AGE_SPAN = 1e-6  # years: the nominal age range of a cohort whose subjects all have one age
+_WEAK_SUPPORT = 10.0  # a spline column whose Gram diagonal is under this many ridges is barely informed by the rows
 
 
 class CovariateEncoder:
@@ -646,9 +647,22 @@ class LocationScale:
     def _smoothness_penalty(self, gram: np.ndarray, smoothing: float) -> np.ndarray:
         """The penalty matrix of a regression on the rows of :meth:`_basis` (the location's common part, or the log
         variance) whose Gram matrix is ``gram``: the ridge, plus ``smoothing`` x the spline columns' roughness scaled
-        to their Gram trace."""
+        to their Gram trace.
+
+        A spline column the rows barely inform (its Gram diagonal under :data:`_WEAK_SUPPORT` x the ridge: ages between
+        two age groups of a cohort, no subject in between) is shrunk towards the mean of the other spline coefficients
+        instead of towards 0, which dug the curve towards 0 in such a gap (leave-one-out cannot see a gap, so the
+        roughness weight does not bridge it). Elsewhere the ridge dominates no column and the penalty is unchanged."""
         n_main, n_spline = len(gram), len(self.knots) + 4
-        penalty = np.diag(np.full(n_main, self.ridge * np.trace(gram) / n_main))
+        ridge = self.ridge * np.trace(gram) / n_main
+        penalty = np.diag(np.full(n_main, ridge))
+        weak = np.diag(gram)[:n_spline] < _WEAK_SUPPORT * ridge  # spline columns the rows barely inform, if any
+        if weak.any() and not weak.all():  # their ridge pulls them to the others' mean, not to 0
+            pull = np.zeros((weak.sum(), n_main))
+            pull[np.arange(weak.sum()), np.flatnonzero(weak)] = 1.0
+            pull[:, np.flatnonzero(~weak)] -= 1.0 / (~weak).sum()
+            penalty[np.flatnonzero(weak), np.flatnonzero(weak)] = 0.0
+            penalty += ridge * pull.T @ pull
         roughness = self._roughness() if smoothing else np.zeros((n_spline, n_spline))
         if np.trace(roughness) > 0:
             penalty[:n_spline, :n_spline] += (smoothing * roughness * np.trace(gram[:n_spline, :n_spline])

@@ -158,6 +158,22 @@ def test_a_cohort_of_one_age_is_held_at_that_age():
     np.testing.assert_allclose(sd[1], y.std(axis=0), rtol=0.05)
 
 
+def test_the_location_and_scale_bridge_an_age_gap_between_two_groups():
+    """A cohort aged 20 and 60, no one between: the B-spline columns between them have no rows, and the ridge shrank
+    them to 0 (the location at 40 was 35 on a truth of 140; leave-one-out cannot see the gap). Now such columns are
+    shrunk towards the others, and the location and scale between the groups lie between theirs."""
+    from normcore.tabular.preprocessing import LocationScale
+
+    rng = np.random.default_rng(0)
+    age = np.r_[np.full(30, 20.0), np.full(30, 60.0)]
+    y = np.c_[100 + age + 5 * rng.normal(size=len(age))]
+    ls = LocationScale().fit(age, np.zeros((len(age), 1), int), y, [1])
+    grid = np.array([20.0, 30.0, 40.0, 50.0, 60.0])
+    mu, sd = ls.location_scale(grid, np.zeros((5, 1), int))
+    assert np.all(np.diff(mu[:, 0]) > 0) and abs(mu[2, 0] - 140) < 5
+    assert min(sd[0, 0], sd[-1, 0]) * 0.9 < sd[2, 0] < max(sd[0, 0], sd[-1, 0]) * 1.1
+
+
 def test_location_scale_training_residuals_are_spread_like_new_subjects():
     """At small sites in-sample residuals are too narrow (a large residual widens its own site's scale); the
     leave-one-out ones a model is trained on are as wide as those of new subjects from the same sites."""
