@@ -364,6 +364,23 @@ def _leave_one_out_residual(target: np.ndarray, fitted: np.ndarray, hat: np.ndar
     return (target - fitted) / np.maximum(1 - hat, 1e-3)[:, None]
 
 
+def _best_per_column(candidates, fit) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """Per column, the candidate with the smallest loss (the first on ties). ``fit(candidate)`` returns arrays whose
+    last axis is the columns and their (columns,) loss; returns those arrays and losses of each column's best candidate
+    and its index in ``candidates``."""
+    best = loss = choice = None
+    for k, candidate in enumerate(candidates):
+        arrays, c_loss = fit(candidate)
+        if best is None:
+            best, loss, choice = list(arrays), c_loss, np.zeros(len(c_loss), int)
+            continue
+        better = c_loss < loss
+        for kept, new in zip(best, arrays, strict=True):
+            kept[..., better] = new[..., better]
+        loss[better], choice[better] = c_loss[better], k
+    return best, loss, choice
+
+
 def _ridge(basis: np.ndarray, gram: np.ndarray, target: np.ndarray, penalty: np.ndarray, with_hat: bool = False):
     """Ridge coefficients of ``target`` on ``basis`` (whose Gram matrix is ``gram``) with the penalty ``penalty``
     (a per-column diagonal, or a full symmetric matrix), and, if asked, the diagonal of the hat matrix."""
@@ -425,12 +442,8 @@ class LocationScale:
         from scipy.interpolate import BSpline
 
         # the oldest training age is evaluated from just below: where the top interior knot equals it (integer ages,
-        # a third of the rows or more at the oldest), scipy's basis is all zeros at the knot vector's very end. A
-        # cohort of one age has no age curve: every age is evaluated there (not at the nominal interval's far end,
-        # whose basis column no row has)
-        single_age = self.age_hi - self.age_lo <= 1.5 * _SINGLE_AGE_SPAN
-        top = self.age_lo if single_age else np.nextafter(self.age_hi, -np.inf)
-        a = np.clip(np.asarray(age, float), self.age_lo, top)
+        # a third of the rows or more at the oldest), scipy's basis is all zeros at the knot vector's very end
+        a = np.clip(np.asarray(age, float), self.age_lo, np.nextafter(self.age_hi, -np.inf))
         t = np.r_[[self.age_lo] * 4, self.knots, [self.age_hi] * 4]
         return BSpline.design_matrix(a, t, 3, extrapolate=False).toarray()
 
@@ -578,22 +591,15 @@ class LocationScale:
         gram = basis.T @ basis
         floor = 1e-6 * np.maximum(resid.var(axis=0), 1e-12)
         log_sq = np.log(resid**2 + floor)
-        coef = fitted = loo = loss = None
-        weight = np.zeros(resid.shape[1])
-        for s in self.SCALE_SMOOTHING:
+        def fit(s: float):
             candidate, hat = _ridge(basis, gram, log_sq, self._smoothness_penalty(gram, s), with_hat=True)
-            c_fitted = basis @ candidate
-            c_loo = log_sq - _leave_one_out_residual(log_sq, c_fitted, hat)  # each row's log variance without it
+            fitted = basis @ candidate
+            loo = log_sq - _leave_one_out_residual(log_sq, fitted, hat)  # each row's log variance without it
             # twice the mean Gaussian negative log score, less constants, at the best common rescale of the variance
-            c_loss = c_loo.mean(axis=0) + np.log((resid**2 * np.exp(-c_loo)).mean(axis=0) + 1e-300)
-            if coef is None:
-                coef, fitted, loo, loss = candidate, c_fitted, c_loo, c_loss
-                continue
-            better = c_loss < loss
-            coef[:, better], fitted[:, better], loo[:, better] = (candidate[:, better], c_fitted[:, better],
-                                                                  c_loo[:, better])
-            loss[better], weight[better] = c_loss[better], s
-        return coef, np.exp(0.5 * fitted), np.exp(0.5 * loo), weight.tolist()
+            return (candidate, fitted, loo), loo.mean(axis=0) + np.log((resid**2 * np.exp(-loo)).mean(axis=0) + 1e-300)
+
+        (coef, fitted, loo), _, choice = _best_per_column(self.SCALE_SMOOTHING, fit)
+        return coef, np.exp(0.5 * fitted), np.exp(0.5 * loo), [float(self.SCALE_SMOOTHING[k]) for k in choice]
 
     def _fit_location(self, age: np.ndarray, codes: np.ndarray,
                       y: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[float | None], list[float]]:
@@ -608,18 +614,14 @@ class LocationScale:
         basis = self._basis(age, codes, extrapolate=True)
         gram = basis.T @ basis
         n_main = basis.shape[1]
-        coef = resid = loss = None
-        weight = np.zeros(y.shape[1])
-        for s in self.SMOOTHING:
+
+        def fit(s: float):
             candidate, hat = _ridge(basis, gram, y, self._smoothness_penalty(gram, s), with_hat=True)
             r = _leave_one_out_residual(y, basis @ candidate, hat)
-            r_loss = (r**2).sum(axis=0)
-            if coef is None:
-                coef, resid, loss = candidate, r, r_loss
-                continue
-            better = r_loss < loss
-            coef[:, better], resid[:, better], loss[better], weight[better] = (candidate[:, better], r[:, better],
-                                                                               r_loss[better], s)
+            return (candidate, r), (r**2).sum(axis=0)
+
+        (coef, resid), loss, choice = _best_per_column(self.SMOOTHING, fit)
+        weight = np.asarray(self.SMOOTHING, float)[choice]
         curve = self._curve_basis(age, codes)
         penalties: list[float | None] = [None] * y.shape[1]
         if not curve.shape[1]:
@@ -649,10 +651,11 @@ class LocationScale:
         variance) whose Gram matrix is ``gram``: the ridge, plus ``smoothing`` x the spline columns' roughness scaled
         to their Gram trace.
 
-        A spline column the rows barely inform (its Gram diagonal under :data:`_WEAK_SUPPORT` x the ridge: ages between
-        two age groups of a cohort, no subject in between) is shrunk towards the mean of the other spline coefficients
-        instead of towards 0, which dug the curve towards 0 in such a gap (leave-one-out cannot see a gap, so the
-        roughness weight does not bridge it). Elsewhere the ridge dominates no column and the penalty is unchanged."""
+        A spline column the rows barely inform (its Gram diagonal under :data:`_WEAK_SUPPORT` x the ridge: ages
+        between two age groups of a cohort, no subject in between; every column but one in a cohort of one age) is
+        shrunk towards the mean of the other spline coefficients instead of towards 0, which dug the curve towards 0
+        in such a gap (leave-one-out cannot see a gap, so the roughness weight does not bridge it). Elsewhere the
+        ridge dominates no column and the penalty is unchanged."""
         n_main, n_spline = len(gram), len(self.knots) + 4
         ridge = self.ridge * np.trace(gram) / n_main
         penalty = np.diag(np.full(n_main, ridge))
