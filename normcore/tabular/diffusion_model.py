@@ -279,15 +279,16 @@ class NormativeDiffusion(NormativeModel):
         self.device_ = device
 
         rng = np.random.default_rng(self.seed)
-        order = rng.permutation(len(data))
-        n_val = max(1, int(round(self.val_fraction * len(data))))
-        val_idx, train_idx = order[:n_val], order[n_val:]
+        train_idx, val_idx = _validation_split(data, covariates, self.val_fraction, rng)
         train, val = data.iloc[train_idx], data.iloc[val_idx]
 
         if self.batch_covariates and not self.location_scale:
             raise InputError(f"{type(self).__name__}: batch_covariates={self.batch_covariates} need the "
                              "location-scale stage (location_scale=True), which models their levels")
         self.encoder_ = CovariateEncoder(age, covariates, self.batch_covariates).fit(train)
+        # the training age range is every row's, as for the location-scale stage below (a validation row at the
+        # youngest or oldest age is no extrapolation, and is not flagged out_of_range when its own table is scored)
+        self.encoder_.age_min, self.encoder_.age_max = float(data[age].min()), float(data[age].max())
         self.schedule_ = NoiseSchedule(self.schedule, self.timesteps)
         n_levels = [len(self.encoder_.levels[c]) for c in covariates]
 
@@ -934,6 +935,32 @@ class NormativeDiffusion(NormativeModel):
         except RuntimeError as exc:
             raise InputError(f"{path}: weights do not match the model card ({str(exc).splitlines()[0]})") from None
         self.net_ = net.to(self.device_).eval()
+
+
+def _validation_split(data: pd.DataFrame, covariates: list[str], fraction: float, rng: np.random.Generator
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """(training rows, validation rows) of ``data``, by position: a random ``fraction`` of the rows (at least one)
+    validates, except that no level of a categorical covariate lies in validation alone. The first row of such a
+    level (in the random order) trains instead, so the network learns every level of its own training table (a site
+    of one subject) and that table can be scored. Where every level keeps a training row the split is the plain
+    random one (one permutation drawn from ``rng``); if the moves would leave no validation row, the first training
+    row whose levels all keep another training row validates."""
+    order = rng.permutation(len(data))
+    n_val = max(1, int(round(fraction * len(data))))
+    in_val = np.zeros(len(data), bool)
+    in_val[order[:n_val]] = True
+    labels = [data[c].map(category_label).to_numpy() for c in covariates]
+    for lab in labels:
+        val_rows = order[in_val[order]]  # validation rows in the random order
+        alone = ~np.isin(lab[val_rows], lab[~in_val])
+        _, first = np.unique(lab[val_rows][alone], return_index=True)
+        in_val[val_rows[np.flatnonzero(alone)[first]]] = False
+    if not in_val.any():
+        for i in order:
+            if all((lab[~in_val] == lab[i]).sum() > 1 for lab in labels):
+                in_val[i] = True
+                break
+    return order[~in_val[order]], order[in_val[order]]
 
 
 def _training_summary(train: pd.DataFrame, val: pd.DataFrame, age: str, covariates: list[str],
