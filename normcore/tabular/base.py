@@ -42,6 +42,7 @@ from normcore._utils.plausibility import check_ages
 from normcore._utils.progress import Progress, as_progress
 from normcore._version import __version__
 from normcore.persistence import Migration, load_model_dir, save_model_dir
+from normcore.tabular.column_matching import match_columns
 from normcore.tabular.multivariate_calibration import MultivariateCalibration
 from normcore.tabular.params import Rule, check_count, check_params, check_seed, checked_quantiles
 from normcore.tabular.preprocessing import MARGINALISE, CovariateEncoder, category_label
@@ -53,6 +54,18 @@ MIN_CONTROLS_PER_LEVEL = 5
 WARN_CONTROLS_PER_SEX = 10
 SEX_NAMES = ("sex", "gender")
 NETWORK_INPUTS = ("marginal", "embedding")  # what a network is conditioned on for an adapted level
+
+
+def _respelled_hint(columns, idps: list[str]) -> str:
+    """``; the table has them spelled otherwise (e.g. 'VOL' for 'vol'): ...`` where the table's columns match the
+    model's IDPs by :func:`~normcore.tabular.column_matching.match_columns` (case, punctuation, a measure word), or
+    "". Nothing is renamed here: which column holds which measure is the user's to confirm."""
+    found = match_columns([str(c) for c in columns], idps)
+    if not found:
+        return ""
+    pairs = ", ".join(f"{found[c]!r} for {c!r}" for c in list(found)[:3])
+    return (f"; the table has {len(found)} of them spelled otherwise (e.g. {pairs}): rename its columns, or "
+            "match them on the dashboard's Cohort page")
 
 
 class NotFittedError(RuntimeError):
@@ -237,7 +250,7 @@ class NormativeModel:
         present = [c for c in self.idps if c in df.columns]
         if not present:
             raise InputError(f"{label}: none of the model's {len(self.idps)} IDP columns is present "
-                             f"(e.g. {', '.join(self.idps[:3])})")
+                             f"(e.g. {', '.join(self.idps[:3])}){_respelled_hint(df.columns, self.idps)}")
         y = self._idp_values(df.reindex(columns=self.idps), label)  # absent IDPs: NaN (one block, not a column each)
         age, codes = self._covariates_of(df, label)
         centile, z, beyond, corr = self._score_core(y, age, codes, n_samples, seed, as_progress(progress))
@@ -432,7 +445,7 @@ class NormativeModel:
         present = [c for c in self.idps if c in controls.columns]
         if not present:
             raise InputError(f"{label}: none of the model's {len(self.idps)} IDP columns is present "
-                             f"(e.g. {self.idps[:3]})")
+                             f"(e.g. {self.idps[:3]}){_respelled_hint(controls.columns, self.idps)}")
         y = self._idp_values(controls.reindex(columns=[*controls.columns, *[c for c in self.idps
                                                                            if c not in controls.columns]]), label)
         codes = self.encoder_.codes(controls, allow_unseen=True, label=label)

@@ -127,6 +127,14 @@ class CovariateEncoder:
             unseen = codes.isna()
             if unseen.any() and not allow_unseen:
                 bad = sorted(values[unseen].unique().tolist())[:5]
+                folded = {str(lvl).casefold(): lvl for lvl in self.levels[col]}
+                alike = [f"{b!r} for {folded[str(b).casefold()]!r}" for b in bad
+                         if str(b).casefold() in folded]
+                if alike:  # a spelling, not a new site: say so instead of the ways to handle new levels
+                    raise InputError(
+                        f"{label}: column {col!r} has value(s) {bad} not seen in training (known: "
+                        f"{self.levels[col][:10]}); levels are compared exactly, and these differ from known ones only "
+                        f"in case ({', '.join(alike)}): recode them as the training table wrote them")
                 raise InputError(
                     f"{label}: column {col!r} has value(s) {bad} not seen in training "
                     f"(known: {self.levels[col][:10]}); refit including them, adapt the model to them from a few "

@@ -146,6 +146,17 @@ def test_unseen_site_is_an_error_unless_allowed(tiny_model, cohort):
         tiny_model.allow_unseen = False
 
 
+
+def test_levels_and_idp_columns_spelled_otherwise_are_named_not_taken_for_new_ones(tiny_model, cohort):
+    df, truth = cohort
+    with pytest.raises(InputError, match=r"only in case \('SITE_01' for 'site_01'\)") as err:
+        tiny_model.score(df.head(3).assign(site="SITE_01"))
+    assert "adapt" not in str(err.value)  # a spelling is not a new site
+    renamed = df.head(3).rename(columns={c: c.upper() for c in truth.idp_names})
+    expected = f"{len(truth.idp_names)} of them spelled otherwise .*'{truth.idp_names[0].upper()}'"
+    with pytest.raises(InputError, match=expected):
+        tiny_model.score(renamed)
+
 def test_missing_idp_value_gives_missing_score_only_there(tiny_model, cohort):
     df, truth = cohort
     rows = df.head(3).copy()
