@@ -9,8 +9,8 @@ the two z of an IDP are standard normal with correlation rho (the same person me
 
 standard normal for healthy people (Rehák Bučková et al., eLife 2025, take the same route). rho per IDP is
 estimated from healthy controls with two or more visits in the table when there are enough pairs
-(``MIN_CONTROL_PAIRS``), as the correlation of their consecutive z pairs (Fisher-z averaged over pairs,
-clipped to [0, 0.99]); otherwise it is supplied (one value or one per IDP) or read from the model card
+(``MIN_CONTROL_PAIRS``), as the correlation of their consecutive z pairs (pooled over pairs, clipped to
+[0, 0.99]); otherwise it is supplied (one value or one per IDP) or read from the model card
 (``info["longitudinal_rho"]``). Which source was used is returned with the scores.
 
 The multivariate change is the Mahalanobis distance of the zchange vector under the controls' zchange
@@ -20,6 +20,7 @@ scale through its chi-square distribution, as for the cross-sectional multivaria
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,6 +34,7 @@ from normcore.tabular.scoring import mahalanobis
 MIN_CONTROL_PAIRS = 20  # fewer pairs give a correlation too uncertain to calibrate a change score on
 MAX_RHO = 0.99
 SIGNIFICANT = 1.959964  # |zchange| above this: a change outside the central 95% of healthy change
+AGE_ORDER_TOLERANCE = 0.1  # years: a later visit this much younger than the one before is an error, not rounding
 
 
 @dataclass
@@ -56,9 +58,25 @@ def _pairs(frame: pd.DataFrame, id_col: str, visit_col: str) -> tuple[np.ndarray
 
 
 def _visit_order(values: pd.Series, visit_col: str) -> pd.Series:
-    """Visits as sortable values: numbers when every visit is numeric, else the labels as text."""
+    """Visits as sortable values: numbers when every visit is numeric, else the labels' rank in natural order (runs
+    of digits compared as numbers: ``ses-2`` before ``ses-10``, ``m6`` before ``m12``; other text as text)."""
     numeric = pd.to_numeric(values, errors="coerce")
-    return numeric if numeric.notna().all() else values.astype(str)
+    if numeric.notna().all():
+        return numeric
+    labels = values.astype(str)
+    ranked = sorted(labels.unique(), key=_natural_key)
+    return labels.map({label: rank for rank, label in enumerate(ranked)})
+
+
+def _natural_key(label: str) -> list[tuple[int, float | str]]:
+    """Sort key of a visit label: its digit runs as numbers, the text between them as lower-case text."""
+    parts = re.split(r"(\d+(?:\.\d+)?)", label)
+    return [(0, float(part)) if i % 2 else (1, part.casefold()) for i, part in enumerate(parts) if part]
+
+
+def _plain(value: object) -> object:
+    """A table value as a message shows it: numpy scalars as Python ones (``0``, not ``np.int64(0)``)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def estimate_rho(z_from: np.ndarray, z_to: np.ndarray) -> np.ndarray:
@@ -77,6 +95,8 @@ def change_scores(model, df: pd.DataFrame, id_col: str, visit_col: str, group_co
                   label: str = "table") -> ChangeResult:
     """Change scores between consecutive visits of every subject with two or more visits.
 
+    Visits are ordered by ``visit_col`` (see :func:`_visit_order`); a later visit more than
+    ``AGE_ORDER_TOLERANCE`` years younger than the one before it is an error (the order or the ages are wrong).
     ``rho``: the visit-to-visit correlation of z, one value or one per IDP; used when the table holds fewer
     than ``MIN_CONTROL_PAIRS`` pairs of controls (controls: rows whose ``group_col`` equals
     ``control_value``; without a group column every subject counts as a control, said in the notes).
@@ -93,11 +113,20 @@ def change_scores(model, df: pd.DataFrame, id_col: str, visit_col: str, group_co
     dup = frame.assign(_v=visits).duplicated([id_col, "_v"])
     if dup.any():
         row = int(np.flatnonzero(dup.to_numpy())[0])
-        raise InputError(f"{label}: subject {frame[id_col].iloc[row]!r} has visit {frame[visit_col].iloc[row]!r} "
-                         f"twice (row {row + 1})")
+        raise InputError(f"{label}: subject {_plain(frame[id_col].iloc[row])!r} has visit "
+                         f"{_plain(frame[visit_col].iloc[row])!r} twice (row {row + 1})")
     earlier, later = _pairs(frame.assign(**{visit_col: visits}), id_col, visit_col)
     if not len(earlier):
         raise InputError(f"{label}: no subject has two visits (by {id_col!r} and {visit_col!r})")
+    ages = pd.to_numeric(frame[model.age_], errors="coerce").to_numpy(float) if model.age_ in frame else None
+    younger = np.flatnonzero(ages[later] < ages[earlier] - AGE_ORDER_TOLERANCE) if ages is not None else []
+    if len(younger):  # (a missing or non-numeric age is scoring's to name)
+        i, j = earlier[younger[0]], later[younger[0]]
+        raise InputError(f"{label}: subject {_plain(frame[id_col].iloc[i])!r} is younger at visit "
+                         f"{_plain(frame[visit_col].iloc[j])!r} (age {ages[j]:g}) than at the visit before it, "
+                         f"{_plain(frame[visit_col].iloc[i])!r} (age {ages[i]:g}): the visit order and the ages "
+                         f"disagree ({len(younger)} pair(s)); visits are ordered by {visit_col!r} (numbers, or labels "
+                         "with their digits read as numbers)")
     scores = model.score(frame, n_samples=n_samples, seed=seed, progress=progress, label=label)
     idps = [c for c in model.idps_ if f"z:{c}" in scores.columns]
     z = scores[[f"z:{c}" for c in idps]].to_numpy(float)

@@ -76,8 +76,22 @@ def test_bad_longitudinal_tables_get_messages(world):
     with pytest.raises(InputError, match="no subject has two visits"):
         change_scores(reference, cohort[cohort.visit == 1], "sub_id", "visit", rho=0.5)
     twice = pd.concat([cohort, cohort.head(1)])
-    with pytest.raises(InputError, match="twice"):
+    with pytest.raises(InputError, match=r"has visit 1 twice"):  # the visit as written, not np.int64(1)
         change_scores(reference, twice, "sub_id", "visit", rho=0.5)
+    backwards = cohort.copy()
+    backwards.loc[backwards.visit == 2, "visit"] = 0  # the follow-up labelled as the earlier visit
+    with pytest.raises(InputError, match=r"younger at visit 1 \(age [0-9.]+\) than at the visit before it, 0 .*"
+                                         r"disagree \(460 pair\(s\)\)"):
+        change_scores(reference, backwards, "sub_id", "visit", rho=0.5)
+
+
+def test_visit_labels_are_ordered_with_their_numbers_read_as_numbers(world):
+    _, reference, cohort = world
+    labelled = cohort.assign(visit=cohort.visit.map({1: "ses-9", 2: "ses-10"}))  # as text, ses-10 < ses-9
+    numbered = change_scores(reference, cohort, "sub_id", "visit", rho=0.5).table
+    result = change_scores(reference, labelled, "sub_id", "visit", rho=0.5).table
+    assert set(result.visit_from) == {"ses-9"} and set(result.visit_to) == {"ses-10"}
+    assert np.array_equal(result.filter(like="zchange:").to_numpy(), numbered.filter(like="zchange:").to_numpy())
 
 
 def test_the_change_command(world, tmp_path, capsys):
