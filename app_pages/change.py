@@ -25,8 +25,8 @@ if not candidates:
     st.info("The active table has no column left to serve as the visit (one row per visit is expected).")
     st.stop()
 c1, c2 = st.columns(2)
-visit_col = c1.selectbox("Visit column (numbers, or labels that sort in time order)", candidates,
-                         index=candidates.index(guess) if guess in candidates else 0)
+visit_col = c1.selectbox("Visit column (numbers, or labels whose digits sort as numbers: ses-2 before ses-10)",
+                         candidates, index=candidates.index(guess) if guess in candidates else 0)
 rho = c2.number_input("Visit-to-visit correlation of z (used only with fewer than "
                       f"{MIN_CONTROL_PAIRS} pairs of control visits)", 0.0, 0.99, 0.9, 0.01)
 st.caption("Each visit is scored against the model; the change in z between consecutive visits is divided by "

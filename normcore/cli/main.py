@@ -536,7 +536,9 @@ def build_parser() -> argparse.ArgumentParser:
     ch.add_argument("model")
     ch.add_argument("data", help="table with one row per visit (age at that visit, covariates, IDPs)")
     ch.add_argument("--id-col", required=True, help="subject ID column")
-    ch.add_argument("--visit-col", required=True, help="visit column (numbers, or labels that sort in time order)")
+    ch.add_argument("--visit-col", required=True,
+                    help="visit column: numbers, or labels that sort in time order with their digits read as numbers "
+                         "(ses-2 before ses-10); a later visit must not be younger")
     ch.add_argument("--group-col", default=None, help="group column; its controls calibrate the change scores")
     ch.add_argument("--control-value", default="control")
     ch.add_argument("--rho", default=None, metavar="R|JSON",
