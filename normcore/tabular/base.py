@@ -46,7 +46,7 @@ from normcore.tabular.column_matching import match_columns
 from normcore.tabular.multivariate_calibration import MultivariateCalibration
 from normcore.tabular.params import Rule, check_count, check_params, check_seed, checked_quantiles
 from normcore.tabular.preprocessing import MARGINALISE, CovariateEncoder, category_label
-from normcore.tabular.scoring import MAX_MULTIVARIATE_IDPS, assemble_scores, multivariate_scores
+from normcore.tabular.scoring import MAX_MULTIVARIATE_IDPS, assemble_scores, far_off_notes, multivariate_scores
 from normcore.tabular.validation import prepare_training_table
 
 DEFAULT_QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
@@ -272,6 +272,8 @@ class NormativeModel:
                     "it is computed")
         notes = [note] if note else []
         notes += self._unmeasured_notes(df, y)
+        notes += far_off_notes(present, z[:, keep], y[:, keep], (getattr(self, "training_summary_", None) or {})
+                               .get("idp_mean", {}))
         out.attrs["notes"] = out.attrs.get("notes", []) + notes
         return out
 

@@ -239,3 +239,32 @@ def assemble_scores(df, idps: list[str], z: np.ndarray, centile: np.ndarray, d2:
     out.attrs["notes"] = [f"the table already held {len(stale)} score column(s) (e.g. {stale[0]!r}) from an "
                           "earlier scoring: they were replaced"] if stale else []
     return out
+
+
+FAR_OFF_Z = 5.0
+"""A scored cohort whose median |z| on an IDP exceeds this gets a note (:func:`far_off_notes`)."""
+FAR_OFF_MIN_SUBJECTS = 10
+"""Fewer scored values of an IDP than this give no such note: a few subjects can all deviate that much."""
+
+
+def far_off_notes(idps: list[str], z: np.ndarray, y: np.ndarray, training_mean: dict[str, float]) -> list[str]:
+    """One note per IDP on which the scored subjects (at least :data:`FAR_OFF_MIN_SUBJECTS` with a value) sit a median
+    |z| beyond :data:`FAR_OFF_Z` from the reference: under it one healthy person in 1.7 million is that far, so a
+    whole cohort there more often measures the IDP otherwise (other units, another FreeSurfer version, another
+    column) than deviates that much. The note names the median z and, where the training mean is known and non-zero,
+    the ratio of the values' median to it; the scores themselves are left as they are."""
+    notes = []
+    for j, name in enumerate(idps):
+        ok = np.isfinite(z[:, j])
+        if ok.sum() < FAR_OFF_MIN_SUBJECTS:
+            continue
+        med = float(np.median(z[ok, j]))
+        if np.median(np.abs(z[ok, j])) <= FAR_OFF_Z:
+            continue
+        mean = training_mean.get(name)
+        ratio = (f"; their median value is {float(np.median(y[ok, j])) / mean:.3g} times the training mean"
+                 if mean else "")
+        notes.append(f"IDP {name!r}: the {int(ok.sum())} scored subjects' median z is {med:+.1f}{ratio}. Unless "
+                     "they are all severely affected, check that the column measures what the reference's did "
+                     "(units, FreeSurfer version, the right column)")
+    return notes

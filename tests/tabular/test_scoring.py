@@ -8,7 +8,15 @@ from scipy import special, stats
 
 from normcore._utils.errors import InputError
 from normcore.tabular.preprocessing import MARGINALISE
-from normcore.tabular.scoring import copula_correlation, mahalanobis, mix_scores, normal_scores, randomised_pit
+from normcore.tabular.scoring import (
+    FAR_OFF_MIN_SUBJECTS,
+    copula_correlation,
+    far_off_notes,
+    mahalanobis,
+    mix_scores,
+    normal_scores,
+    randomised_pit,
+)
 
 
 def test_randomised_pit_counts_ranks_and_ties():
@@ -366,3 +374,24 @@ def test_shipped_demo_model_scores_extremes_near_their_exact_z():
     assert np.median(np.abs(z - true)) < 0.32
     assert np.all(np.sign(z) == np.sign(true)) and np.abs(z).min() > 1.96  # every one flagged, on its side
     assert scores.n_beyond_samples.sum() > 100  # most of them lie beyond all 1000 samples
+
+
+def test_a_cohort_far_off_the_reference_on_one_idp_gets_a_note_naming_it():
+    rng = np.random.default_rng(0)
+    n = FAR_OFF_MIN_SUBJECTS
+    z = np.column_stack([rng.normal(-12, 2, n), rng.normal(0, 1, n), rng.normal(6, 3, n)])
+    y = np.column_stack([np.full(n, 3.0), np.full(n, 20.0), np.full(n, 5.0)])
+    z[0, 2] = np.nan  # nine values left: too few to say a cohort is off
+    notes = far_off_notes(["vol", "thick", "lesions"], z, y, {"vol": 3000.0, "thick": 20.0})
+    assert len(notes) == 1 and "'vol'" in notes[0] and "0.001 times the training mean" in notes[0]
+    assert far_off_notes(["vol"], z[:, :1], y[:, :1], {})[0].count("times") == 0  # no training mean: no ratio
+
+
+def test_scoring_a_column_in_other_units_says_so(tiny_model, cohort):
+    df, truth = cohort
+    table = df.head(20).copy()
+    first = truth.idp_names[0]
+    table[first] = table[first] * 1000.0
+    notes = tiny_model.score(table).attrs["notes"]
+    assert [n for n in notes if n.startswith(f"IDP {first!r}")] and not [n for n in notes if truth.idp_names[1] in n]
+    assert not [n for n in tiny_model.score(df.head(20)).attrs["notes"] if "median z" in n]
