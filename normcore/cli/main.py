@@ -230,6 +230,10 @@ def cmd_centiles(args: argparse.Namespace) -> None:
     write_table_atomic(out, args.out)
     free = [c for c in model.covariates_ if c not in fixed]
     note = f" ({', '.join(free)} marginalised over the training distribution)" if free else ""
+    lo, hi = model.age_range_
+    outside = int(((np.asarray(ages) < lo) | (np.asarray(ages) > hi)).sum())
+    if outside:
+        note += f"; {outside} of the ages lie outside the training age range {lo:g}-{hi:g} (extrapolated)"
     print(f"wrote {len(out)} centile rows for {len(model.idps)} IDPs at {len(ages)} ages -> {args.out}{note}")
 
 

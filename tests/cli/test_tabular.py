@@ -134,6 +134,12 @@ def test_centiles_contract_long_format(workflow):
     assert list(curves.columns) == ["age", "sex", "idp", "quantile", "value"]
     assert len(curves) == 7 * 3 * 3 and sorted(curves["age"].unique()) == [20, 30, 40, 50, 60, 70, 80]
     assert "site marginalised" in proc.stdout
+    lo, hi = load_model(workflow / "model").age_range_
+    n_outside = sum(a < lo or a > hi for a in range(20, 81, 10))
+    assert ("outside the training age range" in proc.stdout) == (n_outside > 0)
+    proc = run("centiles", workflow / "model", "--ages", f"{hi + 1:g}:{hi + 3:g}:1", "--samples", 50,
+               "--out", workflow / "beyond.csv")
+    assert f"3 of the ages lie outside the training age range {lo:g}-{hi:g} (extrapolated)" in proc.stdout
 
 
 def test_sample_command(workflow):
