@@ -244,9 +244,13 @@ def cmd_sample(args: argparse.Namespace) -> None:
     cov = _read(args.covariates)
     if args.n < 1:
         raise InputError("--n must be at least 1")
-    out = model.sample(cov, n=args.n, seed=args.seed, progress=_stderr_progress(args.quiet))
+    out = model.sample(cov, n=args.n, seed=args.seed, progress=_stderr_progress(args.quiet),
+                       label=str(args.covariates))
     write_table_atomic(out, args.out)
-    print(f"wrote {len(out)} samples ({args.n} per covariate row) -> {args.out}")
+    lo, hi = model.age_range_
+    outside = int(model.encoder_.out_of_range(out[model.age_].to_numpy(float)).sum()) // args.n
+    note = f"; {outside} row(s) aged outside the training age range {lo:g}-{hi:g} (extrapolated)" if outside else ""
+    print(f"wrote {len(out)} samples ({args.n} per covariate row) -> {args.out}{note}")
 
 
 def _rows_of_group(df, data: str, group_col: str | None, value: str):

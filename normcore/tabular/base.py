@@ -374,15 +374,15 @@ class NormativeModel:
 
 
     def sample(self, covariates: pd.DataFrame, n: int = 1, seed: int | None = None,
-               progress: Progress | None = None) -> pd.DataFrame:
-        """Draw ``n`` synthetic IDP vectors for every row of ``covariates``.
+               progress: Progress | None = None, label: str = "covariates") -> pd.DataFrame:
+        """Draw ``n`` synthetic IDP vectors for every row of ``covariates`` (named ``label`` in messages).
 
         Returns a long frame: the covariate columns, ``sample`` (0..n-1) and one column per IDP.
         """
         self._check_fitted()
         self._check_call(None, seed)
         check_count(n, "the number of samples per row (n)")
-        age, codes = self._covariates_of(covariates, "covariates")
+        age, codes = self._covariates_of(covariates, label)
         values = np.asarray(self._sample_core(age, codes, n, seed, as_progress(progress))).reshape(-1, len(self.idps))
         cols = [self.encoder_.age, *self.encoder_.categorical]
         base = covariates[cols].loc[covariates.index.repeat(n)].reset_index(drop=True)

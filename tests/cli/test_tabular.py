@@ -148,6 +148,10 @@ def test_sample_command(workflow):
     run("sample", workflow / "model", workflow / "cov.csv", "--n", 4, "--out", workflow / "samples.csv")
     samples = pd.read_csv(workflow / "samples.csv")
     assert len(samples) == 8 and {"idp_01", "sample", "site"} <= set(samples.columns)
+    hi = load_model(workflow / "model").age_range_[1]
+    pd.DataFrame({"age": [hi + 5], "sex": [0], "site": ["site_01"]}).to_csv(workflow / "old.csv", index=False)
+    proc = run("sample", workflow / "model", workflow / "old.csv", "--n", 2, "--out", workflow / "old_samples.csv")
+    assert "1 row(s) aged outside the training age range" in proc.stdout
 
 
 @pytest.mark.parametrize("content,needle", [
