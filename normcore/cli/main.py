@@ -261,7 +261,9 @@ def _rows_of_group(df, data: str, group_col: str | None, value: str):
         raise column_not_found(data, "--group-col", group_col, df.columns)
     keep = df[group_col].astype(str) == str(value)
     if not keep.any():
-        raise InputError(f"{data}: no rows with {group_col} == {value!r}")
+        held = sorted(df[group_col].dropna().astype(str).unique())
+        raise InputError(f"{data}: no rows with {group_col} == {value!r} (it holds {held[:6]}"
+                         f"{' and more' if len(held) > 6 else ''}); name the controls' value with --control-value")
     return df[keep].reset_index(drop=True)
 
 

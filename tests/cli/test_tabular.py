@@ -183,6 +183,9 @@ def test_bad_fit_arguments_are_refused(workflow):
     assert proc.returncode == 2 and "--ages" in proc.stderr
     proc = run("score", workflow / "nomodel", workflow / "data.csv", "--out", workflow / "s.csv", check=False)
     assert proc.returncode == 2 and "not a model folder" in proc.stderr
+    proc = run("fit", workflow / "data.csv", "--age", "age", "--group-col", "group", "--control-value", "Control",
+               "--out", workflow / "m2", check=False)  # the column's values are named, not just the one missing
+    assert proc.returncode == 2 and "no rows with group == 'Control' (it holds ['control', 'patient'])" in proc.stderr
 
 
 def test_evaluate_writes_every_metric_group(workflow):
