@@ -399,6 +399,61 @@ def _ridge(basis: np.ndarray, gram: np.ndarray, target: np.ndarray, penalty: np.
     return coef, ((basis @ inv) * basis).sum(axis=1)
 
 
+
+class _LevelCurveRidge:
+    """Ridge fits on ``[basis, level curves]`` for one covariate whose levels get their own age curves: the curve
+    columns of a level (its rows' B-spline basis, ``spline``, S columns) touch only that level's rows, so their Gram
+    matrix is block-diagonal (K blocks of S x S) and the system is solved through its Schur complement on the m basis
+    columns: O(n m^2 + K S^3) a penalty instead of O(n (m + K S)^2) (at 300 sites, 75x fewer operations), and the
+    curves are never held as a dense n x K S matrix. Equal to :func:`_ridge` on the dense matrix up to rounding.
+
+    ``level``: each row's level (negative or >= ``n_levels``: no level, no curve)."""
+
+    def __init__(self, basis: np.ndarray, spline: np.ndarray, level: np.ndarray, n_levels: int):
+        from scipy import sparse
+
+        n, self.n_spline = spline.shape
+        self.basis, self.spline = basis, spline
+        ok = (level >= 0) & (level < n_levels)
+        self.rows, self.level = np.flatnonzero(ok), level[ok]
+        cols = self.level[:, None] * self.n_spline + np.arange(self.n_spline)
+        self.curve = sparse.csr_matrix((spline[self.rows].ravel(), (np.repeat(self.rows, self.n_spline),
+                                                                    cols.ravel())), shape=(n, n_levels * self.n_spline))
+        sp = spline[self.rows]
+        self.blocks = np.zeros((n_levels, self.n_spline, self.n_spline))  # the curves' Gram blocks
+        np.add.at(self.blocks, self.level, sp[:, :, None] * sp[:, None, :])
+        self.cross = np.asarray((self.curve.T @ basis).T).reshape(basis.shape[1], n_levels, self.n_spline)  # G12
+        self.gram = basis.T @ basis
+        order = np.argsort(self.level, kind="stable")
+        bounds = np.searchsorted(self.level[order], np.arange(n_levels + 1))
+        self.by_level = [(k, order[bounds[k]:bounds[k + 1]]) for k in range(n_levels) if bounds[k + 1] > bounds[k]]
+        self.unit = float(np.mean(np.einsum("kss->ks", self.blocks)))  # the curve columns' mean Gram diagonal
+
+    def solve(self, main_penalty: np.ndarray, curve_penalty: float, target: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(coefficients: the basis's rows, then the curves' level-major; fitted values; hat-matrix diagonal) of the
+        ridge with ``main_penalty`` (m x m) on the basis columns and ``curve_penalty`` on every curve column."""
+        m, (n_levels, s) = self.basis.shape[1], self.blocks.shape[:2]
+        h_inv = np.linalg.inv(self.blocks + curve_penalty * np.eye(s))  # (K, S, S)
+        cross_h = np.einsum("mks,kst->mkt", self.cross, h_inv)  # G12 H^-1
+        schur = self.gram + main_penalty - cross_h.reshape(m, -1) @ self.cross.reshape(m, -1).T
+        s_inv = np.linalg.inv(schur)
+        r_main = self.basis.T @ target
+        r_curve = np.asarray(self.curve.T @ target).reshape(n_levels, s, -1)
+        coef_main = s_inv @ (r_main - np.einsum("mks,ksq->mq", cross_h, r_curve))
+        coef_curve = np.einsum("kst,ktq->ksq", h_inv, r_curve - np.einsum("mks,mq->ksq", self.cross, coef_main))
+        coef = np.vstack([coef_main, coef_curve.reshape(n_levels * s, -1)])
+        fitted = self.basis @ coef_main + np.asarray(self.curve @ coef_curve.reshape(n_levels * s, -1))
+        # hat: for a row of level k with basis row x and spline row c, w = H_k^-1 c, v = x - G12_k w, h = v'S^-1 v + c'w
+        sp = self.spline[self.rows]
+        w = np.einsum("nst,nt->ns", h_inv[self.level], sp)
+        v = self.basis.copy()
+        for k, part in self.by_level:  # positions in self.rows of level k's rows
+            v[self.rows[part]] -= w[part] @ self.cross[:, k, :].T
+        hat = ((v @ s_inv) * v).sum(axis=1)
+        hat[self.rows] += (sp * w).sum(axis=1)
+        return coef, fitted, hat
+
 class LocationScale:
     """Per-IDP conditional location and scale: y -> (y - mu(c)) / sigma(c), fitted on training data.
 
@@ -621,7 +676,6 @@ class LocationScale:
         criterion."""
         basis = self._basis(age, codes, extrapolate=True)
         gram = basis.T @ basis
-        n_main = basis.shape[1]
 
         def fit(s: float):
             candidate, hat = _ridge(basis, gram, y, self._smoothness_penalty(gram, s), with_hat=True)
@@ -630,22 +684,17 @@ class LocationScale:
 
         (coef, resid), loss, choice = _best_per_column(self.SMOOTHING, fit)
         weight = np.asarray(self.SMOOTHING, float)[choice]
-        curve = self._curve_basis(age, codes)
         penalties: list[float | None] = [None] * y.shape[1]
-        if not curve.shape[1]:
+        if not self.curves:
             return coef, resid, penalties, weight.tolist()
-        coef = np.vstack([coef, np.zeros((curve.shape[1], y.shape[1]))])
-        full = np.concatenate([basis, curve], axis=1)
-        gram = full.T @ full
-        unit = float(np.mean(np.diag(gram)[n_main:]))
+        solve, n_curve = self._curve_solver(age, codes, basis)
+        coef = np.vstack([coef, np.zeros((n_curve, y.shape[1]))])
         for s in np.unique(weight):
             cols = np.flatnonzero(weight == s)
+            main_penalty = self._smoothness_penalty(gram, s)
             for penalty in self.CURVE_PENALTIES:
-                reg = np.zeros_like(gram)
-                reg[:n_main, :n_main] = self._smoothness_penalty(gram[:n_main, :n_main], s)
-                reg[n_main:, n_main:] = np.diag(np.full(curve.shape[1], penalty * unit))
-                candidate, hat = _ridge(full, gram, y[:, cols], reg, with_hat=True)
-                r = _leave_one_out_residual(y[:, cols], full @ candidate, hat)
+                candidate, fitted, hat = solve(main_penalty, penalty, y[:, cols])
+                r = _leave_one_out_residual(y[:, cols], fitted, hat)
                 r_loss = (r**2).sum(axis=0)
                 better = r_loss < loss[cols]
                 keep = cols[better]
@@ -653,6 +702,32 @@ class LocationScale:
                 for j in keep:
                     penalties[j] = penalty
         return coef, resid, penalties, weight.tolist()
+
+    def _curve_solver(self, age: np.ndarray, codes: np.ndarray, basis: np.ndarray):
+        """(``solve``, the number of curve columns): ``solve(main_penalty, penalty, target) -> (coefficients, fitted
+        values, hat diagonal)`` of the location with level curves, the curve columns penalised by ``penalty`` x their
+        mean Gram diagonal. One covariate with curves (a batch covariate): block-wise (:class:`_LevelCurveRidge`);
+        several: one dense solve."""
+        if len(self.curves) == 1:
+            k = self.curves[0]
+            blocks = _LevelCurveRidge(basis, self._spline(age), codes[:, k], self.n_levels[k])
+
+            def solve(main_penalty, penalty, target):
+                return blocks.solve(main_penalty, penalty * blocks.unit, target)
+
+            return solve, blocks.curve.shape[1]
+        full = np.concatenate([basis, self._curve_basis(age, codes)], axis=1)
+        gram, n_main = full.T @ full, basis.shape[1]
+        unit = float(np.mean(np.diag(gram)[n_main:]))
+
+        def solve(main_penalty, penalty, target):
+            reg = np.zeros_like(gram)
+            reg[:n_main, :n_main] = main_penalty
+            reg[n_main:, n_main:] = np.diag(np.full(len(gram) - n_main, penalty * unit))
+            coef, hat = _ridge(full, gram, target, reg, with_hat=True)
+            return coef, full @ coef, hat
+
+        return solve, len(gram) - n_main
 
     def _smoothness_penalty(self, gram: np.ndarray, smoothing: float) -> np.ndarray:
         """The penalty matrix of a regression on the rows of :meth:`_basis` (the location's common part, or the log

@@ -405,3 +405,34 @@ def test_location_and_scale_stay_at_the_nearer_edge_beyond_the_training_ages():
     np.testing.assert_allclose(mu[:, 0], mu_edge[[0, 0, 1, 1], 0])
     np.testing.assert_allclose(sd[:, 0], sd_edge[[0, 0, 1, 1], 0])
     assert mu_edge[1, 0] - mu_edge[0, 0] > 50  # the curve itself is steep: the flatness is the edge rule's
+
+
+def test_level_curves_solved_block_wise_equal_the_dense_ridge():
+    """The location with one covariate's level curves (a batch covariate) is solved through the curve blocks' Schur
+    complement; coefficients, fitted values and hat diagonal equal the dense ridge on [basis, curves], rows of no
+    level included."""
+    from normcore.tabular.preprocessing import LocationScale, _LevelCurveRidge, _ridge
+
+    rng = np.random.default_rng(0)
+    n, k = 400, 9
+    age, sex, site = rng.uniform(20, 80, n), rng.integers(0, 2, n), rng.integers(0, k, n)
+    site[:4] = -1  # rows of no level: no curve
+    stage = LocationScale(curves=(1,))
+    stage.n_levels, stage.age_lo, stage.age_hi = [2, k], age.min(), age.max()
+    stage.knots = list(np.quantile(age, [0.2, 0.4, 0.6, 0.8]))
+    codes = np.column_stack([sex, site])
+    basis = stage._basis(age, codes, True)
+    full = np.concatenate([basis, stage._curve_basis(age, codes)], axis=1)
+    y = rng.normal(size=(n, 3))
+    main = stage._smoothness_penalty(basis.T @ basis, 1.0)
+    blocks = _LevelCurveRidge(basis, stage._spline(age), site, k)
+    m = basis.shape[1]
+    for penalty in (1e-3, 1.0, 100.0):
+        reg = np.zeros((full.shape[1], full.shape[1]))
+        reg[:m, :m], reg[m:, m:] = main, np.eye(full.shape[1] - m) * penalty
+        coef, hat = _ridge(full, full.T @ full, y, reg, with_hat=True)
+        b_coef, b_fitted, b_hat = blocks.solve(main, penalty, y)
+        np.testing.assert_allclose(b_coef, coef, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(b_fitted, full @ coef, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(b_hat, hat, rtol=0, atol=1e-12)
+    assert blocks.unit == pytest.approx(np.mean(np.diag(full.T @ full)[m:]))
