@@ -811,7 +811,18 @@ class LocationScale:
                        without_level_effect: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(n, D) location and scale of rows (age, codes); ``without_level_effect`` leaves out covariate k's
         location and log-variance effects (its level curves stay): the baseline a level's effects add to."""
-        mu = self._location_basis(age, codes, without_level_effect) @ np.asarray(self.mu_coef)
+        coef = np.asarray(self.mu_coef)
+        basis = self._basis(age, codes, True, without_level_effect)
+        mu = basis @ coef[:basis.shape[1]]
+        if self.curves:  # each row's own level curve, gathered per spline column: no dense row x curve-column matrix
+            spline, start = self._spline(age), basis.shape[1]
+            for k in self.curves:
+                n_lv, n_s = self.n_levels[k], spline.shape[1]
+                curve = coef[start:start + n_lv * n_s].reshape(n_lv, n_s, -1)
+                rows = np.flatnonzero((codes[:, k] >= 0) & (codes[:, k] < n_lv))
+                for j in range(n_s):
+                    mu[rows] += spline[rows, j:j + 1] * curve[codes[rows, k], j]
+                start += n_lv * n_s
         sd = np.exp(0.5 * (self._basis(age, codes, False, without_level_effect) @ np.asarray(self.logvar_coef)))
         return mu, sd
 

@@ -436,3 +436,22 @@ def test_level_curves_solved_block_wise_equal_the_dense_ridge():
         np.testing.assert_allclose(b_fitted, full @ coef, rtol=0, atol=1e-9)
         np.testing.assert_allclose(b_hat, hat, rtol=0, atol=1e-12)
     assert blocks.unit == pytest.approx(np.mean(np.diag(full.T @ full)[m:]))
+
+
+@pytest.mark.parametrize("curves", [(1,), (0, 1)])
+def test_the_location_with_level_curves_equals_the_dense_basis_product(curves):
+    """location_scale adds each row's own level curve without building the row x curve-column matrix; the result is
+    the dense basis times the coefficients, for rows of no level and without a covariate's level effect too."""
+    from normcore.tabular.preprocessing import LocationScale
+
+    rng = np.random.default_rng(1)
+    n, k = 500, 7
+    age, sex, site = rng.uniform(20, 80, n), rng.integers(0, 2, n), rng.integers(0, k, n)
+    codes = np.column_stack([sex, site])
+    y = rng.normal(size=(n, 3)) + site[:, None] * (age[:, None] - 50) / 50
+    stage = LocationScale(curves=curves).fit(age, codes, y, [2, k])
+    codes[:5, 1] = MARGINALISE
+    for without in (None, 1):
+        mu, _ = stage.location_scale(age, codes, without)
+        dense = stage._location_basis(age, codes, without) @ np.asarray(stage.mu_coef)
+        np.testing.assert_allclose(mu, dense, rtol=0, atol=1e-10)
