@@ -99,6 +99,21 @@ def _numeric_problem(series: pd.Series) -> str | None:
     return None
 
 
+MANY_LEVELS = 200
+"""A categorical covariate with more levels than this is checked for being a continuous measure instead."""
+
+
+def _looks_continuous(values: pd.Series, n_levels: int) -> bool:
+    """True for a 'categorical' column with over :data:`MANY_LEVELS` levels that are most of its rows, or numbers that
+    are not all whole: a measure (eTIV, an IDP) named as a covariate. A consortium's hundreds of sites (site labels, or
+    whole-number codes, each shared by several subjects) are not."""
+    if n_levels <= MANY_LEVELS:
+        return False
+    numbers = pd.to_numeric(values.dropna(), errors="coerce")
+    fractional = numbers.notna().all() and bool((numbers % 1 != 0).any())
+    return n_levels > 0.5 * values.notna().sum() or fractional
+
+
 def validate_table(df: pd.DataFrame, age: str, covariates: list[str], idps: list[str],
                    id_col: str | None = None, min_group_size: int = 10,
                    control_mask: np.ndarray | None = None) -> ValidationReport:
@@ -177,8 +192,9 @@ def validate_table(df: pd.DataFrame, age: str, covariates: list[str], idps: list
             report.small_groups[col] = small.to_dict()
             report.add("warning", col, f"{len(small)} level(s) of {col!r} have fewer than {min_group_size} "
                        f"controls (e.g. {small.index[0]!r}: {int(small.iloc[0])}); their effects are poorly estimated")
-        if counts.size > 200:
-            report.add("error", col, f"categorical covariate {col!r} has {counts.size} levels; is it continuous?")
+        if _looks_continuous(ref[col], counts.size):
+            report.add("error", col, f"categorical covariate {col!r} has {counts.size} levels in {len(ref)} rows; "
+                       "is it continuous?")
     if report.age_range:
         report.add("info", age, f"age range {report.age_range[0]:.1f}–{report.age_range[1]:.1f}")
     return report

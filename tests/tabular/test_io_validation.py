@@ -140,3 +140,16 @@ def test_training_table_keeps_incomplete_rows_only_for_a_model_that_fits_them():
     assert any("1 IDP(s) are observed in fewer than 20 rows" in w for w in warnings)
     assert any("2 row(s) have no value of any IDP" in w for w in warnings)
     assert any("1 row(s) miss age or a covariate" in w for w in warnings)
+
+
+def test_a_consortium_of_hundreds_of_sites_is_categorical_and_a_measure_is_not():
+    rng = np.random.default_rng(0)
+    n = 3000
+    df = pd.DataFrame({"age": rng.uniform(20, 80, n), "x": rng.normal(size=n),
+                       "site": [f"site_{i:03d}" for i in rng.integers(0, 300, n)],  # 300 sites, ~10 subjects each
+                       "scanner": rng.integers(0, 300, n),  # the same as whole-number codes
+                       "etiv": rng.normal(1.5e6, 1e5, n),  # a measure named as a covariate
+                       "sub": np.arange(n)})  # one level per row
+    rep = validate_table(df, "age", ["site", "scanner", "etiv", "sub"], ["x"])
+    refused = {f.column for f in rep.errors}
+    assert refused == {"etiv", "sub"} and all("is it continuous?" in f.message for f in rep.errors)
