@@ -39,6 +39,7 @@ from normcore.cli.arguments import (
 from normcore.diffusion.noise import SAMPLING_NOISE
 from normcore.persistence import check_writable_parent
 from normcore.registry import DIFFUSION, SAVABLE
+from normcore.tabular.column_matching import match_columns
 from normcore.tabular.io import read_table, write_table_atomic
 from normcore.tabular.params import MIN_TIMESTEPS
 from normcore.tabular.scoring import TAIL_SCALES
@@ -211,8 +212,13 @@ def cmd_score(args: argparse.Namespace) -> None:
     note = f"; {n_out} subject(s) outside the training age range (flagged in out_of_range)" if n_out else ""
     present = sum(c in df.columns for c in model.idps)
     if present < len(model.idps):
-        note += (f"; {len(model.idps) - present} of the model's {len(model.idps)} IDPs are not in the table "
-                 "(no z/centile columns for them; the multivariate score uses the ones present)")
+        absent = [c for c in model.idps if c not in df.columns]
+        found = match_columns([c for c in map(str, df.columns) if c not in model.idps], absent)
+        respelled = (f"; {len(found)} of them are in it spelled otherwise, e.g. "
+                     f"{', '.join(f'{found[c]!r} for {c!r}' for c in list(found)[:2])}: rename to score them"
+                     if found else "")
+        note += (f"; {len(absent)} of the model's {len(model.idps)} IDPs are not in the table "
+                 f"(no z/centile columns for them; the multivariate score uses the ones present{respelled})")
     print(f"scored {len(out)} subjects on {present} IDPs -> {args.out}{note}")
 
 

@@ -247,7 +247,10 @@ def test_adapt_a_new_site_then_score_a_subset_of_idps(workflow, tmp_path):
     proc = run("score", tmp_path / "adapted", tmp_path / "site.csv", "--out", tmp_path / "s.csv")
     scores = pd.read_csv(tmp_path / "s.csv")
     assert "z:idp_01" in scores and "z:idp_03" not in scores and "2 of the model's 3" not in proc.stdout
-    assert "1 of the model's 3 IDPs are not in the table" in proc.stdout
+    assert "1 of the model's 3 IDPs are not in the table" in proc.stdout and "spelled otherwise" not in proc.stdout
+    site.rename(columns={"idp_02": "IDP-02"}).to_csv(tmp_path / "respelled.csv", index=False)
+    proc = run("score", tmp_path / "adapted", tmp_path / "respelled.csv", "--out", tmp_path / "r.csv")
+    assert "1 of them are in it spelled otherwise, e.g. 'IDP-02' for 'idp_02'" in proc.stdout
     refused = run("adapt", workflow / "model", tmp_path / "site.csv", "--out", workflow / "model", check=False)
     assert refused.returncode == 2 and "must differ from the reference" in refused.stderr
     few = site.head(3)
