@@ -126,23 +126,38 @@ class CovariateEncoder:
             codes = values.map(lookup)
             unseen = codes.isna()
             if unseen.any() and not allow_unseen:
-                bad = sorted(values[unseen].unique().tolist())[:5]
-                folded = {str(lvl).casefold(): lvl for lvl in self.levels[col]}
-                alike = [f"{b!r} for {folded[str(b).casefold()]!r}" for b in bad
-                         if str(b).casefold() in folded]
-                if alike:  # a spelling, not a new site: say so instead of the ways to handle new levels
-                    raise InputError(
-                        f"{label}: column {col!r} has value(s) {bad} not seen in training (known: "
-                        f"{self.levels[col][:10]}); levels are compared exactly, and these differ from known ones only "
-                        f"in case ({', '.join(alike)}): recode them as the training table wrote them")
-                raise InputError(
-                    f"{label}: column {col!r} has value(s) {bad} not seen in training "
-                    f"(known: {self.levels[col][:10]}); refit including them, adapt the model to them from a few "
-                    "of their healthy controls (`python -m normcore adapt`, or the dashboard's Cohort page), or "
-                    "allow unseen levels (`--allow-unseen`, `allow_unseen=True`) to marginalise over the training "
-                    "distribution")
+                raise self._unseen_levels_error(col, df[col], values, unseen.to_numpy(), label)
             out[:, k] = codes.fillna(MARGINALISE).to_numpy(dtype=np.int64)
         return out
+
+    def _unseen_levels_error(self, col: str, raw: pd.Series, values: pd.Series, unseen: np.ndarray,
+                             label: str) -> InputError:
+        """The error for rows whose ``col`` is no training level, saying which of four cases it looks like: empty
+        cells; known levels in another case ('f' for 'F'); the whole column in another coding of as many levels
+        ('F'/'M' for '0'/'1'); or new levels (a new site: refit, adapt, or marginalise)."""
+        known = self.levels[col]
+        empty = raw.isna().to_numpy() & unseen
+        if empty.any():
+            row = int(np.flatnonzero(empty)[0])
+            return InputError(f"{label}: column {col!r} is empty in {int(empty.sum())} row(s), the first in "
+                              f"{table_row(raw.index[row], row)}; give every row its value, or allow unseen levels "
+                              "(`--allow-unseen`, `allow_unseen=True`) to marginalise over the training levels")
+        bad = sorted(values[unseen].unique().tolist())[:5]
+        folded = {str(lvl).casefold(): lvl for lvl in known}
+        alike = [f"{b!r} for {folded[str(b).casefold()]!r}" for b in bad if str(b).casefold() in folded]
+        if alike:  # a spelling, not a new site: say so instead of the ways to handle new levels
+            return InputError(f"{label}: column {col!r} has value(s) {bad} not seen in training (known: {known[:10]}); "
+                              "levels are compared exactly, and these differ from known ones only in case "
+                              f"({', '.join(alike)}): recode them as the training table wrote them")
+        held = values.unique()
+        if unseen.all() and len(held) == len(known) > 1:  # as many levels, none shared: another coding
+            return InputError(f"{label}: column {col!r} holds {sorted(held.tolist())[:10]} and the model knows "
+                              f"{known[:10]}, none of them: the column seems coded otherwise than in training; recode "
+                              "it as the training table did (the model card's levels)")
+        return InputError(f"{label}: column {col!r} has value(s) {bad} not seen in training (known: {known[:10]}); "
+                          "refit including them, adapt the model to them from a few of their healthy controls "
+                          "(`python -m normcore adapt`, or the dashboard's Cohort page), or allow unseen levels "
+                          "(`--allow-unseen`, `allow_unseen=True`) to marginalise over the training distribution")
 
     def ages(self, df: pd.DataFrame, label: str = "table") -> np.ndarray:
         if self.age not in df.columns:

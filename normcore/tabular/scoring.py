@@ -251,8 +251,9 @@ def far_off_notes(idps: list[str], z: np.ndarray, y: np.ndarray, training_mean: 
     """One note per IDP on which the scored subjects (at least :data:`FAR_OFF_MIN_SUBJECTS` with a value) sit a median
     |z| beyond :data:`FAR_OFF_Z` from the reference: under it one healthy person in 1.7 million is that far, so a
     whole cohort there more often measures the IDP otherwise (other units, another FreeSurfer version, another
-    column) than deviates that much. The note names the median z and, where the training mean is known and non-zero,
-    the ratio of the values' median to it; the scores themselves are left as they are."""
+    column), or gives them wrong covariates (an age), than deviates that much. The note names the median z and, where
+    the training mean is known and non-zero, the ratio of the values' median to it (near 1: look at the covariates);
+    the scores themselves are left as they are."""
     notes = []
     for j, name in enumerate(idps):
         ok = np.isfinite(z[:, j])
@@ -266,5 +267,5 @@ def far_off_notes(idps: list[str], z: np.ndarray, y: np.ndarray, training_mean: 
                  if mean else "")
         notes.append(f"IDP {name!r}: the {int(ok.sum())} scored subjects' median z is {med:+.1f}{ratio}. Unless "
                      "they are all severely affected, check that the column measures what the reference's did "
-                     "(units, FreeSurfer version, the right column)")
+                     "(units, FreeSurfer version, the right column) and that their ages and covariates are right")
     return notes

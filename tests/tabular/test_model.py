@@ -152,6 +152,13 @@ def test_levels_and_idp_columns_spelled_otherwise_are_named_not_taken_for_new_on
     with pytest.raises(InputError, match=r"only in case \('SITE_01' for 'site_01'\)") as err:
         tiny_model.score(df.head(3).assign(site="SITE_01"))
     assert "adapt" not in str(err.value)  # a spelling is not a new site
+    with pytest.raises(InputError, match=r"'sex' holds \['female', 'male'\] and the model knows \['0', '1'\], none"):
+        tiny_model.score(df.head(6).assign(sex=["female", "male"] * 3))  # another coding, not two new levels
+    blank = df.head(4).astype({"sex": float})
+    blank.loc[blank.index[2], "sex"] = np.nan
+    with pytest.raises(InputError, match=r"'sex' is empty in 1 row\(s\)") as err:
+        tiny_model.score(blank)
+    assert "adapt" not in str(err.value)
     renamed = df.head(3).rename(columns={c: c.upper() for c in truth.idp_names})
     expected = f"{len(truth.idp_names)} of them spelled otherwise .*'{truth.idp_names[0].upper()}'"
     with pytest.raises(InputError, match=expected):
