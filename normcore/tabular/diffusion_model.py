@@ -420,16 +420,18 @@ class NormativeDiffusion(NormativeModel):
     def _calibrate_multivariate(self, x_val: np.ndarray, age: np.ndarray, codes: np.ndarray,
                                 progress: Progress) -> MultivariateCalibration | None:
         """The multivariate score's distribution on the validation rows, scored as new subjects with the model's
-        default samples and with half as many, at its seed (:mod:`~normcore.tabular.multivariate_calibration`); a row
-        missing some IDPs gives its d2 over the observed ones. Their Gaussianised values ``x_val`` come from
-        leave-one-out residuals, so neither the network nor the location-scale stage saw them."""
+        default samples and with half as many (the first half of the same draw), at its seed
+        (:mod:`~normcore.tabular.multivariate_calibration`); a row missing some IDPs gives its d2 over the observed
+        ones. Their Gaussianised values ``x_val`` come from leave-one-out residuals, so neither the network nor the
+        location-scale stage saw them."""
         if len(x_val) < MIN_CALIBRATION_ROWS or len(self.idps) > MAX_MULTIVARIATE_IDPS:
             return None
         staged = progress.as_stage(CALIBRATION_STAGE)
         missing = np.isnan(x_val)
         d2 = []
-        for m in (self.n_samples, max(self.n_samples // 2, 1)):
-            _, z, _, corr = self._score_core(x_val.astype(float), age, codes, m, None, staged, latent_values=True)
+        counts = (self.n_samples, max(self.n_samples // 2, 1))
+        for _, z, _, corr in self._score_with_sample_counts(x_val.astype(float), age, codes, counts, None, staged,
+                                                            latent_values=True):
             z[missing] = np.nan  # a row's d2 is over its observed IDPs
             d2.append(multivariate_scores(z, corr, np.ones(len(self.idps), bool))[0])
         return MultivariateCalibration.fit(d2[0], d2[1], len(self.idps), self.n_samples,
@@ -660,6 +662,14 @@ class NormativeDiffusion(NormativeModel):
         none (both said in the result's note).
         """
         m = int(n_samples or self.n_samples)
+        return self._score_with_sample_counts(y, age, codes, (m,), seed, progress, latent_values)[0]
+
+    def _score_with_sample_counts(self, y, age, codes, counts: tuple[int, ...], seed, progress,
+                                  latent_values: bool = False) -> list[tuple]:
+        """:meth:`_score_core`'s result once per sample count of ``counts``, from one draw of the largest: the scores
+        with fewer samples use the first that many of each point's samples (a quasi-random set's first points are
+        one too), as a scoring with that many would draw them, at a fraction of the sampling."""
+        m = max(counts)
         seed = self.seed if seed is None else seed
         d = len(self.idps)
         u_age, u_codes, pair, weight, n_latent = self._score_points(age, codes)
@@ -674,8 +684,6 @@ class NormativeDiffusion(NormativeModel):
         inverse = np.concatenate([pair[:, 0], pair[two, 1]])
         multivariate = d <= MAX_MULTIVARIATE_IDPS
         pooled = multivariate and n_points * d * d * 8 > CORRELATION_BYTES
-        per_point = np.zeros((n_points, d, d)) if multivariate and not pooled else None
-        pooled_sum = np.zeros((d, d)) if pooled else None
         note = None
         if not multivariate:
             note = (f"no multivariate score: {d} IDPs is over the {MAX_MULTIVARIATE_IDPS} for which a D x D "
@@ -686,44 +694,55 @@ class NormativeDiffusion(NormativeModel):
         observed_c, age_c, codes_c = observed[row_of], age[row_of], codes[row_of]
         y_t = torch.from_numpy(np.nan_to_num(observed_c, nan=0.0))
         v = torch.from_numpy(np.random.default_rng(seed + 1).random(y.shape)[row_of])
-        centile = np.zeros(observed_c.shape)  # zeros where another rank scores (see sum_across_ranks)
-        z = np.zeros(observed_c.shape)
-        beyond = np.zeros(observed_c.shape, bool)
+        sets = [{"centile": np.zeros(observed_c.shape),  # zeros where another rank scores (see sum_across_ranks)
+                 "z": np.zeros(observed_c.shape), "beyond": np.zeros(observed_c.shape, bool),
+                 "per_point": np.zeros((n_points, d, d)) if multivariate and not pooled else None,
+                 "pooled_sum": np.zeros((d, d)) if pooled else None} for _ in counts]
         order = np.argsort(inverse, kind="stable")
         chunks = self._point_chunks(n_points, m, seed, breaks=(n_latent,))
         bounds = np.searchsorted(inverse[order], [s for s, _, _ in chunks] + [n_points])
-        step = max(1, (1 << 22) // (m * d))
         for ci in owned_chunks(len(chunks)):
             s, e, chunk_seed = chunks[ci]
             latent = s < n_latent
-            samples = self._draw(u_age[s:e], u_codes[s:e], m, chunk_seed, progress, to_values=not latent)
-            sorted_s, sort_order = samples.transpose(1, 2).sort(dim=-1)  # (points, D, M)
-            sorted_s = sorted_s.contiguous()
+            drawn = self._draw(u_age[s:e], u_codes[s:e], m, chunk_seed, progress, to_values=not latent)
             rows = order[bounds[ci]:bounds[ci + 1]]
-            for r in range(0, len(rows), step):
-                sub = rows[r:r + step]
-                uu, bb = randomised_pit(sorted_s[inverse[sub] - s].contiguous(), y_t[sub], v[sub])
-                centile[sub], beyond[sub] = uu.numpy(), bb.numpy()
-                z[sub] = special.ndtri(centile[sub])
-            self._tail_scores(sorted_s, u_age[s:e], u_codes[s:e], rows, inverse[rows] - s, observed_c, age_c,
-                              codes_c, z, centile, latent)
-            if multivariate:
-                corr = copula_correlation(samples, sort_order).numpy()
-                if pooled:
-                    pooled_sum += corr.sum(axis=0)
-                else:
-                    per_point[s:e] = corr
-            del samples, sorted_s, sort_order
-        sum_across_ranks(*(a for a in (centile, z, beyond, per_point, pooled_sum) if a is not None))
-        if len(two):  # mix each row's two scores (copies n.. are the second points of rows ``two``)
-            w = weight[two]
-            centile[two], z[two] = mix_scores(centile[two], z[two], centile[n:], z[n:], w[:, 1:])
-            beyond[two] &= beyond[n:]
-        centile, z, beyond = centile[:n], z[:n], beyond[:n]
-        if pooled:
-            return centile, z, beyond, PointCorrelations((pooled_sum / n_points)[None], np.zeros(n, np.int64), note)
-        nearest = np.where(weight[:, 1] > 0.5, pair[:, 1], pair[:, 0])
-        return centile, z, beyond, PointCorrelations(per_point, nearest, note)
+            for count, out in zip(counts, sets, strict=True):
+                samples = drawn if count == m else drawn[:, :count].contiguous()
+                sorted_s, sort_order = samples.transpose(1, 2).sort(dim=-1)  # (points, D, count)
+                sorted_s = sorted_s.contiguous()
+                step = max(1, (1 << 22) // (count * d))
+                for r in range(0, len(rows), step):
+                    sub = rows[r:r + step]
+                    uu, bb = randomised_pit(sorted_s[inverse[sub] - s].contiguous(), y_t[sub], v[sub])
+                    out["centile"][sub], out["beyond"][sub] = uu.numpy(), bb.numpy()
+                    out["z"][sub] = special.ndtri(out["centile"][sub])
+                self._tail_scores(sorted_s, u_age[s:e], u_codes[s:e], rows, inverse[rows] - s, observed_c, age_c,
+                                  codes_c, out["z"], out["centile"], latent)
+                if multivariate:
+                    corr = copula_correlation(samples, sort_order).numpy()
+                    if pooled:
+                        out["pooled_sum"] += corr.sum(axis=0)
+                    else:
+                        out["per_point"][s:e] = corr
+                del samples, sorted_s, sort_order
+            del drawn
+        results = []
+        for out in sets:
+            centile, z, beyond, per_point, pooled_sum = (out[k] for k in ("centile", "z", "beyond", "per_point",
+                                                                            "pooled_sum"))
+            sum_across_ranks(*(a for a in (centile, z, beyond, per_point, pooled_sum) if a is not None))
+            if len(two):  # mix each row's two scores (copies n.. are the second points of rows ``two``)
+                w = weight[two]
+                centile[two], z[two] = mix_scores(centile[two], z[two], centile[n:], z[n:], w[:, 1:])
+                beyond[two] &= beyond[n:]
+            centile, z, beyond = centile[:n], z[:n], beyond[:n]
+            if pooled:
+                results.append((centile, z, beyond,
+                                PointCorrelations((pooled_sum / n_points)[None], np.zeros(n, np.int64), note)))
+            else:
+                nearest = np.where(weight[:, 1] > 0.5, pair[:, 1], pair[:, 0])
+                results.append((centile, z, beyond, PointCorrelations(per_point, nearest, note)))
+        return results
 
     def _tail_scores(self, sorted_s: torch.Tensor, p_age: np.ndarray, p_codes: np.ndarray, rows: np.ndarray,
                      points: np.ndarray, y: np.ndarray, age: np.ndarray, codes: np.ndarray, z: np.ndarray,

@@ -414,7 +414,6 @@ def _ridge(basis: np.ndarray, gram: np.ndarray, target: np.ndarray, penalty: np.
     return coef, ((basis @ inv) * basis).sum(axis=1)
 
 
-
 class _LevelCurveRidge:
     """Ridge fits on ``[basis, level curves]`` for one covariate whose levels get their own age curves: the curve
     columns of a level (its rows' B-spline basis, ``spline``, S columns) touch only that level's rows, so their Gram
@@ -468,6 +467,7 @@ class _LevelCurveRidge:
         hat = ((v @ s_inv) * v).sum(axis=1)
         hat[self.rows] += (sp * w).sum(axis=1)
         return coef, fitted, hat
+
 
 class LocationScale:
     """Per-IDP conditional location and scale: y -> (y - mu(c)) / sigma(c), fitted on training data.

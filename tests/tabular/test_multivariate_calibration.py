@@ -154,3 +154,27 @@ def test_a_fit_on_incomplete_rows_calibrates_on_validation_rows_missing_some_idp
     fresh = truth.sample(2000, seed=6)
     z = model.score(fresh)["multivariate_z"].to_numpy()
     assert np.mean(z > stats.norm.ppf(0.95)) == pytest.approx(0.05, abs=0.02)
+
+
+def test_scores_with_fewer_samples_come_from_the_first_samples_of_one_draw(tiny_model, cohort):
+    """The calibration scores the validation rows with M samples and with M / 2 from one draw: the M scores are the
+    scoring's own (identical), and the M / 2 scores are those against the first M / 2 of each point's samples."""
+    df, truth = cohort
+    rows = df.head(40)
+    age, codes = tiny_model._covariates_of(rows, "rows")
+    y = rows[truth.idp_names].to_numpy(float)
+    m = 64
+    full, half = tiny_model._score_with_sample_counts(y, age, codes, (m, m // 2), 7, None)
+    alone = tiny_model._score_core(y, age, codes, m, 7, None)
+    for a, b in zip(full[:3], alone[:3], strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(full[3].per_point, alone[3].per_point)
+    u_age, u_codes, pair, weight, _ = tiny_model._score_points(age, codes)
+    drawn = tiny_model._draw(u_age, u_codes, m, 7, to_values=False).numpy()[:, :m // 2]  # one chunk: seed 7
+    x = tiny_model._to_latent(y, age, codes)
+    samples = drawn[pair[:, 0]]  # (rows, M / 2, D): each row's nearest point's first M / 2 samples
+    lo, hi = np.quantile(samples, [0.1, 0.9], axis=1)
+    body = (x > lo) & (x < hi) & (weight[:, 1] == 0)[:, None]  # one point, away from the tail model's reach
+    assert body.sum() >= 20 and not np.array_equal(half[0], full[0])
+    ranks = (samples < x[:, None, :]).sum(axis=1)  # the randomised PIT's count below, over M / 2 + 1
+    np.testing.assert_array_equal(np.floor(half[0][body] * (m // 2 + 1)), ranks[body])
