@@ -23,6 +23,7 @@ from normcore.jobs import Job
 from normcore.persistence import model_dir_to_zip
 from normcore.plotting.tabular import loss_curve
 from normcore.registry import DIFFUSION, SAVABLE, TABULAR_MODELS, load_model, make_model
+from normcore.tabular.splits import held_out_split
 
 st.title("Fit a normative model")
 ss = st.session_state
@@ -75,9 +76,8 @@ def fit_model(backbone: str, params: dict, training, mapping, label: str, progre
 job: Job | None = ss.get("job")
 running = job is not None and job.running
 if st.button("Start fitting", type="primary", disabled=running or not m.idps):
-    order = np.random.default_rng(int(seed)).permutation(len(controls))
-    n_hold = int(round(holdout * len(controls)))
-    ss.fit_heldout = list(controls.index[order[:n_hold]])
+    _, held = held_out_split(controls, m.covariates, holdout, np.random.default_rng(int(seed)), at_least_one=False)
+    ss.fit_heldout = list(controls.index[held])  # a level is never held out whole: the model must know it
     training = controls.drop(index=ss.fit_heldout)
     ss.fit_data_key = data_key()
     params = dict(epochs=int(epochs) or None, n_samples=int(samples), seed=int(seed), transform=transform,

@@ -56,6 +56,7 @@ from normcore.tabular.scoring import (
     tail_ranks,
     tail_z,
 )
+from normcore.tabular.splits import held_out_split
 from normcore.tabular.training import TrainConfig, train_denoiser
 
 
@@ -279,7 +280,7 @@ class NormativeDiffusion(NormativeModel):
         self.device_ = device
 
         rng = np.random.default_rng(self.seed)
-        train_idx, val_idx = _validation_split(data, covariates, self.val_fraction, rng)
+        train_idx, val_idx = held_out_split(data, covariates, self.val_fraction, rng)
         train, val = data.iloc[train_idx], data.iloc[val_idx]
 
         if self.batch_covariates and not self.location_scale:
@@ -954,32 +955,6 @@ class NormativeDiffusion(NormativeModel):
         except RuntimeError as exc:
             raise InputError(f"{path}: weights do not match the model card ({str(exc).splitlines()[0]})") from None
         self.net_ = net.to(self.device_).eval()
-
-
-def _validation_split(data: pd.DataFrame, covariates: list[str], fraction: float, rng: np.random.Generator
-                      ) -> tuple[np.ndarray, np.ndarray]:
-    """(training rows, validation rows) of ``data``, by position: a random ``fraction`` of the rows (at least one)
-    validates, except that no level of a categorical covariate lies in validation alone. The first row of such a
-    level (in the random order) trains instead, so the network learns every level of its own training table (a site
-    of one subject) and that table can be scored. Where every level keeps a training row the split is the plain
-    random one (one permutation drawn from ``rng``); if the moves would leave no validation row, the first training
-    row whose levels all keep another training row validates."""
-    order = rng.permutation(len(data))
-    n_val = max(1, int(round(fraction * len(data))))
-    in_val = np.zeros(len(data), bool)
-    in_val[order[:n_val]] = True
-    labels = [data[c].map(category_label).to_numpy() for c in covariates]
-    for lab in labels:
-        val_rows = order[in_val[order]]  # validation rows in the random order
-        alone = ~np.isin(lab[val_rows], lab[~in_val])
-        _, first = np.unique(lab[val_rows][alone], return_index=True)
-        in_val[val_rows[np.flatnonzero(alone)[first]]] = False
-    if not in_val.any():
-        for i in order:
-            if all((lab[~in_val] == lab[i]).sum() > 1 for lab in labels):
-                in_val[i] = True
-                break
-    return order[~in_val[order]], order[in_val[order]]
 
 
 def _training_summary(train: pd.DataFrame, val: pd.DataFrame, age: str, covariates: list[str],

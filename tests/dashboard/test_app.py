@@ -4,6 +4,7 @@ import io
 import json
 import zipfile
 
+import numpy as np
 import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -107,6 +108,13 @@ def test_short_fit_through_the_fit_page_then_centiles():
     at.number_input[2].set_value(20)
     at.button[0].click().run()
     assert at.session_state.data_name.startswith("synthetic: N=300")
+    # a site of one subject, whom the page's held-out split (seed 0, 20%) would draw first: it must still be fitted
+    data, mapping = at.session_state.data.copy(), at.session_state.mapping
+    controls = mapping.controls(data)
+    data["site"] = "main"
+    data.loc[controls.index[np.random.default_rng(0).permutation(len(controls))[0]], "site"] = "one subject"
+    at.session_state.data = data
+    mapping.covariates = ["sex", "site"]
     goto(at, "fit")
     at.number_input[0].set_value(2)  # max epochs
     at.number_input[1].set_value(200)  # samples per point
@@ -121,8 +129,11 @@ def test_short_fit_through_the_fit_page_then_centiles():
     assert at.session_state.model_name.startswith("fitted: film-mlp")
     assert at.session_state.model.idps == ["idp_01", "idp_02", "idp_03"]
     assert at.session_state.model.tail_scale == "residual"  # the Advanced option reaches the model
+    assert "one subject" in at.session_state.model.levels_["site"]
     goto(at, "centiles")
     assert not at.exception and charts(at)
+    goto(at, "deviations")  # the whole table, held-out rows and the one-subject site included, scores
+    assert not at.exception and not at.error
 
 
 def started_then_cancelled(at: AppTest, button: str, job_name: str, cancel_key: str) -> AppTest:

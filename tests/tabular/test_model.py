@@ -555,21 +555,3 @@ def test_a_level_or_age_extreme_only_validation_drew_is_still_the_models_own(coh
     scores = model.score(data)
     assert not scores["out_of_range"].any()
     assert np.isfinite(scores.filter(like="z:").to_numpy()).all()
-
-
-def test_the_validation_split_moves_only_rows_whose_level_would_lie_in_validation_alone():
-    from normcore.tabular.diffusion_model import _validation_split
-
-    n = 200
-    rng = np.random.default_rng(5)
-    data = pd.DataFrame({"site": rng.choice(["a", "b", "c"], n), "sex": rng.choice(["F", "M"], n)})
-    plain = np.random.default_rng(1).permutation(n)
-    train, val = _validation_split(data, ["site", "sex"], 0.25, np.random.default_rng(1))
-    assert np.array_equal(val, plain[:50]) and np.array_equal(train, plain[50:])  # every level trains: unchanged
-    singles = plain[:3]  # three one-row sites, all drawn for validation
-    data.loc[singles, "site"] = ["x", "y", "z"]
-    train, val = _validation_split(data, ["site", "sex"], 0.25, np.random.default_rng(1))
-    assert set(singles) <= set(train) and len(val) == 47 and sorted([*train, *val]) == list(range(n))
-    tiny = pd.DataFrame({"site": ["p", "q", "r", "r"]})  # the moves would empty validation: a shared-level row
-    train, val = _validation_split(tiny, ["site"], 0.25, np.random.default_rng(0))
-    assert len(val) == 1 and tiny["site"].iloc[val[0]] == "r" and set(tiny["site"].iloc[train]) == {"p", "q", "r"}
