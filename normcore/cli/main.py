@@ -357,8 +357,8 @@ def cmd_report(args: argparse.Namespace) -> None:
         report = subject_report(model, scores, args.subject, id_col=args.id_col, n_samples=args.samples,
                                 seed=args.seed, mri=mri)
         (write_pdf if suffix == ".pdf" else write_html)(report, args.out)  # draws only the format asked for
-        print(f"report of {report.subject} ({len(report.profile)} IDPs; most deviant {report.top.idp.iloc[0]} at "
-              f"centile {100 * report.top.centile.iloc[0]:.1f}) -> {args.out}")
+        print(f"report of {report.subject} ({report.multivariate['n_idps']} IDPs; most deviant "
+              f"{report.top.idp.iloc[0]} at centile {100 * report.top.centile.iloc[0]:.1f}) -> {args.out}")
         return
     if suffix == ".pdf":
         write_atomic(args.out, lambda tmp: tmp.write_bytes(pdf))

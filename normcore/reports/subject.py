@@ -82,7 +82,10 @@ def subject_report(model, scores: pd.DataFrame, subject: str, id_col: str | None
     profile = frame.assign(_g=frame.group.map(rank)).sort_values(["_g", "z"], kind="stable").drop(columns="_g")
 
     covariates = {c: str(row[c]) for c in model.covariates_}
-    top = frame.reindex(frame.z.abs().sort_values(ascending=False).index).head(n_top).reset_index(drop=True)
+    measured = frame[frame.z.notna()]  # an IDP without a value is no deviation: named in the flags instead
+    if measured.empty:
+        raise InputError(f"subject {subject!r} has no scored IDP value to report")
+    top = measured.reindex(measured.z.abs().sort_values(ascending=False).index).head(n_top).reset_index(drop=True)
     # One sampling pass serves the expected ranges and the curve panels: the subject's age is one of the curve
     # ages (the curves pass through it), and the model draws all IDPs at every age at once anyway.
     fixed = {c: v for c, v in covariates.items() if v in model.levels_[c]}
@@ -97,13 +100,13 @@ def subject_report(model, scores: pd.DataFrame, subject: str, id_col: str | None
 
     info = getattr(model, "info_", {}) or {}
     coding = info.get("data", {})
-    header = {"Subject": str(subject), "Age": f"{age:g} years"}
+    header = {"Subject": str(subject), "Age": f"{_years(age)} years"}
     for c, v in covariates.items():
         label = coding.get(f"{c}_coding", {}).get(v)
         header[c.capitalize()] = f"{v} ({label})" if label else v
     summary = getattr(model, "training_summary_", {}) or {}
     n_train = (summary.get("n_train") or 0) + (summary.get("n_validation") or 0)
-    header["Model"] = f"{model.model_type}, reference of {n_train} healthy people aged {lo:g}-{hi:g}"
+    header["Model"] = f"{model.model_type}, reference of {n_train} healthy people aged {_years(lo)}-{_years(hi)}"
     if info.get("source"):
         header["Reference data"] = str(info["source"])[:200]
     adapted = [f"{lv['covariate']}={lv['level']} ({lv['n_controls']} local controls)"
@@ -115,13 +118,18 @@ def subject_report(model, scores: pd.DataFrame, subject: str, id_col: str | None
     mz = float(row.get("multivariate_z", np.nan))
     d2 = float(row.get("multivariate_d2", np.nan))
     multivariate = {"d2": d2, "z": mz, "centile": float(special.ndtr(mz) * 100) if np.isfinite(mz) else np.nan,
-                    "n_idps": len(idps), **held_out_rank(info, d2, int(profile.z.notna().sum()))}
+                    "n_idps": len(measured), **held_out_rank(info, d2, len(measured))}
     calibration = getattr(model, "multivariate_calibration_", None)
     if calibration is not None:  # the centile is among new healthy people, not under the model
         multivariate["calibrated_on"] = calibration.n_rows
     flags = []
     if bool(row.get("out_of_range", False)) or not lo <= age <= hi:
-        flags.append(f"Age {age:g} is outside the reference's {lo:g}-{hi:g}: centiles are extrapolated.")
+        flags.append(f"Age {_years(age)} is outside the reference's {_years(lo)}-{_years(hi)}: centiles are "
+                     "extrapolated.")
+    unmeasured = list(frame.idp[frame.z.isna()])
+    if unmeasured:
+        flags.append(f"{len(unmeasured)} of the model's IDPs have no value for this subject and are not scored: "
+                     f"{', '.join(unmeasured[:8])}{' and more' if len(unmeasured) > 8 else ''}.")
     beyond = int(row.get("n_beyond_samples", 0) or 0)
     if beyond:
         flags.append(f"{beyond} IDP value(s) lie beyond all model samples: their z is extrapolated (a tail "
@@ -134,6 +142,11 @@ def subject_report(model, scores: pd.DataFrame, subject: str, id_col: str | None
         flags += [f"MRI: {w}" for w in mri.warnings]
     return SubjectReport(str(subject), header, profile.reset_index(drop=True), top, curves, age, multivariate,
                          flags, mri=mri)
+
+
+def _years(age: float) -> str:
+    """An age as a report shows it: to a tenth of a year (45.1, not 45.11394), whole years without a decimal."""
+    return f"{round(float(age), 1):g}"
 
 
 def held_out_rank(info: dict, d2: float, n_idps: int) -> dict[str, float]:

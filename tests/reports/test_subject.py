@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from normcore import make_model, make_synthetic
+from normcore import InputError, make_model, make_synthetic
 from normcore.cli.main import main
 from normcore.plotting.centile_bands import BAND_COLOURS
 from normcore.reports import centile_band, subject_report, to_html, to_pdf_bytes
@@ -156,3 +156,19 @@ def test_report_modules_import_on_their_own(module):
     proc = subprocess.run([sys.executable, "-c", f"import {module}"], cwd=ROOT, capture_output=True, text=True,
                           env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr
+
+
+def test_an_unmeasured_idp_is_named_not_ranked_and_ages_read_to_a_tenth(scored):
+    model, scores = scored
+    table = scores.copy()
+    row = table.index[table.sub_id == "patient-1"][0]
+    table.loc[row, ["idp_05", "z:idp_05", "centile:idp_05"]] = np.nan  # a region that failed quality control
+    table.loc[row, "age"] = 45.113942
+    report = subject_report(model, table, "patient-1", id_col="sub_id", n_top=6)
+    assert "idp_05" not in set(report.top.idp) and report.top.z.notna().all() and len(report.top) == 5
+    assert report.multivariate["n_idps"] == 5
+    assert any("have no value for this subject and are not scored: idp_05" in f for f in report.flags)
+    assert report.header["Age"] == "45.1 years" and re.search(r"aged \d+(\.\d)?-\d+(\.\d)?$", report.header["Model"])
+    table.loc[row, [c for c in table.columns if c.startswith(("z:", "centile:"))]] = np.nan
+    with pytest.raises(InputError, match="no scored IDP value"):
+        subject_report(model, table, "patient-1", id_col="sub_id")
