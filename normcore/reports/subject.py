@@ -22,7 +22,7 @@ from normcore.tabular.anatomy import group_order
 if TYPE_CHECKING:
     from normcore.reports.mri import MriFindings
 
-DISCLAIMER = ("Research use only; not a diagnostic device. Centiles compare this person with the model's healthy "
+DISCLAIMER = ("Research use only; not a diagnostic device. Centiles compare each person with the model's healthy "
               "reference cohort and depend on how similar the acquisition and processing were.")
 N_TOP = 10
 N_CURVES = 4
