@@ -237,7 +237,7 @@ def cmd_centiles(args: argparse.Namespace) -> None:
     free = [c for c in model.covariates_ if c not in fixed]
     note = f" ({', '.join(free)} marginalised over the training distribution)" if free else ""
     lo, hi = model.age_range_
-    outside = int(((np.asarray(ages) < lo) | (np.asarray(ages) > hi)).sum())
+    outside = int(model.encoder_.out_of_range(np.asarray(ages, float)).sum())
     if outside:
         note += f"; {outside} of the ages lie outside the training age range {lo:g}-{hi:g} (extrapolated)"
     print(f"wrote {len(out)} centile rows for {len(model.idps)} IDPs at {len(ages)} ages -> {args.out}{note}")

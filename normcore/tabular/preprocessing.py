@@ -427,13 +427,13 @@ class _LevelCurveRidge:
         from scipy import sparse
 
         n, self.n_spline = spline.shape
-        self.basis, self.spline = basis, spline
+        self.basis = basis
         ok = (level >= 0) & (level < n_levels)
         self.rows, self.level = np.flatnonzero(ok), level[ok]
+        self.row_spline = sp = spline[self.rows]  # the spline values of the rows that have a level
         cols = self.level[:, None] * self.n_spline + np.arange(self.n_spline)
-        self.curve = sparse.csr_matrix((spline[self.rows].ravel(), (np.repeat(self.rows, self.n_spline),
-                                                                    cols.ravel())), shape=(n, n_levels * self.n_spline))
-        sp = spline[self.rows]
+        self.curve = sparse.csr_matrix((sp.ravel(), (np.repeat(self.rows, self.n_spline), cols.ravel())),
+                                       shape=(n, n_levels * self.n_spline))
         self.blocks = np.zeros((n_levels, self.n_spline, self.n_spline))  # the curves' Gram blocks
         np.add.at(self.blocks, self.level, sp[:, :, None] * sp[:, None, :])
         self.cross = np.asarray((self.curve.T @ basis).T).reshape(basis.shape[1], n_levels, self.n_spline)  # G12
@@ -459,7 +459,7 @@ class _LevelCurveRidge:
         coef = np.vstack([coef_main, coef_curve.reshape(n_levels * s, -1)])
         fitted = self.basis @ coef_main + np.asarray(self.curve @ coef_curve.reshape(n_levels * s, -1))
         # hat: for a row of level k with basis row x and spline row c, w = H_k^-1 c, v = x - G12_k w, h = v'S^-1 v + c'w
-        sp = self.spline[self.rows]
+        sp = self.row_spline
         w = np.einsum("nst,nt->ns", h_inv[self.level], sp)
         v = self.basis.copy()
         for k, part in self.by_level:  # positions in self.rows of level k's rows
@@ -669,6 +669,7 @@ class LocationScale:
         gram = basis.T @ basis
         floor = 1e-6 * np.maximum(resid.var(axis=0), 1e-12)
         log_sq = np.log(resid**2 + floor)
+
         def fit(s: float):
             candidate, hat = _ridge(basis, gram, log_sq, self._smoothness_penalty(gram, s), with_hat=True)
             fitted = basis @ candidate

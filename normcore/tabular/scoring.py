@@ -255,13 +255,11 @@ def far_off_notes(idps: list[str], z: np.ndarray, y: np.ndarray, training_mean: 
     the training mean is known and non-zero, the ratio of the values' median to it (near 1: look at the covariates);
     the scores themselves are left as they are."""
     notes = []
-    for j, name in enumerate(idps):
-        ok = np.isfinite(z[:, j])
-        if ok.sum() < FAR_OFF_MIN_SUBJECTS:
-            continue
+    counted = np.flatnonzero(np.isfinite(z).sum(axis=0) >= FAR_OFF_MIN_SUBJECTS)
+    far = counted[np.nanmedian(np.abs(z[:, counted]), axis=0) > FAR_OFF_Z] if counted.size else counted
+    for j in far:
+        name, ok = idps[j], np.isfinite(z[:, j])
         med = float(np.median(z[ok, j]))
-        if np.median(np.abs(z[ok, j])) <= FAR_OFF_Z:
-            continue
         mean = training_mean.get(name)
         ratio = (f"; their median value is {float(np.median(y[ok, j])) / mean:.3g} times the training mean"
                  if mean else "")
