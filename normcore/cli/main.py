@@ -163,7 +163,8 @@ def cmd_fit(args: argparse.Namespace) -> None:
     rows = f"{model.training_summary_['n_train']} train / {model.training_summary_['n_validation']} validation rows"
     if "steps" in h:
         print(f"fitted {args.backbone} on {h.get('world_size', 1)} process(es): {len(model.idps)} IDPs, {rows}, "
-              f"{h['steps']} steps in {h['fit_time_s']:.1f} s, best validation loss {h['best_val_loss']:.4f}"
+              f"{h['steps']} step{'s' * (h['steps'] != 1)} in {h['fit_time_s']:.1f} s, "
+              f"best validation loss {h['best_val_loss']:.4f}"
               + _kept_weights(model) + f"; saved to {args.out}")
     else:
         print(f"fitted {args.backbone}: {len(model.idps)} IDPs, {rows}, {h['fit_time_s']:.1f} s; saved to {args.out}")

@@ -45,7 +45,8 @@ class CohortReport:
     header: dict[str, str]
     groups: pd.DataFrame  # group, n
     per_idp: pd.DataFrame  # idp, group (anatomical), cohen_d, d_lo, d_hi, auc, auc_lo, auc_hi, extreme shares
-    per_subject: pd.DataFrame  # subject, group, n_extreme, multivariate_z
+    per_subject: pd.DataFrame  # subject (the ID; row: its row number without id_col), group, n_extreme,
+    #                            multivariate_z
     multivariate: pd.DataFrame  # by group: n, mean, median of multivariate_z, share above 1.645
     disclaimer: str = DISCLAIMER
     notes: list[str] = field(default_factory=list)
@@ -78,10 +79,14 @@ def cohort_report(model, scores: pd.DataFrame, group_col: str, control_value: st
     per_idp = per_idp.assign(_g=per_idp.group.map(rank)).sort_values(["_g", "cohen_d"], kind="stable")
     per_idp = per_idp.drop(columns="_g").reset_index(drop=True)
     labels = scores[group_col].astype(str).to_numpy()
-    subjects = scores[id_col].astype(str).to_numpy() if id_col and id_col in scores else \
-        np.array([str(i) for i in range(len(scores))])
+    if id_col:
+        if id_col not in scores.columns:
+            raise column_not_found("the scores", "subject ID", id_col, scores.columns)
+        who = {"subject": scores[id_col].astype(str).to_numpy()}
+    else:  # the row numbers a subject report's --subject takes without --id-col, named so they are not read as IDs
+        who = {"row": np.arange(len(scores))}
     mz = scores["multivariate_z"].to_numpy(float) if "multivariate_z" in scores else np.full(len(scores), np.nan)
-    per_subject = pd.DataFrame({"subject": subjects, "group": labels, "n_extreme": (np.abs(z) > EXTREME).sum(1),
+    per_subject = pd.DataFrame({**who, "group": labels, "n_extreme": (np.abs(z) > EXTREME).sum(1),
                                 "multivariate_z": mz}).sort_values("n_extreme", ascending=False, kind="stable")
     groups = pd.Series(labels).value_counts().rename_axis("group").reset_index(name="n")
     multi = per_subject.groupby("group").multivariate_z.agg(

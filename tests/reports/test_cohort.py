@@ -44,6 +44,10 @@ def test_the_cohort_report_and_its_renderings(scored):
     assert row.cohen_d == pytest.approx(cohen_d(z[patients], z[~patients])[0])
     assert row.extreme_patients == pytest.approx((np.abs(z[patients]) > 1.959964).mean())
     assert report.per_subject.n_extreme.is_monotonic_decreasing
+    n_extreme = dict(zip(scores.sub_id.astype(str), (np.abs(scores.filter(like="z:").to_numpy()) > 1.959964).sum(1),
+                         strict=True))
+    assert len(n_extreme) == len(scores) and all(
+        n_extreme[s] == n for s, n in zip(report.per_subject.subject, report.per_subject.n_extreme, strict=True))
     text, pdf = render_cohort(report)
     assert "Cohort deviation report" in text and not re.search(r"(src|href)=\"(https?:)?//", text)
     assert pdf.startswith(b"%PDF-") and len(re.findall(rb"/Type\s*/Page[^s]", pdf)) == COHORT_PDF_PAGES
@@ -62,3 +66,14 @@ def test_the_cohort_report_command(scored, tmp_path, capsys):
     only_controls = scores[scores.group == "control"]
     with pytest.raises(InputError, match="needs controls"):
         cohort_report(model, only_controls, "group")
+
+
+def test_without_an_id_column_subjects_are_row_numbers_and_a_missing_one_is_refused(scored):
+    model, scores = scored
+    report = cohort_report(model, scores, "group", "control")
+    assert "subject" not in report.per_subject and list(report.per_subject.columns[:2]) == ["row", "group"]
+    n_extreme = (np.abs(scores.filter(like="z:").to_numpy()) > 1.959964).sum(1)
+    assert (report.per_subject.n_extreme.to_numpy() == n_extreme[report.per_subject.row.to_numpy()]).all()
+    assert "<th>row</th>" in render_cohort(report)[0]
+    with pytest.raises(InputError, match="subject_id"):
+        cohort_report(model, scores, "group", "control", id_col="subject_id")
