@@ -52,11 +52,18 @@ from mri import store_card_metrics  # noqa: E402  (benchmarks/mri.py)
 
 CASES = ("as is", "10 mm voxels", "mask of the upper 40%", "whole head, no mask", "mask one voxel wider",
          "mask one voxel narrower", "head moved", "resliced by a quarter voxel", "trilinear reslice by a quarter voxel",
-         "slices 1.5x thicker", "smoothed, FWHM 2 mm", "smoothed, FWHM 3 mm", "1 mm voxels")
+         "slices 1.5x thicker", "smoothed, FWHM 2 mm", "smoothed, FWHM 3 mm", "1 mm voxels", "head tilted 15 degrees",
+         "stored in another orientation", "intensities rescaled")
 # "head moved": the same voxels with the world position of scan and mask turned 3 degrees about z and shifted 2 mm
 # along each axis, as a second session in the scanner would place the head; the registration has to undo it, so
 # the gap to "as is" is the index's noise from registration alone.
 MOVE_DEG, MOVE_MM = 3.0, 2.0
+# "head tilted 15 degrees": the head pitched (nodding, about the left-right axis) and turned (about the vertical axis)
+# as a clinical scan not aligned to the AC-PC line often is, and 10 mm off centre: the registration's reach.
+TILT_PITCH_DEG, TILT_YAW_DEG, TILT_MM = 15.0, 5.0, 10.0
+# "intensities rescaled": another scanner's or tool's intensity units (a gain and an offset), which the robust
+# normalisation and the mutual-information registration should not see.
+RESCALE_GAIN, RESCALE_OFFSET = 37.0, 250.0
 # the card's reproducibility: the sub-voxel reslice (cubic) and, when run too, its trilinear twin (which also smooths)
 RESLICE_CASES = ("resliced by a quarter voxel", "trilinear reslice by a quarter voxel")
 
@@ -68,6 +75,29 @@ def moved(affine: np.ndarray) -> np.ndarray:
     rigid[:2, :2] = [[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]
     rigid[:3, 3] = MOVE_MM
     return rigid @ affine
+
+
+def tilted(affine: np.ndarray) -> np.ndarray:
+    """``affine`` followed by the rigid move of the "head tilted 15 degrees" case (world mm, RAS: pitch about x,
+    then yaw about z, then a shift along every axis)."""
+    p, y = np.deg2rad(TILT_PITCH_DEG), np.deg2rad(TILT_YAW_DEG)
+    pitch, yaw = np.eye(4), np.eye(4)
+    pitch[1:3, 1:3] = [[np.cos(p), -np.sin(p)], [np.sin(p), np.cos(p)]]
+    yaw[:2, :2] = [[np.cos(y), -np.sin(y)], [np.sin(y), np.cos(y)]]
+    shift = np.eye(4)
+    shift[:3, 3] = TILT_MM
+    return shift @ yaw @ pitch @ affine
+
+
+def reordered(img: nib.Nifti1Image, brain: np.ndarray) -> tuple[nib.Nifti1Image, nib.Nifti1Image]:
+    """Scan and mask stored with their voxel axes permuted and flipped (another scanner's or converter's storage
+    order; the same voxels in the same world positions): the result should be the scan's own."""
+    order = np.array([[1, -1], [2, 1], [0, -1]])  # new axis i = old axis order[i, 0], flipped where order[i, 1] < 0
+    transform = nib.orientations.inv_ornt_aff(order, img.shape)
+    data = nib.orientations.apply_orientation(np.asarray(img.dataobj), order)
+    mask = nib.orientations.apply_orientation(brain, order)
+    affine = img.affine @ transform
+    return nib.Nifti1Image(data, affine), nib.Nifti1Image(mask.astype(np.uint8), affine)
 
 
 def resliced(img: nib.Nifti1Image, brain: np.ndarray, shift: float = 0.25, order: int = RESLICE_ORDER
@@ -162,7 +192,13 @@ def main() -> None:
                  "trilinear reslice by a quarter voxel": resliced(img, brain, order=1),
                  "slices 1.5x thicker": thicker(img, brain),
                  "smoothed, FWHM 2 mm": (smoothed(img, 2.0), nib.Nifti1Image(brain, img.affine)),
-                 "smoothed, FWHM 3 mm": (smoothed(img, 3.0), nib.Nifti1Image(brain, img.affine))}
+                 "smoothed, FWHM 3 mm": (smoothed(img, 3.0), nib.Nifti1Image(brain, img.affine)),
+                 "head tilted 15 degrees": (nib.Nifti1Image(np.asarray(img.dataobj), tilted(img.affine)),
+                                            nib.Nifti1Image(brain, tilted(img.affine))),
+                 "stored in another orientation": reordered(img, brain),
+                 "intensities rescaled": (nib.Nifti1Image(np.asarray(img.dataobj, np.float32) * RESCALE_GAIN
+                                                          + RESCALE_OFFSET, img.affine),
+                                          nib.Nifti1Image(brain, img.affine))}
         if "1 mm voxels" in wanted:  # eight times the voxels: made only when asked for
             cases["1 mm voxels"] = finer(img, brain)
         for label, (scan, mask) in cases.items():

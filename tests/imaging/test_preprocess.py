@@ -39,9 +39,9 @@ NATIVE_SHAPE = (110, 95, 90)
 POINTS = np.array([[x, y, z, 1.0] for x in (-30, 0, 30) for y in (-48, -18, 12) for z in (-20, 10, 40)]).T
 
 
-def known_matrix() -> np.ndarray:
-    """MNI mm -> native mm: 1.05 scale, 6 degrees about z and 3 about x, an 8 mm shift."""
-    a, b = np.deg2rad(6.0), np.deg2rad(3.0)
+def known_matrix(about_z: float = 6.0, about_x: float = 3.0) -> np.ndarray:
+    """MNI mm -> native mm: 1.05 scale, ``about_z`` degrees about z and ``about_x`` about x, an 8 mm shift."""
+    a, b = np.deg2rad(about_z), np.deg2rad(about_x)
     rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
     rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
     out = np.eye(4)
@@ -91,6 +91,19 @@ def test_prepare_recovers_known_affine(native, prepared):
     assert corr(prepared.volume[both], volume[both]) > 0.9
     assert prepared.template_dice > 0.9
     error = np.linalg.norm((prepared.matrix - matrix) @ POINTS, axis=0)
+    assert error.max() < 4.0, error
+
+
+def test_a_head_pitched_35_degrees_is_registered():
+    # clinical scans are often tilted far from the AC-PC line; from the identity alone the optimiser lost heads
+    # pitched beyond about 20 degrees, so the registration first tries a grid of starting rotations
+    matrix = known_matrix(about_z=10.0, about_x=35.0)
+    tpl = template_image()
+    affine = native_affine(matrix)
+    data = pull(np.asarray(tpl.dataobj), tpl.affine, NATIVE_SHAPE, affine, np.linalg.inv(matrix))
+    data[data < 1.0] = 0.0
+    out = prepare_scan(nib.Nifti1Image(data.astype(np.float32), affine), CPU_GRID, threads=1)
+    error = np.linalg.norm((out.matrix - matrix) @ POINTS, axis=0)
     assert error.max() < 4.0, error
 
 
