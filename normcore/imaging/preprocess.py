@@ -251,15 +251,18 @@ def work_template(head: bool = False) -> tuple[np.ndarray, np.ndarray]:
     return out, affine
 
 
-def _top_slab_centroid(data: np.ndarray, affine: np.ndarray, threshold: float = 0.1) -> np.ndarray:
-    """RAS centroid (mm) of the voxels above ``threshold`` in the top ``HEAD_SLAB_MM`` (world z) of a head."""
+def _top_slab_centroid(data: np.ndarray, affine: np.ndarray, threshold: float = 0.1,
+                       up: np.ndarray | None = None) -> np.ndarray:
+    """RAS centroid (mm) of the voxels above ``threshold`` in the top ``HEAD_SLAB_MM`` of a head along ``up`` (a RAS
+    unit vector; world z by default)."""
     step = max(1, int(round(2.0 / float(voxel_sizes(affine).min()))))  # ~2 mm sampling is plenty
     idx = np.argwhere(data[::step, ::step, ::step] > threshold) * step
     if len(idx) == 0:
         raise InputError("the scan has no foreground above the background level")
     world = idx @ affine[:3, :3].T + affine[:3, 3]
-    top = np.percentile(world[:, 2], 99.5)
-    return world[world[:, 2] >= top - HEAD_SLAB_MM].mean(axis=0)
+    height = world[:, 2] if up is None else world @ up
+    top = np.percentile(height, 99.5)
+    return world[height >= top - HEAD_SLAB_MM].mean(axis=0)
 
 
 def _run_stage(fixed: sitk.Image, moving: sitk.Image, tx: sitk.Transform, stage: Stage, seed: int,
@@ -284,11 +287,15 @@ def _run_stage(fixed: sitk.Image, moving: sitk.Image, tx: sitk.Transform, stage:
 
 
 def _searched_start(fixed: sitk.Image, moving: sitk.Image, sim: sitk.Similarity3DTransform, seed: int,
-                    threads: int, progress: Progress) -> sitk.Similarity3DTransform | None:
+                    threads: int, progress: Progress,
+                    retranslate: Callable[[np.ndarray], np.ndarray] | None = None
+                    ) -> sitk.Similarity3DTransform | None:
     """A copy of ``sim`` (centre and translation kept) turned to the best of the starting rotations (an exhaustive
     grid, see ``START_STEPS``) by the Mattes MI at the similarity stage's coarsest level, or None when no rotation
     beats the identity there. The coarse metric is noisy (at 12 mm it once preferred a 15-degree roll and turn for an
-    upright head), so the caller runs the similarity stage from both starts and keeps the better end."""
+    upright head), so the caller runs the similarity stage from both starts and keeps the better end.
+    ``retranslate`` maps the chosen rotation (3x3, SimpleITK's LPS) to the start's translation where the
+    translation depends on it (a whole head's top slab lies along the turned head's own up)."""
     euler = sitk.Euler3DTransform()
     euler.SetCenter(sim.GetCenter())
     euler.SetTranslation(sim.GetTranslation())
@@ -317,6 +324,8 @@ def _searched_start(fixed: sitk.Image, moving: sitk.Image, sim: sitk.Similarity3
     euler.SetRotation(*angles)
     turned = sitk.Similarity3DTransform(sim)
     turned.SetMatrix(euler.GetMatrix())
+    if retranslate is not None:
+        turned.SetTranslation([float(v) for v in retranslate(np.reshape(euler.GetMatrix(), (3, 3)))])
     return turned
 
 
@@ -357,15 +366,20 @@ def _register(data: np.ndarray, affine: np.ndarray, head: bool, threads: int, se
     fixed_data, fixed_affine = work_template(head)
     fixed = to_sitk(fixed_data, fixed_affine)
     moving = to_sitk(data, affine)
+    retranslate = None
     if head:
         sim = sitk.Similarity3DTransform()
         centre = _top_slab_centroid(fixed_data, fixed_affine)
         sim.SetCenter([float(v) for v in (LPS[:3, :3] @ centre)])
         sim.SetTranslation([float(v) for v in LPS[:3, :3] @ (_top_slab_centroid(data, affine) - centre)])
+
+        def retranslate(rotation: np.ndarray) -> np.ndarray:  # the top slab along the template's up, turned
+            up = LPS[:3, :3] @ rotation @ np.array([0.0, 0.0, 1.0])  # LPS and RAS share the z axis
+            return LPS[:3, :3] @ (_top_slab_centroid(data, affine, up=up) - centre)
     else:
         sim = sitk.CenteredTransformInitializer(fixed, moving, sitk.Similarity3DTransform(),
                                                 sitk.CenteredTransformInitializerFilter.MOMENTS)
-    starts = [sim, *filter(None, [_searched_start(fixed, moving, sim, seed, threads, prog)])]
+    starts = [sim, *filter(None, [_searched_start(fixed, moving, sim, seed, threads, prog, retranslate)])]
     ends = [(_run_stage(fixed, moving, start, SIMILARITY, seed, threads, prog), start) for start in starts]
     sim = min(ends, key=lambda end: end[0])[1]  # the identity's end on a tie
     aff = sitk.AffineTransform(3)
