@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
+from itertools import product
 
 import nibabel as nib
 import numpy as np
@@ -286,46 +287,51 @@ def _run_stage(fixed: sitk.Image, moving: sitk.Image, tx: sitk.Transform, stage:
     return float(reg.GetMetricValue())
 
 
-def _searched_start(fixed: sitk.Image, moving: sitk.Image, sim: sitk.Similarity3DTransform, seed: int,
-                    threads: int, progress: Progress,
-                    retranslate: Callable[[np.ndarray], np.ndarray] | None = None
+def _start_rotations() -> list[tuple[float, float, float]]:
+    """The starting rotations' Euler angles (radians, about x, y, z), the identity first."""
+    axes = [np.deg2rad(START_STEP_DEG * scale * np.arange(-n, n + 1)) for n, scale in zip(START_STEPS, START_SCALES,
+                                                                                          strict=True)]
+    grid = [tuple(float(a) for a in angles) for angles in product(*axes)]
+    return sorted(grid, key=lambda angles: any(angles))  # stable: the identity, then the grid's order
+
+
+def _searched_start(fixed: sitk.Image, moving: sitk.Image, sim: sitk.Similarity3DTransform, threads: int,
+                    progress: Progress, retranslate: Callable[[np.ndarray], np.ndarray] | None = None
                     ) -> sitk.Similarity3DTransform | None:
-    """A copy of ``sim`` (centre and translation kept) turned to the best of the starting rotations (an exhaustive
-    grid, see ``START_STEPS``) by the Mattes MI at the similarity stage's coarsest level, or None when no rotation
-    beats the identity there. The coarse metric is noisy (at 12 mm it once preferred a 15-degree roll and turn for an
-    upright head), so the caller runs the similarity stage from both starts and keeps the better end.
-    ``retranslate`` maps the chosen rotation (3x3, SimpleITK's LPS) to the start's translation where the
-    translation depends on it (a whole head's top slab lies along the turned head's own up)."""
+    """A copy of ``sim`` turned to the best of the starting rotations (:func:`_start_rotations`) by the Mattes MI at
+    the similarity stage's coarsest level (both images smoothed as it smooths them, the template shrunk as it shrinks
+    it, every voxel counted), or None when no rotation beats the identity there. The centre is kept, and the
+    translation too unless ``retranslate`` maps each rotation (3x3, SimpleITK's LPS) to its own (a whole head's top
+    slab lies along the turned head's up: scored with the upright head's translation, a far-turned head lost to
+    small turns). The coarse metric is noisy (at 12 mm it once preferred a 15-degree roll and turn for an upright
+    head), so the caller runs the similarity stage from both starts and keeps the better end."""
+    sigma, shrink = SIMILARITY.sigmas_mm[0], SIMILARITY.shrink[0]
+    level_fixed = sitk.Shrink(sitk.SmoothingRecursiveGaussian(fixed, sigma), [shrink] * 3)
+    level_moving = sitk.SmoothingRecursiveGaussian(moving, sigma)
+    reg = sitk.ImageRegistrationMethod()
+    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+    reg.SetMetricUseFixedImageGradientFilter(False)  # values only: no gradient images to build for every start
+    reg.SetMetricUseMovingImageGradientFilter(False)
+    reg.SetInterpolator(sitk.sitkLinear)
+    reg.SetNumberOfThreads(int(threads))
     euler = sitk.Euler3DTransform()
     euler.SetCenter(sim.GetCenter())
     euler.SetTranslation(sim.GetTranslation())
-    reg = sitk.ImageRegistrationMethod()
-    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
-    reg.SetMetricSamplingStrategy(reg.RANDOM)
-    reg.SetMetricSamplingPercentage(SIMILARITY.sampling, seed)
-    reg.SetInterpolator(sitk.sitkLinear)
-    reg.SetOptimizerAsExhaustive(numberOfSteps=[*START_STEPS, 0, 0, 0], stepLength=float(np.deg2rad(START_STEP_DEG)))
-    reg.SetOptimizerScales([*START_SCALES, 1.0, 1.0, 1.0])
-    reg.SetShrinkFactorsPerLevel([SIMILARITY.shrink[0]])
-    reg.SetSmoothingSigmasPerLevel([SIMILARITY.sigmas_mm[0]])
-    reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
-    reg.SetInitialTransform(euler, inPlace=True)
-    reg.SetNumberOfThreads(int(threads))
-    values: list[tuple[float, tuple[float, ...]]] = []  # (metric, angles) of every start, in the grid's order
-    reg.AddCommand(sitk.sitkIterationEvent,
-                   lambda: values.append((reg.GetMetricValue(), reg.GetOptimizerPosition()[:3])))
-    reg.AddCommand(sitk.sitkIterationEvent, lambda: progress.cancel_event.is_set() and reg.StopRegistration())
-    reg.Execute(fixed, moving)
-    progress.check()
-    identity = next(v for v, angles in values if not any(angles))
-    best, angles = min(values, key=lambda va: va[0])
-    if not best < identity:
+    values = []
+    for angles in _start_rotations():
+        progress.check()
+        euler.SetRotation(*angles)
+        if retranslate is not None:
+            euler.SetTranslation([float(v) for v in retranslate(np.reshape(euler.GetMatrix(), (3, 3)))])
+        reg.SetInitialTransform(euler, inPlace=False)
+        values.append((reg.MetricEvaluate(level_fixed, level_moving), angles, euler.GetTranslation()))
+    best, angles, translation = min(values, key=lambda value: value[0])
+    if not best < values[0][0]:
         return None
     euler.SetRotation(*angles)
     turned = sitk.Similarity3DTransform(sim)
     turned.SetMatrix(euler.GetMatrix())
-    if retranslate is not None:
-        turned.SetTranslation([float(v) for v in retranslate(np.reshape(euler.GetMatrix(), (3, 3)))])
+    turned.SetTranslation(translation)
     return turned
 
 
@@ -379,7 +385,7 @@ def _register(data: np.ndarray, affine: np.ndarray, head: bool, threads: int, se
     else:
         sim = sitk.CenteredTransformInitializer(fixed, moving, sitk.Similarity3DTransform(),
                                                 sitk.CenteredTransformInitializerFilter.MOMENTS)
-    starts = [sim, *filter(None, [_searched_start(fixed, moving, sim, seed, threads, prog, retranslate)])]
+    starts = [sim, *filter(None, [_searched_start(fixed, moving, sim, threads, prog, retranslate)])]
     ends = [(_run_stage(fixed, moving, start, SIMILARITY, seed, threads, prog), start) for start in starts]
     sim = min(ends, key=lambda end: end[0])[1]  # the identity's end on a tie
     aff = sitk.AffineTransform(3)
