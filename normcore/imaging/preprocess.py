@@ -325,9 +325,13 @@ def _searched_start(fixed: sitk.Image, moving: sitk.Image, sim: sitk.Similarity3
         if retranslate is not None:
             euler.SetTranslation([float(v) for v in retranslate(np.reshape(euler.GetMatrix(), (3, 3)))])
         reg.SetInitialTransform(euler, inPlace=False)
-        values.append((reg.MetricEvaluate(level_fixed, level_moving), angles, euler.GetTranslation()))
+        try:
+            value = reg.MetricEvaluate(level_fixed, level_moving)
+        except RuntimeError:  # the turned template's samples fall mostly outside the scan (a small field of view)
+            value = np.inf
+        values.append((value, angles, euler.GetTranslation()))
     best, angles, translation = min(values, key=lambda value: value[0])
-    if not best < values[0][0]:
+    if not best < values[0][0]:  # also when every start's samples fell outside: the identity as before
         return None
     euler.SetRotation(*angles)
     turned = sitk.Similarity3DTransform(sim)

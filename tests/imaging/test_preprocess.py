@@ -8,6 +8,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import SimpleITK as sitk
 from scipy import ndimage
 
 from normcore._utils.errors import InputError
@@ -17,6 +18,7 @@ from normcore.imaging.io import load_mask, load_volume
 from normcore.imaging.preprocess import (
     DEEP_ANCHOR_LEVEL,
     NOT_STRIPPED_WARNING,
+    _searched_start,
     dice,
     looks_skull_stripped,
     normalise_intensity,
@@ -28,6 +30,7 @@ from normcore.imaging.preprocess import (
     to_native,
     to_sitk,
     transform_matrix,
+    work_template,
 )
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mri" / "ixi"
@@ -108,6 +111,17 @@ def test_a_head_pitched_35_degrees_is_registered(whole_head):
     out = prepare_scan(head_from(img) if whole_head else img, CPU_GRID, threads=1)
     error = np.linalg.norm((out.matrix - matrix) @ POINTS, axis=0)
     assert error.max() < 4.0, error
+
+
+def test_a_start_whose_samples_fall_outside_the_scan_is_passed_over():
+    # the metric raises when a turned template maps its samples outside the scan's buffer; such a start scores as
+    # the worst, and with no start inside the identity is kept (None), where it raised before
+    fixed = to_sitk(*work_template())
+    far = np.eye(4)
+    far[:3, 3] = 5000.0  # a small scan 5 m away: every start's samples fall outside it
+    moving = to_sitk(np.ones((8, 8, 8), np.float32), far)
+    sim = sitk.Similarity3DTransform()
+    assert _searched_start(fixed, moving, sim, threads=1, progress=Progress()) is None
 
 
 def test_to_native_round_trip(native, prepared):
