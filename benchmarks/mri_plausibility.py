@@ -14,9 +14,11 @@ same voxels placed 3 degrees and 2 mm elsewhere in the scanner: the index's nois
 scan and mask resampled onto the same grid moved by a quarter voxel (cubic spline: a second acquisition at the same
 resolution, sampling the brain at another phase), (i) the same with trilinear interpolation (which also smooths the
 scan slightly, as many reslicing tools do), (j) with slices 1.5 times thicker (a Gaussian slice profile, sampled
-every slice), (k)/(l) filtered by a Gaussian of FWHM 2 / 3 mm (as some pipelines smooth) and (m) upsampled to 1 mm
-voxels with a cubic spline (the same information on the finer grid most T1 scans come on). With --update-card the
-headline index's mean shift under (h), and under (i) when it ran too, is stored in the model card
+every slice), (k)/(l) filtered by a Gaussian of FWHM 2 / 3 mm (as some pipelines smooth), (m) upsampled to 1 mm
+voxels with a cubic spline (the same information on the finer grid most T1 scans come on), (n) the head tilted 15
+degrees (a clinical scan off the AC-PC line), (o) stored with its voxel axes permuted and flipped (same world
+positions), (p) in other intensity units (a gain and an offset) and (q) under a 20% linear bias field. With
+--update-card the headline index's mean shift under (h), and under (i) when it ran too, is stored in the model card
 (``reproducibility``), which the CLI, the MRI page and reports show beside the centile.
 Prints a JSON line per scan and condition; per condition how many scans failed each quality gate and how many had
 their index labelled unreliable; and for every condition beside (a) the mean absolute gap between its centiles and
@@ -53,7 +55,7 @@ from mri import store_card_metrics  # noqa: E402  (benchmarks/mri.py)
 CASES = ("as is", "10 mm voxels", "mask of the upper 40%", "whole head, no mask", "mask one voxel wider",
          "mask one voxel narrower", "head moved", "resliced by a quarter voxel", "trilinear reslice by a quarter voxel",
          "slices 1.5x thicker", "smoothed, FWHM 2 mm", "smoothed, FWHM 3 mm", "1 mm voxels", "head tilted 15 degrees",
-         "stored in another orientation", "intensities rescaled")
+         "stored in another orientation", "intensities rescaled", "bias field 20%")
 # "head moved": the same voxels with the world position of scan and mask turned 3 degrees about z and shifted 2 mm
 # along each axis, as a second session in the scanner would place the head; the registration has to undo it, so
 # the gap to "as is" is the index's noise from registration alone.
@@ -64,6 +66,9 @@ TILT_PITCH_DEG, TILT_YAW_DEG, TILT_MM = 15.0, 5.0, 10.0
 # "intensities rescaled": another scanner's or tool's intensity units (a gain and an offset), which the robust
 # normalisation and the mutual-information registration should not see.
 RESCALE_GAIN, RESCALE_OFFSET = 37.0, 250.0
+# "bias field 20%": a smooth multiplicative intensity inhomogeneity (a receive coil's, uncorrected by N4) rising
+# linearly by 20% across the head from its lower back left to its upper front right.
+BIAS_SPAN = 0.2
 # the card's reproducibility: the sub-voxel reslice (cubic) and, when run too, its trilinear twin (which also smooths)
 RESLICE_CASES = ("resliced by a quarter voxel", "trilinear reslice by a quarter voxel")
 
@@ -98,6 +103,14 @@ def reordered(img: nib.Nifti1Image, brain: np.ndarray) -> tuple[nib.Nifti1Image,
     mask = nib.orientations.apply_orientation(brain, order)
     affine = img.affine @ transform
     return nib.Nifti1Image(data, affine), nib.Nifti1Image(mask.astype(np.uint8), affine)
+
+
+def biased(img: nib.Nifti1Image) -> nib.Nifti1Image:
+    """The scan times a field rising linearly (world mm) by ``BIAS_SPAN`` across its field of view along (1, 1, 1)."""
+    ijk = np.indices(img.shape, dtype=np.float32).reshape(3, -1)
+    world = (img.affine[:3, :3] @ ijk).sum(axis=0).reshape(img.shape)  # (x + y + z) up to a constant
+    ramp = (world - world.min()) / max(float(np.ptp(world)), 1e-6)
+    return nib.Nifti1Image(np.asarray(img.dataobj, np.float32) * (1.0 - BIAS_SPAN / 2 + BIAS_SPAN * ramp), img.affine)
 
 
 def resliced(img: nib.Nifti1Image, brain: np.ndarray, shift: float = 0.25, order: int = RESLICE_ORDER
@@ -198,7 +211,8 @@ def main() -> None:
                  "stored in another orientation": reordered(img, brain),
                  "intensities rescaled": (nib.Nifti1Image(np.asarray(img.dataobj, np.float32) * RESCALE_GAIN
                                                           + RESCALE_OFFSET, img.affine),
-                                          nib.Nifti1Image(brain, img.affine))}
+                                          nib.Nifti1Image(brain, img.affine)),
+                 "bias field 20%": (biased(img), nib.Nifti1Image(brain, img.affine))}
         if "1 mm voxels" in wanted:  # eight times the voxels: made only when asked for
             cases["1 mm voxels"] = finer(img, brain)
         for label, (scan, mask) in cases.items():
