@@ -51,6 +51,7 @@ from normcore.registry import load_model  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from mri import store_card_metrics  # noqa: E402  (benchmarks/mri.py)
+from mri_registration import turned  # noqa: E402  (benchmarks/mri_registration.py)
 
 CASES = ("as is", "10 mm voxels", "mask of the upper 40%", "whole head, no mask", "mask one voxel wider",
          "mask one voxel narrower", "head moved", "resliced by a quarter voxel", "trilinear reslice by a quarter voxel",
@@ -75,23 +76,17 @@ RESLICE_CASES = ("resliced by a quarter voxel", "trilinear reslice by a quarter 
 
 def moved(affine: np.ndarray) -> np.ndarray:
     """``affine`` followed by the rigid move of the "head moved" case (world mm)."""
-    a = np.deg2rad(MOVE_DEG)
-    rigid = np.eye(4)
-    rigid[:2, :2] = [[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]
-    rigid[:3, 3] = MOVE_MM
-    return rigid @ affine
+    shift = np.eye(4)
+    shift[:3, 3] = MOVE_MM
+    return shift @ turned("z", MOVE_DEG) @ affine
 
 
 def tilted(affine: np.ndarray) -> np.ndarray:
     """``affine`` followed by the rigid move of the "head tilted 15 degrees" case (world mm, RAS: pitch about x,
     then yaw about z, then a shift along every axis)."""
-    p, y = np.deg2rad(TILT_PITCH_DEG), np.deg2rad(TILT_YAW_DEG)
-    pitch, yaw = np.eye(4), np.eye(4)
-    pitch[1:3, 1:3] = [[np.cos(p), -np.sin(p)], [np.sin(p), np.cos(p)]]
-    yaw[:2, :2] = [[np.cos(y), -np.sin(y)], [np.sin(y), np.cos(y)]]
     shift = np.eye(4)
     shift[:3, 3] = TILT_MM
-    return shift @ yaw @ pitch @ affine
+    return shift @ turned("z", TILT_YAW_DEG) @ turned("x", TILT_PITCH_DEG) @ affine
 
 
 def reordered(img: nib.Nifti1Image, brain: np.ndarray) -> tuple[nib.Nifti1Image, nib.Nifti1Image]:

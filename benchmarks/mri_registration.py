@@ -37,8 +37,9 @@ from normcore.registry import load_model  # noqa: E402
 AXES = {"x": (1, 2), "y": (2, 0), "z": (0, 1)}  # the plane each world axis turns
 
 
-def turned(axis: str, degrees: float, centre: np.ndarray) -> np.ndarray:
-    """4x4 world (RAS mm) rotation of ``degrees`` about ``axis`` through ``centre``."""
+def turned(axis: str, degrees: float, centre: np.ndarray | None = None) -> np.ndarray:
+    """4x4 world (RAS mm) rotation of ``degrees`` about ``axis`` through ``centre`` (the world origin by default)."""
+    centre = np.zeros(3) if centre is None else centre
     a = np.deg2rad(degrees)
     i, j = AXES[axis]
     rotation = np.eye(4)

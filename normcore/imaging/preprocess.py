@@ -288,18 +288,21 @@ def _run_stage(fixed: sitk.Image, moving: sitk.Image, tx: sitk.Transform, stage:
     return float(reg.GetMetricValue())
 
 
-def _start_rotations() -> list[tuple[float, float, float]]:
+def _start_rotations() -> tuple[tuple[float, float, float], ...]:
     """The starting rotations' Euler angles (radians, about x, y, z), the identity first."""
     axes = [np.deg2rad(START_STEP_DEG * scale * np.arange(-n, n + 1)) for n, scale in zip(START_STEPS, START_SCALES,
                                                                                           strict=True)]
     grid = [tuple(float(a) for a in angles) for angles in product(*axes)]
-    return sorted(grid, key=lambda angles: any(angles))  # stable: the identity, then the grid's order
+    return tuple(sorted(grid, key=lambda angles: any(angles)))  # stable: the identity, then the grid's order
+
+
+START_ROTATIONS = _start_rotations()
 
 
 def _searched_start(fixed: sitk.Image, moving: sitk.Image, sim: sitk.Similarity3DTransform, threads: int,
                     progress: Progress, retranslate: Callable[[np.ndarray], np.ndarray] | None = None
                     ) -> sitk.Similarity3DTransform | None:
-    """A copy of ``sim`` turned to the best of the starting rotations (:func:`_start_rotations`) by the Mattes MI at
+    """A copy of ``sim`` turned to the best of the starting rotations (``START_ROTATIONS``) by the Mattes MI at
     the similarity stage's coarsest level (both images smoothed as it smooths them, the template shrunk as it shrinks
     it, every voxel counted), or None when no rotation beats the identity there. The centre is kept, and the
     translation too unless ``retranslate`` maps each rotation (3x3, SimpleITK's LPS) to its own (a whole head's top
@@ -319,7 +322,7 @@ def _searched_start(fixed: sitk.Image, moving: sitk.Image, sim: sitk.Similarity3
     euler.SetCenter(sim.GetCenter())
     euler.SetTranslation(sim.GetTranslation())
     values = []
-    for angles in _start_rotations():
+    for angles in START_ROTATIONS:
         progress.check()
         euler.SetRotation(*angles)
         if retranslate is not None:
@@ -390,7 +393,10 @@ def _register(data: np.ndarray, affine: np.ndarray, head: bool, threads: int, se
     else:
         sim = sitk.CenteredTransformInitializer(fixed, moving, sitk.Similarity3DTransform(),
                                                 sitk.CenteredTransformInitializerFilter.MOMENTS)
-    starts = [sim, *filter(None, [_searched_start(fixed, moving, sim, threads, prog, retranslate)])]
+    starts = [sim]
+    searched = _searched_start(fixed, moving, sim, threads, prog, retranslate)
+    if searched is not None:
+        starts.append(searched)
     ends = [(_run_stage(fixed, moving, start, SIMILARITY, seed, threads, prog), start) for start in starts]
     sim = min(ends, key=lambda end: end[0])[1]  # the identity's end on a tie
     aff = sitk.AffineTransform(3)
