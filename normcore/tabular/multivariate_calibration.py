@@ -28,6 +28,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import optimize, special
 
+from normcore.tabular.scoring import chi2_z
+
 MIN_CALIBRATION_ROWS = 50
 """Fewer out-of-sample rows than this give no calibration (the chi-square reference is kept): the gamma's shape,
 which sets the upper centiles, would be estimated to worse than about +-20%."""
@@ -88,10 +90,7 @@ class MultivariateCalibration:
         frac = np.asarray(n_observed, float) / self.n_idps
         k = np.maximum(self.dof * frac / 2, 1e-6)
         x = np.where(np.isfinite(d2), np.maximum(d2, 0.0), 0.0) / (2 * self.scale_at(n_samples))
-        lower, upper = special.gammainc(k, x), special.gammaincc(k, x)
-        # the smaller tail in full precision, so that very large d2 keep distinct z
-        z = np.where(lower <= upper, special.ndtri(np.maximum(lower, 1e-300)),
-                     -special.ndtri(np.maximum(upper, 1e-300)))
+        z = chi2_z(2 * x, 2 * k)  # a * chi2(nu) is chi2's at d2 / a; its smaller tail, so large d2 keep distinct z
         return np.where(np.isfinite(d2) & (frac > 0), z, np.nan)
 
     def to_dict(self) -> dict:

@@ -91,17 +91,28 @@ def tail_z(latent_order: np.ndarray, ranks: np.ndarray, m: int, x: np.ndarray, u
     return np.minimum(z, q[anchor]) if not upper else np.maximum(z, q[anchor])
 
 
+def mixture_z(z: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """z of values under the mixture sum_k w_k F_k, from their z under each component: ``z`` (K, ...) and
+    ``weights`` (K, ...; summing to 1 over K, broadcast against ``z``).
+
+    z is taken from the smaller tail, each tail mixed on its own (Phi(z) below the median, Phi(-z) above) and in
+    logarithms, so that extreme z keep their precision where a centile would round to 0 or 1, and stay finite where
+    Phi(z) itself underflows (|z| beyond about 38)."""
+    z, weights = np.broadcast_arrays(np.asarray(z, float), np.asarray(weights, float))
+    with np.errstate(divide="ignore"):  # a weight of 0 is a log weight of -inf: that component adds nothing
+        log_w = np.log(weights)
+    lower = special.logsumexp(log_w + special.log_ndtr(z), axis=0)
+    upper = special.logsumexp(log_w + special.log_ndtr(-z), axis=0)
+    return np.where(lower <= upper, special.ndtri_exp(lower), -special.ndtri_exp(upper))
+
+
 def mix_scores(u_a: np.ndarray, z_a: np.ndarray, u_b: np.ndarray, z_b: np.ndarray,
                w_b: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
-    """Centile and z of values under the mixture (1 - w_b) F_a + w_b F_b, from their centiles and z under each.
-
-    The centile mixes linearly. z is taken from the smaller tail, each tail mixed on its own (Phi(z) below the
-    median, Phi(-z) above), so that extreme z keep their precision where a centile would round to 0 or 1."""
-    w_a = 1.0 - w_b
-    lower = w_a * special.ndtr(z_a) + w_b * special.ndtr(z_b)
-    upper = w_a * special.ndtr(-z_a) + w_b * special.ndtr(-z_b)
-    z = np.where(lower <= upper, special.ndtri(lower), -special.ndtri(upper))
-    return w_a * u_a + w_b * u_b, z
+    """Centile and z of values under the mixture (1 - w_b) F_a + w_b F_b, from their centiles and z under each:
+    the centile mixes linearly, z as :func:`mixture_z` mixes it."""
+    w_b = np.asarray(w_b, float)
+    return (1.0 - w_b) * u_a + w_b * u_b, mixture_z(np.stack(np.broadcast_arrays(z_a, z_b)),
+                                                     np.stack(np.broadcast_arrays(1.0 - w_b, w_b)))
 
 
 def normal_scores(samples: torch.Tensor, order: torch.Tensor | None = None) -> torch.Tensor:
@@ -208,13 +219,33 @@ def mahalanobis(z: np.ndarray, corr: np.ndarray) -> tuple[np.ndarray, np.ndarray
             sol = np.linalg.solve(corr[rows][:, obs][:, :, obs], zo[..., None])[..., 0]
         d2[rows] = (zo * sol).sum(axis=1)
         dof[rows] = obs.sum()
-    return d2, _chi2_z(d2, dof)
+    return d2, chi2_z(d2, dof)
 
 
-def _chi2_z(d2: np.ndarray, dof: np.ndarray) -> np.ndarray:
-    """d2 on a z scale: Phi^-1 of its chi-square(dof) distribution function (one-sided)."""
-    p = stats.chi2.cdf(d2, dof)
-    return special.ndtri(np.clip(p, 1e-300, 1 - 1e-16))
+def chi2_z(d2: np.ndarray, dof: np.ndarray) -> np.ndarray:
+    """d2 on a z scale: Phi^-1 of its chi-square(dof) distribution function (one-sided), from the smaller tail in
+    logarithms, so that very large d2 keep distinct, finite z (from the distribution function itself z stopped at
+    8.2, where it rounds to 1)."""
+    d2, dof = np.broadcast_arrays(np.asarray(d2, float), np.asarray(dof, float))
+    with np.errstate(divide="ignore"):
+        lower = np.maximum(stats.chi2.logcdf(d2, dof), np.log(1e-300))
+        upper = stats.chi2.logsf(d2, dof)
+    far = np.isneginf(upper) & np.isfinite(d2)  # scipy's log tail underflows beyond about exp(-745)
+    if far.any():
+        upper = upper.copy()
+        upper[far] = _chi2_logsf_asymptotic(d2[far], dof[far])
+    return np.where(lower <= upper, special.ndtri_exp(lower), -special.ndtri_exp(upper))
+
+
+def _chi2_logsf_asymptotic(d2: np.ndarray, dof: np.ndarray, terms: int = 8) -> np.ndarray:
+    """log of chi-square(dof)'s survival function far in its tail (d2 much larger than dof): the asymptotic series of
+    the upper incomplete gamma function, Q(k, x) ~ x^(k-1) e^-x / Gamma(k) * sum_n (k-1)...(k-n) / x^n."""
+    x, k = d2 / 2.0, dof / 2.0
+    term, series = np.ones_like(x), np.ones_like(x)
+    for n in range(1, terms + 1):
+        term = term * (k - n) / x
+        series = series + term
+    return (k - 1) * np.log(x) - x - special.gammaln(k) + np.log(series)
 
 
 def assemble_scores(df, idps: list[str], z: np.ndarray, centile: np.ndarray, d2: np.ndarray, mz: np.ndarray,

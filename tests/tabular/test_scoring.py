@@ -10,6 +10,8 @@ from normcore._utils.errors import InputError
 from normcore.tabular.preprocessing import MARGINALISE
 from normcore.tabular.scoring import (
     FAR_OFF_MIN_SUBJECTS,
+    _chi2_logsf_asymptotic,
+    chi2_z,
     copula_correlation,
     far_off_notes,
     mahalanobis,
@@ -67,9 +69,21 @@ def test_mahalanobis_matches_hand_computation_and_handles_missing():
     d2, mz = mahalanobis(z, corr)
     expected = np.array([1.0, 2.0]) @ np.linalg.inv(corr[0]) @ np.array([1.0, 2.0])
     assert d2[0] == expected and d2[1] == 4.0
-    assert mz[0] == special.ndtri(stats.chi2.cdf(expected, 2))
-    assert mz[1] == special.ndtri(stats.chi2.cdf(4.0, 1))
+    assert mz[0] == pytest.approx(special.ndtri(stats.chi2.cdf(expected, 2)), rel=1e-12)
+    assert mz[1] == pytest.approx(special.ndtri(stats.chi2.cdf(4.0, 1)), rel=1e-12)
     np.testing.assert_allclose(mahalanobis(z, corr[0]), (d2, mz))  # one correlation shared by every row
+
+
+def test_multivariate_z_stays_finite_and_increasing_for_any_distance():
+    """Far beyond where chi-square's distribution function rounds to 1 (z 8.2) and where its log tail underflows
+    (d2 about 1400 at 10 degrees of freedom), larger distances keep larger, finite z; near it they match the exact
+    tail, and where both exist the far tail's series is the exact tail."""
+    d2 = np.array([50.0, 200.0, 1e3, 1.3e3, 1.6e3, 1e4, 1e8])
+    z = chi2_z(d2, np.full(len(d2), 10.0))
+    assert np.isfinite(z).all() and (np.diff(z) > 0).all()
+    np.testing.assert_allclose(z[:4], -special.ndtri_exp(stats.chi2.logsf(d2[:4], 10)), rtol=1e-10)
+    np.testing.assert_allclose(_chi2_logsf_asymptotic(d2[2:4], np.array([10.0, 10.0])),
+                               stats.chi2.logsf(d2[2:4], 10), rtol=1e-9)
 
 
 def test_tails_scored_in_blocks_of_values_give_identical_scores(tiny_model, cohort, monkeypatch):
@@ -322,17 +336,30 @@ def test_mix_scores_is_the_mixture_distribution_even_far_out():
     np.testing.assert_allclose(centile, (1 - w) * special.ndtr(z_a) + w * special.ndtr(z_b))
 
 
+def test_mix_scores_stay_finite_where_the_normal_tail_underflows():
+    """Scores beyond |z| 38 (Phi underflows to 0 in float64; a heavy-tailed IDP's extreme value gets them) mix to a
+    finite z between the two, as the tails' logarithms do."""
+    z_a, z_b = np.array([-45.0, 45.0, -40.0, 60.0]), np.array([-45.0, 45.0, -50.0, 50.0])
+    w = np.array([0.5, 0.3, 0.5, 0.0])
+    _, z = mix_scores(special.ndtr(z_a), z_a, special.ndtr(z_b), z_b, w)
+    assert np.isfinite(z).all()
+    np.testing.assert_allclose(z[:2], [-45.0, 45.0], rtol=1e-9)
+    assert -40.0 > z[2] > -40.1  # the nearer score's tail dominates the mixture's
+    assert z[3] == pytest.approx(60.0)  # weight 0: the other score adds nothing
+
+
 def test_a_row_between_grid_ages_is_scored_as_the_mixture_of_both(tiny_model, cohort, monkeypatch):
     """With the same samples (the same grid points and seed), a row's interpolated scores are the mixture of its
-    scores against each of its two points alone, extreme values included."""
+    scores against each of its two points alone, extreme values included, and finite for values so far out that
+    Phi underflows (they were -inf/+inf)."""
     df, truth = cohort
     rows = df[df.group == "control"].head(40).reset_index(drop=True)
     model = copy.deepcopy(tiny_model).set_params(score_age_resolution=25.0)
     u_age, u_codes, pair, weight, n_latent = model._score_points(*model._covariates_of(rows, "rows"))
-    mixed = np.flatnonzero(weight[:, 1] > 0.05)[:4]
-    assert len(mixed) == 4
+    mixed = np.flatnonzero(weight[:, 1] > 0.05)[:6]
+    assert len(mixed) == 6
     idp = truth.idp_names[0]
-    rows.loc[mixed, idp] += np.array([5.0, -5.0, 8.0, -8.0]) * float(df[idp].std())  # extremes, interpolated
+    rows.loc[mixed, idp] += np.array([5.0, -5.0, 8.0, -8.0, 500.0, -500.0]) * float(df[idp].std())  # interpolated
     both = model.score(rows, n_samples=200, seed=5)
     alone = []
     for k in (0, 1):
@@ -347,6 +374,7 @@ def test_a_row_between_grid_ages_is_scored_as_the_mixture_of_both(tiny_model, co
     np.testing.assert_allclose(both[z_cols].to_numpy(), z, rtol=0, atol=1e-9)
     np.testing.assert_allclose(both[u_cols].to_numpy(), centile, rtol=0, atol=1e-12)
     assert (np.abs(both[f"z:{idp}"].to_numpy()[mixed]) > 3.3).all()  # the extremes went through the tail model
+    assert np.isfinite(both[z_cols].to_numpy()).all() and (np.abs(both[f"z:{idp}"].to_numpy()[mixed[4:]]) > 38).all()
 
 
 def test_shipped_demo_model_scores_extremes_near_their_exact_z():

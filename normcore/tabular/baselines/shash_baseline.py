@@ -23,6 +23,7 @@ from normcore.tabular.base import NormativeModel
 from normcore.tabular.baselines.shash import fit_shash, shash_inverse, shash_moments, shash_z
 from normcore.tabular.params import Rule, boolean, integer, number
 from normcore.tabular.preprocessing import MARGINALISE, CovariateEncoder, LocationScale
+from normcore.tabular.scoring import mixture_z
 
 
 class LocationScaleSHASH(NormativeModel):
@@ -87,14 +88,20 @@ class LocationScaleSHASH(NormativeModel):
         total = sum(w for _, w in combos)
         return [(c, w / total) for c, w in combos]
 
-    def cdf(self, y: np.ndarray, age: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        """Exact conditional CDF (n, D) of observations y (n, D) (mixture over marginalised levels)."""
-        out = np.zeros_like(np.asarray(y, float))
+    def _component_scores(self, y: np.ndarray, age: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Normal scores (K, n, D) of observations y (n, D) under each of the K resolved level combinations of
+        marginalised codes (K = 1 without), and their weights (K, n, 1)."""
+        scores, weights = [], []
         for c, w in self._level_combinations(codes):
             r = self.location_scale_.transform(y, age, c)
-            z = np.column_stack([shash_z(r[:, j], p) for j, p in enumerate(self.shash_)])
-            out += w[:, None] * special.ndtr(z)
-        return out
+            scores.append(np.column_stack([shash_z(r[:, j], p) for j, p in enumerate(self.shash_)]))
+            weights.append(w[:, None])
+        return np.stack(scores), np.stack(weights)
+
+    def cdf(self, y: np.ndarray, age: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """Exact conditional CDF (n, D) of observations y (n, D) (mixture over marginalised levels)."""
+        z, w = self._component_scores(y, age, codes)
+        return (w * special.ndtr(z)).sum(axis=0)
 
     def quantile(self, q: float, age: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """Exact conditional q-quantile (n, D); by bisection on the mixture CDF when marginalising."""
@@ -114,9 +121,13 @@ class LocationScaleSHASH(NormativeModel):
 
     # ------------------------------------------------------------------ model cores (see NormativeModel)
     def _score_core(self, y, age, codes, n_samples, seed, progress):
-        """Exact centiles (``n_samples`` and ``seed`` are not used); the training z-correlation (D, D) for every row."""
-        centile = np.clip(self.cdf(np.nan_to_num(y), age, codes), 1e-12, 1 - 1e-12)
-        return centile, None, np.zeros_like(centile, dtype=bool), np.asarray(self.z_correlation_)
+        """Exact centiles and z (``n_samples`` and ``seed`` are not used): z from the SHASH's normal score itself, so
+        that it stays finite and distinct however far out a value lies (mixed in logarithms over marginalised levels,
+        :func:`~normcore.tabular.scoring.mixture_z`); the training z-correlation (D, D) for every row."""
+        scores, weights = self._component_scores(np.nan_to_num(y), age, codes)
+        z = scores[0] if len(scores) == 1 else mixture_z(scores, weights)
+        centile = (weights * special.ndtr(scores)).sum(axis=0)
+        return centile, z, np.zeros_like(centile, dtype=bool), np.asarray(self.z_correlation_)
 
     def _quantile_core(self, ages, codes, quantiles, n_samples, seed, progress) -> np.ndarray:
         return np.stack([self.quantile(float(q), ages, codes) for q in quantiles])

@@ -63,3 +63,23 @@ def test_baseline_sample_has_no_dependence_and_round_trips(fitted, tmp_path):
     again = load_model(tmp_path / "b")
     fresh = truth.sample(20, seed=8)
     pd.testing.assert_frame_equal(again.score(fresh), model.score(fresh))
+
+
+def test_baseline_z_is_finite_and_keeps_growing_far_beyond_the_data(fitted):
+    """z is the SHASH's own normal score, not Phi^-1 of a clipped centile (which stopped at 7.03 for every value
+    beyond it), also mixed over a marginalised site."""
+    from normcore.tabular.preprocessing import MARGINALISE
+
+    model, truth = fitted
+    idp = truth.idp_names[2]
+    rows = truth.sample(1, seed=9).loc[[0] * 6].reset_index(drop=True)
+    sd = float(truth.sample(500, seed=10)[idp].std())
+    rows[idp] += np.array([0.0, 10.0, 100.0, 1e4, -10.0, -100.0]) * sd
+    z = model.score(rows)[f"z:{idp}"].to_numpy()
+    assert np.isfinite(z).all() and z[3] > z[2] > z[1] > 7.1 and z[5] < z[4] < -7.1
+    y = rows[model.idps].to_numpy(float)
+    age, codes = model._covariates_of(rows, "rows")
+    codes[:, model.encoder_.categorical.index("site")] = MARGINALISE
+    _, z_mixed, _, _ = model._score_core(y, age, codes, None, None, None)
+    j = model.idps.index(idp)
+    assert np.isfinite(z_mixed[:, j]).all() and z_mixed[3, j] > z_mixed[2, j] > z_mixed[1, j] > 7.1
