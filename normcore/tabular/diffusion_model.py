@@ -30,6 +30,7 @@ from normcore.metrics.scoring_rules import sample_crps
 from normcore.nets import BACKBONES, build_backbone, check_backbone_params
 from normcore.nets.film_mlp import auto_marginal_width
 from normcore.tabular.base import NormativeModel
+from normcore.tabular.heavy_tails import age_bins
 from normcore.tabular.imputation import LatentImputer
 from normcore.tabular.multivariate_calibration import MIN_CALIBRATION_ROWS, MultivariateCalibration
 from normcore.tabular.params import (
@@ -309,7 +310,7 @@ class NormativeDiffusion(NormativeModel):
                 r_all = self.location_scale_.fit_transform(ages, codes_all, y_all, n_levels)  # leave-one-out
             else:
                 self.location_scale_, r_all = None, y_all
-            self.transformer_ = IDPTransformer(self.transform).fit(r_all)
+            self.transformer_ = IDPTransformer(self.transform).fit(r_all, groups=age_bins(ages))  # tails: by age
             x_all = self.transformer_.transform(r_all).astype(np.float32)
             x_train, x_val = x_all[:len(train)], x_all[len(train):]
             start = time.perf_counter()

@@ -18,6 +18,7 @@ from scipy import special, stats
 
 from normcore._utils.errors import InputError, column_not_found, table_row
 from normcore._utils.plausibility import check_ages
+from normcore.tabular.heavy_tails import fit_heavy_tails, tail_excess, tail_scores
 
 MARGINALISE = -1
 _SINGLE_AGE_SPAN = 1e-6  # years: the nominal age range of a cohort whose subjects all have one age
@@ -248,6 +249,11 @@ class IDPTransformer:
     extrapolated along that line, so no single order statistic (the sample minimum or maximum) sets where they
     land. Maps saved without ``"tail_slopes"`` (by earlier versions) keep the knots to the sample extremes and
     extrapolate along the chord of the outer 5% of knots, so saved models score as they did.
+
+    Fitted with ``groups`` (the rows' age bins, :func:`~normcore.tabular.heavy_tails.age_bins`), a side whose tail
+    is significantly heavier than normal within the bins follows a generalised Pareto tail beyond its anchor
+    instead of the line (:mod:`~normcore.tabular.heavy_tails`; ``"tail_gpd"`` in its parameters, absent when no side
+    is heavy, as in maps saved before).
     """
 
     METHODS = ("standard", "yeo-johnson", "quantile")
@@ -259,9 +265,19 @@ class IDPTransformer:
         self.n_knots = n_knots
         self.params: list[dict] = []
 
-    def fit(self, y: np.ndarray) -> IDPTransformer:
+    def fit(self, y: np.ndarray, groups: np.ndarray | None = None) -> IDPTransformer:
+        """Fit one map per column of ``y``; ``groups`` (the rows' age bins) let the quantile map test its tails."""
         y = np.asarray(y, float)
         self.params = [self._fit_column(y[:, j]) for j in range(y.shape[1])]
+        if self.method == "quantile" and groups is not None:
+            for j, p in enumerate(self.params):
+                ok = ~np.isnan(y[:, j])
+                if "tail_slopes" not in p:
+                    continue
+                tails = fit_heavy_tails(y[ok, j], np.asarray(groups)[ok], (p["x"][0], p["x"][-1]),
+                                        (p["z"][0], p["z"][-1]))
+                if any(t is not None for t in tails):
+                    p["tail_gpd"] = tails
         return self
 
     def _fit_column(self, col: np.ndarray) -> dict:
@@ -294,7 +310,14 @@ class IDPTransformer:
 
     def _forward(self, col: np.ndarray, p: dict) -> np.ndarray:
         if self.method == "quantile":
-            return _piecewise_linear(col, np.asarray(p["x"]), np.asarray(p["z"]), p.get("tail_slopes"))
+            out = _piecewise_linear(col, np.asarray(p["x"]), np.asarray(p["z"]), p.get("tail_slopes"))
+            for upper, tail in enumerate(p.get("tail_gpd") or ()):
+                if tail is not None:
+                    anchor = p["x"][-1] if upper else p["x"][0]
+                    beyond = col > anchor if upper else col < anchor
+                    score = tail_scores(np.abs(col[beyond] - anchor), tail)
+                    out[beyond] = score if upper else -score
+            return out
         pre = (col - p["mean"]) / p["std"]
         if self.method == "standard":
             return pre
@@ -304,7 +327,14 @@ class IDPTransformer:
         if self.method == "quantile":
             slopes = p.get("tail_slopes")
             inverse = None if slopes is None else [1.0 / slopes[0], 1.0 / slopes[1]]
-            return _piecewise_linear(col, np.asarray(p["z"]), np.asarray(p["x"]), inverse)
+            out = _piecewise_linear(col, np.asarray(p["z"]), np.asarray(p["x"]), inverse)
+            for upper, tail in enumerate(p.get("tail_gpd") or ()):
+                if tail is not None:
+                    anchor, score = (p["x"][-1], p["z"][-1]) if upper else (p["x"][0], p["z"][0])
+                    beyond = col > score if upper else col < score
+                    excess = tail_excess(np.abs(col[beyond]), tail)
+                    out[beyond] = anchor + excess if upper else anchor - excess
+            return out
         if self.method == "standard":
             return col * p["std"] + p["mean"]
         pre = _yeojohnson_inverse(col * p["post_std"] + p["post_mean"], p["lambda"])
