@@ -171,6 +171,24 @@ def cmd_fit(args: argparse.Namespace) -> None:
     calibration = getattr(model, "multivariate_calibration_", None)
     if calibration is not None:
         print(calibration.describe())
+    heavy = _heavy_tails_line(model)
+    if heavy:
+        print(heavy)
+
+
+def _heavy_tails_line(model, most: int = 8) -> str | None:
+    """The fit's line naming the IDP sides whose tails were found heavier than normal (None when none were)."""
+    transformer = getattr(model, "transformer_", None)
+    sides = transformer.heavy_tail_sides() if transformer is not None else []
+    if not sides:
+        return None
+    by_idp: dict[str, list[str]] = {}
+    for j, side in sides:
+        by_idp.setdefault(model.idps[j], []).append(side)
+    named = [f"{idp} ({' and '.join(s)})" for idp, s in by_idp.items()]
+    more = f" and {len(named) - most} more" if len(named) > most else ""
+    return (f"heavy tails: {len(sides)} IDP side(s) heavier than normal within age bins follow a generalised Pareto "
+            f"tail beyond their outer 5%: {', '.join(named[:most])}{more}")
 
 
 def _warn_duplicate_ids(df, id_col: str, data: str) -> None:

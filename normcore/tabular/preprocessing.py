@@ -300,6 +300,12 @@ class IDPTransformer:
         return {"mean": loc, "std": scale, "lambda": lam, "post_mean": float(post.mean()),
                 "post_std": float(post.std() or 1.0)}
 
+    def heavy_tail_sides(self) -> list[tuple[int, str]]:
+        """(column, ``"lower"`` or ``"upper"``) of every side that follows a generalised Pareto tail."""
+        return [(j, side) for j, p in enumerate(self.params)
+                for side, tail in zip(("lower", "upper"), p.get("tail_gpd") or (None, None), strict=True)
+                if tail is not None]
+
     def transform(self, y: np.ndarray) -> np.ndarray:
         y = np.asarray(y, float)
         return np.stack([self._forward(y[:, j], p) for j, p in enumerate(self.params)], axis=1)
