@@ -61,6 +61,11 @@ from normcore.tabular.splits import held_out_split
 from normcore.tabular.training import TrainConfig, train_denoiser
 
 
+def _migrate_v3(card: dict, tensors: dict[str, torch.Tensor]) -> None:
+    """Version 3 cards' quantile maps have no generalised Pareto tails (``"tail_gpd"``, which version 4 may hold and
+    an older reader would ignore): nothing to change."""
+
+
 def _migrate_v2(card: dict, tensors: dict[str, torch.Tensor]) -> None:
     """Version 2 cards sampled with the full reverse SDE (``eta`` was DDIM's alone) over log-SNR steps spaced from
     the schedule's end; they keep doing so."""
@@ -243,8 +248,8 @@ class NormativeDiffusion(NormativeModel):
         self.copula_candidate = copula_candidate
 
     FORMAT = "normcore-tabular-diffusion"
-    FORMAT_VERSION = 3
-    MIGRATIONS = {1: _migrate_v1, 2: _migrate_v2}
+    FORMAT_VERSION = 4
+    MIGRATIONS = {1: _migrate_v1, 2: _migrate_v2, 3: _migrate_v3}
     _FITTED_MARK = "net_"
 
     @property

@@ -33,6 +33,7 @@ AGE_BINS = 4
 TAIL_SHARE = 0.05
 """Share of each bin's values taken as its excesses (the quantile map's anchors sit at the outer 5% too)."""
 MIN_EXCESSES_PER_BIN = 10
+"""Fewer excesses than this in any age bin and a side is not tested (the shape estimate would be mostly noise)."""
 ONE_SIDED_99 = 2.326
 """A side is heavy when its average shape exceeds the normal tails' mean by this many standard deviations (1%)."""
 MAX_SHAPE = 0.5

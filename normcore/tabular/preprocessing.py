@@ -271,9 +271,9 @@ class IDPTransformer:
         self.params = [self._fit_column(y[:, j]) for j in range(y.shape[1])]
         if self.method == "quantile" and groups is not None:
             for j, p in enumerate(self.params):
-                ok = ~np.isnan(y[:, j])
-                if "tail_slopes" not in p:
+                if "tail_slopes" not in p:  # too few distinct values for fitted tail lines: no tails to test
                     continue
+                ok = ~np.isnan(y[:, j])
                 tails = fit_heavy_tails(y[ok, j], np.asarray(groups)[ok], (p["x"][0], p["x"][-1]),
                                         (p["z"][0], p["z"][-1]))
                 if any(t is not None for t in tails):
