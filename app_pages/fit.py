@@ -23,6 +23,7 @@ from normcore.jobs import Job
 from normcore.persistence import model_dir_to_zip
 from normcore.plotting.tabular import loss_curve
 from normcore.registry import DIFFUSION, SAVABLE, TABULAR_MODELS, load_model, make_model
+from normcore.tabular.fit_notes import fit_notes
 from normcore.tabular.splits import held_out_split
 
 st.title("Fit a normative model")
@@ -105,6 +106,9 @@ def job_panel():  # polls (a fragment rerun every second) only while the fit run
     history = getattr(job.result, "history_", None) if snap["status"] == "done" else None
     if history and history.get("val_loss"):  # the finished fit: what early stopping kept
         st.plotly_chart(loss_curve(history), width="stretch", key="loss_fitted")
+    if snap["status"] == "done":
+        for note in fit_notes(job.result):  # the sentences `fit` prints: denoiser kept, calibration, tails, warnings
+            st.caption(note)
     elif events:
         st.plotly_chart(loss_curve({"step": [e["done"] for e in events],
                                     "train_loss": [e["train_loss"] for e in events],

@@ -40,6 +40,7 @@ from normcore.diffusion.noise import SAMPLING_NOISE
 from normcore.persistence import check_writable_parent
 from normcore.registry import DIFFUSION, SAVABLE
 from normcore.tabular.column_matching import match_columns
+from normcore.tabular.fit_notes import heavy_tails_note, kept_denoiser
 from normcore.tabular.io import read_table, write_table_atomic
 from normcore.tabular.params import MIN_TIMESTEPS
 from normcore.tabular.scoring import TAIL_SCALES
@@ -49,23 +50,6 @@ DISTRIBUTED_COMMANDS = ("fit", "score", "centiles", "evaluate", "mri-cohort")
 (fit: data-parallel training; mri-cohort: scans; the others: covariate points, see
 :mod:`normcore._utils.distributed`); only rank 0 writes the output, which equals a one-process run's with the same
 seed."""
-
-
-def _kept_weights(model) -> str:
-    """What the fit message says of the denoiser early stopping kept."""
-    history = model.history_
-    kept = history.get("kept_step")
-    if kept is None:
-        return ""
-    weighed = "val_crps_copula" in history  # the network won the loss; the CRPS decided
-    if kept == 0 and getattr(model, "prior_", None):
-        why = (f"the trained network of step {history['loss_kept_step']} had the lower validation loss but a "
-               "significantly higher CRPS" if weighed else "no trained network beat it on the validation loss")
-        return f" (kept: the Gaussian copula of the training latents; {why})"
-    if kept == 0:
-        return " (kept: the untrained network)"
-    return f" (weights of step {kept}" + ("; lower validation loss than the Gaussian copula, whose CRPS was not "
-                                          "significantly lower)" if weighed else ")")
 
 
 def _stderr_progress(quiet: bool) -> Progress:
@@ -161,34 +145,20 @@ def cmd_fit(args: argparse.Namespace) -> None:
     model.save(args.out)
     h = model.history_
     rows = f"{model.training_summary_['n_train']} train / {model.training_summary_['n_validation']} validation rows"
+    kept = kept_denoiser(model)
     if "steps" in h:
         print(f"fitted {args.backbone} on {h.get('world_size', 1)} process(es): {len(model.idps)} IDPs, {rows}, "
               f"{h['steps']} step{'s' * (h['steps'] != 1)} in {h['fit_time_s']:.1f} s, "
               f"best validation loss {h['best_val_loss']:.4f}"
-              + _kept_weights(model) + f"; saved to {args.out}")
+              + (f" ({kept})" if kept else "") + f"; saved to {args.out}")
     else:
         print(f"fitted {args.backbone}: {len(model.idps)} IDPs, {rows}, {h['fit_time_s']:.1f} s; saved to {args.out}")
     calibration = getattr(model, "multivariate_calibration_", None)
     if calibration is not None:
         print(calibration.describe())
-    heavy = _heavy_tails_line(model)
+    heavy = heavy_tails_note(model)
     if heavy:
         print(heavy)
-
-
-def _heavy_tails_line(model, most: int = 8) -> str | None:
-    """The fit's line naming the IDP sides whose tails were found heavier than normal (None when none were)."""
-    transformer = getattr(model, "transformer_", None)
-    sides = transformer.heavy_tail_sides() if transformer is not None else []
-    if not sides:
-        return None
-    by_idp: dict[str, list[str]] = {}
-    for j, side in sides:
-        by_idp.setdefault(model.idps[j], []).append(side)
-    named = [f"{idp} ({' and '.join(s)})" for idp, s in by_idp.items()]
-    more = f" and {len(named) - most} more" if len(named) > most else ""
-    return (f"heavy tails: {len(sides)} IDP side(s) heavier than normal within age bins follow a generalised Pareto "
-            f"tail beyond their outer 5%: {', '.join(named[:most])}{more}")
 
 
 def _warn_duplicate_ids(df, id_col: str, data: str) -> None:

@@ -309,37 +309,3 @@ def test_torchrun_refuses_single_process_commands(workflow):
                            "--out", workflow / "s.csv"], capture_output=True, text=True, env=env, cwd=ROOT)
     assert proc.returncode != 0 and "runs in one process" in proc.stderr
     assert not (workflow / "s.csv").exists()
-
-
-def test_the_fit_message_says_which_denoiser_was_kept_and_why():
-    from types import SimpleNamespace
-
-    from normcore.cli.main import _kept_weights
-
-    copula = {"prior_basis": 1}
-    by_loss = SimpleNamespace(history_={"kept_step": 0, "loss_kept_step": 0}, prior_=copula)
-    by_crps = SimpleNamespace(history_={"kept_step": 0, "loss_kept_step": 450, "val_crps_copula": 0.5}, prior_=copula)
-    network = SimpleNamespace(history_={"kept_step": 450, "loss_kept_step": 450, "val_crps_copula": 0.5}, prior_={})
-    assert _kept_weights(by_loss).endswith("no trained network beat it on the validation loss)")
-    assert "step 450 had the lower validation loss but a significantly higher CRPS" in _kept_weights(by_crps)
-    assert _kept_weights(network).startswith(" (weights of step 450; lower validation loss than the Gaussian copula")
-    assert _kept_weights(SimpleNamespace(history_={"kept_step": 0}, prior_={})) == " (kept: the untrained network)"
-
-
-def test_the_fit_message_names_the_heavy_tailed_sides():
-    from types import SimpleNamespace
-
-    from scipy import stats
-
-    from normcore.cli.main import _heavy_tails_line
-    from normcore.tabular.heavy_tails import age_bins
-    from normcore.tabular.preprocessing import IDPTransformer
-
-    rng = np.random.default_rng(0)
-    y = np.c_[rng.standard_normal(4000), stats.t.rvs(3, size=4000, random_state=2)]
-    transformer = IDPTransformer().fit(y, groups=age_bins(rng.uniform(20, 80, 4000)))
-    line = _heavy_tails_line(SimpleNamespace(idps=["thickness", "wm_hypo"], transformer_=transformer))
-    assert line.startswith("heavy tails: 2 IDP side(s)") and line.endswith(": wm_hypo (lower and upper)")
-    plain = IDPTransformer().fit(y)
-    assert _heavy_tails_line(SimpleNamespace(idps=["thickness", "wm_hypo"], transformer_=plain)) is None
-    assert _heavy_tails_line(SimpleNamespace(idps=["a"])) is None  # the baselines have no quantile map

@@ -129,6 +129,7 @@ def test_short_fit_through_the_fit_page_then_centiles():
     assert at.session_state.model_name.startswith("fitted: film-mlp")
     assert at.session_state.model.idps == ["idp_01", "idp_02", "idp_03"]
     assert at.session_state.model.tail_scale == "residual"  # the Advanced option reaches the model
+    assert any(c.value.startswith("Denoiser: ") for c in at.caption)  # what the fit decided, as `fit` prints it
     assert "one subject" in at.session_state.model.levels_["site"]
     goto(at, "centiles")
     assert not at.exception and charts(at)

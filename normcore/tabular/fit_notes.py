@@ -1,0 +1,52 @@
+"""What a fit decided, in words: the sentences ``fit`` prints and the dashboard's Fit page shows after a fit."""
+
+from __future__ import annotations
+
+
+def kept_denoiser(model) -> str:
+    """Which denoiser early stopping kept and why ("" for models without early stopping)."""
+    history = getattr(model, "history_", None) or {}
+    kept = history.get("kept_step")
+    if kept is None:
+        return ""
+    weighed = "val_crps_copula" in history  # the network won the loss; the CRPS decided
+    if kept == 0 and getattr(model, "prior_", None):
+        why = (f"the trained network of step {history['loss_kept_step']} had the lower validation loss but a "
+               "significantly higher CRPS" if weighed else "no trained network beat it on the validation loss")
+        return f"kept: the Gaussian copula of the training latents; {why}"
+    if kept == 0:
+        return "kept: the untrained network"
+    return f"weights of step {kept}" + ("; lower validation loss than the Gaussian copula, whose CRPS was not "
+                                        "significantly lower" if weighed else "")
+
+
+def heavy_tails_note(model, most: int = 8) -> str | None:
+    """The IDP sides whose tails were found heavier than normal (:mod:`~normcore.tabular.heavy_tails`), named, or
+    None when none were (and for models without a quantile map)."""
+    transformer = getattr(model, "transformer_", None)
+    sides = transformer.heavy_tail_sides() if transformer is not None else []
+    if not sides:
+        return None
+    by_idp: dict[str, list[str]] = {}
+    for j, side in sides:
+        by_idp.setdefault(model.idps[j], []).append(side)
+    named = [f"{idp} ({' and '.join(s)})" for idp, s in by_idp.items()]
+    more = f" and {len(named) - most} more" if len(named) > most else ""
+    return (f"heavy tails: {len(sides)} IDP side(s) heavier than normal within age bins follow a generalised Pareto "
+            f"tail beyond their outer 5%: {', '.join(named[:most])}{more}")
+
+
+def fit_notes(model) -> list[str]:
+    """Every sentence on what the fit decided: the denoiser kept, the multivariate score's calibration, heavy tails,
+    then the fit's warnings (rows or IDPs dropped)."""
+    notes = []
+    kept = kept_denoiser(model)
+    if kept:
+        notes.append(f"Denoiser: {kept}.")
+    calibration = getattr(model, "multivariate_calibration_", None)
+    if calibration is not None:
+        notes.append(calibration.describe())
+    heavy = heavy_tails_note(model)
+    if heavy:
+        notes.append(heavy)
+    return notes + [f"warning: {w}" for w in getattr(model, "fit_warnings_", None) or []]
