@@ -106,14 +106,14 @@ def job_panel():  # polls (a fragment rerun every second) only while the fit run
     history = getattr(job.result, "history_", None) if snap["status"] == "done" else None
     if history and history.get("val_loss"):  # the finished fit: what early stopping kept
         st.plotly_chart(loss_curve(history), width="stretch", key="loss_fitted")
-    if snap["status"] == "done":
-        for note in fit_notes(job.result):  # the sentences `fit` prints: denoiser kept, calibration, tails, warnings
-            st.caption(note)
     elif events:
         st.plotly_chart(loss_curve({"step": [e["done"] for e in events],
                                     "train_loss": [e["train_loss"] for e in events],
                                     "val_loss": [e["val_loss"] for e in events]}),
                         width="stretch", key=f"loss_{len(events)}")
+    if snap["status"] == "done":
+        for note in fit_notes(job.result):  # the sentences `fit` prints: denoiser kept, calibration, tails, warnings
+            st.caption(note)
     if snap["status"] == "running":
         st.session_state.fit_watched = job
         if st.button("Cancel", key="cancel_fit"):
