@@ -40,7 +40,7 @@ from normcore.diffusion.noise import SAMPLING_NOISE
 from normcore.persistence import check_writable_parent
 from normcore.registry import DIFFUSION, SAVABLE
 from normcore.tabular.column_matching import match_columns
-from normcore.tabular.fit_notes import heavy_tails_note, kept_denoiser
+from normcore.tabular.fit_notes import kept_denoiser, model_notes
 from normcore.tabular.io import read_table, write_table_atomic
 from normcore.tabular.params import MIN_TIMESTEPS
 from normcore.tabular.scoring import TAIL_SCALES
@@ -153,12 +153,8 @@ def cmd_fit(args: argparse.Namespace) -> None:
               + (f" ({kept})" if kept else "") + f"; saved to {args.out}")
     else:
         print(f"fitted {args.backbone}: {len(model.idps)} IDPs, {rows}, {h['fit_time_s']:.1f} s; saved to {args.out}")
-    calibration = getattr(model, "multivariate_calibration_", None)
-    if calibration is not None:
-        print(calibration.describe())
-    heavy = heavy_tails_note(model)
-    if heavy:
-        print(heavy)
+    for note in model_notes(model):
+        print(note)
 
 
 def _warn_duplicate_ids(df, id_col: str, data: str) -> None:

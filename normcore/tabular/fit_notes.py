@@ -36,17 +36,16 @@ def heavy_tails_note(model, most: int = 8) -> str | None:
             f"tail beyond their outer 5%: {', '.join(named[:most])}{more}")
 
 
-def fit_notes(model) -> list[str]:
-    """Every sentence on what the fit decided: the denoiser kept, the multivariate score's calibration, heavy tails,
-    then the fit's warnings (rows or IDPs dropped)."""
-    notes = []
-    kept = kept_denoiser(model)
-    if kept:
-        notes.append(f"Denoiser: {kept}.")
+def model_notes(model) -> list[str]:
+    """What the fitted model holds beyond its weights: the multivariate score's calibration and heavy tails."""
     calibration = getattr(model, "multivariate_calibration_", None)
-    if calibration is not None:
-        notes.append(calibration.describe())
-    heavy = heavy_tails_note(model)
-    if heavy:
-        notes.append(heavy)
-    return notes + [f"warning: {w}" for w in getattr(model, "fit_warnings_", None) or []]
+    return [note for note in (calibration.describe() if calibration is not None else None, heavy_tails_note(model))
+            if note]
+
+
+def fit_notes(model) -> list[str]:
+    """Every sentence on what the fit decided: the denoiser kept, :func:`model_notes`, then the fit's warnings (rows
+    or IDPs dropped)."""
+    kept = kept_denoiser(model)
+    return ([f"Denoiser: {kept}."] if kept else []) + model_notes(model) + [
+        f"warning: {w}" for w in getattr(model, "fit_warnings_", None) or []]

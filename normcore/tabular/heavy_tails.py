@@ -65,23 +65,32 @@ def age_bins(ages: np.ndarray, n_bins: int = AGE_BINS) -> np.ndarray:
     return np.searchsorted(edges, ages, side="right")
 
 
-def heavier_than_normal(values: np.ndarray, bins: np.ndarray, upper: bool) -> bool:
-    """Is the upper (or lower) tail of ``values`` significantly heavier than normal within the age ``bins``?
+def heavy_sides(values: np.ndarray, bins: np.ndarray) -> tuple[bool, bool]:
+    """Are the lower and the upper tail of ``values`` significantly heavier than normal within the age ``bins``?
 
-    False when a bin has fewer than ``MIN_EXCESSES_PER_BIN`` excesses (too few to tell)."""
+    Both False when a bin has fewer than ``MIN_EXCESSES_PER_BIN`` excesses (too few to tell). One sort per bin
+    serves both sides."""
     shapes, counts = [], []
     for b in np.unique(bins):
-        v = np.sort(values[bins == b] if upper else -values[bins == b])
+        v = np.sort(values[bins == b])
         m = int(round(TAIL_SHARE * v.size))
         if m < MIN_EXCESSES_PER_BIN:
-            return False
-        shapes.append(float(pwm_gpd(v[v.size - m:] - v[v.size - 1 - m])[0]))
+            return False, False
+        lower = v[m] - v[m - 1::-1]  # the m lowest values' distances below the (m + 1)-th lowest, ascending
+        upper = v[v.size - m:] - v[v.size - 1 - m]
+        shapes.append([float(pwm_gpd(lower)[0]), float(pwm_gpd(upper)[0])])
         counts.append(m)
     if len(shapes) < 2:
-        return False
+        return False, False
     mean, sd = normal_tail_shape(np.array(counts))
-    threshold = mean.mean() + ONE_SIDED_99 * np.sqrt((sd**2).sum()) / len(sd)
-    return bool(np.mean(shapes) > max(0.0, threshold))
+    threshold = max(0.0, mean.mean() + ONE_SIDED_99 * np.sqrt((sd**2).sum()) / len(sd))
+    low, high = np.mean(shapes, axis=0)
+    return bool(low > threshold), bool(high > threshold)
+
+
+def heavier_than_normal(values: np.ndarray, bins: np.ndarray, upper: bool) -> bool:
+    """:func:`heavy_sides` for one side."""
+    return heavy_sides(values, bins)[int(upper)]
 
 
 def fit_heavy_tails(values: np.ndarray, bins: np.ndarray, anchors: tuple[float, float],
@@ -92,9 +101,10 @@ def fit_heavy_tails(values: np.ndarray, bins: np.ndarray, anchors: tuple[float, 
     ``values``: the training values (no NaN); ``bins``: their age bins; ``anchors`` and ``anchor_scores``: the map's
     outermost knots and their normal scores."""
     out: list[list[float] | None] = []
-    for upper, anchor, score in ((False, anchors[0], anchor_scores[0]), (True, anchors[1], anchor_scores[1])):
+    for heavy, upper, anchor, score in zip(heavy_sides(values, bins), (False, True), anchors, anchor_scores,
+                                           strict=True):
         tail = None
-        if heavier_than_normal(values, bins, upper):
+        if heavy:
             excesses = np.sort(values[values > anchor] - anchor if upper else anchor - values[values < anchor])
             if excesses.size >= MIN_EXCESSES_PER_BIN:
                 xi, sigma = (float(v) for v in pwm_gpd(excesses))

@@ -270,12 +270,12 @@ class IDPTransformer:
         y = np.asarray(y, float)
         self.params = [self._fit_column(y[:, j]) for j in range(y.shape[1])]
         if self.method == "quantile" and groups is not None:
+            groups = np.asarray(groups)
             for j, p in enumerate(self.params):
                 if "tail_slopes" not in p:  # too few distinct values for fitted tail lines: no tails to test
                     continue
                 ok = ~np.isnan(y[:, j])
-                tails = fit_heavy_tails(y[ok, j], np.asarray(groups)[ok], (p["x"][0], p["x"][-1]),
-                                        (p["z"][0], p["z"][-1]))
+                tails = fit_heavy_tails(y[ok, j], groups[ok], (p["x"][0], p["x"][-1]), (p["z"][0], p["z"][-1]))
                 if any(t is not None for t in tails):
                     p["tail_gpd"] = tails
         return self
