@@ -7,16 +7,20 @@ out, and the scoring's tail model inherits it.
 
 So each side of each measure is tested: the tail shape xi of a generalised Pareto distribution (GPD) is estimated
 by probability-weighted moments (Hosking and Wallis 1987) from the excesses beyond the outer 5% **within each of
-``AGE_BINS`` age bins** and averaged, and compared with the same statistic for normal tails with the same numbers
-of excesses. Within bins, because a measure whose shape changes with age (a mixture whose weight moves, a skew
-that changes sign) has a heavy-looking tail when all ages are pooled though each age's tail is light
-(BENCHMARKS.md, forty-fourth session); a side is heavy when the average exceeds both 0 and the normal tails' 99th
-percentile. A heavy side's map beyond its anchor follows the GPD fitted to all of that side's excesses:
+2-4 age bins** (:func:`age_bins`: equal numbers of rows by age rank, as many as give each bin about
+``EXCESSES_PER_BIN`` excesses, at most ``AGE_BINS``) and averaged, and compared with the same statistic for normal
+tails with the same numbers of excesses. Within bins, because a measure whose shape changes with age (a mixture
+whose weight moves, a skew that changes sign) has a heavy-looking tail when all ages are pooled though each age's
+tail is light (BENCHMARKS.md, forty-fourth session); a side is heavy when the average exceeds both 0 and the
+normal tails' 99th percentile. A heavy side's map beyond its anchor follows the GPD fitted to all of that side's
+excesses:
 
     P(X > anchor + e) = p_anchor * (1 + xi e / sigma) ** (-1 / xi),   z = Phi^-1 of that tail probability,
 
 continuous with the map at the anchor, and its inverse for sampling. Other sides keep the line. Tables with fewer
-than ``MIN_EXCESSES_PER_BIN`` excesses in some age bin (under about 800 rows) are not tested: their line stays.
+than ``MIN_EXCESSES_PER_BIN`` excesses in some age bin (under 400 rows in two bins) are not tested: their line
+stays. Bins by rank rather than at age quantiles: ages that cluster on a few values (integer years, a student
+sample) would otherwise leave a bin too small to test, and the whole table untested.
 
 The normal tails' statistic: with m excesses its mean is about -0.14 - 1.2 / m (the GPD shape a normal tail shows
 at the 5% threshold; it reaches 0 only far out) and its standard deviation about (1.2 + 2.5 / m) / sqrt(m), both
@@ -29,7 +33,10 @@ import numpy as np
 from scipy import special
 
 AGE_BINS = 4
-"""Age bins (quantiles of the training ages) within which the tail shape is estimated."""
+"""Most age bins within which the tail shape is estimated (tables of 2000 rows or more)."""
+EXCESSES_PER_BIN = 25
+"""Excesses per bin that :func:`age_bins` aims at: fewer bins for smaller tables (2 below 1500 rows, 3 below 2000),
+trading some protection against a shape that moves with age for the power to see a heavy tail at all."""
 TAIL_SHARE = 0.05
 """Share of each bin's values taken as its excesses (the quantile map's anchors sit at the outer 5% too)."""
 MIN_EXCESSES_PER_BIN = 10
@@ -58,11 +65,19 @@ def normal_tail_shape(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return -0.14 - 1.2 / m, (1.2 + 2.5 / m) / np.sqrt(m)
 
 
-def age_bins(ages: np.ndarray, n_bins: int = AGE_BINS) -> np.ndarray:
-    """Bin index (0..n_bins-1) of each age, bins at the quantiles of ``ages``."""
+def n_age_bins(n_rows: int) -> int:
+    """Age bins for a table of ``n_rows``: about ``EXCESSES_PER_BIN`` excesses each, between 2 and ``AGE_BINS``."""
+    return int(np.clip(int(n_rows * TAIL_SHARE) // EXCESSES_PER_BIN, 2, AGE_BINS))
+
+
+def age_bins(ages: np.ndarray, n_bins: int | None = None) -> np.ndarray:
+    """Bin index (0..n_bins-1) of each age: equal numbers of rows by age rank (rows of one age may fall in two
+    neighbouring bins; ties keep the table's order). ``n_bins``: :func:`n_age_bins` of the row count by default."""
     ages = np.asarray(ages, float)
-    edges = np.quantile(ages, np.linspace(0, 1, n_bins + 1)[1:-1])
-    return np.searchsorted(edges, ages, side="right")
+    n_bins = n_age_bins(ages.size) if n_bins is None else n_bins
+    bins = np.empty(ages.size, int)
+    bins[np.argsort(ages, kind="stable")] = np.arange(ages.size) * n_bins // max(ages.size, 1)
+    return bins
 
 
 def heavy_sides(values: np.ndarray, bins: np.ndarray) -> tuple[bool, bool]:

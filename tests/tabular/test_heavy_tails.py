@@ -2,7 +2,15 @@ import numpy as np
 import pytest
 from scipy import special, stats
 
-from normcore.tabular.heavy_tails import age_bins, heavier_than_normal, pwm_gpd, tail_excess, tail_scores
+from normcore.tabular.heavy_tails import (
+    age_bins,
+    heavier_than_normal,
+    heavy_sides,
+    n_age_bins,
+    pwm_gpd,
+    tail_excess,
+    tail_scores,
+)
 from normcore.tabular.preprocessing import IDPTransformer
 
 
@@ -45,8 +53,33 @@ def test_a_shape_that_moves_with_age_is_heavy_pooled_but_not_within_age_bins():
 
 
 def test_too_few_values_per_age_bin_are_not_tested():
-    x = stats.t.rvs(2, size=600, random_state=0)  # 4 bins of 150: 8 excesses each, under the minimum
-    assert not heavier_than_normal(x, age_bins(np.arange(600.0)), True)
+    x = stats.t.rvs(2, size=300, random_state=0)  # 2 bins of 150: 8 excesses each, under the minimum
+    assert not heavier_than_normal(x, age_bins(np.arange(300.0)), True)
+
+
+def test_age_bins_hold_equal_numbers_of_rows_when_ages_cluster_and_fewer_bins_for_small_tables():
+    """Bins by age rank: 60% of a cohort aged exactly 20 still gives four equal bins (at age quantiles two bins
+    were empty and one held 75% of the rows), in age order; 2 bins below 1500 rows, 3 below 2000, then 4."""
+    rng = np.random.default_rng(0)
+    ages = np.where(rng.random(3000) < 0.6, 20.0, rng.integers(21, 80, 3000).astype(float))
+    bins = age_bins(ages)
+    assert np.bincount(bins).tolist() == [750, 750, 750, 750]
+    assert all(ages[bins == b].max() <= ages[bins == b + 1].min() for b in range(3))
+    assert [n_age_bins(n) for n in (400, 1000, 1499, 1500, 1999, 2000, 40000)] == [2, 2, 2, 3, 3, 4, 4]
+
+
+def test_a_table_of_1000_rows_keeps_its_false_flags_and_sees_more_heavy_tails_in_two_age_bins():
+    """1000 rows (two bins of 500 by default): normal sides flagged about 1% of the time, Student-t(3) sides on
+    21 of 50 (13 of 50 in four bins of 250)."""
+    normal = t3 = 0
+    for seed in range(150):
+        rng = np.random.default_rng(seed)
+        normal += sum(heavy_sides(rng.standard_normal(1000), age_bins(rng.uniform(20, 80, 1000))))
+    for seed in range(25):
+        ages = np.random.default_rng(seed).uniform(20, 80, 1000)
+        t3 += sum(heavy_sides(stats.t.rvs(3, size=1000, random_state=seed), age_bins(ages)))
+    assert normal <= 6  # of 300 sides
+    assert t3 >= 18  # of 50 sides
 
 
 def test_a_heavy_tailed_measure_maps_far_values_near_their_exact_normal_scores():
