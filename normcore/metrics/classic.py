@@ -7,15 +7,17 @@ from scipy import stats
 
 
 def explained_variance(y: np.ndarray, pred: np.ndarray) -> float:
-    """1 - var(y - pred) / var(y)."""
+    """1 - var(y - pred) / var(y); NaN where y does not vary (a measure all 0 in the scored rows)."""
     y, pred = np.asarray(y, float), np.asarray(pred, float)
-    return float(1 - np.var(y - pred) / np.var(y))
+    var_y = np.var(y)
+    return float(1 - np.var(y - pred) / var_y) if var_y > 0 else float("nan")
 
 
 def smse(y: np.ndarray, pred: np.ndarray) -> float:
-    """Standardised mean squared error: mean((y - pred)^2) / var(y)."""
+    """Standardised mean squared error: mean((y - pred)^2) / var(y); NaN where y does not vary."""
     y, pred = np.asarray(y, float), np.asarray(pred, float)
-    return float(np.mean((y - pred) ** 2) / np.var(y))
+    var_y = np.var(y)
+    return float(np.mean((y - pred) ** 2) / var_y) if var_y > 0 else float("nan")
 
 
 def msll(y: np.ndarray, pred_mean: np.ndarray, pred_var: np.ndarray, train_mean: float, train_var: float) -> float:
@@ -28,7 +30,11 @@ def msll(y: np.ndarray, pred_mean: np.ndarray, pred_var: np.ndarray, train_mean:
 
 
 def pearson_rho(y: np.ndarray, pred: np.ndarray) -> float:
-    return float(stats.pearsonr(np.asarray(y, float), np.asarray(pred, float))[0])
+    """Pearson correlation of y and pred; NaN where either does not vary."""
+    y, pred = np.asarray(y, float), np.asarray(pred, float)
+    if np.std(y) == 0 or np.std(pred) == 0:
+        return float("nan")
+    return float(stats.pearsonr(y, pred)[0])
 
 
 def z_summary(z: np.ndarray) -> dict[str, float]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 from scipy import stats
@@ -9,20 +11,25 @@ from scipy import stats
 
 def spearman_matrix(x: np.ndarray) -> np.ndarray:
     """Spearman correlation matrix of the columns of x (n, D); with missing values (NaN) each pair's over the rows
-    where both are observed."""
+    where both are observed. A constant column's correlations are NaN (undefined), without a warning."""
     x = np.asarray(x, float)
     if np.isnan(x).any():
         return pd.DataFrame(x).corr(method="spearman").to_numpy(float)
-    r = stats.spearmanr(x).statistic if x.shape[1] > 2 else np.corrcoef(stats.rankdata(x, axis=0), rowvar=False)
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)
+        r = stats.spearmanr(x).statistic if x.shape[1] > 2 else np.corrcoef(stats.rankdata(x, axis=0), rowvar=False)
     return np.atleast_2d(np.asarray(r, float))
 
 
 def frobenius_gap(real: np.ndarray, generated: np.ndarray) -> float:
-    """||S_real - S_gen||_F over the off-diagonal entries, divided by sqrt(D(D-1)) (an RMS gap)."""
+    """||S_real - S_gen||_F over the off-diagonal entries, divided by sqrt(D(D-1)) (an RMS gap). Pairs whose
+    correlation is undefined in either (a measure constant in those rows, e.g. all 0) are left out; NaN if all are."""
     a, b = spearman_matrix(real), spearman_matrix(generated)
     d = a.shape[0]
-    off = ~np.eye(d, dtype=bool)
-    return float(np.sqrt(((a - b)[off] ** 2).sum() / max(d * (d - 1), 1)))
+    if d < 2:
+        return 0.0
+    gap = (a - b)[~np.eye(d, dtype=bool) & np.isfinite(a) & np.isfinite(b)]
+    return float(np.sqrt((gap**2).mean())) if gap.size else float("nan")
 
 
 def product_of_marginals(generated: pd.DataFrame, age: str, idps: list[str], bin_width: float = 5.0,

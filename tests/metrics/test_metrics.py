@@ -59,6 +59,8 @@ def test_classic_metrics_known_values():
     y = np.array([1.0, 2.0, 3.0, 4.0])
     assert M.explained_variance(y, y) == 1 and M.smse(y, y) == 0
     assert M.smse(y, np.full(4, y.mean())) == pytest.approx(1.0)
+    zeros = np.zeros(4)  # a measure all 0 in the scored rows: undefined, not infinite (means skip it)
+    assert np.isnan([M.explained_variance(zeros, y), M.smse(zeros, y), M.pearson_rho(zeros, y)]).all()
     assert M.pearson_rho(y, 2 * y + 1) == pytest.approx(1.0)
     # MSLL of the trivial model itself is 0; a better predictive density is negative
     assert M.msll(y, np.full(4, y.mean()), np.full(4, y.var()), y.mean(), y.var()) == pytest.approx(0.0)
@@ -189,3 +191,15 @@ def test_spearman_matrix_with_missing_values_uses_each_pair_s_common_rows():
     assert s[0, 1] == pytest.approx(stats.spearmanr(x[100:, 0], x[100:, 1]).statistic, abs=1e-12)
     assert s[1, 2] == pytest.approx(stats.spearmanr(x[:200, 1], x[:200, 2]).statistic, abs=1e-12)
     assert s[0, 2] == pytest.approx(stats.spearmanr(x[100:200, 0], x[100:200, 2]).statistic, abs=1e-12)
+
+
+def test_frobenius_gap_leaves_out_pairs_with_a_constant_measure():
+    """A measure all 0 in the rows (every value at a floor) has no rank correlation: its pairs are left out, so the
+    gap is the other pairs' (before: NaN for the whole table)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((300, 3))
+    x[:, 1] += x[:, 0]
+    with_zero = np.c_[x, np.zeros(300)]
+    assert M.frobenius_gap(with_zero, with_zero) == 0.0
+    assert M.frobenius_gap(with_zero, rng.standard_normal((300, 4))) == pytest.approx(
+        M.frobenius_gap(x, rng.standard_normal((300, 3))), abs=0.05)
