@@ -493,7 +493,7 @@ class NormativeModel:
             sub_codes = codes[rows].copy()
             sub_codes[:, k] = code
             unmeasured_here = new._unmeasured_idps(col, lvl) if known else []
-            est = estimate_level(ls, k, code if known else None, age[rows], sub_codes, y[rows],
+            est = estimate_level(ls, k, code if known else None, age[rows], sub_codes, self._body_values(y[rows]),
                                  new.encoder_.trained_levels[col], train_count,
                                  np.isin(self.idps, unmeasured_here) if unmeasured_here else None)
             measured_now = [c for c, n in zip(self.idps, est.n_controls, strict=True) if c in unmeasured_here and n]
@@ -527,6 +527,11 @@ class NormativeModel:
     def _has_network_input(self) -> bool:
         """Whether the model conditions a network on the categorical levels (see :meth:`adapt`)."""
         return False
+
+    def _body_values(self, y: np.ndarray) -> np.ndarray:
+        """IDP values ``y`` as the location-scale stage sees them: a model that sets values at a point mass apart
+        (:mod:`~normcore.tabular.point_masses`) leaves those out (NaN); others see them all."""
+        return y
 
     def _network_sees(self, col: str) -> bool:
         """Whether a network is conditioned on categorical covariate ``col`` (not a batch covariate)."""

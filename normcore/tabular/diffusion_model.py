@@ -44,6 +44,17 @@ from normcore.tabular.params import (
     number,
     optional,
 )
+from normcore.tabular.point_masses import (
+    at_bounds,
+    bound_shares,
+    bounds_from_dict,
+    bounds_to_dict,
+    clip_to_bounds,
+    find_bounds,
+    latent_bounds,
+    pooled_bodies,
+    spread_beyond_bounds,
+)
 from normcore.tabular.preprocessing import MARGINALISE, CovariateEncoder, IDPTransformer, LocationScale, category_label
 from normcore.tabular.scoring import (
     MAX_MULTIVARIATE_IDPS,
@@ -59,6 +70,11 @@ from normcore.tabular.scoring import (
 )
 from normcore.tabular.splits import held_out_split
 from normcore.tabular.training import TrainConfig, train_denoiser
+
+
+def _migrate_v4(card: dict, tensors: dict[str, torch.Tensor]) -> None:
+    """Version 4 cards have no point masses (``"point_masses"``, the floors and ceilings version 5 may hold and an
+    older reader would ignore): their samples are not censored, as before."""
 
 
 def _migrate_v3(card: dict, tensors: dict[str, torch.Tensor]) -> None:
@@ -248,8 +264,8 @@ class NormativeDiffusion(NormativeModel):
         self.copula_candidate = copula_candidate
 
     FORMAT = "normcore-tabular-diffusion"
-    FORMAT_VERSION = 4
-    MIGRATIONS = {1: _migrate_v1, 2: _migrate_v2, 3: _migrate_v3}
+    FORMAT_VERSION = 5
+    MIGRATIONS = {1: _migrate_v1, 2: _migrate_v2, 3: _migrate_v3, 4: _migrate_v4}
     _FITTED_MARK = "net_"
 
     @property
@@ -309,17 +325,27 @@ class NormativeDiffusion(NormativeModel):
         age_va, codes_va = covs(val)
         ages, codes_all = np.r_[age_tr, age_va], np.concatenate([codes_tr, codes_va])
         y_all = np.concatenate([train[idps].to_numpy(float), val[idps].to_numpy(float)])
+        # point masses (values many rows share at an extreme): the stages below are fitted to the values between
+        self.floor_, self.ceiling_ = find_bounds(y_all)
+        at_floor, at_ceiling = at_bounds(y_all, self.floor_, self.ceiling_)
+        y_body = self._body_values(y_all)
         with blas_threads_like_torch():
             if self.location_scale:
                 self.location_scale_ = LocationScale(curves=self.encoder_.batch_columns)  # see its docstring
-                r_all = self.location_scale_.fit_transform(ages, codes_all, y_all, n_levels)  # leave-one-out
+                r_all = self.location_scale_.fit_transform(ages, codes_all, y_body, n_levels)  # leave-one-out
+                self.pooled_body_ = pooled_bodies(y_body, self.floor_, self.ceiling_)
+                for j, (centre, spread) in self.pooled_body_.items():
+                    r_all[:, j] = (y_body[:, j] - centre) / spread
             else:
-                self.location_scale_, r_all = None, y_all
+                self.location_scale_, r_all, self.pooled_body_ = None, y_body, {}
             self.transformer_ = IDPTransformer(self.transform).fit(r_all, groups=age_bins(ages))  # tails: by age
-            x_all = self.transformer_.transform(r_all).astype(np.float32)
-            x_train, x_val = x_all[:len(train)], x_all[len(train):]
+            self.transformer_.set_point_masses(bound_shares(y_all, self.floor_, self.ceiling_))
+            x_all = self._bounds_in_latent(self.transformer_.transform(r_all), y_all).astype(np.float32)
+            x_val = x_all[len(train):]  # as scoring sees them (at a floor: the floor), for the calibrations below
+            x_fit = spread_beyond_bounds(x_all, at_floor, at_ceiling, self.seed + 3)
             start = time.perf_counter()
-            x_train_in, x_val_in, observed_tr, observed_va = self._complete_latents(x_train, x_val)
+            x_train_in, x_val_in, observed_tr, observed_va = self._complete_latents(x_fit[:len(train)],
+                                                                                    x_fit[len(train):])
             imputation_s = time.perf_counter() - start
         c_train = self.encoder_.encode(age_tr, codes_tr)
         c_val = self.encoder_.encode(age_va, codes_va)
@@ -349,7 +375,8 @@ class NormativeDiffusion(NormativeModel):
                     denoiser.load_state_dict(untrained_state)
                 history["step0_choice_s"] = time.perf_counter() - start
             start = time.perf_counter()
-            self.multivariate_calibration_ = self._calibrate_multivariate(x_val, age_va, codes_va, progress)
+            self.multivariate_calibration_ = self._calibrate_multivariate(x_val, y_all[len(train):], age_va, codes_va,
+                                                                          progress)
         except BaseException:
             del self.net_
             self.prior_ = {}
@@ -424,13 +451,13 @@ class NormativeDiffusion(NormativeModel):
         return {**out, "kept_step": 0 if keep_copula else history["trained_step"],
                 "kept_val_loss": history["initial_val_loss"] if keep_copula else history["trained_val_loss"]}
 
-    def _calibrate_multivariate(self, x_val: np.ndarray, age: np.ndarray, codes: np.ndarray,
+    def _calibrate_multivariate(self, x_val: np.ndarray, y_val: np.ndarray, age: np.ndarray, codes: np.ndarray,
                                 progress: Progress) -> MultivariateCalibration | None:
         """The multivariate score's distribution on the validation rows, scored as new subjects with the model's
         default samples and with half as many (the first half of the same draw), at its seed
         (:mod:`~normcore.tabular.multivariate_calibration`); a row missing some IDPs gives its d2 over the observed
         ones. Their Gaussianised values ``x_val`` come from leave-one-out residuals, so neither the network nor the
-        location-scale stage saw them."""
+        location-scale stage saw them; ``y_val``, their values in IDP units, tells which sit at a point mass."""
         if len(x_val) < MIN_CALIBRATION_ROWS or len(self.idps) > MAX_MULTIVARIATE_IDPS:
             return None
         staged = progress.as_stage(CALIBRATION_STAGE)
@@ -438,7 +465,7 @@ class NormativeDiffusion(NormativeModel):
         d2 = []
         counts = (self.n_samples, max(self.n_samples // 2, 1))
         for _, z, _, corr in self._score_with_sample_counts(x_val.astype(float), age, codes, counts, None, staged,
-                                                            latent_values=True):
+                                                            latent_values=True, bounds_of=y_val):
             z[missing] = np.nan  # a row's d2 is over its observed IDPs
             d2.append(multivariate_scores(z, corr, np.ones(len(self.idps), bool))[0])
         return MultivariateCalibration.fit(d2[0], d2[1], len(self.idps), self.n_samples,
@@ -465,14 +492,50 @@ class NormativeDiffusion(NormativeModel):
         return 1 << 20 if self.device_.type == "cuda" else 1 << 12
 
     def _to_latent(self, y: np.ndarray, age: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        """Original IDP units -> the Gaussianised scale the diffusion model works on."""
-        r = self.location_scale_.transform(y, age, codes) if self.location_scale_ else y
-        return self.transformer_.transform(r)
+        """Original IDP units -> the Gaussianised scale the diffusion model works on (a value at an IDP's floor or
+        ceiling: the edge of its share there, :mod:`~normcore.tabular.point_masses`)."""
+        if self.location_scale_:
+            mu, sd = self._location_scale_of(age, codes)
+            r = (np.asarray(y, float) - mu) / sd
+        else:
+            r = y
+        return self._bounds_in_latent(self.transformer_.transform(r), y)
+
+    def _bounds_in_latent(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """``x`` (latents of values ``y``) with the values at a floor or ceiling set to its latent value."""
+        floor, ceiling = self._bounds()
+        if np.isnan(floor).all() and np.isnan(ceiling).all():
+            return x
+        at_floor, at_ceiling = at_bounds(y, floor, ceiling)
+        edges = np.array([latent_bounds(*p.get("mass", (0.0, 0.0))) for p in self.transformer_.params])  # (D, 2)
+        x = np.where(at_floor, edges[:, 0], x)
+        return np.where(at_ceiling, edges[:, 1], x)
 
     def _to_values(self, x: np.ndarray, age: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        """Gaussianised scale -> original IDP units (exact inverse of :meth:`_to_latent`)."""
+        """Gaussianised scale -> original IDP units (the inverse of :meth:`_to_latent`): a latent in an IDP's floor
+        (ceiling) share, and any value beyond it, is the floor (ceiling) (:mod:`~normcore.tabular.point_masses`)."""
         r = self.transformer_.inverse_transform(x)
-        return self.location_scale_.inverse_transform(r, age, codes) if self.location_scale_ else r
+        if self.location_scale_:
+            mu, sd = self._location_scale_of(age, codes)
+            r = r * sd + mu
+        return clip_to_bounds(r, *self._bounds())
+
+    def _location_scale_of(self, age: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(n, D) location and scale of rows: the location-scale stage's, except for IDPs whose values between
+        their bounds are too few for it (``pooled_body_``: one location and scale for every row)."""
+        mu, sd = self.location_scale_.location_scale(age, codes)
+        for j, (centre, spread) in getattr(self, "pooled_body_", {}).items():
+            mu[:, j], sd[:, j] = centre, spread
+        return mu, sd
+
+    def _body_values(self, y: np.ndarray) -> np.ndarray:
+        at_floor, at_ceiling = at_bounds(y, *self._bounds())
+        return np.where(at_floor | at_ceiling, np.nan, y)
+
+    def _bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each IDP's floor and ceiling (NaN: none; models saved before point masses have none)."""
+        d = len(self.idps)
+        return getattr(self, "floor_", np.full(d, np.nan)), getattr(self, "ceiling_", np.full(d, np.nan))
 
     @torch.no_grad()
     def _draw(self, age: np.ndarray, codes: np.ndarray, m: int, seed: int,
@@ -539,7 +602,7 @@ class NormativeDiffusion(NormativeModel):
         k = self.encoder_.categorical.index(col)
         block = self.encoder_.block(col)
         gen_np = np.random.default_rng(self.seed)
-        x = self._to_latent(y, age, codes)
+        x = spread_beyond_bounds(self._to_latent(y, age, codes), *at_bounds(y, *self._bounds()), self.seed + 3)
         present = torch.from_numpy(~np.isnan(x))
         x = torch.from_numpy(np.nan_to_num(x, nan=0.0)).float()
         base = codes.copy()
@@ -672,10 +735,14 @@ class NormativeDiffusion(NormativeModel):
         return self._score_with_sample_counts(y, age, codes, (m,), seed, progress, latent_values)[0]
 
     def _score_with_sample_counts(self, y, age, codes, counts: tuple[int, ...], seed, progress,
-                                  latent_values: bool = False) -> list[tuple]:
+                                  latent_values: bool = False, bounds_of: np.ndarray | None = None) -> list[tuple]:
         """:meth:`_score_core`'s result once per sample count of ``counts``, from one draw of the largest: the scores
         with fewer samples use the first that many of each point's samples (a quasi-random set's first points are
-        one too), as a scoring with that many would draw them, at a fraction of the sampling."""
+        one too), as a scoring with that many would draw them, at a fraction of the sampling.
+
+        A value at its IDP's floor (ceiling) ties with every sample in the floor's (ceiling's) share: the samples
+        are censored there (:mod:`~normcore.tabular.point_masses`); the tail model does not score it.
+        ``bounds_of``: the values in IDP units when ``y`` is on the Gaussianised scale (``latent_values``)."""
         m = max(counts)
         seed = self.seed if seed is None else seed
         d = len(self.idps)
@@ -699,6 +766,9 @@ class NormativeDiffusion(NormativeModel):
             note = (f"{n_points} distinct covariate points x {d} IDPs: one copula correlation pooled over the "
                     "points serves the multivariate score (memory bound)")
         observed_c, age_c, codes_c = observed[row_of], age[row_of], codes[row_of]
+        at_floor, at_ceiling = at_bounds(y if bounds_of is None else bounds_of, *self._bounds())
+        at_floor, at_ceiling = at_floor[row_of], at_ceiling[row_of]
+        floor_t, ceiling_t = torch.from_numpy(at_floor), torch.from_numpy(at_ceiling)
         y_t = torch.from_numpy(np.nan_to_num(observed_c, nan=0.0))
         v = torch.from_numpy(np.random.default_rng(seed + 1).random(y.shape)[row_of])
         sets = [{"centile": np.zeros(observed_c.shape),  # zeros where another rank scores (see sum_across_ranks)
@@ -720,11 +790,12 @@ class NormativeDiffusion(NormativeModel):
                 step = max(1, (1 << 22) // (count * d))
                 for r in range(0, len(rows), step):
                     sub = rows[r:r + step]
-                    uu, bb = randomised_pit(sorted_s[inverse[sub] - s].contiguous(), y_t[sub], v[sub])
+                    uu, bb = randomised_pit(sorted_s[inverse[sub] - s].contiguous(), y_t[sub], v[sub],
+                                            floor_t[sub], ceiling_t[sub])
                     out["centile"][sub], out["beyond"][sub] = uu.numpy(), bb.numpy()
                     out["z"][sub] = special.ndtri(out["centile"][sub])
                 self._tail_scores(sorted_s, u_age[s:e], u_codes[s:e], rows, inverse[rows] - s, observed_c, age_c,
-                                  codes_c, out["z"], out["centile"], latent)
+                                  codes_c, out["z"], out["centile"], latent, (at_floor, at_ceiling))
                 if multivariate:
                     corr = copula_correlation(samples, sort_order).numpy()
                     if pooled:
@@ -753,7 +824,8 @@ class NormativeDiffusion(NormativeModel):
 
     def _tail_scores(self, sorted_s: torch.Tensor, p_age: np.ndarray, p_codes: np.ndarray, rows: np.ndarray,
                      points: np.ndarray, y: np.ndarray, age: np.ndarray, codes: np.ndarray, z: np.ndarray,
-                     centile: np.ndarray, latent: bool = False) -> None:
+                     centile: np.ndarray, latent: bool = False,
+                     at_bounds_: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         """Overwrite z (and centile) of ``rows``' values beyond a tail anchor with the tail model's
         (:func:`~normcore.tabular.scoring.tail_z`), fitted at each covariate point on the scale ``tail_scale`` names.
 
@@ -761,7 +833,8 @@ class NormativeDiffusion(NormativeModel):
         are in IDP units. For "gaussianised" the latter are mapped there; for "residual" the former are mapped back
         through the quantile transform to the location-scale residual (IDP units at a point, up to an increasing
         affine map), and IDP units are used as they are. Rows are taken in blocks of ``TAIL_BLOCK_VALUES`` values,
-        so memory stays bounded however many rows (or values beyond the anchors) a chunk of points has."""
+        so memory stays bounded however many rows (or values beyond the anchors) a chunk of points has.
+        ``at_bounds_``: masks of the values at their IDP's floor and ceiling, which no tail scores."""
         residual = self.tail_scale == "residual"
         m, d = sorted_s.shape[-1], sorted_s.shape[1]
         k, lo_idx, hi_idx = tail_ranks(m, TAIL_FIT_FROM[self.tail_scale])
@@ -776,6 +849,10 @@ class NormativeDiffusion(NormativeModel):
             yr = y[rb]
             edges = anchors[pb]  # (rows, D, 2)
             below, above = yr < edges[..., 0], yr > edges[..., 1]  # NaN compares False: missing values stay out
+            if at_bounds_ is not None:  # a value at a bound ties with its share of the samples: no tail scores it
+                bound = at_bounds_[0][rb] | at_bounds_[1][rb]
+                below &= ~bound
+                above &= ~bound
             if not (below.any() or above.any()):
                 continue
             if order_stats is None:  # the order statistics of the chunk's points, on the values' scale
@@ -867,9 +944,13 @@ class NormativeDiffusion(NormativeModel):
         two grid points gets the moments of the two points' mixture with scoring's weights (each point's variance
         unbiased, ddof 1) and the two points' quantiles interpolated with the same weights, linear in its age; the
         quantile of the mixture itself, which scoring's centiles use, differs from that by an amount second-order
-        in the gap between the two points' shapes (measured: BENCHMARKS.md). Rows with a marginalised covariate
-        take their exact point's samples in IDP units. The cost grows with the points, not with the rows; chunks
-        of points are shared by ``torchrun`` ranks as scoring's are."""
+        in the gap between the two points' shapes (measured: BENCHMARKS.md); where one point's quantile lies in a
+        floor's (ceiling's) share, the row's is the floor (ceiling). Rows with a marginalised covariate
+        take their exact point's samples in IDP units. Quantiles are censored at the IDPs' floors and ceilings
+        (:mod:`~normcore.tabular.point_masses`), and the moments are those of each row's mixture of its floor, its
+        ceiling and its body (each point's shares at the bounds and its body's moments, mixed with the same
+        weights). The cost grows with the points, not with the rows; chunks of points are shared by ``torchrun``
+        ranks as scoring's are."""
         self._check_fitted()
         age, codes = self._covariates_of(df, "table")
         u_age, u_codes, pair, weight, n_latent = self._score_points(age, codes)
@@ -878,6 +959,8 @@ class NormativeDiffusion(NormativeModel):
         q_t = torch.as_tensor(q, dtype=torch.float64)
         point_q = np.zeros((len(q), n_points, d))
         point_mean, point_var = np.zeros((2, n_points, d)) if moments else (None, None)
+        bounded = moments and not (np.isnan(self._bounds()[0]).all() and np.isnan(self._bounds()[1]).all())
+        point_lo, point_hi = np.zeros((2, n_points, d)) if bounded else (None, None)  # shares at floor / ceiling
         chunks = self._point_chunks(n_points, m, self.seed if seed is None else seed, breaks=(n_latent,),
                                     max_points=max_points)
         stage = progress.as_stage("centiles" if len(q) else "moments")  # per sampler call; restarts each chunk
@@ -887,15 +970,20 @@ class NormativeDiffusion(NormativeModel):
             samples = self._draw(u_age[s:e], u_codes[s:e], m, chunk_seed, stage, to_values=not latent)
             if len(q):
                 values = torch.quantile(samples, q_t, dim=1).numpy()  # (Q, points, D)
-                if latent:
+                if latent:  # a level in a floor's or ceiling's share maps to -inf / +inf: far beyond, clipped below
                     values = self.transformer_.inverse_transform(values.reshape(-1, d)).reshape(values.shape)
-                point_q[:, s:e] = values
+                point_q[:, s:e] = np.nan_to_num(values, posinf=FAR_BEYOND, neginf=-FAR_BEYOND)
             if moments:
                 x = samples.numpy()
                 if latent:
                     x = self.transformer_.inverse_transform(x.reshape(-1, d)).reshape(x.shape)
-                point_mean[s:e], point_var[s:e] = x.mean(axis=1), x.var(axis=1, ddof=1)
-        sum_across_ranks(*(a for a in (point_q, point_mean, point_var) if a is not None))
+                if bounded:  # the body's moments; the shares at the bounds apart (their values are exact)
+                    lo, hi = np.isneginf(x), np.isposinf(x)
+                    point_lo[s:e], point_hi[s:e] = lo.mean(axis=1), hi.mean(axis=1)
+                    point_mean[s:e], point_var[s:e] = _body_moments(np.where(lo | hi, np.nan, x))
+                else:
+                    point_mean[s:e], point_var[s:e] = x.mean(axis=1), x.var(axis=1, ddof=1)
+        sum_across_ranks(*(a for a in (point_q, point_mean, point_var, point_lo, point_hi) if a is not None))
         w_a, w_b = weight[:, :1], weight[:, 1:]
         a, b = pair[:, 0], pair[:, 1]
         quant = np.empty((len(q), len(age), d))
@@ -903,16 +991,27 @@ class NormativeDiffusion(NormativeModel):
             quant[k] = w_a * point_q[k, a] + w_b * point_q[k, b]
         mean = var = None
         if moments:
-            mean = w_a * point_mean[a] + w_b * point_mean[b]
-            second = w_a * (point_var[a] + point_mean[a] ** 2) + w_b * (point_var[b] + point_mean[b] ** 2)
-            var = np.maximum(second - mean**2, 0.0)
+            body_a, body_b = w_a, w_b  # each point's weight in the row's body (its values between the bounds)
+            if bounded:
+                body_a, body_b = w_a * (1 - point_lo[a] - point_hi[a]), w_b * (1 - point_lo[b] - point_hi[b])
+            body = body_a + body_b
+            share = np.where(body > 0, body, 1.0) if bounded else 1.0
+            mean = (body_a * point_mean[a] + body_b * point_mean[b]) / share
+            second = body_a * (point_var[a] + point_mean[a] ** 2) + body_b * (point_var[b] + point_mean[b] ** 2)
+            var = np.maximum(second / share - mean**2, 0.0)
         rows = pair[:, 0] < n_latent
         if self.location_scale_ is not None and rows.any():
-            mu, sd = self.location_scale_.location_scale(age[rows], codes[rows])
+            mu, sd = self._location_scale_of(age[rows], codes[rows])
             quant[:, rows] = mu + sd * quant[:, rows]
             if moments:
                 mean[rows], var[rows] = mu + sd * mean[rows], var[rows] * sd**2
-        return quant, mean, var
+        if bounded:  # the row's mixture of its floor, its ceiling and its body
+            floor, ceiling = (np.nan_to_num(v) for v in self._bounds())
+            at_lo, at_hi = w_a * point_lo[a] + w_b * point_lo[b], w_a * point_hi[a] + w_b * point_hi[b]
+            second = at_lo * floor**2 + at_hi * ceiling**2 + body * (var + mean**2)
+            mean = at_lo * floor + at_hi * ceiling + body * mean
+            var = np.maximum(second - mean**2, 0.0)
+        return clip_to_bounds(quant, *self._bounds()), mean, var
 
     # ------------------------------------------------------------------ persistence
     def _state(self) -> tuple[dict[str, torch.Tensor], dict]:
@@ -921,6 +1020,8 @@ class NormativeDiffusion(NormativeModel):
             "transformer": self.transformer_.to_dict(),
             "location_scale": self.location_scale_.to_dict() if self.location_scale_ else None,
             "schedule": self.schedule_.to_dict(),
+            "point_masses": {**bounds_to_dict(*self._bounds()),
+                             "pooled_body": {str(j): list(v) for j, v in getattr(self, "pooled_body_", {}).items()}},
             "denoiser_prior": COPULA_PRIOR if self.prior_ else STANDARD_PRIOR}
 
     def _versions(self) -> dict:
@@ -937,6 +1038,9 @@ class NormativeDiffusion(NormativeModel):
         ls = card.get("location_scale")
         self.location_scale_ = LocationScale.from_dict(ls) if ls else None
         self.schedule_ = NoiseSchedule(card["schedule"]["kind"], card["schedule"]["timesteps"])
+        self.floor_, self.ceiling_ = bounds_from_dict(card.get("point_masses"), len(self.idps))
+        self.pooled_body_ = {int(j): tuple(v) for j, v in (card.get("point_masses") or {}).get("pooled_body",
+                                                                                           {}).items()}
         try:
             self.device_ = resolve_device(self.device)
         except ValueError:  # e.g. fitted with device="cuda", loaded on a machine without a GPU
@@ -961,6 +1065,20 @@ class NormativeDiffusion(NormativeModel):
         except RuntimeError as exc:
             raise InputError(f"{path}: weights do not match the model card ({str(exc).splitlines()[0]})") from None
         self.net_ = net.to(self.device_).eval()
+
+
+FAR_BEYOND = 1e300
+"""Stands for the -inf / +inf of a quantile in a floor's or ceiling's share while rows' quantiles are interpolated
+(0 x inf would be NaN); clipped to the bound afterwards."""
+
+
+def _body_moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and unbiased variance over axis 1 of ``x`` (points, samples, D), NaN left out (0 where fewer than two
+    values: their weight in any mixture is then at most one sample's)."""
+    count = (~np.isnan(x)).sum(axis=1)
+    mean = np.nansum(x, axis=1) / np.maximum(count, 1)
+    var = np.nansum((x - mean[:, None]) ** 2, axis=1) / np.maximum(count - 1, 1)
+    return mean, np.where(count > 1, var, 0.0)
 
 
 def _training_summary(train: pd.DataFrame, val: pd.DataFrame, age: str, covariates: list[str],

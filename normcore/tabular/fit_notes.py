@@ -36,11 +36,32 @@ def heavy_tails_note(model, most: int = 8) -> str | None:
             f"tail beyond their outer 5%: {', '.join(named[:most])}{more}")
 
 
+def point_masses_note(model, most: int = 8) -> str | None:
+    """The IDPs with a floor or ceiling many training values share (:mod:`~normcore.tabular.point_masses`), named
+    with their value and share, or None when none has (and for models without them)."""
+    transformer = getattr(model, "transformer_", None)
+    floor, ceiling = getattr(model, "floor_", None), getattr(model, "ceiling_", None)
+    if transformer is None or floor is None:
+        return None
+    named = []
+    for j, p in enumerate(transformer.params):
+        for bound, share, kind in ((floor[j], p.get("mass", (0, 0))[0], "floor"),
+                                   (ceiling[j], p.get("mass", (0, 0))[1], "ceiling")):
+            if share > 0:
+                named.append(f"{model.idps[j]} ({kind} {bound:g}, {100 * share:.1f}%)")
+    if not named:
+        return None
+    more = f" and {len(named) - most} more" if len(named) > most else ""
+    return (f"point masses: {len(named)} IDP value(s) shared by many training rows at an extreme; draws stop there "
+            f"and a value there is scored within its share: {', '.join(named[:most])}{more}")
+
+
 def model_notes(model) -> list[str]:
-    """What the fitted model holds beyond its weights: the multivariate score's calibration and heavy tails."""
+    """What the fitted model holds beyond its weights: the multivariate score's calibration, heavy tails and point
+    masses."""
     calibration = getattr(model, "multivariate_calibration_", None)
-    return [note for note in (calibration.describe() if calibration is not None else None, heavy_tails_note(model))
-            if note]
+    return [note for note in (calibration.describe() if calibration is not None else None, heavy_tails_note(model),
+                              point_masses_note(model)) if note]
 
 
 def fit_notes(model) -> list[str]:

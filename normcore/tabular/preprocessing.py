@@ -19,6 +19,7 @@ from scipy import special, stats
 from normcore._utils.errors import InputError, column_not_found, table_row
 from normcore._utils.plausibility import check_ages
 from normcore.tabular.heavy_tails import fit_heavy_tails, tail_excess, tail_scores
+from normcore.tabular.point_masses import body_to_latent, latent_to_body
 
 MARGINALISE = -1
 _SINGLE_AGE_SPAN = 1e-6  # years: the nominal age range of a cohort whose subjects all have one age
@@ -306,13 +307,35 @@ class IDPTransformer:
                 for side, tail in zip(("lower", "upper"), p.get("tail_gpd") or (None, None), strict=True)
                 if tail is not None]
 
+    def set_point_masses(self, shares: np.ndarray) -> IDPTransformer:
+        """``shares`` (D, 2): each column's probability at its floor and at its ceiling (0: none;
+        :mod:`~normcore.tabular.point_masses`). The map of such a column, fitted to the values between them (its
+        body), then places the body's normal scores between those shares of the latent scale; the inverse gives
+        -inf (+inf) in the floor's (ceiling's) share. Maps saved without ``"mass"`` have none."""
+        for p, (low, high) in zip(self.params, np.asarray(shares, float), strict=True):
+            if low > 0 or high > 0:
+                p["mass"] = [float(low), float(high)]
+        return self
+
     def transform(self, y: np.ndarray) -> np.ndarray:
         y = np.asarray(y, float)
-        return np.stack([self._forward(y[:, j], p) for j, p in enumerate(self.params)], axis=1)
+        return np.stack([self._with_mass(self._forward(y[:, j], p), p) for j, p in enumerate(self.params)], axis=1)
 
     def inverse_transform(self, z: np.ndarray) -> np.ndarray:
         z = np.asarray(z, float)
-        return np.stack([self._inverse(z[:, j], p) for j, p in enumerate(self.params)], axis=1)
+        return np.stack([self._inverse_with_mass(z[:, j], p) for j, p in enumerate(self.params)], axis=1)
+
+    @staticmethod
+    def _with_mass(scores: np.ndarray, p: dict) -> np.ndarray:
+        return body_to_latent(scores, *p["mass"]) if "mass" in p else scores
+
+    def _inverse_with_mass(self, col: np.ndarray, p: dict) -> np.ndarray:
+        if "mass" not in p:
+            return self._inverse(col, p)
+        body = latent_to_body(col, *p["mass"])
+        at_bound = np.isinf(body)
+        out = self._inverse(np.where(at_bound, 0.0, body), p)
+        return np.where(at_bound, body, out)
 
     def _forward(self, col: np.ndarray, p: dict) -> np.ndarray:
         if self.method == "quantile":

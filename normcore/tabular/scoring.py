@@ -28,12 +28,21 @@ import torch
 from scipy import special, stats
 
 
-def randomised_pit(sorted_samples: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Centiles u (n, D) and a beyond-samples mask from per-subject sorted samples (n, D, M) and y (n, D)."""
+def randomised_pit(sorted_samples: torch.Tensor, y: torch.Tensor, v: torch.Tensor,
+                   at_floor: torch.Tensor | None = None, at_ceiling: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Centiles u (n, D) and a beyond-samples mask from per-subject sorted samples (n, D, M) and y (n, D).
+
+    ``at_floor`` / ``at_ceiling`` (n, D): values at their measure's floor or ceiling
+    (:mod:`~normcore.tabular.point_masses`), which tie with every sample beyond them (censored there)."""
     m = sorted_samples.shape[-1]
     q = y.unsqueeze(-1).contiguous()
     below = torch.searchsorted(sorted_samples, q, right=False).squeeze(-1)
     not_above = torch.searchsorted(sorted_samples, q, right=True).squeeze(-1)
+    if at_floor is not None:
+        below = torch.where(at_floor, torch.zeros_like(below), below)
+    if at_ceiling is not None:
+        not_above = torch.where(at_ceiling, torch.full_like(not_above, m), not_above)
     ties = (not_above - below).double()
     u = (below.double() + v * (ties + 1)) / (m + 1)
     beyond = (not_above == 0) | (below == m)

@@ -3,7 +3,7 @@ from types import SimpleNamespace
 import numpy as np
 from scipy import stats
 
-from normcore.tabular.fit_notes import fit_notes, heavy_tails_note, kept_denoiser
+from normcore.tabular.fit_notes import fit_notes, heavy_tails_note, kept_denoiser, point_masses_note
 from normcore.tabular.heavy_tails import age_bins
 from normcore.tabular.preprocessing import IDPTransformer
 
@@ -44,3 +44,17 @@ def test_fit_notes_gather_every_decision_and_the_warnings():
     assert notes[0] == "Denoiser: weights of step 450." and notes[1].startswith("multivariate score calibrated")
     assert notes[2].startswith("heavy tails: 2") and notes[3] == "warning: 3 rows missing age were dropped"
     assert fit_notes(SimpleNamespace(idps=["a"], history_={})) == []
+
+
+def test_the_point_masses_are_named_with_their_value_and_share():
+    transformer = IDPTransformer().fit(np.random.default_rng(0).standard_normal((100, 3)))
+    transformer.set_point_masses(np.array([[0.0, 0.0], [0.988, 0.0], [0.25, 0.05]]))
+    model = SimpleNamespace(idps=["thickness", "5th-Ventricle", "score"], transformer_=transformer,
+                            floor_=np.array([np.nan, 0.0, 1.0]), ceiling_=np.array([np.nan, np.nan, 30.0]))
+    assert point_masses_note(model) == (
+        "point masses: 3 IDP value(s) shared by many training rows at an extreme; draws stop there and a value "
+        "there is scored within its share: 5th-Ventricle (floor 0, 98.8%), score (floor 1, 25.0%), "
+        "score (ceiling 30, 5.0%)")
+    model.transformer_ = IDPTransformer().fit(np.zeros((10, 3)) + np.arange(10)[:, None])
+    assert point_masses_note(model) is None
+    assert point_masses_note(SimpleNamespace(idps=["a"])) is None  # the baselines have none

@@ -1,0 +1,171 @@
+"""Point masses at a measure's floor or ceiling: a value many reference subjects share exactly.
+
+Some FreeSurfer measures are exactly 0 for most brains (``5th-Ventricle`` in 99% of fcon1000's subjects,
+``non-WM-hypointensities`` in 96%, ``Left-vessel`` in 3%): a structure that is absent, or a count that did not
+occur. The diffusion model draws continuous values, so without care its samples spread around that value on both
+sides (negative volumes included), and a healthy subject's 0 is ranked among them at random: on held-out fcon1000
+its z ran from -4.0 to +3.0 (BENCHMARKS.md, forty-fifth session).
+
+A measure has a **floor** when its smallest training value is shared by at least ``MIN_SHARE`` of the observed
+training values and at least ``MIN_COUNT`` rows, and a **ceiling** likewise at its largest. The model then treats
+the measure as censored there, as a Tobit model does. In training, each value at the floor is given a latent
+drawn beyond its floor (:func:`spread_beyond_bounds`); in sampling, a drawn value beyond the floor (ceiling) is the
+floor (ceiling) itself, so samples, centile curves and synthetic subjects never cross it, and the share of draws at the
+floor is the model's probability of the floor at those covariates. A value at the floor ties with all of those
+draws, and its randomised centile is uniform between 0 and that probability (the randomised quantile residual of
+Dunn and Smyth 1996, which GAMLSS uses for its zero-adjusted families): calibrated, never above the floor's share,
+so a 0 that most of the reference shares is never read as high, and read as low only as often as chance.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import special
+
+MIN_SHARE = 0.01
+"""Share of a measure's observed training values that must equal its extreme for the extreme to be a point mass."""
+MIN_COUNT = 5
+"""Training rows that must share the extreme value (a few ties at the minimum are rounding, not a point mass)."""
+
+
+MIN_BODY = 10
+"""Training values a measure needs strictly between its bounds for them to count (a measure of two values, 0 and 1,
+has no body to model: it keeps the continuous treatment)."""
+
+
+MIN_BODY_FOR_COVARIATES = 100
+"""Values between the bounds below which a measure's body gets one location and scale for all rows instead of the
+location-scale stage's age curves and site effects (fitted to 10 values, as fcon1000's ``5th-Ventricle`` has, they
+put a present 5th ventricle at z 25-108)."""
+
+
+def find_bounds(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per column of ``y`` (n, D; NaN = missing): its floor and ceiling (NaN where the column has none)."""
+    y = np.asarray(y, float)
+    floor, ceiling = np.full(y.shape[1], np.nan), np.full(y.shape[1], np.nan)
+    for j in range(y.shape[1]):
+        col = y[~np.isnan(y[:, j]), j]
+        if col.size == 0:
+            continue
+        need = max(MIN_COUNT, MIN_SHARE * col.size)
+        lo, hi = col.min(), col.max()
+        n_lo, n_hi = (col == lo).sum(), (col == hi).sum()
+        has_lo, has_hi = n_lo >= need, n_hi >= need
+        if lo < hi and col.size - has_lo * n_lo - has_hi * n_hi >= MIN_BODY:
+            floor[j] = lo if has_lo else np.nan
+            ceiling[j] = hi if has_hi else np.nan
+    return floor, ceiling
+
+
+def pooled_bodies(y_body: np.ndarray, floor: np.ndarray, ceiling: np.ndarray) -> dict[int, tuple[float, float]]:
+    """``{column: (mean, SD)}`` of the bounded columns whose values between the bounds (``y_body``: NaN elsewhere)
+    are fewer than ``MIN_BODY_FOR_COVARIATES``: too few for an age curve and a shift and scale per site (a
+    measure present in 1% of the reference), so one location and scale serves every row."""
+    out = {}
+    for j in np.flatnonzero(~np.isnan(floor) | ~np.isnan(ceiling)):
+        body = y_body[~np.isnan(y_body[:, j]), j]
+        if body.size < MIN_BODY_FOR_COVARIATES:
+            out[int(j)] = (float(body.mean()), float(body.std()) or 1.0)
+    return out
+
+
+def bound_shares(y: np.ndarray, floor: np.ndarray, ceiling: np.ndarray) -> np.ndarray:
+    """(D, 2): each column's share of observed values at its floor and at its ceiling (0 where it has none)."""
+    at_floor, at_ceiling = at_bounds(y, floor, ceiling)
+    observed = np.maximum((~np.isnan(np.asarray(y, float))).sum(axis=0), 1)
+    return np.column_stack([at_floor.sum(axis=0) / observed, at_ceiling.sum(axis=0) / observed])
+
+
+def body_to_latent(z: np.ndarray, p_floor: float, p_ceiling: float) -> np.ndarray:
+    """Normal scores ``z`` of a measure's body (the values between its floor and ceiling) -> the latent scale, on
+    which the floor holds the lowest ``p_floor`` of the probability and the ceiling the highest ``p_ceiling``:
+    x = Phi^-1(p_floor + (1 - p_floor - p_ceiling) Phi(z)), in logarithms so that far tails stay finite."""
+    z = np.asarray(z, float)
+    log_k = np.log1p(-(p_floor + p_ceiling))
+    with np.errstate(divide="ignore", invalid="ignore"):  # log(0) = -inf where a bound is absent; NaN stays NaN
+        log_lo, log_hi = np.log(p_floor), np.log(p_ceiling)
+        low = special.ndtri_exp(np.logaddexp(log_lo, log_k + special.log_ndtr(z)))
+        high = -special.ndtri_exp(np.logaddexp(log_hi, log_k + special.log_ndtr(-z)))
+    return np.where(z <= 0, low, high)
+
+
+def latent_to_body(x: np.ndarray, p_floor: float, p_ceiling: float) -> np.ndarray:
+    """:func:`body_to_latent`'s inverse: -inf where ``x`` lies in the floor's share (x <= Phi^-1(p_floor)), +inf in
+    the ceiling's. Each side is computed from its own tail probability, in logarithms."""
+    x = np.asarray(x, float)
+    log_k = np.log1p(-(p_floor + p_ceiling))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        low = _ndtri_exp_or_inf(_log_minus(special.log_ndtr(x), np.log(p_floor)) - log_k)
+        high = -_ndtri_exp_or_inf(_log_minus(special.log_ndtr(-x), np.log(p_ceiling)) - log_k)
+    middle = special.ndtri(p_floor + (1.0 - p_floor - p_ceiling) / 2)  # the latent of the body's median
+    return np.where(np.isnan(x), np.nan, np.where(x <= middle, low, high))
+
+
+def _log_minus(log_a: np.ndarray, log_b: float) -> np.ndarray:
+    """log(a - b) from log a and log b: -inf where a <= b."""
+    d = np.minimum(log_b - log_a, 0.0)
+    return np.where(log_a > log_b, log_a + np.log1p(-np.exp(d)), -np.inf)
+
+
+def _ndtri_exp_or_inf(log_p: np.ndarray) -> np.ndarray:
+    """Phi^-1(exp(log_p)), -inf at log_p = -inf (log_p clipped to 0 against rounding)."""
+    log_p = np.minimum(log_p, 0.0)
+    finite = np.isfinite(log_p)
+    out = np.full(log_p.shape, -np.inf)
+    out[finite] = special.ndtri_exp(log_p[finite])
+    return out
+
+
+def latent_bounds(p_floor: float, p_ceiling: float) -> tuple[float, float]:
+    """The latent values of the floor and the ceiling: the top of the floor's share and the bottom of the
+    ceiling's (a value there ties with every draw in its share; -inf / +inf where there is none)."""
+    return float(special.ndtri(p_floor)), float(-special.ndtri(p_ceiling))
+
+
+def spread_beyond_bounds(x: np.ndarray, at_floor: np.ndarray, at_ceiling: np.ndarray, seed: int) -> np.ndarray:
+    """Training latents (n, D) with each value at a floor replaced by a draw beyond it, and likewise at a ceiling.
+
+    A value at the floor has latent x_f (its floor, mapped at its own covariates); it becomes
+    Phi^-1(U Phi(x_f)), U uniform: a standard normal truncated at x_f. The network then learns a smooth density
+    whose mass beyond x_f is the floor's probability (a spike it would smear across the floor, half of its mass
+    landing above: measured, BENCHMARKS.md), and censoring its draws at x_f gives the point mass back. What lies
+    beyond the floor is never seen, so the draw's shape there does not matter. ``x`` is returned as it is when no
+    value sits at a bound."""
+    if not (at_floor.any() or at_ceiling.any()):
+        return x
+    x = np.array(x, copy=True)
+    u = np.random.default_rng(seed).random(x.shape)
+    with np.errstate(divide="ignore"):
+        low = special.ndtri(u * special.ndtr(x.astype(float)))
+        high = -special.ndtri(u * special.ndtr(-x.astype(float)))
+    x[at_floor] = low[at_floor]
+    x[at_ceiling] = high[at_ceiling]
+    return x
+
+
+def clip_to_bounds(values: np.ndarray, floor: np.ndarray, ceiling: np.ndarray) -> np.ndarray:
+    """``values`` (..., D) with every value beyond a column's floor or ceiling set to it (NaN bounds: none)."""
+    out = np.fmax(values, floor)  # fmax / fmin: a NaN bound leaves the value, a NaN value stays NaN
+    out = np.fmin(out, ceiling)
+    return np.where(np.isnan(values), values, out)
+
+
+def at_bounds(y: np.ndarray, floor: np.ndarray, ceiling: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Masks (n, D) of the values of ``y`` at (or beyond) their column's floor and at (or beyond) its ceiling (NaN
+    values: neither). A value beyond a bound, which no reference subject had, is scored as the bound."""
+    y = np.asarray(y, float)
+    with np.errstate(invalid="ignore"):
+        return y <= floor, y >= ceiling
+
+
+def bounds_to_dict(floor: np.ndarray, ceiling: np.ndarray) -> dict[str, list[float | None]]:
+    """The bounds for a model card (JSON: None where a column has none)."""
+    return {name: [None if np.isnan(v) else float(v) for v in arr] for name, arr in
+            (("floor", floor), ("ceiling", ceiling))}
+
+
+def bounds_from_dict(card: dict | None, d: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`bounds_to_dict`'s inverse; a card without bounds (saved before them) has none."""
+    if not card:
+        return np.full(d, np.nan), np.full(d, np.nan)
+    return tuple(np.array([np.nan if v is None else v for v in card[k]], float) for k in ("floor", "ceiling"))

@@ -1,0 +1,126 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import special
+
+from normcore.registry import load_model, make_model
+from normcore.tabular.point_masses import (
+    MIN_BODY,
+    at_bounds,
+    body_to_latent,
+    bound_shares,
+    clip_to_bounds,
+    find_bounds,
+    latent_bounds,
+    latent_to_body,
+    spread_beyond_bounds,
+)
+from normcore.tabular.scoring import randomised_pit
+
+
+def censored_cohort(n: int, seed: int) -> pd.DataFrame:
+    """A measure that is 0 for most people (more so when young: 95% at 20, 80% at 80), one that is 0 for 40%,
+    and a continuous one."""
+    rng = np.random.default_rng(seed)
+    age = rng.uniform(20, 80, n)
+    e = rng.normal(size=(n, 3))
+    absent = np.where(e[:, 0] <= special.ndtri(0.95 - 0.15 * (age - 20) / 60), 0.0, 5.0 + 10 * rng.random(n))
+    often = np.maximum(0.0, 20 * (e[:, 1] + 0.25)).round(1)
+    return pd.DataFrame({"age": age, "sex": rng.integers(0, 2, n), "absent": absent, "often_zero": often,
+                         "normal": 3 + 0.01 * age + 0.3 * e[:, 2]})
+
+
+def test_find_bounds_needs_a_shared_extreme_and_a_body():
+    rng = np.random.default_rng(0)
+    body = rng.normal(5, 1, 1000)
+    floor_col = np.where(rng.random(1000) < 0.3, 0.0, body)
+    few = np.r_[np.zeros(4), body[4:]]  # 4 rows at the minimum: under MIN_COUNT
+    ceiling_col = np.minimum(body, 5.5)
+    two_values = (rng.random(1000) < 0.5).astype(float)  # 0 / 1: no body between
+    with_nan = np.where(rng.random(1000) < 0.2, np.nan, floor_col)
+    floor, ceiling = find_bounds(np.c_[body, floor_col, few, ceiling_col, two_values, with_nan])
+    assert np.isnan(floor[[0, 2, 3, 4]]).all() and floor[1] == 0.0 and floor[5] == 0.0
+    assert np.isnan(ceiling[[0, 1, 2, 4, 5]]).all() and ceiling[3] == 5.5
+    shares = bound_shares(np.c_[floor_col, ceiling_col], floor[[1, 3]], ceiling[[1, 3]])
+    assert shares[0, 0] == pytest.approx((floor_col == 0).mean())
+    assert shares[1, 1] == pytest.approx((body >= 5.5).mean())
+    assert MIN_BODY >= 2
+
+
+def test_body_map_round_trips_and_gives_the_bounds_their_share():
+    z = np.array([-6.0, -2.0, -0.5, 0.0, 0.5, 2.0, 6.0, np.nan])
+    np.testing.assert_allclose(body_to_latent(z, 0.0, 0.0), z)  # no point mass: the identity
+    for p_floor, p_ceiling in ((0.9, 0.0), (0.3, 0.1), (0.0, 0.2)):
+        x = body_to_latent(z, p_floor, p_ceiling)
+        lo, hi = latent_bounds(p_floor, p_ceiling)
+        assert (x[:-1] > lo).all() and (x[:-1] < hi).all() and np.isnan(x[-1])
+        np.testing.assert_allclose(latent_to_body(x, p_floor, p_ceiling)[:-1], z[:-1], atol=1e-6)
+        assert special.ndtr(body_to_latent(np.array([0.0]), p_floor, p_ceiling))[0] == pytest.approx(
+            p_floor + (1 - p_floor - p_ceiling) / 2)
+        edges = latent_to_body(np.array([lo - 0.1 if p_floor else -5.0, hi + 0.1 if p_ceiling else 5.0]), p_floor,
+                               p_ceiling)
+        assert edges[0] == -np.inf if p_floor else np.isfinite(edges[0])
+        assert edges[1] == np.inf if p_ceiling else np.isfinite(edges[1])
+
+
+def test_values_are_clipped_at_bounds_and_values_at_bounds_spread_beyond_them_in_training():
+    floor, ceiling = np.array([0.0, np.nan]), np.array([np.nan, 10.0])
+    v = np.array([[-1.0, 12.0], [0.5, 5.0], [np.nan, np.nan]])
+    np.testing.assert_array_equal(clip_to_bounds(v, floor, ceiling), [[0.0, 10.0], [0.5, 5.0], [np.nan, np.nan]])
+    at_floor, at_ceiling = at_bounds(v, floor, ceiling)
+    assert at_floor.tolist() == [[True, False], [False, False], [False, False]]
+    assert at_ceiling.tolist() == [[False, True], [False, False], [False, False]]
+    x = np.array([[1.2, -0.3], [0.4, 0.1], [np.nan, np.nan]])
+    spread = spread_beyond_bounds(x, at_floor, at_ceiling, seed=0)
+    assert spread[0, 0] < 1.2 and spread[0, 1] > -0.3
+    np.testing.assert_array_equal(spread[1:], x[1:])
+    no_bounds = np.zeros_like(at_floor)
+    assert spread_beyond_bounds(x, no_bounds, no_bounds, seed=0) is x
+
+
+def test_a_value_at_the_floor_ties_with_every_sample_in_the_floors_share():
+    """Samples -3..-1 lie in the floor's share; the value (at the floor's latent, -1) ties with all of them, so its
+    centile is uniform on [0, 4/11) instead of [2/11, 4/11)."""
+    samples = torch.tensor([[[-3.0, -2.0, -1.0, -1.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0]]], dtype=torch.float64)
+    y = torch.tensor([[-1.0]], dtype=torch.float64)
+    v = torch.tensor([[0.0]], dtype=torch.float64)
+    plain, _ = randomised_pit(samples, y, v)
+    censored, _ = randomised_pit(samples, y, v, at_floor=torch.tensor([[True]]))
+    assert float(plain) == pytest.approx(2 / 11) and float(censored) == 0.0
+    top, _ = randomised_pit(samples, y, torch.tensor([[1.0]], dtype=torch.float64), at_floor=torch.tensor([[True]]))
+    assert float(top) == pytest.approx(5 / 11)
+    at_top, _ = randomised_pit(samples, torch.tensor([[3.0]], dtype=torch.float64), v,
+                               at_ceiling=torch.tensor([[True]]))
+    assert float(at_top) == pytest.approx(9 / 11)
+
+
+def test_a_model_draws_its_floor_as_often_as_the_data_and_never_below_it(tmp_path):
+    """Without point masses the draws spread around 0 (44% of them negative for the mostly-absent measure, none at
+    exactly 0); now the share at 0 follows the training data's and nothing lies below."""
+    torch.set_num_threads(1)
+    train = censored_cohort(800, 0)
+    model = make_model("film-mlp", seed=0, epochs=30)
+    model.fit(train, "age", ["sex"], ["absent", "often_zero", "normal"])
+    covs = censored_cohort(60, 1)[["age", "sex"]]
+    draws = model.sample(covs, n=100, seed=0)
+    for name in ("absent", "often_zero"):
+        assert (draws[name] >= 0).all()
+        assert (draws[name] == 0).mean() == pytest.approx((train[name] == 0).mean(), abs=0.1)
+    assert (draws["normal"] > 0).all() and draws["normal"].nunique() == len(draws)
+    curves = model.predict_quantiles(covs, (0.05, 0.5))
+    assert (curves[0, :, 0] == 0).all() and (curves >= 0).all()
+    mean, var = model.predict_moments(covs, n_samples=400, seed=0)
+    assert (mean[:, 0] > 0).all() and (mean[:, 0] < 2.5).all() and np.isfinite(var).all()
+
+    test = censored_cohort(300, 2)
+    scores = model.score(test, n_samples=300, seed=0)
+    zero = test.absent.to_numpy() == 0
+    centile = scores["centile:absent"].to_numpy()
+    assert centile[zero].max() < 0.98  # a 0 shared by 80-95% is never read as high
+    assert np.isfinite(scores.filter(like="z:").to_numpy()).all()
+
+    model.save(tmp_path / "m")
+    again = load_model(tmp_path / "m")
+    np.testing.assert_array_equal(again.floor_, model.floor_)
+    pd.testing.assert_frame_equal(again.score(test, n_samples=300, seed=0), scores)
