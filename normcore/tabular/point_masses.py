@@ -3,18 +3,28 @@
 Some FreeSurfer measures are exactly 0 for most brains (``5th-Ventricle`` in 99% of fcon1000's subjects,
 ``non-WM-hypointensities`` in 96%, ``Left-vessel`` in 3%): a structure that is absent, or a count that did not
 occur. The diffusion model draws continuous values, so without care its samples spread around that value on both
-sides (negative volumes included), and a healthy subject's 0 is ranked among them at random: on held-out fcon1000
-its z ran from -4.0 to +3.0 (BENCHMARKS.md, forty-fifth session).
+sides (negative volumes included), and a healthy subject's 0 is ranked among them: on the fcon1000 reference's
+held-out subjects a healthy 0 read z -21.6 (BENCHMARKS.md, forty-fifth session).
 
 A measure has a **floor** when its smallest training value is shared by at least ``MIN_SHARE`` of the observed
-training values and at least ``MIN_COUNT`` rows, and a **ceiling** likewise at its largest. The model then treats
-the measure as censored there, as a Tobit model does. In training, each value at the floor is given a latent
-drawn beyond its floor (:func:`spread_beyond_bounds`); in sampling, a drawn value beyond the floor (ceiling) is the
-floor (ceiling) itself, so samples, centile curves and synthetic subjects never cross it, and the share of draws at the
-floor is the model's probability of the floor at those covariates. A value at the floor ties with all of those
-draws, and its randomised centile is uniform between 0 and that probability (the randomised quantile residual of
-Dunn and Smyth 1996, which GAMLSS uses for its zero-adjusted families): calibrated, never above the floor's share,
-so a 0 that most of the reference shares is never read as high, and read as low only as often as chance.
+training values and at least ``MIN_COUNT`` rows (with ``MIN_BODY`` values between the bounds), and a **ceiling**
+likewise at its largest. The diffusion model treats such a measure as censored there, as a Tobit model does:
+
+- the location-scale stage and the quantile map are fitted to the values between the bounds (the body; with
+  fewer than ``MIN_BODY_FOR_COVARIATES`` of them, one location and scale for every row, :func:`pooled_bodies`);
+- the map places the body's normal scores between the bounds' shares of the latent scale (:func:`body_to_latent`),
+  and a value at the floor sits at the top of the floor's share (:func:`latent_bounds`);
+- in training each value at the floor gets a latent drawn below that (:func:`spread_beyond_bounds`), so the
+  network learns how likely the floor is at each age and level, as a smooth density;
+- a draw in the floor's share, or beyond the floor in IDP units, is the floor itself (:func:`clip_to_bounds`):
+  samples, centile curves and synthetic subjects never cross it;
+- a value at the floor ties with every draw in the floor's share: its randomised centile is uniform between 0 and
+  the model's probability of the floor at its covariates (the randomised quantile residual of Dunn and Smyth
+  1996, which GAMLSS uses for its zero-adjusted families), and no tail model scores it.
+
+So the centiles stay calibrated and a 0 never reads above the floor's share; but for a measure most of the
+reference has at 0, a 0 says nothing of the person, and its z lies beyond +-1.96 as often as chance. The same holds
+at a ceiling. A value beyond a bound, which no reference subject had, is scored as the bound.
 """
 
 from __future__ import annotations
@@ -26,13 +36,9 @@ MIN_SHARE = 0.01
 """Share of a measure's observed training values that must equal its extreme for the extreme to be a point mass."""
 MIN_COUNT = 5
 """Training rows that must share the extreme value (a few ties at the minimum are rounding, not a point mass)."""
-
-
 MIN_BODY = 10
 """Training values a measure needs strictly between its bounds for them to count (a measure of two values, 0 and 1,
 has no body to model: it keeps the continuous treatment)."""
-
-
 MIN_BODY_FOR_COVARIATES = 100
 """Values between the bounds below which a measure's body gets one location and scale for all rows instead of the
 location-scale stage's age curves and site effects (fitted to 10 values, as fcon1000's ``5th-Ventricle`` has, they
@@ -127,7 +133,7 @@ def spread_beyond_bounds(x: np.ndarray, at_floor: np.ndarray, at_ceiling: np.nda
 
     A value at the floor has latent x_f (its floor, mapped at its own covariates); it becomes
     Phi^-1(U Phi(x_f)), U uniform: a standard normal truncated at x_f. The network then learns a smooth density
-    whose mass beyond x_f is the floor's probability (a spike it would smear across the floor, half of its mass
+    whose mass beyond x_f is the floor's probability (a spike it would smear across the floor, much of its mass
     landing above: measured, BENCHMARKS.md), and censoring its draws at x_f gives the point mass back. What lies
     beyond the floor is never seen, so the draw's shape there does not matter. ``x`` is returned as it is when no
     value sits at a bound."""
