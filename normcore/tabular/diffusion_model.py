@@ -766,7 +766,10 @@ class NormativeDiffusion(NormativeModel):
             note = (f"{n_points} distinct covariate points x {d} IDPs: one copula correlation pooled over the "
                     "points serves the multivariate score (memory bound)")
         observed_c, age_c, codes_c = observed[row_of], age[row_of], codes[row_of]
-        at_floor, at_ceiling = at_bounds(y if bounds_of is None else bounds_of, *self._bounds())
+        if bounds_of is None and latent_values:  # no values in IDP units to tell which sit at a bound
+            at_floor = at_ceiling = np.zeros(y.shape, bool)
+        else:
+            at_floor, at_ceiling = at_bounds(y if bounds_of is None else bounds_of, *self._bounds())
         at_floor, at_ceiling = at_floor[row_of], at_ceiling[row_of]
         floor_t, ceiling_t = torch.from_numpy(at_floor), torch.from_numpy(at_ceiling)
         y_t = torch.from_numpy(np.nan_to_num(observed_c, nan=0.0))
