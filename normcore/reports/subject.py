@@ -28,6 +28,9 @@ N_TOP = 10
 N_CURVES = 4
 CURVE_AGES = 8  # ages on the curve panels' grid, plus the subject's own (lines join them; BENCHMARKS.md: report time)
 CURVE_SAMPLES = 1000  # samples per age for the curve panels and expected ranges (all IDPs are drawn at once)
+SHARED_BY_MOST = 0.5
+"""A value at a point mass (:mod:`normcore.tabular.point_masses`) that at least this share of the reference has (0
+for a structure most brains lack) tells nothing of the subject: it is named in the flags, not ranked as deviant."""
 
 
 @dataclass
@@ -85,7 +88,12 @@ def subject_report(model, scores: pd.DataFrame, subject: str, id_col: str | None
     measured = frame[frame.z.notna()]  # an IDP without a value is no deviation: named in the flags instead
     if measured.empty:
         raise InputError(f"subject {subject!r} has no scored IDP value to report")
-    top = measured.reindex(measured.z.abs().sort_values(ascending=False).index).head(n_top).reset_index(drop=True)
+    shared = {idp: (value, share) for idp, _, value, share in model.point_masses_ if share >= SHARED_BY_MOST}
+    at_shared = [(c, v, shared[c][1]) for c, v in zip(measured.idp, measured.value, strict=True)
+                 if c in shared and v == shared[c][0]]
+    rankable = measured[~measured.idp.isin([c for c, _, _ in at_shared])]
+    rankable = measured if rankable.empty else rankable
+    top = rankable.reindex(rankable.z.abs().sort_values(ascending=False).index).head(n_top).reset_index(drop=True)
     # One sampling pass serves the expected ranges and the curve panels: the subject's age is one of the curve
     # ages (the curves pass through it), and the model draws all IDPs at every age at once anyway.
     fixed = {c: v for c, v in covariates.items() if v in model.levels_[c]}
@@ -130,6 +138,11 @@ def subject_report(model, scores: pd.DataFrame, subject: str, id_col: str | None
     if unmeasured:
         flags.append(f"{len(unmeasured)} of the model's IDPs have no value for this subject and are not scored: "
                      f"{', '.join(unmeasured[:8])}{' and more' if len(unmeasured) > 8 else ''}.")
+    if at_shared:
+        named = "; ".join(f"{c} = {v:g} ({100 * share:.0f}% of the reference)" for c, v, share in at_shared[:6])
+        flags.append(f"{len(at_shared)} IDP value(s) sit at a value most of the reference shares: {named}"
+                     f"{' and more' if len(at_shared) > 6 else ''}. Their centile is drawn at random within that "
+                     "share, so their z is no deviation; they are left out of the most deviant IDPs.")
     beyond = int(row.get("n_beyond_samples", 0) or 0)
     if beyond:
         flags.append(f"{beyond} IDP value(s) lie beyond all model samples: their z is extrapolated (a tail "

@@ -157,6 +157,13 @@ class NormativeModel:
         return float(self.encoder_.age_min), float(self.encoder_.age_max)
 
     @property
+    def point_masses_(self) -> list[tuple[str, str, float, float]]:
+        """(IDP, ``"floor"`` or ``"ceiling"``, value, share of the training values there) of every point mass the
+        model sets apart (:mod:`~normcore.tabular.point_masses`); none for models that do not."""
+        self._check_fitted()
+        return []
+
+    @property
     def required_columns_(self) -> list[str]:
         """Columns a table must have to be scored: age, categorical covariates, IDPs."""
         return [self.age_, *self.covariates_, *self.idps_]

@@ -528,6 +528,15 @@ class NormativeDiffusion(NormativeModel):
             mu[:, j], sd[:, j] = centre, spread
         return mu, sd
 
+    @property
+    def point_masses_(self) -> list[tuple[str, str, float, float]]:
+        self._check_fitted()
+        floor, ceiling = self._bounds()
+        return [(name, kind, float(bound), float(share))
+                for name, p, lo, hi in zip(self.idps, self.transformer_.params, floor, ceiling, strict=True)
+                for kind, bound, share in (("floor", lo, p.get("mass", (0, 0))[0]),
+                                           ("ceiling", hi, p.get("mass", (0, 0))[1])) if share > 0]
+
     def _body_values(self, y: np.ndarray) -> np.ndarray:
         at_floor, at_ceiling = at_bounds(y, *self._bounds())
         return np.where(at_floor | at_ceiling, np.nan, y)

@@ -39,18 +39,10 @@ def heavy_tails_note(model, most: int = 8) -> str | None:
 def point_masses_note(model, most: int = 8) -> str | None:
     """The IDPs with a floor or ceiling many training values share (:mod:`~normcore.tabular.point_masses`), named
     with their value and share, or None when none has (and for models without them)."""
-    transformer = getattr(model, "transformer_", None)
-    floor, ceiling = getattr(model, "floor_", None), getattr(model, "ceiling_", None)
-    if transformer is None or floor is None:
+    masses = model.point_masses_ if getattr(model, "is_fitted", False) else []
+    if not masses:
         return None
-    named = []
-    for j, p in enumerate(transformer.params):
-        for bound, share, kind in ((floor[j], p.get("mass", (0, 0))[0], "floor"),
-                                   (ceiling[j], p.get("mass", (0, 0))[1], "ceiling")):
-            if share > 0:
-                named.append(f"{model.idps[j]} ({kind} {bound:g}, {100 * share:.1f}%)")
-    if not named:
-        return None
+    named = [f"{idp} ({kind} {value:g}, {100 * share:.1f}%)" for idp, kind, value, share in masses]
     more = f" and {len(named) - most} more" if len(named) > most else ""
     return (f"point masses: {len(named)} IDP value(s) shared by many training rows at an extreme; draws stop there "
             f"and a value there is scored within its share: {', '.join(named[:most])}{more}")

@@ -53,6 +53,23 @@ def test_the_report_lists_the_most_deviant_idps_in_order_in_original_units(score
     assert report.multivariate["n_idps"] == 6 and 0 <= report.multivariate["centile"] <= 100
 
 
+def test_a_value_most_of_the_reference_shares_is_flagged_not_ranked(scored, monkeypatch):
+    """A value at a point mass most of the reference has (say 0 for a structure most brains lack) gets a random
+    centile within that share: it is named in the flags and left out of the most deviant IDPs; a point mass few
+    share (a rare 0) keeps its rank."""
+    model, scores = scored
+    value = float(scores.loc[scores.sub_id == "patient-1", "idp_03"].iloc[0])
+    masses = [("idp_03", "floor", value, 0.9)]
+    monkeypatch.setattr(type(model), "point_masses_", property(lambda self: masses))
+    report = subject_report(model, scores, "patient-1", id_col="sub_id", n_top=3)
+    assert "idp_03" not in set(report.top.idp) and report.top.idp[0] == "idp_05"
+    assert any(f.startswith("1 IDP value(s) sit at a value most of the reference shares: idp_03 = ") and "(90% of"
+               in f for f in report.flags)
+    masses[0] = ("idp_03", "floor", value, 0.03)
+    rare = subject_report(model, scores, "patient-1", id_col="sub_id", n_top=3)
+    assert rare.top.idp[0] == "idp_03" and not any("most of the reference shares" in f for f in rare.flags)
+
+
 def test_the_multivariate_score_is_ranked_among_the_cards_held_out_healthy_people(scored):
     model, scores = scored
     d2 = float(scores[scores.sub_id == "patient-1"].multivariate_d2.iloc[0])

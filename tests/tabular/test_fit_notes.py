@@ -47,14 +47,11 @@ def test_fit_notes_gather_every_decision_and_the_warnings():
 
 
 def test_the_point_masses_are_named_with_their_value_and_share():
-    transformer = IDPTransformer().fit(np.random.default_rng(0).standard_normal((100, 3)))
-    transformer.set_point_masses(np.array([[0.0, 0.0], [0.988, 0.0], [0.25, 0.05]]))
-    model = SimpleNamespace(idps=["thickness", "5th-Ventricle", "score"], transformer_=transformer,
-                            floor_=np.array([np.nan, 0.0, 1.0]), ceiling_=np.array([np.nan, np.nan, 30.0]))
+    masses = [("5th-Ventricle", "floor", 0.0, 0.988), ("score", "floor", 1.0, 0.25), ("score", "ceiling", 30.0, 0.05)]
+    model = SimpleNamespace(is_fitted=True, point_masses_=masses)
     assert point_masses_note(model) == (
         "point masses: 3 IDP value(s) shared by many training rows at an extreme; draws stop there and a value "
         "there is scored within its share: 5th-Ventricle (floor 0, 98.8%), score (floor 1, 25.0%), "
         "score (ceiling 30, 5.0%)")
-    model.transformer_ = IDPTransformer().fit(np.zeros((10, 3)) + np.arange(10)[:, None])
-    assert point_masses_note(model) is None
-    assert point_masses_note(SimpleNamespace(idps=["a"])) is None  # the baselines have none
+    assert point_masses_note(SimpleNamespace(is_fitted=True, point_masses_=[])) is None
+    assert point_masses_note(SimpleNamespace(idps=["a"])) is None  # not fitted

@@ -103,6 +103,9 @@ def test_a_model_draws_its_floor_as_often_as_the_data_and_never_below_it(tmp_pat
     model = make_model("film-mlp", seed=0, epochs=30)
     model.fit(train, "age", ["sex"], ["absent", "often_zero", "normal"])
     covs = censored_cohort(60, 1)[["age", "sex"]]
+    masses = {(idp, kind): share for idp, kind, value, share in model.point_masses_ if value == 0}
+    assert set(masses) == {("absent", "floor"), ("often_zero", "floor")}
+    assert masses["absent", "floor"] == pytest.approx((train.absent == 0).mean())
     draws = model.sample(covs, n=100, seed=0)
     for name in ("absent", "often_zero"):
         assert (draws[name] >= 0).all()
