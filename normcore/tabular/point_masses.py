@@ -140,7 +140,7 @@ def spread_beyond_bounds(x: np.ndarray, at_floor: np.ndarray, at_ceiling: np.nda
     if not (at_floor.any() or at_ceiling.any()):
         return x
     x = np.array(x, copy=True)
-    u = np.random.default_rng(seed).random(x.shape)
+    u = np.random.default_rng(seed).uniform(1e-12, 1.0, x.shape)  # never 0: a latent of -inf would poison training
     with np.errstate(divide="ignore"):
         low = special.ndtri(u * special.ndtr(x.astype(float)))
         high = -special.ndtri(u * special.ndtr(-x.astype(float)))
