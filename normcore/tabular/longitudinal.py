@@ -1,7 +1,8 @@
 """Longitudinal change between visits: z-scores of change that are N(0, 1) for healthy people.
 
 Each visit is scored against the normative model (its z already accounts for age, sex and site at that
-visit). For a pair of consecutive visits of one subject, ``dz = z_later - z_earlier``. For a healthy person
+visit). For a pair of consecutive visits of one subject, ``dz = z_later - z_earlier`` (0 where both values sit at
+the same point mass of the IDP, :mod:`~normcore.tabular.point_masses`: a 0 that stays 0). For a healthy person
 the two z of an IDP are standard normal with correlation rho (the same person measured twice), so
 ``Var(dz) = 2 (1 - rho)`` and the calibrated change score is
 
@@ -131,6 +132,10 @@ def change_scores(model, df: pd.DataFrame, id_col: str, visit_col: str, group_co
     idps = [c for c in model.idps_ if f"z:{c}" in scores.columns]
     z = scores[[f"z:{c}" for c in idps]].to_numpy(float)
     dz = z[later] - z[earlier]
+    for idp, _, value, _ in model.point_masses_:  # at the same floor or ceiling twice: no change, whatever the
+        if idp in idps:                          # two randomised centiles within its share drew
+            v = pd.to_numeric(frame[idp], errors="coerce").to_numpy(float)
+            dz[(v[earlier] == value) & (v[later] == value), idps.index(idp)] = 0.0
     notes = list(scores.attrs.get("notes", []))
     if group_col:
         control = (frame[group_col].astype(str) == str(control_value)).to_numpy()

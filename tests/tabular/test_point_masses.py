@@ -5,6 +5,7 @@ import torch
 from scipy import special
 
 from normcore.registry import load_model, make_model
+from normcore.tabular.longitudinal import change_scores
 from normcore.tabular.point_masses import (
     MIN_BODY,
     at_bounds,
@@ -127,3 +128,19 @@ def test_a_model_draws_its_floor_as_often_as_the_data_and_never_below_it(tmp_pat
     again = load_model(tmp_path / "m")
     np.testing.assert_array_equal(again.floor_, model.floor_)
     pd.testing.assert_frame_equal(again.score(test, n_samples=300, seed=0), scores)
+
+
+def test_a_measure_that_stays_at_its_floor_between_visits_shows_no_change():
+    """Two visits at 0 draw two random centiles within the floor's share; their difference is no change (before,
+    such pairs were read as significant change about as often as chance)."""
+    torch.set_num_threads(1)
+    model = make_model("film-mlp", seed=0, epochs=30).fit(censored_cohort(800, 0), "age", ["sex"],
+                                                          ["absent", "often_zero", "normal"])
+    first = censored_cohort(120, 3)
+    second = first.assign(age=first.age + 1.0, normal=first.normal + 0.05)
+    table = pd.concat([first.assign(sub=range(120), visit=1), second.assign(sub=range(120), visit=2)])
+    result = change_scores(model, table, "sub", "visit", rho=0.5, n_samples=300)
+    stayed = (first.absent == 0).to_numpy()
+    assert stayed.sum() > 80
+    assert (result.table["dz:absent"].to_numpy()[stayed] == 0).all()
+    assert (result.table["dz:normal"] != 0).all()  # other measures' change as before
