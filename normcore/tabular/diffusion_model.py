@@ -1079,9 +1079,9 @@ class NormativeDiffusion(NormativeModel):
         self.net_ = net.to(self.device_).eval()
 
 
-FAR_BEYOND = 1e300
+FAR_BEYOND = 1e150
 """Stands for the -inf / +inf of a quantile in a floor's or ceiling's share while rows' quantiles are interpolated
-(0 x inf would be NaN); clipped to the bound afterwards."""
+(0 x inf would be NaN) and scaled by a row's spread (small enough not to overflow); clipped to the bound afterwards."""
 
 
 def _body_moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
