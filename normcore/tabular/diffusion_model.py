@@ -328,7 +328,7 @@ class NormativeDiffusion(NormativeModel):
         # point masses (values many rows share at an extreme): the stages below are fitted to the values between
         self.floor_, self.ceiling_ = find_bounds(y_all)
         at_floor, at_ceiling = at_bounds(y_all, self.floor_, self.ceiling_)
-        y_body = self._body_values(y_all)
+        y_body = np.where(at_floor | at_ceiling, np.nan, y_all)  # what _body_values gives, masks kept
         with blas_threads_like_torch():
             if self.location_scale:
                 self.location_scale_ = LocationScale(curves=self.encoder_.batch_columns)  # see its docstring
@@ -503,10 +503,9 @@ class NormativeDiffusion(NormativeModel):
 
     def _bounds_in_latent(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """``x`` (latents of values ``y``) with the values at a floor or ceiling set to its latent value."""
-        floor, ceiling = self._bounds()
-        if np.isnan(floor).all() and np.isnan(ceiling).all():
+        if not self._has_bounds():
             return x
-        at_floor, at_ceiling = at_bounds(y, floor, ceiling)
+        at_floor, at_ceiling = at_bounds(y, *self._bounds())
         edges = np.array([latent_bounds(*p.get("mass", (0.0, 0.0))) for p in self.transformer_.params])  # (D, 2)
         x = np.where(at_floor, edges[:, 0], x)
         return np.where(at_ceiling, edges[:, 1], x)
@@ -540,6 +539,10 @@ class NormativeDiffusion(NormativeModel):
     def _body_values(self, y: np.ndarray) -> np.ndarray:
         at_floor, at_ceiling = at_bounds(y, *self._bounds())
         return np.where(at_floor | at_ceiling, np.nan, y)
+
+    def _has_bounds(self) -> bool:
+        """Whether some IDP has a floor or a ceiling."""
+        return not all(np.isnan(b).all() for b in self._bounds())
 
     def _bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """Each IDP's floor and ceiling (NaN: none; models saved before point masses have none)."""
@@ -775,12 +778,11 @@ class NormativeDiffusion(NormativeModel):
             note = (f"{n_points} distinct covariate points x {d} IDPs: one copula correlation pooled over the "
                     "points serves the multivariate score (memory bound)")
         observed_c, age_c, codes_c = observed[row_of], age[row_of], codes[row_of]
-        if bounds_of is None and latent_values:  # no values in IDP units to tell which sit at a bound
-            at_floor = at_ceiling = np.zeros(y.shape, bool)
-        else:
+        bound_masks = floor_t = ceiling_t = None  # which values sit at a bound: none without bounds (or IDP units)
+        if self._has_bounds() and (bounds_of is not None or not latent_values):
             at_floor, at_ceiling = at_bounds(y if bounds_of is None else bounds_of, *self._bounds())
-        at_floor, at_ceiling = at_floor[row_of], at_ceiling[row_of]
-        floor_t, ceiling_t = torch.from_numpy(at_floor), torch.from_numpy(at_ceiling)
+            bound_masks = at_floor[row_of], at_ceiling[row_of]
+            floor_t, ceiling_t = (torch.from_numpy(mask) for mask in bound_masks)
         y_t = torch.from_numpy(np.nan_to_num(observed_c, nan=0.0))
         v = torch.from_numpy(np.random.default_rng(seed + 1).random(y.shape)[row_of])
         sets = [{"centile": np.zeros(observed_c.shape),  # zeros where another rank scores (see sum_across_ranks)
@@ -803,11 +805,11 @@ class NormativeDiffusion(NormativeModel):
                 for r in range(0, len(rows), step):
                     sub = rows[r:r + step]
                     uu, bb = randomised_pit(sorted_s[inverse[sub] - s].contiguous(), y_t[sub], v[sub],
-                                            floor_t[sub], ceiling_t[sub])
+                                            *((floor_t[sub], ceiling_t[sub]) if bound_masks else ()))
                     out["centile"][sub], out["beyond"][sub] = uu.numpy(), bb.numpy()
                     out["z"][sub] = special.ndtri(out["centile"][sub])
                 self._tail_scores(sorted_s, u_age[s:e], u_codes[s:e], rows, inverse[rows] - s, observed_c, age_c,
-                                  codes_c, out["z"], out["centile"], latent, (at_floor, at_ceiling))
+                                  codes_c, out["z"], out["centile"], latent, bound_masks)
                 if multivariate:
                     corr = copula_correlation(samples, sort_order).numpy()
                     if pooled:
@@ -971,7 +973,7 @@ class NormativeDiffusion(NormativeModel):
         q_t = torch.as_tensor(q, dtype=torch.float64)
         point_q = np.zeros((len(q), n_points, d))
         point_mean, point_var = np.zeros((2, n_points, d)) if moments else (None, None)
-        bounded = moments and not (np.isnan(self._bounds()[0]).all() and np.isnan(self._bounds()[1]).all())
+        bounded = moments and self._has_bounds()
         point_lo, point_hi = np.zeros((2, n_points, d)) if bounded else (None, None)  # shares at floor / ceiling
         chunks = self._point_chunks(n_points, m, self.seed if seed is None else seed, breaks=(n_latent,),
                                     max_points=max_points)
