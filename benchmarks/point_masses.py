@@ -1,13 +1,14 @@
 """Measures that many subjects share exactly at 0: how their values are scored, against an exact truth and on fcon1000.
 
-    .venv/bin/python benchmarks/point_masses.py [--parts synthetic,fcon1000] [--n 2000] [--seed 0] [--threads 2]
-        [--root DIR]
+    .venv/bin/python benchmarks/point_masses.py [--parts synthetic,fcon1000] [--models film-mlp,shash-baseline]
+        [--n 2000] [--seed 0] [--threads 2] [--root DIR]
 
 ``synthetic``: a censored truth (a Tobit model). Ages 20-80, sex; four IDPs from one common factor (latent
 correlation 0.5): ``absent`` is 0 with probability 0.97 at age 20 falling to 0.85 at 80 (a structure most brains
 lack, like ``5th-Ventricle``), ``often_zero`` 0 with probability 0.6 falling to 0.2 (like hypointensities), and
 two continuous normal IDPs. A value above 0 has exact centile Phi(e) of its latent score e; a value at 0 has the
-randomised centile uniform on [0, p0(age)]. FiLM-MLP is fitted on ``--n`` controls and scores 2000 fresh ones. Per
+randomised centile uniform on [0, p0(age)]. Each model of ``--models`` is fitted on ``--n`` controls and scores 2000
+fresh ones. Per
 IDP: for the zeros, the share whose centile lies above p0 + 0.02 (impossible under the truth), the shares with
 z > 1.96 and z < -1.96 (the truth: 0 and 0.025 / p0 on average) and the z range; for values above 0, the mean
 |centile error|; for all values, the KS distance of the centiles from uniform; the share of ``sample``'s draws
@@ -59,16 +60,16 @@ def draw(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
     return pd.DataFrame({"age": age, "sex": sex, **cols}), e
 
 
-def synthetic_part(args, make_model) -> dict:
+def synthetic_part(args, make_model, name: str) -> dict:
     train, _ = draw(args.n, args.seed)
     test, e = draw(2000, args.seed + 1)
-    model = make_model("film-mlp", seed=0)
+    model = make_model(name, seed=0)
     model.fit(train, "age", ["sex"], list(IDPS))
     scores = model.score(test, n_samples=1000, seed=0)
     samples = model.sample(test[["age", "sex"]].iloc[:200], n=200, seed=0)
     curves = model.predict_quantiles(test.iloc[:500], (0.05,))[0]
     age = test.age.to_numpy()
-    out = {"part": "synthetic", "n_train": args.n, "seed": args.seed}
+    out = {"part": "synthetic", "model": name, "n_train": args.n, "seed": args.seed}
     for j, name in enumerate(IDPS):
         y = test[name].to_numpy()
         u = scores[f"centile:{name}"].to_numpy(float)
@@ -93,17 +94,17 @@ def synthetic_part(args, make_model) -> dict:
     return out
 
 
-def fcon_part(args, make_model) -> dict:
+def fcon_part(args, make_model, name: str) -> dict:
     from compare import FCON, fcon_split
 
     if not FCON.is_file():
         return {"part": "fcon1000", "skipped": f"{FCON} not found"}
     train, test, idps = fcon_split(0)
-    model = make_model("film-mlp", seed=0)
+    model = make_model(name, seed=0)
     model.fit(train, "age", ["sex", "site"], idps)
     scores = model.score(test, n_samples=1000, seed=0)
     z_all = scores[[f"z:{c}" for c in idps]].to_numpy(float)
-    out = {"part": "fcon1000", "share_beyond_3.29": round(float((np.abs(z_all) > 3.29).mean()), 5)}
+    out = {"part": "fcon1000", "model": name, "share_beyond_3.29": round(float((np.abs(z_all) > 3.29).mean()), 5)}
     for c in idps:
         tr = train[c].to_numpy(float)
         if tr.min() != 0 or (tr == 0).mean() < 0.01:
@@ -121,6 +122,7 @@ def fcon_part(args, make_model) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--parts", default="synthetic,fcon1000")
+    ap.add_argument("--models", default="film-mlp,shash-baseline")
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
@@ -132,8 +134,8 @@ def main() -> None:
 
     sys.path.append(str(HERE.parent))
     for part, run in (("synthetic", synthetic_part), ("fcon1000", fcon_part)):
-        if part in args.parts.split(","):
-            print(json.dumps(run(args, make_model)), flush=True)
+        for name in args.models.split(",") if part in args.parts.split(",") else ():
+            print(json.dumps(run(args, make_model, name)), flush=True)
 
 
 if __name__ == "__main__":

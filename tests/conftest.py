@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
+from scipy import special
 
 from normcore import NormativeDiffusion, make_synthetic
 
@@ -38,6 +41,22 @@ def tiny_model(cohort):
     df, truth = cohort
     controls = df[df.group == "control"]
     return NormativeDiffusion(**TINY).fit(controls, age="age", covariates=["sex", "site"], idps=truth.idp_names)
+
+
+@pytest.fixture(scope="session")
+def censored_cohort():
+    """``make(n, seed)``: a cohort with a measure that is 0 for most people (more so when young: 95% at 20, 80% at
+    80; above 0 uniform on 5-15), one that is 0 for 40% (``max(0, 20 (e + 0.25))``, e standard normal, to 0.1),
+    and a continuous one."""
+    def make(n: int, seed: int) -> pd.DataFrame:
+        rng = np.random.default_rng(seed)
+        age = rng.uniform(20, 80, n)
+        e = rng.normal(size=(n, 3))
+        absent = np.where(e[:, 0] <= special.ndtri(0.95 - 0.15 * (age - 20) / 60), 0.0, 5.0 + 10 * rng.random(n))
+        often = np.maximum(0.0, 20 * (e[:, 1] + 0.25)).round(1)
+        return pd.DataFrame({"age": age, "sex": rng.integers(0, 2, n), "absent": absent, "often_zero": often,
+                             "normal": 3 + 0.01 * age + 0.3 * e[:, 2]})
+    return make
 
 
 @pytest.fixture

@@ -45,6 +45,7 @@ from normcore.persistence import Migration, load_model_dir, save_model_dir
 from normcore.tabular.column_matching import match_columns
 from normcore.tabular.multivariate_calibration import MultivariateCalibration
 from normcore.tabular.params import Rule, check_count, check_params, check_seed, checked_quantiles
+from normcore.tabular.point_masses import at_bounds
 from normcore.tabular.preprocessing import MARGINALISE, CovariateEncoder, category_label
 from normcore.tabular.scoring import MAX_MULTIVARIATE_IDPS, assemble_scores, far_off_notes, multivariate_scores
 from normcore.tabular.validation import prepare_training_table
@@ -161,7 +162,12 @@ class NormativeModel:
         """(IDP, ``"floor"`` or ``"ceiling"``, value, share of the training values there) of every point mass the
         model sets apart (:mod:`~normcore.tabular.point_masses`); none for models that do not."""
         self._check_fitted()
-        return []
+        if not self._has_bounds():
+            return []
+        shares = self._bound_shares()
+        return [(name, kind, float(bound), float(share))
+                for name, lo, hi, (p_lo, p_hi) in zip(self.idps, *self._bounds(), shares, strict=True)
+                for kind, bound, share in (("floor", lo, p_lo), ("ceiling", hi, p_hi)) if share > 0]
 
     @property
     def required_columns_(self) -> list[str]:
@@ -535,10 +541,35 @@ class NormativeModel:
         """Whether the model conditions a network on the categorical levels (see :meth:`adapt`)."""
         return False
 
+    # ------------------------------------------------------------------ point masses (see point_masses.py)
+    def _bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each IDP's floor and ceiling (``floor_``, ``ceiling_``; NaN: none, as for models that set none apart and
+        models saved before point masses)."""
+        d = len(self.idps)
+        return getattr(self, "floor_", np.full(d, np.nan)), getattr(self, "ceiling_", np.full(d, np.nan))
+
+    def _has_bounds(self) -> bool:
+        """Whether some IDP has a floor or a ceiling."""
+        return not all(np.isnan(b).all() for b in self._bounds())
+
+    def _bound_shares(self) -> np.ndarray:
+        """(D, 2): each IDP's share of the training values at its floor and at its ceiling (models with bounds)."""
+        raise NotImplementedError
+
     def _body_values(self, y: np.ndarray) -> np.ndarray:
-        """IDP values ``y`` as the location-scale stage sees them: a model that sets values at a point mass apart
-        (:mod:`~normcore.tabular.point_masses`) leaves those out (NaN); others see them all."""
-        return y
+        """IDP values ``y`` as the location-scale stage sees them: values at a point mass left out (NaN)."""
+        if not self._has_bounds():
+            return y
+        at_floor, at_ceiling = at_bounds(y, *self._bounds())
+        return np.where(at_floor | at_ceiling, np.nan, y)
+
+    def _location_scale_of(self, age: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(n, D) location and scale of rows: the location-scale stage's, except for IDPs whose values between
+        their bounds are too few for it (``pooled_body_``: one location and scale for every row)."""
+        mu, sd = self.location_scale_.location_scale(age, codes)
+        for j, (centre, spread) in getattr(self, "pooled_body_", {}).items():
+            mu[:, j], sd[:, j] = centre, spread
+        return mu, sd
 
     def _network_sees(self, col: str) -> bool:
         """Whether a network is conditioned on categorical covariate ``col`` (not a batch covariate)."""

@@ -519,35 +519,8 @@ class NormativeDiffusion(NormativeModel):
             r = r * sd + mu
         return clip_to_bounds(r, *self._bounds())
 
-    def _location_scale_of(self, age: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(n, D) location and scale of rows: the location-scale stage's, except for IDPs whose values between
-        their bounds are too few for it (``pooled_body_``: one location and scale for every row)."""
-        mu, sd = self.location_scale_.location_scale(age, codes)
-        for j, (centre, spread) in getattr(self, "pooled_body_", {}).items():
-            mu[:, j], sd[:, j] = centre, spread
-        return mu, sd
-
-    @property
-    def point_masses_(self) -> list[tuple[str, str, float, float]]:
-        self._check_fitted()
-        floor, ceiling = self._bounds()
-        return [(name, kind, float(bound), float(share))
-                for name, p, lo, hi in zip(self.idps, self.transformer_.params, floor, ceiling, strict=True)
-                for kind, bound, share in (("floor", lo, p.get("mass", (0, 0))[0]),
-                                           ("ceiling", hi, p.get("mass", (0, 0))[1])) if share > 0]
-
-    def _body_values(self, y: np.ndarray) -> np.ndarray:
-        at_floor, at_ceiling = at_bounds(y, *self._bounds())
-        return np.where(at_floor | at_ceiling, np.nan, y)
-
-    def _has_bounds(self) -> bool:
-        """Whether some IDP has a floor or a ceiling."""
-        return not all(np.isnan(b).all() for b in self._bounds())
-
-    def _bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        """Each IDP's floor and ceiling (NaN: none; models saved before point masses have none)."""
-        d = len(self.idps)
-        return getattr(self, "floor_", np.full(d, np.nan)), getattr(self, "ceiling_", np.full(d, np.nan))
+    def _bound_shares(self) -> np.ndarray:
+        return np.array([p.get("mass", (0.0, 0.0)) for p in self.transformer_.params], float)
 
     @torch.no_grad()
     def _draw(self, age: np.ndarray, codes: np.ndarray, m: int, seed: int,

@@ -122,6 +122,38 @@ def _ndtri_exp_or_inf(log_p: np.ndarray) -> np.ndarray:
     return out
 
 
+def truncated_scores(z: np.ndarray, z_lo: np.ndarray, z_hi: np.ndarray) -> np.ndarray:
+    """Normal scores of standard-normal scores ``z`` under the standard normal truncated to (``z_lo``, ``z_hi``):
+    Phi^-1((Phi(z) - Phi(z_lo)) / (Phi(z_hi) - Phi(z_lo))), each side from its own tail in logarithms so that far
+    values stay finite; -inf at or below ``z_lo``, +inf at or above ``z_hi`` (a body whose own distribution would
+    reach beyond its measure's bounds, conditioned to lie between them; arrays broadcast)."""
+    z, z_lo, z_hi = np.broadcast_arrays(*(np.asarray(v, float) for v in (z, z_lo, z_hi)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_mass = _log_normal_mass(z_lo, z_hi)
+        lower = _log_normal_mass(z_lo, z) - log_mass
+        upper = _log_normal_mass(z, z_hi) - log_mass
+        out = np.where(lower <= upper, _ndtri_exp_or_inf(lower), -_ndtri_exp_or_inf(upper))
+    return np.where(np.isnan(z), np.nan, out)
+
+
+def _log_normal_mass(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """log(Phi(b) - Phi(a)) (-inf where b <= a), from the tail on the side where both lie far out: above the median
+    as Phi(-a) - Phi(-b), so that two probabilities near 1 are not subtracted."""
+    upper_side = a > 0
+    return np.where(upper_side, _log_minus(special.log_ndtr(-a), special.log_ndtr(-b)),
+                    _log_minus(special.log_ndtr(b), special.log_ndtr(a)))
+
+
+def truncated_quantile(u: np.ndarray, z_lo: np.ndarray, z_hi: np.ndarray) -> np.ndarray:
+    """:func:`truncated_scores`' inverse: the standard-normal score at level ``u`` (in (0, 1)) of the normal
+    truncated to (``z_lo``, ``z_hi``), the lower or upper tail's probability whichever is smaller."""
+    u, z_lo, z_hi = np.broadcast_arrays(*(np.asarray(v, float) for v in (u, z_lo, z_hi)))
+    mass = np.where(z_lo > 0, special.ndtr(-z_lo) - special.ndtr(-z_hi), special.ndtr(z_hi) - special.ndtr(z_lo))
+    below = special.ndtr(z_lo) + u * mass
+    above = special.ndtr(-z_hi) + (1.0 - u) * mass
+    return np.where(below <= above, special.ndtri(below), -special.ndtri(above))
+
+
 def latent_bounds(p_floor: float, p_ceiling: float) -> tuple[float, float]:
     """The latent values of the floor and the ceiling: the top of the floor's share and the bottom of the
     ceiling's (a value there ties with every draw in its share; -inf / +inf where there is none)."""

@@ -584,6 +584,11 @@ class LocationScale:
         t = np.r_[[self.age_lo] * 4, self.knots, [self.age_hi] * 4]
         return BSpline.design_matrix(a, t, 3, extrapolate=False).toarray()
 
+    def age_basis(self, age: np.ndarray) -> np.ndarray:
+        """(n, S) the cubic B-spline basis of age the stage's curves are built on (ages clamped to the training
+        range), for other regressions on the same ages."""
+        return self._spline(age)
+
     def _roughness(self, n_grid: int = 400) -> np.ndarray:
         """(S, S) integral over the training ages of the products of the spline columns' second derivatives, by
         second differences on a fine grid (exact up to O(h^2), and defined where knots repeat)."""

@@ -16,20 +16,10 @@ from normcore.tabular.point_masses import (
     latent_bounds,
     latent_to_body,
     spread_beyond_bounds,
+    truncated_quantile,
+    truncated_scores,
 )
 from normcore.tabular.scoring import randomised_pit
-
-
-def censored_cohort(n: int, seed: int) -> pd.DataFrame:
-    """A measure that is 0 for most people (more so when young: 95% at 20, 80% at 80), one that is 0 for 40%,
-    and a continuous one."""
-    rng = np.random.default_rng(seed)
-    age = rng.uniform(20, 80, n)
-    e = rng.normal(size=(n, 3))
-    absent = np.where(e[:, 0] <= special.ndtri(0.95 - 0.15 * (age - 20) / 60), 0.0, 5.0 + 10 * rng.random(n))
-    often = np.maximum(0.0, 20 * (e[:, 1] + 0.25)).round(1)
-    return pd.DataFrame({"age": age, "sex": rng.integers(0, 2, n), "absent": absent, "often_zero": often,
-                         "normal": 3 + 0.01 * age + 0.3 * e[:, 2]})
 
 
 def test_find_bounds_needs_a_shared_extreme_and_a_body():
@@ -65,6 +55,21 @@ def test_body_map_round_trips_and_gives_the_bounds_their_share():
         assert edges[1] == np.inf if p_ceiling else np.isfinite(edges[1])
 
 
+def test_truncated_scores_are_the_truncated_normals_normal_scores_far_out_too_and_invert():
+    z = np.array([-3.0, -1.0, 0.0, 0.7, 2.0, 40.0, np.nan])
+    t = truncated_scores(z, -1.5, np.inf)
+    direct = special.ndtri((special.ndtr(z[1:5]) - special.ndtr(-1.5)) / special.ndtr(1.5))
+    np.testing.assert_allclose(t[1:5], direct, rtol=1e-9)
+    assert t[0] == -np.inf and 39 < t[5] < 40 and np.isnan(t[6])  # Phi(40) rounds to 1: the score does not
+    np.testing.assert_allclose(truncated_scores(z, -np.inf, np.inf), z)
+    assert truncated_scores(np.array([3.0]), -np.inf, 3.0)[0] == np.inf
+    u = np.array([1e-6, 0.2, 0.5, 0.97])
+    for lo, hi in ((-1.5, np.inf), (-np.inf, 0.3), (0.5, 2.0), (6.0, np.inf)):
+        q = truncated_quantile(u, lo, hi)
+        assert ((q > lo) & (q < hi)).all()
+        np.testing.assert_allclose(special.ndtr(truncated_scores(q, lo, hi)), u, rtol=1e-6)
+
+
 def test_values_are_clipped_at_bounds_and_values_at_bounds_spread_beyond_them_in_training():
     floor, ceiling = np.array([0.0, np.nan]), np.array([np.nan, 10.0])
     v = np.array([[-1.0, 12.0], [0.5, 5.0], [np.nan, np.nan]])
@@ -96,7 +101,7 @@ def test_a_value_at_the_floor_ties_with_every_sample_in_the_floors_share():
     assert float(at_top) == pytest.approx(9 / 11)
 
 
-def test_a_model_draws_its_floor_as_often_as_the_data_and_never_below_it(tmp_path):
+def test_a_model_draws_its_floor_as_often_as_the_data_and_never_below_it(tmp_path, censored_cohort):
     """Without point masses the draws spread around 0 (44% of them negative for the mostly-absent measure, none at
     exactly 0); now the share at 0 follows the training data's and nothing lies below."""
     torch.set_num_threads(1)
@@ -130,7 +135,7 @@ def test_a_model_draws_its_floor_as_often_as_the_data_and_never_below_it(tmp_pat
     pd.testing.assert_frame_equal(again.score(test, n_samples=300, seed=0), scores)
 
 
-def test_a_measure_that_stays_at_its_floor_between_visits_shows_no_change():
+def test_a_measure_that_stays_at_its_floor_between_visits_shows_no_change(censored_cohort):
     """Two visits at 0 draw two random centiles within the floor's share; their difference is no change (before,
     such pairs were read as significant change about as often as chance)."""
     torch.set_num_threads(1)
