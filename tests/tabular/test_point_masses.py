@@ -29,10 +29,12 @@ def test_find_bounds_needs_a_shared_extreme_and_a_body():
     few = np.r_[np.zeros(4), body[4:]]  # 4 rows at the minimum: under MIN_COUNT
     ceiling_col = np.minimum(body, 5.5)
     two_values = (rng.random(1000) < 0.5).astype(float)  # 0 / 1: no body between
+    rare_body = np.r_[body[:MIN_BODY], np.zeros(1000 - MIN_BODY)]  # present in MIN_BODY rows only (a 5th ventricle)
     with_nan = np.where(rng.random(1000) < 0.2, np.nan, floor_col)
-    floor, ceiling = find_bounds(np.c_[body, floor_col, few, ceiling_col, two_values, with_nan])
-    assert np.isnan(floor[[0, 2, 3, 4]]).all() and floor[1] == 0.0 and floor[5] == 0.0
-    assert np.isnan(ceiling[[0, 1, 2, 4, 5]]).all() and ceiling[3] == 5.5
+    too_rare = np.r_[body[:MIN_BODY - 1], np.zeros(1001 - MIN_BODY)]
+    floor, ceiling = find_bounds(np.c_[body, floor_col, few, ceiling_col, two_values, with_nan, rare_body, too_rare])
+    assert np.isnan(floor[[0, 2, 3, 4, 7]]).all() and floor[1] == 0.0 and floor[5] == 0.0 and floor[6] == 0.0
+    assert np.isnan(ceiling[[0, 1, 2, 4, 5, 6, 7]]).all() and ceiling[3] == 5.5
     shares = bound_shares(np.c_[floor_col, ceiling_col], floor[[1, 3]], ceiling[[1, 3]])
     assert shares[0, 0] == pytest.approx((floor_col == 0).mean())
     assert shares[1, 1] == pytest.approx((body >= 5.5).mean())
