@@ -238,7 +238,14 @@ class LocationScaleSHASH(NormativeModel):
             mid = 0.5 * (lo + hi)
             below = self.cdf(mid, age, codes) < q
             lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
-        return 0.5 * (lo + hi)
+        out = 0.5 * (lo + hi)
+        if len(self._bounded_columns()):  # a level within a bound's share is the bound itself, not a hair beside it
+            floor, below_ceiling = (np.broadcast_to(np.nan_to_num(b), out.shape) for b in
+                                    (self.floor_, np.nextafter(self.ceiling_, -np.inf)))
+            at_floor = ~np.isnan(self.floor_) & (self.cdf(floor, age, codes) >= q)
+            at_ceiling = ~np.isnan(self.ceiling_) & (self.cdf(below_ceiling, age, codes) < q)
+            out = np.where(at_floor, self.floor_, np.where(at_ceiling, self.ceiling_, out))
+        return out
 
     # ------------------------------------------------------------------ model cores (see NormativeModel)
     def _score_core(self, y, age, codes, n_samples, seed, progress):

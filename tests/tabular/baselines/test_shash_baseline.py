@@ -120,3 +120,18 @@ def test_baseline_zero_adjusts_measures_many_people_have_at_zero(censored_cohort
     model.save(tmp_path / "zero-adjusted")
     again = load_model(tmp_path / "zero-adjusted")
     pd.testing.assert_frame_equal(again.score(test.iloc[:50]), model.score(test.iloc[:50]))
+
+
+def test_a_marginalised_centile_within_the_floors_share_is_the_floor_itself():
+    """0 for 90% of one sex and 50% of the other: with sex left free the 60% centile lies in the floor's share (70%),
+    and is exactly 0, not a hair above it where the bisection between the two sexes' centiles stops."""
+    rng = np.random.default_rng(4)
+    sex = rng.integers(0, 2, 2000)
+    value = np.where(rng.random(2000) < np.where(sex == 0, 0.9, 0.5), 0.0, 5.0 + rng.gamma(2.0, 2.0, 2000))
+    df = pd.DataFrame({"age": rng.uniform(20, 80, 2000), "sex": sex, "rare": value,
+                       "normal": rng.normal(3.0, 0.3, 2000)})
+    model = LocationScaleSHASH().fit(df, "age", ["sex"], ["rare", "normal"])
+    curve = model.centiles([50.0], (0.6, 0.8), idps=["rare"]).value.to_numpy()
+    assert curve[0] == 0.0 and curve[1] > 5.0
+    one_sex = model.centiles([50.0], (0.6,), fixed={"sex": 1}, idps=["rare"]).value.to_numpy()
+    assert one_sex[0] > 5.0
