@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import optimize, special
 
+from normcore.tabular.preprocessing import expand_levels
+
 PENALTIES = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 """Candidate L2 penalties, per unit of the mean log loss (their coefficients' sum of squares times half this)."""
 FOLDS = 5
@@ -136,22 +138,8 @@ class PointMassShares:
 
     def _resolved(self, codes: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """(codes within the training levels, each row's weight) pairs whose weighted sum is the mixture."""
-        combos = [(np.asarray(codes).copy(), np.ones(len(codes)))]
-        for k, n_lv in enumerate(self.n_levels):
-            expanded = []
-            for sub, w in combos:
-                unknown = (sub[:, k] < 0) | (sub[:, k] >= n_lv)
-                if not unknown.any():
-                    expanded.append((sub, w))
-                    continue
-                for level, freq in enumerate(self.frequencies[k]):
-                    if freq > 0:
-                        resolved = sub.copy()
-                        resolved[unknown, k] = level
-                        expanded.append((resolved, np.where(unknown, w * freq, w)))
-            combos = expanded
-        total = sum(w for _, w in combos)  # a row without unknown codes is in every expansion: keep its sum at 1
-        return [(c, w / total) for c, w in combos]
+        return expand_levels(codes, self.frequencies,
+                             lambda k, column: (column < 0) | (column >= self.n_levels[k]))
 
     def to_dict(self) -> dict:
         return {"n_levels": self.n_levels, "frequencies": self.frequencies, "n_columns": self.n_columns,

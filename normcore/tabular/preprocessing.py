@@ -230,6 +230,28 @@ class CovariateEncoder:
         return enc
 
 
+def expand_levels(codes: np.ndarray, frequencies: list, free) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Rows' level codes (n, K) as (resolved codes, weight (n,)) pairs whose weighted sum is, for each row, the
+    mixture over the levels of every covariate it leaves free: ``free(k, column)`` marks the rows whose covariate k
+    is free, and they are expanded over its levels with weights ``frequencies[k]`` (summing to 1). Each row's
+    weights sum to 1 (a row not free at k is carried unchanged into every expansion of another row)."""
+    combos = [(np.asarray(codes).copy(), np.ones(len(codes)))]
+    for k, freqs in enumerate(frequencies):
+        expanded = []
+        for c, w in combos:
+            rows = free(k, c[:, k])
+            if not rows.any():
+                expanded.append((c, w))
+                continue
+            for level, f in enumerate(freqs):
+                resolved = c.copy()
+                resolved[rows, k] = level
+                expanded.append((resolved, np.where(rows, w * f, w)))
+        combos = expanded
+    total = sum(w for _, w in combos)
+    return [(c, w / total) for c, w in combos]
+
+
 def category_label(value) -> str:
     """Canonical string of a categorical value: 1, 1.0 and "1" are the same level."""
     if isinstance(value, (float, np.floating)) and float(value).is_integer():

@@ -42,7 +42,7 @@ from normcore.tabular.point_masses import (
     truncated_quantile,
     truncated_scores,
 )
-from normcore.tabular.preprocessing import MARGINALISE, CovariateEncoder, LocationScale
+from normcore.tabular.preprocessing import MARGINALISE, CovariateEncoder, LocationScale, expand_levels
 from normcore.tabular.scoring import mixture_z
 
 NORMAL = {"loc": 0.0, "scale": 1.0, "eps": 0.0, "delta": 1.0}
@@ -115,24 +115,8 @@ class LocationScaleSHASH(NormativeModel):
     # ------------------------------------------------------------------ exact distribution
     def _level_combinations(self, codes: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """Expand marginalised codes into (resolved codes, weight) pairs over the training levels."""
-        combos = [(codes.copy(), np.ones(len(codes)))]
-        for k, col in enumerate(self.encoder_.categorical):
-            freqs = np.asarray(self.encoder_.frequencies[col], float)
-            freqs = freqs / freqs.sum()
-            expanded = []
-            for c, w in combos:
-                free = c[:, k] == MARGINALISE
-                if not free.any():
-                    expanded.append((c, w))
-                    continue
-                for lvl, f in enumerate(freqs):
-                    c2 = c.copy()
-                    c2[free, k] = lvl
-                    expanded.append((c2, np.where(free, w * f, w)))
-            combos = expanded
-        # rows without marginalisation appear once per expansion; keep each row's weights summing to 1
-        total = sum(w for _, w in combos)
-        return [(c, w / total) for c, w in combos]
+        freqs = [np.asarray(self.encoder_.frequencies[col], float) for col in self.encoder_.categorical]
+        return expand_levels(codes, [f / f.sum() for f in freqs], lambda k, column: column == MARGINALISE)
 
     def _bounded_columns(self) -> np.ndarray:
         return np.flatnonzero(~np.isnan(self.floor_) | ~np.isnan(self.ceiling_)) if self._has_bounds() else []
