@@ -51,12 +51,13 @@ def _fit(x: np.ndarray, outcome: np.ndarray, n_outcomes: int, penalty: float) ->
     start = np.zeros((1 + p, n_outcomes - 1))
     start[0] = np.log(shares[1:]) - np.log(shares[0])  # the intercepts of the overall shares
 
+    penalised = np.r_[0.0, np.ones(p)][:, None]  # the intercepts are not penalised
+
     def loss(flat: np.ndarray) -> tuple[float, np.ndarray]:
         coef = flat.reshape(start.shape)
         log_p = _log_probabilities(x, coef)
         resid = (np.exp(log_p) - target)[:, 1:] / n
-        grad = np.concatenate([resid.sum(axis=0, keepdims=True), x.T @ resid]) + penalty * np.r_[[0.0], [1.0] * p][
-            :, None] * coef
+        grad = np.concatenate([resid.sum(axis=0, keepdims=True), x.T @ resid]) + penalty * penalised * coef
         return float(-(target * log_p).sum() / n + 0.5 * penalty * (coef[1:] ** 2).sum()), grad.ravel()
 
     return optimize.minimize(loss, start.ravel(), jac=True, method="L-BFGS-B").x.reshape(start.shape)

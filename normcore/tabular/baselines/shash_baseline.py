@@ -119,7 +119,9 @@ class LocationScaleSHASH(NormativeModel):
         return expand_levels(codes, [f / f.sum() for f in freqs], lambda k, column: column == MARGINALISE)
 
     def _bounded_columns(self) -> np.ndarray:
-        return np.flatnonzero(~np.isnan(self.floor_) | ~np.isnan(self.ceiling_)) if self._has_bounds() else []
+        """Indices of the IDPs with a floor or a ceiling (empty for models without point masses)."""
+        floor, ceiling = self._bounds()
+        return np.flatnonzero(~np.isnan(floor) | ~np.isnan(ceiling))
 
     def _shares(self, age: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """(n, D, 2) probabilities of each IDP's floor and ceiling at rows' covariates (codes resolved)."""
