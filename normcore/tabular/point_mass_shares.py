@@ -4,7 +4,9 @@ A measure with a point mass (:mod:`~normcore.tabular.point_masses`) has, at each
 its floor, of its ceiling and of the body between them. :class:`PointMassShares` models them by a multinomial
 logistic regression (the body the reference outcome) on a cubic B-spline basis of age and one-hot level effects,
 as GAMLSS's zero-adjusted families model their point mass through a logit link. The coefficients (not the
-intercepts) carry an L2 penalty chosen per measure from ``PENALTIES`` by ``FOLDS``-fold cross-validated log loss,
+intercepts) carry a quadratic penalty (second differences of the age basis's coefficients, a ridge on the level
+effects: :func:`penalty_structure`) whose weight is chosen per measure from ``PENALTIES`` by ``FOLDS``-fold
+cross-validated log loss,
 so a floor most subjects share, or a rare one (10 of 862 fcon1000 subjects have a 5th ventricle), is not
 overfitted across two dozen sites. A level the regression never saw (a site added by adaptation, or one left free
 to be marginalised) gets the mixture of the training levels' probabilities, weighted by their training
@@ -42,25 +44,53 @@ def _log_probabilities(x: np.ndarray, coef: np.ndarray) -> np.ndarray:
     return eta - special.logsumexp(eta, axis=1, keepdims=True)
 
 
-def _fit(x: np.ndarray, outcome: np.ndarray, n_outcomes: int, penalty: float) -> np.ndarray:
-    """Penalised maximum likelihood coefficients (1 + p, C - 1) by L-BFGS with the exact gradient."""
+def penalty_structure(n_spline: int, n_columns: int) -> np.ndarray:
+    """(p, p) quadratic penalty of the coefficients of :func:`_design`'s columns: the second differences of the
+    age basis's coefficients (a P-spline: a strong penalty leaves a logit linear in age, not a flat one), and a
+    ridge on the level effects."""
+    out = np.eye(n_columns)
+    if n_spline >= 3:
+        diff = np.diff(np.eye(n_spline), n=2, axis=0)
+        out[:n_spline, :n_spline] = diff.T @ diff
+    return out
+
+
+def _fit(x: np.ndarray, outcome: np.ndarray, n_outcomes: int, penalty: float,
+         structure: np.ndarray | None = None) -> np.ndarray:
+    """Penalised maximum likelihood coefficients (1 + p, C - 1) by L-BFGS with the exact gradient; the penalty is
+    ``penalty`` times c' ``structure`` c for each outcome's coefficients c (default: a ridge), not the intercepts."""
     n, p = x.shape
+    structure = np.eye(p) if structure is None else structure
     target = np.zeros((n, n_outcomes))
     target[np.arange(n), outcome] = 1.0
     shares = target.mean(axis=0)
     start = np.zeros((1 + p, n_outcomes - 1))
     start[0] = np.log(shares[1:]) - np.log(shares[0])  # the intercepts of the overall shares
 
-    penalised = np.r_[0.0, np.ones(p)][:, None]  # the intercepts are not penalised
+    k = n_outcomes - 1
+    with_intercept = np.column_stack([np.ones(n), x])
+    penalty_hessian = np.zeros((1 + p, k, 1 + p, k))  # the penalty's curvature, per outcome, intercepts free
+    for o in range(k):
+        penalty_hessian[1:, o, 1:, o] = penalty * structure
+    penalty_hessian = penalty_hessian.reshape((1 + p) * k, (1 + p) * k)
 
     def loss(flat: np.ndarray) -> tuple[float, np.ndarray]:
         coef = flat.reshape(start.shape)
         log_p = _log_probabilities(x, coef)
         resid = (np.exp(log_p) - target)[:, 1:] / n
-        grad = np.concatenate([resid.sum(axis=0, keepdims=True), x.T @ resid]) + penalty * penalised * coef
-        return float(-(target * log_p).sum() / n + 0.5 * penalty * (coef[1:] ** 2).sum()), grad.ravel()
+        pulled = structure @ coef[1:]
+        grad = np.concatenate([resid.sum(axis=0, keepdims=True), x.T @ resid + penalty * pulled])
+        return float(-(target * log_p).sum() / n + 0.5 * penalty * (coef[1:] * pulled).sum()), grad.ravel()
 
-    return optimize.minimize(loss, start.ravel(), jac=True, method="L-BFGS-B").x.reshape(start.shape)
+    def hessian(flat: np.ndarray) -> np.ndarray:
+        prob = np.exp(_log_probabilities(x, flat.reshape(start.shape)))[:, 1:]  # (n, K)
+        weight = prob[:, :, None] * (np.eye(k)[None] - prob[:, None, :])  # (n, K, K): the multinomial's curvature
+        data = np.einsum("ia,ikl,ib->akbl", with_intercept, weight, with_intercept) / n
+        return data.reshape((1 + p) * k, (1 + p) * k) + penalty_hessian
+
+    # Newton steps in a trust region: the problem is convex and small, and L-BFGS crawled along the penalty's
+    # flat directions (the second differences leave a straight line in age free)
+    return optimize.minimize(loss, start.ravel(), jac=True, hess=hessian, method="trust-exact").x.reshape(start.shape)
 
 
 def _folds(outcome: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
@@ -73,7 +103,8 @@ def _folds(outcome: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
     return fold
 
 
-def choose_penalty(x: np.ndarray, outcome: np.ndarray, n_outcomes: int, seed: int) -> float:
+def choose_penalty(x: np.ndarray, outcome: np.ndarray, n_outcomes: int, seed: int,
+                   structure: np.ndarray | None = None) -> float:
     """The penalty of ``PENALTIES`` with the lowest cross-validated log loss (ties: the larger penalty)."""
     n_folds = int(min(FOLDS, np.bincount(outcome, minlength=n_outcomes).min()))
     if n_folds < 2:
@@ -84,7 +115,7 @@ def choose_penalty(x: np.ndarray, outcome: np.ndarray, n_outcomes: int, seed: in
         total = 0.0
         for f in range(n_folds):
             train, test = fold != f, fold == f
-            coef = _fit(x[train], outcome[train], n_outcomes, penalty)
+            coef = _fit(x[train], outcome[train], n_outcomes, penalty, structure)
             total -= _log_probabilities(x[test], coef)[np.arange(test.sum()), outcome[test]].sum()
         losses.append(total)
     best = min(losses)
@@ -112,14 +143,15 @@ class PointMassShares:
                             for k, n in enumerate(self.n_levels)]
         self.n_columns = at_floor.shape[1]
         x = _design(spline, codes, self.n_levels)
+        structure = penalty_structure(spline.shape[1], x.shape[1])
         for j in np.flatnonzero(at_floor.any(axis=0) | at_ceiling.any(axis=0)):
             rows = observed[:, j]
             sides = [s for s, mask in (("floor", at_floor), ("ceiling", at_ceiling)) if mask[rows, j].any()]
             outcome = np.zeros(int(rows.sum()), dtype=np.int64)
             for i, side in enumerate(sides, start=1):
                 outcome[(at_floor if side == "floor" else at_ceiling)[rows, j]] = i
-            penalty = choose_penalty(x[rows], outcome, 1 + len(sides), seed + int(j))
-            coef = _fit(x[rows], outcome, 1 + len(sides), penalty)
+            penalty = choose_penalty(x[rows], outcome, 1 + len(sides), seed + int(j), structure)
+            coef = _fit(x[rows], outcome, 1 + len(sides), penalty, structure)
             self.columns[int(j)] = {"sides": sides, "coef": coef.tolist(), "penalty": penalty}
         return self
 

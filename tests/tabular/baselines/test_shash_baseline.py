@@ -135,3 +135,11 @@ def test_a_marginalised_centile_within_the_floors_share_is_the_floor_itself():
     assert curve[0] == 0.0 and curve[1] > 5.0
     one_sex = model.centiles([50.0], (0.6,), fixed={"sex": 1}, idps=["rare"]).value.to_numpy()
     assert one_sex[0] > 5.0
+
+
+def test_the_floors_probability_follows_age_in_a_small_cohort(censored_cohort):
+    """800 controls, a floor of 95% at 20 falling to 80% at 80: the share's age curve is penalised towards a straight
+    logit, not towards a constant (a ridge on the spline's coefficients read 0.896 at every age)."""
+    model = LocationScaleSHASH().fit(censored_cohort(800, 0), "age", ["sex"], ["absent", "often_zero", "normal"])
+    at_floor = model.cdf(np.zeros((2, 3)), np.array([20.0, 80.0]), np.zeros((2, 1), dtype=np.int64))[:, 0]
+    assert at_floor[0] > 0.92 and at_floor[1] < 0.86
