@@ -13,6 +13,8 @@ its core:
 - ``_quantile_core(ages, codes, quantiles, n_samples, seed, progress)`` -> values (Q, G, D);
 - ``_sample_core(age, codes, n, seed, progress)`` -> values (rows, n, D);
 - ``predict_moments(df, n_samples=None, seed=None, progress=None)`` -> predictive mean and variance (n, D);
+  a model with point masses also ``predict_mixture`` (same arguments) -> a
+  :class:`~normcore.tabular.predictive_mixture.PredictiveMixture` (shares at the bounds, the body's moments);
 - for persistence, ``_state()`` -> (tensors, card entries) and ``_restore(tensors, card)``.
 
 Codes of categorical covariates are integers into the training levels; ``MARGINALISE`` (-1) marks a
@@ -46,6 +48,7 @@ from normcore.tabular.column_matching import match_columns
 from normcore.tabular.multivariate_calibration import MultivariateCalibration
 from normcore.tabular.params import Rule, check_count, check_params, check_seed, checked_quantiles
 from normcore.tabular.point_masses import at_bounds
+from normcore.tabular.predictive_mixture import PredictiveMixture
 from normcore.tabular.preprocessing import MARGINALISE, CovariateEncoder, category_label
 from normcore.tabular.scoring import MAX_MULTIVARIATE_IDPS, assemble_scores, far_off_notes, multivariate_scores
 from normcore.tabular.validation import prepare_training_table
@@ -407,6 +410,12 @@ class NormativeModel:
         """Predictive mean and variance (n, D) at each row's covariates (for EXPV, SMSE, MSLL); ``progress`` hears of
         (and may cancel) the work where the model samples."""
         raise NotImplementedError
+
+    def predict_mixture(self, df: pd.DataFrame, n_samples: int | None = None, seed: int | None = None,
+                        progress: Progress | None = None) -> PredictiveMixture:
+        """Each row's predictive distribution (n, D) as a mixture of the IDPs' floors, ceilings and bodies; for a
+        model without point masses, :meth:`predict_moments` with no bounds."""
+        return PredictiveMixture.continuous(*self.predict_moments(df, n_samples, seed, progress))
 
     def _score_core(self, y, age, codes, n_samples, seed, progress):
         raise NotImplementedError

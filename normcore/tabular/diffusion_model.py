@@ -55,6 +55,7 @@ from normcore.tabular.point_masses import (
     pooled_bodies,
     spread_beyond_bounds,
 )
+from normcore.tabular.predictive_mixture import PredictiveMixture
 from normcore.tabular.preprocessing import MARGINALISE, CovariateEncoder, IDPTransformer, LocationScale, category_label
 from normcore.tabular.scoring import (
     MAX_MULTIVARIATE_IDPS,
@@ -903,9 +904,15 @@ class NormativeDiffusion(NormativeModel):
                         progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Predictive mean and variance (n, D) in IDP units at each row's covariates (for EXPV/SMSE/MSLL), from
         ``n_samples`` (default the model's) samples at each of scoring's points (:meth:`_grid_summaries`)."""
-        _, mean, var = self._grid_summaries(df, np.empty(0), int(n_samples or self.n_samples), seed, progress,
-                                            moments=True)
-        return mean, var
+        mixture = self.predict_mixture(df, n_samples, seed, progress)
+        return mixture.mean, mixture.var
+
+    def predict_mixture(self, df: pd.DataFrame, n_samples: int | None = None, seed: int | None = None,
+                        progress: Progress | None = None) -> PredictiveMixture:
+        """Each row's predictive floor and ceiling probabilities and body moments in IDP units, from ``n_samples``
+        (default the model's) samples at each of scoring's points (:meth:`_grid_summaries`)."""
+        return self._grid_summaries(df, np.empty(0), int(n_samples or self.n_samples), seed, progress,
+                                    moments=True)[1]
 
     def predict_quantiles_and_moments(self, df: pd.DataFrame, quantiles: tuple[float, ...],
                                       n_samples: int | None = None, seed: int | None = None,
@@ -915,14 +922,16 @@ class NormativeDiffusion(NormativeModel):
         point, drawn once (the PCNtoolkit export needs both)."""
         self._check_call(n_samples, seed)
         q = checked_quantiles(quantiles)
-        return self._grid_summaries(df, q, int(n_samples or max(self.n_samples, 4000)), seed, progress,
-                                    moments=True)
+        quant, mixture = self._grid_summaries(df, q, int(n_samples or max(self.n_samples, 4000)), seed, progress,
+                                              moments=True)
+        return quant, mixture.mean, mixture.var
 
     def _grid_summaries(self, df: pd.DataFrame, q: np.ndarray, m: int, seed: int | None,
                         progress: Progress | None, moments: bool, max_points: int = POINTS_PER_CHUNK
-                        ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-        """Quantiles ``q`` (Q, n, D) and, with ``moments``, the mean and variance (n, D) of each row's predictive
-        distribution in IDP units, under the samples scoring compares the row with (:meth:`_score_points`).
+                        ) -> tuple[np.ndarray, PredictiveMixture | None]:
+        """Quantiles ``q`` (Q, n, D) and, with ``moments``, each row's predictive distribution in IDP units as a
+        :class:`~normcore.tabular.predictive_mixture.PredictiveMixture` (else None), under the samples scoring
+        compares the row with (:meth:`_score_points`).
 
         ``m`` samples are drawn at each of scoring's points; for the rows whose covariates all name a level (the
         latent points) they are taken to the location-scale residual, which each row's own location and scale
@@ -934,10 +943,10 @@ class NormativeDiffusion(NormativeModel):
         in the gap between the two points' shapes (measured: BENCHMARKS.md); where one point's quantile lies in a
         floor's (ceiling's) share, the row's is the floor (ceiling). Rows with a marginalised covariate
         take their exact point's samples in IDP units. Quantiles are censored at the IDPs' floors and ceilings
-        (:mod:`~normcore.tabular.point_masses`), and the moments are those of each row's mixture of its floor, its
-        ceiling and its body (each point's shares at the bounds and its body's moments, mixed with the same
-        weights). The cost grows with the points, not with the rows; chunks of points are shared by ``torchrun``
-        ranks as scoring's are."""
+        (:mod:`~normcore.tabular.point_masses`), and the mixture holds each row's shares at its floor and its
+        ceiling and its body's moments (each point's, mixed with the same weights; the body's moments rest on about
+        the body's share of ``m`` samples). The cost grows with the points, not with the rows; chunks of points are
+        shared by ``torchrun`` ranks as scoring's are."""
         self._check_fitted()
         age, codes = self._covariates_of(df, "table")
         u_age, u_codes, pair, weight, n_latent = self._score_points(age, codes)
@@ -976,7 +985,7 @@ class NormativeDiffusion(NormativeModel):
         quant = np.empty((len(q), len(age), d))
         for k in range(len(q)):  # one level at a time: no (Q, n, 2, D) intermediate
             quant[k] = w_a * point_q[k, a] + w_b * point_q[k, b]
-        mean = var = None
+        mean = var = body = None
         if moments:
             body_a, body_b = w_a, w_b  # each point's weight in the row's body (its values between the bounds)
             if bounded:
@@ -992,13 +1001,13 @@ class NormativeDiffusion(NormativeModel):
             quant[:, rows] = mu + sd * quant[:, rows]
             if moments:
                 mean[rows], var[rows] = mu + sd * mean[rows], var[rows] * sd**2
+        mixture = None
         if bounded:  # the row's mixture of its floor, its ceiling and its body
-            floor, ceiling = (np.nan_to_num(v) for v in self._bounds())
-            at_lo, at_hi = w_a * point_lo[a] + w_b * point_lo[b], w_a * point_hi[a] + w_b * point_hi[b]
-            second = at_lo * floor**2 + at_hi * ceiling**2 + body * (var + mean**2)
-            mean = at_lo * floor + at_hi * ceiling + body * mean
-            var = np.maximum(second - mean**2, 0.0)
-        return clip_to_bounds(quant, *self._bounds()), mean, var
+            mixture = PredictiveMixture(*self._bounds(), w_a * point_lo[a] + w_b * point_lo[b],
+                                        w_a * point_hi[a] + w_b * point_hi[b], mean, var, body_samples=body * m)
+        elif moments:
+            mixture = PredictiveMixture.continuous(mean, var)
+        return clip_to_bounds(quant, *self._bounds()), mixture
 
     # ------------------------------------------------------------------ persistence
     def _state(self) -> tuple[dict[str, torch.Tensor], dict]:

@@ -10,7 +10,12 @@ from scipy import special
 
 from normcore import metrics as M
 from normcore._utils.progress import Progress, as_progress
+from normcore.tabular.predictive_mixture import PredictiveMixture
 from normcore.tabular.synthetic import SyntheticTruth
+
+MOMENT_SAMPLES = 200  # samples per scoring point for the predictive moments (EXPV, SMSE, MSLL)
+SHARE_FLOOR = 0.5 / MOMENT_SAMPLES  # the smallest probability MSLL gives a floor or a ceiling (half a sample)
+MIN_BODY_SAMPLES = 20  # a sampled body's moments resting on fewer samples give way to the training body's
 
 
 def _bands(ages: np.ndarray, n_bands: int = 4) -> list[tuple[float, float]]:
@@ -56,8 +61,9 @@ def evaluate(model, holdout: pd.DataFrame, truth: SyntheticTruth | None = None, 
     report["n_controls"] = int(len(ctrl))
 
     per_idp = []
-    mean, var = model.predict_moments(holdout[is_control.to_numpy()], n_samples=200,
-                                      progress=progress.as_stage("predictive moments"))
+    mixture = model.predict_mixture(holdout[is_control.to_numpy()], n_samples=MOMENT_SAMPLES,
+                                    progress=progress.as_stage("predictive moments"))
+    mean, var = mixture.mean, mixture.var
     tr = model.training_summary_
     for j, name in enumerate(idps):
         u = ctrl[f"centile:{name}"].to_numpy(float)
@@ -73,7 +79,9 @@ def evaluate(model, holdout: pd.DataFrame, truth: SyntheticTruth | None = None, 
                "expv": M.explained_variance(y, mu), "smse": M.smse(y, mu), "rho": M.pearson_rho(y, mu)}
         train_mean = tr.get("idp_mean", {}).get(name, float(np.mean(y)))
         train_sd = tr.get("idp_std", {}).get(name, float(np.std(y)))
-        row["msll"] = M.msll(y, mu, sd2, train_mean, train_sd**2)
+        row["msll_gaussian"] = M.msll(y, mu, sd2, train_mean, train_sd**2)
+        trivial = _training_mixture(model, j)
+        row["msll"] = row["msll_gaussian"] if trivial is None else point_mass_msll(y, mixture, j, seen, trivial)
         row.update(M.z_summary(ctrl[f"z:{name}"].to_numpy(float)))
         per_idp.append(row)
     table = pd.DataFrame(per_idp)
@@ -83,7 +91,8 @@ def evaluate(model, holdout: pd.DataFrame, truth: SyntheticTruth | None = None, 
         "coverage95_mean": float(table.coverage95.mean()), "ace_heldout_mean": float(table.ace_heldout.mean()),
         "pit_ks_pass_rate_0.01": float((table.pit_ks_p > 0.01).mean()),
         "pit_ks_pass_rate_0.01_bh": float((~M.benjamini_hochberg(table.pit_ks_p.to_numpy(), 0.01)).mean()),
-        "msll_mean": float(table.msll.mean()), "expv_mean": float(table.expv.mean()),
+        "msll_mean": float(table.msll.mean()), "msll_gaussian_mean": float(table.msll_gaussian.mean()),
+        "expv_mean": float(table.expv.mean()),
         "smse_mean": float(table.smse.mean())}
 
     report["multivariate"] = multivariate_calibration(ctrl)
@@ -111,6 +120,61 @@ def evaluate(model, holdout: pd.DataFrame, truth: SyntheticTruth | None = None, 
         table = M.separation_table(scores, idps, ~is_control.to_numpy(), n_boot=500, seed=seed)
         report["clinical"] = table.to_dict(orient="records")
     return report
+
+
+def _training_mixture(model, j: int) -> tuple[float, float, float, float] | None:
+    """(floor share, ceiling share, body mean, body variance) of IDP ``j``'s training values, where it has a point
+    mass: the model's training shares at its bounds with the training mean and SD (ddof 1, over the fit's rows)
+    give the mean and the (maximum-likelihood, ddof 0) variance of the values between the bounds exactly; None for
+    an IDP without bounds (or a body whose variance does not come out positive)."""
+    floor, ceiling = (b[j] for b in model._bounds())
+    if np.isnan(floor) and np.isnan(ceiling):
+        return None
+    p_floor, p_ceiling = model._bound_shares()[j]
+    summary, name = model.training_summary_, model.idps[j]
+    n = summary.get("n_train", 0) + summary.get("n_validation", 0)
+    mean, sd = summary.get("idp_mean", {}).get(name), summary.get("idp_std", {}).get(name)
+    p_body = 1.0 - p_floor - p_ceiling
+    if mean is None or sd is None or n < 2 or p_body <= 0:
+        return None
+    floor, ceiling = np.nan_to_num(floor), np.nan_to_num(ceiling)
+    second = sd**2 * (n - 1) / n + mean**2  # the mean square of all training values
+    body_mean = (mean - p_floor * floor - p_ceiling * ceiling) / p_body
+    body_var = (second - p_floor * floor**2 - p_ceiling * ceiling**2) / p_body - body_mean**2
+    return (p_floor, p_ceiling, body_mean, body_var) if body_var > 0 else None
+
+
+def point_mass_msll(y: np.ndarray, mixture: PredictiveMixture, j: int, rows: np.ndarray,
+                    trivial: tuple[float, float, float, float]) -> float:
+    """MSLL of the values ``y`` of IDP ``j`` (the ``rows`` of ``mixture``) under the model's mixture of its floor,
+    its ceiling and a Gaussian body (:func:`normcore.metrics.point_mass_log_loss`), less that under the training
+    values' mixture ``trivial`` (:func:`_training_mixture`).
+
+    Shares are kept within (``SHARE_FLOOR``, 1 - ``SHARE_FLOOR``), the resolution of :data:`MOMENT_SAMPLES` samples
+    (a sampled share of 0 or 1 is not a certainty), and a body whose moments rest on fewer than
+    :data:`MIN_BODY_SAMPLES` of them takes the training body's: its log loss then compares the shares alone."""
+    floor, ceiling = mixture.floor[j], mixture.ceiling[j]
+    p_floor, p_ceiling = mixture.floor_share[rows, j], mixture.ceiling_share[rows, j]
+    body_mean, body_var = mixture.body_mean[rows, j], mixture.body_var[rows, j]
+    unreliable = body_var <= 0
+    if mixture.body_samples is not None:
+        unreliable |= mixture.body_samples[rows, j] < MIN_BODY_SAMPLES
+    body_mean, body_var = np.where(unreliable, trivial[2], body_mean), np.where(unreliable, trivial[3], body_var)
+
+    def loss(p_lo, p_hi, centre, spread):
+        p_lo, p_hi = _bounded_shares(p_lo, p_hi, floor, ceiling)
+        return M.point_mass_log_loss(y, floor, ceiling, p_lo, p_hi, centre, spread)
+    return float(np.mean(loss(p_floor, p_ceiling, body_mean, body_var) - loss(*trivial)))
+
+
+def _bounded_shares(p_floor, p_ceiling, floor: float, ceiling: float) -> tuple[np.ndarray, np.ndarray]:
+    """Shares at a floor and a ceiling (0 where there is none) kept within (``SHARE_FLOOR``, 1 - ``SHARE_FLOOR``),
+    scaled down together where they would leave the body less than ``SHARE_FLOOR``."""
+    p_floor = np.clip(p_floor, SHARE_FLOOR, 1 - SHARE_FLOOR) if not np.isnan(floor) else np.zeros_like(p_floor)
+    p_ceiling = np.clip(p_ceiling, SHARE_FLOOR, 1 - SHARE_FLOOR) if not np.isnan(ceiling) else np.zeros_like(p_ceiling)
+    total = p_floor + p_ceiling
+    scale = np.where(total > 1 - SHARE_FLOOR, (1 - SHARE_FLOOR) / np.maximum(total, SHARE_FLOOR), 1.0)
+    return p_floor * scale, p_ceiling * scale
 
 
 def memorisation_check(model, generated: pd.DataFrame, train: pd.DataFrame, reference: pd.DataFrame) -> dict:

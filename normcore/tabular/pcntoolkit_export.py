@@ -13,8 +13,9 @@ PCNtoolkit's ``NormData.save_results(save_dir)`` writes, for a data set named NA
 :func:`write_pcntoolkit_results` writes the same three files from a normcore model, so that
 ``NormData.load_results`` (or ``pd.read_csv`` as its tutorials do) reads them. The mapping: Z is normcore's
 ``z:<IDP>``; Yhat (for Rho, R2, RMSE, SMSE, MAPE, EXPV) is the predictive mean; MLL and MSLL use a Gaussian
-with the model's predictive mean and variance (normcore models have no closed-form density; the same
-convention as ``normcore evaluate``), MSLL against a Gaussian with the scored data's own mean and variance;
+with the model's predictive mean and variance (normcore models have no closed-form density; PCNtoolkit's
+convention, which ``normcore evaluate`` reports as ``msll_gaussian``; its ``msll`` scores IDPs with point masses
+under their mixture instead), MSLL against a Gaussian with the scored data's own mean and variance;
 MACE is PCNtoolkit's: per combination of categorical covariates, the mean absolute difference between each
 centile level and the share of subjects at or below that centile, averaged over the combinations.
 ``logp_NAME.csv`` is not written (no closed-form log density). IDPs with missing values are evaluated on the

@@ -67,6 +67,17 @@ def test_classic_metrics_known_values():
     assert M.msll(y, y, np.full(4, 0.01), y.mean(), y.var()) < 0
 
 
+def test_point_mass_log_loss_counts_the_bounds_and_takes_a_density_between():
+    """-log p at a bound (or beyond it), -log(body share) plus the body's Gaussian loss between; no bound (NaN):
+    every value is the body's."""
+    y = np.array([0.0, -1.0, 3.0, 10.0, 12.0])
+    loss = M.point_mass_log_loss(y, 0.0, 10.0, np.full(5, 0.9), np.full(5, 0.05), np.full(5, 3.0), np.full(5, 4.0))
+    body = -np.log(0.05) + 0.5 * np.log(2 * np.pi * 4.0)
+    np.testing.assert_allclose(loss, [-np.log(0.9), -np.log(0.9), body, -np.log(0.05), -np.log(0.05)])
+    unbounded = M.point_mass_log_loss(y, np.nan, np.nan, np.zeros(5), np.zeros(5), np.full(5, 3.0), np.full(5, 4.0))
+    np.testing.assert_allclose(unbounded, M.gaussian_log_loss(y, 3.0, 4.0))
+
+
 def test_z_summary_of_standard_normal():
     z = np.random.default_rng(3).standard_normal(200000)
     s = M.z_summary(z)

@@ -78,3 +78,37 @@ def test_the_suite_reports_its_sampling_stages_and_reuses_given_scores(tiny_mode
     assert given["aggregate"] == pytest.approx(report["aggregate"], nan_ok=True)
     with pytest.raises(ValueError, match="rows"):
         evaluate(tiny_model, holdout, n_samples=64, scores=scores.head(10))
+
+
+def test_msll_scores_an_idp_with_a_point_mass_under_its_mixture(censored_cohort):
+    """A point-mass IDP's MSLL compares the model's probabilities of the floor and its body with the training
+    values' (recovered exactly from the card's mean, SD and shares); the Gaussian MSLL stays beside it, and IDPs
+    without bounds have the one MSLL."""
+    from normcore import make_model
+    from normcore.tabular.evaluation import _training_mixture, evaluate, point_mass_msll
+    from normcore.tabular.predictive_mixture import PredictiveMixture
+
+    train, holdout = censored_cohort(1500, 0), censored_cohort(600, 1)
+    model = make_model("shash-baseline").fit(train, "age", ["sex"], ["absent", "often_zero", "normal"])
+    p_floor, p_ceiling, body_mean, body_var = _training_mixture(model, 0)
+    body = train.absent[train.absent > 0]
+    assert p_floor == pytest.approx((train.absent == 0).mean()) and p_ceiling == 0
+    assert body_mean == pytest.approx(body.mean()) and body_var == pytest.approx(body.var(ddof=0))
+    assert _training_mixture(model, 2) is None  # no bounds
+
+    y, n = holdout.absent.to_numpy(), len(holdout)
+    p_zero = 0.95 - 0.15 * (holdout.age.to_numpy() - 20) / 60  # the truth's share at each age
+    d = 3
+
+    def mixture(share: np.ndarray) -> PredictiveMixture:
+        return PredictiveMixture(np.array([0.0, 0.0, np.nan]), np.full(d, np.nan), np.tile(share[:, None], d),
+                                 np.zeros((n, d)), np.full((n, d), body_mean), np.full((n, d), body_var))
+    rows = np.ones(n, bool)
+    assert point_mass_msll(y, mixture(np.full(n, p_floor)), 0, rows, (p_floor, 0.0, body_mean, body_var)) == 0
+    assert point_mass_msll(y, mixture(p_zero), 0, rows, (p_floor, 0.0, body_mean, body_var)) < 0  # the truth's
+
+    report = evaluate(model, holdout, n_samples=200)
+    per_idp = {row["idp"]: row for row in report["per_idp"]}
+    assert abs(per_idp["absent"]["msll"]) < 0.05 and np.isfinite(per_idp["absent"]["msll_gaussian"])
+    assert per_idp["normal"]["msll"] == per_idp["normal"]["msll_gaussian"] < -0.1
+    assert report["aggregate"]["msll_mean"] == pytest.approx(np.mean([r["msll"] for r in per_idp.values()]))

@@ -123,6 +123,11 @@ def test_a_model_draws_its_floor_as_often_as_the_data_and_never_below_it(tmp_pat
     assert (curves[0, :, 0] == 0).all() and (curves >= 0).all()
     mean, var = model.predict_moments(covs, n_samples=400, seed=0)
     assert (mean[:, 0] > 0).all() and (mean[:, 0] < 2.5).all() and np.isfinite(var).all()
+    mixture = model.predict_mixture(covs, n_samples=400, seed=0)  # the floor's probability and the body apart
+    p_zero = 0.95 - 0.15 * (covs.age.to_numpy() - 20) / 60
+    assert abs(mixture.floor_share[:, 0].mean() - p_zero.mean()) < 0.03 and (mixture.ceiling_share == 0).all()
+    assert 8 < np.median(mixture.body_mean[:, 0]) < 12 and (mixture.body_mean[:, 0] > 4).all()
+    np.testing.assert_array_equal(mixture.floor_share[:, 2], 0)  # the continuous IDP: all body
 
     test = censored_cohort(300, 2)
     scores = model.score(test, n_samples=300, seed=0)

@@ -42,6 +42,7 @@ from normcore.tabular.point_masses import (
     truncated_quantile,
     truncated_scores,
 )
+from normcore.tabular.predictive_mixture import PredictiveMixture
 from normcore.tabular.preprocessing import MARGINALISE, CovariateEncoder, LocationScale, expand_levels
 from normcore.tabular.scoring import mixture_z
 
@@ -259,7 +260,14 @@ class LocationScaleSHASH(NormativeModel):
     def predict_moments(self, df: pd.DataFrame, n_samples: int | None = None, seed: int | None = None,
                         progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Exact predictive mean and variance (n, D) (marginalised levels: the first level); an IDP with point
-        masses has the moments of its mixture of floor, ceiling and truncated body (Gauss-Hermite quadrature)."""
+        masses has the moments of its mixture of floor, ceiling and truncated body (:meth:`predict_mixture`)."""
+        mixture = self.predict_mixture(df, n_samples, seed, progress)
+        return mixture.mean, mixture.var
+
+    def predict_mixture(self, df: pd.DataFrame, n_samples: int | None = None, seed: int | None = None,
+                        progress: Progress | None = None) -> PredictiveMixture:
+        """Exact probabilities of each row's floor and ceiling and its body's moments (marginalised levels: the first
+        level); the moments of a truncated body by Gauss-Hermite quadrature of its quantile function."""
         self._check_fitted()
         age, codes = self._covariates_of(df, "table")
         codes = np.where(codes == MARGINALISE, 0, codes)
@@ -267,22 +275,22 @@ class LocationScaleSHASH(NormativeModel):
         mu, sd = self._location_scale_of(age, codes)
         mean, var = mu + sd * mom[:, 0], (sd**2) * mom[:, 1]
         bounded = self._bounded_columns()
-        if len(bounded):
-            nodes, weights = special.roots_hermitenorm(N_MOMENT_NODES)
-            weights = weights / weights.sum()
-            share = self._shares(age, codes)
-            for j in bounded:
-                lo, hi = self._body_edges(j, mu[:, j], sd[:, j])
-                body = mu[:, j, None] + sd[:, j, None] * shash_inverse(
-                    truncated_quantile(np.clip(special.ndtr(nodes), *BODY_LEVELS)[None, :], lo[:, None], hi[:, None]),
-                    self.shash_[j])
-                p_floor, p_ceiling = share[:, j, 0], share[:, j, 1]
-                floor, ceiling = np.nan_to_num(self.floor_[j]), np.nan_to_num(self.ceiling_[j])
-                p_body = 1.0 - p_floor - p_ceiling
-                first = p_floor * floor + p_ceiling * ceiling + p_body * (body @ weights)
-                second = p_floor * floor**2 + p_ceiling * ceiling**2 + p_body * (body**2 @ weights)
-                mean[:, j], var[:, j] = first, np.maximum(second - first**2, 0.0)
-        return mean, var
+        if not len(bounded):
+            return PredictiveMixture.continuous(mean, var)
+        nodes, weights = special.roots_hermitenorm(N_MOMENT_NODES)
+        weights = weights / weights.sum()
+        share = self._shares(age, codes)
+        floor_share, ceiling_share = np.zeros_like(mean), np.zeros_like(mean)
+        for j in bounded:
+            lo, hi = self._body_edges(j, mu[:, j], sd[:, j])
+            body = mu[:, j, None] + sd[:, j, None] * shash_inverse(
+                truncated_quantile(np.clip(special.ndtr(nodes), *BODY_LEVELS)[None, :], lo[:, None], hi[:, None]),
+                self.shash_[j])
+            floor_share[:, j], ceiling_share[:, j] = share[:, j, 0], share[:, j, 1]
+            mean[:, j] = body @ weights
+            var[:, j] = np.maximum(body**2 @ weights - mean[:, j] ** 2, 0.0)
+        return PredictiveMixture(np.asarray(self.floor_, float), np.asarray(self.ceiling_, float), floor_share,
+                                 ceiling_share, mean, var)
 
     def _bound_shares(self) -> np.ndarray:
         return np.asarray(self.bound_share_, float)

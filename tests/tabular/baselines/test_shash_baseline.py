@@ -116,6 +116,12 @@ def test_baseline_zero_adjusts_measures_many_people_have_at_zero(censored_cohort
     assert free_sex.value.iloc[:2].eq(0).all() and (free_sex.value.iloc[2:] > 5).all()
     mean, var = model.predict_moments(covs)
     assert np.abs(mean[:, 0] - (1 - p_zero[:100]) * 10).max() < 0.4 and (var[:, 0] > 0).all()
+    mixture = model.predict_mixture(covs)  # the parts apart: the floor's probability, the body's moments
+    share_error = np.abs(mixture.floor_share[:, 0] - p_zero[:100])
+    assert share_error.mean() < 0.015 and share_error.max() < 0.05 and (mixture.ceiling_share == 0).all()
+    assert np.abs(mixture.body_mean[:, 0] - 10).max() < 0.4  # uniform on 5-15: mean 10, variance 100 / 12
+    assert np.abs(mixture.body_var[:, 0] / (100 / 12) - 1).mean() < 0.12
+    np.testing.assert_allclose(mixture.var, var)
 
     model.save(tmp_path / "zero-adjusted")
     again = load_model(tmp_path / "zero-adjusted")
