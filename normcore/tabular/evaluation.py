@@ -242,6 +242,14 @@ def multivariate_calibration(scores: pd.DataFrame) -> dict:
             "pit_ks_p": float(M.pit_ks(special.ndtr(mz))[1])}
 
 
+def _gaussian_msll(aggregate: dict) -> str:
+    """The Gaussian MSLL beside the mixture's, where IDPs with point masses make them differ."""
+    gaussian = aggregate.get("msll_gaussian_mean")
+    if gaussian is None or gaussian == aggregate["msll_mean"]:
+        return ""
+    return f" (point masses scored as such; Gaussian, as PCNtoolkit: {gaussian:.4g})"
+
+
 def summary_lines(report: dict) -> list[str]:
     """Human-readable summary of an evaluation report."""
     agg = report["aggregate"]
@@ -251,7 +259,8 @@ def summary_lines(report: dict) -> list[str]:
              f"{agg['coverage95_mean']:.3f}",
              f"  held-out ACE {agg['ace_heldout_mean']:.4f}; PIT KS pass rate (alpha 0.01) "
              f"{agg['pit_ks_pass_rate_0.01']:.2f}",
-             f"  MSLL {agg['msll_mean']:.3f}, EXPV {agg['expv_mean']:.3f}, SMSE {agg['smse_mean']:.3f}"]
+             f"  MSLL {agg['msll_mean']:.3f}{_gaussian_msll(agg)}, EXPV {agg['expv_mean']:.3f}, "
+             f"SMSE {agg['smse_mean']:.3f}"]
     mv = report.get("multivariate", {})
     if mv.get("n"):
         lines.append(f"  multivariate score: {mv['share_above_95']:.3f} / {mv['share_above_99']:.3f} of controls above "

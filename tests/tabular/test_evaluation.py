@@ -85,7 +85,7 @@ def test_msll_scores_an_idp_with_a_point_mass_under_its_mixture(censored_cohort)
     values' (recovered exactly from the card's mean, SD and shares); the Gaussian MSLL stays beside it, and IDPs
     without bounds have the one MSLL."""
     from normcore import make_model
-    from normcore.tabular.evaluation import _training_mixture, evaluate, point_mass_msll
+    from normcore.tabular.evaluation import _training_mixture, evaluate, point_mass_msll, summary_lines
     from normcore.tabular.predictive_mixture import PredictiveMixture
 
     train, holdout = censored_cohort(1500, 0), censored_cohort(600, 1)
@@ -112,3 +112,4 @@ def test_msll_scores_an_idp_with_a_point_mass_under_its_mixture(censored_cohort)
     assert abs(per_idp["absent"]["msll"]) < 0.05 and np.isfinite(per_idp["absent"]["msll_gaussian"])
     assert per_idp["normal"]["msll"] == per_idp["normal"]["msll_gaussian"] < -0.1
     assert report["aggregate"]["msll_mean"] == pytest.approx(np.mean([r["msll"] for r in per_idp.values()]))
+    assert any("Gaussian, as PCNtoolkit" in line for line in summary_lines(report))  # both, where they differ
