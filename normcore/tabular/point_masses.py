@@ -36,12 +36,12 @@ MIN_SHARE = 0.01
 """Share of a measure's observed training values that must equal its extreme for the extreme to be a point mass."""
 MIN_COUNT = 5
 """Training rows that must share the extreme value (a few ties at the minimum are rounding, not a point mass)."""
-MIN_BODY = 5
-"""Training values a measure needs strictly between its bounds for them to count (a measure of two values, 0 and 1,
-has no body to model: it keeps the continuous treatment). With 10, one of fcon1000's 80/20 splits (8 present 5th
-ventricles in 862 training rows) left ``5th-Ventricle`` continuous: a present one read z 6-43 under the SHASH baseline
-and 3.8-5.3 under FiLM-MLP, and half their draws were negative; with 5, z 2.3-3.0 and none (BENCHMARKS.md,
-forty-sixth session)."""
+MIN_BODY = 2
+"""Training values a measure needs strictly between its bounds for them to count: two, for the body's location and
+spread. A measure of two values, 0 and 1, has no body and keeps the continuous treatment, as does one with a single
+value off its extreme. So a measure present in a handful of the reference (2 of 900) is still read against its
+floor's share, not extrapolated from a continuous fit to its zeros (BENCHMARKS.md, forty-sixth and forty-seventh
+sessions)."""
 MIN_BODY_FOR_COVARIATES = 100
 """Values between the bounds below which a measure's body gets one location and scale for all rows instead of the
 location-scale stage's age curves and site effects (fitted to 10 values, as fcon1000's ``5th-Ventricle`` has, they

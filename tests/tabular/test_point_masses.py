@@ -156,3 +156,24 @@ def test_a_measure_that_stays_at_its_floor_between_visits_shows_no_change(censor
     assert stayed.sum() > 80
     assert (result.table["dz:absent"].to_numpy()[stayed] == 0).all()
     assert (result.table["dz:normal"] != 0).all()  # other measures' change as before
+
+
+@pytest.mark.parametrize("backbone", ["shash-baseline", "film-mlp"])
+def test_a_measure_present_in_three_of_900_is_read_against_its_floor(backbone):
+    """3 of 900 training rows present (3-6), the rest 0: a floor with a body of 3 values. A present value reads
+    z 2-5 (the floor holds 99.7%); continuous, as with 5 values needed between the bounds, z 7-134."""
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(1)
+    rare = np.zeros(900)
+    rare[rng.choice(900, 3, replace=False)] = rng.uniform(3, 6, 3)
+    age = rng.uniform(20, 80, 900)
+    train = pd.DataFrame({"age": age, "sex": rng.integers(0, 2, 900), "rare": rare,
+                          "normal": 3 + 0.01 * age + 0.3 * rng.normal(size=900)})
+    options = {"epochs": 30} if backbone == "film-mlp" else {}
+    model = make_model(backbone, seed=0, **options).fit(train, "age", ["sex"], ["rare", "normal"])
+    assert [(idp, kind) for idp, kind, _, _ in model.point_masses_] == [("rare", "floor")]
+    test = pd.DataFrame({"age": [30.0, 50.0, 70.0], "sex": [0, 1, 0], "rare": [0.0, 4.0, 5.5],
+                         "normal": [3.3, 3.5, 3.7]})
+    z = model.score(test, seed=0)["z:rare"].to_numpy()
+    assert abs(z[0]) < 3 and (z[1:] > 2).all() and (z[1:] < 5).all()
+    assert (model.sample(test, n=200, seed=0).rare >= 0).all()
