@@ -36,8 +36,7 @@ def point_mass_log_loss(y: np.ndarray, floor: float, ceiling: float, p_floor: np
                         body_mean: np.ndarray, body_var: np.ndarray) -> np.ndarray:
     """Each value's negative log predictive probability under a mixture of point masses and a Gaussian body:
     -log ``p_floor`` at (or below) the floor, -log ``p_ceiling`` at (or above) the ceiling (NaN bounds: none), and
-    between them
-    -log(1 - p_floor - p_ceiling) plus the Gaussian log loss under N(``body_mean``, ``body_var``).
+    between them -log(1 - p_floor - p_ceiling) plus the Gaussian log loss under N(``body_mean``, ``body_var``).
 
     The dominating measure counts the bounds and is Lebesgue between them, so the difference of two such losses
     (a model's and a trivial one's, as in :func:`msll`) is a log ratio of probabilities at the bounds and of

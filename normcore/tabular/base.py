@@ -13,8 +13,9 @@ its core:
 - ``_quantile_core(ages, codes, quantiles, n_samples, seed, progress)`` -> values (Q, G, D);
 - ``_sample_core(age, codes, n, seed, progress)`` -> values (rows, n, D);
 - ``predict_moments(df, n_samples=None, seed=None, progress=None)`` -> predictive mean and variance (n, D);
-  a model with point masses also ``predict_mixture`` (same arguments) -> a
-  :class:`~normcore.tabular.predictive_mixture.PredictiveMixture` (shares at the bounds, the body's moments);
+  ``predict_mixture`` (same arguments) -> a :class:`~normcore.tabular.predictive_mixture.PredictiveMixture`
+  (shares at the bounds, the body's moments), by default ``predict_moments`` with no bounds; a model with point
+  masses provides its own;
 - for persistence, ``_state()`` -> (tensors, card entries) and ``_restore(tensors, card)``.
 
 Codes of categorical covariates are integers into the training levels; ``MARGINALISE`` (-1) marks a

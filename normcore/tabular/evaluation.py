@@ -80,7 +80,7 @@ def evaluate(model, holdout: pd.DataFrame, truth: SyntheticTruth | None = None, 
         train_mean = tr.get("idp_mean", {}).get(name, float(np.mean(y)))
         train_sd = tr.get("idp_std", {}).get(name, float(np.std(y)))
         row["msll_gaussian"] = M.msll(y, mu, sd2, train_mean, train_sd**2)
-        trivial = _training_mixture(model, j)
+        trivial = training_mixture(model, name)
         row["msll"] = row["msll_gaussian"] if trivial is None else point_mass_msll(y, mixture, j, seen, trivial)
         row.update(M.z_summary(ctrl[f"z:{name}"].to_numpy(float)))
         per_idp.append(row)
@@ -122,22 +122,23 @@ def evaluate(model, holdout: pd.DataFrame, truth: SyntheticTruth | None = None, 
     return report
 
 
-def _training_mixture(model, j: int) -> tuple[float, float, float, float] | None:
-    """(floor share, ceiling share, body mean, body variance) of IDP ``j``'s training values, where it has a point
-    mass: the model's training shares at its bounds with the training mean and SD (ddof 1, over the fit's rows)
-    give the mean and the (maximum-likelihood, ddof 0) variance of the values between the bounds exactly; None for
-    an IDP without bounds (or a body whose variance does not come out positive)."""
-    floor, ceiling = (b[j] for b in model._bounds())
-    if np.isnan(floor) and np.isnan(ceiling):
+def training_mixture(model, name: str) -> tuple[float, float, float, float] | None:
+    """(floor share, ceiling share, body mean, body variance) of IDP ``name``'s training values, where the model
+    sets a point mass apart (``model.point_masses_``): the training shares at its bounds with the training mean and
+    SD (``training_summary_``; ddof 1, over the fit's rows) give the mean and the (maximum-likelihood, ddof 0)
+    variance of the values between the bounds exactly; None for an IDP without point masses (or a body whose
+    variance does not come out positive)."""
+    masses = {kind: (value, share) for idp, kind, value, share in model.point_masses_ if idp == name}
+    if not masses:
         return None
-    p_floor, p_ceiling = model._bound_shares()[j]
-    summary, name = model.training_summary_, model.idps[j]
+    floor, p_floor = masses.get("floor", (0.0, 0.0))
+    ceiling, p_ceiling = masses.get("ceiling", (0.0, 0.0))
+    summary = model.training_summary_
     n = summary.get("n_train", 0) + summary.get("n_validation", 0)
     mean, sd = summary.get("idp_mean", {}).get(name), summary.get("idp_std", {}).get(name)
     p_body = 1.0 - p_floor - p_ceiling
     if mean is None or sd is None or n < 2 or p_body <= 0:
         return None
-    floor, ceiling = np.nan_to_num(floor), np.nan_to_num(ceiling)
     second = sd**2 * (n - 1) / n + mean**2  # the mean square of all training values
     body_mean = (mean - p_floor * floor - p_ceiling * ceiling) / p_body
     body_var = (second - p_floor * floor**2 - p_ceiling * ceiling**2) / p_body - body_mean**2
@@ -148,7 +149,7 @@ def point_mass_msll(y: np.ndarray, mixture: PredictiveMixture, j: int, rows: np.
                     trivial: tuple[float, float, float, float]) -> float:
     """MSLL of the values ``y`` of IDP ``j`` (the ``rows`` of ``mixture``) under the model's mixture of its floor,
     its ceiling and a Gaussian body (:func:`normcore.metrics.point_mass_log_loss`), less that under the training
-    values' mixture ``trivial`` (:func:`_training_mixture`).
+    values' mixture ``trivial`` (:func:`training_mixture`).
 
     Shares are kept within (``SHARE_FLOOR``, 1 - ``SHARE_FLOOR``), the resolution of :data:`MOMENT_SAMPLES` samples
     (a sampled share of 0 or 1 is not a certainty), and a body whose moments rest on fewer than

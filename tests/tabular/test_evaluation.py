@@ -85,16 +85,16 @@ def test_msll_scores_an_idp_with_a_point_mass_under_its_mixture(censored_cohort)
     values' (recovered exactly from the card's mean, SD and shares); the Gaussian MSLL stays beside it, and IDPs
     without bounds have the one MSLL."""
     from normcore import make_model
-    from normcore.tabular.evaluation import _training_mixture, evaluate, point_mass_msll, summary_lines
+    from normcore.tabular.evaluation import evaluate, point_mass_msll, summary_lines, training_mixture
     from normcore.tabular.predictive_mixture import PredictiveMixture
 
     train, holdout = censored_cohort(1500, 0), censored_cohort(600, 1)
     model = make_model("shash-baseline").fit(train, "age", ["sex"], ["absent", "often_zero", "normal"])
-    p_floor, p_ceiling, body_mean, body_var = _training_mixture(model, 0)
+    p_floor, p_ceiling, body_mean, body_var = training_mixture(model, "absent")
     body = train.absent[train.absent > 0]
     assert p_floor == pytest.approx((train.absent == 0).mean()) and p_ceiling == 0
     assert body_mean == pytest.approx(body.mean()) and body_var == pytest.approx(body.var(ddof=0))
-    assert _training_mixture(model, 2) is None  # no bounds
+    assert training_mixture(model, "normal") is None  # no point mass
 
     y, n = holdout.absent.to_numpy(), len(holdout)
     p_zero = 0.95 - 0.15 * (holdout.age.to_numpy() - 20) / 60  # the truth's share at each age
