@@ -48,6 +48,16 @@ location-scale stage's age curves and site effects (fitted to 10 values, as fcon
 put a present 5th ventricle at z 25-108)."""
 
 
+def _extremes(col: np.ndarray) -> tuple[float, float, bool, bool, int]:
+    """Of a column's observed values: its smallest and largest, whether each is shared as a point mass needs (by
+    ``MIN_SHARE`` of them and ``MIN_COUNT`` rows), and how many values lie between those that are."""
+    need = max(MIN_COUNT, MIN_SHARE * col.size)
+    lo, hi = col.min(), col.max()
+    n_lo, n_hi = (col == lo).sum(), (col == hi).sum()
+    has_lo, has_hi = bool(n_lo >= need), bool(n_hi >= need)
+    return float(lo), float(hi), has_lo, has_hi, int(col.size - has_lo * n_lo - has_hi * n_hi)
+
+
 def find_bounds(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per column of ``y`` (n, D; NaN = missing): its floor and ceiling (NaN where the column has none)."""
     y = np.asarray(y, float)
@@ -56,14 +66,30 @@ def find_bounds(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         col = y[~np.isnan(y[:, j]), j]
         if col.size == 0:
             continue
-        need = max(MIN_COUNT, MIN_SHARE * col.size)
-        lo, hi = col.min(), col.max()
-        n_lo, n_hi = (col == lo).sum(), (col == hi).sum()
-        has_lo, has_hi = n_lo >= need, n_hi >= need
-        if lo < hi and col.size - has_lo * n_lo - has_hi * n_hi >= MIN_BODY:
+        lo, hi, has_lo, has_hi, n_body = _extremes(col)
+        if lo < hi and n_body >= MIN_BODY:
             floor[j] = lo if has_lo else np.nan
             ceiling[j] = hi if has_hi else np.nan
     return floor, ceiling
+
+
+def too_few_between(y: np.ndarray, names: list[str]) -> list[str]:
+    """Warnings for the columns of ``y`` whose extreme is shared as a point mass's is but with fewer than
+    ``MIN_BODY`` values (and at least one) off it: :func:`find_bounds` leaves them continuous, so a value off the
+    extreme is extrapolated from a fit to a column of ties (its z can be far out and is not to be trusted)."""
+    y = np.asarray(y, float)
+    out = []
+    for j, name in enumerate(names):
+        col = y[~np.isnan(y[:, j]), j]
+        if col.size == 0:
+            continue
+        lo, hi, has_lo, has_hi, n_body = _extremes(col)
+        if lo < hi and (has_lo or has_hi) and 0 < n_body < MIN_BODY:
+            value = lo if has_lo else hi
+            out.append(f"{name}: {(col == value).mean():.1%} of the training values are {value:g} and only {n_body} "
+                       f"other(s) lie off it, too few for a point mass: it is modelled as continuous, so a value off "
+                       f"{value:g} is extrapolated and its z is not reliable")
+    return out
 
 
 def pooled_bodies(y_body: np.ndarray, floor: np.ndarray, ceiling: np.ndarray) -> dict[int, tuple[float, float]]:

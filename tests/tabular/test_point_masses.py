@@ -16,6 +16,7 @@ from normcore.tabular.point_masses import (
     latent_bounds,
     latent_to_body,
     spread_beyond_bounds,
+    too_few_between,
     truncated_quantile,
     truncated_scores,
 )
@@ -39,6 +40,9 @@ def test_find_bounds_needs_a_shared_extreme_and_a_body():
     assert shares[0, 0] == pytest.approx((floor_col == 0).mean())
     assert shares[1, 1] == pytest.approx((body >= 5.5).mean())
     assert MIN_BODY >= 2
+    names = ["body", "floor", "few", "ceiling", "two", "nan", "rare", "too_rare"]
+    warned = too_few_between(np.c_[body, floor_col, few, ceiling_col, two_values, with_nan, rare_body, too_rare], names)
+    assert len(warned) == 1 and warned[0].startswith("too_rare: 99.9% of the training values are 0 and only 1 other")
 
 
 def test_body_map_round_trips_and_gives_the_bounds_their_share():
@@ -177,3 +181,15 @@ def test_a_measure_present_in_three_of_900_is_read_against_its_floor(backbone):
     z = model.score(test, seed=0)["z:rare"].to_numpy()
     assert abs(z[0]) < 3 and (z[1:] > 2).all() and (z[1:] < 5).all()
     assert (model.sample(test, n=200, seed=0).rare >= 0).all()
+    assert not [w for w in model.fit_warnings_ if w.startswith("rare:")]
+
+
+def test_a_measure_with_one_value_off_its_floor_is_named_in_the_fits_warnings():
+    """One value cannot give a body a spread: the measure stays continuous and the fit says its z are unreliable."""
+    rng = np.random.default_rng(2)
+    rare = np.zeros(400)
+    rare[7] = 4.5
+    train = pd.DataFrame({"age": rng.uniform(20, 80, 400), "rare": rare, "normal": rng.normal(size=400)})
+    model = make_model("shash-baseline").fit(train, "age", [], ["rare", "normal"])
+    assert model.point_masses_ == []
+    assert [w for w in model.fit_warnings_ if w.startswith("rare: 99.8% of the training values are 0 and only 1")]
