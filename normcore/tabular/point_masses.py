@@ -85,10 +85,11 @@ def too_few_between(y: np.ndarray, names: list[str]) -> list[str]:
             continue
         lo, hi, has_lo, has_hi, n_body = _extremes(col)
         if lo < hi and (has_lo or has_hi) and 0 < n_body < MIN_BODY:
-            value = lo if has_lo else hi
-            out.append(f"{name}: {(col == value).mean():.1%} of the training values are {value:g} and only {n_body} "
-                       f"other(s) lie off it, too few for a point mass: it is modelled as continuous, so a value off "
-                       f"{value:g} is extrapolated and its z is not reliable")
+            shared = [f"{(col == v).mean():.1%} of the training values are {v:g}"
+                      for v, has in ((lo, has_lo), (hi, has_hi)) if has]
+            out.append(f"{name}: {' and '.join(shared)}, with only {n_body} value(s) off them, too few for a point "
+                       "mass: it is modelled as continuous, so a value off them is extrapolated and its z is not "
+                       "reliable")
     return out
 
 

@@ -42,7 +42,8 @@ def test_find_bounds_needs_a_shared_extreme_and_a_body():
     assert MIN_BODY >= 2
     names = ["body", "floor", "few", "ceiling", "two", "nan", "rare", "too_rare"]
     warned = too_few_between(np.c_[body, floor_col, few, ceiling_col, two_values, with_nan, rare_body, too_rare], names)
-    assert len(warned) == 1 and warned[0].startswith("too_rare: 99.9% of the training values are 0 and only 1 other")
+    assert len(warned) == 1
+    assert warned[0].startswith("too_rare: 99.9% of the training values are 0, with only 1 value(s) off")
 
 
 def test_body_map_round_trips_and_gives_the_bounds_their_share():
@@ -192,4 +193,4 @@ def test_a_measure_with_one_value_off_its_floor_is_named_in_the_fits_warnings():
     train = pd.DataFrame({"age": rng.uniform(20, 80, 400), "rare": rare, "normal": rng.normal(size=400)})
     model = make_model("shash-baseline").fit(train, "age", [], ["rare", "normal"])
     assert model.point_masses_ == []
-    assert [w for w in model.fit_warnings_ if w.startswith("rare: 99.8% of the training values are 0 and only 1")]
+    assert [w for w in model.fit_warnings_ if w.startswith("rare: 99.8% of the training values are 0, with only 1")]
