@@ -14,6 +14,7 @@ from normcore.plotting.tabular import deviation_profile, z_heatmap
 from normcore.reports import centile_band
 from normcore.tabular.anatomy import GROUP_ORDER, anatomical_group
 from normcore.tabular.io import table_csv_bytes
+from normcore.tabular.point_masses import at_shared_masses
 
 st.title("Deviations")
 ss = st.session_state
@@ -28,6 +29,9 @@ if scores is None:
 idps = model.idps
 zcols = [f"z:{i}" for i in idps]
 z = scores[zcols].to_numpy(float)
+shared = at_shared_masses(scores.reindex(columns=idps).apply(pd.to_numeric, errors="coerce").to_numpy(float), idps,
+                          model.point_masses_)
+extreme = (np.abs(z) > 1.96) & ~shared  # a value most of the reference shares has a random z: not counted
 for note in scores.attrs.get("notes", []):
     st.info(note)
 n_out = int(scores["out_of_range"].sum())
@@ -35,18 +39,22 @@ if n_out:
     st.warning(f"{n_out} subject(s) are outside the model's training age range; their scores are extrapolated.")
 sort_options = ["multivariate_d2", *zcols]
 sort_by = st.selectbox("Sort subjects by", sort_options)
-st.plotly_chart(z_heatmap(scores, idps, id_col=m.id_col if m.id_col in scores else None, sort_by=sort_by),
-                width="stretch", key="z_heatmap")
+st.plotly_chart(z_heatmap(scores, idps, id_col=m.id_col if m.id_col in scores else None, sort_by=sort_by,
+                          shared=shared), width="stretch", key="z_heatmap")
+if shared.any():
+    st.caption(f"Grey: {int(shared.sum())} value(s) at a value most of the reference shares (e.g. 0 for a structure "
+               "most brains lack); their z is drawn at random within that share and tells nothing of the person, so "
+               "they are neither coloured nor counted below.")
 
 st.subheader("One subject")
 ids = scores[m.id_col].astype(str).tolist() if m.id_col in scores else [str(i) for i in range(len(scores))]
 order = np.argsort(-scores["multivariate_d2"].to_numpy(float))
 pick = st.selectbox("Subject (most atypical first)", [ids[i] for i in order])
 row = ids.index(pick)
-st.plotly_chart(deviation_profile(scores, row, idps), width="stretch", key="profile")
+st.plotly_chart(deviation_profile(scores, row, idps, shared=shared), width="stretch", key="profile")
 st.caption(f"multivariate score d² = {scores['multivariate_d2'].iloc[row]:.1f} "
            f"(z scale {scores['multivariate_z'].iloc[row]:.2f}); "
-           f"{int((np.abs(z[row]) > 1.96).sum())} IDP(s) with |z| > 1.96")
+           f"{int(extreme[row].sum())} IDP(s) with |z| > 1.96")
 one = pd.DataFrame({"IDP": idps, "region": [anatomical_group(c) for c in idps],
                     "value": [scores[c].iloc[row] if c in scores else np.nan for c in idps],
                     "centile (%)": (100 * scores[[f"centile:{c}" for c in idps]].iloc[row].to_numpy(float)).round(1),
@@ -75,10 +83,10 @@ download_panel("report_job", report_key)
 
 st.subheader("Extreme deviations (|z| > 1.96)")
 c1, c2 = st.columns(2)
-per_idp = pd.DataFrame({"idp": idps, "count": (np.abs(z) > 1.96).sum(0),
-                        "share": (np.abs(z) > 1.96).mean(0).round(3)}).sort_values("count", ascending=False)
+per_idp = pd.DataFrame({"idp": idps, "count": extreme.sum(0),
+                        "share": extreme.mean(0).round(3)}).sort_values("count", ascending=False)
 c1.dataframe(per_idp, hide_index=True, width="stretch", height=260)
-per_subject = pd.DataFrame({"subject": ids, "count": (np.abs(z) > 1.96).sum(1)}).sort_values("count",
+per_subject = pd.DataFrame({"subject": ids, "count": extreme.sum(1)}).sort_values("count",
                                                                                              ascending=False)
 c2.dataframe(per_subject, hide_index=True, width="stretch", height=260)
 

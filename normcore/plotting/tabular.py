@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
@@ -51,27 +52,45 @@ def centile_fan(curves: pd.DataFrame, idp: str, subjects: pd.DataFrame | None = 
     return fig
 
 
+SHARED_COLOUR = "#d9d9d9"  # a value most of the reference shares: no deviation to colour
+SHARED_HOVER = "at a value most of the reference shares (its z is drawn at random within that share)"
+
+
 def z_heatmap(scores: pd.DataFrame, idps: list[str], id_col: str | None = None, sort_by: str | None = None,
-              max_subjects: int = 300) -> go.Figure:
-    """Subject x IDP heatmap of deviation z-scores, diverging colours centred at 0 (|z| capped at 4)."""
-    frame = scores.copy()
+              max_subjects: int = 300, shared: np.ndarray | None = None) -> go.Figure:
+    """Subject x IDP heatmap of deviation z-scores, diverging colours centred at 0 (|z| capped at 4).
+
+    ``shared`` (rows of ``scores`` x ``idps``, e.g. :func:`normcore.tabular.point_masses.at_shared_masses`): cells
+    whose value sits at a point mass most of the reference shares are grey, not coloured by their random z."""
+    frame = scores.assign(_row=np.arange(len(scores)))
     if sort_by:
         frame = frame.sort_values(sort_by, ascending=False, key=lambda s: s.abs() if sort_by.startswith("z:") else s)
     frame = frame.head(max_subjects)
     labels = frame[id_col].astype(str).tolist() if id_col else [str(i) for i in frame.index]
     z = frame[[f"z:{i}" for i in idps]].to_numpy(float)
-    fig = go.Figure(go.Heatmap(z=z, x=idps, y=labels, zmid=0, zmin=-4, zmax=4, colorscale="RdBu_r",
-                               colorbar=dict(title="z"), hovertemplate="%{y}<br>%{x}<br>z = %{z:.2f}<extra></extra>"))
+    grey = np.zeros(z.shape, bool) if shared is None else np.asarray(shared, bool)[frame["_row"].to_numpy()]
+    fig = go.Figure(go.Heatmap(z=np.where(grey, np.nan, z), x=idps, y=labels, zmid=0, zmin=-4, zmax=4,
+                               colorscale="RdBu_r", colorbar=dict(title="z"),
+                               hovertemplate="%{y}<br>%{x}<br>z = %{z:.2f}<extra></extra>"))
+    if grey.any():
+        fig.add_trace(go.Heatmap(z=np.where(grey, 1.0, np.nan), x=idps, y=labels, showscale=False,
+                                 colorscale=[[0, SHARED_COLOUR], [1, SHARED_COLOUR]],
+                                 hovertemplate=f"%{{y}}<br>%{{x}}<br>{SHARED_HOVER}<extra></extra>"))
     fig.update_layout(template="plotly_white", xaxis_title="IDP", yaxis_title="subject",
                       yaxis=dict(autorange="reversed"), margin=dict(l=60, r=20, t=30, b=80))
     return fig
 
 
-def deviation_profile(scores: pd.DataFrame, row: int, idps: list[str], threshold: float = 1.96) -> go.Figure:
-    """One subject's z across IDPs, bars coloured by direction, with the ±threshold band marked."""
+def deviation_profile(scores: pd.DataFrame, row: int, idps: list[str], threshold: float = 1.96,
+                      shared: np.ndarray | None = None) -> go.Figure:
+    """One subject's z across IDPs, bars coloured by direction, with the ±threshold band marked; a value at a point
+    mass most of the reference shares (``shared``, as :func:`z_heatmap`'s) is a pale bar, whatever its z."""
     z = scores.iloc[row][[f"z:{i}" for i in idps]].to_numpy(float)
-    colours = ["#b2182b" if v > threshold else "#2166ac" if v < -threshold else "#999999" for v in z]
-    fig = go.Figure(go.Bar(x=idps, y=z, marker_color=colours, hovertemplate="%{x}<br>z = %{y:.2f}<extra></extra>"))
+    grey = np.zeros(len(idps), bool) if shared is None else np.asarray(shared, bool)[row]
+    colours = [SHARED_COLOUR if at else "#b2182b" if v > threshold else "#2166ac" if v < -threshold else "#999999"
+               for v, at in zip(z, grey, strict=True)]
+    fig = go.Figure(go.Bar(x=idps, y=z, marker_color=colours, customdata=[SHARED_HOVER if at else "" for at in grey],
+                           hovertemplate="%{x}<br>z = %{y:.2f}<br>%{customdata}<extra></extra>"))
     for y in (-threshold, threshold):
         fig.add_hline(y=y, line_dash="dot", line_color="grey")
     fig.update_layout(template="plotly_white", yaxis_title="deviation z", xaxis_title="IDP",

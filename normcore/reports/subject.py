@@ -18,6 +18,7 @@ from scipy import special
 from normcore._utils.errors import InputError, column_not_found
 from normcore.plotting.centile_bands import centile_band
 from normcore.tabular.anatomy import group_order
+from normcore.tabular.point_masses import SHARED_BY_MOST
 
 if TYPE_CHECKING:
     from normcore.reports.mri import MriFindings
@@ -28,9 +29,6 @@ N_TOP = 10
 N_CURVES = 4
 CURVE_AGES = 8  # ages on the curve panels' grid, plus the subject's own (lines join them; BENCHMARKS.md: report time)
 CURVE_SAMPLES = 1000  # samples per age for the curve panels and expected ranges (all IDPs are drawn at once)
-SHARED_BY_MOST = 0.5
-"""A value at a point mass (:mod:`normcore.tabular.point_masses`) that at least this share of the reference has (0
-for a structure most brains lack) tells nothing of the subject: it is named in the flags, not ranked as deviant."""
 
 
 @dataclass

@@ -42,10 +42,27 @@ spread. A measure of two values, 0 and 1, has no body and keeps the continuous t
 value off its extreme. So a measure present in a handful of the reference (2 of 900) is still read against its
 floor's share, not extrapolated from a continuous fit to its zeros (BENCHMARKS.md, forty-sixth and forty-seventh
 sessions)."""
+SHARED_BY_MOST = 0.5
+"""A value at a point mass that at least this share of the reference has (0 for a structure most brains lack) tells
+nothing of the person: reports and the dashboard name it, they do not rank or colour it as a deviation."""
 MIN_BODY_FOR_COVARIATES = 100
 """Values between the bounds below which a measure's body gets one location and scale for all rows instead of the
 location-scale stage's age curves and site effects (fitted to 10 values, as fcon1000's ``5th-Ventricle`` has, they
 put a present 5th ventricle at z 25-108)."""
+
+
+def at_shared_masses(values: np.ndarray, idps: list[str], masses: list[tuple[str, str, float, float]],
+                     min_share: float = SHARED_BY_MOST) -> np.ndarray:
+    """(n, D) mask of the ``values`` (columns ``idps``; NaN: missing) that sit at a point mass of ``masses`` (a
+    model's ``point_masses_``: IDP, kind, value, training share) that at least ``min_share`` of the reference
+    shares: their z is a random draw within that share and tells nothing of the person."""
+    values = np.asarray(values, float)
+    mask = np.zeros(values.shape, bool)
+    column = {name: j for j, name in enumerate(idps)}
+    for idp, _, value, share in masses:
+        if share >= min_share and idp in column:
+            mask[:, column[idp]] |= values[:, column[idp]] == value
+    return mask
 
 
 def _extremes(col: np.ndarray) -> tuple[float, float, bool, bool, int]:

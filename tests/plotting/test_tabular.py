@@ -76,3 +76,19 @@ def test_visit_trajectory_joins_a_subjects_visits_in_order():
     trace = plots.visit_trajectory(curves, "A", visits, z_col="z:A").data[-1]
     assert trace.name == "visits" and list(trace.x) == [40.0, 42.0, 44.0] and list(trace.text) == ["1", "2", "3"]
     assert list(trace.customdata) == [0, -0.2, -0.5]
+
+
+def test_values_most_of_the_reference_shares_are_grey_not_coloured_by_their_random_z():
+    """A 0 that most of the reference has gets a random z: the heatmap greys it (a second trace) and the profile
+    draws it pale, whatever its z; rows keep their sort order."""
+    frame = scores_frame()
+    shared = np.zeros((5, 3), bool)
+    shared[2, 1] = shared[4, 0] = True  # subject c's B (z = 3) and e's A
+    fig = plots.z_heatmap(frame, ["A", "B", "C"], id_col="id", sort_by="z:B", shared=shared)
+    coloured, grey = (np.asarray(t.z, float) for t in fig.data)
+    assert list(fig.data[0].y)[0] == "c" and np.isnan(coloured[0, 1]) and grey[0, 1] == 1
+    e = list(fig.data[0].y).index("e")
+    assert np.isnan(coloured[e, 0]) and np.isfinite(coloured[e, 1]) and np.isnan(grey).sum() == 13
+    assert len(plots.z_heatmap(frame, ["A", "B", "C"]).data) == 1  # nothing shared: one trace
+    bars = plots.deviation_profile(frame, 2, ["A", "B", "C"], shared=shared).data[0]
+    assert bars.marker.color[1] == plots.SHARED_COLOUR and "shares" in bars.customdata[1]

@@ -9,6 +9,7 @@ from normcore.tabular.longitudinal import change_scores
 from normcore.tabular.point_masses import (
     MIN_BODY,
     at_bounds,
+    at_shared_masses,
     body_to_latent,
     bound_shares,
     clip_to_bounds,
@@ -194,3 +195,10 @@ def test_a_measure_with_one_value_off_its_floor_is_named_in_the_fits_warnings():
     model = make_model("shash-baseline").fit(train, "age", [], ["rare", "normal"])
     assert model.point_masses_ == []
     assert [w for w in model.fit_warnings_ if w.startswith("rare: 99.8% of the training values are 0, with only 1")]
+
+
+def test_values_at_a_point_mass_most_of_the_reference_shares_are_marked():
+    masses = [("a", "floor", 0.0, 0.9), ("b", "floor", 0.0, 0.3), ("b", "ceiling", 10.0, 0.6), ("gone", "floor", 0, 1)]
+    values = np.array([[0.0, 0.0, 0.0], [1.0, 10.0, np.nan], [np.nan, 5.0, 0.0]])
+    mask = at_shared_masses(values, ["a", "b", "c"], masses)
+    np.testing.assert_array_equal(mask, [[True, False, False], [False, True, False], [False, False, False]])
