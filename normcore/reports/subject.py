@@ -18,7 +18,7 @@ from scipy import special
 from normcore._utils.errors import InputError, column_not_found
 from normcore.plotting.centile_bands import centile_band
 from normcore.tabular.anatomy import group_order
-from normcore.tabular.point_masses import SHARED_BY_MOST
+from normcore.tabular.point_masses import at_shared_masses
 
 if TYPE_CHECKING:
     from normcore.reports.mri import MriFindings
@@ -86,9 +86,9 @@ def subject_report(model, scores: pd.DataFrame, subject: str, id_col: str | None
     measured = frame[frame.z.notna()]  # an IDP without a value is no deviation: named in the flags instead
     if measured.empty:
         raise InputError(f"subject {subject!r} has no scored IDP value to report")
-    shared = {idp: (value, share) for idp, _, value, share in model.point_masses_ if share >= SHARED_BY_MOST}
-    at_shared = [(c, v, shared[c][1]) for c, v in zip(measured.idp, measured.value, strict=True)
-                 if c in shared and v == shared[c][0]]
+    shared = at_shared_masses(measured.value.to_numpy(float)[None, :], list(measured.idp), model.point_masses_)[0]
+    share_of = {(idp, value): share for idp, _, value, share in model.point_masses_}
+    at_shared = [(c, v, share_of[c, v]) for c, v, at in zip(measured.idp, measured.value, shared, strict=True) if at]
     rankable = measured[~measured.idp.isin([c for c, _, _ in at_shared])]
     rankable = measured if rankable.empty else rankable
     top = rankable.reindex(rankable.z.abs().sort_values(ascending=False).index).head(n_top).reset_index(drop=True)
