@@ -5,7 +5,8 @@ From a score table with a group column: group sizes; per IDP, Cohen's d of z (pa
 SD) with its approximate 95% CI (SE = sqrt((n1 + n2) / (n1 n2) + d^2 / (2 (n1 + n2)))), the AUC of z for
 patients vs controls (Mann-Whitney; below 0.5 when patients are lower) with the Hanley-McNeil (1982) 95% CI,
 and the share of each group beyond |z| > 1.96; per subject, the count of extreme IDPs and the multivariate
-score; the multivariate score by group.
+score; the multivariate score by group. A value at a point mass most of the reference shares (the 0 of a structure
+most brains lack) is never counted extreme: its z is a random draw within that share.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from normcore._utils.errors import InputError, column_not_found
 from normcore.metrics.clinical import cohen_d
 from normcore.reports.subject import DISCLAIMER
 from normcore.tabular.anatomy import anatomical_group, group_order
+from normcore.tabular.point_masses import at_shared_masses
 
 EXTREME = 1.959964
 
@@ -66,14 +68,16 @@ def cohort_report(model, scores: pd.DataFrame, group_col: str, control_value: st
         raise InputError(f"a cohort report needs controls ({group_col} == {control_value!r}) and other subjects; "
                          f"found {int(is_control.sum())} controls of {len(scores)}")
     z = scores[[f"z:{c}" for c in idps]].to_numpy(float)
+    values = scores.reindex(columns=idps).apply(pd.to_numeric, errors="coerce").to_numpy(float)
+    extreme = (np.abs(z) > EXTREME) & ~at_shared_masses(values, idps, model.point_masses_)
     rows = []
     for j, name in enumerate(idps):
         d, d_lo, d_hi = cohen_d(z[~is_control, j], z[is_control, j])
         auc, a_lo, a_hi = auc_hanley_mcneil(z[~is_control, j], z[is_control, j])
         rows.append({"idp": name, "group": anatomical_group(name), "cohen_d": d, "d_lo": d_lo, "d_hi": d_hi,
                      "auc": auc, "auc_lo": a_lo, "auc_hi": a_hi,
-                     "extreme_patients": float(np.nanmean(np.abs(z[~is_control, j]) > EXTREME)),
-                     "extreme_controls": float(np.nanmean(np.abs(z[is_control, j]) > EXTREME))})
+                     "extreme_patients": float(np.mean(extreme[~is_control, j])),
+                     "extreme_controls": float(np.mean(extreme[is_control, j]))})
     rank = {g: i for i, (g, _) in enumerate(group_order(idps))}
     per_idp = pd.DataFrame(rows)
     per_idp = per_idp.assign(_g=per_idp.group.map(rank)).sort_values(["_g", "cohen_d"], kind="stable")
@@ -86,7 +90,7 @@ def cohort_report(model, scores: pd.DataFrame, group_col: str, control_value: st
     else:  # the row numbers a subject report's --subject takes without --id-col, named so they are not read as IDs
         who = {"row": np.arange(len(scores))}
     mz = scores["multivariate_z"].to_numpy(float) if "multivariate_z" in scores else np.full(len(scores), np.nan)
-    per_subject = pd.DataFrame({**who, "group": labels, "n_extreme": (np.abs(z) > EXTREME).sum(1),
+    per_subject = pd.DataFrame({**who, "group": labels, "n_extreme": extreme.sum(1),
                                 "multivariate_z": mz}).sort_values("n_extreme", ascending=False, kind="stable")
     groups = pd.Series(labels).value_counts().rename_axis("group").reset_index(name="n")
     multi = per_subject.groupby("group").multivariate_z.agg(

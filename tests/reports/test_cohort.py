@@ -77,3 +77,20 @@ def test_without_an_id_column_subjects_are_row_numbers_and_a_missing_one_is_refu
     assert "<th>row</th>" in render_cohort(report)[0]
     with pytest.raises(InputError, match="subject_id"):
         cohort_report(model, scores, "group", "control", id_col="subject_id")
+
+
+def test_a_value_most_of_the_reference_shares_is_never_counted_extreme(censored_cohort):
+    """Healthy zeros of a measure 0 for 80-95% of people get random z, some beyond 1.96: the counts leave them out,
+    while a present value beyond 1.96 still counts."""
+    from normcore import make_model
+
+    model = make_model("shash-baseline").fit(censored_cohort(1500, 0), "age", ["sex"], ["absent", "normal"])
+    scores = model.score(censored_cohort(400, 1).assign(group=["patient", "control"] * 200), seed=0)
+    report = cohort_report(model, scores, "group", "control")
+    zero, z = scores.absent.to_numpy() == 0, scores["z:absent"].to_numpy()
+    assert (np.abs(z[zero]) > 1.96).sum() > 0  # the random z of some zeros lie beyond 1.96 ...
+    row = report.per_idp.set_index("idp").loc["absent"]
+    present_extreme = (np.abs(z) > 1.96) & ~zero
+    is_control = (scores.group == "control").to_numpy()
+    assert row.extreme_controls == pytest.approx(present_extreme[is_control].mean())  # ... and are not counted
+    assert row.extreme_patients == pytest.approx(present_extreme[~is_control].mean()) and row.extreme_patients > 0
