@@ -48,7 +48,7 @@ from normcore.persistence import Migration, load_model_dir, save_model_dir
 from normcore.tabular.column_matching import match_columns
 from normcore.tabular.multivariate_calibration import MultivariateCalibration
 from normcore.tabular.params import Rule, check_count, check_params, check_seed, checked_quantiles
-from normcore.tabular.point_masses import at_bounds, too_few_between
+from normcore.tabular.point_masses import at_bounds, beyond_bounds_notes, too_few_between
 from normcore.tabular.predictive_mixture import PredictiveMixture
 from normcore.tabular.preprocessing import MARGINALISE, CovariateEncoder, category_label
 from normcore.tabular.scoring import MAX_MULTIVARIATE_IDPS, assemble_scores, far_off_notes, multivariate_scores
@@ -290,6 +290,7 @@ class NormativeModel:
                     "it is computed")
         notes = [note] if note else []
         notes += self._unmeasured_notes(df, y)
+        notes += beyond_bounds_notes(present, y[:, keep], *(b[keep] for b in self._bounds()))
         notes += far_off_notes(present, z[:, keep], y[:, keep], (getattr(self, "training_summary_", None) or {})
                                .get("idp_mean", {}))
         out.attrs["notes"] = out.attrs.get("notes", []) + notes

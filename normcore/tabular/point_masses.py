@@ -65,6 +65,24 @@ def at_shared_masses(values: np.ndarray, idps: list[str], masses: list[tuple[str
     return mask
 
 
+def beyond_bounds_notes(idps: list[str], y: np.ndarray, floor: np.ndarray, ceiling: np.ndarray) -> list[str]:
+    """One note per IDP with scored values ``y`` (n, D; NaN: missing) below its floor or above its ceiling, which no
+    training value was: they are scored as the bound (:func:`at_bounds`), so a code such as -1 for "not measured"
+    would read as a healthy 0; the note says how many and asks to check them."""
+    y = np.asarray(y, float)
+    notes = []
+    with np.errstate(invalid="ignore"):  # NaN values and bounds compare False
+        below, above = y < floor, y > ceiling
+    for j in np.flatnonzero(below.any(axis=0) | above.any(axis=0)):
+        for mask, side, training_side, bound in ((below, "below its floor", "above", floor),
+                                                 (above, "above its ceiling", "below", ceiling)):
+            if mask[:, j].any():
+                notes.append(f"IDP {idps[j]!r}: {int(mask[:, j].sum())} value(s) {side} {bound[j]:g}, where every "
+                             f"training value was at or {training_side} it: scored as that value; check them (a code "
+                             "for a missing value?)")
+    return notes
+
+
 def _extremes(col: np.ndarray) -> tuple[float, float, bool, bool, int]:
     """Of a column's observed values: its smallest and largest, whether each is shared as a point mass needs (by
     ``MIN_SHARE`` of them and ``MIN_COUNT`` rows), and how many values lie between those that are."""

@@ -10,6 +10,7 @@ from normcore.tabular.point_masses import (
     MIN_BODY,
     at_bounds,
     at_shared_masses,
+    beyond_bounds_notes,
     body_to_latent,
     bound_shares,
     clip_to_bounds,
@@ -202,3 +203,15 @@ def test_values_at_a_point_mass_most_of_the_reference_shares_are_marked():
     values = np.array([[0.0, 0.0, 0.0], [1.0, 10.0, np.nan], [np.nan, 5.0, 0.0]])
     mask = at_shared_masses(values, ["a", "b", "c"], masses)
     np.testing.assert_array_equal(mask, [[True, False, False], [False, True, False], [False, False, False]])
+
+
+def test_values_beyond_a_bound_are_scored_as_it_and_named_in_a_note(censored_cohort):
+    """-1 below a floor of 0 (a code for "not measured", say) is scored as the floor, and the scores say so."""
+    model = make_model("shash-baseline").fit(censored_cohort(800, 0), "age", ["sex"], ["absent", "normal"])
+    test = censored_cohort(3, 1).assign(absent=[-1.0, 0.0, -1.0])
+    scores = model.score(test, seed=0)
+    assert np.isfinite(scores["z:absent"]).all() and (scores["centile:absent"] < 0.96).all()
+    assert [n for n in scores.attrs["notes"] if n.startswith("IDP 'absent': 2 value(s) below its floor 0")]
+    assert not beyond_bounds_notes(["a"], np.array([[0.0], [np.nan]]), np.array([0.0]), np.array([np.nan]))
+    above = beyond_bounds_notes(["a"], np.array([[7.0], [5.0]]), np.array([np.nan]), np.array([5.0]))
+    assert len(above) == 1 and "1 value(s) above its ceiling 5" in above[0]
