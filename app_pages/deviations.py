@@ -29,8 +29,7 @@ if scores is None:
 idps = model.idps
 zcols = [f"z:{i}" for i in idps]
 z = scores[zcols].to_numpy(float)
-shared = at_shared_masses(scores.reindex(columns=idps).apply(pd.to_numeric, errors="coerce").to_numpy(float), idps,
-                          model.point_masses_)
+shared = at_shared_masses(scores, idps, model.point_masses_)
 extreme = (np.abs(z) > 1.96) & ~shared  # a value most of the reference shares has a random z: not counted
 for note in scores.attrs.get("notes", []):
     st.info(note)

@@ -68,8 +68,7 @@ def cohort_report(model, scores: pd.DataFrame, group_col: str, control_value: st
         raise InputError(f"a cohort report needs controls ({group_col} == {control_value!r}) and other subjects; "
                          f"found {int(is_control.sum())} controls of {len(scores)}")
     z = scores[[f"z:{c}" for c in idps]].to_numpy(float)
-    values = scores.reindex(columns=idps).apply(pd.to_numeric, errors="coerce").to_numpy(float)
-    extreme = (np.abs(z) > EXTREME) & ~at_shared_masses(values, idps, model.point_masses_)
+    extreme = (np.abs(z) > EXTREME) & ~at_shared_masses(scores, idps, model.point_masses_)
     rows = []
     for j, name in enumerate(idps):
         d, d_lo, d_hi = cohen_d(z[~is_control, j], z[is_control, j])

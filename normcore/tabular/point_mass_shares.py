@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import optimize, special
 
-from normcore.tabular.preprocessing import expand_levels
+from normcore.tabular.preprocessing import expand_levels, level_effects
 
 PENALTIES = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 """Candidate L2 penalties, per unit of the mean log loss (their coefficients' sum of squares times half this)."""
@@ -28,13 +28,7 @@ FOLDS = 5
 
 def _design(spline: np.ndarray, codes: np.ndarray, n_levels: list[int]) -> np.ndarray:
     """(n, S + sum(n_levels - 1)): the age basis, then each covariate's one-hot level effects (level 0: none)."""
-    parts = [spline]
-    for k, n_lv in enumerate(n_levels):
-        onehot = np.zeros((len(spline), max(n_lv - 1, 0)))
-        rows = np.flatnonzero(codes[:, k] > 0)
-        onehot[rows, codes[rows, k] - 1] = 1.0
-        parts.append(onehot)
-    return np.concatenate(parts, axis=1)
+    return np.concatenate([spline, *(level_effects(codes[:, k], n_lv) for k, n_lv in enumerate(n_levels))], axis=1)
 
 
 def _log_probabilities(x: np.ndarray, coef: np.ndarray) -> np.ndarray:
@@ -57,8 +51,9 @@ def penalty_structure(n_spline: int, n_columns: int) -> np.ndarray:
 
 def _fit(x: np.ndarray, outcome: np.ndarray, n_outcomes: int, penalty: float,
          structure: np.ndarray | None = None) -> np.ndarray:
-    """Penalised maximum likelihood coefficients (1 + p, C - 1) by L-BFGS with the exact gradient; the penalty is
-    ``penalty`` times c' ``structure`` c for each outcome's coefficients c (default: a ridge), not the intercepts."""
+    """Penalised maximum likelihood coefficients (1 + p, C - 1) by Newton steps in a trust region with the exact
+    gradient and Hessian; the penalty is ``penalty`` times c' ``structure`` c for each outcome's coefficients c
+    (default: a ridge), not the intercepts."""
     n, p = x.shape
     structure = np.eye(p) if structure is None else structure
     target = np.zeros((n, n_outcomes))

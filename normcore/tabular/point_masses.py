@@ -30,6 +30,7 @@ at a ceiling. A value beyond a bound, which no reference subject had, is scored 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from scipy import special
 
 MIN_SHARE = 0.01
@@ -51,11 +52,14 @@ location-scale stage's age curves and site effects (fitted to 10 values, as fcon
 put a present 5th ventricle at z 25-108)."""
 
 
-def at_shared_masses(values: np.ndarray, idps: list[str], masses: list[tuple[str, str, float, float]],
+def at_shared_masses(values: np.ndarray | pd.DataFrame, idps: list[str], masses: list[tuple[str, str, float, float]],
                      min_share: float = SHARED_BY_MOST) -> np.ndarray:
-    """(n, D) mask of the ``values`` (columns ``idps``; NaN: missing) that sit at a point mass of ``masses`` (a
+    """(n, D) mask of the ``values`` (an array with columns ``idps``, NaN: missing; or a table holding them, such as
+    a score table, where absent or non-numeric values count as missing) that sit at a point mass of ``masses`` (a
     model's ``point_masses_``: IDP, kind, value, training share) that at least ``min_share`` of the reference
     shares: their z is a random draw within that share and tells nothing of the person."""
+    if isinstance(values, pd.DataFrame):
+        values = values.reindex(columns=idps).apply(pd.to_numeric, errors="coerce")
     values = np.asarray(values, float)
     mask = np.zeros(values.shape, bool)
     column = {name: j for j, name in enumerate(idps)}

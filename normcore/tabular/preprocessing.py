@@ -252,6 +252,14 @@ def expand_levels(codes: np.ndarray, frequencies: list, free) -> list[tuple[np.n
     return [(c, w / total) for c, w in combos]
 
 
+def level_effects(codes: np.ndarray, n_levels: int) -> np.ndarray:
+    """(n, n_levels - 1) one-hot columns of a covariate's level codes, level 0 the reference (no column)."""
+    out = np.zeros((len(codes), max(n_levels - 1, 0)))
+    rows = np.flatnonzero(codes > 0)
+    out[rows, codes[rows] - 1] = 1.0
+    return out
+
+
 def category_label(value) -> str:
     """Canonical string of a categorical value: 1, 1.0 and "1" are the same level."""
     if isinstance(value, (float, np.floating)) and float(value).is_integer():
@@ -630,11 +638,8 @@ class LocationScale:
         lin = (np.asarray(age, float) - a) / (hi - lo) if extrapolate else np.zeros(len(a))
         parts.append(lin[:, None])
         for k, n_lv in enumerate(self.n_levels):
-            onehot = np.zeros((len(a), max(n_lv - 1, 0)))
-            rows = codes[:, k] > 0
-            if k != without_level_effect:
-                onehot[np.flatnonzero(rows), codes[rows, k] - 1] = 1.0
-            parts.append(onehot)
+            onehot = level_effects(codes[:, k], n_lv)
+            parts.append(onehot if k != without_level_effect else np.zeros_like(onehot))
         return np.concatenate(parts, axis=1)
 
     def _curve_basis(self, age: np.ndarray, codes: np.ndarray) -> np.ndarray:

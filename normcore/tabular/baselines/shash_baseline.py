@@ -289,8 +289,7 @@ class LocationScaleSHASH(NormativeModel):
             floor_share[:, j], ceiling_share[:, j] = share[:, j, 0], share[:, j, 1]
             mean[:, j] = body @ weights
             var[:, j] = np.maximum(body**2 @ weights - mean[:, j] ** 2, 0.0)
-        return PredictiveMixture(np.asarray(self.floor_, float), np.asarray(self.ceiling_, float), floor_share,
-                                 ceiling_share, mean, var)
+        return PredictiveMixture(*self._bounds(), floor_share, ceiling_share, mean, var)
 
     def _bound_shares(self) -> np.ndarray:
         return np.asarray(self.bound_share_, float)
