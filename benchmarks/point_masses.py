@@ -1,7 +1,7 @@
 """Measures that many subjects share exactly at 0: how their values are scored, against an exact truth and on fcon1000.
 
-    .venv/bin/python benchmarks/point_masses.py [--parts synthetic,fcon1000] [--models film-mlp,shash-baseline]
-        [--n 2000] [--seed 0] [--threads 2] [--root DIR]
+    .venv/bin/python benchmarks/point_masses.py [--parts synthetic,fcon1000,rare] [--models film-mlp,shash-baseline]
+        [--n 2000] [--seed 0] [--k 1,2,3] [--threads 2] [--root DIR]
 
 ``synthetic``: a censored truth (a Tobit model). Ages 20-80, sex; four IDPs from one common factor (latent
 correlation 0.5): ``absent`` is 0 with probability 0.97 at age 20 falling to 0.85 at 80 (a structure most brains
@@ -17,6 +17,10 @@ below 0 and of the 5% centile curve below 0.
 ``fcon1000``: `benchmarks/compare.py`'s split 0 (862 training, 216 held-out subjects, 213 IDPs). For the IDPs
 whose training minimum 0 is shared by at least 1% of the rows, the held-out zeros' z (range, shares beyond 1.96
 either way) and the share of all held-out values beyond |z| 3.29.
+
+``rare``: a measure present (uniform 3-6) in k of 900 training rows (k of ``--k``, each with seeds 1-3), 0 in the
+rest, beside a continuous IDP: the z of held-out present values 4.0 and 5.5 and of two zeros, and of ``sample``'s
+draws at 40 covariate points x 250, the share present (the truth: k / 900), their range and how many are negative.
 
 ``--root`` imports normcore from another checkout (before and after).
 """
@@ -119,12 +123,40 @@ def fcon_part(args, make_model, name: str) -> dict:
     return out
 
 
+def rare_part(args, make_model, name: str) -> list[dict]:
+    held_out = pd.DataFrame({"age": [30.0, 50.0, 70.0, 50.0], "sex": [0, 1, 0, 1], "rare": [0.0, 4.0, 5.5, 0.0],
+                             "normal": [3.3, 3.5, 3.7, 3.5]})
+    points = pd.DataFrame({"age": np.linspace(20, 80, 40), "sex": np.arange(40) % 2})
+    out = []
+    for k in map(int, args.k.split(",")):
+        for seed in (1, 2, 3):
+            rng = np.random.default_rng(seed)
+            age = rng.uniform(20, 80, 900)
+            rare = np.zeros(900)
+            rare[rng.choice(900, k, replace=False)] = rng.uniform(3, 6, k)
+            train = pd.DataFrame({"age": age, "sex": rng.integers(0, 2, 900), "rare": rare,
+                                  "normal": 3 + 0.01 * age + 0.3 * rng.normal(size=900)})
+            model = make_model(name).fit(train, "age", ["sex"], ["rare", "normal"])
+            z = model.score(held_out, seed=0)["z:rare"].to_numpy(float)
+            draws = model.sample(points, n=250, seed=1)["rare"].to_numpy(float)
+            present = draws[draws != 0]
+            out.append({"part": "rare", "model": name, "k": k, "seed": seed,
+                        "point_masses": [m[:2] for m in model.point_masses_],
+                        "z_present_4_and_5_5": [round(float(v), 2) for v in z[1:3]],
+                        "z_zeros": [round(float(v), 2) for v in z[[0, 3]]],
+                        "draws_present": round(float(present.size / draws.size), 4),
+                        "present_range": [round(float(present.min()), 2), round(float(present.max()), 2)]
+                        if present.size else None, "draws_negative": int((draws < 0).sum())})
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--parts", default="synthetic,fcon1000")
     ap.add_argument("--models", default="film-mlp,shash-baseline")
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--k", default="1,2,3", help="rare part: training rows in which the measure is present")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--root", default=str(HERE.parent))
     args = ap.parse_args()
@@ -133,9 +165,11 @@ def main() -> None:
     from normcore.registry import make_model  # from --root, before compare.py puts this checkout first
 
     sys.path.append(str(HERE.parent))
-    for part, run in (("synthetic", synthetic_part), ("fcon1000", fcon_part)):
+    for part, run in (("synthetic", synthetic_part), ("fcon1000", fcon_part), ("rare", rare_part)):
         for name in args.models.split(",") if part in args.parts.split(",") else ():
-            print(json.dumps(run(args, make_model, name)), flush=True)
+            result = run(args, make_model, name)
+            for record in result if isinstance(result, list) else [result]:
+                print(json.dumps(record), flush=True)
 
 
 if __name__ == "__main__":

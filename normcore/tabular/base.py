@@ -48,7 +48,7 @@ from normcore.persistence import Migration, load_model_dir, save_model_dir
 from normcore.tabular.column_matching import match_columns
 from normcore.tabular.multivariate_calibration import MultivariateCalibration
 from normcore.tabular.params import Rule, check_count, check_params, check_seed, checked_quantiles
-from normcore.tabular.point_masses import at_bounds, beyond_bounds_notes, too_few_between
+from normcore.tabular.point_masses import at_bounds, beyond_bounds_notes, bodies_without_spread
 from normcore.tabular.predictive_mixture import PredictiveMixture
 from normcore.tabular.preprocessing import MARGINALISE, CovariateEncoder, category_label
 from normcore.tabular.scoring import MAX_MULTIVARIATE_IDPS, assemble_scores, far_off_notes, multivariate_scores
@@ -187,14 +187,14 @@ class NormativeModel:
         IDPs default to every numeric column other than age and covariates. Constant (e.g. all-zero) IDP
         columns and rows missing age or a covariate are dropped; so are rows missing an IDP value unless the model
         ``FITS_INCOMPLETE_ROWS`` (see :func:`~normcore.tabular.validation.prepare_training_table`). What was dropped
-        is recorded in ``fit_warnings_`` and the card, with the IDPs left continuous though nearly all their values
-        share an extreme (:func:`~normcore.tabular.point_masses.too_few_between`).
+        is recorded in ``fit_warnings_`` and the card, with the point masses whose other values give no spread, which
+        is then assumed (:func:`~normcore.tabular.point_masses.bodies_without_spread`).
         """
         self.check_params()
         covariates = list(covariates)
         data, used, warnings = prepare_training_table(df, age, covariates, idps, idps_regex, label,
                                                       keep_incomplete=self.FITS_INCOMPLETE_ROWS)
-        self.idps, self.fit_warnings_ = used, warnings + too_few_between(data[used].to_numpy(float), used)
+        self.idps, self.fit_warnings_ = used, warnings + bodies_without_spread(data[used].to_numpy(float), used)
         self._fit_core(data, age, covariates, label, as_progress(progress), dropped_rows=len(df) - len(data))
         return self
 

@@ -37,12 +37,12 @@ MIN_SHARE = 0.01
 """Share of a measure's observed training values that must equal its extreme for the extreme to be a point mass."""
 MIN_COUNT = 5
 """Training rows that must share the extreme value (a few ties at the minimum are rounding, not a point mass)."""
-MIN_BODY = 2
-"""Training values a measure needs strictly between its bounds for them to count: two, for the body's location and
-spread. A measure of two values, 0 and 1, has no body and keeps the continuous treatment, as does one with a single
-value off its extreme. So a measure present in a handful of the reference (2 of 900) is still read against its
-floor's share, not extrapolated from a continuous fit to its zeros (BENCHMARKS.md, forty-sixth and forty-seventh
-sessions)."""
+MIN_BODY = 1
+"""Training values a measure needs strictly between its bounds for them to count: one. A measure of two values, 0
+and 1, has no body and keeps the continuous treatment. A measure present in a handful of the reference (1 of 900)
+is read against its floor's share, not extrapolated from a continuous fit to its zeros (a present value read z 12-350
+that way); a body without spread of its own takes :func:`assumed_spread` (BENCHMARKS.md, forty-sixth to
+forty-eighth sessions)."""
 SHARED_BY_MOST = 0.5
 """A value at a point mass that at least this share of the reference has (0 for a structure most brains lack) tells
 nothing of the person: reports and the dashboard name it, they do not rank or colour it as a deviation."""
@@ -112,35 +112,49 @@ def find_bounds(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return floor, ceiling
 
 
-def too_few_between(y: np.ndarray, names: list[str]) -> list[str]:
-    """Warnings for the columns of ``y`` whose extreme is shared as a point mass's is but with fewer than
-    ``MIN_BODY`` values (and at least one) off it: :func:`find_bounds` leaves them continuous, so a value off the
-    extreme is extrapolated from a fit to a column of ties (its z can be far out and is not to be trusted)."""
+def assumed_spread(centre: float, floor: float, ceiling: float) -> float:
+    """The spread of a body whose values do not give one (a single value, or several equal ones): the body's
+    distance from its nearer bound, a coefficient of variation of 1 about it. It is a stated assumption, not an
+    estimate; in units of the measure, so it does not depend on them. (The bodies of fcon1000's four bounded
+    measures have 0.65-2.15, BENCHMARKS.md.)"""
+    return float(np.nanmin(np.abs(centre - np.array([floor, ceiling], float))))
+
+
+def bodies_without_spread(y: np.ndarray, names: list[str]) -> list[str]:
+    """Warnings for the columns of ``y`` with a point mass whose values between the bounds have no spread of their
+    own (one value, or several equal ones): :func:`pooled_bodies` gives them :func:`assumed_spread`, so a value off
+    the bound is read against the bound's share and an assumed spread, and how far out it reads rests on that."""
     y = np.asarray(y, float)
+    floor, ceiling = find_bounds(y)
     out = []
-    for j, name in enumerate(names):
+    for j in np.flatnonzero(~np.isnan(floor) | ~np.isnan(ceiling)):
         col = y[~np.isnan(y[:, j]), j]
-        if col.size == 0:
+        at = (col == floor[j]) | (col == ceiling[j])
+        body = col[~at]
+        if np.ptp(body) > 0:
             continue
-        lo, hi, has_lo, has_hi, n_body = _extremes(col)
-        if lo < hi and (has_lo or has_hi) and 0 < n_body < MIN_BODY:
-            shared = [f"{(col == v).mean():.1%} of the training values are {v:g}"
-                      for v, has in ((lo, has_lo), (hi, has_hi)) if has]
-            out.append(f"{name}: {' and '.join(shared)}, with only {n_body} value(s) off them, too few for a point "
-                       "mass: it is modelled as continuous, so a value off them is extrapolated and its z is not "
-                       "reliable")
+        shared = [f"{(col == v).mean():.1%} of the training values are {v:g}" for v in (floor[j], ceiling[j])
+                  if not np.isnan(v)]
+        spread = assumed_spread(float(body[0]), floor[j], ceiling[j])
+        others = f"the only other value is {body[0]:g}" if body.size == 1 else \
+            f"the {body.size} other values are all {body[0]:g}"
+        out.append(f"{names[j]}: {' and '.join(shared)} and {others}, which gives no spread: a spread of {spread:g} "
+                   "(the distance to the bound) is assumed, so a value off the bound reads beyond the bound's share, "
+                   "but how far beyond rests on that assumption")
     return out
 
 
 def pooled_bodies(y_body: np.ndarray, floor: np.ndarray, ceiling: np.ndarray) -> dict[int, tuple[float, float]]:
     """``{column: (mean, SD)}`` of the bounded columns whose values between the bounds (``y_body``: NaN elsewhere)
     are fewer than ``MIN_BODY_FOR_COVARIATES``: too few for an age curve and a shift and scale per site (a
-    measure present in 1% of the reference), so one location and scale serves every row."""
+    measure present in 1% of the reference), so one location and scale serves every row; a body without spread
+    (one value, or equal ones) takes :func:`assumed_spread`."""
     out = {}
     for j in np.flatnonzero(~np.isnan(floor) | ~np.isnan(ceiling)):
         body = y_body[~np.isnan(y_body[:, j]), j]
         if body.size < MIN_BODY_FOR_COVARIATES:
-            out[int(j)] = (float(body.mean()), float(body.std()) or 1.0)
+            centre = float(body.mean())
+            out[int(j)] = (centre, float(body.std()) or assumed_spread(centre, floor[j], ceiling[j]))
     return out
 
 

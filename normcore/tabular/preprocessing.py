@@ -679,7 +679,8 @@ class LocationScale:
         knots and range come from every row), as if its column alone had been given those rows, and its residuals
         are NaN where it is missing. A level none of those rows has (a site that never measured the IDP) gets the
         mean effect of the levels that have some (:meth:`_average_unseen_levels`): what is known of a site never
-        seen. Each IDP needs at least two observed rows.
+        seen. An IDP observed on fewer than two rows keeps location 0 and scale 1, for its caller to replace (a point
+        mass's body of one value: :func:`~normcore.tabular.point_masses.pooled_bodies`).
         """
         age = np.asarray(age, float)
         y = np.asarray(y, float)
@@ -698,8 +699,9 @@ class LocationScale:
             patterns, group = np.unique(observed.T, axis=0, return_inverse=True)
             for g, rows in enumerate(patterns):
                 cols = np.flatnonzero(group.ravel() == g)
-                if rows.sum() < 2:
-                    raise ValueError(f"IDP column(s) {cols.tolist()} have fewer than two observed values")
+                if rows.sum() < 2:  # no location and scale to fit: the identity (the caller sets its own)
+                    out[np.ix_(rows, cols)] = y[np.ix_(rows, cols)]
+                    continue
                 m, lv, r, pen, (smooth, scale_smooth) = self._fit_columns(age[rows], codes[rows], y[np.ix_(rows, cols)])
                 for coef in (m, lv):
                     self._average_unseen_levels(coef, codes[rows])

@@ -11,14 +11,15 @@ from normcore.tabular.point_masses import (
     at_bounds,
     at_shared_masses,
     beyond_bounds_notes,
+    bodies_without_spread,
     body_to_latent,
     bound_shares,
     clip_to_bounds,
     find_bounds,
     latent_bounds,
     latent_to_body,
+    pooled_bodies,
     spread_beyond_bounds,
-    too_few_between,
     truncated_quantile,
     truncated_scores,
 )
@@ -32,20 +33,27 @@ def test_find_bounds_needs_a_shared_extreme_and_a_body():
     few = np.r_[np.zeros(4), body[4:]]  # 4 rows at the minimum: under MIN_COUNT
     ceiling_col = np.minimum(body, 5.5)
     two_values = (rng.random(1000) < 0.5).astype(float)  # 0 / 1: no body between
-    rare_body = np.r_[body[:MIN_BODY], np.zeros(1000 - MIN_BODY)]  # present in MIN_BODY rows only (a 5th ventricle)
+    rare_body = np.r_[body[:2], np.zeros(998)]  # present in 2 rows only (a 5th ventricle)
     with_nan = np.where(rng.random(1000) < 0.2, np.nan, floor_col)
-    too_rare = np.r_[body[:MIN_BODY - 1], np.zeros(1001 - MIN_BODY)]
-    floor, ceiling = find_bounds(np.c_[body, floor_col, few, ceiling_col, two_values, with_nan, rare_body, too_rare])
-    assert np.isnan(floor[[0, 2, 3, 4, 7]]).all() and floor[1] == 0.0 and floor[5] == 0.0 and floor[6] == 0.0
-    assert np.isnan(ceiling[[0, 1, 2, 4, 5, 6, 7]]).all() and ceiling[3] == 5.5
+    single = np.r_[4.5, np.zeros(999)]  # one value off the floor
+    equal = np.r_[np.full(3, 4.0), np.full(997, 9.0)]  # a ceiling of 9 and three equal values below it
+    columns = np.c_[body, floor_col, few, ceiling_col, two_values, with_nan, rare_body, single, equal]
+    floor, ceiling = find_bounds(columns)
+    assert np.isnan(floor[[0, 2, 3, 4, 8]]).all() and (floor[[1, 5, 6, 7]] == 0.0).all()
+    assert np.isnan(ceiling[[0, 1, 2, 4, 5, 6, 7]]).all() and ceiling[3] == 5.5 and ceiling[8] == 9.0
     shares = bound_shares(np.c_[floor_col, ceiling_col], floor[[1, 3]], ceiling[[1, 3]])
     assert shares[0, 0] == pytest.approx((floor_col == 0).mean())
     assert shares[1, 1] == pytest.approx((body >= 5.5).mean())
-    assert MIN_BODY >= 2
-    names = ["body", "floor", "few", "ceiling", "two", "nan", "rare", "too_rare"]
-    warned = too_few_between(np.c_[body, floor_col, few, ceiling_col, two_values, with_nan, rare_body, too_rare], names)
-    assert len(warned) == 1
-    assert warned[0].startswith("too_rare: 99.9% of the training values are 0, with only 1 value(s) off")
+    assert MIN_BODY == 1
+    names = ["body", "floor", "few", "ceiling", "two", "nan", "rare", "single", "equal"]
+    warned = bodies_without_spread(columns, names)
+    assert len(warned) == 2
+    assert warned[0].startswith("single: 99.9% of the training values are 0 and the only other value is 4.5, which "
+                                "gives no spread: a spread of 4.5 (the distance to the bound) is assumed")
+    assert warned[1].startswith("equal: 99.7% of the training values are 9 and the 3 other values are all 4, which "
+                                "gives no spread: a spread of 5 ")
+    spreads = pooled_bodies(np.where((columns == floor) | (columns == ceiling), np.nan, columns), floor, ceiling)
+    assert spreads[7] == (4.5, 4.5) and spreads[8] == (4.0, 5.0) and spreads[6][1] == pytest.approx(body[:2].std())
 
 
 def test_body_map_round_trips_and_gives_the_bounds_their_share():
@@ -187,15 +195,26 @@ def test_a_measure_present_in_three_of_900_is_read_against_its_floor(backbone):
     assert not [w for w in model.fit_warnings_ if w.startswith("rare:")]
 
 
-def test_a_measure_with_one_value_off_its_floor_is_named_in_the_fits_warnings():
-    """One value cannot give a body a spread: the measure stays continuous and the fit says its z are unreliable."""
-    rng = np.random.default_rng(2)
-    rare = np.zeros(400)
+@pytest.mark.parametrize("backbone", ["shash-baseline", "film-mlp"])
+def test_a_measure_with_one_value_off_its_floor_is_read_against_its_floor(backbone):
+    """One value of 900 off 0: a floor whose body's spread is assumed (its distance to the floor) and named in the
+    fit's warnings. A present value reads beyond the floor's 99.9% (z 2.9-4), further out the further it lies; a 0
+    within it; no draw below 0. Continuous, as before, a present value read z 12-350."""
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(1)
+    rare = np.zeros(900)
     rare[7] = 4.5
-    train = pd.DataFrame({"age": rng.uniform(20, 80, 400), "rare": rare, "normal": rng.normal(size=400)})
-    model = make_model("shash-baseline").fit(train, "age", [], ["rare", "normal"])
-    assert model.point_masses_ == []
-    assert [w for w in model.fit_warnings_ if w.startswith("rare: 99.8% of the training values are 0, with only 1")]
+    age = rng.uniform(20, 80, 900)
+    train = pd.DataFrame({"age": age, "sex": rng.integers(0, 2, 900), "rare": rare,
+                          "normal": 3 + 0.01 * age + 0.3 * rng.normal(size=900)})
+    options = {"epochs": 30} if backbone == "film-mlp" else {}
+    model = make_model(backbone, seed=0, **options).fit(train, "age", ["sex"], ["rare", "normal"])
+    assert [(idp, kind) for idp, kind, _, _ in model.point_masses_] == [("rare", "floor")]
+    assert [w for w in model.fit_warnings_ if w.startswith("rare: 99.9% of the training values are 0 and the only")]
+    test = pd.DataFrame({"age": [50.0] * 4, "sex": [1] * 4, "rare": [0.0, 4.5, 9.0, 45.0], "normal": [3.5] * 4})
+    z = model.score(test, seed=0)["z:rare"].to_numpy()
+    assert abs(z[0]) < 3.1 and (z[1:3] > 2.9).all() and (z[1:3] < 4).all() and z[2] > z[1] and z[3] > 6
+    assert (model.sample(test, n=300, seed=0).rare >= 0).all()
 
 
 def test_values_at_a_point_mass_most_of_the_reference_shares_are_marked():
