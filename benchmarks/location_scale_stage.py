@@ -1,6 +1,6 @@
 """The location-scale stage alone on small or age-skewed fcon1000 training sets: how well it predicts new subjects.
 
-Fits :class:`normcore.tabular.preprocessing.LocationScale` (sex as its covariate, every IDP with more distinct values
+Fits :class:`normcore.tabular.location_scale.LocationScale` (sex as its covariate, every IDP with more distinct values
 than half the training rows) on each training set and scores the held-out rows within the training ages:
 
 * ``location_error``: mean over IDPs and rows of ((y - mu) / SD of the IDP in the whole table)^2 (1.0: no better than
@@ -54,7 +54,7 @@ def main() -> None:
     ap.add_argument("--data", default=str(FCON))
     args = ap.parse_args()
     sys.path.insert(0, args.root)
-    from normcore.tabular.preprocessing import LocationScale
+    from normcore.tabular.location_scale import LocationScale
 
     df = pd.read_csv(args.data)
     idps = [c for c in df.columns if c not in ("sub_id", "age", "sex", "site") and pd.api.types.is_numeric_dtype(df[c])]

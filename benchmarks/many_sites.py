@@ -1,6 +1,6 @@
 """The location-scale stage with a batch covariate of many levels (a consortium's sites): seconds and agreement.
 
-Fits :class:`normcore.tabular.preprocessing.LocationScale` with one covariate's level curves (what a diffusion
+Fits :class:`normcore.tabular.location_scale.LocationScale` with one covariate's level curves (what a diffusion
 model's batch covariate gets) on a synthetic table: ``--rows`` rows spread over ``--sites`` sites, sex, ages 20-80,
 ``--d`` IDPs whose site effects shift the mean and tilt its age slope. Prints one JSON line per (sites, rows): the fit's
 seconds and a checksum of the leave-one-out standardised residuals it returns; with ``--save DIR`` the residuals are
@@ -42,7 +42,7 @@ def main() -> None:
     sys.path.insert(0, args.root)
     from threadpoolctl import threadpool_limits
 
-    from normcore.tabular.preprocessing import LocationScale
+    from normcore.tabular.location_scale import LocationScale
 
     for cell in args.grid.split(","):
         n_sites, n = (int(v) for v in cell.split("x"))

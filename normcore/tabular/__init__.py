@@ -2,9 +2,9 @@
 
 :class:`NormativeModel` is the protocol every tabular model follows (``base``); the conditional diffusion
 model (``diffusion_model``) and the classic baselines (``baselines``) implement it. Beside them: reading
-and validating tables (``io``, ``validation``), the closed-form preprocessing (``preprocessing``), scores
-from samples (``scoring``), the training loop (``training``), the evaluation suite (``evaluation``) and
-synthetic cohorts with exact truths (``synthetic``).
+and validating tables (``io``, ``validation``), the closed-form preprocessing (``covariates``,
+``location_scale``, ``gaussianisation``), scores from samples (``scoring``), the training loop (``training``),
+the evaluation suite (``evaluation``) and synthetic cohorts with exact truths (``synthetic``).
 """
 
 from normcore.tabular.base import DEFAULT_QUANTILES, NormativeModel, NotFittedError

@@ -1,6 +1,6 @@
 """Site adaptation of a fitted location-scale stage: empirical-Bayes level effects from a few local controls.
 
-Every tabular model with a :class:`~normcore.tabular.preprocessing.LocationScale` stage models an IDP as
+Every tabular model with a :class:`~normcore.tabular.location_scale.LocationScale` stage models an IDP as
 y = mu(age) + b[level] + sigma(age) * exp(g[level] / 2) * r, with one location effect b and one log-variance
 effect g per level of each categorical covariate (site, scanner, sex), and r the standardised residual
 whose shape (and, for the diffusion model, dependence between IDPs) the rest of the model describes. (A stage
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from normcore._utils.errors import InputError
-from normcore.tabular.preprocessing import LocationScale
+from normcore.tabular.location_scale import LocationScale
 
 MIN_TRAINING_LEVELS = 2  # the spread of level effects needs at least two levels to be estimated at all
 FEW_TRAINING_LEVELS = 5  # below this the spread is a rough estimate: said in a warning

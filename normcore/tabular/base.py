@@ -46,11 +46,11 @@ from normcore._utils.progress import Progress, as_progress
 from normcore._version import __version__
 from normcore.persistence import Migration, load_model_dir, save_model_dir
 from normcore.tabular.column_matching import match_columns
+from normcore.tabular.covariates import MARGINALISE, CovariateEncoder, category_label
 from normcore.tabular.multivariate_calibration import MultivariateCalibration
 from normcore.tabular.params import Rule, check_count, check_params, check_seed, checked_quantiles
 from normcore.tabular.point_masses import at_bounds, beyond_bounds_notes, bodies_without_spread
 from normcore.tabular.predictive_mixture import PredictiveMixture
-from normcore.tabular.preprocessing import MARGINALISE, CovariateEncoder, category_label
 from normcore.tabular.scoring import MAX_MULTIVARIATE_IDPS, assemble_scores, far_off_notes, multivariate_scores
 from normcore.tabular.validation import prepare_training_table
 

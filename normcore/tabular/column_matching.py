@@ -12,7 +12,7 @@ import re
 
 import pandas as pd
 
-from normcore.tabular.preprocessing import category_label
+from normcore.tabular.covariates import category_label
 
 MEASURE_SUFFIXES = ("thickness", "thick", "volume", "vol", "area")
 SEX_WORDS = {"f": "female", "female": "female", "w": "female", "woman": "female", "m": "male", "male": "male",

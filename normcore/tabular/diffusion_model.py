@@ -30,8 +30,11 @@ from normcore.metrics.scoring_rules import sample_crps
 from normcore.nets import BACKBONES, build_backbone, check_backbone_params
 from normcore.nets.film_mlp import auto_marginal_width
 from normcore.tabular.base import NormativeModel
+from normcore.tabular.covariates import MARGINALISE, CovariateEncoder, category_label
+from normcore.tabular.gaussianisation import IDPTransformer
 from normcore.tabular.heavy_tails import age_bins
 from normcore.tabular.imputation import LatentImputer
+from normcore.tabular.location_scale import LocationScale
 from normcore.tabular.multivariate_calibration import MIN_CALIBRATION_ROWS, MultivariateCalibration
 from normcore.tabular.params import (
     MIN_TIMESTEPS,
@@ -56,7 +59,6 @@ from normcore.tabular.point_masses import (
     spread_beyond_bounds,
 )
 from normcore.tabular.predictive_mixture import PredictiveMixture
-from normcore.tabular.preprocessing import MARGINALISE, CovariateEncoder, IDPTransformer, LocationScale, category_label
 from normcore.tabular.scoring import (
     MAX_MULTIVARIATE_IDPS,
     TAIL_FIT_FROM,
@@ -166,7 +168,7 @@ class NormativeDiffusion(NormativeModel):
       ``False``: step 0 is the untrained network under independent standard normals, kept only when no trained
       state beats it on the validation loss.
     location_scale : first standardise each IDP by a smooth conditional location and scale
-      (:class:`~normcore.tabular.preprocessing.LocationScale`); the diffusion model learns the rest.
+      (:class:`~normcore.tabular.location_scale.LocationScale`); the diffusion model learns the rest.
     batch_covariates : categorical covariates (e.g. ``["site"]``) modelled as batch effects, as ComBat and
       hierarchical Bayesian regression model sites: a shift and a scale per level and IDP in the location-scale
       stage, with each level's own penalised age curve of the location where leave-one-out error says it helps

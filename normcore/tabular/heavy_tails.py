@@ -1,6 +1,6 @@
 """Heavy tails for the quantile map: a generalised Pareto tail where a measure's tail is heavier than normal.
 
-The quantile map (:class:`~normcore.tabular.preprocessing.IDPTransformer`) extrapolates beyond its anchors at the
+The quantile map (:class:`~normcore.tabular.gaussianisation.IDPTransformer`) extrapolates beyond its anchors at the
 outer 5% of the training values along a line: a normal tail in the measure's own (residual) units. For a measure
 whose conditional tail is much heavier than normal (Student-t-like), that line reads far values many times too far
 out, and the scoring's tail model inherits it.

@@ -5,7 +5,7 @@ Large cohorts rarely have every IDP for every subject (a region failing quality 
 one site). Dropping every incomplete row discards most of a table once missingness is spread over many IDPs: with
 10% of 200 IDPs missing at random, no row is complete. The model's own stages need no complete rows: the
 location-scale stage and the Gaussianising map are fitted per IDP on its observed values
-(:class:`~normcore.tabular.preprocessing.LocationScale`, :class:`~normcore.tabular.preprocessing.IDPTransformer`).
+(:class:`~normcore.tabular.location_scale.LocationScale`, :class:`~normcore.tabular.gaussianisation.IDPTransformer`).
 Only the network needs a value in every input, and its loss is taken on the observed entries alone
 (:func:`~normcore.tabular.training.train_denoiser`): the imputed entries are context for the observed ones, never
 a target, so the model is not trained to reproduce the imputation.

@@ -17,7 +17,7 @@ from scipy import stats
 from normcore._utils.errors import InputError
 from normcore._utils.progress import Progress, as_progress
 from normcore.tabular.base import NormativeModel
-from normcore.tabular.preprocessing import category_label
+from normcore.tabular.covariates import category_label
 
 
 def conform_table(table: pd.DataFrame, model: NormativeModel, columns: dict[str, str],

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import optimize, special
 
-from normcore.tabular.preprocessing import expand_levels, level_effects
+from normcore.tabular.covariates import expand_levels, level_effects
 
 PENALTIES = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 """Candidate L2 penalties, per unit of the mean log loss (their coefficients' sum of squares times half this)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from normcore.tabular.preprocessing import category_label
+from normcore.tabular.covariates import category_label
 
 
 def held_out_split(data: pd.DataFrame, covariates: list[str], fraction: float, rng: np.random.Generator,

@@ -255,7 +255,7 @@ def test_a_known_level_with_its_own_age_curve_is_refined_against_that_curve():
     """With level curves, a level's controls are compared with the reference at their own level's curve: controls
     from the level's own distribution leave its location effect where it was."""
     from normcore.tabular.adaptation import estimate_level
-    from normcore.tabular.preprocessing import LocationScale
+    from normcore.tabular.location_scale import LocationScale
 
     rng = np.random.default_rng(0)
     n = 4000

@@ -4,8 +4,8 @@ import numpy as np
 from scipy import stats
 
 from normcore.tabular.fit_notes import fit_notes, heavy_tails_note, kept_denoiser, point_masses_note
+from normcore.tabular.gaussianisation import IDPTransformer
 from normcore.tabular.heavy_tails import age_bins
-from normcore.tabular.preprocessing import IDPTransformer
 
 
 def test_the_kept_denoiser_is_named_with_why():

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 from scipy import special, stats
 
+from normcore.tabular.gaussianisation import IDPTransformer
 from normcore.tabular.heavy_tails import (
     age_bins,
     heavier_than_normal,
@@ -11,7 +12,6 @@ from normcore.tabular.heavy_tails import (
     tail_excess,
     tail_scores,
 )
-from normcore.tabular.preprocessing import IDPTransformer
 
 
 def test_pwm_recovers_a_generalised_pareto_shape_and_scale():

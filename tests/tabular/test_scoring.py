@@ -7,7 +7,7 @@ import torch
 from scipy import special, stats
 
 from normcore._utils.errors import InputError
-from normcore.tabular.preprocessing import MARGINALISE
+from normcore.tabular.covariates import MARGINALISE
 from normcore.tabular.scoring import (
     FAR_OFF_MIN_SUBJECTS,
     _chi2_logsf_asymptotic,

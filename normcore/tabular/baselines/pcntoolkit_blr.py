@@ -26,7 +26,7 @@ from scipy import special
 from normcore._utils.errors import InputError
 from normcore._utils.progress import Progress
 from normcore.tabular.base import NormativeModel
-from normcore.tabular.preprocessing import MARGINALISE, CovariateEncoder, category_label
+from normcore.tabular.covariates import MARGINALISE, CovariateEncoder, category_label
 
 
 def pcntoolkit_available() -> bool:

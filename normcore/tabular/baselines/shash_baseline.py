@@ -1,7 +1,7 @@
 """Built-in classic baseline: per-IDP heteroscedastic B-spline regression with a SHASH likelihood.
 
 For each IDP independently: y = mu(c) + sigma(c) * r, where mu and log sigma^2 are ridge regressions
-on a cubic B-spline basis of age plus categorical effects (:class:`~normcore.tabular.preprocessing.LocationScale`)
+on a cubic B-spline basis of age plus categorical effects (:class:`~normcore.tabular.location_scale.LocationScale`)
 and the standardised residual r follows a sinh-arcsinh distribution fitted by maximum likelihood
 (the warped-likelihood idea of PCNtoolkit's BLR, fitted with numpy/scipy). Centiles and z-scores are
 exact (no sampling); a categorical covariate left free is marginalised as a mixture over training
@@ -28,6 +28,8 @@ from scipy import special
 from normcore._utils.progress import Progress
 from normcore.tabular.base import NormativeModel
 from normcore.tabular.baselines.shash import fit_shash, shash_inverse, shash_moments, shash_z
+from normcore.tabular.covariates import MARGINALISE, CovariateEncoder, expand_levels
+from normcore.tabular.location_scale import LocationScale
 from normcore.tabular.params import Rule, boolean, integer, number
 from normcore.tabular.point_mass_shares import PointMassShares
 from normcore.tabular.point_masses import (
@@ -43,7 +45,6 @@ from normcore.tabular.point_masses import (
     truncated_scores,
 )
 from normcore.tabular.predictive_mixture import PredictiveMixture
-from normcore.tabular.preprocessing import MARGINALISE, CovariateEncoder, LocationScale, expand_levels
 from normcore.tabular.scoring import mixture_z
 
 NORMAL = {"loc": 0.0, "scale": 1.0, "eps": 0.0, "delta": 1.0}

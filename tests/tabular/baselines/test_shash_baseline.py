@@ -68,7 +68,7 @@ def test_baseline_sample_has_no_dependence_and_round_trips(fitted, tmp_path):
 def test_baseline_z_is_finite_and_keeps_growing_far_beyond_the_data(fitted):
     """z is the SHASH's own normal score, not Phi^-1 of a clipped centile (which stopped at 7.03 for every value
     beyond it), also mixed over a marginalised site."""
-    from normcore.tabular.preprocessing import MARGINALISE
+    from normcore.tabular.covariates import MARGINALISE
 
     model, truth = fitted
     idp = truth.idp_names[2]

@@ -1,100 +1,12 @@
 import numpy as np
-import pandas as pd
 import pytest
 
-from normcore._utils.errors import InputError
-from normcore.tabular.preprocessing import MARGINALISE, CovariateEncoder, IDPTransformer
-
-
-@pytest.mark.parametrize("method", IDPTransformer.METHODS)
-def test_transform_is_monotone_and_inverts_exactly(method):
-    rng = np.random.default_rng(0)
-    y = np.column_stack([rng.lognormal(0, 0.7, 2000), rng.normal(5, 2, 2000), rng.gamma(2.0, 1.0, 2000)])
-    tr = IDPTransformer(method).fit(y)
-    probe = np.column_stack([np.linspace(-5, 40, 500)] * 3)
-    probe[:, 0] = np.linspace(0.01, 40, 500)  # inside Yeo-Johnson's domain for every lambda
-    z = tr.transform(probe)
-    assert np.all(np.diff(z, axis=0) > 0)
-    np.testing.assert_allclose(tr.inverse_transform(z), probe, rtol=1e-7, atol=1e-7)
-    zt = tr.transform(y)
-    assert np.all(np.abs(zt.mean(0)) < 0.1) and np.all(np.abs(zt.std(0) - 1) < 0.1)
-
-
-def test_quantile_transform_gaussianises_a_skewed_column():
-    from scipy import stats
-
-    y = np.random.default_rng(1).lognormal(0, 1, (5000, 1))
-    z = IDPTransformer("quantile").fit(y).transform(y)[:, 0]
-    assert abs(stats.skew(z)) < 0.05 and abs(stats.skew(y[:, 0])) > 2
-
-
-def test_transformer_round_trips_through_dict():
-    y = np.random.default_rng(2).normal(size=(300, 2))
-    tr = IDPTransformer("yeo-johnson").fit(y)
-    again = IDPTransformer.from_dict(tr.to_dict())
-    np.testing.assert_array_equal(again.transform(y), tr.transform(y))
-
-
-@pytest.fixture
-def frame():
-    return pd.DataFrame({"age": [20.0, 30.0, 40.0, 50.0], "sex": [0, 1, 1, 0], "site": ["a", "b", "a", "a"]})
-
-
-def test_encoder_standardises_age_and_one_hot_encodes(frame):
-    enc = CovariateEncoder("age", ["sex", "site"]).fit(frame)
-    assert enc.dim == 1 + 2 + 2
-    cond = enc.encode(enc.ages(frame), enc.codes(frame))
-    assert cond.shape == (4, 5)
-    assert abs(cond[:, 0].mean()) < 1e-6
-    np.testing.assert_array_equal(cond[:, 1:3].sum(1), 1)
-    assert enc.frequencies["site"] == [0.75, 0.25]
-
-
-def test_batch_covariates_have_codes_but_no_network_input(frame):
-    enc = CovariateEncoder("age", ["sex", "site"], batch=["site"]).fit(frame)
-    assert enc.network_covariates == ["sex"] and enc.batch_columns == [1] and enc.dim == 1 + 2
-    codes = enc.codes(frame)
-    assert codes.shape == (4, 2)  # the site is coded (the location-scale stage reads it)
-    other_site = codes.copy()
-    other_site[:, 1] = 1 - other_site[:, 1]
-    np.testing.assert_array_equal(enc.encode(enc.ages(frame), codes), enc.encode(enc.ages(frame), other_site))
-    assert enc.block("sex") == slice(1, 3)
-    with pytest.raises(ValueError, match="not an input of the network"):
-        enc.block("site")
-    added = enc.add_level("site", "new")
-    assert not enc.adapted_mask(np.array([[0, added]])).any()  # a new batch level needs no network input
-    again = CovariateEncoder.from_dict(enc.to_dict())
-    assert again.batch == ["site"] and again.dim == 3
-    assert "batch" not in CovariateEncoder("age", ["sex"]).fit(frame).to_dict()  # older cards' layout unchanged
-    with pytest.raises(InputError, match="batch covariate"):
-        CovariateEncoder("age", ["sex"], batch=["site"])
-
-
-def test_encoder_treats_numeric_spellings_as_one_level(frame):
-    enc = CovariateEncoder("age", ["sex"]).fit(frame)
-    other = frame.assign(sex=[0.0, 1.0, "1", "0"])
-    np.testing.assert_array_equal(enc.codes(other)[:, 0], [0, 1, 1, 0])
-
-
-def test_unseen_level_is_an_error_unless_marginalised(frame):
-    enc = CovariateEncoder("age", ["site"]).fit(frame)
-    new = frame.assign(site=["a", "zz", "b", "a"])
-    with pytest.raises(InputError, match="'zz'"):
-        enc.codes(new)
-    codes = enc.codes(new, allow_unseen=True)
-    assert codes[1, 0] == MARGINALISE
-    drawn = enc.resolve_marginalised(np.full((4000, 1), MARGINALISE), np.random.default_rng(0))
-    assert abs((drawn == 0).mean() - 0.75) < 0.03
-
-
-def test_out_of_range_ages_are_flagged(frame):
-    enc = CovariateEncoder("age", []).fit(frame)
-    np.testing.assert_array_equal(enc.out_of_range(np.array([19.0, 20.0, 50.0, 51.0])), [True, False, False, True])
+from normcore.tabular.covariates import MARGINALISE
 
 
 def test_location_scale_training_residuals_are_leave_one_out():
     """Each training row is standardised by a location and a scale fitted without it (explicit refits here)."""
-    from normcore.tabular.preprocessing import LocationScale
+    from normcore.tabular.location_scale import LocationScale
 
     rng = np.random.default_rng(0)
     n = 60
@@ -128,7 +40,7 @@ def test_location_at_the_oldest_training_age_when_a_knot_sits_there():
     """Integer ages with a third or more of the rows at the oldest: the top age-quantile knot equals the oldest age.
     The location there was 0 (scipy's B-spline basis is all zeros at the end of such a knot vector), so those
     subjects' z and the training residuals were wild (seen on fcon1000's Oulu site, ages 20-22)."""
-    from normcore.tabular.preprocessing import LocationScale
+    from normcore.tabular.location_scale import LocationScale
 
     rng = np.random.default_rng(3)
     age = np.r_[np.full(2, 20.0), np.full(20, 21.0), np.full(29, 22.0)]
@@ -146,7 +58,7 @@ def test_a_cohort_of_one_age_is_held_at_that_age():
     """Every training subject aged 40: no age curve can be fitted, and every age is scored as 40 would be. (Before,
     ages other than 40 were evaluated at the far end of the nominal 1e-6-year range, a basis column no row has: the
     location there was 0.)"""
-    from normcore.tabular.preprocessing import LocationScale
+    from normcore.tabular.location_scale import LocationScale
 
     rng = np.random.default_rng(0)
     y = np.c_[5 + rng.normal(size=300), -2 + 3 * rng.normal(size=300)]
@@ -162,7 +74,7 @@ def test_the_location_and_scale_bridge_an_age_gap_between_two_groups():
     """A cohort aged 20 and 60, no one between: the B-spline columns between them have no rows, and the ridge shrank
     them to 0 (the location at 40 was 35 on a truth of 140; leave-one-out cannot see the gap). Now such columns are
     shrunk towards the others, and the location and scale between the groups lie between theirs."""
-    from normcore.tabular.preprocessing import LocationScale
+    from normcore.tabular.location_scale import LocationScale
 
     rng = np.random.default_rng(0)
     age = np.r_[np.full(30, 20.0), np.full(30, 60.0)]
@@ -177,7 +89,7 @@ def test_the_location_and_scale_bridge_an_age_gap_between_two_groups():
 def test_location_scale_training_residuals_are_spread_like_new_subjects():
     """At small sites in-sample residuals are too narrow (a large residual widens its own site's scale); the
     leave-one-out ones a model is trained on are as wide as those of new subjects from the same sites."""
-    from normcore.tabular.preprocessing import LocationScale
+    from normcore.tabular.location_scale import LocationScale
 
     rng = np.random.default_rng(0)
     sites, d = 40, 20
@@ -194,33 +106,6 @@ def test_location_scale_training_residuals_are_spread_like_new_subjects():
     new_age, new_codes, new_y = draw(50)
     new = ls.transform(new_y, new_age, new_codes)
     assert (train**2).mean() / (new**2).mean() == pytest.approx(1.0, abs=0.12)  # in-sample: 0.59
-
-
-def test_quantile_map_extrapolates_a_normal_column_to_its_normal_scores():
-    """Beyond the training range the map follows the line fitted to the outer 5%, not the sample extreme."""
-    true_z = np.r_[np.linspace(3.5, 6, 11), -np.linspace(3.5, 6, 11)]
-    errors = []
-    for seed in range(20):
-        column = np.random.default_rng(seed).normal(10, 3, (1000, 1))
-        mapped = IDPTransformer("quantile").fit(column).transform(10 + 3 * true_z[:, None])[:, 0]
-        errors.append(np.abs(mapped - true_z))
-    assert np.median(errors) < 0.35  # 0.25 here; through the sample extremes (the map before 2026-12-05) 0.49
-
-
-def test_quantile_map_saved_without_tail_lines_extrapolates_along_the_outer_chord():
-    knots = {"x": [0.0, 1.0, 2.0, 4.0, 5.0], "z": [-2.0, -1.0, 0.0, 1.0, 3.0]}
-    old = IDPTransformer.from_dict({"method": "quantile", "n_knots": 5, "params": [knots]})
-    np.testing.assert_allclose(old.transform(np.array([[-1.0], [6.0]]))[:, 0], [-3.0, 5.0])
-
-
-@pytest.mark.parametrize("n", [2, 3, 4, 5, 8])
-def test_quantile_map_of_a_few_rows_is_monotone_and_inverts(n):
-    column = np.random.default_rng(n).normal(size=(n, 1))
-    tr = IDPTransformer("quantile").fit(column)
-    probe = np.linspace(-6, 6, 101)[:, None]
-    z = tr.transform(probe)
-    assert np.all(np.diff(z[:, 0]) > 0)
-    np.testing.assert_allclose(tr.inverse_transform(z), probe, atol=1e-9)
 
 
 def _sites_scaling_an_age_trend(n: int, seed: int):
@@ -243,7 +128,7 @@ def _site_by_age_spread(r: np.ndarray, age: np.ndarray, site: np.ndarray) -> flo
 
 
 def test_level_curves_remove_a_site_by_age_interaction_from_new_subjects():
-    from normcore.tabular.preprocessing import LocationScale
+    from normcore.tabular.location_scale import LocationScale
 
     age, codes, y = _sites_scaling_an_age_trend(3000, 0)
     plain, curves = LocationScale(), LocationScale(curves=[1])
@@ -259,7 +144,7 @@ def test_level_curves_remove_a_site_by_age_interaction_from_new_subjects():
 
 
 def test_level_curves_survive_a_new_level_and_a_round_trip():
-    from normcore.tabular.preprocessing import LocationScale
+    from normcore.tabular.location_scale import LocationScale
 
     age, codes, y = _sites_scaling_an_age_trend(2000, 2)
     ls = LocationScale(curves=[1]).fit(age, codes, y, [2, 4])
@@ -279,7 +164,7 @@ def test_level_curves_survive_a_new_level_and_a_round_trip():
 
 
 def test_location_scale_fits_each_idp_on_its_observed_rows():
-    from normcore.tabular.preprocessing import LocationScale
+    from normcore.tabular.location_scale import LocationScale
 
     age, codes, y = _sites_scaling_an_age_trend(1500, 3)
     missing = np.random.default_rng(4).random(len(age)) < 0.3
@@ -302,19 +187,26 @@ def test_location_scale_fits_each_idp_on_its_observed_rows():
     assert np.isfinite(ls.transform(y[:, [0, 1, 0]], age, codes)).all()  # new subjects need no missing pattern
 
 
-def test_quantile_map_is_fitted_on_the_observed_values_and_maps_missing_to_missing():
-    column = np.random.default_rng(5).gamma(2.0, 1.0, 800)
-    gappy = column.copy()
-    gappy[::4] = np.nan
-    tr = IDPTransformer("quantile").fit(gappy[:, None])
-    assert tr.params == IDPTransformer("quantile").fit(column[~np.isnan(gappy)][:, None]).params
-    z = tr.transform(gappy[:, None])[:, 0]
-    assert np.array_equal(np.isnan(z), np.isnan(gappy))
+def test_an_idp_observed_on_one_row_is_left_to_its_caller():
+    """One observed value gives no location and scale to fit (a point mass's body of one value): the IDP keeps
+    location 0 and scale 1, its residual is its value, and the other IDPs are fitted as without it."""
+    from normcore.tabular.location_scale import LocationScale
+
+    age, codes, y = _sites_scaling_an_age_trend(600, 5)
+    single = np.full(len(age), np.nan)
+    single[17] = 4.5
+    stage = LocationScale(curves=[1])
+    r = stage.fit_transform(age, codes, np.column_stack([y, single]), [2, 4])
+    alone = LocationScale(curves=[1]).fit_transform(age, codes, y, [2, 4])
+    np.testing.assert_allclose(r[:, :2], alone, atol=1e-12)
+    assert r[17, 2] == 4.5 and np.isnan(np.delete(r[:, 2], 17)).all()
+    mu, sd = stage.location_scale(age[:3], codes[:3])
+    assert (mu[:, 2] == 0).all() and (sd[:, 2] == 1).all()
 
 
 @pytest.mark.parametrize("unseen", [3, 0])
 def test_a_site_that_never_measured_an_idp_gets_the_mean_site_effect_not_the_reference_site_s(unseen):
-    from normcore.tabular.preprocessing import LocationScale
+    from normcore.tabular.location_scale import LocationScale
 
     rng = np.random.default_rng(6)
     n = 2000
@@ -339,7 +231,7 @@ def _sparse_old_ages_errors(ridge_only: str, n_young: int, seeds: int, spread, e
     """Mean over ``seeds`` cohorts (``n_young`` subjects aged 18-22, a dozen 22-30; y = 100 + 2 age + spread(age) x
     noise) of ``error(mu, sd, grid)`` over ages 23-30, for the stage with ``ridge_only`` set to (0.0,) (the ridge
     alone) and for the stage as it is."""
-    from normcore.tabular.preprocessing import LocationScale
+    from normcore.tabular.location_scale import LocationScale
 
     ridge = type("RidgeOnly", (LocationScale,), {ridge_only: (0.0,)})
     grid = np.linspace(23, 30, 30)
@@ -359,7 +251,7 @@ def test_roughness_weight_smooths_sparse_ages_and_spares_a_well_sampled_curve():
     """A small, age-skewed cohort (most subjects 18-22, a dozen older) of a straight-line truth: the curve chosen by
     leave-one-out roughness weight is nearer the truth over the sparse ages than the ridge alone. A well-sampled
     curved truth keeps its curvature (a small weight), and the chosen weights survive a round trip."""
-    from normcore.tabular.preprocessing import LocationScale
+    from normcore.tabular.location_scale import LocationScale
 
     errors = _sparse_old_ages_errors("SMOOTHING", 120, 5, lambda age: 10.0,
                                      lambda mu, sd, grid: np.sqrt(np.mean((mu - (100 + 2 * grid)) ** 2)))
@@ -379,7 +271,7 @@ def test_scale_roughness_weight_steadies_the_spread_over_sparse_ages():
     """A small, age-skewed cohort (most subjects 18-22, a dozen older) whose spread grows slowly with age: the scale
     curve chosen by leave-one-out roughness weight is nearer the truth over the sparse ages than the fixed ridge's
     (which follows the few older subjects' squared residuals), and the chosen weights survive a round trip."""
-    from normcore.tabular.preprocessing import LocationScale
+    from normcore.tabular.location_scale import LocationScale
 
     errors = _sparse_old_ages_errors("SCALE_SMOOTHING", 150, 8, lambda age: 5 + 0.2 * age,
                                      lambda mu, sd, grid: np.sqrt(np.mean(np.log(sd / (5 + 0.2 * grid)) ** 2)))
@@ -393,7 +285,7 @@ def test_scale_roughness_weight_steadies_the_spread_over_sparse_ages():
 def test_location_and_scale_stay_at_the_nearer_edge_beyond_the_training_ages():
     """The documented contract beyond the training ages: no extrapolated trend (a straight continuation measured
     worse above the oldest age on fcon1000), even where the curve is steep at the edge."""
-    from normcore.tabular.preprocessing import LocationScale
+    from normcore.tabular.location_scale import LocationScale
 
     rng = np.random.default_rng(0)
     age = rng.uniform(20, 60, 400)
@@ -411,7 +303,7 @@ def test_level_curves_solved_block_wise_equal_the_dense_ridge():
     """The location with one covariate's level curves (a batch covariate) is solved through the curve blocks' Schur
     complement; coefficients, fitted values and hat diagonal equal the dense ridge on [basis, curves], rows of no
     level included."""
-    from normcore.tabular.preprocessing import LocationScale, _LevelCurveRidge, _ridge
+    from normcore.tabular.location_scale import LocationScale, _LevelCurveRidge, _ridge
 
     rng = np.random.default_rng(0)
     n, k = 400, 9
@@ -442,7 +334,7 @@ def test_level_curves_solved_block_wise_equal_the_dense_ridge():
 def test_the_location_with_level_curves_equals_the_dense_basis_product(curves):
     """location_scale adds each row's own level curve without building the row x curve-column matrix; the result is
     the dense basis times the coefficients, for rows of no level and without a covariate's level effect too."""
-    from normcore.tabular.preprocessing import LocationScale
+    from normcore.tabular.location_scale import LocationScale
 
     rng = np.random.default_rng(1)
     n, k = 500, 7
