@@ -11,6 +11,17 @@ _SINGLE_AGE_SPAN = 1e-6  # years: the nominal age range of a cohort whose subjec
 _WEAK_SUPPORT = 10.0  # a spline column whose Gram diagonal is under this many ridges is barely informed by the rows
 
 
+def _standard_units(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each column's mean and SD over its observed values (NaN: missing); 0 and 1 for a column observed on fewer than
+    two rows or without spread."""
+    observed = (~np.isnan(y)).sum(axis=0)
+    enough = observed >= 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        centre = np.where(enough, np.nanmean(np.where(enough, y, 0.0), axis=0), 0.0)
+        spread = np.where(enough, np.nanstd(np.where(enough, y, 0.0), axis=0), 1.0)
+    return centre, np.where(spread > 0, spread, 1.0)
+
+
 def _leave_one_out_residual(target: np.ndarray, fitted: np.ndarray, hat: np.ndarray) -> np.ndarray:
     """Each row's residual from the linear smoother (hat-matrix diagonal ``hat``) refitted without it:
     (t_i - f_i) / (1 - h_ii); so t_i minus it is the row's leave-one-out prediction."""
@@ -222,9 +233,15 @@ class LocationScale:
         mean effect of the levels that have some (:meth:`_average_unseen_levels`): what is known of a site never
         seen. An IDP observed on fewer than two rows keeps location 0 and scale 1, for its caller to replace (a point
         mass's body of one value: :func:`~normcore.tabular.point_masses.pooled_bodies`).
+
+        Each IDP is fitted in its own standard units (less its mean, over its SD) and the coefficients are stored in
+        the IDP's units, so the residuals do not depend on the units the IDP is measured in (mm^3 or cm^3, mm^2/s):
+        the ridge penalties and the log variance's ridge would otherwise pull towards a level and a spread of 1 in
+        those units (BENCHMARKS.md, forty-eighth session).
         """
         age = np.asarray(age, float)
-        y = np.asarray(y, float)
+        centre, spread = _standard_units(np.asarray(y, float))
+        y = (np.asarray(y, float) - centre) / spread
         self.age_lo, self.age_hi = float(age.min()), float(max(age.max(), age.min() + _SINGLE_AGE_SPAN))
         probs = np.linspace(0, 1, self.n_knots + 2)[1:-1]
         self.knots = np.unique(np.quantile(age, probs)).tolist()
@@ -253,6 +270,10 @@ class LocationScale:
         self.curve_penalty = penalties if self.curves else []
         self.smoothing = [float(w) for w in smoothing]
         self.scale_smoothing = [float(w) for w in scale_smoothing]
+        n_spline = len(self.knots) + 4  # B-splines sum to one: a constant added to their coefficients shifts the curve
+        mu_coef = mu_coef * spread
+        mu_coef[:n_spline] += centre
+        lv_coef[:n_spline] += 2 * np.log(spread)
         self.mu_coef, self.logvar_coef = mu_coef.tolist(), lv_coef.tolist()
         return out
 

@@ -23,10 +23,12 @@ def test_location_scale_training_residuals_are_leave_one_out():
 
     basis, var_basis = ls._basis(age, codes, extrapolate=True), ls._basis(age, codes, extrapolate=False)
     everyone = np.ones(n, bool)
-    resid = np.array([float((y[i] - basis[i] @ ridge(basis, y, np.arange(n) != i, ls.smoothing[0]))[0])
+    u = (y - y.mean()) / y.std()  # the stage fits each IDP in its standard units
+    resid = np.array([float((u[i] - basis[i] @ ridge(basis, u, np.arange(n) != i, ls.smoothing[0]))[0])
                       for i in range(n)])
     log_sq = np.log(resid**2 + 1e-6 * resid.var())
-    _, sd = ls.location_scale(age, codes)  # the full fit, rescaled to unit variance
+    _, sd = ls.location_scale(age, codes)  # the full fit, rescaled to unit variance (in the IDP's units)
+    sd = sd / y.std()
     rescale = sd[:, 0] / np.exp(0.5 * var_basis @ ridge(var_basis, log_sq, everyone, ls.scale_smoothing[0]))
     assert np.ptp(rescale) < 1e-9 * rescale[0]
     assert ((resid / sd[:, 0]) ** 2).mean() == pytest.approx(1.0, rel=1e-6)
@@ -34,6 +36,26 @@ def test_location_scale_training_residuals_are_leave_one_out():
         without_i = ridge(var_basis, log_sq, np.arange(n) != i, ls.scale_smoothing[0])
         sd_without_i = np.exp(0.5 * var_basis[i] @ without_i) * rescale[0]
         assert r[i, 0] == pytest.approx(resid[i] / sd_without_i, rel=1e-6)
+
+
+@pytest.mark.parametrize("units", [1e-9, 1e-4, 1e3, 1e6])
+def test_the_residuals_do_not_depend_on_the_units(units):
+    """The same IDP in other units (mm^2/s, cm^3 or mm^3) gets the same training and new residuals: the stage fits
+    it in its standard units. (Fitted in its own units, the ridges pulled towards a level and a spread of 1 in them:
+    residuals moved by 0.04-0.12 at 1e-2 to 1e6, by 2.9 at 1e-9.)"""
+    from normcore.tabular.location_scale import LocationScale
+
+    age, codes, y = _sites_scaling_an_age_trend(800, 2)
+    y = y + 40.0  # a level far from 0 in its SD's units, as a cortical thickness or a volume has
+    reference, scaled = LocationScale(curves=[1]), LocationScale(curves=[1])
+    r = reference.fit_transform(age, codes, y, [2, 4])
+    np.testing.assert_allclose(scaled.fit_transform(age, codes, y * units, [2, 4]), r, atol=1e-9)
+    np.testing.assert_allclose(scaled.transform(y[:40] * units, age[:40], codes[:40]),
+                               reference.transform(y[:40], age[:40], codes[:40]), atol=1e-9)
+    mu, sd = scaled.location_scale(age[:40], codes[:40])
+    mu_ref, sd_ref = reference.location_scale(age[:40], codes[:40])
+    np.testing.assert_allclose(mu, mu_ref * units, rtol=1e-9)
+    np.testing.assert_allclose(sd, sd_ref * units, rtol=1e-9)
 
 
 def test_location_at_the_oldest_training_age_when_a_knot_sits_there():
@@ -179,10 +201,15 @@ def test_location_scale_fits_each_idp_on_its_observed_rows():
     assert ls.curve_penalty[:2] == complete.curve_penalty
     # the gappy one: NaN exactly where missing, and the fit of its observed rows alone (same knots and levels)
     assert np.array_equal(np.isnan(r[:, 2]), missing)
-    mu, lv, resid, _, _ = complete._fit_columns(age[~missing], codes[~missing], y[~missing, :1])
+    seen = y[~missing, 0]
+    standard = ((seen - seen.mean()) / seen.std())[:, None]
+    mu, lv, resid, _, _ = complete._fit_columns(age[~missing], codes[~missing], standard)
     np.testing.assert_allclose(r[~missing, 2], resid[:, 0], atol=1e-12)
-    np.testing.assert_allclose(np.asarray(ls.mu_coef)[:, 2], mu[:, 0], atol=1e-12)
-    np.testing.assert_allclose(np.asarray(ls.logvar_coef)[:, 2], lv[:, 0], atol=1e-12)
+    n_spline = len(ls.knots) + 4  # stored in the IDP's units (fitted in its standard units)
+    np.testing.assert_allclose(np.asarray(ls.mu_coef)[:, 2], mu[:, 0] * seen.std() + (np.arange(len(mu)) < n_spline)
+                               * seen.mean(), atol=1e-12)
+    np.testing.assert_allclose(np.asarray(ls.logvar_coef)[:, 2], lv[:, 0] + (np.arange(len(lv)) < n_spline) * 2
+                               * np.log(seen.std()), atol=1e-12)
     assert np.corrcoef(r[~missing, 2], r[~missing, 0])[0, 1] > 0.99  # and it standardises like the complete fit
     assert np.isfinite(ls.transform(y[:, [0, 1, 0]], age, codes)).all()  # new subjects need no missing pattern
 

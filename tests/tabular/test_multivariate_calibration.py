@@ -84,8 +84,9 @@ def test_a_fit_calibrates_on_its_validation_rows_and_scores_with_it(calibrated_m
     scores = model.score(fresh)
     d2 = scores["multivariate_d2"].to_numpy()
     np.testing.assert_allclose(scores["multivariate_z"], cal.z(d2, np.full(len(d2), 4)))
-    # the validation rows were scored as new subjects: their d2 is spread like fresh subjects'
-    assert cal.mean_d2 == pytest.approx(d2.mean(), rel=0.2)
+    # the validation rows were scored as new subjects: their d2 is spread like fresh subjects' (the mean of 70 rows'
+    # d2 has a standard error of ~9%: its ratio to 400 fresh rows' was 0.80-1.08 over make_synthetic seeds 5-10)
+    assert cal.mean_d2 == pytest.approx(d2.mean(), rel=0.25)
     fewer = model.score(fresh, n_samples=100)
     np.testing.assert_allclose(fewer["multivariate_z"], cal.z(fewer["multivariate_d2"], np.full(len(d2), 4), 100))
     loaded = load_model(model.save(tmp_path / "m"))
