@@ -231,8 +231,8 @@ class LocationScale:
         knots and range come from every row), as if its column alone had been given those rows, and its residuals
         are NaN where it is missing. A level none of those rows has (a site that never measured the IDP) gets the
         mean effect of the levels that have some (:meth:`_average_unseen_levels`): what is known of a site never
-        seen. An IDP observed on fewer than two rows keeps location 0 and scale 1, for its caller to replace (a point
-        mass's body of one value: :func:`~normcore.tabular.point_masses.pooled_bodies`).
+        seen. An IDP without two different observed values keeps location 0 and scale 1, for its caller to replace (a
+        point mass's body of one value, or of equal ones: :func:`~normcore.tabular.point_masses.pooled_bodies`).
 
         Each IDP is fitted in its own standard units (less its mean, over its SD) and the coefficients are stored in
         the IDP's units, so the residuals do not depend on the units the IDP is measured in (mm^3 or cm^3, mm^2/s):
@@ -240,8 +240,11 @@ class LocationScale:
         those units (BENCHMARKS.md, forty-eighth session).
         """
         age = np.asarray(age, float)
-        centre, spread = _standard_units(np.asarray(y, float))
-        y = (np.asarray(y, float) - centre) / spread
+        raw = np.asarray(y, float)
+        degenerate = np.nanmax(raw, axis=0, initial=-np.inf) <= np.nanmin(raw, axis=0, initial=np.inf)
+        y = np.where(degenerate, np.nan, raw)  # one value (or none) to fit: left to the caller, as unobserved
+        centre, spread = _standard_units(y)
+        y = (y - centre) / spread
         self.age_lo, self.age_hi = float(age.min()), float(max(age.max(), age.min() + _SINGLE_AGE_SPAN))
         probs = np.linspace(0, 1, self.n_knots + 2)[1:-1]
         self.knots = np.unique(np.quantile(age, probs)).tolist()
@@ -257,8 +260,7 @@ class LocationScale:
             patterns, group = np.unique(observed.T, axis=0, return_inverse=True)
             for g, rows in enumerate(patterns):
                 cols = np.flatnonzero(group.ravel() == g)
-                if rows.sum() < 2:  # no location and scale to fit: the identity (the caller sets its own)
-                    out[np.ix_(rows, cols)] = y[np.ix_(rows, cols)]
+                if rows.sum() < 2:  # no location and scale to fit (set below)
                     continue
                 m, lv, r, pen, (smooth, scale_smooth) = self._fit_columns(age[rows], codes[rows], y[np.ix_(rows, cols)])
                 for coef in (m, lv):
@@ -270,6 +272,7 @@ class LocationScale:
         self.curve_penalty = penalties if self.curves else []
         self.smoothing = [float(w) for w in smoothing]
         self.scale_smoothing = [float(w) for w in scale_smoothing]
+        out[:, degenerate] = raw[:, degenerate]  # location 0, scale 1
         n_spline = len(self.knots) + 4  # B-splines sum to one: a constant added to their coefficients shifts the curve
         mu_coef = mu_coef * spread
         mu_coef[:n_spline] += centre

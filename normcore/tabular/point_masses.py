@@ -147,12 +147,12 @@ def bodies_without_spread(y: np.ndarray, names: list[str]) -> list[str]:
 def pooled_bodies(y_body: np.ndarray, floor: np.ndarray, ceiling: np.ndarray) -> dict[int, tuple[float, float]]:
     """``{column: (mean, SD)}`` of the bounded columns whose values between the bounds (``y_body``: NaN elsewhere)
     are fewer than ``MIN_BODY_FOR_COVARIATES``: too few for an age curve and a shift and scale per site (a
-    measure present in 1% of the reference), so one location and scale serves every row; a body without spread
-    (one value, or equal ones) takes :func:`assumed_spread`."""
+    measure present in 1% of the reference), so one location and scale serves every row; so does a body without
+    spread (one value, or equal ones: the middle level of a measure of three values), with :func:`assumed_spread`."""
     out = {}
     for j in np.flatnonzero(~np.isnan(floor) | ~np.isnan(ceiling)):
         body = y_body[~np.isnan(y_body[:, j]), j]
-        if body.size < MIN_BODY_FOR_COVARIATES:
+        if body.size < MIN_BODY_FOR_COVARIATES or np.ptp(body) == 0:
             centre = float(body.mean())
             out[int(j)] = (centre, float(body.std()) or assumed_spread(centre, floor[j], ceiling[j]))
     return out

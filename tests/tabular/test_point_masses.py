@@ -173,19 +173,26 @@ def test_a_measure_that_stays_at_its_floor_between_visits_shows_no_change(censor
     assert (result.table["dz:normal"] != 0).all()  # other measures' change as before
 
 
-@pytest.mark.parametrize("backbone", ["shash-baseline", "film-mlp"])
-def test_a_measure_present_in_three_of_900_is_read_against_its_floor(backbone):
-    """3 of 900 training rows present (3-6), the rest 0: a floor with a body of 3 values. A present value reads
-    z 2-5 (the floor holds 99.7%); continuous, as with 5 values needed between the bounds, z 7-134."""
+def _fit_with_a_rare_measure(backbone: str, present):
+    """A model of 900 training rows: ``rare`` is 0 but at the rows and values ``present(rng)`` gives, beside a
+    continuous measure that follows age."""
     torch.set_num_threads(1)
     rng = np.random.default_rng(1)
     rare = np.zeros(900)
-    rare[rng.choice(900, 3, replace=False)] = rng.uniform(3, 6, 3)
+    rows, values = present(rng)
+    rare[rows] = values
     age = rng.uniform(20, 80, 900)
     train = pd.DataFrame({"age": age, "sex": rng.integers(0, 2, 900), "rare": rare,
                           "normal": 3 + 0.01 * age + 0.3 * rng.normal(size=900)})
     options = {"epochs": 30} if backbone == "film-mlp" else {}
-    model = make_model(backbone, seed=0, **options).fit(train, "age", ["sex"], ["rare", "normal"])
+    return make_model(backbone, seed=0, **options).fit(train, "age", ["sex"], ["rare", "normal"])
+
+
+@pytest.mark.parametrize("backbone", ["shash-baseline", "film-mlp"])
+def test_a_measure_present_in_three_of_900_is_read_against_its_floor(backbone):
+    """3 of 900 training rows present (3-6), the rest 0: a floor with a body of 3 values. A present value reads
+    z 2-5 (the floor holds 99.7%); continuous, as with 5 values needed between the bounds, z 7-134."""
+    model = _fit_with_a_rare_measure(backbone, lambda rng: (rng.choice(900, 3, replace=False), rng.uniform(3, 6, 3)))
     assert [(idp, kind) for idp, kind, _, _ in model.point_masses_] == [("rare", "floor")]
     test = pd.DataFrame({"age": [30.0, 50.0, 70.0], "sex": [0, 1, 0], "rare": [0.0, 4.0, 5.5],
                          "normal": [3.3, 3.5, 3.7]})
@@ -200,15 +207,7 @@ def test_a_measure_with_one_value_off_its_floor_is_read_against_its_floor(backbo
     """One value of 900 off 0: a floor whose body's spread is assumed (its distance to the floor) and named in the
     fit's warnings. A present value reads beyond the floor's 99.9% (z 2.9-4), further out the further it lies; a 0
     within it; no draw below 0. Continuous, as before, a present value read z 12-350."""
-    torch.set_num_threads(1)
-    rng = np.random.default_rng(1)
-    rare = np.zeros(900)
-    rare[7] = 4.5
-    age = rng.uniform(20, 80, 900)
-    train = pd.DataFrame({"age": age, "sex": rng.integers(0, 2, 900), "rare": rare,
-                          "normal": 3 + 0.01 * age + 0.3 * rng.normal(size=900)})
-    options = {"epochs": 30} if backbone == "film-mlp" else {}
-    model = make_model(backbone, seed=0, **options).fit(train, "age", ["sex"], ["rare", "normal"])
+    model = _fit_with_a_rare_measure(backbone, lambda rng: (7, 4.5))
     assert [(idp, kind) for idp, kind, _, _ in model.point_masses_] == [("rare", "floor")]
     assert [w for w in model.fit_warnings_ if w.startswith("rare: 99.9% of the training values are 0 and the only")]
     test = pd.DataFrame({"age": [50.0] * 4, "sex": [1] * 4, "rare": [0.0, 4.5, 9.0, 45.0], "normal": [3.5] * 4})
@@ -234,3 +233,24 @@ def test_values_beyond_a_bound_are_scored_as_it_and_named_in_a_note(censored_coh
     assert not beyond_bounds_notes(["a"], np.array([[0.0], [np.nan]]), np.array([0.0]), np.array([np.nan]))
     above = beyond_bounds_notes(["a"], np.array([[7.0], [5.0]]), np.array([np.nan]), np.array([5.0]))
     assert len(above) == 1 and "1 value(s) above its ceiling 5" in above[0]
+
+
+@pytest.mark.parametrize("backbone", ["shash-baseline", "film-mlp"])
+def test_a_measure_of_three_values_is_a_floor_a_ceiling_and_a_body_of_one_value(backbone, tmp_path):
+    """0, 1 or 2 (a rating): a floor, a ceiling and 224 equal values between, which gave the location-scale stage
+    a column without spread (NaN z, a card with -inf that would not load, a ZeroDivisionError). The body now takes
+    the assumed spread; a 1 reads between the two bounds' shares, and the model saves and loads."""
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({"age": rng.uniform(20, 80, 600), "sex": rng.integers(0, 2, 600),
+                          "rating": rng.choice([0.0, 1.0, 2.0], 600, p=[0.4, 0.4, 0.2]),
+                          "normal": rng.normal(size=600)})
+    options = {"epochs": 10} if backbone == "film-mlp" else {}
+    model = make_model(backbone, seed=0, **options).fit(table, "age", ["sex"], ["rating", "normal"])
+    assert [kind for idp, kind, _, _ in model.point_masses_ if idp == "rating"] == ["floor", "ceiling"]
+    assert [w for w in model.fit_warnings_ if w.startswith("rating:") and "224 other values are all 1" in w]
+    scores = load_model(model.save(tmp_path / "m")).score(table.head(40), seed=0)
+    centile = scores["centile:rating"].to_numpy()
+    assert np.isfinite(scores["z:rating"]).all()
+    middle = (table.rating.head(40) == 1).to_numpy()
+    assert (centile[middle] > 0.3).all() and (centile[middle] < 0.9).all()
