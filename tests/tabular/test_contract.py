@@ -217,3 +217,22 @@ def test_fit_on_a_table_missing_some_idp_values(name, data):
     assert any("miss some IDP values" in w for w in model.fit_warnings_)
     scores = model.score(df.head(20))
     assert np.isfinite(scores[[f"z:{c}" for c in idps]].to_numpy()).all()
+
+
+@pytest.mark.parametrize("name", TYPES)
+def test_z_does_not_depend_on_the_units_of_a_measure(name, fitted, data):
+    """The same table with its IDPs in other units (x 1e-4: mm^2/s; x 1e3: mm^3 for cm^3) gives the same z. The
+    location-scale stage once fitted each IDP in the units given, and its ridges pulled towards a level and a
+    spread of 1 there: z moved by 0.03-0.09 at these factors. (PCNtoolkit standardises its responses itself; on one
+    of these 240-row IDPs its warp's optimiser lands elsewhere when the values move by a millionth, z 0.05 apart:
+    not a matter of units, so it is not held to this.)"""
+    if name == "pcntoolkit-blr":
+        pytest.skip("PCNtoolkit's optimum on this table moves with a change of a millionth in the values")
+    df, idps = data
+    reference = fitted(name).score(df.head(40), seed=0)[[f"z:{c}" for c in idps]].to_numpy()
+    for units in (1e-4, 1e3):
+        other = df.copy()
+        other[idps] = other[idps] * units
+        model = make_model(name, **SETTINGS[name]).fit(other, age="age", covariates=["sex"], idps=idps)
+        z = model.score(other.head(40), seed=0)[[f"z:{c}" for c in idps]].to_numpy()
+        np.testing.assert_allclose(z, reference, atol=1e-4)
