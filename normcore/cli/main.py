@@ -115,11 +115,11 @@ def cmd_fit(args: argparse.Namespace) -> None:
     covariates = csv_list(args.covariates)
     df = _rows_of_group(df, args.data, args.group_col, args.control_value)
     exclude = [c for c in (args.id_col, args.group_col) if c]
-    idps = csv_list(args.idps) or None
+    idps, id_columns = csv_list(args.idps) or None, []
     if idps is None and not args.idps_regex:
-        from normcore.tabular.validation import resolve_idps
+        from normcore.tabular.validation import default_idps
 
-        idps = resolve_idps(df, exclude=[args.age, *covariates, *exclude], label=str(args.data))
+        idps, id_columns = default_idps(df, exclude=[args.age, *covariates, *exclude], label=str(args.data))
     if args.id_col:
         _warn_duplicate_ids(df, args.id_col, args.data)
     backbone_params = json_object(args.backbone_params, "--backbone-params")
@@ -140,7 +140,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
     model.check_params()
     model.fit(df, age=args.age, covariates=covariates, idps=idps, idps_regex=args.idps_regex,
               progress=_stderr_progress(args.quiet), label=str(args.data))
-    for warning in model.fit_warnings_:
+    for warning in [*id_columns, *model.fit_warnings_]:
         print(f"warning: {warning}", file=sys.stderr)
     model.save(args.out)
     h = model.history_

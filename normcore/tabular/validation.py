@@ -14,6 +14,7 @@ import pandas as pd
 
 from normcore._utils.errors import InputError, column_hint
 from normcore._utils.plausibility import AGE_LIMITS
+from normcore.tabular.column_matching import ID_NAMES, normalise_name
 
 
 @dataclass
@@ -200,20 +201,47 @@ def validate_table(df: pd.DataFrame, age: str, covariates: list[str], idps: list
     return report
 
 
+def looks_like_subject_ids(name: str, values: pd.Series) -> bool:
+    """Whether a numeric column is a subject ID, not a measure: named as IDs are (``eid`` in UK Biobank, ``sub_id``,
+    ``participant_id``: :data:`~normcore.tabular.column_matching.ID_NAMES`) and holding whole numbers only."""
+    if normalise_name(name) not in {normalise_name(n) for n in ID_NAMES}:
+        return False
+    numbers = pd.to_numeric(values, errors="coerce").dropna()
+    return len(numbers) > 0 and bool((numbers % 1 == 0).all())
+
+
+def default_idps(df: pd.DataFrame, exclude: list[str] | tuple[str, ...] = (),
+                 label: str = "table") -> tuple[list[str], list[str]]:
+    """The IDPs of a table whose IDPs were not named: every numeric column not in ``exclude``, less those of subject
+    IDs (:func:`looks_like_subject_ids`); and a warning naming each ID column left out."""
+    chosen = resolve_idps(df, exclude=exclude, label=label)
+    ids = [c for c in chosen if looks_like_subject_ids(c, df[c])]
+    if len(ids) == len(chosen):
+        raise InputError(f"{label}: no numeric IDP columns found besides the covariates and the subject IDs "
+                         f"({', '.join(map(repr, ids))})")
+    return [c for c in chosen if c not in ids], [f"column {c!r} holds subject IDs (its name; whole numbers): it is not "
+                                                 "taken as an IDP (name the IDPs to use it as one)" for c in ids]
+
+
 def prepare_training_table(df: pd.DataFrame, age: str, covariates: list[str], idps: list[str] | None,
                            idps_regex: str | None, label: str, min_rows: int = 20,
                            keep_incomplete: bool = False) -> tuple[pd.DataFrame, list[str], list[str]]:
-    """Validate a training table; drop constant IDPs and unusable rows (returned as warnings).
+    """Validate a training table; drop constant IDPs and unusable rows (returned as warnings). Chosen by default
+    (neither ``idps`` nor ``idps_regex``), the IDPs leave out numeric columns of subject IDs
+    (:func:`looks_like_subject_ids`), with a warning.
 
     Rows missing age or a covariate are dropped. Rows missing some IDP values are dropped too, unless
     ``keep_incomplete`` (a model that fits each IDP on its observed values): then only rows with no usable IDP value
     go, and IDPs observed in fewer than ``min_rows`` of the kept rows are dropped. Returns (rows, usable IDP names,
     warning messages); raises :class:`InputError` on errors.
     """
-    idps = resolve_idps(df, idps, idps_regex, exclude=[age, *covariates], label=label)
+    if idps or idps_regex:
+        idps, warnings = resolve_idps(df, idps, idps_regex, exclude=[age, *covariates], label=label), []
+    else:
+        idps, warnings = default_idps(df, exclude=[age, *covariates], label=label)
     report = validate_table(df, age, covariates, idps)
     report.raise_errors(label)
-    warnings = [f.message for f in report.warnings]
+    warnings += [f.message for f in report.warnings]
     idps = [c for c in idps if c not in report.constant_idps]
     if not idps:
         raise InputError(f"{label}: no usable IDP columns")

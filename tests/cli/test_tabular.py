@@ -48,6 +48,18 @@ def test_fit_writes_a_model_folder(workflow):
     assert card["training_data"]["n_train"] + card["training_data"]["n_validation"] == 250  # controls only
 
 
+def test_fit_leaves_a_numeric_subject_id_column_out_of_the_idps(workflow):
+    """UK Biobank's numeric ``eid``: not a measure, though every other numeric column is one by default."""
+    df = pd.read_csv(workflow / "data.csv")
+    df.insert(0, "eid", range(1000000, 1000000 + len(df)))
+    df[df.group == "control"].drop(columns=["sub_id", "group"], errors="ignore").to_csv(workflow / "eid.csv",
+                                                                                        index=False)
+    proc = run("fit", workflow / "eid.csv", "--age", "age", "--covariates", "sex,site", "--backbone",
+               "shash-baseline", "--out", workflow / "eid_model")
+    assert "warning: column 'eid' holds subject IDs" in proc.stderr
+    assert json.loads((workflow / "eid_model" / "model.json").read_text())["idps"] == ["idp_01", "idp_02", "idp_03"]
+
+
 def test_fit_with_a_batch_covariate_keeps_it_out_of_the_network(workflow):
     run("fit", workflow / "data.csv", "--age", "age", "--covariates", "sex,site", "--batch-covariates", "site",
         "--idps-regex", "^idp_", "--group-col", "group", *TINY_FIT, "--out", workflow / "batch")

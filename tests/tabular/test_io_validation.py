@@ -153,3 +153,23 @@ def test_a_consortium_of_hundreds_of_sites_is_categorical_and_a_measure_is_not()
     rep = validate_table(df, "age", ["site", "scanner", "etiv", "sub"], ["x"])
     refused = {f.column for f in rep.errors}
     assert refused == {"etiv", "sub"} and all("is it continuous?" in f.message for f in rep.errors)
+
+
+def test_numeric_subject_ids_are_not_taken_as_an_idp_unless_named():
+    """UK Biobank's ``eid`` (and a ``participant_id`` of numbers) was fitted as a measure when IDPs were not named."""
+    from normcore.tabular.validation import default_idps, looks_like_subject_ids, prepare_training_table
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"eid": np.arange(1000000, 1000060), "age": rng.uniform(20, 80, 60),
+                       "sex": rng.integers(0, 2, 60),
+                       "participant_id": np.arange(60) % 30, "volume": rng.normal(5000, 400, 60),
+                       "idp": rng.normal(size=60)})
+    assert looks_like_subject_ids("eid", df.eid) and looks_like_subject_ids("Participant ID", df.participant_id)
+    assert not looks_like_subject_ids("volume", df.volume.round()) and not looks_like_subject_ids("id", df.idp)
+    idps, notes = default_idps(df, exclude=["age", "sex"])
+    assert idps == ["volume", "idp"] and len(notes) == 2 and notes[0].startswith("column 'eid' holds subject IDs")
+    kept, idps, warnings = prepare_training_table(df, "age", ["sex"], None, None, "table")
+    assert idps == ["volume", "idp"] and any("'participant_id' holds subject IDs" in w for w in warnings)
+    assert prepare_training_table(df, "age", ["sex"], ["eid", "volume"], None, "table")[1] == ["eid", "volume"]
+    with pytest.raises(InputError, match="besides the covariates and the subject IDs"):
+        default_idps(df[["age", "sex", "eid"]], exclude=["age", "sex"])
