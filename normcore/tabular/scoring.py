@@ -297,13 +297,38 @@ def far_off_notes(idps: list[str], z: np.ndarray, y: np.ndarray, training_mean: 
     notes = []
     counted = np.flatnonzero(np.isfinite(z).sum(axis=0) >= FAR_OFF_MIN_SUBJECTS)
     far = counted[np.nanmedian(np.abs(z[:, counted]), axis=0) > FAR_OFF_Z] if counted.size else counted
+    ratios, by_power = {}, {}
     for j in far:
+        mean, ok = training_mean.get(idps[j]), np.isfinite(z[:, j])
+        if mean:
+            ratios[j] = float(np.median(y[ok, j])) / mean
+            power = _power_of_ten(ratios[j])
+            if power:
+                by_power.setdefault(power, []).append(j)
+    grouped = {j for cols in by_power.values() if len(cols) >= 2 for j in cols}
+    for power, cols in sorted(by_power.items()):
+        if len(cols) >= 2:
+            names = ", ".join(repr(idps[j]) for j in cols[:4]) + (", ..." if len(cols) > 4 else "")
+            low, high = min(ratios[j] for j in cols), max(ratios[j] for j in cols)
+            notes.append(f"{len(cols)} IDPs ({names}) have values about {10.0 ** power:g} times the reference's "
+                         f"(median ratio {low:.3g}-{high:.3g}) and median |z| beyond {FAR_OFF_Z:g}: the table is most "
+                         "likely in other units (cm^3 for mm^3 gives 0.001, cm for mm 0.1); convert these columns "
+                         "to the reference's units and score again")
+    for j in far:
+        if j in grouped:
+            continue
         name, ok = idps[j], np.isfinite(z[:, j])
         med = float(np.median(z[ok, j]))
-        mean = training_mean.get(name)
-        ratio = (f"; their median value is {float(np.median(y[ok, j])) / mean:.3g} times the training mean"
-                 if mean else "")
+        ratio = f"; their median value is {ratios[j]:.3g} times the training mean" if j in ratios else ""
         notes.append(f"IDP {name!r}: the {int(ok.sum())} scored subjects' median z is {med:+.1f}{ratio}. Unless "
                      "they are all severely affected, check that the column measures what the reference's did "
                      "(units, FreeSurfer version, the right column) and that their ages and covariates are right")
     return notes
+
+
+def _power_of_ten(ratio: float) -> int:
+    """The k != 0 with ``ratio`` within a factor 1.5 of 10^k (a unit slip: mm^3 and cm^3, mm and cm), else 0."""
+    if not ratio > 0:
+        return 0
+    k = int(np.round(np.log10(ratio)))
+    return k if k and abs(np.log10(ratio) - k) < np.log10(1.5) else 0

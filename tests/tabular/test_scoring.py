@@ -415,6 +415,18 @@ def test_a_cohort_far_off_the_reference_on_one_idp_gets_a_note_naming_it():
     assert far_off_notes(["vol"], z[:, :1], y[:, :1], {})[0].count("times") == 0  # no training mean: no ratio
 
 
+def test_idps_far_off_by_one_power_of_ten_get_one_note_naming_the_units():
+    """Volumes in cm^3 scored against a reference in mm^3 (fcon1000: 41 IDPs far off, 41 notes before): one note."""
+    rng = np.random.default_rng(1)
+    n = FAR_OFF_MIN_SUBJECTS + 5
+    z = np.column_stack([rng.normal(-12, 1, n), rng.normal(-9, 1, n), rng.normal(-8, 1, n), rng.normal(7, 1, n)])
+    y = np.column_stack([np.full(n, 3.1), np.full(n, 0.95), np.full(n, 12.0), np.full(n, 40.0)])
+    means = {"a": 3000.0, "b": 1000.0, "c": 11.0, "d": 20.0}
+    notes = far_off_notes(["a", "b", "c", "d"], z, y, means)
+    assert len(notes) == 3 and notes[0].startswith("2 IDPs ('a', 'b') have values about 0.001 times the reference's")
+    assert notes[1].startswith("IDP 'c'") and notes[2].startswith("IDP 'd'")  # near 1 and 2x: named one by one
+
+
 def test_scoring_a_column_in_other_units_says_so(tiny_model, cohort):
     df, truth = cohort
     table = df.head(20).copy()
