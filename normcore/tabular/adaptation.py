@@ -32,6 +32,7 @@ import numpy as np
 
 from normcore._utils.errors import InputError
 from normcore.tabular.location_scale import LocationScale
+from normcore.tabular.scoring import units_hint
 
 MIN_TRAINING_LEVELS = 2  # the spread of level effects needs at least two levels to be estimated at all
 FEW_TRAINING_LEVELS = 5  # below this the spread is a rough estimate: said in a warning
@@ -46,6 +47,8 @@ class LevelEstimate:
     weight_location: np.ndarray  # (D,) share of the local estimate in the location effect (0 = prior only)
     weight_scale: np.ndarray  # (D,) the same for the log-variance effect
     n_controls: np.ndarray  # (D,) controls with a value for each IDP
+    surprise: np.ndarray  # (D,) the larger of the local location's and log variance's distances from the prior, in
+    # SDs of what the prior's spread and the sampling allow (0 where no control has a value)
 
 
 def training_level_effects(ls: LocationScale, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -105,7 +108,31 @@ def estimate_level(ls: LocationScale, k: int, level: int | None, age: np.ndarray
     # predictive variance = within-level variance + posterior variance of the location effect
     within = np.exp(g) * np.mean(sd0**2, axis=0)
     logvar = g + np.log1p(post_var_mu / np.maximum(within, 1e-300))
-    return LevelEstimate(mu, logvar, shrink_mu, shrink_lv, n.astype(int))
+    surprise = np.where(n > 1, np.maximum(np.abs(d - prior_mu) / np.sqrt(tau2_mu + v),
+                                          np.abs(g_hat - prior_lv) / np.sqrt(tau2_lv + v_g)), 0.0)
+    return LevelEstimate(mu, logvar, shrink_mu, shrink_lv, n.astype(int), surprise)
+
+
+FAR_FROM_EVERY_LEVEL = 8.0
+"""A level's local estimate this many SDs (of the training levels' spread and its sampling error) from its prior is
+not a site effect: such IDPs are named in the adaptation's warnings (other units, another column, another
+FreeSurfer version). Real new sites sit within a few: BENCHMARKS.md, forty-eighth session."""
+
+
+def far_from_every_level(label: str, idps: list[str], estimate: LevelEstimate, y: np.ndarray,
+                         training_mean: dict[str, float], most: int = 4) -> str | None:
+    """A warning naming the IDPs whose local estimate at level ``label`` lies beyond :data:`FAR_FROM_EVERY_LEVEL`
+    of its prior (``y``: the controls' values, (K, D)), with the units their values' ratio to the training mean
+    points to when it is near a power of ten; None when there are none."""
+    far = np.flatnonzero(estimate.surprise > FAR_FROM_EVERY_LEVEL)
+    if not far.size:
+        return None
+    names = ", ".join(repr(idps[j]) for j in far[:most]) + (", ..." if far.size > most else "")
+    ratios = [float(np.nanmedian(y[:, j])) / training_mean[idps[j]] for j in far if training_mean.get(idps[j])]
+    return (f"{label}: {far.size} IDP(s) ({names}) differ from the reference by {estimate.surprise[far].min():.0f}-"
+            f"{estimate.surprise[far].max():.0f} SDs of what sites differ by{units_hint(ratios)}: check the units, the "
+            "column mapping and the FreeSurfer version; the adapted effects follow these values only in part, so "
+            "their z are not to be trusted")
 
 
 def check_levels_can_be_learnt(ls: LocationScale, covariate: str, k: int) -> None:

@@ -449,7 +449,12 @@ class NormativeModel:
         new levels are adapted by their location and scale alone whatever ``network_input`` says (recorded as
         ``"none"``).
         """
-        from normcore.tabular.adaptation import FEW_TRAINING_LEVELS, check_levels_can_be_learnt, estimate_level
+        from normcore.tabular.adaptation import (
+            FEW_TRAINING_LEVELS,
+            check_levels_can_be_learnt,
+            estimate_level,
+            far_from_every_level,
+        )
 
         self._check_fitted()
         progress = as_progress(progress)
@@ -522,6 +527,10 @@ class NormativeModel:
                                  new.encoder_.trained_levels[col], train_count,
                                  np.isin(self.idps, unmeasured_here) if unmeasured_here else None)
             measured_now = [c for c, n in zip(self.idps, est.n_controls, strict=True) if c in unmeasured_here and n]
+            surprising = far_from_every_level(f"{col}={lvl}", self.idps, est, y[rows],
+                                              (getattr(self, "training_summary_", None) or {}).get("idp_mean", {}))
+            if surprising:
+                warnings.append(surprising)
             ls.set_level_effect(k, code, est.mu, est.logvar)
             sees = self._network_sees(col)
             network = {"network_input": "marginal" if sees else "none"}

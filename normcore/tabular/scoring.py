@@ -326,6 +326,16 @@ def far_off_notes(idps: list[str], z: np.ndarray, y: np.ndarray, training_mean: 
     return notes
 
 
+def units_hint(ratios: list[float]) -> str:
+    """", whose values are about 0.001 times the reference's (other units: cm^3 for mm^3?)" when most of ``ratios``
+    (values over the training mean) sit near one power of ten other than 1, else ""."""
+    powers = [_power_of_ten(r) for r in ratios]
+    common = max(set(powers), key=powers.count) if powers else 0
+    if not common or powers.count(common) * 2 <= len(powers):
+        return ""
+    return f", whose values are about {10.0 ** common:g} times the reference's (other units? cm^3 for mm^3 gives 0.001)"
+
+
 def _power_of_ten(ratio: float) -> int:
     """The k != 0 with ``ratio`` within a factor 1.5 of 10^k (a unit slip: mm^3 and cm^3, mm and cm), else 0."""
     if not ratio > 0:
