@@ -327,8 +327,8 @@ def far_off_notes(idps: list[str], z: np.ndarray, y: np.ndarray, training_mean: 
 
 
 def units_hint(ratios: list[float]) -> str:
-    """", whose values are about 0.001 times the reference's (other units: cm^3 for mm^3?)" when most of ``ratios``
-    (values over the training mean) sit near one power of ten other than 1, else ""."""
+    """A clause for a warning, ", whose values are about 0.001 times the reference's (other units? ...)", when most of
+    ``ratios`` (values over the training mean) sit near one power of ten other than 1; else ""."""
     powers = [_power_of_ten(r) for r in ratios]
     common = max(set(powers), key=powers.count) if powers else 0
     if not common or powers.count(common) * 2 <= len(powers):
