@@ -48,7 +48,7 @@ class LevelEstimate:
     weight_scale: np.ndarray  # (D,) the same for the log-variance effect
     n_controls: np.ndarray  # (D,) controls with a value for each IDP
     surprise: np.ndarray  # (D,) the larger of the local location's and log variance's distances from the prior, in
-    # SDs of what the prior's spread and the sampling allow (0 where no control has a value)
+    # SDs of the training levels' spread and the sampling error (0 where under two controls have a value)
 
 
 def training_level_effects(ls: LocationScale, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -108,8 +108,12 @@ def estimate_level(ls: LocationScale, k: int, level: int | None, age: np.ndarray
     # predictive variance = within-level variance + posterior variance of the location effect
     within = np.exp(g) * np.mean(sd0**2, axis=0)
     logvar = g + np.log1p(post_var_mu / np.maximum(within, 1e-300))
-    surprise = np.where(n > 1, np.maximum(np.abs(d - prior_mu) / np.sqrt(tau2_mu + v),
-                                          np.abs(g_hat - prior_lv) / np.sqrt(tau2_lv + v_g)), 0.0)
+    # how far the local estimate lies from the prior in SDs of what the training levels differ by (and the sampling
+    # error), for a known level too: its prior's own precision would call a real drift of a refined site surprising
+    with np.errstate(invalid="ignore", divide="ignore"):  # one training level: no spread, no surprise
+        between_mu, between_lv = mu_tr.var(0, ddof=1), lv_tr.var(0, ddof=1)
+        surprise = np.where(n > 1, np.maximum(np.abs(d - prior_mu) / np.sqrt(between_mu + v),
+                                              np.abs(g_hat - prior_lv) / np.sqrt(between_lv + v_g)), 0.0)
     return LevelEstimate(mu, logvar, shrink_mu, shrink_lv, n.astype(int), surprise)
 
 

@@ -281,3 +281,11 @@ def test_a_site_in_other_units_is_named_not_absorbed_silently(world, shash):
     warned = [w for w in shash.adapt(other_units).adapt_warnings_ if "of what sites differ by" in w]
     assert len(warned) == 1 and warned[0].startswith(f"site={NEW}: 3 IDP(s)")
     assert "about 0.001 times the reference's" in warned[0]
+    # a known site refined on 300 of its controls after a drift of twice the training sites' spread is no surprise
+    # either: the reference's own estimate of that site is far more precise, but the yardstick is the sites' spread
+    from normcore.tabular.adaptation import training_level_effects
+
+    effects, _ = training_level_effects(shash.location_scale_, shash.encoder_.categorical.index("site"))
+    drifted = world[1][world[1].site == "site_01"].head(300).copy()
+    drifted[truth.idp_names] += 2 * effects.std(axis=0, ddof=1)
+    assert not [w for w in shash.adapt(drifted, refine=["site"]).adapt_warnings_ if "of what sites differ by" in w]
