@@ -110,7 +110,8 @@ def estimate_level(ls: LocationScale, k: int, level: int | None, age: np.ndarray
     logvar = g + np.log1p(post_var_mu / np.maximum(within, 1e-300))
     # how far the local estimate lies from the prior in SDs of what the training levels differ by (and the sampling
     # error), for a known level too: its prior's own precision would call a real drift of a refined site surprising
-    with np.errstate(invalid="ignore", divide="ignore"):  # one training level: no spread, no surprise
+    surprise = np.zeros_like(d)
+    if len(mu_tr) >= 2:  # one training level: no spread, no surprise
         between_mu, between_lv = mu_tr.var(0, ddof=1), lv_tr.var(0, ddof=1)
         surprise = np.where(n > 1, np.maximum(np.abs(d - prior_mu) / np.sqrt(between_mu + v),
                                               np.abs(g_hat - prior_lv) / np.sqrt(between_lv + v_g)), 0.0)
