@@ -528,7 +528,7 @@ class NormativeModel:
                                  np.isin(self.idps, unmeasured_here) if unmeasured_here else None)
             measured_now = [c for c, n in zip(self.idps, est.n_controls, strict=True) if c in unmeasured_here and n]
             surprising = far_from_every_level(f"{col}={lvl}", self.idps, est, y[rows],
-                                              (getattr(self, "training_summary_", None) or {}).get("idp_mean", {}))
+                                              self.training_summary_.get("idp_mean", {}))
             if surprising:
                 warnings.append(surprising)
             ls.set_level_effect(k, code, est.mu, est.logvar)

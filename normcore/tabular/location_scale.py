@@ -11,17 +11,6 @@ _SINGLE_AGE_SPAN = 1e-6  # years: the nominal age range of a cohort whose subjec
 _WEAK_SUPPORT = 10.0  # a spline column whose Gram diagonal is under this many ridges is barely informed by the rows
 
 
-def _standard_units(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each column's mean and SD over its observed values (NaN: missing); 0 and 1 for a column observed on fewer than
-    two rows or without spread."""
-    observed = (~np.isnan(y)).sum(axis=0)
-    enough = observed >= 2
-    with np.errstate(invalid="ignore", divide="ignore"):
-        centre = np.where(enough, np.nanmean(np.where(enough, y, 0.0), axis=0), 0.0)
-        spread = np.where(enough, np.nanstd(np.where(enough, y, 0.0), axis=0), 1.0)
-    return centre, np.where(spread > 0, spread, 1.0)
-
-
 def _leave_one_out_residual(target: np.ndarray, fitted: np.ndarray, hat: np.ndarray) -> np.ndarray:
     """Each row's residual from the linear smoother (hat-matrix diagonal ``hat``) refitted without it:
     (t_i - f_i) / (1 - h_ii); so t_i minus it is the row's leave-one-out prediction."""
@@ -242,9 +231,11 @@ class LocationScale:
         age = np.asarray(age, float)
         raw = np.asarray(y, float)
         degenerate = np.nanmax(raw, axis=0, initial=-np.inf) <= np.nanmin(raw, axis=0, initial=np.inf)
-        y = np.where(degenerate, np.nan, raw)  # one value (or none) to fit: left to the caller, as unobserved
-        centre, spread = _standard_units(y)
-        y = (y - centre) / spread
+        fitted = ~degenerate  # two different values at least; the others are left to the caller, as unobserved
+        kept = np.where(fitted, raw, 0.0)  # each IDP in its standard units (see above)
+        centre = np.where(fitted, np.nanmean(kept, axis=0), 0.0)
+        spread = np.where(fitted, np.nanstd(kept, axis=0), 1.0)
+        y = (np.where(fitted, raw, np.nan) - centre) / spread
         self.age_lo, self.age_hi = float(age.min()), float(max(age.max(), age.min() + _SINGLE_AGE_SPAN))
         probs = np.linspace(0, 1, self.n_knots + 2)[1:-1]
         self.knots = np.unique(np.quantile(age, probs)).tolist()
