@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from normcore._utils.errors import InputError, column_hint
-from normcore._utils.plausibility import AGE_LIMITS
+from normcore._utils.plausibility import AGE_LIMITS, age_unit_hint
 from normcore.tabular.column_matching import ID_NAMES, normalise_name
 
 
@@ -150,7 +150,7 @@ def validate_table(df: pd.DataFrame, age: str, covariates: list[str], idps: list
         a = ages.to_numpy(float)
         if (np.isinf(a) | (a < AGE_LIMITS[0]) | (a > AGE_LIMITS[1])).any():
             report.add("error", age, f"column {age!r} has impossible ages (infinite, or outside "
-                       f"{AGE_LIMITS[0]:g}–{AGE_LIMITS[1]:g} years)")
+                       f"{AGE_LIMITS[0]:g}–{AGE_LIMITS[1]:g} years).{age_unit_hint(a)}".rstrip())
         elif report.age_range[0] == report.age_range[1] and len(a) > 1:
             report.add("warning", age, f"every subject has age {report.age_range[0]:g}: a model fitted on them has no "
                        "age curve, and subjects of other ages are scored as if that age (flagged out_of_range)")
