@@ -128,6 +128,7 @@ def subject_report(model, scores: pd.DataFrame, subject: str, id_col: str | None
     calibration = getattr(model, "multivariate_calibration_", None)
     if calibration is not None:  # the centile is among new healthy people, not under the model
         multivariate["calibrated_on"] = calibration.n_rows
+        multivariate["calibrated_rows"] = calibration.rows_text()
     flags = []
     if bool(row.get("out_of_range", False)) or not lo <= age <= hi:
         flags.append(f"Age {_years(age)} is outside the reference's {_years(lo)}-{_years(hi)}: centiles are "

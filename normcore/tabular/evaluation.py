@@ -99,6 +99,7 @@ def evaluate(model, holdout: pd.DataFrame, truth: SyntheticTruth | None = None, 
     calibration = getattr(model, "multivariate_calibration_", None)
     if report["multivariate"]["n"]:  # which reference its z has: chi2 under the model, or the fit's calibration
         report["multivariate"]["calibrated_on"] = calibration.n_rows if calibration is not None else None
+        report["multivariate"]["calibrated_rows"] = calibration.rows_text() if calibration is not None else None
 
     controls = holdout[is_control.to_numpy()].reset_index(drop=True)
     generated = model.sample(controls[[age, *cats]], n=1, seed=seed + 1,
@@ -266,7 +267,7 @@ def summary_lines(report: dict) -> list[str]:
     if mv.get("n"):
         lines.append(f"  multivariate score: {mv['share_above_95']:.3f} / {mv['share_above_99']:.3f} of controls above "
                      f"its 95th / 99th centile (nominal 0.05 / 0.01), median z {mv['median_z']:.2f}; "
-                     + (f"z calibrated on the fit's {mv['calibrated_on']} validation rows" if mv.get("calibrated_on")
+                     + (f"z calibrated on {mv.get('calibrated_rows') or mv['calibrated_on']}" if mv.get("calibrated_on")
                         else "z from chi-square under the model"))
     dep = report["dependence"]
     floor = f" (noise floor, exact draw: {dep['frobenius_oracle']:.4f})" if "frobenius_oracle" in dep else ""

@@ -14,6 +14,11 @@ is then Phi^-1 of that distribution function instead of chi2(D)'s, so it reads a
 rows with only D' of the D IDPs observed the degrees of freedom scale to nu * D' / D (an approximation: the share
 of the spread each IDP carries is taken as equal).
 
+An exact baseline (the SHASH baseline, PCNtoolkit's BLR) scores d2 under one correlation of its training rows' z,
+with no validation split. :func:`cross_fitted` gives it the same calibration from its training rows: each row's d2
+under the correlation of the other folds' rows, which did not see it. Under their own in-sample correlation, 84-88%
+of healthy held-out fcon1000 subjects scored above chi2(213)'s 95th centile (BENCHMARKS.md, forty-ninth session).
+
 d2 also depends on the number of samples M per covariate point: the correlation is estimated from them and shrunk
 towards the identity by D / (M + D), so more samples give larger d2. The fit therefore scores the same rows with M
 and with M / 2 samples. Their mean d2 settles as m(M) = m_inf - c / sqrt(M) (measured from 256 to 4000 samples to
@@ -23,13 +28,15 @@ m(M') / m(M), M' taken within [M / 8, 8 M]. The gamma's shape (nu) hardly moves 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from scipy import optimize, special
 
-from normcore.tabular.scoring import chi2_z
+from normcore.tabular.scoring import MAX_MULTIVARIATE_IDPS, chi2_z, mahalanobis
 
+CROSS_FIT_FOLDS = 10
+"""Folds of :func:`cross_fitted`: each row's d2 is under a correlation of 90% of the rows."""
 MIN_CALIBRATION_ROWS = 50
 """Fewer out-of-sample rows than this give no calibration (the chi-square reference is kept): the gamma's shape,
 which sets the upper centiles, would be estimated to worse than about +-20%."""
@@ -39,7 +46,8 @@ which sets the upper centiles, would be estimated to worse than about +-20%."""
 class MultivariateCalibration:
     """d2 over all ``n_idps`` IDPs ~ ``scale`` * chi2(``dof``), fitted on ``n_rows`` out-of-sample d2 computed with
     ``n_samples`` samples per covariate point; ``mean_d2`` and ``mean_d2_half`` are the mean of those d2 with
-    ``n_samples`` and with half as many (how d2 moves with the number of samples)."""
+    ``n_samples`` and with half as many (how d2 moves with the number of samples). ``cross_fitted``: the rows are the
+    training rows, cross-fitted (:func:`cross_fitted`), not a validation split."""
 
     scale: float
     dof: float
@@ -48,6 +56,7 @@ class MultivariateCalibration:
     n_samples: int
     mean_d2: float
     mean_d2_half: float
+    cross_fitted: bool = False
 
     @classmethod
     def fit(cls, d2: np.ndarray, d2_half: np.ndarray, n_idps: int, n_samples: int,
@@ -102,12 +111,57 @@ class MultivariateCalibration:
         if not all(float(d[k]) > 0 for k in ("scale", "dof", "n_idps", "n_samples", "mean_d2", "mean_d2_half")):
             raise TypeError("multivariate_calibration: scale, dof, n_idps, n_samples and the means must be positive")
         return cls(scale=float(d["scale"]), dof=float(d["dof"]), n_idps=int(d["n_idps"]), n_rows=int(d["n_rows"]),
-                   n_samples=int(d["n_samples"]), mean_d2=float(d["mean_d2"]), mean_d2_half=float(d["mean_d2_half"]))
+                   n_samples=int(d["n_samples"]), mean_d2=float(d["mean_d2"]), mean_d2_half=float(d["mean_d2_half"]),
+                   cross_fitted=bool(d.get("cross_fitted", False)))
+
+    def rows_text(self) -> str:
+        """The rows it was fitted to, for a sentence: "the fit's 86 validation subjects" or "its 862 training
+        subjects, cross-fitted"."""
+        if self.cross_fitted:
+            return f"its {self.n_rows} training subjects, cross-fitted"
+        return f"the fit's {self.n_rows} validation subjects"
 
     def describe(self) -> str:
         """One line for a card or a summary."""
-        return (f"multivariate score calibrated on {self.n_rows} out-of-sample rows: d2 ~ {self.scale:.3g} x "
+        rows = f"{self.n_rows} {'training rows, cross-fitted' if self.cross_fitted else 'out-of-sample rows'}"
+        return (f"multivariate score calibrated on {rows}: d2 ~ {self.scale:.3g} x "
                 f"chi2({self.dof:.1f}) over {self.n_idps} IDPs (chi2({self.n_idps}) under the model)")
+
+
+def cross_fitted(z: np.ndarray, folds: int = CROSS_FIT_FOLDS, seed: int = 0) -> MultivariateCalibration | None:
+    """The calibration of a multivariate score computed under one correlation of the training rows' z (n, D), from
+    those rows: in each of ``folds`` random folds (drawn from ``seed``), the rows' d2 under the correlation of the
+    other folds' complete rows, its scale corrected for those correlations being of fewer rows (BENCHMARKS.md,
+    forty-ninth session). None where :meth:`MultivariateCalibration.fit` gives none, where D is over
+    :data:`~normcore.tabular.scoring.MAX_MULTIVARIATE_IDPS`, or where a fold's correlation is singular (more IDPs
+    than rows, or IDPs that are exact copies): the chi-square reference is kept. Its sample count is the number of
+    rows, and it does not depend on one (an exact model draws no samples)."""
+    z = np.asarray(z, float)
+    n, d = z.shape
+    if d > MAX_MULTIVARIATE_IDPS or n < MIN_CALIBRATION_ROWS:
+        return None
+    fold = np.random.default_rng(seed).permutation(n) % folds
+    complete = np.isfinite(z).all(axis=1)
+    d2 = np.full(n, np.nan)
+    for k in range(folds):
+        rest = z[(fold != k) & complete]
+        corr = np.corrcoef(rest, rowvar=False).reshape(d, d)
+        if len(rest) <= d or not np.isfinite(corr).all():
+            return None
+        try:
+            d2[fold == k] = mahalanobis(z[fold == k], corr)[0]
+        except np.linalg.LinAlgError:
+            return None
+    calibration = MultivariateCalibration.fit(d2, d2, d, n, n_observed=np.isfinite(z).sum(axis=1))
+    if calibration is None:
+        return None
+    # a fold's correlation is of fewer rows than the one scores use, so its d2 run larger: by the ratio of the mean d2
+    # of a new Gaussian row under a correlation of m rows, (m - 1) / (m - D - 2) (Hotelling's T^2), of the two counts
+    rows, fold_rows = complete.sum(), complete.sum() * (folds - 1) / folds
+    if fold_rows <= d + 2:
+        return None
+    ratio = ((rows - 1) / (rows - d - 2)) / ((fold_rows - 1) / (fold_rows - d - 2))
+    return replace(calibration, scale=calibration.scale * float(ratio), cross_fitted=True)
 
 
 def _gamma_shape(x: np.ndarray) -> float | None:

@@ -86,7 +86,11 @@ def test_the_multivariate_score_is_ranked_among_the_cards_held_out_healthy_peopl
 
 def test_a_calibrated_multivariate_centile_says_it_is_among_new_healthy_people(scored):
     model, scores = scored
-    assert "under the model" in multivariate_line(subject_report(model, scores, "patient-1", id_col="sub_id"))
+    line = multivariate_line(subject_report(model, scores, "patient-1", id_col="sub_id"))
+    assert "among new healthy people, calibrated on its 400 training subjects, cross-fitted" in line
+    uncalibrated = copy.deepcopy(model)
+    uncalibrated.multivariate_calibration_ = None  # as a model saved before its fit calibrated the score
+    assert "under the model" in multivariate_line(subject_report(uncalibrated, scores, "patient-1", id_col="sub_id"))
     calibrated = copy.deepcopy(model)
     calibrated.multivariate_calibration_ = MultivariateCalibration(scale=2.0, dof=3.0, n_idps=6, n_rows=86,
                                                                    n_samples=1000, mean_d2=6.0, mean_d2_half=5.5)

@@ -13,7 +13,8 @@ from normcore import NormativeDiffusion, load_model, make_synthetic
 from normcore._utils.errors import InputError
 from normcore._utils.progress import Cancelled, Progress
 from normcore.tabular.diffusion_model import CALIBRATION_STAGE
-from normcore.tabular.multivariate_calibration import MIN_CALIBRATION_ROWS, MultivariateCalibration
+from normcore.tabular.multivariate_calibration import MIN_CALIBRATION_ROWS, MultivariateCalibration, cross_fitted
+from normcore.tabular.scoring import mahalanobis
 from tests.conftest import TINY
 
 
@@ -179,3 +180,19 @@ def test_scores_with_fewer_samples_come_from_the_first_samples_of_one_draw(tiny_
     assert body.sum() >= 20 and not np.array_equal(half[0], full[0])
     ranks = (samples < x[:, None, :]).sum(axis=1)  # the randomised PIT's count below, over M / 2 + 1
     np.testing.assert_array_equal(np.floor(half[0][body] * (m // 2 + 1)), ranks[body])
+
+
+def test_cross_fitted_calibration_scores_new_rows_at_the_nominal_rate():
+    """A correlation of 300 rows over 60 IDPs: new rows' d2 under it put 35% above chi2(60)'s 95th centile; the
+    calibration cross-fitted on the 300 rows themselves puts 3-8% there (the calibration is estimated from 300 rows)."""
+    rng = np.random.default_rng(0)
+    d = 60
+    a = rng.standard_normal((d, d))
+    cov = a @ a.T / d + np.eye(d)
+    chol = np.linalg.cholesky(cov / np.sqrt(np.outer(np.diag(cov), np.diag(cov))))
+    z = rng.standard_normal((300, d)) @ chol.T
+    d2, chi2_scale = mahalanobis(rng.standard_normal((4000, d)) @ chol.T, np.corrcoef(z, rowvar=False))
+    calibrated = cross_fitted(z).z(d2, np.full(len(d2), d))
+    assert np.mean(chi2_scale > 1.645) > 0.25
+    assert 0.03 < np.mean(calibrated > 1.645) < 0.08 and np.mean(calibrated > 2.326) < 0.025
+    assert cross_fitted(z[:60]) is None  # a fold's correlation of 54 rows over 60 IDPs is singular

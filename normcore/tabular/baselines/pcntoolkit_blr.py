@@ -27,6 +27,7 @@ from normcore._utils.errors import InputError
 from normcore._utils.progress import Progress
 from normcore.tabular.base import NormativeModel
 from normcore.tabular.covariates import MARGINALISE, CovariateEncoder, category_label
+from normcore.tabular.multivariate_calibration import cross_fitted
 
 
 def pcntoolkit_available() -> bool:
@@ -112,6 +113,7 @@ class PCNToolkitBLR(NormativeModel):
             self.model_.fit(self._norm_data(data, "train"))
             z = self.model_.predict(self._norm_data(data, "train_z"))["Z"].to_numpy()
         self.z_correlation_ = np.corrcoef(z, rowvar=False).reshape(len(self.idps), len(self.idps))
+        self.multivariate_calibration_ = cross_fitted(z, seed=self.seed)  # d2 among new people, not chi2(D)
         self.history_ = {"fit_time_s": time.perf_counter() - start, "n_train": int(len(data))}
         self.training_summary_ = {"n_train": int(len(data)), "n_validation": 0, "dropped_rows": int(dropped_rows),
                                   "idp_mean": {c: float(data[c].mean()) for c in self.idps},

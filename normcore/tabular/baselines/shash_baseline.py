@@ -35,6 +35,7 @@ from normcore.tabular.base import NormativeModel
 from normcore.tabular.baselines.shash import fit_shash, shash_inverse, shash_moments, shash_z
 from normcore.tabular.covariates import MARGINALISE, CovariateEncoder, expand_levels
 from normcore.tabular.location_scale import LocationScale
+from normcore.tabular.multivariate_calibration import cross_fitted
 from normcore.tabular.params import Rule, boolean, integer, number
 from normcore.tabular.point_mass_shares import PointMassShares
 from normcore.tabular.point_masses import (
@@ -104,7 +105,8 @@ class LocationScaleSHASH(NormativeModel):
         y_body = self._body_values(y)  # values at a point mass left out of the stages below
         curves = [k for k, n_lv in enumerate(n_levels)
                   if n_lv > 1 and np.bincount(codes[:, k], minlength=n_lv).min() >= MIN_LEVEL_ROWS_FOR_CURVES]
-        self.location_scale_ = LocationScale(self.n_knots, self.ridge, curves).fit(a, codes, y_body, n_levels)
+        self.location_scale_ = LocationScale(self.n_knots, self.ridge, curves)
+        r_out = self.location_scale_.fit_transform(a, codes, y_body, n_levels)  # leave-one-out residuals
         self.pooled_body_ = pooled_bodies(y_body, self.floor_, self.ceiling_)
         mu, sd = self._location_scale_of(a, codes)
         r = (y_body - mu) / sd
@@ -120,11 +122,31 @@ class LocationScaleSHASH(NormativeModel):
             self.bound_share_ = bound_shares(y, self.floor_, self.ceiling_)
         _, z = self._scores(y, a, codes, self.seed)
         self.z_correlation_ = np.corrcoef(z, rowvar=False).reshape(len(idps), len(idps)).tolist()
+        # d2 among new people, not chi2(D): from the training rows' z as wide as new people's
+        self.multivariate_calibration_ = cross_fitted(z * self._leave_one_out_widening(r, r_out), seed=self.seed)
         self.history_ = {"fit_time_s": time.perf_counter() - start, "n_train": int(len(data))}
         self.training_summary_ = {"n_train": int(len(data)), "n_validation": 0, "dropped_rows": int(dropped_rows),
                                   "age": {"min": float(a.min()), "max": float(a.max())},
                                   "idp_mean": {c: float(data[c].mean()) for c in idps},
                                   "idp_std": {c: float(data[c].std()) for c in idps}}
+
+    def _leave_one_out_widening(self, r: np.ndarray, r_out: np.ndarray) -> np.ndarray:
+        """(D,) how much wider new people's z are than the training rows' own, per IDP: the ratio of the interquartile
+        ranges of the rows' z from their leave-one-out residuals ``r_out`` and from their in-sample residuals ``r``
+        (1 for an IDP with a point mass or a pooled body, or without a spread to compare). The multivariate score's
+        calibration is fitted to the training rows' z widened by it: in-sample z sit closer to the fit than a new
+        person's. A ratio of spreads, not the leave-one-out z themselves: a site with one or two training subjects has
+        leverage near 1, and its rows' leave-one-out z ran to 40 (BENCHMARKS.md, forty-ninth session)."""
+        ratio = np.ones(len(self.idps))
+        floor, ceiling = self._bounds()
+        for j, p in enumerate(self.shash_):
+            ok = np.isfinite(r[:, j]) & np.isfinite(r_out[:, j])
+            if j in self.pooled_body_ or not (np.isnan(floor[j]) and np.isnan(ceiling[j])) or ok.sum() < 4:
+                continue
+            inner, outer = (np.subtract(*np.percentile(shash_z(v[ok, j], p), [75, 25])) for v in (r, r_out))
+            if inner > 0 and np.isfinite(outer) and outer > 0:
+                ratio[j] = outer / inner
+        return ratio
 
     # ------------------------------------------------------------------ exact distribution
     def _level_combinations(self, codes: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
