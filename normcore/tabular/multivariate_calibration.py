@@ -16,8 +16,8 @@ of the spread each IDP carries is taken as equal).
 
 An exact baseline (the SHASH baseline, PCNtoolkit's BLR) scores d2 under one correlation of its training rows' z,
 with no validation split. :func:`cross_fitted` gives it the same calibration from its training rows: each row's d2
-under the correlation of the other folds' rows, which did not see it. Under their own in-sample correlation, 84-88%
-of healthy held-out fcon1000 subjects scored above chi2(213)'s 95th centile (BENCHMARKS.md, forty-ninth session).
+under the correlation of the other folds' rows, which did not see it. Under their own in-sample correlation, most
+healthy held-out fcon1000 subjects scored above chi2(208)'s 95th centile (BENCHMARKS.md, forty-ninth session).
 
 d2 also depends on the number of samples M per covariate point: the correlation is estimated from them and shrunk
 towards the identity by D / (M + D), so more samples give larger d2. The fit therefore scores the same rows with M

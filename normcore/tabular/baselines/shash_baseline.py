@@ -61,9 +61,9 @@ BODY_LEVELS = (1e-16, 1.0 - 2.0**-53)
 rounds, would be an infinite value)."""
 MIN_LEVEL_ROWS_FOR_CURVES = 100
 """A categorical covariate whose every level has at least this many training rows gets level curves of the location
-(a curve has n_knots + 4 coefficients per level). With fcon1000's sites (9-200 subjects) given curves, held-out MSLL
-was 0.002-0.007 worse on each of four splits; a sex x age interaction left out cost 0.3 in median |z error|
-(BENCHMARKS.md, forty-ninth session)."""
+(a curve has n_knots + 4 coefficients per level): fcon1000's sites of 9-200 subjects, given curves, made held-out
+MSLL worse on each of four splits, while a sex x age interaction left out biased z (BENCHMARKS.md, forty-ninth
+session)."""
 N_MOMENT_NODES = 40
 """Gauss-Hermite nodes for the moments of a truncated body (as in :func:`~.shash.shash_moments`)."""
 
@@ -136,7 +136,7 @@ class LocationScaleSHASH(NormativeModel):
         (1 for an IDP with a point mass or a pooled body, or without a spread to compare). The multivariate score's
         calibration is fitted to the training rows' z widened by it: in-sample z sit closer to the fit than a new
         person's. A ratio of spreads, not the leave-one-out z themselves: a site with one or two training subjects has
-        leverage near 1, and its rows' leave-one-out z ran to 40 (BENCHMARKS.md, forty-ninth session)."""
+        leverage near 1, and its rows' leave-one-out z run far out (BENCHMARKS.md, forty-ninth session)."""
         ratio = np.ones(len(self.idps))
         floor, ceiling = self._bounds()
         for j, p in enumerate(self.shash_):
