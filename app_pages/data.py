@@ -26,9 +26,10 @@ if source == "Upload a CSV":
             ss.upload_id = upload.file_id
             set_data(frame, f"upload: {upload.name}")
             numeric = [c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c])]
-            age = guess_column(list(frame.columns), AGE_NAMES) or (numeric[0] if numeric else None)
             id_col = guess_column(list(frame.columns), ID_NAMES)
             group_col = guess_column(list(frame.columns), GROUP_NAMES)
+            others = [c for c in numeric if c not in (id_col, group_col)]  # an unnamed age: the first other number
+            age = guess_column(list(frame.columns), AGE_NAMES) or (others[0] if others else None)
             controls = [v for v in ("control", "controls", "HC", "healthy", "CN", "0")
                         if group_col and v in frame[group_col].astype(str).unique()]
             covariates = [c for c in guess_usual_covariates(list(frame.columns)) if c != age]

@@ -18,9 +18,11 @@ MEASURE_SUFFIXES = ("thickness", "thick", "volume", "vol", "area")
 SEX_WORDS = {"f": "female", "female": "female", "w": "female", "woman": "female", "m": "male", "male": "male",
              "man": "male"}
 ID_NAMES = ("sub_id", "subject_id", "participant_id", "subject", "participant", "id", "eid", "subjid", "rid")
-GROUP_NAMES = ("group", "diagnosis", "dx", "status", "label", "cohort", "condition")
+GROUP_NAMES = ("group", "diagnosis", "dx", "dx_group", "status", "label", "cohort", "condition")
 VISIT_NAMES = ("visit", "session", "timepoint", "wave", "visit_id", "visit_number", "session_id", "ses")
-AGE_NAMES = ("age", "age_years", "age_at_scan", "age_at_mri", "age_yrs", "subject_age", "age_y")
+AGE_NAMES = ("age", "age_years", "age_at_scan", "age_at_mri", "age_yrs", "subject_age", "age_y", "interview_age")
+"""Names of an age column, in order of preference (``interview_age``: the NIMH Data Archive's, ABCD's, in months, which
+validation then names as such)."""
 COVARIATE_NAMES = {"sex": ("sex", "gender", "biological_sex", "sex_mf"),
                    "site": ("site", "scanner", "centre", "center", "site_id", "scanner_id", "acquisition_site")}
 """Other names of a model's usual covariates, tried in this order after the covariate's own name."""

@@ -89,6 +89,11 @@ def test_upload_and_bad_uploads_show_messages(tmp_path):
     at.file_uploader[0].upload("named.csv", named.to_csv(index=False).encode(), "text/csv").run()
     m = at.session_state.mapping
     assert (m.age, m.covariates, m.idps) == ("Age_at_scan", ["Gender"], ["x1", "x2"])
+    # an age column of no known name is not the subject IDs, though they come first (it was, and clashed with them)
+    unnamed = good.rename(columns={"age": "years"}).assign(eid=range(1000, 1040))[["eid", "years", "sex", "x1", "x2"]]
+    at.file_uploader[0].upload("unnamed.csv", unnamed.to_csv(index=False).encode(), "text/csv").run()
+    m = at.session_state.mapping
+    assert (m.id_col, m.age, m.idps) == ("eid", "years", ["x1", "x2"])
     for content in (b"\xff\xfe\x00", b"age,x\n1,2\n3", b"a;b\n1;2\n", b"onecolumn\n1\n"):
         at.file_uploader[0].upload("bad.csv", content, "text/csv").run()
         assert not at.exception

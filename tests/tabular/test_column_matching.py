@@ -5,6 +5,9 @@ from __future__ import annotations
 import pandas as pd
 
 from normcore.tabular.column_matching import (
+    AGE_NAMES,
+    GROUP_NAMES,
+    ID_NAMES,
     VISIT_NAMES,
     guess_column,
     guess_covariate_column,
@@ -42,6 +45,9 @@ def test_id_and_group_columns_are_guessed():
     assert guess_column(["age", "Time-Point"], VISIT_NAMES) == "Time-Point"  # names compared after normalisation
     assert guess_column(["Visit_Number", "session"], VISIT_NAMES) == "session"  # in the names' order of preference
     assert guess_column(["age", "sex"], ("group",)) is None
+    abide_abcd = ["SUB_ID", "SITE_ID", "interview_age", "SEX", "DX_GROUP"]  # ABIDE's and the NIMH Data Archive's names
+    assert [guess_column(abide_abcd, names) for names in (ID_NAMES, AGE_NAMES, GROUP_NAMES)] == \
+        ["SUB_ID", "interview_age", "DX_GROUP"]
 
 
 def test_covariate_columns_are_guessed_by_other_names_or_by_their_values():
