@@ -56,8 +56,8 @@ def multivariate_line(report: SubjectReport) -> str:
         return "Multivariate deviation: not computed."
     held = (f"; above {m['held_out_centile']:.0f}% of the reference's {m['held_out_n']} held-out healthy people"
             if "held_out_n" in m else "")
-    rows = m.get("calibrated_rows", f"the fit's {m.get('calibrated_on')} validation subjects")
-    where = f"among new healthy people, calibrated on {rows}" if "calibrated_on" in m else "under the model"
+    where = (f"among new healthy people, calibrated on {m['calibrated_rows']}" if "calibrated_rows" in m
+             else "under the model")
     return (f"Multivariate deviation over {m['n_idps']} IDPs: d² = {m['d2']:.1f}, z = {m['z']:.2f} "
             f"(centile {m['centile']:.1f} {where}{held}).")
 

@@ -265,10 +265,9 @@ def summary_lines(report: dict) -> list[str]:
              f"SMSE {agg['smse_mean']:.3f}"]
     mv = report.get("multivariate", {})
     if mv.get("n"):
-        rows = mv.get("calibrated_rows") or f"the fit's {mv.get('calibrated_on')} validation rows"
         lines.append(f"  multivariate score: {mv['share_above_95']:.3f} / {mv['share_above_99']:.3f} of controls above "
                      f"its 95th / 99th centile (nominal 0.05 / 0.01), median z {mv['median_z']:.2f}; "
-                     + (f"z calibrated on {rows}" if mv.get("calibrated_on")
+                     + (f"z calibrated on {mv['calibrated_rows']}" if mv.get("calibrated_rows")
                         else "z from chi-square under the model"))
     dep = report["dependence"]
     floor = f" (noise floor, exact draw: {dep['frobenius_oracle']:.4f})" if "frobenius_oracle" in dep else ""

@@ -123,27 +123,28 @@ class LocationScaleSHASH(NormativeModel):
         _, z = self._scores(y, a, codes, self.seed)
         self.z_correlation_ = np.corrcoef(z, rowvar=False).reshape(len(idps), len(idps)).tolist()
         # d2 among new people, not chi2(D): from the training rows' z as wide as new people's
-        self.multivariate_calibration_ = cross_fitted(z * self._leave_one_out_widening(r, r_out), seed=self.seed)
+        self.multivariate_calibration_ = cross_fitted(z * self._leave_one_out_widening(z, r_out), seed=self.seed)
         self.history_ = {"fit_time_s": time.perf_counter() - start, "n_train": int(len(data))}
         self.training_summary_ = {"n_train": int(len(data)), "n_validation": 0, "dropped_rows": int(dropped_rows),
                                   "age": {"min": float(a.min()), "max": float(a.max())},
                                   "idp_mean": {c: float(data[c].mean()) for c in idps},
                                   "idp_std": {c: float(data[c].std()) for c in idps}}
 
-    def _leave_one_out_widening(self, r: np.ndarray, r_out: np.ndarray) -> np.ndarray:
+    def _leave_one_out_widening(self, z: np.ndarray, r_out: np.ndarray) -> np.ndarray:
         """(D,) how much wider new people's z are than the training rows' own, per IDP: the ratio of the interquartile
-        ranges of the rows' z from their leave-one-out residuals ``r_out`` and from their in-sample residuals ``r``
-        (1 for an IDP with a point mass or a pooled body, or without a spread to compare). The multivariate score's
-        calibration is fitted to the training rows' z widened by it: in-sample z sit closer to the fit than a new
-        person's. A ratio of spreads, not the leave-one-out z themselves: a site with one or two training subjects has
-        leverage near 1, and its rows' leave-one-out z run far out (BENCHMARKS.md, forty-ninth session)."""
+        ranges of the rows' z from their leave-one-out residuals ``r_out`` and of their in-sample z ``z`` (1 for an IDP
+        with a point mass or a pooled body, or without a spread to compare). The multivariate score's calibration is
+        fitted to the training rows' z widened by it: in-sample z sit closer to the fit than a new person's. A ratio of
+        spreads, not the leave-one-out z themselves: a site with one or two training subjects has leverage near 1, and
+        its rows' leave-one-out z run far out (BENCHMARKS.md, forty-ninth session)."""
         ratio = np.ones(len(self.idps))
         floor, ceiling = self._bounds()
         for j, p in enumerate(self.shash_):
-            ok = np.isfinite(r[:, j]) & np.isfinite(r_out[:, j])
+            ok = np.isfinite(z[:, j]) & np.isfinite(r_out[:, j])
             if j in self.pooled_body_ or not (np.isnan(floor[j]) and np.isnan(ceiling[j])) or ok.sum() < 4:
                 continue
-            inner, outer = (np.subtract(*np.percentile(shash_z(v[ok, j], p), [75, 25])) for v in (r, r_out))
+            inner = np.subtract(*np.percentile(z[ok, j], [75, 25]))
+            outer = np.subtract(*np.percentile(shash_z(r_out[ok, j], p), [75, 25]))
             if inner > 0 and np.isfinite(outer) and outer > 0:
                 ratio[j] = outer / inner
         return ratio
